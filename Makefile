@@ -1,0 +1,39 @@
+# Set-up and jobs. `make demo` and `make test` each create .venv, install torch and pygen (dev
+# extras) and build the extension when needed, then run their job; a second run reuses it all.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+SOURCES := $(shell find csrc -type f) CMakeLists.txt setup.py pyproject.toml
+
+.PHONY: demo test bench lint gpu-check clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+# torch first: the extension builds against the torch already installed (no build isolation).
+$(VENV)/.deps: pyproject.toml | $(PY)
+	$(PIP) install "torch>=2.11" setuptools wheel ninja "cmake>=3.26"
+	$(PIP) install -e ".[dev]" --no-build-isolation
+	touch $@
+
+$(VENV)/.built: $(VENV)/.deps $(SOURCES)
+	$(PIP) install --no-build-isolation --no-deps -e .
+	touch $@
+
+demo: $(VENV)/.built
+	$(PY) -m benchmarks.run --quick --ops reparam_kl
+
+test: $(VENV)/.built
+	$(PY) -m pytest tests -q
+
+bench: $(VENV)/.built
+	$(PY) -m benchmarks.run
+
+lint: $(VENV)/.deps
+	$(PY) -m ruff check pygen tests benchmarks setup.py
+	$(PY) -m ruff format --check pygen tests benchmarks setup.py
+
+clean:
+	rm -rf build pygen/_C*.so

@@ -1,0 +1,45 @@
+"""Run the benchmark suite and rebuild the report: ``python -m benchmarks.run [--quick] [--ops X]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import report
+from benchmarks.common import device_under_test, results_file
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="few rounds per case")
+    parser.add_argument("--ops", nargs="*", help="ops to run (bench_<op>.py), default all")
+    args = parser.parse_args(argv)
+    files = sorted(HERE.glob("bench_*.py"))
+    if args.ops:
+        files = [f for f in files if f.stem.removeprefix("bench_") in args.ops]
+        if not files:
+            parser.error(f"no benchmark for {args.ops}")
+    pytest_args = [*map(str, files), "-q", "-p", "no:cacheprovider", "-o", "python_files=bench_*.py",
+                   "--benchmark-disable-gc", "--rootdir", str(HERE.parent)]
+    if args.quick:
+        pytest_args.append("--quick")
+    code = pytest.main(pytest_args)
+    if code != 0:
+        return int(code)
+    report.main()
+    rows = json.loads(results_file(device_under_test()).read_text())
+    ran = {f.stem.removeprefix("bench_") for f in files}
+    for op in sorted(ran):
+        print(f"\n{op} on {rows[0]['device']}\n")
+        print(report.table([r for r in rows if r["op"] == op]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

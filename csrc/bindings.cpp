@@ -1,0 +1,36 @@
+// The one Python module of pygen: declares every op's entry points and the build facts.
+#include <torch/extension.h>
+
+#include "reparam_kl/reparam_kl.h"
+
+using namespace pybind11::literals;
+
+namespace {
+
+pybind11::dict build_info() {
+  pybind11::dict info;
+#ifdef PYGEN_WITH_CUDA
+  info["cuda"] = true;
+#else
+  info["cuda"] = false;
+#endif
+  info["cuda_arch_list"] = std::string(PYGEN_CUDA_ARCH_LIST);
+  info["torch_version"] = std::string(PYGEN_TORCH_VERSION);
+#ifdef PYGEN_WITH_OPENMP
+  info["openmp"] = true;
+#else
+  info["openmp"] = false;
+#endif
+  return info;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "pygen fused kernels (CPU and CUDA)";
+  m.def("build_info", &build_info, "How this module was built.");
+  m.def("reparam_kl_forward", &pygen::reparam_kl::forward, "mu"_a, "logvar"_a, "noise"_a, "seed"_a,
+        "n_samples"_a);
+  m.def("reparam_kl_backward", &pygen::reparam_kl::backward, "grad_z"_a, "grad_kl"_a, "mu"_a,
+        "logvar"_a, "noise"_a, "seed"_a, "n_samples"_a);
+}

@@ -1,0 +1,116 @@
+// Math shared by the CPU and CUDA kernels. On the host, float exp/log/sincos are branch-free
+// polynomials (Cephes coefficients) so that the compiler vectorizes the loops that call them;
+// on the device the CUDA intrinsics are already fast.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#if !defined(__CUDA_ARCH__)
+#include <bit>
+#endif
+
+#if defined(__CUDACC__)
+#define PYGEN_HD __host__ __device__ __forceinline__
+#else
+#define PYGEN_HD inline __attribute__((always_inline))
+#endif
+
+namespace pygen {
+
+// Round to nearest for |x| < 2^22 with plain adds (SSE2 has no vector round instruction).
+PYGEN_HD float round_small(float x) {
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+  return (x + kMagic) - kMagic;
+}
+
+PYGEN_HD float bits_to_float(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  return std::bit_cast<float>(u);
+#endif
+}
+
+PYGEN_HD uint32_t float_to_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  return std::bit_cast<uint32_t>(f);
+#endif
+}
+
+// exp(x) for float; relative error ~2e-7 on [-87, 88], 0 below, inf above.
+PYGEN_HD float fast_exp(float x) {
+#if defined(__CUDA_ARCH__)
+  return expf(x);
+#else
+  const float xc = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
+  const float n = round_small(xc * 1.44269504088896341f);
+  float r = xc - n * 0.693359375f;  // ln2 split in two for an exact reduction
+  r = r - n * -2.12194440e-4f;
+  const float r2 = r * r;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r2 + r + 1.0f;
+  const float scaled = bits_to_float(float_to_bits(y) + (static_cast<uint32_t>(static_cast<int32_t>(n)) << 23));
+  return x < -87.3f ? 0.0f : (x > 88.7f ? INFINITY : scaled);
+#endif
+}
+
+PYGEN_HD double fast_exp(double x) { return ::exp(x); }
+
+// log(u) for normal positive float u (no zero, denormal, inf or NaN: the noise generator's range).
+PYGEN_HD float positive_log(float u) {
+#if defined(__CUDA_ARCH__)
+  return logf(u);
+#else
+  const uint32_t bits = float_to_bits(u);
+  const uint32_t mantissa = bits & 0x007fffffu;
+  // u = m * 2^e with m in [0.5, 1); where m < sqrt(1/2) use 2m and e - 1. The select is written as
+  // sign-bit arithmetic (small = -1 or 0) so that loops over this function stay branch-free.
+  const int32_t small = static_cast<int32_t>(mantissa - 0x3504f3u) >> 31;
+  const float e = static_cast<float>(static_cast<int32_t>(bits >> 23) - 126 + small);
+  const float m = bits_to_float(mantissa | 0x3f000000u);
+  const float x = (m - 1.0f) - static_cast<float>(small) * m;
+  const float z = x * x;
+  float y = 7.0376836292e-2f;
+  y = y * x - 1.1514610310e-1f;
+  y = y * x + 1.1676998740e-1f;
+  y = y * x - 1.2420140846e-1f;
+  y = y * x + 1.4249322787e-1f;
+  y = y * x - 1.6668057665e-1f;
+  y = y * x + 2.0000714765e-1f;
+  y = y * x - 2.4999993993e-1f;
+  y = y * x + 3.3333331174e-1f;
+  y = y * x * z;
+  y += -2.12194440e-4f * e;
+  y += -0.5f * z;
+  return x + y + 0.693359375f * e;
+#endif
+}
+
+// sin and cos of 2*pi*t for t in [0, 1).
+PYGEN_HD void sincos_2pi(float t, float* s, float* c) {
+#if defined(__CUDA_ARCH__)
+  sincospif(2.0f * t, s, c);
+#else
+  // Quadrant q and angle a = 2*pi*(t - q/4) in [-pi/4, pi/4], then rotate by q quarter turns.
+  const float q = round_small(4.0f * t);
+  const float a = (t - 0.25f * q) * 6.28318530717958648f;
+  const float z = a * a;
+  const float sin_a = a + a * z * ((-1.9515295891e-4f * z + 8.3321608736e-3f) * z - 1.6666654611e-1f);
+  const float cos_a =
+      1.0f - 0.5f * z + z * z * ((2.443315711809948e-5f * z - 1.388731625493765e-3f) * z + 4.166664568298827e-2f);
+  const int qi = static_cast<int>(q);
+  const float sv = (qi & 1) ? cos_a : sin_a;
+  const float cv = (qi & 1) ? sin_a : cos_a;
+  *s = (qi & 2) ? -sv : sv;
+  *c = ((qi + 1) & 2) ? -cv : cv;
+#endif
+}
+
+}  // namespace pygen

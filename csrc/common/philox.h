@@ -1,0 +1,65 @@
+// Counter-based random numbers (Philox4x32-10, Salmon et al. 2011), identical on CPU and CUDA.
+// Element g of a random tensor is lane g % 4 of block g / 4 under the key `seed`: any element can
+// be recomputed on its own, which is how backward kernels regenerate the forward noise.
+#pragma once
+
+#include "common/math.h"
+
+namespace pygen {
+
+struct Philox4 {
+  uint32_t v[4];
+};
+
+PYGEN_HD Philox4 philox4x32_10(uint64_t block, uint64_t seed) {
+  uint32_t c0 = static_cast<uint32_t>(block), c1 = static_cast<uint32_t>(block >> 32), c2 = 0, c3 = 0;
+  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#else
+#pragma GCC unroll 10
+#endif
+  for (int round = 0; round < 10; ++round) {
+    const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * c0;
+    const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * c2;
+    const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1 ^ k0;
+    const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3 ^ k1;
+    c1 = static_cast<uint32_t>(p1);
+    c3 = static_cast<uint32_t>(p0);
+    c0 = n0;
+    c2 = n2;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  return {{c0, c1, c2, c3}};
+}
+
+// Four standard normals from one Philox block: Box-Muller on (v0, v1) and (v2, v3), 24-bit
+// uniforms, u1 in (0, 1] so that log never sees 0 (tails reach 5.77 sigma).
+PYGEN_HD void normal4(uint64_t block, uint64_t seed, float out[4]) {
+  const Philox4 r = philox4x32_10(block, seed);
+  constexpr float kScale = 5.9604644775390625e-8f;  // 2^-24
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#else
+#pragma GCC unroll 2
+#endif
+  for (int pair = 0; pair < 2; ++pair) {
+    const float u1 = static_cast<float>((r.v[2 * pair] >> 8) + 1u) * kScale;
+    const float u2 = static_cast<float>(r.v[2 * pair + 1] >> 8) * kScale;
+    const float radius = sqrtf(-2.0f * positive_log(u1));
+    float s, c;
+    sincos_2pi(u2, &s, &c);
+    out[2 * pair] = radius * c;
+    out[2 * pair + 1] = radius * s;
+  }
+}
+
+// Standard normal number g of the stream `seed`.
+PYGEN_HD float normal_at(uint64_t g, uint64_t seed) {
+  float n[4];
+  normal4(g >> 2, seed, n);
+  return n[g & 3];
+}
+
+}  // namespace pygen

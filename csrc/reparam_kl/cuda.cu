@@ -1,0 +1,203 @@
+// CUDA kernels: one warp per row, each lane owning groups of 4 consecutive elements, which is
+// exactly one Philox block of noise when the row length is a multiple of 4. The KL sum is reduced
+// with warp shuffles; nothing is stored for backward, which regenerates the noise.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "common/philox.h"
+#include "reparam_kl/reparam_kl.h"
+
+namespace pygen::reparam_kl {
+namespace {
+
+constexpr int kWarpsPerBlock = 8;
+constexpr int kVec = 4;
+
+template <typename scalar_t>
+struct alignas(sizeof(scalar_t) * kVec) Vec {
+  scalar_t v[kVec];
+};
+
+// Loads a group of kVec elements (aligned) or, for rows whose length is not a multiple of kVec,
+// the valid ones of it one by one.
+template <bool kAligned, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void load_group(const scalar_t* base, int64_t i, int n, acc_t* out) {
+  if constexpr (kAligned) {
+    const Vec<scalar_t> v = *reinterpret_cast<const Vec<scalar_t>*>(base + i);
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) out[k] = static_cast<acc_t>(v.v[k]);
+  } else {
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) out[k] = k < n ? static_cast<acc_t>(base[i + k]) : acc_t(0);
+  }
+}
+
+template <bool kAligned, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void store_group(scalar_t* base, int64_t i, int n, const acc_t* in) {
+  if constexpr (kAligned) {
+    Vec<scalar_t> v;
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) v.v[k] = static_cast<scalar_t>(in[k]);
+    *reinterpret_cast<Vec<scalar_t>*>(base + i) = v;
+  } else {
+#pragma unroll
+    for (int k = 0; k < kVec; ++k)
+      if (k < n) base[i + k] = static_cast<scalar_t>(in[k]);
+  }
+}
+
+// eps for the group of z starting at flat index g: given noise, or the Philox stream.
+template <bool kAligned, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void group_eps(const scalar_t* noise, uint64_t seed, int64_t g, int n,
+                                          acc_t* eps) {
+  if (noise != nullptr) {
+    load_group<kAligned>(noise, g, n, eps);
+  } else if (kAligned) {
+    float e[kVec];
+    normal4(static_cast<uint64_t>(g) >> 2, seed, e);
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) eps[k] = e[k];
+  } else {
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) eps[k] = k < n ? normal_at(static_cast<uint64_t>(g + k), seed) : 0.0f;
+  }
+}
+
+// Math in at::opmath_type: double for double inputs (gradcheck), float for every other dtype.
+template <typename scalar_t, bool kAligned>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+forward_kernel(Problem p, const scalar_t* __restrict__ mu, const scalar_t* __restrict__ logvar,
+               const scalar_t* __restrict__ noise, const int64_t* __restrict__ seed_ptr,
+               scalar_t* __restrict__ z, scalar_t* __restrict__ kl) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int lane = threadIdx.x & 31;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
+  if (row >= p.rows) return;
+  const uint64_t seed = noise ? 0 : static_cast<uint64_t>(*seed_ptr);
+  const int64_t base = row * p.dim;
+  acc_t kl_sum = 0;
+  for (int64_t d = static_cast<int64_t>(lane) * kVec; d < p.dim; d += 32 * kVec) {
+    const int n = static_cast<int>(min(static_cast<int64_t>(kVec), p.dim - d));
+    acc_t m[kVec], lv[kVec], sd[kVec], eps[kVec], out[kVec];
+    load_group<kAligned>(mu, base + d, n, m);
+    load_group<kAligned>(logvar, base + d, n, lv);
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) {
+      sd[k] = fast_exp(acc_t(0.5) * lv[k]);
+      if (k < n) kl_sum += m[k] * m[k] + sd[k] * sd[k] - acc_t(1) - lv[k];
+    }
+    for (int64_t s = 0; s < p.samples; ++s) {
+      const int64_t g = s * p.rows * p.dim + base + d;
+      group_eps<kAligned>(noise, seed, g, n, eps);
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) out[k] = m[k] + sd[k] * eps[k];
+      store_group<kAligned>(z, g, n, out);
+    }
+  }
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) kl_sum += __shfl_xor_sync(0xffffffffu, kl_sum, offset);
+  if (lane == 0) kl[row] = static_cast<scalar_t>(acc_t(0.5) * kl_sum);
+}
+
+template <typename scalar_t, bool kAligned>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+backward_kernel(Problem p, const scalar_t* __restrict__ grad_z, const scalar_t* __restrict__ grad_kl,
+                const scalar_t* __restrict__ mu, const scalar_t* __restrict__ logvar,
+                const scalar_t* __restrict__ noise, const int64_t* __restrict__ seed_ptr,
+                scalar_t* __restrict__ grad_mu, scalar_t* __restrict__ grad_logvar) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int lane = threadIdx.x & 31;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
+  if (row >= p.rows) return;
+  const uint64_t seed = (noise || !grad_z) ? 0 : static_cast<uint64_t>(*seed_ptr);
+  const acc_t gkl = grad_kl ? static_cast<acc_t>(grad_kl[row]) : acc_t(0);
+  const int64_t base = row * p.dim;
+  for (int64_t d = static_cast<int64_t>(lane) * kVec; d < p.dim; d += 32 * kVec) {
+    const int n = static_cast<int>(min(static_cast<int64_t>(kVec), p.dim - d));
+    acc_t m[kVec], lv[kVec], eps[kVec], g[kVec], out_mu[kVec], out_lv[kVec];
+    acc_t sum_g[kVec] = {}, sum_g_eps[kVec] = {};
+    load_group<kAligned>(mu, base + d, n, m);
+    load_group<kAligned>(logvar, base + d, n, lv);
+    for (int64_t s = 0; grad_z && s < p.samples; ++s) {
+      const int64_t gi = s * p.rows * p.dim + base + d;
+      group_eps<kAligned>(noise, seed, gi, n, eps);
+      load_group<kAligned>(grad_z, gi, n, g);
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) {
+        sum_g[k] += g[k];
+        sum_g_eps[k] += g[k] * eps[k];
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) {
+      const acc_t sd = fast_exp(acc_t(0.5) * lv[k]);
+      out_mu[k] = gkl * m[k] + sum_g[k];
+      out_lv[k] = acc_t(0.5) * (gkl * (sd * sd - acc_t(1)) + sd * sum_g_eps[k]);
+    }
+    store_group<kAligned>(grad_mu, base + d, n, out_mu);
+    store_group<kAligned>(grad_logvar, base + d, n, out_lv);
+  }
+}
+
+template <typename scalar_t>
+const scalar_t* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
+}
+
+// The seed on the device, so that a seed drawn on the GPU is read without a host sync.
+at::Tensor device_seed(const at::Tensor& noise, const at::Tensor& seed, const at::Tensor& like) {
+  return noise.defined() ? at::Tensor() : seed.to(like.device(), /*non_blocking=*/true);
+}
+
+}  // namespace
+
+// The vector path needs rows of a multiple of kVec elements and every pointer aligned to a group.
+template <typename scalar_t>
+bool groups_aligned(const Problem& p, std::initializer_list<const at::Tensor*> tensors) {
+  if (p.dim % kVec != 0) return false;
+  for (const at::Tensor* t : tensors)
+    if (t->defined() && reinterpret_cast<uintptr_t>(t->const_data_ptr()) % sizeof(Vec<scalar_t>) != 0) return false;
+  return true;
+}
+
+void forward_cuda(const Problem& p, const at::Tensor& mu, const at::Tensor& logvar,
+                  const at::Tensor& noise, const at::Tensor& seed, at::Tensor& z, at::Tensor& kl) {
+  const c10::cuda::CUDAGuard guard(mu.device());
+  const at::Tensor seed_d = device_seed(noise, seed, mu);
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const dim3 grid(static_cast<unsigned>((p.rows + kWarpsPerBlock - 1) / kWarpsPerBlock));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "reparam_kl_forward_cuda", [&] {
+    const bool aligned = groups_aligned<scalar_t>(p, {&mu, &logvar, &noise, &z});
+    auto kernel = aligned ? forward_kernel<scalar_t, true> : forward_kernel<scalar_t, false>;
+    kernel<<<grid, kWarpsPerBlock * 32, 0, stream>>>(
+        p, mu.const_data_ptr<scalar_t>(), logvar.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(noise),
+        seed_d.defined() ? seed_d.const_data_ptr<int64_t>() : nullptr, z.mutable_data_ptr<scalar_t>(),
+        kl.mutable_data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+void backward_cuda(const Problem& p, const at::Tensor& grad_z, const at::Tensor& grad_kl,
+                   const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& noise,
+                   const at::Tensor& seed, at::Tensor& grad_mu, at::Tensor& grad_logvar) {
+  const c10::cuda::CUDAGuard guard(mu.device());
+  const at::Tensor seed_d = device_seed(noise, seed, mu);
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const dim3 grid(static_cast<unsigned>((p.rows + kWarpsPerBlock - 1) / kWarpsPerBlock));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "reparam_kl_backward_cuda", [&] {
+    const bool aligned = groups_aligned<scalar_t>(p, {&grad_z, &mu, &logvar, &noise, &grad_mu, &grad_logvar});
+    auto kernel = aligned ? backward_kernel<scalar_t, true> : backward_kernel<scalar_t, false>;
+    kernel<<<grid, kWarpsPerBlock * 32, 0, stream>>>(
+        p, ptr_or_null<scalar_t>(grad_z), ptr_or_null<scalar_t>(grad_kl), mu.const_data_ptr<scalar_t>(),
+        logvar.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(noise),
+        seed_d.defined() ? seed_d.const_data_ptr<int64_t>() : nullptr, grad_mu.mutable_data_ptr<scalar_t>(),
+        grad_logvar.mutable_data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+}  // namespace pygen::reparam_kl

@@ -1,0 +1,44 @@
+// Fused reparameterization + Gaussian KL:
+//   z[s, r, :] = mu[r, :] + exp(0.5 * logvar[r, :]) * eps[s, r, :]
+//   kl[r]      = 0.5 * sum_d (mu^2 + exp(logvar) - 1 - logvar)
+// eps is either given (`noise`) or element g of the Philox stream `seed` (g = flat index in z).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <tuple>
+
+namespace pygen::reparam_kl {
+
+// Shapes seen by the kernels: mu, logvar (rows, dim); z, noise, grad_z (samples, rows, dim).
+struct Problem {
+  int64_t rows, dim, samples;
+};
+
+std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& mu, const at::Tensor& logvar,
+                                           const std::optional<at::Tensor>& noise,
+                                           const std::optional<at::Tensor>& seed, int64_t n_samples);
+
+std::tuple<at::Tensor, at::Tensor> backward(const std::optional<at::Tensor>& grad_z,
+                                            const std::optional<at::Tensor>& grad_kl,
+                                            const at::Tensor& mu, const at::Tensor& logvar,
+                                            const std::optional<at::Tensor>& noise,
+                                            const std::optional<at::Tensor>& seed, int64_t n_samples);
+
+// Device kernels. Tensors are contiguous; optional ones are undefined when absent; a seed is
+// read only when noise is undefined.
+void forward_cpu(const Problem& p, const at::Tensor& mu, const at::Tensor& logvar,
+                 const at::Tensor& noise, const at::Tensor& seed, at::Tensor& z, at::Tensor& kl);
+void backward_cpu(const Problem& p, const at::Tensor& grad_z, const at::Tensor& grad_kl,
+                  const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& noise,
+                  const at::Tensor& seed, at::Tensor& grad_mu, at::Tensor& grad_logvar);
+#ifdef PYGEN_WITH_CUDA
+void forward_cuda(const Problem& p, const at::Tensor& mu, const at::Tensor& logvar,
+                  const at::Tensor& noise, const at::Tensor& seed, at::Tensor& z, at::Tensor& kl);
+void backward_cuda(const Problem& p, const at::Tensor& grad_z, const at::Tensor& grad_kl,
+                   const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& noise,
+                   const at::Tensor& seed, at::Tensor& grad_mu, at::Tensor& grad_logvar);
+#endif
+
+}  // namespace pygen::reparam_kl

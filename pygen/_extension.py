@@ -1,0 +1,40 @@
+"""Loads the compiled module pygen._C, refusing one built against another torch."""
+
+from __future__ import annotations
+
+import torch
+
+_REBUILD = "rebuild pygen: `pip install --no-build-isolation -e .` (or `make test`)"
+
+
+def check_torch_version(built: str, installed: str) -> None:
+    """Raise ImportError when the extension was built against another torch than the installed one."""
+    if built != installed:
+        raise ImportError(
+            f"pygen._C was built against torch {built} but torch {installed} is installed; {_REBUILD}"
+        )
+
+
+def load():
+    """Import pygen._C with a clear error when it is missing or was built for another torch."""
+    try:
+        from pygen import _C
+    except ImportError as err:  # missing module or undefined symbols of another torch
+        raise ImportError(
+            f"pygen._C could not be loaded with torch {torch.__version__} ({err}); {_REBUILD}"
+        ) from err
+    check_torch_version(_C.build_info()["torch_version"], torch.__version__)
+    return _C
+
+
+_C = load()
+
+
+def build_info() -> dict:
+    """How pygen._C was built.
+
+    Keys: ``cuda`` (CUDA kernels compiled in), ``cuda_arch_list`` (TORCH_CUDA_ARCH_LIST used, empty
+    without CUDA), ``torch_version`` (the torch it was built against), ``openmp`` (CPU kernels
+    parallelized with OpenMP).
+    """
+    return dict(_C.build_info())

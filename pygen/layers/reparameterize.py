@@ -1,0 +1,37 @@
+"""GaussianReparameterize: the VAE sampling step and its KL term as one module."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from pygen import ops
+
+
+class GaussianReparameterize(nn.Module):
+    """``(mu, logvar) -> (z, kl)`` through the fused ``pygen.ops.reparameterize_kl``.
+
+    Args:
+        n_samples: draws of z per row (``z`` gets a leading sample dimension when > 1).
+        reference: use the pure-PyTorch twin instead of the fused kernel (for comparisons).
+    """
+
+    def __init__(self, n_samples: int = 1, reference: bool = False) -> None:
+        super().__init__()
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        self.n_samples = n_samples
+        self.reference = reference
+
+    def forward(
+        self,
+        mu: Tensor,
+        logvar: Tensor,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        op = ops.reference.reparameterize_kl if self.reference else ops.reparameterize_kl
+        return op(mu, logvar, noise, n_samples=self.n_samples, generator=generator)
+
+    def extra_repr(self) -> str:
+        return f"n_samples={self.n_samples}, reference={self.reference}"
