@@ -43,8 +43,12 @@ def commit() -> str:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
         )
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -79,8 +83,16 @@ def measure(benchmark, fn: Callable[[], object], device: torch.device, quick: bo
     }
 
 
-def row(op: str, provider: str, mode: str, shape, dtype: torch.dtype, device: torch.device,
-        timing: dict, nbytes: int) -> dict:
+def row(
+    op: str,
+    provider: str,
+    mode: str,
+    shape,
+    dtype: torch.dtype,
+    device: torch.device,
+    timing: dict,
+    nbytes: int,
+) -> dict:
     """One results row; gbps counts the bytes the op must move at least (its floor)."""
     return {
         "op": op,

@@ -1,4 +1,7 @@
-"""Run the benchmark suite and rebuild the report: ``python -m benchmarks.run [--quick] [--ops X]``."""
+"""Runs the benchmark suite and rebuilds the report.
+
+Usage: ``python -m benchmarks.run [--quick] [--ops OP ...]``.
+"""
 
 from __future__ import annotations
 
@@ -25,8 +28,17 @@ def main(argv: list[str] | None = None) -> int:
         files = [f for f in files if f.stem.removeprefix("bench_") in args.ops]
         if not files:
             parser.error(f"no benchmark for {args.ops}")
-    pytest_args = [*map(str, files), "-q", "-p", "no:cacheprovider", "-o", "python_files=bench_*.py",
-                   "--benchmark-disable-gc", "--rootdir", str(HERE.parent)]
+    pytest_args = [
+        *map(str, files),
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "python_files=bench_*.py",
+        "--benchmark-disable-gc",
+        "--rootdir",
+        str(HERE.parent),
+    ]
     if args.quick:
         pytest_args.append("--quick")
     code = pytest.main(pytest_args)

@@ -8,15 +8,16 @@ _REBUILD = "rebuild pygen: `pip install --no-build-isolation -e .` (or `make tes
 
 
 def check_torch_version(built: str, installed: str) -> None:
-    """Raise ImportError when the extension was built against another torch than the installed one."""
+    """Raise ImportError when the extension was built against another torch than the installed."""
     if built != installed:
         raise ImportError(
-            f"pygen._C was built against torch {built} but torch {installed} is installed; {_REBUILD}"
+            f"pygen._C was built against torch {built} but torch {installed} is installed; "
+            f"{_REBUILD}"
         )
 
 
 def load():
-    """Import pygen._C with a clear error when it is missing or was built for another torch."""
+    """Import pygen._C, with a clear error when it is missing or was built for another torch."""
     try:
         from pygen import _C
     except ImportError as err:  # missing module or undefined symbols of another torch

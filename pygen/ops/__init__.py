@@ -1,4 +1,4 @@
-"""Fused ops (torch custom ops over pygen._C) and, in ``pygen.ops.reference``, their PyTorch twins."""
+"""Fused ops (torch custom ops over pygen._C); their twins live in ``pygen.ops.reference``."""
 
 from pygen.ops import reference
 from pygen.ops.reparam_kl import reparameterize_kl

@@ -77,7 +77,7 @@ def reparameterize_kl(
             float32, float64 for float64). Non-contiguous inputs are copied.
         noise: standard normal ``eps`` of the shape of ``z``; drawn inside the kernel when None
             (Philox, seeded from ``generator`` or torch's default generator of mu's device, so
-            ``torch.manual_seed`` makes it reproducible; backward regenerates it, nothing is stored).
+            ``torch.manual_seed`` makes it reproducible; backward regenerates it: nothing stored).
         n_samples: independent draws per row; ``z`` then has shape ``(n_samples, *mu.shape)``.
         generator: torch generator that seeds the internal noise.
 

@@ -1,0 +1,36 @@
+"""The build: what pygen.build_info() reports, and the guard against a torch mismatch."""
+
+import os
+import shutil
+
+import pytest
+import torch
+
+import pygen
+from pygen._extension import check_torch_version
+
+
+def test_build_info_reports_the_build():
+    info = pygen.build_info()
+    assert {"cuda", "cuda_arch_list", "torch_version", "openmp"} <= set(info)
+    assert info["torch_version"] == torch.__version__
+    assert isinstance(info["cuda"], bool) and isinstance(info["openmp"], bool)
+    assert bool(info["cuda_arch_list"]) == info["cuda"]
+
+
+@pytest.mark.skipif(not os.environ.get("CI"), reason="CI only: the CUDA sources must compile there")
+def test_ci_compiles_the_cuda_sources():
+    cuda_home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
+    if shutil.which("nvcc") is None and not os.path.exists(os.path.join(cuda_home, "bin", "nvcc")):
+        pytest.skip("no nvcc on this machine")
+    assert pygen.build_info()["cuda"], "nvcc is present but the CUDA kernels were not compiled"
+
+
+def test_openmp_parallelizes_the_cpu_kernels():
+    assert pygen.build_info()["openmp"]
+
+
+def test_torch_version_mismatch_asks_for_a_rebuild():
+    check_torch_version("2.14.1+cu130", "2.14.1+cu130")
+    with pytest.raises(ImportError, match="rebuild"):
+        check_torch_version("2.11.0+cu130", "2.14.1+cu130")

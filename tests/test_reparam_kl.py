@@ -1,0 +1,267 @@
+"""pygen.ops.reparameterize_kl against its reference twin, its gradients, its noise, its errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import FLOAT_DTYPES, assert_close, requires_cuda
+from scipy import stats
+
+from pygen.layers import GaussianReparameterize
+from pygen.ops import reference, reparameterize_kl
+
+SHAPES = [(1, 1), (3, 7), (1000, 33), (2, 3, 5, 8), (4, 256)]
+fused = torch.ops.pygen.reparameterize_kl  # (mu, logvar, noise, seed, n_samples)
+
+
+def make_inputs(shape, dtype, device, n_samples=1, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    mu = torch.randn(shape, generator=gen, dtype=torch.float64)
+    logvar = 0.5 * torch.randn(shape, generator=gen, dtype=torch.float64)
+    z_shape = shape if n_samples == 1 else (n_samples, *shape)
+    noise = torch.randn(z_shape, generator=gen, dtype=torch.float64)
+    return [t.to(device=device, dtype=dtype) for t in (mu, logvar, noise)]
+
+
+def seed_tensor(value: int, device="cpu") -> torch.Tensor:
+    return torch.tensor([value], dtype=torch.int64, device=device)
+
+
+@pytest.mark.parametrize("n_samples", [1, 3])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_values_match_reference(device, shape, dtype, n_samples):
+    mu, logvar, noise = make_inputs(shape, dtype, device, n_samples)
+    z, kl = reparameterize_kl(mu, logvar, noise, n_samples=n_samples)
+    z_ref, kl_ref = reference.reparameterize_kl(
+        mu.double(), logvar.double(), noise.double(), n_samples=n_samples
+    )
+    assert z.dtype == dtype and kl.dtype == dtype
+    assert z.shape == z_ref.shape and kl.shape == shape[:-1]
+    assert_close(z, z_ref, dtype)
+    assert_close(kl, kl_ref, dtype, scale=max(1.0, shape[-1] ** 0.5))
+
+
+@pytest.mark.parametrize("used", ["both", "z", "kl"])
+@pytest.mark.parametrize("n_samples", [1, 2])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("shape", [(3, 7), (1000, 33), (2, 3, 5, 8)])
+def test_gradients_match_reference(device, shape, dtype, n_samples, used):
+    mu, logvar, noise = make_inputs(shape, dtype, device, n_samples)
+    gen = torch.Generator().manual_seed(1)
+    z_shape = noise.shape
+    grad_z = torch.randn(z_shape, generator=gen, dtype=torch.float64).to(device)
+    grad_kl = torch.randn(shape[:-1], generator=gen, dtype=torch.float64).to(device)
+
+    def grads(op, m, lv, eps):
+        m = m.detach().requires_grad_()
+        lv = lv.detach().requires_grad_()
+        eps = eps.detach().requires_grad_()
+        z, kl = op(m, lv, eps, n_samples=n_samples)
+        outputs = {"both": (z, kl), "z": (z,), "kl": (kl,)}[used]
+        seeds = {"both": (grad_z, grad_kl), "z": (grad_z,), "kl": (grad_kl,)}[used]
+        seeds = tuple(g.to(z.dtype) for g in seeds)
+        return torch.autograd.grad(outputs, (m, lv, eps), seeds, allow_unused=True)
+
+    got = grads(reparameterize_kl, mu, logvar, noise)
+    want = grads(reference.reparameterize_kl, mu.double(), logvar.double(), noise.double())
+    for g, w in zip(got, want, strict=True):
+        if w is None:
+            assert g is None or not g.any()
+        else:
+            assert_close(g, w, dtype, scale=n_samples)
+
+
+@pytest.mark.parametrize("n_samples", [1, 3])
+def test_gradcheck_float64_explicit_and_internal_noise(device, n_samples):
+    mu, logvar, noise = make_inputs((3, 5), torch.float64, device, n_samples)
+    mu.requires_grad_()
+    logvar.requires_grad_()
+    noise.requires_grad_()
+    seed = seed_tensor(7, device)
+    assert torch.autograd.gradcheck(
+        lambda m, lv, e: fused(m, lv, e, None, n_samples), (mu, logvar, noise)
+    )
+    assert torch.autograd.gradcheck(lambda m, lv: fused(m, lv, None, seed, n_samples), (mu, logvar))
+
+
+def sample_inputs(device):
+    for n_samples in (1, 2):
+        for grad in (False, True):
+            mu, logvar, noise = make_inputs((4, 6), torch.float32, device, n_samples)
+            mu.requires_grad_(grad)
+            logvar.requires_grad_(grad)
+            yield (mu, logvar, noise, None, n_samples)
+            yield (mu, logvar, None, seed_tensor(3, device), n_samples)
+
+
+def test_opcheck(device):
+    for args in sample_inputs(device):
+        torch.library.opcheck(fused, args)
+    mu, logvar, noise = make_inputs((4, 6), torch.float32, device, 2)
+    grad_z, grad_kl = torch.randn_like(noise), torch.randn(4, device=device)
+    backward = torch.ops.pygen.reparameterize_kl_backward
+    torch.library.opcheck(backward, (grad_z, grad_kl, mu, logvar, noise, None, 2))
+    torch.library.opcheck(backward, (None, grad_kl, mu, logvar, None, seed_tensor(1, device), 2))
+
+
+def test_torch_compile_matches_eager(device):
+    mu, logvar, noise = make_inputs((64, 16), torch.float32, device, 2)
+    mu.requires_grad_()
+
+    def loss(m, lv, eps):
+        z, kl = reparameterize_kl(m, lv, eps, n_samples=2)
+        return z.square().mean() + kl.mean()
+
+    compiled = torch.compile(loss, fullgraph=True)
+    eager_value = loss(mu, logvar, noise)
+    compiled_value = compiled(mu, logvar, noise)
+    torch.testing.assert_close(compiled_value, eager_value)
+    torch.testing.assert_close(
+        torch.autograd.grad(compiled_value, mu)[0], torch.autograd.grad(eager_value, mu)[0]
+    )
+    z, kl = torch.compile(lambda m, lv: reparameterize_kl(m, lv), fullgraph=True)(mu, logvar)
+    assert z.shape == mu.shape and torch.isfinite(z).all()
+    torch.testing.assert_close(kl, reference.reparameterize_kl(mu, logvar, noise[0])[1])
+
+
+def test_internal_noise_is_reproducible_and_seeded(device):
+    mu, logvar, _ = make_inputs((8, 32), torch.float32, device)
+    torch.manual_seed(123)
+    z1, kl1 = reparameterize_kl(mu, logvar)
+    torch.manual_seed(123)
+    z2, kl2 = reparameterize_kl(mu, logvar)
+    z3, _ = reparameterize_kl(mu, logvar)
+    assert torch.equal(z1, z2) and torch.equal(kl1, kl2)
+    assert not torch.equal(z1, z3)
+    gen_a = torch.Generator(device).manual_seed(5)
+    gen_b = torch.Generator(device).manual_seed(5)
+    za, _ = reparameterize_kl(mu, logvar, generator=gen_a)
+    zb, _ = reparameterize_kl(mu, logvar, generator=gen_b)
+    assert torch.equal(za, zb)
+
+
+def draw_noise(shape, n_samples, seed, device="cpu") -> torch.Tensor:
+    """The kernel's internal eps: with mu = 0 and logvar = 0, z is eps itself."""
+    zeros = torch.zeros(shape, device=device)
+    return fused(zeros, zeros, None, seed_tensor(seed, device), n_samples)[0]
+
+
+def test_internal_noise_is_standard_normal_and_independent():
+    # 2 x 1000 x 500 = 10^6 draws: a sample mean's standard error is 1e-3 and a sample variance's
+    # is sqrt(2)*1e-3; the bounds are 5 standard errors. Correlations of independent draws have
+    # standard error 1/sqrt(n) (n >= 5e5 pairs): bound 5/sqrt(n) < 7.1e-3.
+    eps = draw_noise((1000, 500), 2, seed=2024).double()
+    flat = eps.flatten()
+    assert abs(flat.mean().item()) < 5e-3
+    assert abs(flat.var().item() - 1.0) < 7.1e-3
+    kurtosis = ((flat - flat.mean()) ** 4).mean() / flat.var() ** 2
+    assert abs(kurtosis.item() - 3.0) < 0.05  # standard error sqrt(24/n) ~ 5e-3
+    assert stats.kstest(flat[:200_000].numpy(), "norm").pvalue > 1e-3
+
+    def corr(a, b):
+        return torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1].item()
+
+    assert abs(corr(eps[0, :, :-1], eps[0, :, 1:])) < 7.1e-3  # neighbours in a row
+    assert abs(corr(eps[0, :-1], eps[0, 1:])) < 7.1e-3  # neighbouring rows
+    assert abs(corr(eps[0], eps[1])) < 7.1e-3  # samples of the same row
+    other = draw_noise((1000, 500), 1, seed=2025).double()
+    assert abs(corr(eps[0], other)) < 7.1e-3  # different seeds
+
+
+def test_backward_with_internal_noise_equals_explicit_noise(device):
+    mu, logvar, _ = make_inputs((16, 12), torch.float32, device, 3)
+    eps = draw_noise((16, 12), 3, seed=11, device=device)
+    grad_z = torch.randn(3, 16, 12, device=device)
+    grad_kl = torch.randn(16, device=device)
+
+    def grads(noise, seed):
+        m, lv = mu.detach().requires_grad_(), logvar.detach().requires_grad_()
+        z, kl = fused(m, lv, noise, seed, 3)
+        return z, torch.autograd.grad((z, kl), (m, lv), (grad_z, grad_kl))
+
+    z_int, g_int = grads(None, seed_tensor(11, device))
+    z_exp, g_exp = grads(eps, None)
+    torch.testing.assert_close(z_int, z_exp, rtol=1e-6, atol=1e-6)
+    for a, b in zip(g_int, g_exp, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_non_contiguous_inputs(device):
+    mu, logvar, noise = make_inputs((33, 20), torch.float32, device)
+    mu_t, logvar_t, noise_t = mu.t(), logvar.t(), noise.t()
+    z, kl = reparameterize_kl(mu_t, logvar_t, noise_t)
+    z_ref, kl_ref = reference.reparameterize_kl(mu_t, logvar_t, noise_t)
+    torch.testing.assert_close(z, z_ref)
+    torch.testing.assert_close(kl, kl_ref)
+    sliced = torch.randn(10, 17, device=device)[:, 1:]  # offset and strided rows
+    z, kl = reparameterize_kl(sliced, sliced, sliced)
+    torch.testing.assert_close(z, reference.reparameterize_kl(sliced, sliced, sliced)[0])
+
+
+def test_empty_batch(device):
+    mu = torch.zeros(0, 5, device=device, requires_grad=True)
+    z, kl = reparameterize_kl(mu, mu)
+    assert z.shape == (0, 5) and kl.shape == (0,)
+    (z.sum() + kl.sum()).backward()
+    assert mu.grad.shape == (0, 5)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda: (torch.zeros(3, 4), torch.zeros(3, 5)), ValueError, "logvar"),
+        (lambda: (torch.zeros(3, 4, dtype=torch.int64), torch.zeros(3, 4)), TypeError, "mu"),
+        (lambda: (torch.zeros(3, 4), torch.zeros(3, 4, dtype=torch.int32)), TypeError, "logvar"),
+        (lambda: (torch.zeros(3, 4), torch.zeros(3, 4, dtype=torch.float64)), TypeError, "logvar"),
+        (lambda: (torch.zeros(3, 0), torch.zeros(3, 0)), ValueError, "empty last"),
+        (lambda: (torch.tensor(1.0), torch.tensor(1.0)), ValueError, "at least one dimension"),
+    ],
+)
+def test_bad_inputs_raise(make, error, match):
+    mu, logvar = make()
+    with pytest.raises(error, match=match):
+        reparameterize_kl(mu, logvar)
+
+
+def test_bad_noise_and_sample_count_raise():
+    mu = torch.zeros(3, 4)
+    with pytest.raises(ValueError, match="n_samples"):
+        reparameterize_kl(mu, mu, n_samples=0)
+    with pytest.raises(ValueError, match="noise"):
+        reparameterize_kl(mu, mu, torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="noise"):
+        reparameterize_kl(mu, mu, torch.zeros(3, 4), n_samples=2)
+    with pytest.raises(TypeError, match="noise"):
+        reparameterize_kl(mu, mu, torch.zeros(3, 4, dtype=torch.int64))
+    with pytest.raises(ValueError, match="n_samples"):
+        GaussianReparameterize(n_samples=0)
+
+
+@requires_cuda
+def test_cpu_cuda_mix_raises():
+    with pytest.raises(RuntimeError, match="logvar is on"):
+        reparameterize_kl(torch.zeros(3, 4, device="cuda"), torch.zeros(3, 4))
+    with pytest.raises(RuntimeError, match="noise is on"):
+        reparameterize_kl(torch.zeros(3, 4), torch.zeros(3, 4), torch.zeros(3, 4, device="cuda"))
+
+
+@requires_cuda
+@pytest.mark.parametrize("shape", [(5, 8), (7, 33), (3, 1024)])
+def test_cuda_noise_equals_cpu_noise(shape):
+    cpu = draw_noise(shape, 2, seed=99)
+    gpu = draw_noise(shape, 2, seed=99, device="cuda").cpu()
+    torch.testing.assert_close(gpu, cpu, rtol=1e-5, atol=1e-5)
+
+
+def test_layer_matches_op_and_reference():
+    mu, logvar, noise = make_inputs((6, 10), torch.float32, "cpu", 2)
+    fused_layer = GaussianReparameterize(n_samples=2)
+    reference_layer = GaussianReparameterize(n_samples=2, reference=True)
+    for a, b in zip(
+        fused_layer(mu, logvar, noise), reference_layer(mu, logvar, noise), strict=True
+    ):
+        torch.testing.assert_close(a, b)
+    z, kl = fused_layer(mu, logvar)
+    assert z.shape == (2, 6, 10) and kl.shape == (6,)
+    assert "n_samples=2" in repr(fused_layer)
