@@ -1,0 +1,3 @@
+"""Thin model classes built on pygen.layers."""
+
+__all__: list[str] = []
