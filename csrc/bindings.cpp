@@ -1,9 +1,6 @@
-// The one Python module of pygen: declares every op's entry points and the build facts.
+// The one Python module of pygen. Importing it registers the torch operators pygen::* (each op's
+// TORCH_LIBRARY block lives beside its kernels); the module itself reports the build facts.
 #include <torch/extension.h>
-
-#include "reparam_kl/reparam_kl.h"
-
-using namespace pybind11::literals;
 
 namespace {
 
@@ -29,8 +26,4 @@ pybind11::dict build_info() {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "pygen fused kernels (CPU and CUDA)";
   m.def("build_info", &build_info, "How this module was built.");
-  m.def("reparam_kl_forward", &pygen::reparam_kl::forward, "mu"_a, "logvar"_a, "noise"_a, "seed"_a,
-        "n_samples"_a);
-  m.def("reparam_kl_backward", &pygen::reparam_kl::backward, "grad_z"_a, "grad_kl"_a, "mu"_a,
-        "logvar"_a, "noise"_a, "seed"_a, "n_samples"_a);
 }

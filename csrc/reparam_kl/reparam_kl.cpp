@@ -1,6 +1,11 @@
-// Device-independent part of the op: argument checks, contiguous copies, output allocation and
-// dispatch to the CPU or CUDA kernels.
+// The op pygen::reparameterize_kl: argument checks, contiguous copies, output allocation,
+// dispatch to the CPU or CUDA kernels, and its registration with autograd. Registering in C++
+// keeps the per-call overhead at the dispatcher's few microseconds (a Python custom_op with a
+// Python autograd formula costs ~10x more, which dominates small batches).
 #include "reparam_kl/reparam_kl.h"
+
+#include <torch/autograd.h>
+#include <torch/library.h>
 
 #include "common/checks.h"
 
@@ -83,5 +88,96 @@ std::tuple<at::Tensor, at::Tensor> backward(const std::optional<at::Tensor>& gra
   }
   return {grad_mu, grad_logvar};
 }
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+std::optional<at::Tensor> optional_of(const at::Tensor& t) {
+  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
+}
+
+// Calls through the dispatcher, below the autograd key: CPU or CUDA kernels, or fake tensors.
+std::tuple<at::Tensor, at::Tensor> call_forward(const at::Tensor& mu, const at::Tensor& logvar,
+                                                const std::optional<at::Tensor>& noise,
+                                                const std::optional<at::Tensor>& seed,
+                                                int64_t n_samples) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("pygen::reparameterize_kl", "")
+                             .typed<decltype(forward)>();
+  return op.call(mu, logvar, noise, seed, n_samples);
+}
+
+std::tuple<at::Tensor, at::Tensor> call_backward(const std::optional<at::Tensor>& grad_z,
+                                                 const std::optional<at::Tensor>& grad_kl,
+                                                 const at::Tensor& mu, const at::Tensor& logvar,
+                                                 const std::optional<at::Tensor>& noise,
+                                                 const std::optional<at::Tensor>& seed,
+                                                 int64_t n_samples) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("pygen::reparameterize_kl_backward", "")
+                             .typed<decltype(backward)>();
+  return op.call(grad_z, grad_kl, mu, logvar, noise, seed, n_samples);
+}
+
+// Saves the inputs (never eps): backward regenerates the noise from the seed.
+class ReparamKLFunction : public torch::autograd::Function<ReparamKLFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& mu, const at::Tensor& logvar,
+                               const std::optional<at::Tensor>& noise,
+                               const std::optional<at::Tensor>& seed, int64_t n_samples) {
+    ctx->set_materialize_grads(false);  // an unused output's gradient stays undefined: no work
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [z, kl] = call_forward(mu, logvar, noise, seed, n_samples);
+    ctx->save_for_backward({mu, logvar, noise.value_or(at::Tensor()), seed.value_or(at::Tensor())});
+    ctx->saved_data["n_samples"] = n_samples;
+    return {z, kl};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &mu = saved[0], &logvar = saved[1], &noise = saved[2], &seed = saved[3];
+    const at::Tensor &grad_z = grads[0], &grad_kl = grads[1];
+    at::Tensor grad_mu, grad_logvar, grad_noise;
+    if ((grad_z.defined() || grad_kl.defined()) &&
+        (ctx->needs_input_grad(0) || ctx->needs_input_grad(1))) {
+      std::tie(grad_mu, grad_logvar) =
+          call_backward(optional_of(grad_z), optional_of(grad_kl), mu, logvar, optional_of(noise),
+                        optional_of(seed), ctx->saved_data["n_samples"].toInt());
+    }
+    if (ctx->needs_input_grad(2) && grad_z.defined()) grad_noise = grad_z * at::exp(0.5 * logvar);
+    return {grad_mu, grad_logvar, grad_noise, at::Tensor(), at::Tensor()};
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor> forward_autograd(const at::Tensor& mu, const at::Tensor& logvar,
+                                                    const std::optional<at::Tensor>& noise,
+                                                    const std::optional<at::Tensor>& seed,
+                                                    int64_t n_samples) {
+  const auto out = ReparamKLFunction::apply(mu, logvar, noise, seed, n_samples);
+  return {out[0], out[1]};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(pygen, m) {
+  m.def("reparameterize_kl(Tensor mu, Tensor logvar, Tensor? noise, Tensor? seed, int n_samples)"
+        " -> (Tensor, Tensor)");
+  m.def("reparameterize_kl_backward(Tensor? grad_z, Tensor? grad_kl, Tensor mu, Tensor logvar,"
+        " Tensor? noise, Tensor? seed, int n_samples) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(pygen, CPU, m) {
+  m.impl("reparameterize_kl", &forward);
+  m.impl("reparameterize_kl_backward", &backward);
+}
+
+TORCH_LIBRARY_IMPL(pygen, CUDA, m) {
+  m.impl("reparameterize_kl", &forward);
+  m.impl("reparameterize_kl_backward", &backward);
+}
+
+TORCH_LIBRARY_IMPL(pygen, Autograd, m) { m.impl("reparameterize_kl", &forward_autograd); }
 
 }  // namespace pygen::reparam_kl

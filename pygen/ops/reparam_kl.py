@@ -1,65 +1,30 @@
-"""Fused reparameterization + Gaussian KL: ``pygen.ops.reparameterize_kl``."""
+"""Fused reparameterization + Gaussian KL: ``pygen.ops.reparameterize_kl``.
+
+The operators ``pygen::reparameterize_kl`` and ``pygen::reparameterize_kl_backward`` (kernels and
+autograd) are registered in C++ when pygen._C loads; this module adds their fake (shape-only)
+implementations for torch.compile and the public function that draws the seed.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from pygen._extension import _C
+from pygen._extension import _C  # noqa: F401  (registers the pygen:: operators)
 from pygen.ops._random import draw_seed
 
-
-def _z_shape(mu: Tensor, n_samples: int) -> tuple[int, ...]:
-    return tuple(mu.shape) if n_samples == 1 else (n_samples, *mu.shape)
+_forward = torch.ops.pygen.reparameterize_kl
 
 
-@torch.library.custom_op("pygen::reparameterize_kl", mutates_args=())
-def _forward(
-    mu: Tensor, logvar: Tensor, noise: Tensor | None, seed: Tensor | None, n_samples: int
-) -> tuple[Tensor, Tensor]:
-    return tuple(_C.reparam_kl_forward(mu, logvar, noise, seed, n_samples))
-
-
-@_forward.register_fake
+@torch.library.register_fake("pygen::reparameterize_kl")
 def _(mu, logvar, noise, seed, n_samples):
-    return mu.new_empty(_z_shape(mu, n_samples)), mu.new_empty(mu.shape[:-1])
+    z_shape = mu.shape if n_samples == 1 else (n_samples, *mu.shape)
+    return mu.new_empty(z_shape), mu.new_empty(mu.shape[:-1])
 
 
-@torch.library.custom_op("pygen::reparameterize_kl_backward", mutates_args=())
-def _backward(
-    grad_z: Tensor | None,
-    grad_kl: Tensor | None,
-    mu: Tensor,
-    logvar: Tensor,
-    noise: Tensor | None,
-    seed: Tensor | None,
-    n_samples: int,
-) -> tuple[Tensor, Tensor]:
-    return tuple(_C.reparam_kl_backward(grad_z, grad_kl, mu, logvar, noise, seed, n_samples))
-
-
-@_backward.register_fake
+@torch.library.register_fake("pygen::reparameterize_kl_backward")
 def _(grad_z, grad_kl, mu, logvar, noise, seed, n_samples):
     return torch.empty_like(mu), torch.empty_like(logvar)
-
-
-def _setup_context(ctx, inputs, output):
-    mu, logvar, noise, seed, n_samples = inputs
-    ctx.save_for_backward(mu, logvar, noise, seed)
-    ctx.n_samples = n_samples
-
-
-def _autograd_backward(ctx, grad_z, grad_kl):
-    mu, logvar, noise, seed = ctx.saved_tensors
-    grad_mu = grad_logvar = grad_noise = None
-    if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-        grad_mu, grad_logvar = _backward(grad_z, grad_kl, mu, logvar, noise, seed, ctx.n_samples)
-    if ctx.needs_input_grad[2] and grad_z is not None:
-        grad_noise = grad_z * torch.exp(0.5 * logvar)
-    return grad_mu, grad_logvar, grad_noise, None, None
-
-
-_forward.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 
 def reparameterize_kl(
