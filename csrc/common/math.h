@@ -15,6 +15,14 @@
 #define PYGEN_HD inline __attribute__((always_inline))
 #endif
 
+// Host loops that pay for wider vectors are compiled for AVX-512 and AVX2 as well as the baseline;
+// the loader picks the best the CPU supports (GCC function multi-versioning).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
+#define PYGEN_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#else
+#define PYGEN_CPU_CLONES
+#endif
+
 namespace pygen {
 
 // Round to nearest for |x| < 2^22 with plain adds (SSE2 has no vector round instruction).

@@ -17,12 +17,8 @@ namespace {
 
 constexpr int64_t kChunk = 256;  // columns per chunk (a multiple of 4: one Philox block is 4)
 
-// out[i] = standard normal number (first + i) of the stream `seed`, for i < n <= kChunk. Noise
-// generation dominates the CPU cost, so it is also compiled for AVX2 and picked at load time.
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target_clones("avx2", "default")))
-#endif
-void fill_normal(uint64_t seed, int64_t first, int64_t n, float* out) {
+// out[i] = standard normal number (first + i) of the stream `seed`, for i < n <= kChunk.
+PYGEN_CPU_CLONES void fill_normal(uint64_t seed, int64_t first, int64_t n, float* out) {
   alignas(64) std::array<float, kChunk + 8> buf;
   const int64_t block0 = first >> 2, skip = first & 3;
   const int64_t blocks = (skip + n + 3) >> 2;
@@ -59,7 +55,7 @@ int64_t grain_rows(const Problem& p) {
 // The row loops live in plain functions, outside the parallel_for lambda, where GCC vectorizes
 // them (inside the OpenMP-outlined lambda it does not).
 template <typename scalar_t>
-void forward_rows(const Problem& p, const scalar_t* mu, const scalar_t* logvar, const scalar_t* noise,
+PYGEN_CPU_CLONES void forward_rows(const Problem& p, const scalar_t* mu, const scalar_t* logvar, const scalar_t* noise,
                   uint64_t seed, scalar_t* z, scalar_t* kl, int64_t row_begin, int64_t row_end) {
   using acc_t = at::opmath_type<scalar_t>;
   alignas(64) std::array<acc_t, kChunk> mean, stddev, eps;
@@ -92,7 +88,7 @@ void forward_rows(const Problem& p, const scalar_t* mu, const scalar_t* logvar, 
 // grad_mu     = grad_kl * mu + sum_s grad_z
 // grad_logvar = 0.5 * grad_kl * (exp(logvar) - 1) + 0.5 * std * sum_s grad_z * eps
 template <typename scalar_t>
-void backward_rows(const Problem& p, const scalar_t* grad_z, const scalar_t* grad_kl,
+PYGEN_CPU_CLONES void backward_rows(const Problem& p, const scalar_t* grad_z, const scalar_t* grad_kl,
                  const scalar_t* mu, const scalar_t* logvar, const scalar_t* noise, uint64_t seed,
                  scalar_t* grad_mu, scalar_t* grad_logvar, int64_t row_begin, int64_t row_end) {
   using acc_t = at::opmath_type<scalar_t>;
