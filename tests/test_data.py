@@ -27,3 +27,68 @@ def test_digits_bad_arguments():
         load_digits("validation")
     with pytest.raises(ValueError, match="test_fraction"):
         load_digits("train", test_fraction=1.5)
+
+
+def test_split_indices_partition_and_reproduce():
+    from pygen.data import split_indices
+
+    train, test = split_indices(50, "train", seed=3), split_indices(50, "test", seed=3)
+    assert sorted(train.tolist() + test.tolist()) == list(range(50)) and len(test) == 10
+    assert torch.equal(train, split_indices(50, "train", seed=3))
+    assert torch.equal(split_indices(4, "all"), torch.arange(4))
+
+
+def test_array_files(tmp_path):
+    import numpy as np
+
+    from pygen.data import load_array, load_dataset
+
+    images = np.random.default_rng(0).integers(0, 256, (10, 6, 5), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", images)
+    data = load_array(tmp_path / "x.npy")
+    assert data.images.shape == (10, 1, 6, 5) and data.labels is None and data.n_levels == 256
+    assert torch.equal(data.images[:, 0], torch.as_tensor(images.astype(np.int64)))
+    rgb = np.random.default_rng(1).integers(0, 256, (10, 4, 4, 3), dtype=np.uint8)
+    np.savez(tmp_path / "rgb.npz", images=rgb, labels=np.arange(10))
+    data = load_array(tmp_path / "rgb.npz")
+    assert data.images.shape == (10, 3, 4, 4) and data.labels.tolist() == list(range(10))
+    assert len(load_dataset(str(tmp_path / "rgb.npz"), "test").images) == 2
+    np.save(tmp_path / "float.npy", images.astype(np.float32))
+    with pytest.raises(TypeError, match="integer pixel levels"):
+        load_array(tmp_path / "float.npy")
+    np.save(tmp_path / "big.npy", images.astype(np.int32) + 300)
+    with pytest.raises(ValueError, match=r"\[0, 255\]"):
+        load_array(tmp_path / "big.npy")
+    np.savez(tmp_path / "nokey.npz", other=images)
+    with pytest.raises(ValueError, match="'images'"):
+        load_array(tmp_path / "nokey.npz")
+    with pytest.raises(FileNotFoundError, match=r"missing\.npy"):
+        load_array(tmp_path / "missing.npy")
+
+
+def test_image_folders(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from pygen.data import load_dataset, load_image_folder
+
+    rng = np.random.default_rng(0)
+    for label in ("cat", "dog"):
+        (tmp_path / "pets" / label).mkdir(parents=True)
+        for i in range(3):
+            pixels = rng.integers(0, 256, (5, 7), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "pets" / label / f"{i}.png")
+    data = load_image_folder(tmp_path / "pets")
+    assert data.images.shape == (6, 1, 5, 7) and data.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert load_dataset(str(tmp_path / "pets"), "all").images.shape == (6, 1, 5, 7)
+    Image.fromarray(rng.integers(0, 256, (4, 4), dtype=np.uint8)).save(
+        tmp_path / "pets" / "cat" / "x.png"
+    )
+    with pytest.raises(ValueError, match="differs"):
+        load_image_folder(tmp_path / "pets")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"broken\.png"):
+        load_image_folder(tmp_path / "bad")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_image_folder(tmp_path / "nowhere")

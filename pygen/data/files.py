@@ -1,0 +1,151 @@
+"""Datasets a user points at: an .npy/.npz array, a folder of images, or torchvision's MNIST /
+CIFAR-10 already on disk (never downloaded). Every loader returns integer pixel levels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pygen.data.digits import DIGIT_LEVELS, load_digits
+from pygen.data.split import split_indices
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+@dataclass
+class ImageData:
+    """Images as int64 levels ``(N, C, H, W)`` in ``[0, n_levels)``, optional labels ``(N,)``."""
+
+    images: Tensor
+    labels: Tensor | None
+    n_levels: int
+    name: str
+
+
+def _levels(array: np.ndarray, source: str) -> tuple[Tensor, int]:
+    """Integer arrays are pixel levels in [0, 255] (256 levels); anything else is an error."""
+    if not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{source}: expected integer pixel levels, got dtype {array.dtype}")
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise ValueError(
+            f"{source}: pixel levels must lie in [0, 255], got [{array.min()}, {array.max()}]"
+        )
+    return torch.as_tensor(array.astype(np.int64)), 256
+
+
+def _as_nchw(images: Tensor, source: str) -> Tensor:
+    if images.dim() == 3:  # (N, H, W) grey
+        images = images.unsqueeze(1)
+    elif images.dim() == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
+        images = images.permute(0, 3, 1, 2)  # NHWC -> NCHW
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(
+            f"{source}: expected images (N, H, W), (N, C, H, W) or (N, H, W, C) with "
+            f"1 or 3 channels, got shape {tuple(images.shape)}"
+        )
+    return images.contiguous()
+
+
+def load_array(path: str | Path) -> ImageData:
+    """An .npy array of images, or an .npz with ``images`` (or ``x``) and optional ``labels``
+    (or ``y``)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{path}: not a readable .npy/.npz file ({err})") from err
+    labels = None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        keys = set(loaded.files)
+        key = "images" if "images" in keys else "x" if "x" in keys else None
+        if key is None:
+            raise ValueError(f"{path}: an .npz needs an 'images' or 'x' array, has {sorted(keys)}")
+        array = loaded[key]
+        label_key = "labels" if "labels" in keys else "y" if "y" in keys else None
+        if label_key is not None:
+            labels = torch.as_tensor(loaded[label_key].astype(np.int64))
+    else:
+        array = loaded
+    images, n_levels = _levels(array, str(path))
+    images = _as_nchw(images, str(path))
+    if labels is not None and labels.shape != (len(images),):
+        raise ValueError(f"{path}: {len(images)} images but labels of shape {tuple(labels.shape)}")
+    return ImageData(images, labels, n_levels, path.name)
+
+
+def load_image_folder(path: str | Path) -> ImageData:
+    """Every image file below ``path``; sub-folders name classes (labels in sorted order)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such folder")
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    classes = sorted({p.parent.relative_to(path).parts[0] for p in files if p.parent != path})
+    arrays, size, mode = [], None, None
+    for file in files:
+        try:
+            with Image.open(file) as img:
+                img.load()
+                mode = mode or ("L" if img.mode in ("L", "1", "P", "I;16") else "RGB")
+                arr = np.asarray(img.convert(mode))
+        except (UnidentifiedImageError, OSError) as err:
+            raise ValueError(f"{file}: unreadable image ({err})") from err
+        if size is None:
+            size = arr.shape
+        elif arr.shape != size:
+            raise ValueError(f"{file}: size {arr.shape[:2]} differs from the others' {size[:2]}")
+        arrays.append(arr)
+    images = _as_nchw(torch.as_tensor(np.stack(arrays).astype(np.int64)), str(path))
+    labels = None
+    if classes:
+        index = {c: i for i, c in enumerate(classes)}
+        if any(p.parent == path for p in files):
+            raise ValueError(f"{path}: mixes images at the top with class sub-folders")
+        labels = torch.tensor([index[p.relative_to(path).parts[0]] for p in files])
+    return ImageData(images, labels, 256, path.name)
+
+
+def load_torchvision(name: str, root: str | Path, split: str = "train") -> ImageData:
+    """MNIST or CIFAR-10 from torchvision's files already under ``root`` (never downloaded)."""
+    try:
+        import torchvision
+    except ImportError as err:
+        raise ImportError(f"loading {name} needs torchvision installed") from err
+    classes = {"mnist": torchvision.datasets.MNIST, "cifar10": torchvision.datasets.CIFAR10}
+    if name not in classes:
+        raise ValueError(f"unknown torchvision dataset {name!r}; known: {sorted(classes)}")
+    try:
+        ds = classes[name](str(root), train=split == "train", download=False)
+    except RuntimeError as err:  # torchvision: "Dataset not found ..."
+        raise FileNotFoundError(f"{root}: {name} files not found ({err})") from err
+    images = _as_nchw(torch.as_tensor(np.asarray(ds.data).astype(np.int64)), name)
+    labels = torch.as_tensor(np.asarray(ds.targets).astype(np.int64))
+    return ImageData(images, labels, 256, name)
+
+
+def load_dataset(spec: str, split: str = "train", *, seed: int = 0) -> ImageData:
+    """``digits`` (bundled), ``mnist:ROOT``, ``cifar10:ROOT``, an .npy/.npz file or an image folder.
+
+    User data (files and folders) is split like the digits (``split_indices``: a seeded 80/20
+    permutation); ``split="all"`` keeps everything.
+    """
+    if spec == "digits":
+        images, labels = load_digits(split, seed=seed)
+        return ImageData(images, labels, DIGIT_LEVELS, "digits")
+    name, sep, root = spec.partition(":")
+    if sep and name in ("mnist", "cifar10"):
+        return load_torchvision(name, root, "train" if split == "all" else split)
+    path = Path(spec)
+    data = load_image_folder(path) if path.is_dir() else load_array(path)
+    chosen = split_indices(len(data.images), split, seed=seed)
+    labels = data.labels[chosen] if data.labels is not None else None
+    return ImageData(data.images[chosen], labels, data.n_levels, data.name)

@@ -1,0 +1,197 @@
+"""The training loop shared by the likelihood models: seeded batches, Adam, progress bar,
+metrics log (JSONL), atomic checkpoints with bit-for-bit resume, and DistributedDataParallel.
+
+Batch ``t`` is drawn from a generator seeded with ``(seed, t)``, so a resumed run (weights,
+optimizer and RNG states restored from the checkpoint) continues exactly as the uninterrupted one
+would, and under ``torchrun`` each rank takes its slice of the same global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from pygen.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+    set_rng_state,
+)
+
+LossFn = Callable[[nn.Module, Tensor, Tensor | None], Tensor]
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a run (stored in each checkpoint's sidecar)."""
+
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    checkpoint_every: int = 0  # 0: only at the end
+    log_every: int = 10
+    grad_clip: float | None = None
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside torch.distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def batch_indices(n: int, batch_size: int, seed: int, step: int) -> Tensor:
+    """The global batch of step ``step``: ``batch_size`` indices in ``[0, n)`` drawn from a
+    generator seeded by (seed, step), without replacement when the batch fits the data."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    if batch_size <= n:
+        return torch.randperm(n, generator=gen)[:batch_size]
+    return torch.randint(n, (batch_size,), generator=gen)
+
+
+def _read_metrics(path: Path, up_to_step: int) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r["step"] <= up_to_step]
+
+
+def save_curves(metrics: list[dict], path: Path) -> Path | None:
+    """PNG of the loss curve (matplotlib, headless)."""
+    if not metrics:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([m["step"] for m in metrics], [m["loss"] for m in metrics])
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def train(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Tensor,
+    labels: Tensor | None,
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    model_name: str,
+    model_config: dict[str, Any],
+    resume: bool = False,
+    progress: bool = True,
+    on_checkpoint: Callable[[int], None] | None = None,
+) -> list[dict]:
+    """Train ``model`` on ``data`` by minimizing ``loss_fn(model, x, y)`` (a mean over examples).
+
+    Writes ``out_dir/metrics.jsonl``, ``out_dir/curves.png`` and checkpoints under
+    ``out_dir/checkpoints`` (rank 0 only); with ``resume=True`` continues from the latest one (with
+    its seed) up to ``config.steps``. Returns the metrics rows.
+    """
+    rank, world_size = world()
+    if config.batch_size % world_size:
+        raise ValueError(f"batch_size {config.batch_size} must divide by the {world_size} ranks")
+    if len(data) == 0:
+        raise ValueError("no training data")
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    metrics_path = out_dir / "metrics.jsonl"
+    device = next(model.parameters()).device
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    start = 0
+    if resume:
+        try:
+            ckpt = load_checkpoint(ckpt_dir)
+        except CheckpointError:
+            ckpt = None  # nothing written yet: start from scratch
+        if ckpt is not None:
+            load_weights(model, ckpt)
+            if ckpt.optimizer_state is not None:
+                optimizer.load_state_dict(ckpt.optimizer_state)
+            if ckpt.rng_state is not None:
+                set_rng_state(ckpt.rng_state)
+            # The batches of the remaining steps follow the stored run's seed, not a new one.
+            config = replace(config, seed=ckpt.extra.get("train", {}).get("seed", config.seed))
+            start = ckpt.step
+    else:
+        torch.manual_seed(config.seed)
+    metrics = _read_metrics(metrics_path, start) if rank == 0 else []
+    net = model
+    if world_size > 1:
+        net = nn.parallel.DistributedDataParallel(model)
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        metrics_path.write_text("".join(json.dumps(m) + "\n" for m in metrics))
+
+    def checkpoint(step: int) -> None:
+        if rank == 0:
+            save_checkpoint(
+                ckpt_dir,
+                model,
+                model_name=model_name,
+                config=model_config,
+                step=step,
+                optimizer=optimizer,
+                extra={"train": asdict(config)},
+            )
+            if on_checkpoint is not None:
+                on_checkpoint(step)
+
+    local = config.batch_size // world_size
+    bar = tqdm(
+        range(start, config.steps),
+        initial=start,
+        total=config.steps,
+        disable=not progress or rank != 0,
+        desc=model_name,
+        dynamic_ncols=True,
+    )
+    tic, seen = time.perf_counter(), 0
+    model.train()
+    for step in bar:
+        idx = batch_indices(len(data), config.batch_size, config.seed, step)
+        idx = idx[rank * local : (rank + 1) * local]
+        x = data[idx].to(device)
+        y = labels[idx].to(device) if labels is not None else None
+        loss = loss_fn(net, x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        seen += config.batch_size
+        done = step + 1
+        if rank == 0 and (done % config.log_every == 0 or done == config.steps):
+            elapsed = time.perf_counter() - tic
+            row = {"step": done, "loss": loss.item(), "examples_per_s": seen / elapsed}
+            metrics.append(row)
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            bar.set_postfix(loss=f"{row['loss']:.4f}", ex_s=f"{row['examples_per_s']:.0f}")
+            tic, seen = time.perf_counter(), 0
+        if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.steps:
+            checkpoint(done)
+    if start < config.steps or not (ckpt_dir / "latest").exists():
+        checkpoint(config.steps)
+    if rank == 0:
+        save_curves(metrics, out_dir / "curves.png")
+    model.eval()
+    return metrics
