@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -98,13 +98,14 @@ def train(
     model_config: dict[str, Any],
     resume: bool = False,
     progress: bool = True,
-    on_checkpoint: Callable[[int], None] | None = None,
+    hooks: Sequence[tuple[int, Callable[[int], None]]] = (),
 ) -> list[dict]:
     """Train ``model`` on ``data`` by minimizing ``loss_fn(model, x, y)`` (a mean over examples).
 
     Writes ``out_dir/metrics.jsonl``, ``out_dir/curves.png`` and checkpoints under
     ``out_dir/checkpoints`` (rank 0 only); with ``resume=True`` continues from the latest one (with
-    its seed) up to ``config.steps``. Returns the metrics rows.
+    its seed) up to ``config.steps``. ``hooks`` are ``(every, fn)`` pairs: rank 0 calls
+    ``fn(step)`` after every ``every``-th step (sample grids, evaluations). Returns the metrics.
     """
     rank, world_size = world()
     if config.batch_size % world_size:
@@ -189,6 +190,10 @@ def train(
             tic, seen = time.perf_counter(), 0
         if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.steps:
             checkpoint(done)
+        for every, fn in hooks:
+            if rank == 0 and done % every == 0:
+                fn(done)
+                model.train()
     if start < config.steps or not (ckpt_dir / "latest").exists():
         checkpoint(config.steps)
     if rank == 0:

@@ -1,0 +1,5 @@
+"""``python -m pygen``: the pygen command (also what ``torchrun -m pygen`` runs)."""
+
+from pygen.cli import main
+
+raise SystemExit(main())

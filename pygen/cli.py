@@ -1,0 +1,280 @@
+"""The pygen command: ``pygen {train,sample,eval,bench,demo,info}`` (also ``python -m pygen``).
+
+Runs under ``torchrun --nproc_per_node=K -m pygen train ...`` with DistributedDataParallel (NCCL
+on GPUs, gloo on CPU); ``sample`` then shards the images across the ranks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from pygen._extension import build_info
+from pygen.data import load_dataset
+from pygen.recipes import RECIPES, SampleOptions, build_model, get_recipe
+from pygen.train import TrainConfig, load_checkpoint, load_weights, train
+from pygen.train.loop import world
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _read_config(path: str | None) -> dict[str, Any]:
+    """A YAML or JSON file of options: ``model: {...}`` and ``train: {...}`` sections."""
+    if path is None:
+        return {}
+    text = Path(path).read_text()
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        loaded = yaml.safe_load(text) or {}
+    else:
+        loaded = json.loads(text)
+    if not isinstance(loaded, dict) or set(loaded) - {"model", "train"}:
+        raise ValueError(f"{path}: expected a mapping with 'model' and/or 'train' sections")
+    return loaded
+
+
+def init_distributed(device: torch.device) -> None:
+    """Join the process group torchrun describes (WORLD_SIZE > 1); no-op otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = {
+        "pygen": build_info(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu_threads": torch.get_num_threads(),
+        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "models": sorted(RECIPES),
+    }
+    print(json.dumps(info, indent=1))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    recipe = get_recipe(args.model)
+    device = _device(args.device)
+    init_distributed(device)
+    if device.type == "cuda" and dist.is_initialized():
+        device = torch.device("cuda", torch.cuda.current_device())
+    file_config = _read_config(args.config)
+    options = dict(file_config.get("model", {}))
+    options.update(dict(_parse_set(item) for item in args.set))
+    train_options = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "checkpoint_every": args.checkpoint_every,
+    }
+    train_options = {
+        **file_config.get("train", {}),
+        **{k: v for k, v in train_options.items() if v is not None},
+    }
+    config = TrainConfig(**train_options)
+    data = load_dataset(args.data, "train", seed=args.split_seed)
+    torch.manual_seed(config.seed)
+    model_config = recipe.config(data, options)
+    model = recipe.model(**model_config).to(device)
+    out = Path(args.out or f"runs/{args.model}")
+    hooks = []
+    if args.sample_every:
+
+        def grid(step: int) -> None:
+            model.eval()
+            with torch.no_grad():
+                images = recipe.sample(model, 16, SampleOptions())
+            from pygen.utils.png import save_image_grid
+
+            save_image_grid(images, out / "samples" / f"step-{step:08d}.png", nrow=4, scale=4)
+
+        hooks.append((args.sample_every, grid))
+    metrics = train(
+        model,
+        recipe.loss,
+        data.images,
+        data.labels,
+        config,
+        out,
+        model_name=args.model,
+        model_config=model_config,
+        resume=args.resume,
+        progress=not args.quiet,
+        hooks=hooks,
+    )
+    if world()[0] == 0:
+        test = load_dataset(args.data, "test", seed=args.split_seed)
+        result = {
+            "final_loss": metrics[-1]["loss"] if metrics else None,
+            **recipe.evaluate(model, test),
+        }
+        (out / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
+        print(json.dumps({"out": str(out), **result}, indent=1))
+    return 0
+
+
+def _parse_set(item: str) -> tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise ValueError(f"--set takes key=value, got {item!r}")
+    return key, _parse_value(value)
+
+
+def load_model(path: str, device: torch.device):
+    ckpt = load_checkpoint(path)
+    model = build_model(ckpt.model_name, ckpt.config)
+    load_weights(model, ckpt)
+    return ckpt, model.to(device).eval()
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from pygen.utils.png import save_image_grid
+
+    device = _device(args.device)
+    init_distributed(device)
+    rank, world_size = world()
+    ckpt, model = load_model(args.checkpoint, device)
+    recipe = get_recipe(ckpt.model_name)
+    share = args.n // world_size + (1 if rank < args.n % world_size else 0)
+    gen = torch.Generator(device).manual_seed(args.seed * 7919 + rank)
+    options = SampleOptions(args.method, args.temperature, args.label, gen)
+    with torch.no_grad():
+        images = recipe.sample(model, share, options).float().cpu()
+    if world_size > 1:
+        parts = [None] * world_size
+        dist.all_gather_object(parts, images)
+        images = torch.cat(parts)
+    if rank == 0:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        grid = save_image_grid(images, out / "samples.png", nrow=args.nrow, scale=args.scale)
+        np.savez(out / "samples.npz", images=images.numpy())
+        print(json.dumps({"grid": str(grid), "npz": str(out / "samples.npz"), "n": len(images)}))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    ckpt, model = load_model(args.checkpoint, device)
+    data = load_dataset(args.data, args.split, seed=args.split_seed)
+    with torch.no_grad():
+        result = get_recipe(ckpt.model_name).evaluate(model, data)
+    print(json.dumps({"checkpoint": str(ckpt.path), "step": ckpt.step, **result}, indent=1))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        from benchmarks import run
+    except ImportError:
+        print("pygen bench runs from a source checkout (the benchmarks/ folder)", file=sys.stderr)
+        return 2
+    return run.main(
+        (["--quick"] if args.quick else []) + (["--ops", *args.ops] if args.ops else [])
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pygen.demo import run_demo
+
+    return run_demo(Path(args.out), minutes=args.minutes, device=_device(args.device))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pygen", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument(
+        "--data",
+        default="digits",
+        help="digits, mnist:ROOT, cifar10:ROOT, an .npy/.npz file or an image folder",
+    )
+    data.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split")
+
+    t = sub.add_parser("train", parents=[common, data], help="train a model")
+    t.add_argument("model", help="model family (see `pygen info`)")
+    t.add_argument("--steps", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--checkpoint-every", type=int)
+    t.add_argument("--sample-every", type=int, default=0, help="write a sample grid every N steps")
+    t.add_argument("--config", help="YAML/JSON file with 'model' and 'train' sections")
+    t.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model hyper-parameter (repeatable), e.g. --set hidden=32",
+    )
+    t.add_argument("--out", help="run folder (default runs/MODEL)")
+    t.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("sample", parents=[common], help="sample from a checkpoint")
+    s.add_argument("checkpoint", help="a run's checkpoints folder or one checkpoint")
+    s.add_argument("--n", type=int, default=16)
+    s.add_argument("--method", help="sampler (model dependent, e.g. fused, cached, naive)")
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--label", type=int, help="class label for conditional models")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--nrow", type=int, default=8)
+    s.add_argument("--scale", type=int, default=4, help="pixel enlargement in the PNG")
+    s.add_argument("--out", default="samples")
+    s.set_defaults(fn=cmd_sample)
+
+    e = sub.add_parser("eval", parents=[common, data], help="evaluate a checkpoint")
+    e.add_argument("checkpoint")
+    e.add_argument("--split", default="test", choices=["train", "test", "all"])
+    e.set_defaults(fn=cmd_eval)
+
+    b = sub.add_parser("bench", help="run the benchmark suite and rebuild the report")
+    b.add_argument("--quick", action="store_true")
+    b.add_argument("--ops", nargs="*")
+    b.set_defaults(fn=cmd_bench)
+
+    d = sub.add_parser("demo", parents=[common], help="train a PixelCNN on digits, sample, compare")
+    d.add_argument("--out", default="demo_out")
+    d.add_argument("--minutes", type=float, default=2.0, help="training time budget")
+    d.set_defaults(fn=cmd_demo)
+
+    i = sub.add_parser("info", help="build, devices and versions")
+    i.set_defaults(fn=cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
