@@ -153,8 +153,6 @@ def train(
                 optimizer=optimizer,
                 extra={"train": asdict(config)},
             )
-            if on_checkpoint is not None:
-                on_checkpoint(step)
 
     local = config.batch_size // world_size
     bar = tqdm(
