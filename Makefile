@@ -35,5 +35,9 @@ lint: $(VENV)/.deps
 	$(PY) -m ruff check pygen tests benchmarks setup.py
 	$(PY) -m ruff format --check pygen tests benchmarks setup.py
 
+# On a GPU machine (torch preinstalled, no internet): build, CUDA tests, sanitizers, benchmarks.
+gpu-check:
+	scripts/gpu_check.sh $(OUT)
+
 clean:
 	rm -rf build pygen/_C*.so

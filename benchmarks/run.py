@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     ran = {f.stem.removeprefix("bench_") for f in files}
     for op in sorted(ran):
         print(f"\n{op} on {rows[0]['device']}\n")
-        print(report.table([r for r in rows if r["op"] == op]))
+        copy = report.copy_gbps(rows, rows[0]["device"])
+        print(report.table([r for r in rows if r["op"] == op], copy))
     return 0
 
 
