@@ -7,11 +7,13 @@ model's training loss, its evaluation metrics and how it samples.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pygen.data import ImageData
@@ -56,3 +58,8 @@ def get_recipe(name: str) -> Recipe:
 def build_model(name: str, config: dict[str, Any]) -> nn.Module:
     """The model of family ``name`` from its stored constructor config."""
     return get_recipe(name).model(**config)
+
+
+def pixelcnn_loss(model: nn.Module, x: Tensor, y: Tensor | None) -> Tensor:
+    """Mean bits/dim of a batch of levels (``model`` may be wrapped in DistributedDataParallel)."""
+    return F.cross_entropy(model(x, y), x) / math.log(2.0)
