@@ -22,7 +22,6 @@ def _check_finite(x: Tensor) -> None:
 class Likelihood(nn.Module):
     """Interface of the decoder distributions (see the module docstring for the layout)."""
 
-    name: str
     params_per_element: int = 1
 
     def check(self, x: Tensor) -> None:
@@ -54,8 +53,6 @@ class Likelihood(nn.Module):
 class BernoulliLikelihood(Likelihood):
     """Binary pixels (grey levels in [0, 1]: cross-entropy); the decoder emits logits."""
 
-    name = "bernoulli"
-
     def check(self, x: Tensor) -> None:
         if not x.is_floating_point():
             raise ValueError(f"Bernoulli data must be floating point in [0, 1], got {x.dtype}")
@@ -80,8 +77,6 @@ class BernoulliLikelihood(Likelihood):
 
 class CategoricalLikelihood(Likelihood):
     """Integer pixel levels ``0 .. n_levels - 1`` with a softmax over the levels per pixel."""
-
-    name = "categorical"
 
     def __init__(self, n_levels: int) -> None:
         super().__init__()
@@ -132,8 +127,6 @@ class GaussianLikelihood(Likelihood):
         clamp: the data range ``(low, high)`` that means and draws are clipped to (images live in
             [0, 1]); None for unbounded data.
     """
-
-    name = "gaussian"
 
     def __init__(
         self,
