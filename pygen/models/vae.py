@@ -434,7 +434,8 @@ class VAE(nn.Module):
                 "a VAE with a custom encoder, decoder or likelihood cannot be rebuilt from its "
                 "arguments; save its state_dict instead"
             )
-        torch.save({"config": self.config, "state_dict": self.state_dict()}, path)
+        config = {**self.config, "reference": self.reference}  # the flag may have been switched
+        torch.save({"config": config, "state_dict": self.state_dict()}, path)
 
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device | None = None) -> VAE:
