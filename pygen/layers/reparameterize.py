@@ -29,9 +29,12 @@ class GaussianReparameterize(nn.Module):
         logvar: Tensor,
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
+        n_samples: int | None = None,
     ) -> tuple[Tensor, Tensor]:
+        """``n_samples`` overrides the module's count for this call (an IWAE bound with k draws)."""
         op = ops.reference.reparameterize_kl if self.reference else ops.reparameterize_kl
-        return op(mu, logvar, noise, n_samples=self.n_samples, generator=generator)
+        n_samples = self.n_samples if n_samples is None else n_samples
+        return op(mu, logvar, noise, n_samples=n_samples, generator=generator)
 
     def extra_repr(self) -> str:
         return f"n_samples={self.n_samples}, reference={self.reference}"

@@ -1,0 +1,68 @@
+"""Conv VAE with the fused reparameterize + KL op ("pygen") vs the reference op ("eager").
+
+Modes: "train_step" (loss, backward and an Adam step on a batch of binary images), "iwae"
+(``log_likelihood`` with k importance samples drawn through the op's n_samples) and "sample"
+(generation from the prior: it does not touch the op, so both providers run the same code and
+their ratio should be ~1). Rows carry ``samples_per_s`` (examples processed per second); the
+GB/s column does not apply to a whole model and is left empty.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks.common import device_under_test, measure, row
+from pygen.models import VAE
+
+OP = "vae"
+DEVICE = device_under_test()
+# (batch, image shape, latent size, conv channels)
+CASES = (
+    [(256, (1, 28, 28), 32, 32), (1024, (1, 28, 28), 64, 64)]
+    if DEVICE.type == "cuda"
+    else [(128, (1, 8, 8), 16, 32)]
+)
+IWAE_K = 32
+
+
+@pytest.mark.parametrize("mode", ["train_step", "iwae", "sample"])
+@pytest.mark.parametrize("provider", ["pygen", "eager"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"b{c[0]}-{'x'.join(map(str, c[1]))}")
+def test_vae(benchmark, record, quick, case, provider, mode):
+    batch, data_shape, latent_dim, hidden = case
+    torch.manual_seed(0)
+    model = VAE(
+        data_shape,
+        latent_dim,
+        architecture="conv",
+        hidden=hidden,
+        reference=provider == "eager",
+    ).to(DEVICE)
+    x = (torch.rand(batch, *data_shape, device=DEVICE) < 0.3).float()
+    shape = [batch, *data_shape]
+    if mode == "train_step":
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def step():
+            loss = model.loss(x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    elif mode == "iwae":
+        shape = [IWAE_K, *shape]
+
+        def step():
+            return model.log_likelihood(x, k=IWAE_K)
+
+    else:
+
+        def step():
+            return model.sample(batch)
+
+    timing = measure(benchmark, step, DEVICE, quick)
+    result = row(OP, provider, mode, shape, torch.float32, DEVICE, timing, nbytes=0)
+    result["gbps"] = None
+    result["samples_per_s"] = batch / (timing["median_ms"] * 1e-3)
+    record(result)

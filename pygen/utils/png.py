@@ -1,0 +1,79 @@
+"""Image grids written as PNG with zlib + struct only (matplotlib and PIL are not dependencies)."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    body = kind + data
+    return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+
+
+def write_png(path: str | Path, pixels: Tensor) -> Path:
+    """Write ``pixels`` (uint8, ``(H, W)`` grey or ``(H, W, 3)`` RGB) as an 8-bit PNG file."""
+    if pixels.dtype != torch.uint8 or pixels.dim() not in (2, 3):
+        raise ValueError(
+            f"pixels must be uint8 of shape (H, W) or (H, W, 3), got {pixels.dtype} "
+            f"{tuple(pixels.shape)}"
+        )
+    if pixels.dim() == 3 and pixels.shape[2] != 3:
+        raise ValueError(f"colour pixels must have 3 channels, got {pixels.shape[2]}")
+    height, width = pixels.shape[:2]
+    colour_type = 2 if pixels.dim() == 3 else 0
+    rows = pixels.cpu().contiguous().reshape(height, -1)
+    # Each scanline starts with its filter type byte (0: none).
+    raw = torch.cat([torch.zeros(height, 1, dtype=torch.uint8), rows], dim=1).numpy().tobytes()
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(raw, 9))
+        + _chunk(b"IEND", b"")
+    )
+    return path
+
+
+def image_grid(images: Tensor, nrow: int = 8, padding: int = 1, pad_value: float = 1.0) -> Tensor:
+    """Tile ``images`` ``(N, C, H, W)`` into one ``(C, H', W')`` image, ``nrow`` images per row."""
+    if images.dim() != 4:
+        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+    if nrow < 1 or padding < 0:
+        raise ValueError(f"need nrow >= 1 and padding >= 0, got nrow={nrow}, padding={padding}")
+    n, channels, height, width = images.shape
+    ncol = min(nrow, n)
+    nrows = -(-n // nrow)
+    cell_h, cell_w = height + padding, width + padding
+    grid = images.new_full(
+        (channels, nrows * cell_h + padding, ncol * cell_w + padding), pad_value, dtype=torch.float
+    )
+    for i, image in enumerate(images.float()):
+        top, left = (i // nrow) * cell_h + padding, (i % nrow) * cell_w + padding
+        grid[:, top : top + height, left : left + width] = image
+    return grid
+
+
+def save_image_grid(
+    images: Tensor, path: str | Path, nrow: int = 8, padding: int = 1, scale: int = 1
+) -> Path:
+    """Write ``images`` ``(N, C, H, W)`` with values in [0, 1] (clamped) as a PNG grid.
+
+    ``C`` is 1 (grey) or 3 (RGB); ``scale`` enlarges every pixel to a ``scale x scale`` block
+    (nearest neighbour), which makes tiny images such as 8x8 digits viewable.
+    """
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must have shape (N, 1 or 3, H, W), got {tuple(images.shape)}")
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1, got {scale}")
+    grid = image_grid(images.detach(), nrow, padding)
+    grid = grid.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
+    pixels = (grid.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).cpu()
+    pixels = pixels[0] if pixels.shape[0] == 1 else pixels.permute(1, 2, 0)
+    return write_png(path, pixels)
