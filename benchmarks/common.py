@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
 import re
 import statistics
@@ -14,7 +15,11 @@ from pathlib import Path
 
 import torch
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+def results_dir() -> Path:
+    """benchmarks/results, or $PYGEN_RESULTS_DIR (tests use it to leave the committed files)."""
+    default = Path(__file__).resolve().parent / "results"
+    return Path(os.environ.get("PYGEN_RESULTS_DIR", default))
 
 
 def device_under_test() -> torch.device:
@@ -35,7 +40,7 @@ def device_name(device: torch.device) -> str:
 
 def results_file(device: torch.device) -> Path:
     slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
-    return RESULTS_DIR / f"{device.type}-{slug}.json"
+    return results_dir() / f"{device.type}-{slug}.json"
 
 
 def commit() -> str:

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from pathlib import Path
 
-from benchmarks.common import RESULTS_DIR
-
-REPORT = Path(__file__).resolve().parent / "REPORT.md"
+from benchmarks.common import results_dir
 
 
-def load_rows(results_dir: Path = RESULTS_DIR) -> list[dict]:
+def load_rows() -> list[dict]:
     rows = []
-    for path in sorted(results_dir.glob("*.json")):
+    for path in sorted(results_dir().glob("*.json")):
         rows.extend(json.loads(path.read_text()))
     return rows
 
@@ -77,8 +74,9 @@ def build(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    REPORT.write_text(build(load_rows()))
-    print(f"wrote {REPORT}")
+    report = results_dir().parent / "REPORT.md"
+    report.write_text(build(load_rows()))
+    print(f"wrote {report}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pygen.data import ImageData
+from pygen.models import VAE
 
 
 @dataclass(frozen=True)
@@ -61,5 +62,45 @@ def build_model(name: str, config: dict[str, Any]) -> nn.Module:
 
 
 def pixelcnn_loss(model: nn.Module, x: Tensor, y: Tensor | None) -> Tensor:
-    """Mean bits/dim of a batch of levels (``model`` may be wrapped in DistributedDataParallel)."""
+    """Mean bits/dim of a batch of levels."""
     return F.cross_entropy(model(x, y), x) / math.log(2.0)
+
+
+def _vae_data(model: VAE, x: Tensor) -> Tensor:
+    return model.likelihood.from_levels(x, model.config["n_levels"])
+
+
+def _vae_config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]:
+    defaults = {"latent_dim": 16, "likelihood": "categorical", "architecture": "mlp"}
+    fixed = {"data_shape": list(data.images.shape[1:]), "n_levels": data.n_levels}
+    return {**defaults, **options, **fixed}
+
+
+def _vae_evaluate(model: VAE, data: ImageData, k: int = 100) -> dict[str, float]:
+    x = _vae_data(model, data.images.to(next(model.parameters()).device))
+    with torch.no_grad():
+        negative_elbo = -model.elbo(x).elbo.mean().item()
+        nll = -model.log_likelihood(x, k, chunk_size=25).mean().item()
+    dims = math.prod(model.data_shape) * math.log(2.0)
+    return {
+        "negative_elbo_nats": negative_elbo,
+        f"iwae{k}_nll_nats": nll,
+        f"iwae{k}_bits_per_dim": nll / dims,
+    }
+
+
+def _vae_sample(model: VAE, n: int, options: SampleOptions) -> Tensor:
+    images = model.sample(n, generator=options.generator).float()
+    if model.config["likelihood"] == "categorical":
+        images = images / (model.config["n_levels"] - 1)
+    return images
+
+
+RECIPES["vae"] = Recipe(
+    model=VAE,
+    config=_vae_config,
+    loss=lambda model, x, y: model.loss(_vae_data(model, x)),
+    evaluate=_vae_evaluate,
+    sample=_vae_sample,
+    description="variational autoencoder (MLP or conv; Bernoulli, categorical or Gaussian p(x|z))",
+)

@@ -44,6 +44,19 @@ class TrainConfig:
     grad_clip: float | None = None
 
 
+class _Objective(nn.Module):
+    """The loss as a module's forward, so that DistributedDataParallel wraps any objective
+    (one calling model methods such as ``loss`` or ``log_prob``, not only ``forward``)."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, x: Tensor, y: Tensor | None) -> Tensor:
+        return self.loss_fn(self.model, x, y)
+
+
 def world() -> tuple[int, int]:
     """(rank, world size); (0, 1) outside torch.distributed."""
     if dist.is_available() and dist.is_initialized():
@@ -135,9 +148,9 @@ def train(
     else:
         torch.manual_seed(config.seed)
     metrics = _read_metrics(metrics_path, start) if rank == 0 else []
-    net = model
+    objective = _Objective(model, loss_fn)
     if world_size > 1:
-        net = nn.parallel.DistributedDataParallel(model)
+        objective = nn.parallel.DistributedDataParallel(objective)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         metrics_path.write_text("".join(json.dumps(m) + "\n" for m in metrics))
@@ -170,7 +183,7 @@ def train(
         idx = idx[rank * local : (rank + 1) * local]
         x = data[idx].to(device)
         y = labels[idx].to(device) if labels is not None else None
-        loss = loss_fn(net, x, y)
+        loss = objective(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip is not None:

@@ -1,0 +1,86 @@
+"""The pygen command end to end on tiny settings (seconds each)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pygen.cli import main
+from pygen.train import CheckpointError, load_checkpoint
+
+TINY_VAE = ["--steps", "12", "--batch-size", "16", "--quiet", "--set", "hidden=32"]
+
+
+def run_json(capsys, argv: list[str]) -> dict:
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    return json.loads(out[out.index("{") :])
+
+
+def test_info(capsys):
+    info = run_json(capsys, ["info"])
+    assert info["pygen"]["torch_version"] == info["torch"]
+    assert "vae" in info["models"]
+
+
+def test_train_sample_eval_and_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    result = run_json(capsys, ["train", "vae", *TINY_VAE, "--out", str(run), "--sample-every", "6"])
+    assert result["negative_elbo_nats"] > 0
+    assert (run / "curves.png").exists() and (run / "samples" / "step-00000012.png").exists()
+    assert load_checkpoint(run / "checkpoints").step == 12
+
+    run_json(
+        capsys, ["train", "vae", *TINY_VAE[2:], "--steps", "18", "--out", str(run), "--resume"]
+    )
+    assert load_checkpoint(run / "checkpoints").step == 18
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 18
+
+    sampled = run_json(
+        capsys, ["sample", str(run / "checkpoints"), "--n", "5", "--out", str(tmp_path / "s")]
+    )
+    images = np.load(tmp_path / "s" / "samples.npz")["images"]
+    assert sampled["n"] == 5 and images.shape == (5, 1, 8, 8)
+    assert images.min() >= 0 and images.max() <= 1
+    assert (tmp_path / "s" / "samples.png").read_bytes()[:4] == b"\x89PNG"
+
+    evaluated = run_json(capsys, ["eval", str(run / "checkpoints"), "--split", "test"])
+    assert evaluated["step"] == 18 and evaluated["iwae100_nll_nats"] > 0
+
+
+def test_config_file(tmp_path, capsys):
+    config = tmp_path / "vae.yaml"
+    config.write_text(
+        "model:\n  latent_dim: 4\n  hidden: 16\ntrain:\n  steps: 5\n  batch_size: 8\n"
+    )
+    run_json(
+        capsys, ["train", "vae", "--config", str(config), "--out", str(tmp_path / "r"), "--quiet"]
+    )
+    ckpt = load_checkpoint(tmp_path / "r" / "checkpoints")
+    assert ckpt.config["latent_dim"] == 4 and ckpt.step == 5
+
+
+def test_bench_writes_results(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PYGEN_RESULTS_DIR", str(tmp_path / "results"))
+    assert main(["bench", "--quick", "--ops", "copy"]) == 0
+    rows = json.loads(next((tmp_path / "results").glob("*.json")).read_text())
+    assert rows[0]["op"] == "copy" and rows[0]["median_ms"] > 0
+    assert (tmp_path / "REPORT.md").exists()
+
+
+def test_bad_input_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        main(["train", "nope", "--out", str(tmp_path / "x")])
+    with pytest.raises(ValueError, match="key=value"):
+        main(["train", "vae", "--set", "hidden", "--out", str(tmp_path / "x")])
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        main(["sample", str(tmp_path / "missing")])
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        main(
+            ["train", "vae", "--data", str(tmp_path / "nowhere.npy"), "--out", str(tmp_path / "y")]
+        )
+    with pytest.raises(SystemExit):
+        main(["train"])
