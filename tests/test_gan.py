@@ -1,0 +1,264 @@
+"""The GAN family: the loss zoo, the penalties, the models, training and offline evaluation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from pygen.losses import (
+    F_DIVERGENCES,
+    GAN_LOSSES,
+    FGANLoss,
+    get_gan_loss,
+    gradient_penalty,
+    r1_penalty,
+)
+from pygen.metrics import mmd2, mmd_permutation_test
+
+LOG2 = math.log(2.0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Everything here is small: one thread avoids the thread pool's overhead, which dominates
+    (up to 40x per op) on a shared, loaded machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def loss_grads(loss, real_out, fake_out):
+    """(D loss, G loss, dD/dreal, dD/dfake, dG/dfake) at the given raw outputs (float64)."""
+    r = real_out.double().requires_grad_()
+    f = fake_out.double().requires_grad_()
+    d = loss.discriminator_loss(r, f)
+    d_real, d_fake = torch.autograd.grad(d, (r, f))
+    f2 = fake_out.double().requires_grad_()
+    g = loss.generator_loss(f2, r.detach())
+    (g_fake,) = torch.autograd.grad(g, f2)
+    return d.item(), g.item(), d_real, d_fake, g_fake
+
+
+# Values at D = 1/2 (raw output 0 for real and fake): the equilibrium of the classifier losses.
+AT_HALF = {
+    "minimax": (2 * LOG2, -LOG2),
+    "non_saturating": (2 * LOG2, LOG2),
+    "lsgan": (0.5, 0.5),
+    "hinge": (2.0, 0.0),
+    "wgan": (0.0, 0.0),
+    "wgan_gp": (0.0, 0.0),
+}
+
+
+@pytest.mark.parametrize("name", [n for n in GAN_LOSSES if n != "mmd"])
+def test_loss_values_at_zero_and_gradient_signs(name):
+    loss = get_gan_loss(name)
+    zeros = torch.zeros(4)
+    d, g, *_ = loss_grads(loss, zeros, zeros)
+    if name in AT_HALF:
+        assert d == pytest.approx(AT_HALF[name][0]) and g == pytest.approx(AT_HALF[name][1])
+    # A confused D (scores fakes above reals): D gains by scoring real higher and fake lower, G
+    # by raising D's score of its samples.
+    *_, d_real, d_fake, g_fake = loss_grads(loss, torch.full((4,), -0.5), torch.full((4,), 0.5))
+    assert (d_real < 0).all() and (d_fake > 0).all() and (g_fake < 0).all()
+
+
+def test_saturating_versus_non_saturating_gradient_when_d_rejects_samples():
+    # D confidently rejects the fakes (D(G(z)) = sigmoid(-10)): minimax G gradient vanishes.
+    fake = torch.full((1,), -10.0)
+    _, _, _, _, g_minimax = loss_grads(get_gan_loss("minimax"), fake, fake)
+    _, _, _, _, g_ns = loss_grads(get_gan_loss("non_saturating"), fake, fake)
+    assert abs(g_minimax.item()) < 1e-4 and g_ns.item() == pytest.approx(-1.0, abs=1e-4)
+
+
+def test_hinge_is_flat_beyond_the_margin():
+    _, _, d_real, d_fake, _ = loss_grads(
+        get_gan_loss("hinge"), torch.full((2,), 2.0), -torch.ones(2)
+    )
+    assert not d_real.any() and not d_fake.any()
+
+
+# Two-point distributions: P = (3/4, 1/4), Q = (1/4, 3/4) on points {a, b}, as batch frequencies.
+P_BATCH = torch.tensor([0, 0, 0, 1])  # real samples: a, a, a, b
+Q_BATCH = torch.tensor([0, 1, 1, 1])  # fake samples: a, b, b, b
+RATIO = torch.tensor([3.0, 1 / 3], dtype=torch.float64)  # p / q at a, b
+
+
+def test_minimax_at_optimal_discriminator_is_log4_minus_2_jsd():
+    p, q = torch.tensor([0.75, 0.25]), torch.tensor([0.25, 0.75])
+    logit = (p / q).log().double()  # D* = p / (p + q), whose logit is log(p / q)
+    d, *_ = loss_grads(get_gan_loss("minimax"), logit[P_BATCH], logit[Q_BATCH])
+    m = (p + q) / 2
+    jsd = 0.5 * (p * (p / m).log()).sum() + 0.5 * (q * (q / m).log()).sum()
+    assert d == pytest.approx(math.log(4) - 2 * jsd.item())
+
+
+def inverse_activation(div, t: torch.Tensor) -> torch.Tensor:
+    """g_f^{-1}(t) by bisection (every g_f is increasing); saturates at +-40 for TV's +-1/2."""
+    lo, hi = torch.full_like(t, -40.0), torch.full_like(t, 40.0)
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        below = div.activation(mid) < t
+        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+    return (lo + hi) / 2
+
+
+def f_prime(div, u: torch.Tensor) -> torch.Tensor:
+    u = u.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(div.f(u).sum(), u)
+    return grad
+
+
+@pytest.mark.parametrize("name", list(F_DIVERGENCES))
+def test_fgan_bound_is_tight_at_optimal_critic(name):
+    # T*(x) = f'(p(x) / q(x)) attains D_f(P || Q) = E_Q[f(p / q)]; at P = Q, T = f'(1) gives
+    # f(1): 0, but -log 4 for "gan", whose divergence is 2 JSD - log 4.
+    div = F_DIVERGENCES[name]
+    loss = FGANLoss(name)
+    t_star = f_prime(div, RATIO)
+    if name == "total_variation":
+        t_star = 0.5 * torch.sign(RATIO - 1)  # f' is a subgradient at the kink
+    v = inverse_activation(div, t_star)
+    estimate = loss.divergence_estimate(v[P_BATCH], v[Q_BATCH]).item()
+    q = torch.tensor([0.25, 0.75], dtype=torch.float64)
+    exact = (q * div.f(RATIO)).sum().item()
+    assert estimate == pytest.approx(exact, abs=1e-6)
+    one = torch.ones(1, dtype=torch.float64)
+    v_equal = inverse_activation(div, f_prime(div, one))
+    f_one = -math.log(4) if name == "gan" else 0.0
+    assert div.f(one).item() == pytest.approx(f_one, abs=1e-12)
+    assert loss.divergence_estimate(v_equal, v_equal).item() == pytest.approx(f_one, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", list(F_DIVERGENCES))
+def test_fgan_conjugates_and_activations_match_closed_forms(name):
+    div = F_DIVERGENCES[name]
+    v = torch.linspace(-1.5, 1.5, 13, dtype=torch.float64)
+    t = div.activation(v)
+    # The stable composite equals the conjugate applied to the activation.
+    torch.testing.assert_close(div.conjugate_of_activation(v), div.conjugate(t))
+    # Fenchel conjugate f*(t) = sup_{u > 0} (t u - f(u)), maximized over a dense log grid of u.
+    u = torch.logspace(-6, 4, 400_001, dtype=torch.float64)
+    f_u = div.f(u)
+    sup = torch.stack([(ti * u - f_u).max() for ti in t])
+    torch.testing.assert_close(div.conjugate(t), sup, rtol=1e-5, atol=1e-5)
+
+
+def test_fgan_activation_ranges_are_the_conjugate_domains():
+    v = torch.linspace(-30, 30, 1001, dtype=torch.float64)
+    assert (F_DIVERGENCES["reverse_kl"].activation(v) < 0).all()
+    assert (F_DIVERGENCES["hellinger"].activation(v) < 1).all()
+    assert (F_DIVERGENCES["js"].activation(v) <= LOG2).all()
+    assert (F_DIVERGENCES["gan"].activation(v) <= 0).all()
+    assert (F_DIVERGENCES["total_variation"].activation(v).abs() <= 0.5).all()
+    for div in F_DIVERGENCES.values():  # finite wherever the raw output is
+        assert torch.isfinite(div.conjugate_of_activation(v)).all()
+
+
+def small_critic() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1), nn.Flatten(0)).double()
+
+
+def finite_difference_grad(fn, x: torch.Tensor, h: float = 1e-6) -> torch.Tensor:
+    """Central differences of fn (one value per sample) at each coordinate of x (N, D)."""
+    grad = torch.zeros_like(x)
+    for j in range(x.shape[1]):
+        step = torch.zeros_like(x)
+        step[:, j] = h
+        grad[:, j] = (fn(x + step) - fn(x - step)) / (2 * h)
+    return grad
+
+
+def test_gradient_penalty_against_finite_differences():
+    critic = small_critic()
+    gen = torch.Generator().manual_seed(1)
+    real = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    fake = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    mix = torch.rand(5, 1, generator=gen, dtype=torch.float64)
+    got = gradient_penalty(critic, real, fake, weight=10.0, mix=mix)
+    with torch.no_grad():
+        grad = finite_difference_grad(critic, mix * real + (1 - mix) * fake)
+    want = 10.0 * (grad.norm(dim=1) - 1).square().mean()
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    # The penalty trains the critic (double backward reaches its weights).
+    got.backward()
+    assert critic[0].weight.grad.abs().sum() > 0
+
+    with torch.no_grad():
+        grad_real = finite_difference_grad(critic, real)
+    r1 = r1_penalty(critic, real, gamma=2.0)
+    assert r1.item() == pytest.approx(grad_real.square().sum(1).mean().item(), rel=1e-6)
+
+
+def test_wgan_gp_penalty_and_wgan_clipping():
+    critic = small_critic()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    assert get_gan_loss("wgan_gp", weight=5.0).penalty(critic, x, x + 1).item() >= 0
+    assert get_gan_loss("wgan").penalty(critic, x, x) is None
+    assert get_gan_loss("wgan").clip_value == 0.01 and get_gan_loss("wgan_gp").clip_value is None
+
+
+def test_mmd_loss_is_mmd_of_features():
+    loss = get_gan_loss("mmd", bandwidths=[1.0, 2.0])
+    gen = torch.Generator().manual_seed(0)
+    real = torch.randn(32, 2, generator=gen, dtype=torch.float64)
+    fake = (torch.randn(32, 2, generator=gen, dtype=torch.float64) + 1).requires_grad_()
+    g = loss.generator_loss(fake, real)
+    assert g.item() == pytest.approx(mmd2(real, fake, [1.0, 2.0]).item())
+    assert loss.discriminator_loss(real, fake).item() == pytest.approx(-g.item())
+    g.backward()  # moving fakes along -grad pulls them toward the real samples (mean 0)
+    assert (fake.grad.mean(0) > 0).all()
+    with pytest.raises(ValueError, match="real outputs"):
+        loss.generator_loss(fake)
+
+
+def test_unknown_loss_and_bad_loss_arguments():
+    with pytest.raises(ValueError, match="unknown GAN loss 'wgan-gp'.*wgan_gp"):
+        get_gan_loss("wgan-gp")
+    with pytest.raises(ValueError, match="unknown f-divergence"):
+        FGANLoss("chi3")
+    with pytest.raises(ValueError, match="clip_value"):
+        get_gan_loss("wgan", clip_value=-1.0)
+    with pytest.raises(ValueError, match="weight"):
+        get_gan_loss("wgan_gp", weight=0.0)
+
+
+# ----------------------------------------------------------------------------- MMD test
+
+
+def test_mmd_unbiased_estimate_matches_a_direct_double_loop():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 2, generator=gen, dtype=torch.float64)
+    y = torch.randn(5, 2, generator=gen, dtype=torch.float64) + 0.5
+    k = lambda a, b: math.exp(-float((a - b).square().sum()) / 2.0)  # noqa: E731  bandwidth 1
+    xx = sum(k(x[i], x[j]) for i in range(6) for j in range(6) if i != j) / 30
+    yy = sum(k(y[i], y[j]) for i in range(5) for j in range(5) if i != j) / 20
+    xy = sum(k(a, b) for a in x for b in y) / 30
+    assert mmd2(x, y, 1.0).item() == pytest.approx(xx + yy - 2 * xy)
+
+
+def test_mmd_permutation_p_values_uniform_under_null_and_small_when_shifted():
+    from scipy import stats
+
+    gen = torch.Generator().manual_seed(0)
+    p_null = [
+        mmd_permutation_test(
+            torch.randn(40, 2, generator=gen), torch.randn(40, 2, generator=gen), 200, generator=gen
+        ).p_value
+        for _ in range(60)
+    ]
+    # Uniform under the null: a KS test does not reject, and about 5% fall below 0.05.
+    assert stats.kstest(p_null, "uniform").pvalue > 0.01
+    assert sum(p < 0.05 for p in p_null) <= 9
+    shifted = mmd_permutation_test(
+        torch.randn(100, 2, generator=gen),
+        torch.randn(100, 2, generator=gen) + 0.7,
+        500,
+        generator=gen,
+    )
+    assert shifted.p_value < 0.01 and shifted.mmd2 > 0
