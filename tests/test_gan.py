@@ -218,7 +218,7 @@ def test_mmd_loss_is_mmd_of_features():
 
 
 def test_unknown_loss_and_bad_loss_arguments():
-    with pytest.raises(ValueError, match="unknown GAN loss 'wgan-gp'.*wgan_gp"):
+    with pytest.raises(ValueError, match=r"unknown GAN loss 'wgan-gp'.*wgan_gp"):
         get_gan_loss("wgan-gp")
     with pytest.raises(ValueError, match="unknown f-divergence"):
         FGANLoss("chi3")

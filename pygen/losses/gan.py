@@ -97,7 +97,8 @@ class HingeLoss(GANLoss):
 
 
 class WassersteinLoss(GANLoss):
-    """WGAN (Arjovsky et al. 2017): the critic estimates W1 under weight clipping to ``clip_value``."""
+    """WGAN (Arjovsky et al. 2017): the critic estimates W1, kept Lipschitz by clipping its
+    weights to ``[-clip_value, clip_value]``."""
 
     name = "wgan"
 
