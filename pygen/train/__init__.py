@@ -1,0 +1,5 @@
+"""Training loops."""
+
+from pygen.train.gan import GANTrainer
+
+__all__ = ["GANTrainer"]
