@@ -98,6 +98,14 @@ def test_saturating_versus_non_saturating_gradient_when_d_rejects_samples():
     assert abs(g_minimax.item()) < 1e-4 and g_ns.item() == pytest.approx(-1.0, abs=1e-4)
 
 
+def test_fgan_saturating_and_alternative_generator_losses():
+    v = torch.linspace(-1, 1, 5, dtype=torch.float64)
+    kl = F_DIVERGENCES["kl"]
+    saddle = FGANLoss("kl", saturating=True).generator_loss(v)
+    assert saddle.item() == pytest.approx(-kl.conjugate(kl.activation(v)).mean().item())
+    assert FGANLoss("kl").generator_loss(v).item() == pytest.approx(-v.mean().item())
+
+
 def test_hinge_is_flat_beyond_the_margin():
     _, _, d_real, d_fake, _ = loss_grads(
         get_gan_loss("hinge"), torch.full((2,), 2.0), -torch.ones(2)
@@ -509,6 +517,10 @@ def digits_in_tanh_range(split: str) -> torch.Tensor:
     return images.float() / (DIGIT_LEVELS - 1) * 2 - 1
 
 
+# Measured (seed 0, CPU): MMD^2 to the 359 held-out digits 0.529 untrained -> 0.196 after 300 steps
+# (-> 0.0037 after 2000); permutation p-values 0.005 (the floor with 200 permutations) for all
+# three, while real training digits vs held-out give MMD^2 -0.0001, p = 0.52. Memorization ratio
+# 2.1 after 300 steps, 1.7 after 2000 (samples no closer to the training set than fresh digits).
 def test_dcgan_on_digits_lowers_mmd_to_heldout_data(tmp_path):
     torch.manual_seed(0)
     train, heldout = digits_in_tanh_range("train"), digits_in_tanh_range("test")
