@@ -31,7 +31,8 @@ def _with_labels(x: Tensor, labels: Tensor | None, num_classes: int) -> Tensor:
             raise ValueError("labels given to an unconditional model (num_classes=0)")
         return x
     if labels is None or labels.shape != (len(x),):
-        raise ValueError(f"a conditional model needs labels of shape ({len(x)},), got {labels}")
+        got = None if labels is None else tuple(labels.shape)
+        raise ValueError(f"a conditional model needs labels of shape ({len(x)},), got {got}")
     one_hot = F.one_hot(labels.to(x.device), num_classes).to(x.dtype)
     one_hot = one_hot.view(*one_hot.shape, *[1] * (x.dim() - 2)).expand(-1, -1, *x.shape[2:])
     return torch.cat([x, one_hot], dim=1)
