@@ -1,7 +1,7 @@
 """pygen: fused C++/CUDA kernels and models for deep generative modelling."""
 
-from pygen import data, layers, models, ops
+from pygen import data, layers, losses, metrics, models, ops, train, utils
 from pygen._extension import build_info
 
 __version__ = "0.1.0"
-__all__ = ["build_info", "data", "layers", "models", "ops"]
+__all__ = ["build_info", "data", "layers", "losses", "metrics", "models", "ops", "train", "utils"]

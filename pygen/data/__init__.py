@@ -1,5 +1,5 @@
 """Datasets. The bundled default is scikit-learn's 8x8 handwritten digits (no download); users'
-data loads from a path they give."""
+data loads from a path they give; 2-D toy densities for the GAN and flow tests."""
 
 from pygen.data.digits import DIGIT_LEVELS, load_digits
 from pygen.data.files import (
@@ -10,14 +10,17 @@ from pygen.data.files import (
     load_torchvision,
 )
 from pygen.data.split import split_indices
+from pygen.data.toy import gaussian_ring, ring_modes
 
 __all__ = [
     "DIGIT_LEVELS",
     "ImageData",
+    "gaussian_ring",
     "load_array",
     "load_dataset",
     "load_digits",
     "load_image_folder",
     "load_torchvision",
+    "ring_modes",
     "split_indices",
 ]

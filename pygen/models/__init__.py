@@ -1,5 +1,21 @@
 """Thin model classes built on pygen.layers."""
 
+from pygen.models.gan import (
+    DCGAN,
+    GAN,
+    MLPGAN,
+    DCGANDiscriminator,
+    DCGANGenerator,
+    MLPDiscriminator,
+    MLPGenerator,
+    arithmetic_grid,
+    interpolate,
+    interpolation_grid,
+    latent_arithmetic,
+    lerp,
+    slerp,
+    spectral_norm_,
+)
 from pygen.models.likelihoods import (
     BernoulliLikelihood,
     CategoricalLikelihood,
@@ -9,10 +25,24 @@ from pygen.models.likelihoods import (
 from pygen.models.vae import VAE, ELBOTerms
 
 __all__ = [
+    "DCGAN",
+    "GAN",
+    "MLPGAN",
     "VAE",
     "BernoulliLikelihood",
     "CategoricalLikelihood",
+    "DCGANDiscriminator",
+    "DCGANGenerator",
     "ELBOTerms",
     "GaussianLikelihood",
     "Likelihood",
+    "MLPDiscriminator",
+    "MLPGenerator",
+    "arithmetic_grid",
+    "interpolate",
+    "interpolation_grid",
+    "latent_arithmetic",
+    "lerp",
+    "slerp",
+    "spectral_norm_",
 ]

@@ -1,4 +1,4 @@
-"""Training: the shared loop, checkpoints and resume."""
+"""Training: the shared loop for likelihood models, the GAN trainer, checkpoints and resume."""
 
 from pygen.train.checkpoint import (
     Checkpoint,
@@ -7,11 +7,13 @@ from pygen.train.checkpoint import (
     load_weights,
     save_checkpoint,
 )
+from pygen.train.gan import GANTrainer
 from pygen.train.loop import TrainConfig, batch_indices, train
 
 __all__ = [
     "Checkpoint",
     "CheckpointError",
+    "GANTrainer",
     "TrainConfig",
     "batch_indices",
     "load_checkpoint",

@@ -1,0 +1,32 @@
+"""One DCGAN training step (one discriminator step, one generator step) on 8x8 digit-sized
+images, per GAN loss: what each objective (and WGAN-GP's double backward) costs.
+
+Providers are the loss names; a training step is compute-bound, so no byte floor (gbps None).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks.common import device_under_test, measure, row
+from pygen.losses import GAN_LOSSES
+from pygen.models import DCGAN
+from pygen.train import GANTrainer
+
+OP = "gan"
+DEVICE = device_under_test()
+BATCH = 256 if DEVICE.type == "cuda" else 64
+SHAPE = (BATCH, 1, 8, 8)
+
+
+@pytest.mark.parametrize("provider", GAN_LOSSES)
+def test_gan(benchmark, record, quick, provider):
+    torch.manual_seed(0)
+    gan = DCGAN(image_size=8, channels=1, latent_dim=100).to(DEVICE)
+    trainer = GANTrainer(gan.generator, gan.discriminator, provider)
+    real = torch.rand(SHAPE, device=DEVICE) * 2 - 1
+    timing = measure(benchmark, lambda: trainer.step(real), DEVICE, quick)
+    result = row(OP, provider, "train_step", SHAPE, torch.float32, DEVICE, timing, 0)
+    result["gbps"] = None
+    record(result)

@@ -1,0 +1,50 @@
+"""Nearest training neighbours: a memorization check for generated samples."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+
+class Neighbours(NamedTuple):
+    """Distance ``(N,)`` from each query to its nearest reference and that reference's index."""
+
+    distances: Tensor
+    indices: Tensor
+
+
+@torch.no_grad()
+def nearest_neighbours(queries: Tensor, reference: Tensor, chunk: int = 1024) -> Neighbours:
+    """Euclidean nearest neighbour in ``reference`` ``(M, ...)`` of each query ``(N, ...)``,
+    computed ``chunk`` queries at a time to bound memory."""
+    if queries.shape[1:] != reference.shape[1:]:
+        raise ValueError(
+            f"queries and reference differ in shape: {queries.shape[1:]} vs {reference.shape[1:]}"
+        )
+    ref = reference.reshape(len(reference), -1).float()
+    parts = [
+        torch.cdist(q.reshape(len(q), -1).float().to(ref.device), ref).min(dim=1)
+        for q in queries.split(chunk)
+    ]
+    return Neighbours(torch.cat([p.values for p in parts]), torch.cat([p.indices for p in parts]))
+
+
+def memorization_ratio(samples: Tensor, train: Tensor, heldout: Tensor) -> float:
+    """Median nearest-training distance of generated samples over that of held-out data.
+
+    Held-out data shows how close fresh samples of the true distribution come to the training set;
+    a ratio well below 1 means the generator copies training images.
+    """
+    generated = nearest_neighbours(samples, train).distances.median()
+    fresh = nearest_neighbours(heldout, train).distances.median()
+    return (generated / fresh.clamp_min(1e-12)).item()
+
+
+def neighbour_pairs(samples: Tensor, train: Tensor) -> Tensor:
+    """Each sample followed by its nearest training image, ``(2N, ...)``: the picture of the
+    memorization check (pass to ``pygen.utils.save_image_grid`` with an even ``nrow``)."""
+    idx = nearest_neighbours(samples, train).indices
+    nearest = train[idx.to(train.device)].to(samples.device, samples.dtype)
+    return torch.stack([samples, nearest], dim=1).flatten(0, 1)

@@ -1,0 +1,238 @@
+"""Adversarial training: k discriminator steps per generator step, separate learning rates
+(TTUR), optional spectral norm and R1 penalty, an exponential moving average of G for sampling,
+fixed-z sample grids, and mixed precision on CUDA."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from pygen.losses.gan import GANLoss, WassersteinGPLoss, get_gan_loss, r1_penalty
+from pygen.models.gan import spectral_norm_
+from pygen.utils.png import save_image_grid
+
+
+class GANTrainer:
+    """Trains ``generator`` against ``discriminator`` with one of ``pygen.losses``.
+
+    Args:
+        generator: maps ``(z, labels)`` to samples; needs ``latent_dim`` and ``num_classes``
+            attributes (as every ``pygen.models`` generator has).
+        discriminator: maps ``(x, labels)`` to raw scores ``(N,)``.
+        loss: a ``GANLoss`` or its registry name (``pygen.losses.GAN_LOSSES``).
+        d_steps: discriminator steps per generator step (k >= 1; 5 is usual for WGAN).
+        g_lr, d_lr: Adam learning rates; TTUR (Heusel et al. 2017) uses a larger ``d_lr``.
+        betas: Adam betas (DCGAN's (0.5, 0.999); WGAN-GP uses (0.0, 0.9)).
+        r1_gamma: weight of the R1 penalty on real data (0: off).
+        spectral_norm: spectral-normalize every conv/linear layer of D (in place).
+        ema_decay: keep an exponential moving average of G's weights (and buffers) with this
+            decay and sample from it; None: sample from G itself.
+        amp: autocast D and G (bfloat16 where supported, else float16 with loss scaling). None:
+            on for CUDA; mixed precision needs CUDA.
+        n_fixed: size of the fixed-z batch behind ``save_samples`` (its labels cycle classes).
+        seed: seed of the fixed z.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        loss: str | GANLoss = "non_saturating",
+        *,
+        d_steps: int = 1,
+        g_lr: float = 2e-4,
+        d_lr: float = 2e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+        r1_gamma: float = 0.0,
+        spectral_norm: bool = False,
+        ema_decay: float | None = None,
+        amp: bool | None = None,
+        n_fixed: int = 64,
+        seed: int = 0,
+    ) -> None:
+        self.loss = get_gan_loss(loss) if isinstance(loss, str) else loss
+        if d_steps < 1:
+            raise ValueError(
+                f"d_steps (discriminator steps per generator step) must be >= 1, got {d_steps}"
+            )
+        if g_lr <= 0 or d_lr <= 0:
+            raise ValueError(f"learning rates must be positive, got g_lr={g_lr}, d_lr={d_lr}")
+        if r1_gamma < 0:
+            raise ValueError(f"r1_gamma must be >= 0, got {r1_gamma}")
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay}")
+        has_batch_norm = any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()
+        )
+        if has_batch_norm and (isinstance(self.loss, WassersteinGPLoss) or r1_gamma > 0):
+            warnings.warn(
+                "the discriminator has batch norm, which mixes samples: the gradient penalty "
+                "then constrains batch gradients, not per-sample ones (use batch_norm=False)",
+                stacklevel=2,
+            )
+        self.device = next(generator.parameters()).device
+        if amp is None:
+            amp = self.device.type == "cuda"
+        if amp and self.device.type != "cuda":
+            raise ValueError(
+                f"mixed precision needs a CUDA device, the models are on {self.device}"
+            )
+        self.amp_dtype = None
+        if amp:
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # Loss scaling only for float16, whose range underflows small gradients.
+        scale = self.amp_dtype == torch.float16
+        self._g_scaler = torch.amp.GradScaler("cuda", enabled=scale)
+        self._d_scaler = torch.amp.GradScaler("cuda", enabled=scale)
+
+        self.generator = generator
+        self.discriminator = spectral_norm_(discriminator) if spectral_norm else discriminator
+        self.d_steps, self.r1_gamma = d_steps, r1_gamma
+        self.g_opt = torch.optim.Adam(generator.parameters(), lr=g_lr, betas=betas)
+        self.d_opt = torch.optim.Adam(self.discriminator.parameters(), lr=d_lr, betas=betas)
+        self.ema = None
+        if ema_decay is not None:
+            self.ema = AveragedModel(
+                generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True
+            )
+        gen = torch.Generator().manual_seed(seed)
+        self.fixed_z = torch.randn(n_fixed, generator.latent_dim, generator=gen).to(self.device)
+        classes = generator.num_classes
+        self.fixed_labels = torch.arange(n_fixed, device=self.device) % classes if classes else None
+        self.steps = 0
+        self.history: list[dict[str, float]] = []
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.amp_dtype)
+
+    def _z(self, n: int) -> Tensor:
+        return torch.randn(n, self.generator.latent_dim, device=self.device)
+
+    def discriminator_step(self, real: Tensor, labels: Tensor | None = None) -> float:
+        """One update of D on a real batch and as many fresh generated samples."""
+        with torch.no_grad(), self._autocast():
+            fake = self.generator(self._z(len(real)), labels)
+        with self._autocast():
+            real_out = self.discriminator(real, labels)
+            fake_out = self.discriminator(fake, labels)
+        loss = self.loss.discriminator_loss(real_out.float(), fake_out.float())
+
+        def critic(x: Tensor) -> Tensor:
+            return self.discriminator(x, labels)
+
+        # Penalties in full precision: they differentiate through D's input gradients.
+        penalty = self.loss.penalty(critic, real, fake.float())
+        if penalty is not None:
+            loss = loss + penalty
+        if self.r1_gamma > 0:
+            loss = loss + r1_penalty(critic, real, self.r1_gamma)
+        self.d_opt.zero_grad(set_to_none=True)
+        self._d_scaler.scale(loss).backward()
+        self._d_scaler.step(self.d_opt)
+        self._d_scaler.update()
+        if self.loss.clip_value is not None:
+            with torch.no_grad():
+                for p in self.discriminator.parameters():
+                    p.clamp_(-self.loss.clip_value, self.loss.clip_value)
+        return loss.item()
+
+    def generator_step(
+        self, batch_size: int, labels: Tensor | None = None, real: Tensor | None = None
+    ) -> float:
+        """One update of G (D frozen); ``real`` is needed by losses that compare with real data
+        (MMD). Updates the EMA of G."""
+        self.discriminator.requires_grad_(False)
+        try:
+            with self._autocast():
+                fake_out = self.discriminator(self.generator(self._z(batch_size), labels), labels)
+                real_out = None
+                if self.loss.generator_needs_real:
+                    if real is None:
+                        raise ValueError(f"the {self.loss.name} generator loss needs a real batch")
+                    real_out = self.discriminator(real, labels).float()
+            loss = self.loss.generator_loss(fake_out.float(), real_out)
+            self.g_opt.zero_grad(set_to_none=True)
+            self._g_scaler.scale(loss).backward()
+            self._g_scaler.step(self.g_opt)
+            self._g_scaler.update()
+        finally:
+            self.discriminator.requires_grad_(True)
+        if self.ema is not None:
+            self.ema.update_parameters(self.generator)
+        return loss.item()
+
+    def step(self, real: Tensor, labels: Tensor | None = None) -> dict[str, float]:
+        """One training step: ``real`` (and ``labels``) hold ``d_steps`` batches back to back;
+        D takes a step on each, then G one step on a batch of the same size."""
+        if len(real) % self.d_steps:
+            raise ValueError(f"{len(real)} real samples do not split into {self.d_steps} batches")
+        batch = len(real) // self.d_steps
+        reals = real.split(batch)
+        label_batches = labels.split(batch) if labels is not None else [None] * self.d_steps
+        d_losses = [
+            self.discriminator_step(r, y) for r, y in zip(reals, label_batches, strict=True)
+        ]
+        d_loss = sum(d_losses) / len(d_losses)
+        g_loss = self.generator_step(batch, label_batches[-1], reals[-1])
+        self.steps += 1
+        record = {"step": self.steps, "d_loss": d_loss, "g_loss": g_loss}
+        self.history.append(record)
+        return record
+
+    def fit(
+        self,
+        data: Tensor,
+        steps: int,
+        batch_size: int = 64,
+        labels: Tensor | None = None,
+        sample_every: int = 0,
+        sample_dir: str | Path | None = None,
+    ) -> list[dict[str, float]]:
+        """``steps`` training steps on batches drawn with replacement from ``data`` (scaled as
+        G's output, e.g. [-1, 1] images); every ``sample_every`` steps, a fixed-z grid
+        ``sample_dir/samples_<step>.png``. Returns the history of losses."""
+        if sample_every and sample_dir is None:
+            raise ValueError("sample_every needs a sample_dir")
+        for _ in range(steps):
+            idx = torch.randint(len(data), (self.d_steps * batch_size,))
+            batch_labels = None if labels is None else labels[idx].to(self.device)
+            self.step(data[idx].to(self.device), batch_labels)
+            if sample_every and self.steps % sample_every == 0:
+                self.save_samples(Path(sample_dir) / f"samples_{self.steps:06d}.png")
+        return self.history
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator used for sampling: the EMA copy when kept, else G."""
+        return self.ema.module if self.ema is not None else self.generator
+
+    @torch.no_grad()
+    def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Samples of the sampling generator (eval mode: batch norm uses running statistics)."""
+        sampler = self.sampler
+        was_training = sampler.training
+        sampler.eval()
+        try:
+            return sampler(z.to(self.device), labels).float()
+        finally:
+            sampler.train(was_training)
+
+    def sample(self, n: int, labels: Tensor | None = None) -> Tensor:
+        """``n`` samples from fresh ``z ~ N(0, I)``."""
+        return self.generate(self._z(n), labels)
+
+    def save_samples(self, path: str | Path) -> Path:
+        """PNG grid of the samples at the fixed z (images in [-1, 1]): progress across steps."""
+        images = self.generate(self.fixed_z, self.fixed_labels)
+        if images.dim() != 4:
+            raise ValueError(f"sample grids need image samples (N, C, H, W), got {images.shape}")
+        nrow = math.ceil(math.sqrt(len(images)))
+        return save_image_grid((images + 1) / 2, path, nrow=nrow)
