@@ -41,6 +41,29 @@ def write_png(path: str | Path, pixels: Tensor) -> Path:
     return path
 
 
+def read_png(path: str | Path) -> Tensor:
+    """Pixels ``(C, H, W)`` uint8 of an 8-bit grey or RGB PNG as ``write_png`` writes it
+    (unfiltered scanlines); other PNGs raise ValueError."""
+    data = Path(path).read_bytes()
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError(f"{path}: not a PNG file")
+    pos, chunks = 8, {}
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        chunks[kind] = chunks.get(kind, b"") + body
+        pos += 12 + length
+    width, height, depth, colour = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+    if depth != 8 or colour not in (0, 2):
+        raise ValueError(f"{path}: only 8-bit grey or RGB PNGs are read")
+    channels = 1 if colour == 0 else 3
+    raw = torch.frombuffer(bytearray(zlib.decompress(chunks[b"IDAT"])), dtype=torch.uint8)
+    rows = raw.view(height, 1 + width * channels)
+    if rows[:, 0].any():
+        raise ValueError(f"{path}: filtered scanlines are not supported")
+    return rows[:, 1:].reshape(height, width, channels).permute(2, 0, 1).contiguous()
+
+
 def image_grid(images: Tensor, nrow: int = 8, padding: int = 1, pad_value: float = 1.0) -> Tensor:
     """Tile ``images`` ``(N, C, H, W)`` into one ``(C, H', W')`` image, ``nrow`` images per row."""
     if images.dim() != 4:
