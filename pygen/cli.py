@@ -114,19 +114,24 @@ def cmd_train(args: argparse.Namespace) -> int:
             save_image_grid(images, out / "samples" / f"step-{step:08d}.png", nrow=4, scale=4)
 
         hooks.append((args.sample_every, grid))
-    metrics = train(
-        model,
-        recipe.loss,
-        data.images,
-        data.labels,
-        config,
-        out,
-        model_name=args.model,
-        model_config=model_config,
-        resume=args.resume,
-        progress=not args.quiet,
-        hooks=hooks,
-    )
+    if recipe.fit is not None:
+        if args.resume:
+            raise ValueError(f"{args.model} training cannot resume")
+        metrics = recipe.fit(model, data, config, out, model_config)
+    else:
+        metrics = train(
+            model,
+            recipe.loss,
+            data.images,
+            data.labels,
+            config,
+            out,
+            model_name=args.model,
+            model_config=model_config,
+            resume=args.resume,
+            progress=not args.quiet,
+            hooks=hooks,
+        )
     if world()[0] == 0:
         test = load_dataset(args.data, "test", seed=args.split_seed)
         result = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pygen.data import ImageData
-from pygen.models import VAE
+from pygen.metrics import mmd2
+from pygen.models import DCGAN, VAE
+from pygen.train import GANTrainer, TrainConfig, save_checkpoint
 
 
 @dataclass(frozen=True)
@@ -30,20 +33,26 @@ class SampleOptions:
     generator: torch.Generator | None = None
 
 
+FitFn = Callable[[nn.Module, ImageData, TrainConfig, Path, dict[str, Any]], list[dict]]
+
+
 @dataclass(frozen=True)
 class Recipe:
     """One model family as the pygen command sees it.
 
     ``config(data, options)`` returns the model's constructor arguments; ``loss(model, x, y)`` is
-    the mean training loss of a batch of levels; ``evaluate(model, data)`` returns metrics on a
-    dataset; ``sample(model, n, options)`` returns images in [0, 1] ``(n, C, H, W)``.
+    the mean training loss of a batch of levels (for the shared loop, ``pygen.train.train``);
+    ``fit(model, data, config, out, model_config)``, when given, trains instead of that loop
+    (adversarial models) and writes the checkpoint; ``evaluate(model, data)`` returns metrics on
+    a dataset; ``sample(model, n, options)`` returns images in [0, 1] ``(n, C, H, W)``.
     """
 
     model: type[nn.Module]
     config: Callable[[ImageData, dict[str, Any]], dict[str, Any]]
-    loss: Callable[[nn.Module, Tensor, Tensor | None], Tensor]
     evaluate: Callable[[nn.Module, ImageData], dict[str, float]]
     sample: Callable[[nn.Module, int, SampleOptions], Tensor]
+    loss: Callable[[nn.Module, Tensor, Tensor | None], Tensor] | None = None
+    fit: FitFn | None = None
     description: str = ""
 
 
@@ -103,4 +112,60 @@ RECIPES["vae"] = Recipe(
     evaluate=_vae_evaluate,
     sample=_vae_sample,
     description="variational autoencoder (MLP or conv; Bernoulli, categorical or Gaussian p(x|z))",
+)
+
+
+def _to_unit(images: Tensor, n_levels: int) -> Tensor:
+    """Levels ``[0, n_levels)`` to floats in [0, 1]."""
+    return images.float() / (n_levels - 1)
+
+
+def _dcgan_config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]:
+    channels, height, width = data.images.shape[1:]
+    if height != width:
+        raise ValueError(f"DCGAN needs square images, got {height}x{width}")
+    defaults = {"latent_dim": 32, "width": 32}
+    return {**defaults, **options, "image_size": height, "channels": channels}
+
+
+def _dcgan_fit(
+    model: DCGAN, data: ImageData, config: TrainConfig, out: Path, model_config: dict[str, Any]
+) -> list[dict]:
+    """Non-saturating GAN training (GANTrainer), then one checkpoint. No mid-run resume: the
+    trainer's two optimizers and EMA are not checkpointed."""
+    trainer = GANTrainer(
+        model.generator,
+        model.discriminator,
+        "non_saturating",
+        g_lr=config.lr,
+        d_lr=config.lr,
+        seed=config.seed,
+    )
+    real = _to_unit(data.images, data.n_levels) * 2 - 1  # G's Tanh range
+    history = trainer.fit(real, config.steps, config.batch_size)
+    save_checkpoint(
+        out / "checkpoints", model, model_name="dcgan", config=model_config, step=config.steps
+    )
+    return [{"step": h["step"], "loss": h["g_loss"], "d_loss": h["d_loss"]} for h in history]
+
+
+def _dcgan_evaluate(model: DCGAN, data: ImageData) -> dict[str, float]:
+    """Unbiased MMD^2 (Gaussian kernel, median bandwidth) between samples and the data."""
+    real = _to_unit(data.images, data.n_levels).flatten(1)
+    fake = _dcgan_sample(model, len(real), SampleOptions()).flatten(1)
+    return {"mmd2_to_data": mmd2(fake, real).item()}
+
+
+def _dcgan_sample(model: DCGAN, n: int, options: SampleOptions) -> Tensor:
+    model.eval()
+    return (model.sample(n, generator=options.generator).float().cpu() + 1) / 2
+
+
+RECIPES["dcgan"] = Recipe(
+    model=DCGAN,
+    config=_dcgan_config,
+    fit=_dcgan_fit,
+    evaluate=_dcgan_evaluate,
+    sample=_dcgan_sample,
+    description="DCGAN (non-saturating loss; other losses through pygen.train.GANTrainer)",
 )

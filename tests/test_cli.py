@@ -84,3 +84,29 @@ def test_bad_input_errors(tmp_path):
         )
     with pytest.raises(SystemExit):
         main(["train"])
+
+
+def test_gan_train_sample_eval(tmp_path, capsys):
+    run = tmp_path / "gan"
+    result = run_json(
+        capsys,
+        [
+            "train",
+            "dcgan",
+            "--steps",
+            "4",
+            "--batch-size",
+            "16",
+            "--quiet",
+            "--set",
+            "width=8",
+            "--out",
+            str(run),
+        ],
+    )
+    assert result["mmd2_to_data"] > -0.1
+    run_json(capsys, ["sample", str(run / "checkpoints"), "--n", "3", "--out", str(tmp_path / "s")])
+    assert np.load(tmp_path / "s" / "samples.npz")["images"].shape == (3, 1, 8, 8)
+    assert "mmd2_to_data" in run_json(capsys, ["eval", str(run / "checkpoints")])
+    with pytest.raises(ValueError, match="cannot resume"):
+        main(["train", "dcgan", "--resume", "--out", str(run)])
