@@ -1,9 +1,12 @@
-"""Builds benchmarks/REPORT.md from benchmarks/results/*.json: one table per op and device."""
+"""Builds benchmarks/REPORT.md from benchmarks/results/*.json: per op and device, a table and a
+PNG plot (benchmarks/plots/) of each provider's speedup over eager per case."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
+from pathlib import Path
 
 from benchmarks.common import results_dir
 
@@ -46,7 +49,42 @@ def table(rows: list[dict], copy: float | None = None) -> str:
     return "\n".join(lines)
 
 
-def build(rows: list[dict]) -> str:
+def plot(rows: list[dict], path: Path) -> Path | None:
+    """Grouped bars: speedup over eager of each non-eager provider, one group per case."""
+    rows = [r for r in rows if r.get("speedup_vs_eager") and r["provider"] != "eager"]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = sorted({(r["mode"], "x".join(map(str, r["shape"])), r["dtype"]) for r in rows})
+    providers = sorted({r["provider"] for r in rows})
+    width = 0.8 / len(providers)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(cases)), 3.8))
+    for k, provider in enumerate(providers):
+        speed = {
+            (r["mode"], "x".join(map(str, r["shape"])), r["dtype"]): r["speedup_vs_eager"]
+            for r in rows
+            if r["provider"] == provider
+        }
+        xs = [i + k * width for i, case in enumerate(cases) if case in speed]
+        ax.bar(xs, [speed[c] for c in cases if c in speed], width, label=provider)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cases))])
+    ax.set_xticklabels(["\n".join(c) for c in cases], fontsize=7)
+    ax.set_ylabel("speedup over eager")
+    ax.set_title(f"{rows[0]['op']} on {rows[0]['device']}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def build(rows: list[dict], plots_dir: Path | None = None) -> str:
     groups = defaultdict(list)
     for r in rows:
         groups[(r["op"], r["device"])].append(r)
@@ -70,12 +108,16 @@ def build(rows: list[dict]) -> str:
             table(group, copy_gbps(rows, device)),
             "",
         ]
+        slug = re.sub(r"[^a-z0-9]+", "-", f"{op}-{device}".lower()).strip("-")
+        png = plot(group, plots_dir / f"{slug}.png") if plots_dir else None
+        if png:
+            parts += [f"![{op} on {device}](plots/{png.name})", ""]
     return "\n".join(parts)
 
 
 def main() -> None:
     report = results_dir().parent / "REPORT.md"
-    report.write_text(build(load_rows()))
+    report.write_text(build(load_rows(), report.parent / "plots"))
     print(f"wrote {report}")
 
 
