@@ -1,6 +1,7 @@
 // The one Python module of pygen: declares every op's entry points and the build facts.
 #include <torch/extension.h>
 
+#include "pixelcnn/pixelcnn.h"
 #include "reparam_kl/reparam_kl.h"
 
 using namespace pybind11::literals;
@@ -33,4 +34,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "n_samples"_a);
   m.def("reparam_kl_backward", &pygen::reparam_kl::backward, "grad_z"_a, "grad_kl"_a, "mu"_a,
         "logvar"_a, "noise"_a, "seed"_a, "n_samples"_a);
+  m.def("pixelcnn_sample", &pygen::pixelcnn::sample, "weights"_a, "noise"_a, "seed"_a, "batch"_a,
+        "channels"_a, "height"_a, "width"_a, "n_levels"_a, "kernel_size"_a, "temperature"_a,
+        "return_logits"_a);
 }

@@ -1,7 +1,7 @@
 """pygen: fused C++/CUDA kernels and models for deep generative modelling."""
 
-from pygen import layers, ops
+from pygen import layers, models, ops, sampling
 from pygen._extension import build_info
 
 __version__ = "0.1.0"
-__all__ = ["build_info", "layers", "ops"]
+__all__ = ["build_info", "layers", "models", "ops", "sampling"]

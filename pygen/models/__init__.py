@@ -1,3 +1,5 @@
 """Thin model classes built on pygen.layers."""
 
-__all__: list[str] = []
+from pygen.models.pixelcnn import PixelCNN
+
+__all__ = ["PixelCNN"]
