@@ -3,6 +3,8 @@ PixelCNN block GatedMaskedConv2d (van den Oord et al. 2016)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -160,8 +162,15 @@ class GatedMaskedConv2d(nn.Module):
         self.h_conv = MaskedConv2d(in_channels, two_h, (1, kernel_size), mask_type, color_groups)
         self.link = nn.Conv2d(two_h, two_h, 1)
         self.h_out = MaskedConv2d(hidden, hidden, 1, "B", color_groups)
-        self.v_cond = nn.Embedding(n_classes, two_h) if n_classes else None
-        self.h_cond = nn.Embedding(n_classes, two_h) if n_classes else None
+        self.v_cond = self.h_cond = None
+        if n_classes:
+            # Class biases start at the scale of the convolution biases they add to (an N(0, 1)
+            # embedding would saturate the gates of a fresh model).
+            bound = 1.0 / math.sqrt(in_channels * (kernel_size // 2 + 1) * kernel_size)
+            self.v_cond = nn.Embedding(n_classes, two_h)
+            self.h_cond = nn.Embedding(n_classes, two_h)
+            for emb in (self.v_cond, self.h_cond):
+                nn.init.uniform_(emb.weight, -bound, bound)
 
     def forward(self, v: Tensor, h: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(v, h) -> (v', h')``; ``y`` are the labels ``(B,)`` of a conditional layer."""

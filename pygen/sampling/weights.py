@@ -55,7 +55,7 @@ def _per_sample(bias: Tensor, cond: nn.Embedding | None, y: Tensor | None, batch
 
 @torch.no_grad()
 def export_weights(model: GatedPixelCNN, y: Tensor | None, batch: int) -> list[Tensor]:
-    """The flat weight list of ``model`` for ``batch`` samples with labels ``y`` (see module doc)."""
+    """The flat weights of ``model`` for ``batch`` samples with labels ``y`` (see module doc)."""
     flat: list[Tensor] = []
     order = gate_channel_order(model.hidden, model.in_channels).to(model.head_out.weight.device)
     kw = model.kernel_size // 2 + 1
