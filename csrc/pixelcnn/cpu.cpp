@@ -56,21 +56,52 @@ inline float uniform_at(uint64_t g, uint64_t seed) {
   return static_cast<float>(philox4x32_10(g >> 2, seed).v[g & 3] >> 8) * 5.9604644775390625e-8f;
 }
 
-// y[r, :n] += x[r, :k] @ w[:k, :n] for r < rows (row strides ldx, ldw, ldy). Rows are the inner
-// loop so that each weight row is reused by every sample while it sits in L1.
+// y[r, :n] += x[r, :k] @ w[:k, :n] for R rows (row strides ldx, ldw, ldy): a register tile of R
+// rows x kTile outputs accumulates over k, so each weight row is loaded once for the R samples.
+template <typename T, int64_t R>
+inline __attribute__((always_inline)) void matmul_tile(const T* x, int64_t ldx, const T* w,
+                                                       int64_t ldw, int64_t k, int64_t n, T* y,
+                                                       int64_t ldy) {
+  constexpr int64_t kTile = 64 / sizeof(T);  // two AVX2 registers per row
+  int64_t o0 = 0;
+  for (; o0 + kTile <= n; o0 += kTile) {
+    T acc[R][kTile];
+#pragma GCC unroll 4
+    for (int64_t r = 0; r < R; ++r) {
+#pragma omp simd
+      for (int64_t o = 0; o < kTile; ++o) acc[r][o] = y[r * ldy + o0 + o];
+    }
+    for (int64_t q = 0; q < k; ++q) {
+      const T* wq = w + q * ldw + o0;
+#pragma GCC unroll 4
+      for (int64_t r = 0; r < R; ++r) {
+        const T xv = x[r * ldx + q];
+#pragma omp simd
+        for (int64_t o = 0; o < kTile; ++o) acc[r][o] += xv * wq[o];
+      }
+    }
+#pragma GCC unroll 4
+    for (int64_t r = 0; r < R; ++r) {
+#pragma omp simd
+      for (int64_t o = 0; o < kTile; ++o) y[r * ldy + o0 + o] = acc[r][o];
+    }
+  }
+  for (int64_t r = 0; r < R; ++r) {  // the last n % kTile outputs
+    for (int64_t q = 0; q < k; ++q) {
+      const T xv = x[r * ldx + q];
+      for (int64_t o = o0; o < n; ++o) y[r * ldy + o] += xv * w[q * ldw + o];
+    }
+  }
+}
+
+// y[r, :n] += x[r, :k] @ w[:k, :n] for r < rows, in tiles of 4 rows.
 template <typename T>
 inline __attribute__((always_inline)) void matmul_acc(const T* x, int64_t ldx, const T* w,
                                                       int64_t ldw, int64_t k, int64_t n, T* y,
                                                       int64_t ldy, int64_t rows) {
-  for (int64_t q = 0; q < k; ++q) {
-    const T* wq = w + q * ldw;
-    for (int64_t r = 0; r < rows; ++r) {
-      const T xv = x[r * ldx + q];
-      T* yr = y + r * ldy;
-#pragma omp simd
-      for (int64_t o = 0; o < n; ++o) yr[o] += xv * wq[o];
-    }
-  }
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) matmul_tile<T, 4>(x + r * ldx, ldx, w, ldw, k, n, y + r * ldy, ldy);
+  for (; r < rows; ++r) matmul_tile<T, 1>(x + r * ldx, ldx, w, ldw, k, n, y + r * ldy, ldy);
 }
 
 // out[o] = tanh(pre[o]) * sigmoid(pre[h + o]) (float: through the vectorizable fast_exp).
