@@ -182,11 +182,11 @@ PYGEN_CLONES void horizontal_row(const Problem& p, const Net<T>& net, const Rows
         T* dst = last ? top.data() : buf.h_in[l + 1] + (b0 * wp + j + pad) * h;
         const int64_t ld = last ? h : wp * h;
         for (int64_t r = 0; r < rows; ++r) {
+          std::copy_n(net.out_b[l], h, dst + r * ld);
+          if (l == 0) continue;  // the first layer has no residual connection
           const T* residual = h_in + ((b0 + r) * wp + j + pad) * h;
 #pragma omp simd
-          for (int64_t o = 0; o < h; ++o) {
-            dst[r * ld + o] = net.out_b[l][o] + (l > 0 ? residual[o] : T(0));
-          }
+          for (int64_t o = 0; o < h; ++o) dst[r * ld + o] += residual[o];
         }
         matmul_acc(gated.data(), h, net.out_w[l], h, h, h, dst, ld, rows);
       }
