@@ -76,9 +76,14 @@ def test_pixelcnn_sample(benchmark, record, quick, model_name, batch, provider):
         scale = steps / NAIVE_STEPS
         timing = {k: v * scale if k != "rounds" else v for k, v in timing.items()}
         record_row(
-            record, provider, "sample", model_name, batch, timing,
+            record,
+            provider,
+            "sample",
+            model_name,
+            batch,
+            timing,
             {"extrapolated_from_steps": NAIVE_STEPS},
-        )  # fmt: skip
+        )
         return
     timing = measure(
         benchmark,

@@ -31,15 +31,35 @@ def _sample(
 ) -> tuple[Tensor, Tensor]:
     return tuple(
         _C.pixelcnn_sample(
-            weights, noise, seed, batch, channels, height, width, n_levels, kernel_size,
-            temperature, return_logits,
+            weights,
+            noise,
+            seed,
+            batch,
+            channels,
+            height,
+            width,
+            n_levels,
+            kernel_size,
+            temperature,
+            return_logits,
         )
-    )  # fmt: skip
+    )
 
 
 @_sample.register_fake
-def _(weights, noise, seed, batch, channels, height, width, n_levels, kernel_size, temperature,
-      return_logits):  # fmt: skip
+def _(
+    weights,
+    noise,
+    seed,
+    batch,
+    channels,
+    height,
+    width,
+    n_levels,
+    kernel_size,
+    temperature,
+    return_logits,
+):
     ref = weights[-1]
     images = ref.new_empty((batch, channels, height, width), dtype=torch.int64)
     logits_shape = (batch, n_levels, channels, height, width) if return_logits else (0,)
@@ -77,7 +97,16 @@ def pixelcnn_sample(
     """
     seed = draw_seed(weights[-1].device, generator) if noise is None else None
     images, logits = _sample(
-        list(weights), noise, seed, batch, channels, height, width, n_levels, kernel_size,
-        float(temperature), return_logits,
-    )  # fmt: skip
+        list(weights),
+        noise,
+        seed,
+        batch,
+        channels,
+        height,
+        width,
+        n_levels,
+        kernel_size,
+        float(temperature),
+        return_logits,
+    )
     return images, (logits if return_logits else None)
