@@ -54,7 +54,8 @@ def sample(
         noise: uniforms in ``[0, 1)``, cast to the model's dtype.
         temperature: softmax temperature (> 0).
         generator: torch generator of the noise.
-        return_logits: also return the logits ``(n, L, C, H, W)`` each value was drawn from.
+        return_logits: also return the logits ``(n, L, C, H, W)`` each value was drawn from
+            (the network's, before the temperature).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
