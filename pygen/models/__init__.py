@@ -22,6 +22,7 @@ from pygen.models.likelihoods import (
     GaussianLikelihood,
     Likelihood,
 )
+from pygen.models.pixelcnn import PixelCNN
 from pygen.models.vae import VAE, ELBOTerms
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "Likelihood",
     "MLPDiscriminator",
     "MLPGenerator",
+    "PixelCNN",
     "arithmetic_grid",
     "interpolate",
     "interpolation_grid",

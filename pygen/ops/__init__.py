@@ -1,6 +1,8 @@
-"""Fused ops (torch custom ops over pygen._C); their twins live in ``pygen.ops.reference``."""
+"""Fused ops (torch custom ops over pygen._C); their twins live in ``pygen.ops.reference``
+(the cached PixelCNN sampler's twin: ``pygen.sampling.sample_cached``)."""
 
 from pygen.ops import reference
+from pygen.ops.pixelcnn import pixelcnn_sample
 from pygen.ops.reparam_kl import reparameterize_kl
 
-__all__ = ["reference", "reparameterize_kl"]
+__all__ = ["pixelcnn_sample", "reference", "reparameterize_kl"]

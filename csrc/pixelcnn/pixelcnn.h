@@ -1,0 +1,41 @@
+// Cached incremental sampling of a Gated PixelCNN (Ramachandran et al. 2017): one call runs every
+// generation step. Per image row the vertical stack runs once for the whole row (it sees rows above
+// only); per value the horizontal stack and the head run at that pixel only, from rolling buffers
+// of the rows each layer's kernel reaches; then softmax(logits / temperature) and the inverse-CDF
+// draw with a given uniform or Philox uniform ((b * C + c) * H + i) * W + j of `seed`.
+// The weight layout is documented in pygen/sampling/weights.py; the PyTorch twin of this kernel is
+// pygen/sampling/cached.py.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <tuple>
+#include <vector>
+
+namespace pygen::pixelcnn {
+
+// Index of each tensor of a gated layer in the flat weight list, and the sizes of the lists.
+enum LayerWeight { kVW, kVB, kHW, kHB, kLinkW, kOutW, kOutB };
+enum HeadWeight { kW1, kB1, kW2, kB2 };
+constexpr int64_t kPerLayer = 7, kHead = 4;
+
+struct Problem {
+  int64_t batch, channels, height, width, levels, hidden, kernel, layers;
+  double temperature;
+  bool return_logits;
+};
+
+// Returns (images int64 (B, C, H, W), logits (B, L, C, H, W) or an empty tensor).
+std::tuple<at::Tensor, at::Tensor> sample(const std::vector<at::Tensor>& weights,
+                                          const std::optional<at::Tensor>& noise,
+                                          const std::optional<at::Tensor>& seed, int64_t batch,
+                                          int64_t channels, int64_t height, int64_t width,
+                                          int64_t n_levels, int64_t kernel_size, double temperature,
+                                          bool return_logits);
+
+// Device kernel. Weights and noise are contiguous; noise is undefined when the seed is used.
+void sample_cpu(const Problem& p, const std::vector<at::Tensor>& weights, const at::Tensor& noise,
+                const at::Tensor& seed, at::Tensor& images, at::Tensor& logits);
+
+}  // namespace pygen::pixelcnn

@@ -1,0 +1,112 @@
+"""The fused cached PixelCNN sampler: ``pygen.ops.pixelcnn_sample``.
+
+One call runs the whole generation loop in C++ (CPU; the CUDA kernel is a follow-up). Its
+PyTorch twin is ``pygen.sampling.sample_cached``, which takes the same flat weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from pygen._extension import _C
+from pygen.ops._random import draw_seed
+
+
+@torch.library.custom_op("pygen::pixelcnn_sample", mutates_args=())
+def _sample(
+    weights: list[Tensor],
+    noise: Tensor | None,
+    seed: Tensor | None,
+    batch: int,
+    channels: int,
+    height: int,
+    width: int,
+    n_levels: int,
+    kernel_size: int,
+    temperature: float,
+    return_logits: bool,
+) -> tuple[Tensor, Tensor]:
+    return tuple(
+        _C.pixelcnn_sample(
+            weights,
+            noise,
+            seed,
+            batch,
+            channels,
+            height,
+            width,
+            n_levels,
+            kernel_size,
+            temperature,
+            return_logits,
+        )
+    )
+
+
+@_sample.register_fake
+def _(
+    weights,
+    noise,
+    seed,
+    batch,
+    channels,
+    height,
+    width,
+    n_levels,
+    kernel_size,
+    temperature,
+    return_logits,
+):
+    ref = weights[-1]
+    images = ref.new_empty((batch, channels, height, width), dtype=torch.int64)
+    logits_shape = (batch, n_levels, channels, height, width) if return_logits else (0,)
+    return images, ref.new_empty(logits_shape)
+
+
+def pixelcnn_sample(
+    weights: Sequence[Tensor],
+    *,
+    batch: int,
+    channels: int,
+    height: int,
+    width: int,
+    n_levels: int,
+    kernel_size: int,
+    noise: Tensor | None = None,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    return_logits: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Sample ``batch`` images of a Gated PixelCNN in one C++ call.
+
+    Args:
+        weights: the flat list of ``pygen.sampling.export_weights`` (float32 or float64).
+        batch, channels, height, width: the images ``(B, C, H, W)`` to generate.
+        n_levels: levels per value; kernel_size: the model's odd kernel width.
+        noise: uniforms ``(B, C, H, W)`` in ``[0, 1)`` of the weights' dtype; drawn inside the
+            kernel when None (Philox uniform ``((b * C + c) * H + i) * W + j`` of a seed drawn
+            from ``generator`` or torch's default generator).
+        temperature: softmax temperature.
+        return_logits: also return the logits ``(B, L, C, H, W)`` each value was drawn from.
+
+    Returns:
+        ``(images, logits)``: int64 levels ``(B, C, H, W)`` and the logits (None unless asked).
+    """
+    seed = draw_seed(weights[-1].device, generator) if noise is None else None
+    images, logits = _sample(
+        list(weights),
+        noise,
+        seed,
+        batch,
+        channels,
+        height,
+        width,
+        n_levels,
+        kernel_size,
+        float(temperature),
+        return_logits,
+    )
+    return images, (logits if return_logits else None)

@@ -1,0 +1,34 @@
+"""The naive PixelCNN sampler: the full network once per generated value."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from pygen.sampling.draw import inverse_cdf_draw
+from pygen.sampling.weights import GatedPixelCNN
+
+
+@torch.no_grad()
+def sample_naive(
+    model: GatedPixelCNN,
+    noise: Tensor,
+    y: Tensor | None = None,
+    temperature: float = 1.0,
+    return_logits: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Images ``(B, C, H, W)`` drawn value by value with uniforms ``noise`` ``(B, C, H, W)``.
+
+    Returns ``(images, logits)``; logits ``(B, L, C, H, W)`` only with ``return_logits``.
+    """
+    b, channels, height, width = noise.shape
+    images = torch.zeros(noise.shape, dtype=torch.int64, device=noise.device)
+    used = noise.new_empty(b, model.n_levels, channels, height, width) if return_logits else None
+    for i in range(height):
+        for j in range(width):
+            for c in range(channels):
+                logits = model(images, y)[:, :, c, i, j]
+                images[:, c, i, j] = inverse_cdf_draw(logits, noise[:, c, i, j], temperature)
+                if used is not None:
+                    used[:, :, c, i, j] = logits
+    return images, used

@@ -1,0 +1,99 @@
+"""The PixelCNN sampling front end: one contract, three implementations (fused, cached, naive)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from pygen import ops
+from pygen.sampling.cached import sample_cached
+from pygen.sampling.naive import sample_naive
+from pygen.sampling.weights import GatedPixelCNN, export_weights
+
+METHODS = ("fused", "cached", "naive")
+
+
+def _check_noise(noise: Tensor, shape: tuple[int, ...], device: torch.device) -> None:
+    if not noise.is_floating_point():
+        raise TypeError(f"noise must be a floating tensor of uniforms in [0, 1), got {noise.dtype}")
+    if tuple(noise.shape) != shape:
+        raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
+    if noise.device != device:
+        raise ValueError(f"noise is on {noise.device} but the model is on {device}")
+    if noise.numel() and (noise.min() < 0 or noise.max() >= 1):
+        raise ValueError("noise must hold uniforms in [0, 1)")
+
+
+@torch.no_grad()
+def sample(
+    model: GatedPixelCNN,
+    n: int,
+    *,
+    y: Tensor | None = None,
+    method: str = "fused",
+    noise: Tensor | None = None,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    return_logits: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """``n`` images ``(n, C, H, W)`` (int64 levels) from ``model`` in raster and channel order.
+
+    Each value is the inverse-CDF draw (``pygen.sampling.draw``) of softmax(logits / temperature)
+    with one uniform of ``noise`` ``(n, C, H, W)``; given the same noise, the three methods give
+    the same images (up to rounding on the CDF boundaries). Without noise, ``fused`` draws its
+    uniforms inside the kernel (Philox, seeded from ``generator`` or torch's default generator)
+    and the others with ``torch.rand``; ``torch.manual_seed`` makes either reproducible.
+
+    Args:
+        model: a Gated PixelCNN (``pygen.models.PixelCNN``); computes in its dtype and device.
+        n: number of images.
+        y: labels ``(n,)`` of a class-conditional model (checked by the model).
+        method: ``"fused"`` (C++ kernel, CPU), ``"cached"`` (its PyTorch twin) or ``"naive"``.
+        noise: uniforms in ``[0, 1)``, cast to the model's dtype.
+        temperature: softmax temperature (> 0).
+        generator: torch generator of the noise.
+        return_logits: also return the logits ``(n, L, C, H, W)`` each value was drawn from
+            (the network's, before the temperature).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be positive and finite, got {temperature}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    weight = model.head_out.weight
+    height, width = model.image_size
+    shape = (n, model.in_channels, height, width)
+    if noise is not None:
+        _check_noise(noise, shape, weight.device)
+        noise = noise.to(weight.dtype)
+    elif method != "fused":
+        noise = torch.rand(shape, generator=generator, dtype=weight.dtype, device=weight.device)
+    if method == "naive":
+        images, logits = sample_naive(model, noise, y, temperature, return_logits)
+    elif method == "cached":
+        images, logits = sample_cached(
+            export_weights(model, y, n),
+            noise,
+            n_levels=model.n_levels,
+            kernel_size=model.kernel_size,
+            temperature=temperature,
+            return_logits=return_logits,
+        )
+    else:
+        images, logits = ops.pixelcnn_sample(
+            export_weights(model, y, n),
+            batch=n,
+            channels=model.in_channels,
+            height=height,
+            width=width,
+            n_levels=model.n_levels,
+            kernel_size=model.kernel_size,
+            noise=noise,
+            temperature=temperature,
+            generator=generator,
+            return_logits=return_logits,
+        )
+    return (images, logits) if return_logits else images

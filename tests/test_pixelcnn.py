@@ -1,0 +1,400 @@
+"""PixelCNN: masked convolutions, the Gated PixelCNN model, and its three samplers (naive, cached
+in PyTorch ops, fused in C++) against the full forward pass and each other."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+from scipy import stats
+
+from pygen.data import DIGIT_LEVELS, load_digits
+from pygen.layers import GatedMaskedConv2d, MaskedConv2d
+from pygen.models import PixelCNN
+from pygen.ops import pixelcnn_sample
+from pygen.sampling import export_weights, inverse_cdf_draw
+
+METHODS = ["naive", "cached", "fused"]
+LOGIT_TOL = {"rtol": 1e-4, "atol": 1e-4}  # float32 logits of a sampler vs the full forward pass
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: these tiny problems only lose to thread start-up and, on a shared
+    machine, to OpenMP barriers waiting for descheduled threads (10-100x slower training)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def order_key(channels: int, height: int, width: int, groups: int) -> torch.Tensor:
+    """Generation order of every (channel, row, column) of a tensor of colour-grouped channels."""
+    group = torch.arange(channels) * groups // channels
+    pixel = torch.arange(height * width).view(1, height, width)
+    return pixel * groups + group.view(-1, 1, 1)
+
+
+def jacobian(fn, x: torch.Tensor) -> torch.Tensor:
+    """d fn(x)[0] / d x[0], shape (*out[0].shape, *x[0].shape)."""
+    return torch.func.jacrev(lambda z: fn(z)[0])(x)[..., 0, :, :, :]
+
+
+def tiny_model(channels=1, n_classes=None, kernel_size=3, size=(5, 4), levels=5, layers=3):
+    torch.manual_seed(0)
+    return PixelCNN(
+        in_channels=channels,
+        n_levels=levels,
+        n_layers=layers,
+        hidden=6 * channels,
+        kernel_size=kernel_size,
+        n_classes=n_classes,
+        image_size=size,
+    ).eval()
+
+
+# ---------------------------------------------------------------- layers
+
+
+@pytest.mark.parametrize("groups", [1, 3])
+@pytest.mark.parametrize("mask_type", ["A", "B"])
+@pytest.mark.parametrize("kernel_size", [1, 3, 5])
+def test_masked_conv_is_causal_and_sees_its_whole_window(mask_type, groups, kernel_size):
+    torch.manual_seed(0)
+    conv = MaskedConv2d(3, 6, kernel_size, mask_type, groups).double()
+    x = torch.randn(1, 3, 5, 5, dtype=torch.float64)
+    jac = jacobian(conv, x)  # (6, 5, 5, 3, 5, 5)
+    out_key = order_key(6, 5, 5, groups)[:, :, :, None, None, None]
+    in_key = order_key(3, 5, 5, groups)[None, None, None]
+    allowed = in_key < out_key if mask_type == "A" else in_key <= out_key
+    rows = torch.arange(5)
+    near_i = (rows[:, None] - rows[None, :]).abs() <= kernel_size // 2  # (out i, in i)
+    near = near_i[None, :, None, None, :, None] & near_i[None, None, :, None, None, :]
+    assert not jac[~allowed].any()
+    assert (jac[allowed & near] != 0).all()
+
+
+def test_masked_conv_masks_gradients_and_caches_its_weight_in_eval():
+    torch.manual_seed(0)
+    conv = MaskedConv2d(2, 4, 3, "A")
+    x = torch.randn(2, 2, 6, 6)
+    conv(x).square().sum().backward()
+    assert not conv.weight.grad[conv.mask == 0].any()
+    train_out = conv(x)
+    conv.eval()
+    with torch.no_grad():
+        assert torch.equal(conv(x), train_out)
+        cached = conv.masked_weight()
+        assert conv.masked_weight() is cached  # no re-multiplication per forward
+        conv.weight.add_(1.0)  # an optimizer step: the cache follows the weight
+        assert torch.equal(conv.masked_weight(), conv.weight * conv.mask)
+    assert "mask_type=A" in repr(conv)
+
+
+def test_layer_argument_errors():
+    with pytest.raises(ValueError, match="odd"):
+        MaskedConv2d(1, 1, 4)
+    with pytest.raises(ValueError, match="mask_type"):
+        MaskedConv2d(1, 1, 3, "C")
+    with pytest.raises(ValueError, match="color_groups"):
+        MaskedConv2d(3, 4, 3, "B", color_groups=3)
+    with pytest.raises(ValueError, match="in_channels == hidden"):
+        GatedMaskedConv2d(3, 8, 3, "B")
+    with pytest.raises(ValueError, match="odd"):
+        GatedMaskedConv2d(8, 8, 2)
+
+
+# ---------------------------------------------------------------- model
+
+
+@pytest.mark.parametrize(("channels", "n_classes"), [(1, None), (3, None), (1, 3)])
+def test_gated_pixelcnn_is_causal_without_blind_spot(channels, n_classes):
+    # 3 layers of width 3 reach every earlier pixel of a 4x4 image: each must influence. At one
+    # input a ReLU can switch a path off, so influence is the union over a few random inputs.
+    model = tiny_model(channels, n_classes, size=(4, 4), levels=4).double()
+    y = torch.tensor([2]) if n_classes else None
+    dependence = sum(
+        jacobian(lambda z: model.forward_scaled(z, y), x).abs().sum(0)  # (C, H, W, C, H, W)
+        for x in torch.rand(4, 1, channels, 4, 4, dtype=torch.float64) * 2 - 1
+    )
+    key = order_key(channels, 4, 4, channels)
+    earlier = key[None, None, None] < key[:, :, :, None, None, None]
+    assert not dependence[~earlier].any()  # future and current values: exactly zero
+    assert (dependence[earlier] > 0).all()  # blind-spot free
+
+
+def test_forward_shapes_log_prob_and_bits_per_dim():
+    model = tiny_model(3, levels=7)
+    x = torch.randint(0, 7, (2, 3, 5, 4))
+    logits = model(x)
+    assert logits.shape == (2, 7, 3, 5, 4)
+    log_prob = model.log_prob(x)
+    expected = torch.log_softmax(logits, 1).gather(1, x[:, None]).flatten(1).sum(1)
+    torch.testing.assert_close(log_prob, expected)
+    torch.testing.assert_close(model.bits_per_dim(x), -expected / (60 * math.log(2)))
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda: torch.rand(2, 1, 5, 4), TypeError, "integer levels"),
+        (lambda: torch.zeros(2, 1, 5, 4, dtype=torch.bool), TypeError, "integer levels"),
+        (lambda: torch.zeros(2, 3, 5, 4, dtype=torch.int64), ValueError, "shape"),
+        (lambda: torch.zeros(2, 1, 4, 4, dtype=torch.int64), ValueError, "shape"),
+        (lambda: torch.zeros(1, 5, 4, dtype=torch.int64), ValueError, "shape"),
+        (lambda: torch.full((2, 1, 5, 4), 5), ValueError, r"levels in \[0, 5\)"),
+        (lambda: torch.full((2, 1, 5, 4), -1), ValueError, r"levels in \[0, 5\)"),
+    ],
+)
+def test_bad_images_raise(make, error, match):
+    with pytest.raises(error, match=match):
+        tiny_model().log_prob(make())
+
+
+def test_bad_labels_and_constructor_arguments_raise():
+    x = torch.zeros(2, 1, 5, 4, dtype=torch.int64)
+    conditional = tiny_model(n_classes=3)
+    with pytest.raises(ValueError, match="required"):
+        conditional(x)
+    with pytest.raises(ValueError, match=r"labels in \[0, 3\)"):
+        conditional(x, torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="shape"):
+        conditional(x, torch.tensor([0, 1, 2]))
+    with pytest.raises(TypeError, match="integer labels"):
+        conditional(x, torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match="unconditional"):
+        tiny_model()(x, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="required"):
+        conditional.sample(2, method="cached")
+    with pytest.raises(ValueError, match="divisible"):
+        PixelCNN(in_channels=3, hidden=8)
+    with pytest.raises(ValueError, match="n_levels"):
+        PixelCNN(n_levels=1)
+    with pytest.raises(ValueError, match="n_layers"):
+        PixelCNN(n_layers=0)
+    with pytest.raises(ValueError, match="image_size"):
+        PixelCNN(image_size=(0, 4))
+
+
+# ---------------------------------------------------------------- samplers
+
+
+def test_inverse_cdf_draw():
+    logits = torch.log(torch.tensor([[0.1, 0.2, 0.7]])).expand(6, 3)
+    u = torch.tensor([0.0, 0.099, 0.1, 0.299, 0.3, 0.999999])
+    assert inverse_cdf_draw(logits, u).tolist() == [0, 0, 1, 1, 2, 2]
+    # temperature -> 0 concentrates on the argmax; large temperature flattens
+    assert inverse_cdf_draw(logits, torch.full((6,), 0.25), 1e-3).tolist() == [2] * 6
+    assert inverse_cdf_draw(logits, torch.full((6,), 0.3), 1e6).tolist() == [0] * 6
+
+
+@pytest.mark.parametrize("method", ["cached", "fused"])
+@pytest.mark.parametrize(
+    ("channels", "n_classes", "kernel_size"), [(1, None, 3), (3, None, 3), (1, 4, 5), (3, 2, 5)]
+)
+def test_sampler_logits_equal_full_forward_float32(method, channels, n_classes, kernel_size):
+    model = tiny_model(channels, n_classes, kernel_size, size=(6, 5))
+    y = torch.tensor([0, n_classes - 1, 1]) if n_classes else None
+    noise = torch.rand(3, channels, 6, 5, generator=torch.Generator().manual_seed(1))
+    images, logits = model.sample(3, y=y, method=method, noise=noise, return_logits=True)
+    assert images.shape == (3, channels, 6, 5) and images.dtype == torch.int64
+    assert logits.shape == (3, 5, channels, 6, 5) and logits.dtype == torch.float32
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(images, y), **LOGIT_TOL)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+@pytest.mark.parametrize(
+    ("channels", "n_classes", "kernel_size", "layers"),
+    [(1, None, 3, 3), (3, None, 3, 2), (1, 4, 5, 2), (3, 2, 3, 1)],
+)
+def test_same_noise_same_images_float64(channels, n_classes, kernel_size, layers, temperature):
+    model = tiny_model(channels, n_classes, kernel_size, size=(5, 4), layers=layers).double()
+    y = torch.tensor([n_classes - 1, 0]) if n_classes else None
+    noise = torch.rand(2, channels, 5, 4, dtype=torch.float64)
+    results = {
+        m: model.sample(2, y=y, method=m, noise=noise, temperature=temperature, return_logits=True)
+        for m in METHODS
+    }
+    images = results["naive"][0]
+    assert images.unique().numel() > 1  # the draws are not degenerate
+    for m in ("cached", "fused"):
+        assert torch.equal(results[m][0], images), m
+        torch.testing.assert_close(results[m][1], results["naive"][1], rtol=1e-12, atol=1e-12)
+
+
+def test_conditional_sampling_respects_the_label():
+    # Class 0: blank 4x4 images, class 1: full ones. A short training run learns the labels.
+    torch.manual_seed(0)
+    model = PixelCNN(n_levels=4, n_layers=2, hidden=8, kernel_size=3, n_classes=2, image_size=4)
+    y = torch.arange(32) % 2
+    x = (y * 3).view(-1, 1, 1, 1).expand(-1, 1, 4, 4)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        opt.zero_grad()
+        model.bits_per_dim(x, y).mean().backward()
+        opt.step()
+    model.eval()
+    labels = torch.tensor([0, 1] * 8)
+    for method in ("cached", "fused"):
+        images = model.sample(
+            16, y=labels, method=method, generator=torch.Generator().manual_seed(2)
+        )
+        assert (images[labels == 0] == 0).float().mean() > 0.95, method
+        assert (images[labels == 1] == 3).float().mean() > 0.95, method
+    # Each image follows its own label only: swapping the other labels changes nothing.
+    noise = torch.rand(2, 1, 4, 4)
+    mixed = model.sample(2, y=torch.tensor([0, 1]), noise=noise)
+    same = model.sample(2, y=torch.tensor([0, 0]), noise=noise)
+    assert torch.equal(mixed[0], same[0]) and not torch.equal(mixed[1], same[1])
+
+
+def constant_model(probs: torch.Tensor, size=8) -> PixelCNN:
+    """A model whose every value is an independent draw from ``probs`` (zero weights)."""
+    model = PixelCNN(n_levels=len(probs), n_layers=2, hidden=4, kernel_size=3, image_size=size)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.head_out.bias.copy_(probs.log())
+    return model.eval()
+
+
+def test_fused_internal_noise_is_seeded_reproducible_and_uniform():
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    model = constant_model(probs)
+    torch.manual_seed(5)
+    first = model.sample(64)
+    torch.manual_seed(5)
+    again = model.sample(64)
+    other = model.sample(64)
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    gen = [torch.Generator().manual_seed(9) for _ in range(2)]
+    assert torch.equal(model.sample(4, generator=gen[0]), model.sample(4, generator=gen[1]))
+    # 4096 independent draws from probs: chi-square goodness of fit, and no row/column pattern.
+    counts = torch.bincount(first.flatten(), minlength=4).double()
+    expected = probs.double() / probs.double().sum() * counts.sum()
+    assert stats.chisquare(counts.numpy(), expected.numpy()).pvalue > 1e-3
+    for dim in (2, 3):
+        means = first.double().mean((0, 1, 5 - dim))
+        assert (means - 2.0).abs().max() < 0.25  # E = 2.0, standard error ~0.04
+
+
+def test_cached_and_naive_internal_noise_follow_the_generator():
+    model = tiny_model()
+    for method in ("naive", "cached"):
+        a = model.sample(2, method=method, generator=torch.Generator().manual_seed(3))
+        b = model.sample(2, method=method, generator=torch.Generator().manual_seed(3))
+        assert torch.equal(a, b)
+    noise = torch.rand(2, 1, 5, 4, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(model.sample(2, method="cached", noise=noise), a)
+
+
+def test_fused_batch_split_over_threads_changes_nothing():
+    model = tiny_model(3, 2, size=(4, 4))
+    y = torch.tensor([0, 1, 1, 0, 1])
+    noise = torch.rand(5, 3, 4, 4)
+    one = model.sample(5, y=y, noise=noise, return_logits=True)
+    torch.set_num_threads(2)
+    try:
+        two = model.sample(5, y=y, noise=noise, return_logits=True)
+    finally:
+        torch.set_num_threads(1)
+    assert torch.equal(one[0], two[0])
+    torch.testing.assert_close(one[1], two[1], **LOGIT_TOL)
+
+
+def test_fused_op_opcheck():
+    model = tiny_model(3, 2)
+    y = torch.tensor([1, 0])
+    weights = export_weights(model, y, 2)
+    noise = torch.rand(2, 3, 5, 4)
+    dims = {"batch": 2, "channels": 3, "height": 5, "width": 4, "n_levels": 5, "kernel_size": 3}
+    fused = torch.ops.pygen.pixelcnn_sample
+    args = [*dims.values()]
+    # Not test_aot_dispatch_dynamic: its harness sums every output into one accumulator, which the
+    # int64 images make integer before the float logits are added.
+    checks = ("test_schema", "test_autograd_registration", "test_faketensor")
+    torch.library.opcheck(fused, (weights, noise, None, *args, 1.0, True), test_utils=checks)
+    torch.library.opcheck(
+        fused, (weights, None, torch.tensor([4]), *args, 0.8, False), test_utils=checks
+    )
+    images, logits = pixelcnn_sample(weights, noise=noise, **dims)
+    assert logits is None and images.shape == (2, 3, 5, 4)
+
+
+def test_sampler_errors():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="method"):
+        model.sample(2, method="greedy")
+    with pytest.raises(ValueError, match="temperature"):
+        model.sample(2, temperature=0.0)
+    with pytest.raises(ValueError, match="n must be"):
+        model.sample(0)
+    with pytest.raises(ValueError, match="shape"):
+        model.sample(2, noise=torch.rand(2, 1, 4, 4))
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        model.sample(2, noise=torch.ones(2, 1, 5, 4))
+    with pytest.raises(TypeError, match="floating"):
+        model.sample(2, noise=torch.zeros(2, 1, 5, 4, dtype=torch.int64))
+    weights = export_weights(model, None, 2)
+    dims = {"batch": 2, "channels": 1, "height": 5, "width": 4, "n_levels": 5, "kernel_size": 3}
+    with pytest.raises(ValueError, match="7 tensors per gated layer"):
+        pixelcnn_sample(weights[:-1], **dims)
+    with pytest.raises(TypeError, match="float32 and float64"):
+        pixelcnn_sample([w.half() for w in weights], **dims)
+    with pytest.raises(ValueError, match="v_w of layer 0"):
+        pixelcnn_sample(weights, **(dims | {"kernel_size": 5}))
+    with pytest.raises(ValueError, match="v_b"):
+        pixelcnn_sample(weights, **(dims | {"batch": 3}))
+    with pytest.raises(TypeError, match="noise"):
+        pixelcnn_sample(weights, noise=torch.rand(2, 1, 5, 4).double(), **dims)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fused_on_cuda_is_not_built_yet():
+    model = tiny_model().cuda()
+    with pytest.raises(NotImplementedError, match="method='cached'"):
+        model.sample(2, method="fused")
+    assert model.sample(2, method="cached").is_cuda
+
+
+# ---------------------------------------------------------------- training on the digits
+
+# Held-out bits/dim, measured with torch 2.14 on CPU: independent pixels (per-position histograms)
+# 2.42; the model below after 300 steps 1.94. The bound leaves 0.2 for other platforms and seeds.
+TRAIN_BOUND = 2.15
+
+
+def test_training_on_digits_beats_independent_pixels_and_checkpoint_round_trips():
+    train, _ = load_digits("train")
+    test, _ = load_digits("test")
+    counts = torch.stack([(train.flatten(1) == v).sum(0) for v in range(DIGIT_LEVELS)]).double()
+    probs = (counts + 1) / (counts.sum(0) + DIGIT_LEVELS)  # per position, add-one smoothing
+    baseline = -probs.log().gather(0, test.flatten(1)).mean() / math.log(2)
+
+    torch.manual_seed(0)
+    model = PixelCNN(n_levels=DIGIT_LEVELS, n_layers=3, hidden=24, kernel_size=5, image_size=8)
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        batch = train[torch.randint(0, len(train), (32,), generator=gen)]
+        opt.zero_grad()
+        model.bits_per_dim(batch).mean().backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        held_out = model.bits_per_dim(test).mean().item()
+    assert held_out < TRAIN_BOUND < baseline.item()
+
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    restored = PixelCNN(n_levels=DIGIT_LEVELS, n_layers=3, hidden=24, kernel_size=5, image_size=8)
+    restored.load_state_dict(torch.load(buffer))
+    restored.eval()
+    with torch.no_grad():
+        assert torch.equal(restored.log_prob(test[:50]), model.log_prob(test[:50]))
+    noise = torch.rand(3, 1, 8, 8)
+    assert torch.equal(restored.sample(3, noise=noise), model.sample(3, noise=noise))
