@@ -23,7 +23,7 @@ $(VENV)/.built: $(VENV)/.deps $(SOURCES)
 	touch $@
 
 demo: $(VENV)/.built
-	$(PY) -m benchmarks.run --quick --ops reparam_kl
+	$(PY) -m pygen demo
 
 test: $(VENV)/.built
 	$(PY) -m pytest tests -q

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from pygen.data import ImageData
 from pygen.metrics import mmd2
-from pygen.models import DCGAN, VAE
+from pygen.models import DCGAN, VAE, PixelCNN
 from pygen.train import GANTrainer, TrainConfig, save_checkpoint
 
 
@@ -70,9 +70,57 @@ def build_model(name: str, config: dict[str, Any]) -> nn.Module:
     return get_recipe(name).model(**config)
 
 
-def pixelcnn_loss(model: nn.Module, x: Tensor, y: Tensor | None) -> Tensor:
-    """Mean bits/dim of a batch of levels."""
-    return F.cross_entropy(model(x, y), x) / math.log(2.0)
+def _to_unit(images: Tensor, n_levels: int) -> Tensor:
+    """Levels ``[0, n_levels)`` to floats in [0, 1]."""
+    return images.float() / (n_levels - 1)
+
+
+def pixelcnn_loss(model: PixelCNN, x: Tensor, y: Tensor | None) -> Tensor:
+    """Mean bits/dim of a batch of levels (labels are used by class-conditional models only)."""
+    return F.cross_entropy(model(x, y if model.n_classes is not None else None), x) / math.log(2)
+
+
+def _pixelcnn_config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]:
+    defaults = {"n_layers": 5, "hidden": 32, "kernel_size": 5, "n_classes": None}
+    fixed = {
+        "in_channels": data.images.shape[1],
+        "n_levels": data.n_levels,
+        "image_size": list(data.images.shape[2:]),
+    }
+    return {**defaults, **options, **fixed}
+
+
+def _pixelcnn_evaluate(model: PixelCNN, data: ImageData, chunk: int = 256) -> dict[str, float]:
+    device = next(model.parameters()).device
+    bits = []
+    for start in range(0, len(data.images), chunk):
+        x = data.images[start : start + chunk].to(device)
+        y = None if model.n_classes is None else data.labels[start : start + chunk].to(device)
+        bits.append(model.bits_per_dim(x, y))
+    return {"bits_per_dim": torch.cat(bits).mean().item()}
+
+
+def _pixelcnn_sample(model: PixelCNN, n: int, options: SampleOptions) -> Tensor:
+    device = next(model.parameters()).device
+    method = options.method or ("fused" if device.type == "cpu" else "cached")
+    y = None
+    if model.n_classes is not None:
+        label = 0 if options.label is None else options.label
+        y = torch.full((n,), label, dtype=torch.long, device=device)
+    images = model.sample(
+        n, y=y, method=method, temperature=options.temperature, generator=options.generator
+    )
+    return _to_unit(images, model.n_levels)
+
+
+RECIPES["pixelcnn"] = Recipe(
+    model=PixelCNN,
+    config=_pixelcnn_config,
+    loss=pixelcnn_loss,
+    evaluate=_pixelcnn_evaluate,
+    sample=_pixelcnn_sample,
+    description="Gated PixelCNN (samplers: fused C++, cached, naive)",
+)
 
 
 def _vae_data(model: VAE, x: Tensor) -> Tensor:
@@ -101,7 +149,7 @@ def _vae_evaluate(model: VAE, data: ImageData, k: int = 100) -> dict[str, float]
 def _vae_sample(model: VAE, n: int, options: SampleOptions) -> Tensor:
     images = model.sample(n, generator=options.generator).float()
     if model.config["likelihood"] == "categorical":
-        images = images / (model.config["n_levels"] - 1)
+        images = _to_unit(images, model.config["n_levels"])
     return images
 
 
@@ -113,11 +161,6 @@ RECIPES["vae"] = Recipe(
     sample=_vae_sample,
     description="variational autoencoder (MLP or conv; Bernoulli, categorical or Gaussian p(x|z))",
 )
-
-
-def _to_unit(images: Tensor, n_levels: int) -> Tensor:
-    """Levels ``[0, n_levels)`` to floats in [0, 1]."""
-    return images.float() / (n_levels - 1)
 
 
 def _dcgan_config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]:

@@ -110,3 +110,48 @@ def test_gan_train_sample_eval(tmp_path, capsys):
     assert "mmd2_to_data" in run_json(capsys, ["eval", str(run / "checkpoints")])
     with pytest.raises(ValueError, match="cannot resume"):
         main(["train", "dcgan", "--resume", "--out", str(run)])
+
+
+def test_pixelcnn_recipe_and_demo(tmp_path, capsys):
+    run = tmp_path / "pixelcnn"
+    result = run_json(
+        capsys,
+        [
+            "train",
+            "pixelcnn",
+            "--steps",
+            "5",
+            "--batch-size",
+            "16",
+            "--quiet",
+            "--set",
+            "hidden=8",
+            "--set",
+            "n_layers=2",
+            "--set",
+            "n_classes=10",
+            "--out",
+            str(run),
+        ],
+    )
+    assert result["bits_per_dim"] > 0
+    run_json(
+        capsys,
+        [
+            "sample",
+            str(run / "checkpoints"),
+            "--n",
+            "2",
+            "--label",
+            "3",
+            "--out",
+            str(tmp_path / "s"),
+        ],
+    )
+    assert np.load(tmp_path / "s" / "samples.npz")["images"].shape == (2, 1, 8, 8)
+
+    assert main(["demo", "--minutes", "0.001", "--out", str(tmp_path / "demo")]) == 0
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert set(summary["sampling"]) == {"fused", "cached", "naive"}
+    assert summary["test_bits_per_dim"] < summary["independent_pixel_bits_per_dim"] + 1.0
+    assert (tmp_path / "demo" / "samples.png").exists()
