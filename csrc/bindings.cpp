@@ -1,6 +1,7 @@
 // The one Python module of pygen: declares every op's entry points and the build facts.
 #include <torch/extension.h>
 
+#include "affine_coupling/affine_coupling.h"
 #include "reparam_kl/reparam_kl.h"
 
 using namespace pybind11::literals;
@@ -33,4 +34,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "n_samples"_a);
   m.def("reparam_kl_backward", &pygen::reparam_kl::backward, "grad_z"_a, "grad_kl"_a, "mu"_a,
         "logvar"_a, "noise"_a, "seed"_a, "n_samples"_a);
+  m.def("affine_coupling_forward", &pygen::affine_coupling::forward, "x"_a, "log_scale"_a, "shift"_a, "mask"_a,
+        "mask_kind"_a, "scale_fn"_a, "clamp"_a, "reverse"_a);
+  m.def("affine_coupling_backward", &pygen::affine_coupling::backward, "grad_y"_a, "grad_logdet"_a, "x"_a,
+        "log_scale"_a, "shift"_a, "mask"_a, "mask_kind"_a, "scale_fn"_a, "clamp"_a, "reverse"_a);
 }
