@@ -12,7 +12,9 @@ def test_digits_splits_are_disjoint_and_cover_the_data():
     everything, _ = load_digits("all")
     assert train.shape[1:] == (1, 8, 8) and train.dtype == torch.int64
     assert len(train) + len(test) == len(everything) == 1797
-    assert len(test) == round(0.2 * 1797) and len(train_y) == len(train) and len(test_y) == len(test)
+    assert (
+        len(test) == round(0.2 * 1797) and len(train_y) == len(train) and len(test_y) == len(test)
+    )
     assert train.min() >= 0 and train.max() == DIGIT_LEVELS - 1
     assert set(test_y.tolist()) == set(range(10))
     rows = {tuple(x.flatten().tolist()) for x in train}

@@ -1,6 +1,23 @@
 """Fused ops (torch custom ops over pygen._C); their twins live in ``pygen.ops.reference``."""
 
 from pygen.ops import reference
+from pygen.ops.affine_coupling import (
+    MaskKind,
+    additive_coupling,
+    affine_coupling,
+    channel_mask,
+    checkerboard_mask,
+    detect_mask_kind,
+)
 from pygen.ops.reparam_kl import reparameterize_kl
 
-__all__ = ["reference", "reparameterize_kl"]
+__all__ = [
+    "MaskKind",
+    "additive_coupling",
+    "affine_coupling",
+    "channel_mask",
+    "checkerboard_mask",
+    "detect_mask_kind",
+    "reference",
+    "reparameterize_kl",
+]
