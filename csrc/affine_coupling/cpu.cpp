@@ -16,9 +16,10 @@ namespace {
 enum class Span { kKeep, kTransform, kAlternate, kRead };
 
 // Whether element i of a span passes through. kAlternate keeps i with (i + q) even; kRead reads
-// the mask.
+// the mask. Indices are 32-bit (samples have fewer than 2^31 elements): 64-bit lanes beside float
+// lanes keep GCC from vectorizing.
 template <Span S>
-inline bool kept(int64_t i, int64_t q, const uint8_t* mask) {
+inline bool kept(int32_t i, int32_t q, const uint8_t* mask) {
   if constexpr (S == Span::kKeep) {
     return true;
   } else if constexpr (S == Span::kTransform) {
@@ -30,8 +31,16 @@ inline bool kept(int64_t i, int64_t q, const uint8_t* mask) {
   }
 }
 
+// keep ? a : b as bit operations: GCC does not if-convert plain selects in these loops.
+inline float select(bool keep, float a, float b) {
+  const uint32_t m = 0u - static_cast<uint32_t>(keep);
+  return bits_to_float((float_to_bits(a) & m) | (float_to_bits(b) & ~m));
+}
+
+inline double select(bool keep, double a, double b) { return keep ? a : b; }
+
 template <ScaleFn F, typename scalar_t, typename acc_t>
-inline acc_t load_s(const scalar_t* log_scale, int64_t i, acc_t c, acc_t ic) {
+inline acc_t load_s(const scalar_t* log_scale, int32_t i, acc_t c, acc_t ic) {
   if constexpr (F == ScaleFn::kNone) {
     return acc_t(0);
   } else {
@@ -57,7 +66,7 @@ struct Ptrs {
 
 // Transforms n elements; returns the sum of s over the transformed ones.
 template <ScaleFn F, bool kReverse, Span S, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-acc_t forward_span(const Ptrs<scalar_t>& ptrs, int64_t n, int64_t q, acc_t c, acc_t ic) {
+acc_t forward_span(const Ptrs<scalar_t>& ptrs, int32_t n, int32_t q, acc_t c, acc_t ic) {
   const scalar_t* __restrict__ x = ptrs.x;
   const scalar_t* __restrict__ log_scale = ptrs.log_scale;
   const scalar_t* __restrict__ shift = ptrs.shift;
@@ -65,22 +74,22 @@ acc_t forward_span(const Ptrs<scalar_t>& ptrs, int64_t n, int64_t q, acc_t c, ac
   scalar_t* __restrict__ y = ptrs.out;
   acc_t sum = 0;
 #pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < n; ++i) {
+  for (int32_t i = 0; i < n; ++i) {
     const acc_t xv = static_cast<acc_t>(x[i]);
     const acc_t t = static_cast<acc_t>(shift[i]);
     const acc_t s = load_s<F>(log_scale, i, c, ic);
     const acc_t e = F == ScaleFn::kNone ? acc_t(1) : fast_exp(kReverse ? -s : s);
     const acc_t out = kReverse ? (xv - t) * e : xv * e + t;
     const bool keep = kept<S>(i, q, mask);
-    y[i] = static_cast<scalar_t>(keep ? xv : out);
-    sum += keep ? acc_t(0) : s;
+    y[i] = static_cast<scalar_t>(select(keep, xv, out));
+    sum += select(keep, acc_t(0), s);
   }
   return sum;
 }
 
 // Gradients of n elements; gl is the gradient of the sample's logdet.
 template <ScaleFn F, bool kReverse, Span S, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-void backward_span(const Ptrs<scalar_t>& ptrs, int64_t n, int64_t q, acc_t gl, acc_t c, acc_t ic) {
+void backward_span(const Ptrs<scalar_t>& ptrs, int32_t n, int32_t q, acc_t gl, acc_t c, acc_t ic) {
   const scalar_t* __restrict__ x = ptrs.x;
   const scalar_t* __restrict__ log_scale = ptrs.log_scale;
   const scalar_t* __restrict__ shift = ptrs.shift;
@@ -90,7 +99,7 @@ void backward_span(const Ptrs<scalar_t>& ptrs, int64_t n, int64_t q, acc_t gl, a
   scalar_t* __restrict__ grad_log_scale = ptrs.grad_log_scale;
   scalar_t* __restrict__ grad_shift = ptrs.grad_shift;
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
+  for (int32_t i = 0; i < n; ++i) {
     const acc_t g = static_cast<acc_t>(grad_y[i]);
     const acc_t xv = static_cast<acc_t>(x[i]);
     const acc_t s = load_s<F>(log_scale, i, c, ic);
@@ -105,11 +114,11 @@ void backward_span(const Ptrs<scalar_t>& ptrs, int64_t n, int64_t q, acc_t gl, a
       dt = g;
     }
     const bool keep = kept<S>(i, q, mask);
-    grad_x[i] = static_cast<scalar_t>(keep ? g : g * e);
-    grad_shift[i] = static_cast<scalar_t>(keep ? acc_t(0) : dt);
+    grad_x[i] = static_cast<scalar_t>(select(keep, g, g * e));
+    grad_shift[i] = static_cast<scalar_t>(select(keep, acc_t(0), dt));
     if constexpr (F != ScaleFn::kNone) {
       const acc_t a = static_cast<acc_t>(log_scale[i]);
-      grad_log_scale[i] = static_cast<scalar_t>(keep ? acc_t(0) : ds * scale_grad<F>(a, s, ic));
+      grad_log_scale[i] = static_cast<scalar_t>(select(keep, acc_t(0), ds * scale_grad<F>(a, s, ic)));
     }
   }
 }
@@ -122,27 +131,28 @@ acc_t over_spans(const Problem& p, const Ptrs<scalar_t>& row, SpanFn&& span) {
   using T = std::integral_constant<Span, Span::kTransform>;
   using A = std::integral_constant<Span, Span::kAlternate>;
   using R = std::integral_constant<Span, Span::kRead>;
+  const auto row_len = static_cast<int32_t>(p.row_len), split = static_cast<int32_t>(p.split);
+  const auto width = static_cast<int32_t>(p.width);
   acc_t sum = 0;
   switch (p.mask_kind) {
     case MaskKind::kChannel: {
-      const Ptrs<scalar_t> second = row.offset(p.split);
-      const int64_t n_second = p.row_len - p.split;
+      const Ptrs<scalar_t> second = row.offset(split);
       if (p.parity == 0) {
-        sum += span(K{}, row, p.split, 0) + span(T{}, second, n_second, 0);
+        sum += span(K{}, row, split, 0) + span(T{}, second, row_len - split, 0);
       } else {
-        sum += span(T{}, row, p.split, 0) + span(K{}, second, n_second, 0);
+        sum += span(T{}, row, split, 0) + span(K{}, second, row_len - split, 0);
       }
       break;
     }
     case MaskKind::kCheckerboard:
       // Line l is row h = l % height of its plane; keep (h + w + parity) even.
-      for (int64_t l = 0; l * p.width < p.row_len; ++l) {
-        const int64_t q = (l % p.height + p.parity) & 1;
-        sum += span(A{}, row.offset(l * p.width), p.width, q);
+      for (int32_t l = 0; l * width < row_len; ++l) {
+        const auto q = static_cast<int32_t>((l % p.height + p.parity) & 1);
+        sum += span(A{}, row.offset(static_cast<int64_t>(l) * width), width, q);
       }
       break;
     case MaskKind::kRead:
-      sum += span(R{}, row, p.row_len, 0);
+      sum += span(R{}, row, row_len, 0);
       break;
   }
   return sum;
@@ -159,8 +169,8 @@ void forward_rows(const Problem& p, const Ptrs<scalar_t>& base, acc_t* logdet, i
   for (int64_t r = begin; r < end; ++r) {
     Ptrs<scalar_t> row = base.offset(r * p.row_len);
     row.mask = base.mask ? base.mask + r * p.mask_row_stride : nullptr;
-    const acc_t sum = over_spans<scalar_t, acc_t>(p, row, [&](auto tag, const Ptrs<scalar_t>& ptrs, int64_t n,
-                                                              int64_t q) {
+    const acc_t sum = over_spans<scalar_t, acc_t>(p, row, [&](auto tag, const Ptrs<scalar_t>& ptrs, int32_t n,
+                                                              int32_t q) {
       return forward_span<F, kReverse, decltype(tag)::value>(ptrs, n, q, c, ic);
     });
     logdet[r] = kReverse ? -sum : sum;
@@ -175,7 +185,7 @@ void backward_rows(const Problem& p, const Ptrs<scalar_t>& base, const acc_t* gr
     Ptrs<scalar_t> row = base.offset(r * p.row_len);
     row.mask = base.mask ? base.mask + r * p.mask_row_stride : nullptr;
     const acc_t gl = grad_logdet[r];
-    over_spans<scalar_t, acc_t>(p, row, [&](auto tag, const Ptrs<scalar_t>& ptrs, int64_t n, int64_t q) {
+    over_spans<scalar_t, acc_t>(p, row, [&](auto tag, const Ptrs<scalar_t>& ptrs, int32_t n, int32_t q) {
       backward_span<F, kReverse, decltype(tag)::value>(ptrs, n, q, gl, c, ic);
       return acc_t(0);
     });
