@@ -1,3 +1,5 @@
 """Thin model classes built on pygen.layers."""
 
-__all__: list[str] = []
+from pygen.models.flows import NICE, FlowModel, Glow, GlowStep, RealNVP
+
+__all__ = ["NICE", "FlowModel", "Glow", "GlowStep", "RealNVP"]
