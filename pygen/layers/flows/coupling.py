@@ -144,6 +144,3 @@ class AdditiveCoupling(_Coupling):
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}, mask_kind={self.mask_kind.name}"
-
-
-
