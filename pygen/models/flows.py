@@ -19,8 +19,8 @@ from pygen.layers import (
     AdditiveCoupling,
     AffineCoupling,
     FlowSequential,
-    Invertible1x1Conv,
     Inverse,
+    Invertible1x1Conv,
     LogitTransform,
     MultiScaleSplit,
     Squeeze,
@@ -66,7 +66,8 @@ class FlowModel(nn.Module):
     def bits_per_dim(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Per-sample bits per dimension of integer pixels ``x`` in ``[0, levels)``: uniform
         dequantization ``(x + u) / levels`` and the change of variables to the discrete scale,
-        ``-(log p((x + u) / levels) - D log levels) / (D log 2)`` (an upper bound in expectation)."""
+        ``-(log p((x + u) / levels) - D log levels) / (D log 2)`` (an upper bound in
+        expectation)."""
         if self.levels is None:
             raise ValueError("bits_per_dim needs an image model (levels set)")
         noise = torch.rand(x.shape, generator=generator, dtype=torch.float32).to(x.device)

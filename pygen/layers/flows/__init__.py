@@ -1,4 +1,4 @@
-"""Normalizing-flow layers: each maps ``forward(x) -> (z, logdet)`` and ``inverse(z) -> (x, logdet)``."""
+"""Normalizing-flow layers: ``forward(x) -> (z, logdet)`` and ``inverse(z) -> (x, logdet)``."""
 
 from pygen.layers.flows.actnorm import ActNorm
 from pygen.layers.flows.base import FlowSequential, Inverse
@@ -15,8 +15,8 @@ __all__ = [
     "AdditiveCoupling",
     "AffineCoupling",
     "FlowSequential",
-    "Invertible1x1Conv",
     "Inverse",
+    "Invertible1x1Conv",
     "LogitTransform",
     "MultiScaleSplit",
     "ResidualCNN",

@@ -40,7 +40,8 @@ class _ResidualBlock(nn.Module):
 
 
 class ResidualCNN(nn.Sequential):
-    """3x3 conv to ``hidden`` channels, ``n_blocks`` residual blocks, zero-initialized 3x3 conv out."""
+    """3x3 conv to ``hidden`` channels, ``n_blocks`` residual blocks, zero-initialized 3x3 conv
+    out."""
 
     def __init__(self, in_channels: int, out_channels: int, hidden: int, n_blocks: int = 2) -> None:
         super().__init__(
