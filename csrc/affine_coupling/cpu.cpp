@@ -13,6 +13,15 @@
 namespace pygen::affine_coupling {
 namespace {
 
+// The row loops are compiled for AVX-512, AVX2 + FMA and the baseline, picked at load time; the
+// span loops are inlined into each so that they vectorize at the row loop's width.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define PYGEN_ROW_LOOP __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define PYGEN_ROW_LOOP
+#endif
+#define PYGEN_INLINE inline __attribute__((always_inline))
+
 enum class Span { kKeep, kTransform, kAlternate, kRead };
 
 // Whether element i of a span passes through. kAlternate keeps i with (i + q) even; kRead reads
@@ -66,7 +75,7 @@ struct Ptrs {
 
 // Transforms n elements; returns the sum of s over the transformed ones.
 template <ScaleFn F, bool kReverse, Span S, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-acc_t forward_span(const Ptrs<scalar_t>& ptrs, int32_t n, int32_t q, acc_t c, acc_t ic) {
+PYGEN_INLINE acc_t forward_span(const Ptrs<scalar_t>& ptrs, int32_t n, int32_t q, acc_t c, acc_t ic) {
   const scalar_t* __restrict__ x = ptrs.x;
   const scalar_t* __restrict__ log_scale = ptrs.log_scale;
   const scalar_t* __restrict__ shift = ptrs.shift;
@@ -89,7 +98,7 @@ acc_t forward_span(const Ptrs<scalar_t>& ptrs, int32_t n, int32_t q, acc_t c, ac
 
 // Gradients of n elements; gl is the gradient of the sample's logdet.
 template <ScaleFn F, bool kReverse, Span S, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-void backward_span(const Ptrs<scalar_t>& ptrs, int32_t n, int32_t q, acc_t gl, acc_t c, acc_t ic) {
+PYGEN_INLINE void backward_span(const Ptrs<scalar_t>& ptrs, int32_t n, int32_t q, acc_t gl, acc_t c, acc_t ic) {
   const scalar_t* __restrict__ x = ptrs.x;
   const scalar_t* __restrict__ log_scale = ptrs.log_scale;
   const scalar_t* __restrict__ shift = ptrs.shift;
@@ -126,7 +135,7 @@ void backward_span(const Ptrs<scalar_t>& ptrs, int32_t n, int32_t q, acc_t gl, a
 // Walks the spans of one sample, calling span(Span tag, ptrs, n, q) on each; returns the sum of
 // what the calls return.
 template <typename scalar_t, typename acc_t, typename SpanFn>
-acc_t over_spans(const Problem& p, const Ptrs<scalar_t>& row, SpanFn&& span) {
+PYGEN_INLINE acc_t over_spans(const Problem& p, const Ptrs<scalar_t>& row, SpanFn&& span) {
   using K = std::integral_constant<Span, Span::kKeep>;
   using T = std::integral_constant<Span, Span::kTransform>;
   using A = std::integral_constant<Span, Span::kAlternate>;
@@ -164,13 +173,13 @@ int64_t grain_rows(const Problem& p) { return std::max<int64_t>(1, 32768 / std::
 // The row loops live in plain functions, outside the parallel_for lambda, where GCC vectorizes
 // them (inside the OpenMP-outlined lambda it does not).
 template <ScaleFn F, bool kReverse, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-void forward_rows(const Problem& p, const Ptrs<scalar_t>& base, acc_t* logdet, int64_t begin, int64_t end) {
+PYGEN_ROW_LOOP void forward_rows(const Problem& p, const Ptrs<scalar_t>& base, acc_t* logdet, int64_t begin, int64_t end) {
   const acc_t c = static_cast<acc_t>(p.clamp), ic = p.clamp > 0 ? acc_t(1) / c : acc_t(0);
   for (int64_t r = begin; r < end; ++r) {
     Ptrs<scalar_t> row = base.offset(r * p.row_len);
     row.mask = base.mask ? base.mask + r * p.mask_row_stride : nullptr;
     const acc_t sum = over_spans<scalar_t, acc_t>(p, row, [&](auto tag, const Ptrs<scalar_t>& ptrs, int32_t n,
-                                                              int32_t q) {
+                                                              int32_t q) __attribute__((always_inline)) {
       return forward_span<F, kReverse, decltype(tag)::value>(ptrs, n, q, c, ic);
     });
     logdet[r] = kReverse ? -sum : sum;
@@ -178,14 +187,14 @@ void forward_rows(const Problem& p, const Ptrs<scalar_t>& base, acc_t* logdet, i
 }
 
 template <ScaleFn F, bool kReverse, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-void backward_rows(const Problem& p, const Ptrs<scalar_t>& base, const acc_t* grad_logdet, int64_t begin,
+PYGEN_ROW_LOOP void backward_rows(const Problem& p, const Ptrs<scalar_t>& base, const acc_t* grad_logdet, int64_t begin,
                    int64_t end) {
   const acc_t c = static_cast<acc_t>(p.clamp), ic = p.clamp > 0 ? acc_t(1) / c : acc_t(0);
   for (int64_t r = begin; r < end; ++r) {
     Ptrs<scalar_t> row = base.offset(r * p.row_len);
     row.mask = base.mask ? base.mask + r * p.mask_row_stride : nullptr;
     const acc_t gl = grad_logdet[r];
-    over_spans<scalar_t, acc_t>(p, row, [&](auto tag, const Ptrs<scalar_t>& ptrs, int32_t n, int32_t q) {
+    over_spans<scalar_t, acc_t>(p, row, [&](auto tag, const Ptrs<scalar_t>& ptrs, int32_t n, int32_t q) __attribute__((always_inline)) {
       backward_span<F, kReverse, decltype(tag)::value>(ptrs, n, q, gl, c, ic);
       return acc_t(0);
     });
