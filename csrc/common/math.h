@@ -121,4 +121,62 @@ PYGEN_HD void sincos_2pi(float t, float* s, float* c) {
 #endif
 }
 
+// log(1 + u) for u >= 0. On the host log(w) * u / (w - 1), w = 1 + u, undoes the rounding of 1 + u.
+PYGEN_HD float log1p_nonneg(float u) {
+#if defined(__CUDA_ARCH__)
+  return log1pf(u);
+#else
+  const float w = 1.0f + u;
+  const float d = w - 1.0f;
+  const float lw = positive_log(w);
+  return d == 0.0f ? u : lw * (u / d);
+#endif
+}
+
+PYGEN_HD double log1p_nonneg(double u) { return ::log1p(u); }
+
+// tanh(x) for float; a polynomial below |x| = 0.625, 1 - 2 / (exp(2|x|) + 1) above (Cephes).
+PYGEN_HD float fast_tanh(float x) {
+#if defined(__CUDA_ARCH__)
+  return tanhf(x);
+#else
+  const float ax = std::fabs(x);
+  const float z = x * x;
+  const float small =
+      ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z + 1.33314422036e-1f) * z -
+       3.33332819422e-1f) * z * x + x;
+  const float large = 1.0f - 2.0f / (fast_exp(2.0f * ax) + 1.0f);
+  return ax < 0.625f ? small : std::copysign(large, x);
+#endif
+}
+
+PYGEN_HD double fast_tanh(double x) { return ::tanh(x); }
+
+// atan(x) for float: range reduction to |r| <= tan(pi/8), then a polynomial (Cephes), with selects
+// instead of branches.
+PYGEN_HD float fast_atan(float x) {
+#if defined(__CUDA_ARCH__)
+  return atanf(x);
+#else
+  const float ax = std::fabs(x);
+  const bool big = ax > 2.414213562373095f;
+  const bool mid = ax > 0.4142135623730950f;
+  const float r = big ? -1.0f / ax : (mid ? (ax - 1.0f) / (ax + 1.0f) : ax);
+  const float base = big ? 1.57079632679489662f : (mid ? 0.785398163397448310f : 0.0f);
+  const float z = r * r;
+  const float p =
+      (((8.05374449538e-2f * z - 1.38776856032e-1f) * z + 1.99777106478e-1f) * z - 3.33329491539e-1f) * z * r + r;
+  return std::copysign(base + p, x);
+#endif
+}
+
+PYGEN_HD double fast_atan(double x) { return ::atan(x); }
+
+// log(sigmoid(x)) = min(x, 0) - log(1 + exp(-|x|)), stable for any x.
+template <typename T>
+PYGEN_HD T log_sigmoid(T x) {
+  const T ax = x < T(0) ? -x : x;
+  return (x < T(0) ? x : T(0)) - log1p_nonneg(fast_exp(-ax));
+}
+
 }  // namespace pygen

@@ -1,6 +1,40 @@
 """Drop-in nn.Modules built on pygen.ops."""
 
+from pygen.layers.flows import (
+    MLP,
+    ActNorm,
+    AdditiveCoupling,
+    AffineCoupling,
+    FlowSequential,
+    Inverse,
+    Invertible1x1Conv,
+    LogitTransform,
+    MultiScaleSplit,
+    ResidualCNN,
+    Squeeze,
+    channel_mask,
+    checkerboard_mask,
+    coupling_mask,
+)
 from pygen.layers.masked_conv import GatedMaskedConv2d, MaskedConv2d
 from pygen.layers.reparameterize import GaussianReparameterize
 
-__all__ = ["GatedMaskedConv2d", "GaussianReparameterize", "MaskedConv2d"]
+__all__ = [
+    "MLP",
+    "ActNorm",
+    "AdditiveCoupling",
+    "AffineCoupling",
+    "FlowSequential",
+    "GatedMaskedConv2d",
+    "GaussianReparameterize",
+    "Inverse",
+    "Invertible1x1Conv",
+    "LogitTransform",
+    "MaskedConv2d",
+    "MultiScaleSplit",
+    "ResidualCNN",
+    "Squeeze",
+    "channel_mask",
+    "checkerboard_mask",
+    "coupling_mask",
+]

@@ -1,5 +1,6 @@
 """Thin model classes built on pygen.layers."""
 
+from pygen.models.flows import NICE, FlowModel, Glow, GlowStep, RealNVP
 from pygen.models.gan import (
     DCGAN,
     GAN,
@@ -29,17 +30,22 @@ __all__ = [
     "DCGAN",
     "GAN",
     "MLPGAN",
+    "NICE",
     "VAE",
     "BernoulliLikelihood",
     "CategoricalLikelihood",
     "DCGANDiscriminator",
     "DCGANGenerator",
     "ELBOTerms",
+    "FlowModel",
     "GaussianLikelihood",
+    "Glow",
+    "GlowStep",
     "Likelihood",
     "MLPDiscriminator",
     "MLPGenerator",
     "PixelCNN",
+    "RealNVP",
     "arithmetic_grid",
     "interpolate",
     "interpolation_grid",

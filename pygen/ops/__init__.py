@@ -2,7 +2,25 @@
 (the cached PixelCNN sampler's twin: ``pygen.sampling.sample_cached``)."""
 
 from pygen.ops import reference
+from pygen.ops.affine_coupling import (
+    MaskKind,
+    additive_coupling,
+    affine_coupling,
+    channel_mask,
+    checkerboard_mask,
+    detect_mask_kind,
+)
 from pygen.ops.pixelcnn import pixelcnn_sample
 from pygen.ops.reparam_kl import reparameterize_kl
 
-__all__ = ["pixelcnn_sample", "reference", "reparameterize_kl"]
+__all__ = [
+    "MaskKind",
+    "additive_coupling",
+    "affine_coupling",
+    "channel_mask",
+    "checkerboard_mask",
+    "detect_mask_kind",
+    "pixelcnn_sample",
+    "reference",
+    "reparameterize_kl",
+]

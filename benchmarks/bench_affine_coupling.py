@@ -1,0 +1,105 @@
+"""Affine coupling: fused kernel vs eager reference vs torch.compile(reference), and a whole
+RealNVP training step with fused vs reference couplings.
+
+Inputs are images with a checkerboard mask (computed from indices by the kernel, read by the
+references) and the RealNVP scale function ``tanh``. Bytes: forward and reverse read x, log_scale,
+shift and write y (4 tensor passes); forward+backward adds reading grad_y, x, log_scale and writing
+the three gradients (10).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks.common import device_under_test, measure, row
+from pygen.models import RealNVP
+from pygen.ops import affine_coupling, checkerboard_mask, detect_mask_kind, reference
+
+OP = "affine_coupling"
+DEVICE = device_under_test()
+CASES = (
+    [((256, 48, 64, 64), torch.float32), ((256, 48, 64, 64), torch.bfloat16)]
+    if DEVICE.type == "cuda"
+    else [((256, 12, 32, 32), torch.float32), ((4096, 1024), torch.float32)]
+)
+# RealNVP training step: (batch, C, H, W) images, conditioner width.
+STEP_CASE = ((256, 3, 32, 32), 64) if DEVICE.type == "cuda" else ((64, 3, 16, 16), 16)
+SCALE_FN = "tanh"
+_compiled = {}
+
+
+def provider_fn(provider: str):
+    if provider == "pygen":
+        return affine_coupling
+    if provider == "eager":
+        return reference.affine_coupling
+    if "fn" not in _compiled:
+        _compiled["fn"] = torch.compile(reference.affine_coupling, dynamic=False)
+    return _compiled["fn"]
+
+
+def floor_bytes(shape, dtype, mode: str) -> int:
+    item = torch.empty((), dtype=dtype).element_size()
+    numel = 1
+    for size in shape:
+        numel *= size
+    passes = 10 if mode == "fwd+bwd" else 4
+    return passes * numel * item
+
+
+@pytest.mark.parametrize("mode", ["fwd", "reverse", "fwd+bwd"])
+@pytest.mark.parametrize("provider", ["pygen", "eager", "compile"])
+@pytest.mark.parametrize(("shape", "dtype"), CASES, ids=lambda c: str(c))
+def test_affine_coupling(benchmark, record, quick, shape, dtype, provider, mode):
+    gen = torch.Generator(DEVICE).manual_seed(0)
+    x, log_scale, shift = (
+        torch.randn(shape, device=DEVICE, generator=gen).to(dtype) for _ in range(3)
+    )
+    mask = checkerboard_mask(shape[1:], device=DEVICE)
+    kind = detect_mask_kind(mask, shape)
+    fn = provider_fn(provider)
+
+    def call(reverse=False):
+        return fn(x, log_scale, shift, mask, scale_fn=SCALE_FN, reverse=reverse, mask_kind=kind)
+
+    if mode in ("fwd", "reverse"):
+
+        def step():
+            with torch.no_grad():
+                return call(reverse=mode == "reverse")
+
+    else:
+        x.requires_grad_()
+        log_scale.requires_grad_()
+        shift.requires_grad_()
+        grad_y = torch.randn(shape, device=DEVICE, generator=gen).to(dtype)
+        grad_logdet = torch.randn(shape[0], device=DEVICE, generator=gen)
+
+        def step():
+            y, logdet = call()
+            return torch.autograd.grad((y, logdet), (x, log_scale, shift), (grad_y, grad_logdet))
+
+    timing = measure(benchmark, step, DEVICE, quick)
+    record(row(OP, provider, mode, shape, dtype, DEVICE, timing, floor_bytes(shape, dtype, mode)))
+
+
+@pytest.mark.parametrize("provider", ["pygen", "eager"])
+def test_realnvp_train_step(benchmark, record, quick, provider):
+    """One Adam step of a multi-scale RealNVP; ``eager`` uses the reference couplings."""
+    (batch, *image), hidden = STEP_CASE
+    torch.manual_seed(0)
+    model = RealNVP(image, n_scales=2, hidden=hidden, n_blocks=1, reference=provider == "eager")
+    model = model.to(DEVICE)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x = torch.rand((batch, *image), device=DEVICE)
+
+    def step():
+        loss = -model.log_prob(x).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    timing = measure(benchmark, step, DEVICE, quick)
+    shape = (batch, *image)
+    record(row(OP, provider, "realnvp_train_step", shape, torch.float32, DEVICE, timing, 0))

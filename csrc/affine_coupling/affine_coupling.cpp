@@ -1,0 +1,145 @@
+// Device-independent part of the op: argument checks, the mask geometry, contiguous copies, output
+// allocation and dispatch to the CPU or CUDA kernels.
+#include "affine_coupling/affine_coupling.h"
+
+#include <ATen/OpMathType.h>
+
+#include <cmath>
+#include <limits>
+
+#include "common/checks.h"
+
+namespace pygen::affine_coupling {
+namespace {
+
+constexpr int64_t kMaskKindCodes = 5;  // read, checkerboard x 2 parities, channel x 2 parities
+
+ScaleFn parse_scale_fn(const std::optional<at::Tensor>& log_scale, const std::string& name) {
+  if (!log_scale) return ScaleFn::kNone;
+  if (name == "exp") return ScaleFn::kExp;
+  if (name == "tanh") return ScaleFn::kTanh;
+  if (name == "atan") return ScaleFn::kAtan;
+  if (name == "sigmoid") return ScaleFn::kSigmoid;
+  TORCH_CHECK_VALUE(false, "unknown scale_fn '", name, "': expected 'exp', 'tanh', 'atan' or 'sigmoid'");
+}
+
+double parse_clamp(ScaleFn f, std::optional<double> clamp) {
+  const bool clamped = f == ScaleFn::kTanh || f == ScaleFn::kAtan;
+  if (!clamp) return clamped ? 2.0 : 0.0;
+  TORCH_CHECK_VALUE(clamped, "clamp applies only to scale_fn 'tanh' and 'atan'");
+  TORCH_CHECK_VALUE(std::isfinite(*clamp) && *clamp > 0.0, "clamp must be finite and positive, got ", *clamp);
+  return *clamp;
+}
+
+void check_mask(const at::Tensor& mask, const at::Tensor& x) {
+  check_same_device(mask, "mask", x, "x");
+  TORCH_CHECK_TYPE(!at::isComplexType(mask.scalar_type()), "mask must be a real or bool tensor, got ",
+                   mask.scalar_type());
+  bool broadcastable = mask.dim() <= x.dim();
+  for (int64_t d = 1; broadcastable && d <= mask.dim(); ++d) {
+    broadcastable = mask.size(-d) == 1 || mask.size(-d) == x.size(-d);
+  }
+  TORCH_CHECK_VALUE(broadcastable, "mask of shape ", mask.sizes(), " does not broadcast to x of shape ",
+                    x.sizes());
+}
+
+// Checks shared by forward and backward; returns the kernel view of the problem.
+Problem check_inputs(const at::Tensor& x, const std::optional<at::Tensor>& log_scale, const at::Tensor& shift,
+                     const at::Tensor& mask, int64_t mask_kind, const std::string& scale_fn,
+                     std::optional<double> clamp, bool reverse) {
+  check_floating(x, "x");
+  TORCH_CHECK_VALUE(x.dim() >= 2, "x must have a batch dimension and at least one more, got shape ", x.sizes());
+  if (log_scale) check_matches(*log_scale, "log_scale", x, "x", x.sizes());
+  check_matches(shift, "shift", x, "x", x.sizes());
+  check_mask(mask, x);
+  TORCH_CHECK_VALUE(mask_kind >= 0 && mask_kind < kMaskKindCodes, "mask_kind must be in [0, ",
+                    kMaskKindCodes, "), got ", mask_kind);
+  Problem p{};
+  p.rows = x.size(0);
+  p.row_len = p.rows == 0 ? 0 : x.numel() / p.rows;
+  TORCH_CHECK_VALUE(p.row_len < std::numeric_limits<int32_t>::max(),
+                    "each sample must have fewer than 2^31 elements, got ", p.row_len);
+  p.scale_fn = parse_scale_fn(log_scale, scale_fn);
+  p.clamp = parse_clamp(p.scale_fn, clamp);
+  p.reverse = reverse;
+  p.mask_kind = static_cast<MaskKind>((mask_kind + 1) / 2);
+  p.parity = mask_kind == 0 ? 0 : (mask_kind + 1) % 2;
+  p.width = x.size(-1);
+  p.height = x.dim() >= 3 ? x.size(-2) : 1;
+  const int64_t channels = x.size(1);
+  p.split = channels == 0 ? 0 : (channels / 2) * (p.row_len / channels);
+  const bool per_sample = mask.dim() == x.dim() && mask.size(0) != 1;
+  p.mask_row_stride = per_sample ? p.row_len : 0;
+  return p;
+}
+
+// The mask as the kernels read it (kRead only): uint8, one row per sample or one shared row.
+at::Tensor kernel_mask(const Problem& p, const at::Tensor& mask, const at::Tensor& x) {
+  if (p.mask_kind != MaskKind::kRead) return at::Tensor();
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  if (p.mask_row_stride == 0) shape[0] = 1;
+  return mask.ne(0).to(at::kByte).expand(shape).contiguous();
+}
+
+at::ScalarType logdet_dtype(const at::Tensor& x) { return at::toOpMathType(x.scalar_type()); }
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const std::optional<at::Tensor>& log_scale,
+                                           const at::Tensor& shift, const at::Tensor& mask, int64_t mask_kind,
+                                           const std::string& scale_fn, std::optional<double> clamp,
+                                           bool reverse) {
+  const Problem p = check_inputs(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse);
+  const at::Tensor x_c = x.contiguous(), shift_c = shift.contiguous();
+  const at::Tensor log_scale_c = log_scale ? log_scale->contiguous() : at::Tensor();
+  const at::Tensor mask_c = kernel_mask(p, mask, x);
+  at::Tensor y = at::empty_like(x_c);
+  at::Tensor logdet = at::zeros({p.rows}, x.options().dtype(logdet_dtype(x)));
+  if (y.numel() == 0) return {y, logdet};
+  if (on_cuda(x, "affine_coupling")) {
+#ifdef PYGEN_WITH_CUDA
+    forward_cuda(p, x_c, log_scale_c, shift_c, mask_c, y, logdet);
+#endif
+  } else {
+    forward_cpu(p, x_c, log_scale_c, shift_c, mask_c, y, logdet);
+  }
+  return {y, logdet};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
+    const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logdet, const at::Tensor& x,
+    const std::optional<at::Tensor>& log_scale, const at::Tensor& shift, const at::Tensor& mask,
+    int64_t mask_kind, const std::string& scale_fn, std::optional<double> clamp, bool reverse) {
+  const Problem p = check_inputs(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse);
+  if (grad_y) check_matches(*grad_y, "grad_y", x, "x", x.sizes());
+  if (grad_logdet) {
+    check_floating(*grad_logdet, "grad_logdet");
+    check_same_device(*grad_logdet, "grad_logdet", x, "x");
+    TORCH_CHECK_TYPE(grad_logdet->scalar_type() == logdet_dtype(x), "grad_logdet must have dtype ",
+                     logdet_dtype(x), ", got ", grad_logdet->scalar_type());
+    TORCH_CHECK_VALUE(grad_logdet->sizes() == at::IntArrayRef{p.rows}, "grad_logdet must have shape (",
+                      p.rows, "), got ", grad_logdet->sizes());
+  }
+  const at::Tensor x_c = x.contiguous(), shift_c = shift.contiguous();
+  const at::Tensor log_scale_c = log_scale ? log_scale->contiguous() : at::Tensor();
+  const at::Tensor mask_c = kernel_mask(p, mask, x);
+  // An absent gradient is zero; the kernels always read both.
+  const at::Tensor grad_y_c = grad_y ? grad_y->contiguous() : at::zeros_like(x_c);
+  const at::Tensor grad_logdet_c =
+      grad_logdet ? grad_logdet->contiguous() : at::zeros({p.rows}, x.options().dtype(logdet_dtype(x)));
+  at::Tensor grad_x = at::empty_like(x_c), grad_shift = at::empty_like(x_c);
+  at::Tensor grad_log_scale = log_scale ? at::empty_like(x_c) : at::empty({0}, x.options());
+  if (grad_x.numel() == 0) return {grad_x, grad_log_scale, grad_shift};
+  if (on_cuda(x, "affine_coupling")) {
+#ifdef PYGEN_WITH_CUDA
+    backward_cuda(p, grad_y_c, grad_logdet_c, x_c, log_scale_c, shift_c, mask_c, grad_x, grad_log_scale,
+                  grad_shift);
+#endif
+  } else {
+    backward_cpu(p, grad_y_c, grad_logdet_c, x_c, log_scale_c, shift_c, mask_c, grad_x, grad_log_scale,
+                 grad_shift);
+  }
+  return {grad_x, grad_log_scale, grad_shift};
+}
+
+}  // namespace pygen::affine_coupling

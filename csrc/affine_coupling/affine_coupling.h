@@ -1,0 +1,63 @@
+// Fused affine coupling with its log-determinant. With s = f(log_scale) and mask m (1 = pass through):
+//   forward: y = m * x + (1 - m) * (x * exp(s) + shift),      logdet[n] =  sum_{m = 0} s
+//   reverse: y = m * x + (1 - m) * ((x - shift) * exp(-s)),   logdet[n] = -sum_{m = 0} s
+// No log_scale is the additive (NICE) coupling: s = 0, logdet = 0.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <string>
+#include <tuple>
+
+#include "affine_coupling/scale.h"
+
+namespace pygen::affine_coupling {
+
+// How the kernels know the mask. kRead reads a uint8 mask; the others compute it from indices:
+// checkerboard keeps (h + w + parity) even over the last two dimensions (the last one for
+// vectors), channel keeps the first C/2 channels of dimension 1 (parity 0) or the others.
+enum class MaskKind : int { kRead, kCheckerboard, kChannel };
+
+// Shapes and settings seen by the kernels. A sample (row) is row_len contiguous elements.
+struct Problem {
+  int64_t rows, row_len;
+  ScaleFn scale_fn;
+  double clamp;
+  bool reverse;
+  MaskKind mask_kind;
+  int64_t parity;
+  int64_t width, height;    // checkerboard: line length and lines per plane
+  int64_t split;            // channel: the first `split` elements of a row are the first half
+  int64_t mask_row_stride;  // read: 0 when every sample shares the mask, row_len otherwise
+};
+
+// mask_kind: 0 read, 1/2 checkerboard with parity 0/1, 3/4 channel with parity 0/1 (the codes of
+// pygen.ops.MaskKind). Returns y and logdet (float32 for 16-bit inputs).
+std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const std::optional<at::Tensor>& log_scale,
+                                           const at::Tensor& shift, const at::Tensor& mask, int64_t mask_kind,
+                                           const std::string& scale_fn, std::optional<double> clamp,
+                                           bool reverse);
+
+// Returns grad_x, grad_log_scale (empty for the additive coupling) and grad_shift.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
+    const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logdet, const at::Tensor& x,
+    const std::optional<at::Tensor>& log_scale, const at::Tensor& shift, const at::Tensor& mask,
+    int64_t mask_kind, const std::string& scale_fn, std::optional<double> clamp, bool reverse);
+
+// Device kernels. Tensors are contiguous; log_scale is undefined for kNone, mask for kinds other
+// than kRead (then it is uint8); grad_y and grad_logdet are always given.
+void forward_cpu(const Problem& p, const at::Tensor& x, const at::Tensor& log_scale, const at::Tensor& shift,
+                 const at::Tensor& mask, at::Tensor& y, at::Tensor& logdet);
+void backward_cpu(const Problem& p, const at::Tensor& grad_y, const at::Tensor& grad_logdet, const at::Tensor& x,
+                  const at::Tensor& log_scale, const at::Tensor& shift, const at::Tensor& mask,
+                  at::Tensor& grad_x, at::Tensor& grad_log_scale, at::Tensor& grad_shift);
+#ifdef PYGEN_WITH_CUDA
+void forward_cuda(const Problem& p, const at::Tensor& x, const at::Tensor& log_scale, const at::Tensor& shift,
+                  const at::Tensor& mask, at::Tensor& y, at::Tensor& logdet);
+void backward_cuda(const Problem& p, const at::Tensor& grad_y, const at::Tensor& grad_logdet, const at::Tensor& x,
+                   const at::Tensor& log_scale, const at::Tensor& shift, const at::Tensor& mask,
+                   at::Tensor& grad_x, at::Tensor& grad_log_scale, at::Tensor& grad_shift);
+#endif
+
+}  // namespace pygen::affine_coupling

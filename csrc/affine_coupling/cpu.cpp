@@ -1,0 +1,262 @@
+// CPU kernels: samples split across threads; each sample is cut into spans over which the mask is
+// known in closed form (all kept, all transformed, alternating) or read, and every span is one
+// branch-free `omp simd` loop. Kept spans compile down to a copy (forward) or a copy and zero fills
+// (backward): the dead scale math and the log_scale/shift loads are removed by the compiler.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+
+#include "affine_coupling/affine_coupling.h"
+
+namespace pygen::affine_coupling {
+namespace {
+
+// The row loops are compiled for AVX-512, AVX2 + FMA and the baseline, picked at load time; the
+// span loops are inlined into each so that they vectorize at the row loop's width.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define PYGEN_ROW_LOOP __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define PYGEN_ROW_LOOP
+#endif
+#define PYGEN_INLINE inline __attribute__((always_inline))
+
+enum class Span { kKeep, kTransform, kAlternate, kRead };
+
+// Whether element i of a span passes through. kAlternate keeps i with (i + q) even; kRead reads
+// the mask. Indices are 32-bit (samples have fewer than 2^31 elements): 64-bit lanes beside float
+// lanes keep GCC from vectorizing.
+template <Span S>
+inline bool kept(int32_t i, int32_t q, const uint8_t* mask) {
+  if constexpr (S == Span::kKeep) {
+    return true;
+  } else if constexpr (S == Span::kTransform) {
+    return false;
+  } else if constexpr (S == Span::kAlternate) {
+    return ((i + q) & 1) == 0;
+  } else {
+    return mask[i] != 0;
+  }
+}
+
+// keep ? a : b as bit operations: GCC does not if-convert plain selects in these loops.
+inline float select(bool keep, float a, float b) {
+  const uint32_t m = 0u - static_cast<uint32_t>(keep);
+  return bits_to_float((float_to_bits(a) & m) | (float_to_bits(b) & ~m));
+}
+
+inline double select(bool keep, double a, double b) { return keep ? a : b; }
+
+template <ScaleFn F, typename scalar_t, typename acc_t>
+inline acc_t load_s(const scalar_t* log_scale, int32_t i, acc_t c, acc_t ic) {
+  if constexpr (F == ScaleFn::kNone) {
+    return acc_t(0);
+  } else {
+    return scale_log<F>(static_cast<acc_t>(log_scale[i]), c, ic);
+  }
+}
+
+// Pointers of one span: the inputs, the read mask and the outputs.
+template <typename scalar_t>
+struct Ptrs {
+  const scalar_t *x, *log_scale, *shift;
+  const uint8_t* mask;
+  scalar_t* out;  // forward: y
+  const scalar_t* grad_y;  // backward only
+  scalar_t *grad_log_scale, *grad_shift;
+
+  Ptrs offset(int64_t k) const {
+    auto add = [k](auto* p) { return p ? p + k : p; };
+    return {add(x), add(log_scale), add(shift), add(mask), add(out), add(grad_y), add(grad_log_scale),
+            add(grad_shift)};
+  }
+};
+
+// Transforms n elements; returns the sum of s over the transformed ones.
+template <ScaleFn F, bool kReverse, Span S, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+PYGEN_INLINE acc_t forward_span(const Ptrs<scalar_t>& ptrs, int32_t n, int32_t q, acc_t c, acc_t ic) {
+  const scalar_t* __restrict__ x = ptrs.x;
+  const scalar_t* __restrict__ log_scale = ptrs.log_scale;
+  const scalar_t* __restrict__ shift = ptrs.shift;
+  const uint8_t* __restrict__ mask = ptrs.mask;
+  scalar_t* __restrict__ y = ptrs.out;
+  acc_t sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int32_t i = 0; i < n; ++i) {
+    const acc_t xv = static_cast<acc_t>(x[i]);
+    const acc_t t = static_cast<acc_t>(shift[i]);
+    const acc_t s = load_s<F>(log_scale, i, c, ic);
+    const acc_t e = F == ScaleFn::kNone ? acc_t(1) : fast_exp(kReverse ? -s : s);
+    const acc_t out = kReverse ? (xv - t) * e : xv * e + t;
+    const bool keep = kept<S>(i, q, mask);
+    y[i] = static_cast<scalar_t>(select(keep, xv, out));
+    sum += select(keep, acc_t(0), s);
+  }
+  return sum;
+}
+
+// Gradients of n elements; gl is the gradient of the sample's logdet.
+template <ScaleFn F, bool kReverse, Span S, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+PYGEN_INLINE void backward_span(const Ptrs<scalar_t>& ptrs, int32_t n, int32_t q, acc_t gl, acc_t c, acc_t ic) {
+  const scalar_t* __restrict__ x = ptrs.x;
+  const scalar_t* __restrict__ log_scale = ptrs.log_scale;
+  const scalar_t* __restrict__ shift = ptrs.shift;
+  const uint8_t* __restrict__ mask = ptrs.mask;
+  const scalar_t* __restrict__ grad_y = ptrs.grad_y;
+  scalar_t* __restrict__ grad_x = ptrs.out;
+  scalar_t* __restrict__ grad_log_scale = ptrs.grad_log_scale;
+  scalar_t* __restrict__ grad_shift = ptrs.grad_shift;
+#pragma omp simd
+  for (int32_t i = 0; i < n; ++i) {
+    const acc_t g = static_cast<acc_t>(grad_y[i]);
+    const acc_t xv = static_cast<acc_t>(x[i]);
+    const acc_t s = load_s<F>(log_scale, i, c, ic);
+    const acc_t e = F == ScaleFn::kNone ? acc_t(1) : fast_exp(kReverse ? -s : s);
+    acc_t ds, dt;
+    if constexpr (kReverse) {  // out = (x - t) * exp(-s), logdet = -sum s
+      const acc_t out = (xv - static_cast<acc_t>(shift[i])) * e;
+      ds = -(g * out) - gl;
+      dt = -(g * e);
+    } else {  // out = x * exp(s) + t, logdet = sum s
+      ds = g * xv * e + gl;
+      dt = g;
+    }
+    const bool keep = kept<S>(i, q, mask);
+    grad_x[i] = static_cast<scalar_t>(select(keep, g, g * e));
+    grad_shift[i] = static_cast<scalar_t>(select(keep, acc_t(0), dt));
+    if constexpr (F != ScaleFn::kNone) {
+      const acc_t a = static_cast<acc_t>(log_scale[i]);
+      grad_log_scale[i] = static_cast<scalar_t>(select(keep, acc_t(0), ds * scale_grad<F>(a, s, ic)));
+    }
+  }
+}
+
+// Walks the spans of one sample, calling span(Span tag, ptrs, n, q) on each; returns the sum of
+// what the calls return.
+template <typename scalar_t, typename acc_t, typename SpanFn>
+PYGEN_INLINE acc_t over_spans(const Problem& p, const Ptrs<scalar_t>& row, SpanFn&& span) {
+  using K = std::integral_constant<Span, Span::kKeep>;
+  using T = std::integral_constant<Span, Span::kTransform>;
+  using A = std::integral_constant<Span, Span::kAlternate>;
+  using R = std::integral_constant<Span, Span::kRead>;
+  const auto row_len = static_cast<int32_t>(p.row_len), split = static_cast<int32_t>(p.split);
+  const auto width = static_cast<int32_t>(p.width);
+  acc_t sum = 0;
+  switch (p.mask_kind) {
+    case MaskKind::kChannel: {
+      const Ptrs<scalar_t> second = row.offset(split);
+      if (p.parity == 0) {
+        sum += span(K{}, row, split, 0) + span(T{}, second, row_len - split, 0);
+      } else {
+        sum += span(T{}, row, split, 0) + span(K{}, second, row_len - split, 0);
+      }
+      break;
+    }
+    case MaskKind::kCheckerboard:
+      // Line l is row h = l % height of its plane; keep (h + w + parity) even.
+      for (int32_t l = 0; l * width < row_len; ++l) {
+        const auto q = static_cast<int32_t>((l % p.height + p.parity) & 1);
+        sum += span(A{}, row.offset(static_cast<int64_t>(l) * width), width, q);
+      }
+      break;
+    case MaskKind::kRead:
+      sum += span(R{}, row, row_len, 0);
+      break;
+  }
+  return sum;
+}
+
+// ~32k elements per task.
+int64_t grain_rows(const Problem& p) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, p.row_len)); }
+
+// The row loops live in plain functions, outside the parallel_for lambda, where GCC vectorizes
+// them (inside the OpenMP-outlined lambda it does not).
+template <ScaleFn F, bool kReverse, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+PYGEN_ROW_LOOP void forward_rows(const Problem& p, const Ptrs<scalar_t>& base, acc_t* logdet, int64_t begin, int64_t end) {
+  const acc_t c = static_cast<acc_t>(p.clamp), ic = p.clamp > 0 ? acc_t(1) / c : acc_t(0);
+  for (int64_t r = begin; r < end; ++r) {
+    Ptrs<scalar_t> row = base.offset(r * p.row_len);
+    row.mask = base.mask ? base.mask + r * p.mask_row_stride : nullptr;
+    const acc_t sum = over_spans<scalar_t, acc_t>(p, row, [&](auto tag, const Ptrs<scalar_t>& ptrs, int32_t n,
+                                                              int32_t q) __attribute__((always_inline)) {
+      return forward_span<F, kReverse, decltype(tag)::value>(ptrs, n, q, c, ic);
+    });
+    logdet[r] = kReverse ? -sum : sum;
+  }
+}
+
+template <ScaleFn F, bool kReverse, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+PYGEN_ROW_LOOP void backward_rows(const Problem& p, const Ptrs<scalar_t>& base, const acc_t* grad_logdet, int64_t begin,
+                   int64_t end) {
+  const acc_t c = static_cast<acc_t>(p.clamp), ic = p.clamp > 0 ? acc_t(1) / c : acc_t(0);
+  for (int64_t r = begin; r < end; ++r) {
+    Ptrs<scalar_t> row = base.offset(r * p.row_len);
+    row.mask = base.mask ? base.mask + r * p.mask_row_stride : nullptr;
+    const acc_t gl = grad_logdet[r];
+    over_spans<scalar_t, acc_t>(p, row, [&](auto tag, const Ptrs<scalar_t>& ptrs, int32_t n, int32_t q) __attribute__((always_inline)) {
+      backward_span<F, kReverse, decltype(tag)::value>(ptrs, n, q, gl, c, ic);
+      return acc_t(0);
+    });
+  }
+}
+
+template <typename scalar_t>
+const scalar_t* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
+}
+
+template <typename scalar_t>
+scalar_t* mutable_or_null(at::Tensor& t) {
+  return t.numel() > 0 ? t.mutable_data_ptr<scalar_t>() : nullptr;
+}
+
+// Calls fn(F, reverse) with both as compile-time constants.
+template <typename Fn>
+void with_variant(const Problem& p, Fn&& fn) {
+  with_scale_fn(p.scale_fn, [&](auto f) {
+    if (p.reverse) {
+      fn(f, std::true_type{});
+    } else {
+      fn(f, std::false_type{});
+    }
+  });
+}
+
+}  // namespace
+
+void forward_cpu(const Problem& p, const at::Tensor& x, const at::Tensor& log_scale, const at::Tensor& shift,
+                 const at::Tensor& mask, at::Tensor& y, at::Tensor& logdet) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "affine_coupling_forward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const Ptrs<scalar_t> base{x.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(log_scale),
+                              shift.const_data_ptr<scalar_t>(), ptr_or_null<uint8_t>(mask),
+                              y.mutable_data_ptr<scalar_t>(), nullptr, nullptr, nullptr};
+    acc_t* logdet_p = logdet.mutable_data_ptr<acc_t>();
+    with_variant(p, [&](auto f, auto reverse) {
+      at::parallel_for(0, p.rows, grain_rows(p), [&](int64_t begin, int64_t end) {
+        forward_rows<decltype(f)::value, decltype(reverse)::value>(p, base, logdet_p, begin, end);
+      });
+    });
+  });
+}
+
+void backward_cpu(const Problem& p, const at::Tensor& grad_y, const at::Tensor& grad_logdet, const at::Tensor& x,
+                  const at::Tensor& log_scale, const at::Tensor& shift, const at::Tensor& mask,
+                  at::Tensor& grad_x, at::Tensor& grad_log_scale, at::Tensor& grad_shift) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "affine_coupling_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const Ptrs<scalar_t> base{x.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(log_scale),
+                              shift.const_data_ptr<scalar_t>(),    ptr_or_null<uint8_t>(mask),
+                              grad_x.mutable_data_ptr<scalar_t>(), grad_y.const_data_ptr<scalar_t>(),
+                              mutable_or_null<scalar_t>(grad_log_scale), grad_shift.mutable_data_ptr<scalar_t>()};
+    const acc_t* grad_logdet_p = grad_logdet.const_data_ptr<acc_t>();
+    with_variant(p, [&](auto f, auto reverse) {
+      at::parallel_for(0, p.rows, grain_rows(p), [&](int64_t begin, int64_t end) {
+        backward_rows<decltype(f)::value, decltype(reverse)::value>(p, base, grad_logdet_p, begin, end);
+      });
+    });
+  });
+}
+
+}  // namespace pygen::affine_coupling

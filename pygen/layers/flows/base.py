@@ -1,0 +1,42 @@
+"""The flow-layer protocol and its two combinators.
+
+Every flow layer maps ``forward(x) -> (z, logdet)`` and ``inverse(z) -> (x, logdet)``, where
+``logdet`` has shape ``(N,)`` and is ``log|det dz/dx|`` for forward and ``log|det dx/dz|`` for
+inverse, so that the two sum to zero on a round trip.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class FlowSequential(nn.Sequential):
+    """Flow layers applied in order (forward) and in reverse order (inverse); log-dets add up."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        logdet = x.new_zeros(x.shape[0])
+        for layer in self:
+            x, step = layer(x)
+            logdet = logdet + step
+        return x, logdet
+
+    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        logdet = z.new_zeros(z.shape[0])
+        for layer in reversed(self):
+            z, step = layer.inverse(z)
+            logdet = logdet + step
+        return z, logdet
+
+
+class Inverse(nn.Module):
+    """A flow layer run backwards: ``forward`` is the wrapped layer's ``inverse`` and vice versa."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.layer.inverse(x)
+
+    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        return self.layer(z)

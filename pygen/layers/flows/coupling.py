@@ -1,0 +1,146 @@
+"""Affine (RealNVP, Glow) and additive (NICE) coupling layers over the fused coupling op."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from pygen import ops
+from pygen.layers.flows.conditioners import MLP, ResidualCNN
+
+
+def coupling_mask(shape: Sequence[int], mask: str | Tensor, parity: int = 0) -> Tensor:
+    """The 0/1 mask of the per-sample ``shape``: ``"checkerboard"``, ``"channel"`` (see
+    ``pygen.ops.checkerboard_mask`` / ``channel_mask``) or a given tensor (1 = pass through)."""
+    if isinstance(mask, Tensor):
+        return mask.float()
+    if mask == "checkerboard":
+        return ops.checkerboard_mask(shape, parity)
+    if mask == "channel":
+        return ops.channel_mask(shape, parity)
+    raise ValueError(f"mask must be 'checkerboard', 'channel' or a tensor, got {mask!r}")
+
+
+class _Coupling(nn.Module):
+    """Shared part: the mask (a buffer), its kind for the kernels, and the conditioner that maps
+    the masked input to ``n_outputs`` tensors of the input's shape."""
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        mask: str | Tensor,
+        parity: int,
+        hidden: int,
+        n_blocks: int,
+        n_outputs: int,
+        reference: bool,
+    ) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+        if len(self.shape) not in (1, 3):
+            raise ValueError(f"shape must be (D,) or (C, H, W), got {self.shape}")
+        self.register_buffer("mask", coupling_mask(self.shape, mask, parity))
+        self.mask_kind = ops.detect_mask_kind(self.mask, (1, *self.shape))
+        self.reference = reference
+        self.n_outputs = n_outputs
+        features = self.shape[0]
+        if len(self.shape) == 1:
+            self.net = MLP(features, n_outputs * features, hidden, n_blocks)
+        else:
+            self.net = ResidualCNN(features, n_outputs * features, hidden, n_blocks)
+
+    def _conditioner(self, x: Tensor) -> tuple[Tensor, ...]:
+        # The pass-through half is the same before and after the coupling: inverse reads it too.
+        return self.net(x * self.mask).chunk(self.n_outputs, dim=1)
+
+    def _ops(self):
+        return ops.reference if self.reference else ops
+
+
+class AffineCoupling(_Coupling):
+    """``y = mask*x + (1-mask)*(x*exp(s) + t)`` with ``(log_scale, t) = net(mask*x)`` and
+    ``s = scale_fn(log_scale)``, through the fused ``pygen.ops.affine_coupling``.
+
+    Args:
+        shape: per-sample shape, ``(D,)`` (MLP conditioner) or ``(C, H, W)`` (residual CNN).
+        mask: ``"checkerboard"``, ``"channel"`` or a 0/1 tensor of ``shape``.
+        parity: which half of the checkerboard / channel mask passes through (0 or 1).
+        hidden, n_blocks: width and depth of the conditioner.
+        scale_fn, clamp: as in ``pygen.ops.affine_coupling`` (default ``"tanh"`` with clamp 2).
+        reference: use the pure-PyTorch twin instead of the fused kernel (for comparisons).
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        mask: str | Tensor = "checkerboard",
+        parity: int = 0,
+        *,
+        hidden: int = 64,
+        n_blocks: int = 2,
+        scale_fn: str = "tanh",
+        clamp: float | None = None,
+        reference: bool = False,
+    ) -> None:
+        super().__init__(shape, mask, parity, hidden, n_blocks, 2, reference)
+        self.scale_fn = scale_fn
+        self.clamp = clamp
+
+    def _couple(self, x: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
+        log_scale, shift = self._conditioner(x)
+        y, logdet = self._ops().affine_coupling(
+            x,
+            log_scale,
+            shift,
+            self.mask,
+            scale_fn=self.scale_fn,
+            clamp=self.clamp,
+            reverse=reverse,
+            mask_kind=self.mask_kind,
+        )
+        return y, logdet.to(x.dtype)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self._couple(x, reverse=False)
+
+    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        return self._couple(z, reverse=True)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}, mask_kind={self.mask_kind.name}, scale_fn={self.scale_fn!r}"
+
+
+class AdditiveCoupling(_Coupling):
+    """NICE's ``y = x + (1-mask)*t`` with ``t = net(mask*x)``; volume preserving (logdet 0).
+
+    Arguments as for ``AffineCoupling`` (without the scale).
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        mask: str | Tensor = "checkerboard",
+        parity: int = 0,
+        *,
+        hidden: int = 64,
+        n_blocks: int = 2,
+        reference: bool = False,
+    ) -> None:
+        super().__init__(shape, mask, parity, hidden, n_blocks, 1, reference)
+
+    def _couple(self, x: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
+        (shift,) = self._conditioner(x)
+        y, logdet = self._ops().additive_coupling(
+            x, shift, self.mask, reverse=reverse, mask_kind=self.mask_kind
+        )
+        return y, logdet.to(x.dtype)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self._couple(x, reverse=False)
+
+    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        return self._couple(z, reverse=True)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}, mask_kind={self.mask_kind.name}"

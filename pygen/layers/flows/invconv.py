@@ -1,0 +1,44 @@
+"""Invertible 1x1 convolution (Glow), LU-parametrized so that its log-determinant is a sum."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class Invertible1x1Conv(nn.Module):
+    """``z = W x`` over the channels (dimension 1) of ``(N, C)`` or ``(N, C, H, W)`` inputs with
+    ``W = P L (U + diag(sign * exp(log_s)))``: P a fixed permutation, L unit lower and U strictly
+    upper triangular. ``log|det W| = sum(log_s)`` per position. Starts at a random rotation."""
+
+    def __init__(self, num_features: int, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        q, _ = torch.linalg.qr(torch.randn(num_features, num_features, generator=generator))
+        p, lower, upper = torch.linalg.lu(q)
+        diag = upper.diagonal()
+        self.register_buffer("permutation", p)
+        self.register_buffer("sign", diag.sign())
+        self.register_buffer("lower_mask", torch.tril(torch.ones_like(q), -1))
+        self.lower = nn.Parameter(lower * self.lower_mask)
+        self.upper = nn.Parameter(upper.triu(1))
+        self.log_s = nn.Parameter(diag.abs().log())
+
+    def weight(self) -> Tensor:
+        eye = torch.eye(self.lower.shape[0], dtype=self.lower.dtype, device=self.lower.device)
+        lower = self.lower * self.lower_mask + eye
+        upper = self.upper * self.lower_mask.T + torch.diag(self.sign * self.log_s.exp())
+        return self.permutation @ lower @ upper
+
+    def _mix(self, x: Tensor, w: Tensor) -> Tensor:
+        if x.dim() == 2:
+            return x @ w.T
+        return nn.functional.conv2d(x, w[:, :, None, None])
+
+    def _logdet(self, x: Tensor) -> Tensor:
+        return (self.log_s.sum() * x[0, 0].numel()).expand(x.shape[0])
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self._mix(x, self.weight()), self._logdet(x)
+
+    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        return self._mix(z, torch.linalg.inv(self.weight())), -self._logdet(z)

@@ -1,0 +1,215 @@
+"""Normalizing-flow models: NICE, RealNVP (vectors and multi-scale images) and Glow-style blocks.
+
+A model is a flow (``pygen.layers.FlowSequential``) and a standard normal prior on its output:
+``log p(x) = log N(f(x); 0, I) + log|det df/dx|``. Image models take pixels scaled to [0, 1]
+(``log_prob``, ``sample``) and integer pixels (``bits_per_dim``, uniform dequantization), and
+start with the logit pre-processing of Dinh et al. (2017).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from pygen.layers import (
+    ActNorm,
+    AdditiveCoupling,
+    AffineCoupling,
+    FlowSequential,
+    Inverse,
+    Invertible1x1Conv,
+    LogitTransform,
+    MultiScaleSplit,
+    Squeeze,
+)
+
+
+class FlowModel(nn.Module):
+    """A flow on samples of ``shape`` with a standard normal prior.
+
+    Args:
+        flow: the layers, data -> latent.
+        shape: per-sample shape.
+        levels: number of discrete pixel levels for image models (enables ``bits_per_dim``), None
+            for continuous data.
+    """
+
+    def __init__(self, flow: FlowSequential, shape: Sequence[int], levels: int | None = None):
+        super().__init__()
+        self.flow = flow
+        self.shape = tuple(shape)
+        self.levels = levels
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(z, logdet)`` of the flow."""
+        return self.flow(x)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """``log p(x)`` per sample (nats). Image models expect x in [0, 1]."""
+        z, logdet = self.flow(x)
+        prior = -0.5 * (z.square() + math.log(2 * math.pi)).flatten(1).sum(1)
+        return prior + logdet
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None):
+        """``n`` samples; the prior's standard deviation is scaled by ``temperature``. Image models
+        return pixels in [0, 1]."""
+        device = next(self.parameters()).device
+        dtype = next(self.parameters()).dtype
+        z = torch.randn((n, *self.shape), generator=generator, dtype=dtype).to(device)
+        x, _ = self.flow.inverse(temperature * z)
+        return x.clamp(0.0, 1.0) if self.levels is not None else x
+
+    def bits_per_dim(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Per-sample bits per dimension of integer pixels ``x`` in ``[0, levels)``: uniform
+        dequantization ``(x + u) / levels`` and the change of variables to the discrete scale,
+        ``-(log p((x + u) / levels) - D log levels) / (D log 2)`` (an upper bound in
+        expectation)."""
+        if self.levels is None:
+            raise ValueError("bits_per_dim needs an image model (levels set)")
+        noise = torch.rand(x.shape, generator=generator, dtype=torch.float32).to(x.device)
+        dtype = next(self.parameters()).dtype
+        scaled = ((x.to(noise.dtype) + noise) / self.levels).to(dtype)
+        dims = x[0].numel()
+        log_likelihood = self.log_prob(scaled) - dims * math.log(self.levels)
+        return -log_likelihood / (dims * math.log(2))
+
+
+def _alternating(n: int, make) -> list[nn.Module]:
+    return [make(i % 2) for i in range(n)]
+
+
+class NICE(FlowModel):
+    """NICE (Dinh et al. 2015) for vectors ``(N, dim)``: additive couplings on alternating halves
+    (odd/even features) and a final diagonal scaling (an ``ActNorm``). The prior is a standard
+    normal (the paper also uses a logistic one)."""
+
+    def __init__(self, dim: int, n_couplings: int = 4, hidden: int = 256, n_blocks: int = 4):
+        couplings = _alternating(
+            n_couplings,
+            lambda parity: AdditiveCoupling(
+                (dim,), "checkerboard", parity, hidden=hidden, n_blocks=n_blocks
+            ),
+        )
+        super().__init__(FlowSequential(*couplings, ActNorm(dim)), (dim,))
+
+
+def _realnvp_scale(
+    shape: tuple[int, int, int], n_scales: int, hidden: int, n_blocks: int, **coupling
+) -> FlowSequential:
+    """One scale of the multi-scale RealNVP: 3 checkerboard couplings, squeeze, 3 channel
+    couplings, then half the channels go on to the next scale (the last scale: 4 checkerboard
+    couplings)."""
+    c, h, w = shape
+
+    def couple(s, mask, parity):
+        return AffineCoupling(s, mask, parity, hidden=hidden, n_blocks=n_blocks, **coupling)
+
+    if n_scales == 1:
+        return FlowSequential(*_alternating(4, lambda p: couple(shape, "checkerboard", p)))
+    squeezed = (4 * c, h // 2, w // 2)
+    return FlowSequential(
+        *_alternating(3, lambda p: couple(shape, "checkerboard", p)),
+        Squeeze(),
+        *_alternating(3, lambda p: couple(squeezed, "channel", p)),
+        MultiScaleSplit(
+            _realnvp_scale((2 * c, h // 2, w // 2), n_scales - 1, hidden, n_blocks, **coupling)
+        ),
+        Inverse(Squeeze()),
+    )
+
+
+class RealNVP(FlowModel):
+    """RealNVP (Dinh et al. 2017) with the fused affine coupling.
+
+    Vectors (``shape = (D,)``): ``n_couplings`` affine couplings with MLP conditioners on
+    alternating halves (odd/even features). Images (``shape = (C, H, W)``): the multi-scale
+    architecture (per scale 3 checkerboard couplings, squeeze, 3 channel couplings, factor out half
+    the channels; 4 checkerboard couplings at the last scale) with residual-CNN conditioners, after
+    the logit pre-processing of pixels in [0, 1].
+
+    Args:
+        shape: per-sample shape.
+        n_couplings: couplings of the vector model.
+        n_scales: scales of the image model (H and W divisible by 2^(n_scales-1)).
+        hidden, n_blocks: conditioner width and depth.
+        levels: pixel levels of image data (for ``bits_per_dim``), default 256.
+        scale_fn: the coupling's scale function (default ``"tanh"``, clamp 2).
+        reference: use the pure-PyTorch coupling instead of the fused kernel (for comparisons).
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        *,
+        n_couplings: int = 6,
+        n_scales: int = 2,
+        hidden: int = 64,
+        n_blocks: int = 2,
+        levels: int = 256,
+        scale_fn: str = "tanh",
+        reference: bool = False,
+    ):
+        shape = tuple(shape)
+        coupling = {"scale_fn": scale_fn, "reference": reference}
+        if len(shape) == 1:
+            layers = _alternating(
+                n_couplings,
+                lambda p: AffineCoupling(
+                    shape, "checkerboard", p, hidden=hidden, n_blocks=n_blocks, **coupling
+                ),
+            )
+            super().__init__(FlowSequential(*layers), shape)
+        elif len(shape) == 3:
+            flow = _realnvp_scale(shape, n_scales, hidden, n_blocks, **coupling)
+            super().__init__(FlowSequential(LogitTransform(), *flow), shape, levels)
+        else:
+            raise ValueError(f"shape must be (D,) or (C, H, W), got {shape}")
+
+
+class GlowStep(FlowSequential):
+    """One step of flow of Glow (Kingma & Dhariwal 2018): ActNorm, invertible 1x1 convolution and
+    an affine channel coupling with the sigmoid scale."""
+
+    def __init__(self, shape: Sequence[int], hidden: int = 64, n_blocks: int = 1, **coupling):
+        shape = tuple(shape)
+        super().__init__(
+            ActNorm(shape[0]),
+            Invertible1x1Conv(shape[0]),
+            AffineCoupling(
+                shape, "channel", hidden=hidden, n_blocks=n_blocks, scale_fn="sigmoid", **coupling
+            ),
+        )
+
+
+def _glow_scale(shape, n_scales: int, steps: int, hidden: int) -> FlowSequential:
+    c, h, w = shape
+    squeezed = (4 * c, h // 2, w // 2)
+    layers: list[nn.Module] = [Squeeze(), *[GlowStep(squeezed, hidden) for _ in range(steps)]]
+    if n_scales > 1:
+        layers.append(
+            MultiScaleSplit(_glow_scale((2 * c, h // 2, w // 2), n_scales - 1, steps, hidden))
+        )
+    layers.append(Inverse(Squeeze()))
+    return FlowSequential(*layers)
+
+
+class Glow(FlowModel):
+    """A small multi-scale Glow for images ``(C, H, W)`` in [0, 1]: per scale a squeeze,
+    ``steps`` ``GlowStep``s and a split; logit pre-processing first."""
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        *,
+        n_scales: int = 2,
+        steps: int = 4,
+        hidden: int = 64,
+        levels: int = 256,
+    ):
+        shape = tuple(shape)
+        flow = _glow_scale(shape, n_scales, steps, hidden)
+        super().__init__(FlowSequential(LogitTransform(), *flow), shape, levels)

@@ -1,0 +1,212 @@
+"""Fused affine and additive coupling with log-determinant: ``pygen.ops.affine_coupling``.
+
+The kernels know the common masks in closed form and compute them from indices instead of reading
+them: a ``MaskKind`` names the pattern, ``detect_mask_kind`` recognizes it in a mask tensor, and
+``checkerboard_mask`` / ``channel_mask`` build the tensors those kinds describe.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from pygen._extension import _C
+
+
+class MaskKind(enum.IntEnum):
+    """How the kernels obtain the mask (1 = pass through, 0 = transformed).
+
+    ``READ`` reads the mask tensor. The others are computed from indices: checkerboard keeps the
+    positions with ``h + w`` even (``EVEN``) or odd (``ODD``) over the last two dimensions of x (the
+    last one for vectors ``(N, D)``); channel keeps the first ``C // 2`` entries of dimension 1
+    (``FIRST``) or the others (``SECOND``).
+    """
+
+    READ = 0
+    CHECKERBOARD_EVEN = 1
+    CHECKERBOARD_ODD = 2
+    CHANNEL_FIRST = 3
+    CHANNEL_SECOND = 4
+
+
+def checkerboard_mask(
+    shape: Sequence[int], parity: int = 0, *, device: torch.device | str | None = None
+) -> Tensor:
+    """Float 0/1 mask of the per-sample ``shape`` (``(D,)`` or ``(C, H, W)``...) that keeps the
+    positions whose last two indices (the last one for vectors) sum to an even number (parity 0) or
+    an odd one (parity 1)."""
+    shape = tuple(shape)
+    rows = torch.arange(shape[-2], device=device)[:, None] if len(shape) >= 2 else 0
+    index_sum = rows + torch.arange(shape[-1], device=device)
+    keep = (index_sum + parity) % 2 == 0
+    return keep.expand(shape).float().contiguous()
+
+
+def channel_mask(
+    shape: Sequence[int], parity: int = 0, *, device: torch.device | str | None = None
+) -> Tensor:
+    """Float 0/1 mask of the per-sample ``shape`` that keeps the first ``shape[0] // 2`` channels
+    (features for vectors) with parity 0, the others with parity 1."""
+    shape = tuple(shape)
+    first = torch.arange(shape[0], device=device) < shape[0] // 2
+    keep = first if parity == 0 else ~first
+    return keep.reshape(-1, *[1] * (len(shape) - 1)).expand(shape).float().contiguous()
+
+
+_PATTERNS = {
+    MaskKind.CHECKERBOARD_EVEN: (checkerboard_mask, 0),
+    MaskKind.CHECKERBOARD_ODD: (checkerboard_mask, 1),
+    MaskKind.CHANNEL_FIRST: (channel_mask, 0),
+    MaskKind.CHANNEL_SECOND: (channel_mask, 1),
+}
+
+
+def detect_mask_kind(mask: Tensor, shape: Sequence[int]) -> MaskKind:
+    """The kind of ``mask`` for inputs x of ``shape`` (batch first): a pattern the kernels compute
+    from indices, or ``READ``. Reads the mask's values (a device sync for a GPU mask): layers call
+    it once and pass the result on."""
+    sample_shape = tuple(shape[1:])
+    if mask.dim() == len(shape):
+        if mask.shape[0] != 1:  # one mask per sample
+            return MaskKind.READ
+        mask = mask[0]
+    if len(shape) < 2 or mask.dim() > len(sample_shape):
+        return MaskKind.READ
+    try:
+        values = torch.broadcast_to(mask.detach().cpu().float(), sample_shape)
+    except RuntimeError:  # not broadcastable: the op reports it
+        return MaskKind.READ
+    for kind, (build, parity) in _PATTERNS.items():
+        if torch.equal(values, build(sample_shape, parity)):
+            return kind
+    return MaskKind.READ
+
+
+def _logdet_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@torch.library.custom_op("pygen::affine_coupling", mutates_args=())
+def _forward(
+    x: Tensor,
+    log_scale: Tensor | None,
+    shift: Tensor,
+    mask: Tensor,
+    mask_kind: int,
+    scale_fn: str,
+    clamp: float | None,
+    reverse: bool,
+) -> tuple[Tensor, Tensor]:
+    return tuple(
+        _C.affine_coupling_forward(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse)
+    )
+
+
+@_forward.register_fake
+def _(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse):
+    return x.new_empty(x.shape), x.new_empty(x.shape[:1], dtype=_logdet_dtype(x.dtype))
+
+
+@torch.library.custom_op("pygen::affine_coupling_backward", mutates_args=())
+def _backward(
+    grad_y: Tensor | None,
+    grad_logdet: Tensor | None,
+    x: Tensor,
+    log_scale: Tensor | None,
+    shift: Tensor,
+    mask: Tensor,
+    mask_kind: int,
+    scale_fn: str,
+    clamp: float | None,
+    reverse: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    return tuple(
+        _C.affine_coupling_backward(
+            grad_y, grad_logdet, x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse
+        )
+    )
+
+
+@_backward.register_fake
+def _(grad_y, grad_logdet, x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse):
+    grad_log_scale = x.new_empty(x.shape if log_scale is not None else (0,))
+    return x.new_empty(x.shape), grad_log_scale, x.new_empty(x.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    x, log_scale, shift, mask, *settings = inputs
+    ctx.save_for_backward(x, log_scale, shift, mask)
+    ctx.settings = settings
+
+
+def _autograd_backward(ctx, grad_y, grad_logdet):
+    x, log_scale, shift, mask = ctx.saved_tensors
+    grads = [None] * 8
+    if any(ctx.needs_input_grad[:3]):
+        grad_x, grad_log_scale, grad_shift = _backward(
+            grad_y, grad_logdet, x, log_scale, shift, mask, *ctx.settings
+        )
+        grads[:3] = [grad_x, grad_log_scale if log_scale is not None else None, grad_shift]
+    return tuple(grads)
+
+
+_forward.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+def _kind(mask: Tensor, x: Tensor, mask_kind: MaskKind | int | None) -> int:
+    return int(detect_mask_kind(mask, x.shape) if mask_kind is None else mask_kind)
+
+
+def affine_coupling(
+    x: Tensor,
+    log_scale: Tensor,
+    shift: Tensor,
+    mask: Tensor,
+    *,
+    scale_fn: str = "exp",
+    clamp: float | None = None,
+    reverse: bool = False,
+    mask_kind: MaskKind | int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Affine coupling ``y = mask*x + (1-mask)*(x*exp(s) + shift)`` and its log-determinant, fused.
+
+    Args:
+        x, log_scale, shift: ``(N, ...)`` tensors of one shape, dtype (float32/64, float16,
+            bfloat16; math in float32, float64 for float64) and device. Non-contiguous inputs are
+            copied.
+        mask: 0/1 tensor (any real or bool dtype) broadcastable to x; 1 marks the positions that
+            pass through unchanged. It receives no gradient.
+        scale_fn: how ``s`` follows from ``log_scale``: ``"exp"`` s = log_scale; ``"tanh"``
+            s = clamp*tanh(log_scale/clamp); ``"atan"`` s = clamp*(2/pi)*atan(log_scale/clamp);
+            ``"sigmoid"`` s = log(sigmoid(log_scale + 2)) (Glow).
+        clamp: the soft bound of ``"tanh"`` and ``"atan"`` (default 2.0); an error for the others.
+        reverse: compute the inverse ``x = mask*y + (1-mask)*((y - shift)*exp(-s))`` of input
+            ``y = x`` instead, with logdet ``-sum s``.
+        mask_kind: the ``MaskKind`` of mask, detected from its values when None (which reads
+            the mask: pass it precomputed in a loop, or under torch.compile). A kind that does
+            not describe mask gives wrong results.
+
+    Returns:
+        ``(y, logdet)``: y of x's shape (contiguous) and logdet ``(N,)`` = sum of s over the
+        transformed positions (negated for reverse), float32 for 16-bit inputs.
+    """
+    kind = _kind(mask, x, mask_kind)
+    return _forward(x, log_scale, shift, mask, kind, scale_fn, clamp, reverse)
+
+
+def additive_coupling(
+    x: Tensor,
+    shift: Tensor,
+    mask: Tensor,
+    *,
+    reverse: bool = False,
+    mask_kind: MaskKind | int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Additive (NICE) coupling ``y = x + (1-mask)*shift`` (``y = x - (1-mask)*shift`` for reverse)
+    through the affine coupling kernel without a scale; logdet is zero. Arguments as for
+    ``affine_coupling``."""
+    kind = _kind(mask, x, mask_kind)
+    return _forward(x, None, shift, mask, kind, "exp", None, reverse)

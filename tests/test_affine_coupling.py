@@ -1,0 +1,309 @@
+"""pygen.ops.affine_coupling / additive_coupling against their reference twins: values, gradients,
+gradcheck, opcheck, torch.compile, mask detection and errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import FLOAT_DTYPES, assert_close, requires_cuda
+
+from pygen.ops import (
+    MaskKind,
+    additive_coupling,
+    affine_coupling,
+    channel_mask,
+    checkerboard_mask,
+    detect_mask_kind,
+    reference,
+)
+
+SCALE_FNS = ["exp", "tanh", "atan", "sigmoid", "additive"]
+MASKS = ["checkerboard0", "checkerboard1", "channel0", "channel1", "random", "per_sample"]
+# vectors, images, images with odd sizes (checkerboard lines not a multiple of the vector width)
+SHAPES = [(3, 8), (2, 4, 6, 8), (2, 3, 5, 7)]
+fused = torch.ops.pygen.affine_coupling
+
+
+def make_mask(name: str, shape, device) -> torch.Tensor:
+    sample = shape[1:]
+    gen = torch.Generator().manual_seed(5)
+    if name.startswith("checkerboard"):
+        return checkerboard_mask(sample, int(name[-1]), device=device)
+    if name.startswith("channel"):
+        return channel_mask(sample, int(name[-1]), device=device)
+    if name == "random":  # a shared (1, ...) mask of no known pattern, as bool
+        return (torch.rand((1, *sample), generator=gen) < 0.5).to(device)
+    return (torch.rand(shape, generator=gen) < 0.5).float().to(device)  # one mask per sample
+
+
+def make_inputs(shape, dtype, device, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64)
+    log_scale = torch.randn(shape, generator=gen, dtype=torch.float64)
+    shift = torch.randn(shape, generator=gen, dtype=torch.float64)
+    return [t.to(device=device, dtype=dtype) for t in (x, log_scale, shift)]
+
+
+def run(ops, scale_fn, x, log_scale, shift, mask, reverse):
+    if scale_fn == "additive":
+        return ops.additive_coupling(x, shift, mask, reverse=reverse)
+    return ops.affine_coupling(x, log_scale, shift, mask, scale_fn=scale_fn, reverse=reverse)
+
+
+class Fused:  # the public fused ops under the names the reference module uses
+    affine_coupling = staticmethod(affine_coupling)
+    additive_coupling = staticmethod(additive_coupling)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("mask_name", MASKS)
+@pytest.mark.parametrize("scale_fn", SCALE_FNS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_values_match_reference(device, shape, scale_fn, mask_name, dtype, reverse):
+    x, log_scale, shift = make_inputs(shape, dtype, device)
+    mask = make_mask(mask_name, shape, device)
+    y, logdet = run(Fused, scale_fn, x, log_scale, shift, mask, reverse)
+    y_ref, logdet_ref = run(
+        reference, scale_fn, x.double(), log_scale.double(), shift.double(), mask, reverse
+    )
+    assert y.dtype == dtype and y.shape == x.shape
+    assert logdet.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    assert_close(y, y_ref, dtype, scale=4.0)  # |y| reaches ~e^3 with scale_fn "exp"
+    row_len = x[0].numel()
+    assert_close(logdet, logdet_ref, dtype, scale=row_len**0.5)
+    kept = mask.expand(shape).bool()
+    assert torch.equal(y[kept], x[kept])  # pass-through is exact
+
+
+@pytest.mark.parametrize("used", ["both", "y", "logdet"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("mask_name", ["checkerboard1", "channel0", "per_sample"])
+@pytest.mark.parametrize("scale_fn", SCALE_FNS)
+@pytest.mark.parametrize("shape", [(3, 8), (2, 3, 5, 7)])
+def test_gradients_match_reference(device, shape, scale_fn, mask_name, dtype, reverse, used):
+    if scale_fn == "additive" and used != "y":
+        pytest.skip("the additive coupling's logdet is a constant")
+    x, log_scale, shift = make_inputs(shape, dtype, device)
+    mask = make_mask(mask_name, shape, device)
+    gen = torch.Generator().manual_seed(1)
+    grad_y = torch.randn(shape, generator=gen, dtype=torch.float64).to(device)
+    grad_logdet = torch.randn(shape[0], generator=gen, dtype=torch.float64).to(device)
+
+    def grads(ops, x, log_scale, shift):
+        inputs = [t.detach().requires_grad_() for t in (x, log_scale, shift)]
+        y, logdet = run(ops, scale_fn, *inputs, mask, reverse)
+        outputs = {"both": (y, logdet), "y": (y,), "logdet": (logdet,)}[used]
+        seeds = {"both": (grad_y, grad_logdet), "y": (grad_y,), "logdet": (grad_logdet,)}[used]
+        seeds = tuple(g.to(o.dtype) for g, o in zip(seeds, outputs, strict=True))
+        return torch.autograd.grad(outputs, inputs, seeds, allow_unused=True)
+
+    got = grads(Fused, x, log_scale, shift)
+    want = grads(reference, x.double(), log_scale.double(), shift.double())
+    for g, w in zip(got, want, strict=True):
+        if w is None:
+            assert g is None or not g.any()
+        else:
+            assert_close(g, w, dtype, scale=8.0)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("mask_name", ["checkerboard0", "channel1", "per_sample"])
+@pytest.mark.parametrize("scale_fn", SCALE_FNS)
+def test_gradcheck_float64(device, scale_fn, mask_name, reverse):
+    shape = (2, 2, 3, 3)
+    x, log_scale, shift = (t.requires_grad_() for t in make_inputs(shape, torch.float64, device))
+    mask = make_mask(mask_name, shape, device)
+    if scale_fn == "additive":
+        fn = lambda x, s: additive_coupling(x, s, mask, reverse=reverse)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (x, shift))
+    else:
+        fn = lambda x, ls, s: affine_coupling(x, ls, s, mask, scale_fn=scale_fn, reverse=reverse)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (x, log_scale, shift))
+
+
+def sample_inputs(device):
+    shape = (3, 4, 2, 4)
+    for kind, mask in [
+        (MaskKind.CHECKERBOARD_ODD, checkerboard_mask(shape[1:], 1, device=device)),
+        (MaskKind.CHANNEL_FIRST, channel_mask(shape[1:], 0, device=device)),
+        (MaskKind.READ, make_mask("per_sample", shape, device)),
+    ]:
+        for grad in (False, True):
+            x, log_scale, shift = make_inputs(shape, torch.float32, device)
+            for t in (x, log_scale, shift):
+                t.requires_grad_(grad)
+            yield (x, log_scale, shift, mask, int(kind), "tanh", 1.5, False)
+            yield (x, log_scale, shift, mask, int(kind), "sigmoid", None, True)
+            yield (x, None, shift, mask, int(kind), "exp", None, False)
+
+
+def test_opcheck(device):
+    for args in sample_inputs(device):
+        torch.library.opcheck(fused, args)
+    x, log_scale, shift = make_inputs((3, 8), torch.float32, device)
+    mask = channel_mask((8,), 1, device=device)
+    grad_y, grad_logdet = torch.randn_like(x), torch.randn(3, device=device)
+    backward = torch.ops.pygen.affine_coupling_backward
+    torch.library.opcheck(
+        backward, (grad_y, grad_logdet, x, log_scale, shift, mask, 4, "atan", 3.0, True)
+    )
+    torch.library.opcheck(
+        backward, (None, grad_logdet, x, None, shift, mask, 0, "exp", None, False)
+    )
+
+
+def test_torch_compile_matches_eager(device):
+    shape = (8, 4, 6, 6)
+    x, log_scale, shift = make_inputs(shape, torch.float32, device)
+    log_scale.requires_grad_()
+    mask = checkerboard_mask(shape[1:], 0, device=device)
+    kind = detect_mask_kind(mask, shape)
+
+    def loss(x, log_scale, shift):
+        y, logdet = affine_coupling(x, log_scale, shift, mask, scale_fn="tanh", mask_kind=kind)
+        back, back_logdet = affine_coupling(
+            y, log_scale, shift, mask, scale_fn="tanh", reverse=True, mask_kind=kind
+        )
+        return y.square().mean() - logdet.mean() + (back - x).abs().sum() + back_logdet.mean()
+
+    compiled = torch.compile(loss, fullgraph=True)
+    eager_value = loss(x, log_scale, shift)
+    compiled_value = compiled(x, log_scale, shift)
+    torch.testing.assert_close(compiled_value, eager_value)
+    torch.testing.assert_close(
+        torch.autograd.grad(compiled_value, log_scale)[0],
+        torch.autograd.grad(eager_value, log_scale)[0],
+    )
+
+
+@pytest.mark.parametrize("shape", [(5, 6), (2, 4, 6, 6), (2, 3, 5, 7)])
+def test_detect_mask_kind(shape):
+    sample = shape[1:]
+    for parity in (0, 1):
+        checker, channel = checkerboard_mask(sample, parity), channel_mask(sample, parity)
+        assert detect_mask_kind(checker, shape) == MaskKind.CHECKERBOARD_EVEN + parity
+        assert detect_mask_kind(channel[None].bool(), shape) == MaskKind.CHANNEL_FIRST + parity
+    assert detect_mask_kind(torch.ones(sample), shape) == MaskKind.READ
+    assert detect_mask_kind(checkerboard_mask(sample, 0).expand(shape), shape) == MaskKind.READ
+    if len(shape) == 4:  # a (C, 1, 1) channel mask broadcasts
+        assert detect_mask_kind(channel[:, :1, :1], shape) == MaskKind.CHANNEL_SECOND
+
+
+def test_detected_and_read_masks_agree(device):
+    """Computing a mask from indices equals reading the same mask."""
+    shape = (3, 4, 5, 6)
+    x, log_scale, shift = make_inputs(shape, torch.float32, device)
+    for mask in (
+        checkerboard_mask(shape[1:], 1, device=device),
+        channel_mask(shape[1:], 0, device=device),
+    ):
+        kind = detect_mask_kind(mask, shape)
+        assert kind != MaskKind.READ
+        a = affine_coupling(x, log_scale, shift, mask, scale_fn="atan", mask_kind=kind)
+        b = affine_coupling(x, log_scale, shift, mask, scale_fn="atan", mask_kind=MaskKind.READ)
+        assert torch.equal(a[0], b[0])
+        torch.testing.assert_close(a[1], b[1])  # the logdet sums run in another order
+
+
+def test_non_contiguous_inputs(device):
+    x, log_scale, shift = make_inputs((6, 4, 8, 5), torch.float32, device)
+    mask = checkerboard_mask((4, 5, 8), 0, device=device)
+    args = [t.transpose(2, 3) for t in (x, log_scale, shift)]
+    y, logdet = affine_coupling(*args, mask, scale_fn="tanh")
+    y_ref, logdet_ref = reference.affine_coupling(*args, mask, scale_fn="tanh")
+    torch.testing.assert_close(y, y_ref)
+    torch.testing.assert_close(logdet, logdet_ref)
+
+
+def test_empty_batch(device):
+    x = torch.zeros(0, 6, device=device, requires_grad=True)
+    mask = checkerboard_mask((6,), device=device)
+    y, logdet = affine_coupling(x, x, x, mask)
+    assert y.shape == (0, 6) and logdet.shape == (0,)
+    (y.sum() + logdet.sum()).backward()
+    assert x.grad.shape == (0, 6)
+
+
+def test_round_trip_is_exact_on_kept_positions_and_close_elsewhere(device):
+    x, log_scale, shift = make_inputs((4, 3, 8, 8), torch.float32, device)
+    mask = checkerboard_mask((3, 8, 8), device=device)
+    y, logdet = affine_coupling(x, log_scale, shift, mask, scale_fn="atan")
+    back, back_logdet = affine_coupling(y, log_scale, shift, mask, scale_fn="atan", reverse=True)
+    torch.testing.assert_close(back, x, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logdet + back_logdet, torch.zeros_like(logdet))
+
+
+def bad(**changes):
+    args = {
+        "x": torch.zeros(3, 4),
+        "log_scale": torch.zeros(3, 4),
+        "shift": torch.zeros(3, 4),
+        "mask": torch.tensor([1.0, 0.0, 1.0, 0.0]),
+        "scale_fn": "exp",
+        "clamp": None,
+    }
+    args.update(changes)
+    x, log_scale, shift, mask = (args.pop(k) for k in ("x", "log_scale", "shift", "mask"))
+    return lambda: affine_coupling(x, log_scale, shift, mask, **args)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (bad(log_scale=torch.zeros(3, 5)), ValueError, "log_scale must have shape"),
+        (bad(shift=torch.zeros(4, 4)), ValueError, "shift must have shape"),
+        (bad(x=torch.zeros(3, 4, dtype=torch.int64)), TypeError, "x must be float"),
+        (bad(shift=torch.zeros(3, 4, dtype=torch.float64)), TypeError, "shift has dtype"),
+        (bad(mask=torch.ones(3)), ValueError, "does not broadcast"),
+        (bad(mask=torch.ones(2, 3, 4)), ValueError, "does not broadcast"),
+        (
+            bad(x=torch.zeros(4), log_scale=torch.zeros(4), shift=torch.zeros(4)),
+            ValueError,
+            "batch",
+        ),
+        (bad(scale_fn="softplus"), ValueError, "unknown scale_fn 'softplus'"),
+        (bad(scale_fn="tanh", clamp=float("inf")), ValueError, "clamp must be finite"),
+        (bad(scale_fn="atan", clamp=float("nan")), ValueError, "clamp must be finite"),
+        (bad(scale_fn="tanh", clamp=-1.0), ValueError, "clamp must be finite and positive"),
+        (bad(clamp=1.0), ValueError, "clamp applies only"),
+        (bad(mask_kind=7), ValueError, "mask_kind"),
+    ],
+)
+def test_bad_inputs_raise(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_reference_rejects_what_the_op_rejects():
+    x = torch.zeros(2, 4)
+    mask = checkerboard_mask((4,))
+    with pytest.raises(ValueError, match="unknown scale_fn"):
+        reference.affine_coupling(x, x, x, mask, scale_fn="relu")
+    with pytest.raises(ValueError, match="clamp applies only"):
+        reference.affine_coupling(x, x, x, mask, clamp=3.0)
+
+
+@requires_cuda
+def test_cpu_cuda_mix_raises():
+    x = torch.zeros(3, 4, device="cuda")
+    mask = checkerboard_mask((4,), device="cuda")
+    with pytest.raises(RuntimeError, match="shift is on"):
+        affine_coupling(x, x, torch.zeros(3, 4), mask)
+    with pytest.raises(RuntimeError, match="mask is on"):
+        affine_coupling(x, x, x, checkerboard_mask((4,)), mask_kind=MaskKind.READ)
+
+
+@requires_cuda
+@pytest.mark.parametrize("shape", [(256, 48, 16, 16), (1000, 258), (7, 3, 5, 7)])
+def test_cuda_matches_cpu_on_large_inputs(shape):
+    """Samples spanning several warp segments and unaligned sizes."""
+    x, log_scale, shift = make_inputs(shape, torch.float32, "cpu")
+    for mask in (checkerboard_mask(shape[1:], 1), channel_mask(shape[1:], 0)):
+        cpu = affine_coupling(x, log_scale, shift, mask, scale_fn="sigmoid")
+        gpu = affine_coupling(
+            *(t.cuda() for t in (x, log_scale, shift)), mask.cuda(), scale_fn="sigmoid"
+        )
+        for a, b in zip(cpu, gpu, strict=True):
+            torch.testing.assert_close(b.cpu(), a, rtol=1e-5, atol=1e-4)

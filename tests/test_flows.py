@@ -1,0 +1,324 @@
+"""Flow layers and models: exact inverses, log-determinants against the autograd Jacobian,
+checkpoints, sampling, a normalized density, and training on two moons and the 8x8 digits."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+from sklearn.datasets import make_moons
+
+from pygen.data import DIGIT_LEVELS, load_digits
+from pygen.layers import (
+    ActNorm,
+    AdditiveCoupling,
+    AffineCoupling,
+    FlowSequential,
+    Inverse,
+    Invertible1x1Conv,
+    LogitTransform,
+    MultiScaleSplit,
+    Squeeze,
+    coupling_mask,
+)
+from pygen.models import NICE, FlowModel, Glow, GlowStep, RealNVP
+from pygen.ops import MaskKind
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Small models train fastest on one thread; two OpenMP threads on a busy 2-core machine spin
+    against each other (measured 10x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def perturb(module: torch.nn.Module, scale: float = 0.05, seed: int = 0) -> torch.nn.Module:
+    """Move every parameter off its initial value (zero last layers make fresh couplings the
+    identity, which would test nothing)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    return module
+
+
+def inputs(shape, n=4, seed=1, unit=False, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand if unit else torch.randn
+    return x((n, *shape), generator=gen, dtype=dtype)
+
+
+# (name, layer factory, per-sample shape, inputs in [0, 1])
+LAYERS = [
+    ("affine-vec-checker", lambda: AffineCoupling((6,), "checkerboard", 1, hidden=16), (6,), False),
+    (
+        "affine-vec-channel-exp",
+        lambda: AffineCoupling((6,), "channel", scale_fn="exp"),
+        (6,),
+        False,
+    ),
+    (
+        "affine-img-checker-atan",
+        lambda: AffineCoupling((2, 4, 4), scale_fn="atan"),
+        (2, 4, 4),
+        False,
+    ),
+    (
+        "affine-img-channel-sigmoid",
+        lambda: AffineCoupling((4, 2, 2), "channel", 1, scale_fn="sigmoid", hidden=8),
+        (4, 2, 2),
+        False,
+    ),
+    (
+        "affine-img-given-mask",
+        lambda: AffineCoupling((1, 3, 3), torch.tensor([[[1.0, 1, 0], [0, 0, 1], [1, 0, 1]]])),
+        (1, 3, 3),
+        False,
+    ),
+    ("additive-vec", lambda: AdditiveCoupling((5,), "checkerboard", hidden=16), (5,), False),
+    ("additive-img", lambda: AdditiveCoupling((2, 4, 4), "channel", hidden=8), (2, 4, 4), False),
+    ("actnorm-vec", lambda: ActNorm(3), (3,), False),
+    ("actnorm-img", lambda: ActNorm(2), (2, 3, 3), False),
+    ("invconv-vec", lambda: Invertible1x1Conv(3), (3,), False),
+    ("invconv-img", lambda: Invertible1x1Conv(4), (4, 2, 2), False),
+    ("squeeze", Squeeze, (1, 4, 4), False),
+    ("unsqueeze", lambda: Inverse(Squeeze()), (4, 2, 2), False),
+    ("split", lambda: MultiScaleSplit(AffineCoupling((1, 2, 2), hidden=8)), (2, 2, 2), False),
+    ("logit", LogitTransform, (1, 3, 3), True),
+    (
+        "sequential",
+        lambda: FlowSequential(ActNorm(2), Invertible1x1Conv(2), AffineCoupling((2, 2, 2))),
+        (2, 2, 2),
+        False,
+    ),
+]
+LAYER_IDS = [case[0] for case in LAYERS]
+
+
+@pytest.mark.parametrize(("name", "make", "shape", "unit"), LAYERS, ids=LAYER_IDS)
+def test_layer_inverse_is_exact_and_logdets_cancel(name, make, shape, unit):
+    torch.manual_seed(0)
+    layer = perturb(make())
+    x = inputs(shape, unit=unit)
+    z, logdet = layer(x)
+    back, back_logdet = layer.inverse(z)
+    assert logdet.shape == (4,) and back_logdet.shape == (4,)
+    torch.testing.assert_close(back, x, rtol=0, atol=1e-5)
+    torch.testing.assert_close(logdet + back_logdet, torch.zeros(4), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "make", "shape", "unit"), LAYERS, ids=LAYER_IDS)
+def test_layer_logdet_equals_jacobian_slogdet(name, make, shape, unit):
+    torch.manual_seed(0)
+    layer = perturb(make()).double()
+    x = inputs(shape, n=2, unit=unit, dtype=torch.float64)
+    _, logdet = layer(x)
+    for i in range(2):
+        jacobian = torch.autograd.functional.jacobian(
+            lambda v: layer(v.view(1, *shape))[0].flatten(), x[i].flatten()
+        )
+        sign, logabsdet = torch.linalg.slogdet(jacobian)
+        assert sign != 0
+        torch.testing.assert_close(logdet[i], logabsdet, rtol=1e-8, atol=1e-8)
+
+
+def test_fresh_couplings_are_the_identity():
+    x = inputs((2, 4, 4))
+    for layer in (AffineCoupling((2, 4, 4)), AdditiveCoupling((2, 4, 4), "channel")):
+        z, logdet = layer(x)
+        assert torch.equal(z, x) and not logdet.any()
+
+
+def test_couplings_pass_their_mask_kind_to_the_kernel():
+    assert AffineCoupling((2, 4, 4)).mask_kind == MaskKind.CHECKERBOARD_EVEN
+    assert AffineCoupling((6,), "channel", 1).mask_kind == MaskKind.CHANNEL_SECOND
+    assert AdditiveCoupling((3,), torch.tensor([1.0, 1.0, 0.0])).mask_kind == MaskKind.READ
+    with pytest.raises(ValueError, match="mask must be"):
+        coupling_mask((4,), "stripes")
+    with pytest.raises(ValueError, match="shape must be"):
+        AffineCoupling((2, 4))
+
+
+def test_fused_and_reference_couplings_agree():
+    torch.manual_seed(0)
+    fused = perturb(AffineCoupling((2, 4, 4), "channel", scale_fn="atan"))
+    reference = AffineCoupling((2, 4, 4), "channel", scale_fn="atan", reference=True)
+    reference.load_state_dict(fused.state_dict())
+    x = inputs((2, 4, 4))
+    for a, b in zip(fused(x), reference(x), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_actnorm_initializes_from_the_first_batch_and_keeps_it():
+    x = 3.0 + 2.0 * inputs((2, 5, 5), n=64)
+    layer = ActNorm(2)
+    z, _ = layer(x)
+    torch.testing.assert_close(z.mean((0, 2, 3)), torch.zeros(2), rtol=0, atol=1e-5)
+    torch.testing.assert_close(z.std((0, 2, 3)), torch.ones(2), rtol=0, atol=1e-4)
+    bias = layer.bias.detach().clone()
+    layer(x + 1.0)
+    assert torch.equal(layer.bias, bias) and bool(layer.initialized)
+
+
+def test_squeeze_rejects_odd_sizes():
+    with pytest.raises(ValueError, match="even"):
+        Squeeze()(torch.zeros(1, 1, 3, 4))
+
+
+def small_models():
+    return {
+        "nice": (lambda: NICE(6, n_couplings=4, hidden=16, n_blocks=2), (6,)),
+        "realnvp-vec": (lambda: RealNVP((4,), n_couplings=4, hidden=16), (4,)),
+        "realnvp-img": (
+            lambda: RealNVP((1, 8, 8), n_scales=2, hidden=8, n_blocks=1, levels=17),
+            (1, 8, 8),
+        ),
+        "glow": (lambda: Glow((1, 8, 8), n_scales=2, steps=2, hidden=8, levels=17), (1, 8, 8)),
+    }
+
+
+@pytest.mark.parametrize("name", list(small_models()))
+def test_model_inverse_checkpoint_and_sample(name):
+    make, shape = small_models()[name]
+    torch.manual_seed(0)
+    model = make()
+    image = len(shape) == 3
+    x = inputs(shape, n=8, unit=image)
+    model(x)  # data-dependent ActNorm init
+    perturb(model, scale=0.01)
+    z, logdet = model(x)
+    back, back_logdet = model.flow.inverse(z)
+    torch.testing.assert_close(back, x, rtol=0, atol=1e-5)
+    torch.testing.assert_close(logdet + back_logdet, torch.zeros(8), rtol=0, atol=1e-4)
+
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    torch.manual_seed(1)
+    restored = make()
+    restored.load_state_dict(torch.load(io.BytesIO(buffer.getvalue())))
+    assert torch.equal(restored.log_prob(x), model.log_prob(x))
+
+    samples = model.sample(5, temperature=0.7, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (5, *shape) and torch.isfinite(samples).all()
+    if image:
+        assert samples.min() >= 0 and samples.max() <= 1
+        digits = (x * 17).long().clamp(0, 16)
+        bpd = model.bits_per_dim(digits)
+        assert bpd.shape == (8,) and torch.isfinite(bpd).all()
+    else:
+        with pytest.raises(ValueError, match="image model"):
+            model.bits_per_dim(x)
+
+
+def test_glow_step_and_model_validation():
+    step = perturb(GlowStep((4, 2, 2), hidden=8))
+    x = inputs((4, 2, 2))
+    torch.testing.assert_close(step.inverse(step(x)[0])[0], x, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="shape"):
+        RealNVP((2, 3))
+    with pytest.raises(ValueError, match="alpha"):
+        LogitTransform(0.5)
+
+
+# --- training: two moons ---------------------------------------------------------------------
+
+
+def moons(n: int, seed: int) -> torch.Tensor:
+    x, _ = make_moons(n, noise=0.05, random_state=seed)
+    return torch.tensor(x, dtype=torch.float32)
+
+
+def diagonal_gaussian_nll(train: torch.Tensor, test: torch.Tensor) -> float:
+    """Held-out nats per sample of the maximum-likelihood diagonal Gaussian."""
+    normal = torch.distributions.Normal(train.mean(0), train.std(0))
+    return -normal.log_prob(test).flatten(1).sum(1).mean().item()
+
+
+def train(model: FlowModel, loss_fn, data: torch.Tensor, steps: int, lr: float, batch: int):
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(steps):
+        loss = loss_fn(model, data[torch.randint(0, len(data), (batch,), generator=gen)], gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+@pytest.fixture(scope="module")
+def moons_model():
+    """A 2-D RealNVP trained on standardized two moons (~3 s on one CPU core)."""
+    torch.manual_seed(0)
+    data = moons(2000, seed=0)
+    mean, std = data.mean(0), data.std(0)
+    test = (moons(1000, seed=1) - mean) / std
+    data = (data - mean) / std
+    model = RealNVP((2,), n_couplings=6, hidden=64)
+    losses = train(model, lambda m, x, g: -m.log_prob(x).mean(), data, 500, 3e-3, 256)
+    return model, data, test, losses
+
+
+def test_realnvp_learns_two_moons_better_than_a_diagonal_gaussian(moons_model):
+    model, data, test, losses = moons_model
+    first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
+    assert last < first - 1.0
+    with torch.no_grad():
+        flow_bpd = -model.log_prob(test).mean().item() / (2 * math.log(2))
+    gauss_bpd = diagonal_gaussian_nll(data, test) / (2 * math.log(2))
+    # Measured: flow ~0.93 bits/dim, diagonal Gaussian ~2.05. Required margin: 0.5 bits/dim.
+    assert flow_bpd < gauss_bpd - 0.5
+
+
+def test_trained_density_integrates_to_one(moons_model):
+    model = moons_model[0]
+    n, half_width = 500, 5.0  # the standardized moons lie within [-2.5, 2.5]
+    axis = torch.linspace(-half_width, half_width, n)
+    cell = (axis[1] - axis[0]).item() ** 2
+    grid = torch.cartesian_prod(axis, axis)
+    with torch.no_grad():
+        total = model.log_prob(grid).exp().sum().item() * cell
+    assert abs(total - 1.0) < 0.02
+
+
+# --- training: 8x8 digits ----------------------------------------------------------------------
+
+
+def dequantized_gaussian_bpd(train: torch.Tensor, test: torch.Tensor) -> float:
+    """Held-out bits/dim of a per-pixel Gaussian on the same dequantized, logit-transformed pixels
+    the image flows see."""
+    gen = torch.Generator().manual_seed(1)
+    logit = LogitTransform()
+    z_train, _ = logit((train + torch.rand(train.shape, generator=gen)) / DIGIT_LEVELS)
+    z_test, logdet = logit((test + torch.rand(test.shape, generator=gen)) / DIGIT_LEVELS)
+    normal = torch.distributions.Normal(z_train.mean(0), z_train.std(0))
+    dims = test[0].numel()
+    log_likelihood = (
+        normal.log_prob(z_test).flatten(1).sum(1) + logdet - dims * math.log(DIGIT_LEVELS)
+    )
+    return (-log_likelihood / (dims * math.log(2))).mean().item()
+
+
+def test_realnvp_learns_digits_better_than_a_diagonal_gaussian():
+    """~8 s on one CPU core."""
+    torch.manual_seed(0)
+    train_x, _ = load_digits("train")
+    test_x, _ = load_digits("test")
+    model = RealNVP((1, 8, 8), n_scales=2, hidden=32, n_blocks=1, levels=DIGIT_LEVELS)
+    losses = train(
+        model, lambda m, x, g: m.bits_per_dim(x, generator=g).mean(), train_x, 150, 1e-3, 64
+    )
+    assert sum(losses[-20:]) / 20 < sum(losses[:20]) / 20 - 1.0
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(2)
+        flow_bpd = model.bits_per_dim(test_x, generator=gen).mean().item()
+    gauss_bpd = dequantized_gaussian_bpd(train_x, test_x)
+    # Measured: flow ~2.25 bits/dim after 150 steps, per-pixel Gaussian ~2.89. Margin: 0.3.
+    assert flow_bpd < gauss_bpd - 0.3
