@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from pygen.data import ImageData
 from pygen.metrics import mmd2
-from pygen.models import DCGAN, VAE, PixelCNN
+from pygen.models import DCGAN, NICE, VAE, FlowModel, PixelCNN, RealNVP
 from pygen.train import GANTrainer, TrainConfig, save_checkpoint
 
 
@@ -211,4 +211,69 @@ RECIPES["dcgan"] = Recipe(
     evaluate=_dcgan_evaluate,
     sample=_dcgan_sample,
     description="DCGAN (non-saturating loss; other losses through pygen.train.GANTrainer)",
+)
+
+
+def _flow_loss(model: FlowModel, x: Tensor, y: Tensor | None) -> Tensor:
+    """Mean bits/dim of uniformly dequantized levels."""
+    return model.bits_per_dim(x).mean()
+
+
+def _flow_evaluate(model: FlowModel, data: ImageData) -> dict[str, float]:
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(0)  # fixed dequantization noise: repeatable numbers
+    bits = torch.cat(
+        [model.bits_per_dim(x.to(device), generator=gen) for x in data.images.split(256)]
+    )
+    return {"bits_per_dim": bits.mean().item()}
+
+
+def _flow_sample(shape: Callable[[FlowModel], tuple[int, ...]]):
+    def sample(model: FlowModel, n: int, options: SampleOptions) -> Tensor:
+        images = model.sample(n, options.temperature, generator=options.generator)
+        return images.reshape(n, *shape(model)).float().cpu()
+
+    return sample
+
+
+def _realnvp_config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]:
+    defaults = {"n_scales": 2, "hidden": 32, "n_blocks": 2}
+    return {**defaults, **options, "shape": list(data.images.shape[1:]), "levels": data.n_levels}
+
+
+def _nice_config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]:
+    defaults = {"n_couplings": 4, "hidden": 256, "n_blocks": 2}
+    dim = math.prod(data.images.shape[1:])
+    return {
+        **defaults,
+        **options,
+        "dim": dim,
+        "levels": data.n_levels,
+        "image_shape": list(data.images.shape[1:]),
+    }
+
+
+class _ImageNICE(NICE):
+    """NICE on flattened images: remembers the image shape for sampling."""
+
+    def __init__(self, image_shape: list[int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.image_shape = tuple(image_shape)
+
+
+RECIPES["realnvp"] = Recipe(
+    model=RealNVP,
+    config=_realnvp_config,
+    loss=_flow_loss,
+    evaluate=_flow_evaluate,
+    sample=_flow_sample(lambda model: model.shape),
+    description="RealNVP, multi-scale (fused affine coupling)",
+)
+RECIPES["nice"] = Recipe(
+    model=_ImageNICE,
+    config=_nice_config,
+    loss=_flow_loss,
+    evaluate=_flow_evaluate,
+    sample=_flow_sample(lambda model: model.image_shape),
+    description="NICE on flattened images (additive coupling)",
 )

@@ -155,3 +155,32 @@ def test_pixelcnn_recipe_and_demo(tmp_path, capsys):
     assert set(summary["sampling"]) == {"fused", "cached", "naive"}
     assert summary["test_bits_per_dim"] < summary["independent_pixel_bits_per_dim"] + 1.0
     assert (tmp_path / "demo" / "samples.png").exists()
+
+
+@pytest.mark.parametrize("model", ["realnvp", "nice"])
+def test_flow_recipes(tmp_path, capsys, model):
+    run = tmp_path / model
+    result = run_json(
+        capsys,
+        [
+            "train",
+            model,
+            "--steps",
+            "3",
+            "--batch-size",
+            "16",
+            "--quiet",
+            "--set",
+            "hidden=16",
+            "--out",
+            str(run),
+        ],
+    )
+    assert result["bits_per_dim"] > 0
+    run_json(capsys, ["sample", str(run / "checkpoints"), "--n", "2", "--out", str(tmp_path / "s")])
+    images = np.load(tmp_path / "s" / "samples.npz")["images"]
+    assert images.shape == (2, 1, 8, 8) and images.min() >= 0 and images.max() <= 1
+    evaluated = run_json(capsys, ["eval", str(run / "checkpoints")])
+    assert evaluated["bits_per_dim"] == pytest.approx(
+        run_json(capsys, ["eval", str(run / "checkpoints")])["bits_per_dim"]
+    )

@@ -70,6 +70,7 @@ class FlowModel(nn.Module):
         expectation)."""
         if self.levels is None:
             raise ValueError("bits_per_dim needs an image model (levels set)")
+        x = x.reshape(len(x), *self.shape)  # flattened images for vector models (NICE)
         noise = torch.rand(x.shape, generator=generator, dtype=torch.float32).to(x.device)
         dtype = next(self.parameters()).dtype
         scaled = ((x.to(noise.dtype) + noise) / self.levels).to(dtype)
@@ -85,16 +86,24 @@ def _alternating(n: int, make) -> list[nn.Module]:
 class NICE(FlowModel):
     """NICE (Dinh et al. 2015) for vectors ``(N, dim)``: additive couplings on alternating halves
     (odd/even features) and a final diagonal scaling (an ``ActNorm``). The prior is a standard
-    normal (the paper also uses a logistic one)."""
+    normal (the paper also uses a logistic one). ``levels`` makes it a model of flattened
+    discrete images (``bits_per_dim`` of ``(N, C, H, W)`` levels with ``C*H*W == dim``)."""
 
-    def __init__(self, dim: int, n_couplings: int = 4, hidden: int = 256, n_blocks: int = 4):
+    def __init__(
+        self,
+        dim: int,
+        n_couplings: int = 4,
+        hidden: int = 256,
+        n_blocks: int = 4,
+        levels: int | None = None,
+    ):
         couplings = _alternating(
             n_couplings,
             lambda parity: AdditiveCoupling(
                 (dim,), "checkerboard", parity, hidden=hidden, n_blocks=n_blocks
             ),
         )
-        super().__init__(FlowSequential(*couplings, ActNorm(dim)), (dim,))
+        super().__init__(FlowSequential(*couplings, ActNorm(dim)), (dim,), levels)
 
 
 def _realnvp_scale(
