@@ -2,7 +2,6 @@
 // TORCH_LIBRARY block lives beside its kernels); the module itself reports the build facts.
 #include <torch/extension.h>
 
-#include "affine_coupling/affine_coupling.h"
 #include "pixelcnn/pixelcnn.h"
 
 using namespace pybind11::literals;
@@ -34,9 +33,4 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pixelcnn_sample", &pygen::pixelcnn::sample, "weights"_a, "noise"_a, "seed"_a, "batch"_a,
         "channels"_a, "height"_a, "width"_a, "n_levels"_a, "kernel_size"_a, "temperature"_a,
         "return_logits"_a);
-  m.def("affine_coupling_forward", &pygen::affine_coupling::forward, "x"_a, "log_scale"_a,
-        "shift"_a, "mask"_a, "mask_kind"_a, "scale_fn"_a, "clamp"_a, "reverse"_a);
-  m.def("affine_coupling_backward", &pygen::affine_coupling::backward, "grad_y"_a,
-        "grad_logdet"_a, "x"_a, "log_scale"_a, "shift"_a, "mask"_a, "mask_kind"_a, "scale_fn"_a,
-        "clamp"_a, "reverse"_a);
 }

@@ -1,8 +1,11 @@
-// Device-independent part of the op: argument checks, the mask geometry, contiguous copies, output
-// allocation and dispatch to the CPU or CUDA kernels.
+// The op pygen::affine_coupling: argument checks, the mask geometry, contiguous copies, output
+// allocation, dispatch to the CPU or CUDA kernels, and its registration with autograd (in C++,
+// for the dispatcher's few microseconds of overhead per call; see reparam_kl.cpp).
 #include "affine_coupling/affine_coupling.h"
 
 #include <ATen/OpMathType.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
 
 #include <cmath>
 #include <limits>
@@ -14,7 +17,7 @@ namespace {
 
 constexpr int64_t kMaskKindCodes = 5;  // read, checkerboard x 2 parities, channel x 2 parities
 
-ScaleFn parse_scale_fn(const std::optional<at::Tensor>& log_scale, const std::string& name) {
+ScaleFn parse_scale_fn(const std::optional<at::Tensor>& log_scale, c10::string_view name) {
   if (!log_scale) return ScaleFn::kNone;
   if (name == "exp") return ScaleFn::kExp;
   if (name == "tanh") return ScaleFn::kTanh;
@@ -45,7 +48,7 @@ void check_mask(const at::Tensor& mask, const at::Tensor& x) {
 
 // Checks shared by forward and backward; returns the kernel view of the problem.
 Problem check_inputs(const at::Tensor& x, const std::optional<at::Tensor>& log_scale, const at::Tensor& shift,
-                     const at::Tensor& mask, int64_t mask_kind, const std::string& scale_fn,
+                     const at::Tensor& mask, int64_t mask_kind, c10::string_view scale_fn,
                      std::optional<double> clamp, bool reverse) {
   check_floating(x, "x");
   TORCH_CHECK_VALUE(x.dim() >= 2, "x must have a batch dimension and at least one more, got shape ", x.sizes());
@@ -87,7 +90,7 @@ at::ScalarType logdet_dtype(const at::Tensor& x) { return at::toOpMathType(x.sca
 
 std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const std::optional<at::Tensor>& log_scale,
                                            const at::Tensor& shift, const at::Tensor& mask, int64_t mask_kind,
-                                           const std::string& scale_fn, std::optional<double> clamp,
+                                           c10::string_view scale_fn, std::optional<double> clamp,
                                            bool reverse) {
   const Problem p = check_inputs(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse);
   const at::Tensor x_c = x.contiguous(), shift_c = shift.contiguous();
@@ -109,7 +112,7 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const std::optio
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logdet, const at::Tensor& x,
     const std::optional<at::Tensor>& log_scale, const at::Tensor& shift, const at::Tensor& mask,
-    int64_t mask_kind, const std::string& scale_fn, std::optional<double> clamp, bool reverse) {
+    int64_t mask_kind, c10::string_view scale_fn, std::optional<double> clamp, bool reverse) {
   const Problem p = check_inputs(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse);
   if (grad_y) check_matches(*grad_y, "grad_y", x, "x", x.sizes());
   if (grad_logdet) {
@@ -141,5 +144,90 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
   }
   return {grad_x, grad_log_scale, grad_shift};
 }
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+std::optional<at::Tensor> optional_of(const at::Tensor& t) {
+  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
+}
+
+class AffineCouplingFunction : public torch::autograd::Function<AffineCouplingFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x,
+                               const std::optional<at::Tensor>& log_scale, const at::Tensor& shift,
+                               const at::Tensor& mask, int64_t mask_kind, c10::string_view scale_fn,
+                               std::optional<double> clamp, bool reverse) {
+    ctx->set_materialize_grads(false);  // an unused output's gradient stays undefined
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("pygen::affine_coupling", "")
+                               .typed<decltype(pygen::affine_coupling::forward)>();
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [y, logdet] = op.call(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse);
+    ctx->save_for_backward({x, log_scale.value_or(at::Tensor()), shift, mask});
+    ctx->saved_data["mask_kind"] = mask_kind;
+    ctx->saved_data["scale_fn"] = std::string(scale_fn);
+    ctx->saved_data["clamp"] = clamp;
+    ctx->saved_data["reverse"] = reverse;
+    return {y, logdet};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("pygen::affine_coupling_backward", "")
+                               .typed<decltype(pygen::affine_coupling::backward)>();
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &log_scale = saved[1], &shift = saved[2], &mask = saved[3];
+    variable_list out(8);
+    if (!(grads[0].defined() || grads[1].defined()) ||
+        !(ctx->needs_input_grad(0) || ctx->needs_input_grad(1) || ctx->needs_input_grad(2))) {
+      return out;
+    }
+    const std::string scale_fn = ctx->saved_data["scale_fn"].toStringRef();
+    const auto clamp = ctx->saved_data["clamp"].toOptional<double>();
+    auto [grad_x, grad_log_scale, grad_shift] =
+        op.call(optional_of(grads[0]), optional_of(grads[1]), x, optional_of(log_scale), shift, mask,
+                ctx->saved_data["mask_kind"].toInt(), scale_fn, clamp,
+                ctx->saved_data["reverse"].toBool());
+    out[0] = grad_x;
+    if (log_scale.defined()) out[1] = grad_log_scale;
+    out[2] = grad_shift;
+    return out;
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor> forward_autograd(const at::Tensor& x,
+                                                    const std::optional<at::Tensor>& log_scale,
+                                                    const at::Tensor& shift, const at::Tensor& mask,
+                                                    int64_t mask_kind, c10::string_view scale_fn,
+                                                    std::optional<double> clamp, bool reverse) {
+  const auto out = AffineCouplingFunction::apply(x, log_scale, shift, mask, mask_kind, scale_fn,
+                                                 clamp, reverse);
+  return {out[0], out[1]};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(pygen, m) {
+  m.def("affine_coupling(Tensor x, Tensor? log_scale, Tensor shift, Tensor mask, int mask_kind,"
+        " str scale_fn, float? clamp, bool reverse) -> (Tensor, Tensor)");
+  m.def("affine_coupling_backward(Tensor? grad_y, Tensor? grad_logdet, Tensor x,"
+        " Tensor? log_scale, Tensor shift, Tensor mask, int mask_kind, str scale_fn,"
+        " float? clamp, bool reverse) -> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(pygen, CPU, m) {
+  m.impl("affine_coupling", &forward);
+  m.impl("affine_coupling_backward", &backward);
+}
+
+TORCH_LIBRARY_IMPL(pygen, CUDA, m) {
+  m.impl("affine_coupling", &forward);
+  m.impl("affine_coupling_backward", &backward);
+}
+
+TORCH_LIBRARY_IMPL(pygen, Autograd, m) { m.impl("affine_coupling", &forward_autograd); }
 
 }  // namespace pygen::affine_coupling

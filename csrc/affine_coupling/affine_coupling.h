@@ -36,14 +36,14 @@ struct Problem {
 // pygen.ops.MaskKind). Returns y and logdet (float32 for 16-bit inputs).
 std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const std::optional<at::Tensor>& log_scale,
                                            const at::Tensor& shift, const at::Tensor& mask, int64_t mask_kind,
-                                           const std::string& scale_fn, std::optional<double> clamp,
+                                           c10::string_view scale_fn, std::optional<double> clamp,
                                            bool reverse);
 
 // Returns grad_x, grad_log_scale (empty for the additive coupling) and grad_shift.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logdet, const at::Tensor& x,
     const std::optional<at::Tensor>& log_scale, const at::Tensor& shift, const at::Tensor& mask,
-    int64_t mask_kind, const std::string& scale_fn, std::optional<double> clamp, bool reverse);
+    int64_t mask_kind, c10::string_view scale_fn, std::optional<double> clamp, bool reverse);
 
 // Device kernels. Tensors are contiguous; log_scale is undefined for kNone, mask for kinds other
 // than kRead (then it is uint8); grad_y and grad_logdet are always given.

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from pygen._extension import _C
+from pygen._extension import _C  # noqa: F401  (registers the pygen:: operators)
 
 
 class MaskKind(enum.IntEnum):
@@ -89,71 +89,20 @@ def _logdet_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-@torch.library.custom_op("pygen::affine_coupling", mutates_args=())
-def _forward(
-    x: Tensor,
-    log_scale: Tensor | None,
-    shift: Tensor,
-    mask: Tensor,
-    mask_kind: int,
-    scale_fn: str,
-    clamp: float | None,
-    reverse: bool,
-) -> tuple[Tensor, Tensor]:
-    return tuple(
-        _C.affine_coupling_forward(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse)
-    )
+# pygen::affine_coupling and its backward (kernels and autograd) are registered in C++ when
+# pygen._C loads; these are their shape-only implementations for torch.compile.
+_forward = torch.ops.pygen.affine_coupling
 
 
-@_forward.register_fake
+@torch.library.register_fake("pygen::affine_coupling")
 def _(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse):
     return x.new_empty(x.shape), x.new_empty(x.shape[:1], dtype=_logdet_dtype(x.dtype))
 
 
-@torch.library.custom_op("pygen::affine_coupling_backward", mutates_args=())
-def _backward(
-    grad_y: Tensor | None,
-    grad_logdet: Tensor | None,
-    x: Tensor,
-    log_scale: Tensor | None,
-    shift: Tensor,
-    mask: Tensor,
-    mask_kind: int,
-    scale_fn: str,
-    clamp: float | None,
-    reverse: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
-    return tuple(
-        _C.affine_coupling_backward(
-            grad_y, grad_logdet, x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse
-        )
-    )
-
-
-@_backward.register_fake
+@torch.library.register_fake("pygen::affine_coupling_backward")
 def _(grad_y, grad_logdet, x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse):
     grad_log_scale = x.new_empty(x.shape if log_scale is not None else (0,))
     return x.new_empty(x.shape), grad_log_scale, x.new_empty(x.shape)
-
-
-def _setup_context(ctx, inputs, output):
-    x, log_scale, shift, mask, *settings = inputs
-    ctx.save_for_backward(x, log_scale, shift, mask)
-    ctx.settings = settings
-
-
-def _autograd_backward(ctx, grad_y, grad_logdet):
-    x, log_scale, shift, mask = ctx.saved_tensors
-    grads = [None] * 8
-    if any(ctx.needs_input_grad[:3]):
-        grad_x, grad_log_scale, grad_shift = _backward(
-            grad_y, grad_logdet, x, log_scale, shift, mask, *ctx.settings
-        )
-        grads[:3] = [grad_x, grad_log_scale if log_scale is not None else None, grad_shift]
-    return tuple(grads)
-
-
-_forward.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 
 def _kind(mask: Tensor, x: Tensor, mask_kind: MaskKind | int | None) -> int:
