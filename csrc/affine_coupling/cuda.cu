@@ -13,51 +13,18 @@
 #include <initializer_list>
 
 #include "affine_coupling/affine_coupling.h"
+#include "common/vector_io.cuh"
 
 namespace pygen::affine_coupling {
 namespace {
 
 constexpr int kWarpsPerBlock = 8;
-constexpr int kVec = 4;
 constexpr int64_t kMaxSegment = 32 * kVec * 32;  // 4096 elements: 32 groups per lane
-
-template <typename scalar_t>
-struct alignas(sizeof(scalar_t) * kVec) Vec {
-  scalar_t v[kVec];
-};
 
 // A warp's share of the work: segments of `len` elements, `per_row` of them per sample.
 struct Segments {
   int64_t len, per_row;
 };
-
-// Loads the group of kVec elements at i, n of them valid: one vector load when aligned (then
-// n == kVec), else element by element.
-template <typename scalar_t, typename acc_t>
-__device__ __forceinline__ void load_group(const scalar_t* base, int64_t i, int n, bool aligned, acc_t* out) {
-  if (aligned) {
-    const Vec<scalar_t> v = *reinterpret_cast<const Vec<scalar_t>*>(base + i);
-#pragma unroll
-    for (int k = 0; k < kVec; ++k) out[k] = static_cast<acc_t>(v.v[k]);
-  } else {
-#pragma unroll
-    for (int k = 0; k < kVec; ++k) out[k] = k < n ? static_cast<acc_t>(base[i + k]) : acc_t(0);
-  }
-}
-
-template <typename scalar_t, typename acc_t>
-__device__ __forceinline__ void store_group(scalar_t* base, int64_t i, int n, bool aligned, const acc_t* in) {
-  if (aligned) {
-    Vec<scalar_t> v;
-#pragma unroll
-    for (int k = 0; k < kVec; ++k) v.v[k] = static_cast<scalar_t>(in[k]);
-    *reinterpret_cast<Vec<scalar_t>*>(base + i) = v;
-  } else {
-#pragma unroll
-    for (int k = 0; k < kVec; ++k)
-      if (k < n) base[i + k] = static_cast<scalar_t>(in[k]);
-  }
-}
 
 // Which elements of the group at position j of its sample pass through (invalid ones do); returns
 // whether any element is transformed. Positions fit in 32 bits (checked on the host).

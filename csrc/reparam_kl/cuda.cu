@@ -9,53 +9,19 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "common/philox.h"
+#include "common/vector_io.cuh"
 #include "reparam_kl/reparam_kl.h"
 
 namespace pygen::reparam_kl {
 namespace {
 
 constexpr int kWarpsPerBlock = 8;
-constexpr int kVec = 4;
-
-template <typename scalar_t>
-struct alignas(sizeof(scalar_t) * kVec) Vec {
-  scalar_t v[kVec];
-};
-
-// Loads a group of kVec elements (aligned) or, for rows whose length is not a multiple of kVec,
-// the valid ones of it one by one.
-template <bool kAligned, typename scalar_t, typename acc_t>
-__device__ __forceinline__ void load_group(const scalar_t* base, int64_t i, int n, acc_t* out) {
-  if constexpr (kAligned) {
-    const Vec<scalar_t> v = *reinterpret_cast<const Vec<scalar_t>*>(base + i);
-#pragma unroll
-    for (int k = 0; k < kVec; ++k) out[k] = static_cast<acc_t>(v.v[k]);
-  } else {
-#pragma unroll
-    for (int k = 0; k < kVec; ++k) out[k] = k < n ? static_cast<acc_t>(base[i + k]) : acc_t(0);
-  }
-}
-
-template <bool kAligned, typename scalar_t, typename acc_t>
-__device__ __forceinline__ void store_group(scalar_t* base, int64_t i, int n, const acc_t* in) {
-  if constexpr (kAligned) {
-    Vec<scalar_t> v;
-#pragma unroll
-    for (int k = 0; k < kVec; ++k) v.v[k] = static_cast<scalar_t>(in[k]);
-    *reinterpret_cast<Vec<scalar_t>*>(base + i) = v;
-  } else {
-#pragma unroll
-    for (int k = 0; k < kVec; ++k)
-      if (k < n) base[i + k] = static_cast<scalar_t>(in[k]);
-  }
-}
-
 // eps for the group of z starting at flat index g: given noise, or the Philox stream.
 template <bool kAligned, typename scalar_t, typename acc_t>
 __device__ __forceinline__ void group_eps(const scalar_t* noise, uint64_t seed, int64_t g, int n,
                                           acc_t* eps) {
   if (noise != nullptr) {
-    load_group<kAligned>(noise, g, n, eps);
+    load_group(noise, g, n, kAligned, eps);
   } else if (kAligned) {
     float e[kVec];
     normal4(static_cast<uint64_t>(g) >> 2, seed, e);
@@ -83,8 +49,8 @@ forward_kernel(Problem p, const scalar_t* __restrict__ mu, const scalar_t* __res
   for (int64_t d = static_cast<int64_t>(lane) * kVec; d < p.dim; d += 32 * kVec) {
     const int n = static_cast<int>(min(static_cast<int64_t>(kVec), p.dim - d));
     acc_t m[kVec], lv[kVec], sd[kVec], eps[kVec], out[kVec];
-    load_group<kAligned>(mu, base + d, n, m);
-    load_group<kAligned>(logvar, base + d, n, lv);
+    load_group(mu, base + d, n, kAligned, m);
+    load_group(logvar, base + d, n, kAligned, lv);
 #pragma unroll
     for (int k = 0; k < kVec; ++k) {
       sd[k] = fast_exp(acc_t(0.5) * lv[k]);
@@ -95,7 +61,7 @@ forward_kernel(Problem p, const scalar_t* __restrict__ mu, const scalar_t* __res
       group_eps<kAligned>(noise, seed, g, n, eps);
 #pragma unroll
       for (int k = 0; k < kVec; ++k) out[k] = m[k] + sd[k] * eps[k];
-      store_group<kAligned>(z, g, n, out);
+      store_group(z, g, n, kAligned, out);
     }
   }
 #pragma unroll
@@ -120,12 +86,12 @@ backward_kernel(Problem p, const scalar_t* __restrict__ grad_z, const scalar_t* 
     const int n = static_cast<int>(min(static_cast<int64_t>(kVec), p.dim - d));
     acc_t m[kVec], lv[kVec], eps[kVec], g[kVec], out_mu[kVec], out_lv[kVec];
     acc_t sum_g[kVec] = {}, sum_g_eps[kVec] = {};
-    load_group<kAligned>(mu, base + d, n, m);
-    load_group<kAligned>(logvar, base + d, n, lv);
+    load_group(mu, base + d, n, kAligned, m);
+    load_group(logvar, base + d, n, kAligned, lv);
     for (int64_t s = 0; grad_z && s < p.samples; ++s) {
       const int64_t gi = s * p.rows * p.dim + base + d;
       group_eps<kAligned>(noise, seed, gi, n, eps);
-      load_group<kAligned>(grad_z, gi, n, g);
+      load_group(grad_z, gi, n, kAligned, g);
 #pragma unroll
       for (int k = 0; k < kVec; ++k) {
         sum_g[k] += g[k];
@@ -138,8 +104,8 @@ backward_kernel(Problem p, const scalar_t* __restrict__ grad_z, const scalar_t* 
       out_mu[k] = gkl * m[k] + sum_g[k];
       out_lv[k] = acc_t(0.5) * (gkl * (sd * sd - acc_t(1)) + sd * sum_g_eps[k]);
     }
-    store_group<kAligned>(grad_mu, base + d, n, out_mu);
-    store_group<kAligned>(grad_logvar, base + d, n, out_lv);
+    store_group(grad_mu, base + d, n, kAligned, out_mu);
+    store_group(grad_logvar, base + d, n, kAligned, out_lv);
   }
 }
 
