@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from pygen.data import DIGIT_LEVELS, load_digits
+from pygen.metrics import independent_pixel_bits
 from pygen.models import PixelCNN
 from pygen.recipes import pixelcnn_loss
 from pygen.train import TrainConfig, train
@@ -29,17 +30,6 @@ MODEL_CONFIG = {
     "image_size": 8,
 }
 BATCH = 64
-
-
-def independent_pixel_bits(train_images: torch.Tensor, test_images: torch.Tensor) -> float:
-    """Held-out bits/dim of the best model that ignores neighbours: per-pixel level histograms
-    (add-one smoothed) from the training set."""
-    flat_train = train_images.flatten(1)
-    counts = torch.ones(flat_train.shape[1], DIGIT_LEVELS)
-    counts.scatter_add_(1, flat_train.t(), torch.ones_like(flat_train.t(), dtype=torch.float))
-    log_p = (counts / counts.sum(1, keepdim=True)).log()
-    test = test_images.flatten(1)
-    return (-log_p.gather(1, test.t()).t().mean() / math.log(2.0)).item()
 
 
 def time_sampler(model: PixelCNN, method: str, n: int, device: torch.device) -> float:
@@ -90,7 +80,7 @@ def run_demo(out: Path, *, minutes: float = 2.0, device: torch.device | None = N
     model.eval()
     with torch.no_grad():
         bits = model.bits_per_dim(test_x.to(device)).mean().item()
-    baseline = independent_pixel_bits(train_x, test_x)
+    baseline = independent_pixel_bits(train_x, test_x, DIGIT_LEVELS)
 
     with torch.no_grad():
         samples = model.sample(64, method="fused" if device.type == "cpu" else "cached")
