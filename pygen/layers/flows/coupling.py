@@ -54,6 +54,17 @@ class _Coupling(nn.Module):
         # The pass-through half is the same before and after the coupling: inverse reads it too.
         return self.net(x * self.mask).chunk(self.n_outputs, dim=1)
 
+    def _couple(self, x: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(z, logdet)``: the coupling applied to ``x``."""
+        return self._couple(x, reverse=False)
+
+    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """``(x, logdet)``: the coupling undone (logdet of the inverse map)."""
+        return self._couple(z, reverse=True)
+
     def _ops(self):
         return ops.reference if self.reference else ops
 
@@ -101,12 +112,6 @@ class AffineCoupling(_Coupling):
         )
         return y, logdet.to(x.dtype)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self._couple(x, reverse=False)
-
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return self._couple(z, reverse=True)
-
     def extra_repr(self) -> str:
         return f"shape={self.shape}, mask_kind={self.mask_kind.name}, scale_fn={self.scale_fn!r}"
 
@@ -135,12 +140,6 @@ class AdditiveCoupling(_Coupling):
             x, shift, self.mask, reverse=reverse, mask_kind=self.mask_kind
         )
         return y, logdet.to(x.dtype)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self._couple(x, reverse=False)
-
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return self._couple(z, reverse=True)
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}, mask_kind={self.mask_kind.name}"
