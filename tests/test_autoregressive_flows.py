@@ -1,0 +1,172 @@
+"""Autoregressive flows (MADE, MAF, IAF): the autoregressive property and triangular Jacobians,
+exact inverses, log-determinants against the autograd Jacobian, and training on two moons and the
+8x8 digits."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from test_flows import (
+    dequantized_gaussian_bpd,
+    diagonal_gaussian_nll,
+    inputs,
+    moons,
+    perturb,
+    train,
+)
+
+from pygen.data import DIGIT_LEVELS, load_digits
+from pygen.layers import MADE, IAFLayer, MAFLayer, Permutation
+from pygen.models import IAF, MAF
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Small models train fastest on one thread (see tests/test_flows.py)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def rank_of(order: torch.Tensor) -> torch.Tensor:
+    """Position of each feature in the order."""
+    return torch.argsort(order)
+
+
+def jacobian(fn, x: torch.Tensor) -> torch.Tensor:
+    return torch.autograd.functional.jacobian(lambda v: fn(v[None])[0].flatten(), x)
+
+
+@pytest.mark.parametrize("order", [None, [2, 0, 4, 1, 3], "random"])
+@pytest.mark.parametrize("n_hidden", [1, 3])
+def test_made_outputs_depend_only_on_earlier_inputs(order, n_hidden):
+    torch.manual_seed(0)
+    made = perturb(MADE(5, hidden=64, n_hidden=n_hidden, n_outputs=3, order=order, seed=3))
+    rank = rank_of(made.order)
+    # allowed[d_out, d_in]: input d_in comes strictly before output d_out in the order
+    allowed = rank[None, :] < rank[:, None]
+    made.double()
+    x = inputs((5,), n=8, dtype=torch.float64)
+    jac = torch.stack([torch.autograd.functional.jacobian(lambda v: made(v[None])[0], v) for v in x])
+    assert jac.shape == (8, 3, 5, 5)
+    assert torch.all(jac[:, :, ~allowed] == 0)
+    # and the masks cut no more than they must (a ReLU may be off at one x, not at all eight)
+    assert torch.all(jac.abs().sum(0)[:, allowed] > 0)
+
+
+def test_made_validation_and_identity_start():
+    with pytest.raises(ValueError, match="permutation"):
+        MADE(3, order=[0, 0, 1])
+    with pytest.raises(ValueError, match="n_hidden"):
+        MADE(3, n_hidden=0)
+    assert not MADE(4)(inputs((4,))).any()  # zero-initialized output layer
+    a, b = MADE(6, order="random", seed=1), MADE(6, order="random", seed=1)
+    assert torch.equal(a.order, b.order)
+
+
+LAYERS = {
+    "maf": lambda: MAFLayer(5, hidden=16, order=[3, 1, 4, 0, 2]),
+    "maf-exp": lambda: MAFLayer(5, hidden=16, scale_fn="exp"),
+    "iaf": lambda: IAFLayer(5, hidden=16, order="random", seed=2),
+    "maf-model": lambda: MAF(5, n_layers=3, hidden=16),
+    "iaf-model": lambda: IAF(5, n_layers=3, hidden=16),
+}
+
+
+def _as_layer(module):
+    return module.flow if isinstance(module, MAF) else module
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_inverse_round_trip(name):
+    torch.manual_seed(0)
+    layer = _as_layer(perturb(LAYERS[name](), scale=0.1))
+    x = inputs((5,), n=16)
+    z, logdet = layer(x)
+    back, back_logdet = layer.inverse(z)
+    torch.testing.assert_close(back, x, rtol=0, atol=1e-5)
+    torch.testing.assert_close(logdet + back_logdet, torch.zeros(16), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_logdet_equals_sum_of_log_diagonal_and_slogdet(name):
+    torch.manual_seed(0)
+    layer = _as_layer(perturb(LAYERS[name](), scale=0.1)).double()
+    x = inputs((5,), n=2, dtype=torch.float64)
+    _, logdet = layer(x)
+    for i in range(2):
+        jac = jacobian(layer, x[i])
+        sign, logabsdet = torch.linalg.slogdet(jac)
+        assert sign != 0
+        torch.testing.assert_close(logdet[i], logabsdet, rtol=1e-8, atol=1e-8)
+        if not name.endswith("model"):  # one layer: triangular in its order
+            rank = rank_of(layer.made.order)
+            later = rank[None, :] > rank[:, None]  # dz_d / dx_j with j after d
+            assert torch.all(jac[later] == 0)
+            log_diagonal = jac.diagonal().abs().log().sum()
+            torch.testing.assert_close(logdet[i], log_diagonal, rtol=1e-8, atol=1e-8)
+
+
+def test_permutation_layer():
+    layer = Permutation([2, 0, 1])
+    x = inputs((3,))
+    z, logdet = layer(x)
+    assert torch.equal(z, x[:, [2, 0, 1]]) and not logdet.any()
+    assert torch.equal(layer.inverse(z)[0], x)
+
+
+def test_fused_and_reference_layers_agree():
+    torch.manual_seed(0)
+    fused = perturb(MAF(4, n_layers=2, hidden=16), scale=0.1)
+    reference = MAF(4, n_layers=2, hidden=16, reference=True)
+    reference.load_state_dict(fused.state_dict())
+    x = inputs((4,), n=8)
+    for a, b in zip(fused(x), reference(x), strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(fused.flow.inverse(x)[0], reference.flow.inverse(x)[0])
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model_type", [MAF, IAF])
+def test_learns_two_moons_better_than_a_diagonal_gaussian(model_type):
+    """~5 s each on one (busy) CPU core."""
+    torch.manual_seed(0)
+    data = moons(2000, seed=0)
+    mean, std = data.mean(0), data.std(0)
+    test = (moons(1000, seed=1) - mean) / std
+    data = (data - mean) / std
+    model = model_type(2, n_layers=4, hidden=32)
+    losses = train(model, lambda m, x, g: -m.log_prob(x).mean(), data, 300, 5e-3, 256)
+    assert sum(losses[-20:]) / 20 < sum(losses[:20]) / 20 - 0.5
+    with torch.no_grad():
+        flow_bpd = -model.log_prob(test).mean().item() / (2 * math.log(2))
+        samples = model.sample(500, generator=torch.Generator().manual_seed(0))
+    gauss_bpd = diagonal_gaussian_nll(data, test) / (2 * math.log(2))
+    # Measured: MAF ~1.16, IAF ~1.28 bits/dim; diagonal Gaussian ~2.04. Margin: 0.5 bits/dim.
+    assert flow_bpd < gauss_bpd - 0.5
+    assert samples.shape == (500, 2) and torch.isfinite(samples).all()
+
+
+def test_maf_learns_digits_better_than_a_diagonal_gaussian():
+    """MAF on flattened, dequantized, logit-transformed 8x8 digits (~5 s on one CPU core)."""
+    torch.manual_seed(0)
+    train_x, _ = load_digits("train")
+    test_x, _ = load_digits("test")
+    model = MAF(64, n_layers=2, hidden=256, n_hidden=1, levels=DIGIT_LEVELS)
+    losses = train(
+        model, lambda m, x, g: m.bits_per_dim(x, generator=g).mean(), train_x, 400, 1e-3, 64
+    )
+    assert sum(losses[-20:]) / 20 < sum(losses[:20]) / 20 - 1.0
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(2)
+        flow_bpd = model.bits_per_dim(test_x, generator=gen).mean().item()
+        samples = model.sample(4, generator=gen)
+    gauss_bpd = dequantized_gaussian_bpd(train_x, test_x)
+    # Measured: MAF ~2.31 bits/dim after 400 steps, per-pixel Gaussian ~2.89. Margin: 0.3.
+    assert flow_bpd < gauss_bpd - 0.3
+    assert samples.shape == (4, 64) and samples.min() >= 0 and samples.max() <= 1
