@@ -33,11 +33,11 @@ class TimeMLP(nn.Module):
 
 def exact_trace(dz: Tensor, z: Tensor, create_graph: bool) -> Tensor:
     """``tr(d dz / dz)`` per sample from D vector-Jacobian products (one per dimension)."""
-    diagonal = [
-        torch.autograd.grad(dz[:, i].sum(), z, create_graph=create_graph)[0][:, i]
-        for i in range(z.shape[1])
-    ]
-    return torch.stack(diagonal, dim=1).sum(1)
+    trace = torch.zeros_like(dz[:, 0])
+    for i in range(z.shape[1]):
+        row = torch.autograd.grad(dz[:, i].sum(), z, retain_graph=True, create_graph=create_graph)
+        trace = trace + row[0][:, i]
+    return trace
 
 
 def hutchinson_trace(dz: Tensor, z: Tensor, probe: Tensor, create_graph: bool) -> Tensor:
