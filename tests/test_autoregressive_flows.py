@@ -199,7 +199,7 @@ def test_cnf_training_lowers_the_nll(moons_cnf):
     assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 0.2
     with torch.no_grad():
         nll = -model.log_prob(test).mean().item()
-    # Measured: ~2.4 nats after 80 steps; diagonal Gaussian ~2.82. Margin: 0.2 nats.
+    # Measured: ~2.26 nats after 80 steps; diagonal Gaussian ~2.82. Margin: 0.2 nats.
     assert nll < diagonal_gaussian_nll(data, test) - 0.2
 
 
@@ -210,7 +210,7 @@ def test_cnf_density_integrates_to_one(moons_cnf):
     cell = (axis[1] - axis[0]).item() ** 2
     with torch.no_grad():
         total = model.log_prob(torch.cartesian_prod(axis, axis)).exp().sum().item() * cell
-    assert abs(total - 1.0) < 0.02
+    assert abs(total - 1.0) < 0.02  # measured: 0.99999
 
 
 def test_cnf_sample_log_prob_inverse_round_trip(moons_cnf):
@@ -229,7 +229,8 @@ def test_cnf_sample_log_prob_inverse_round_trip(moons_cnf):
 
 
 def test_euler_residual_flow_approaches_the_adaptive_solve(moons_cnf):
-    """K fixed Euler steps are a K-layer residual map; its log-density error shrinks ~1/K."""
+    """K fixed Euler steps are a K-layer residual map; its log-density error shrinks ~1/K
+    (measured mean |error|: 0.155, 0.046, 0.012 nats for K = 2, 8, 32)."""
     model, _, test, _ = moons_cnf
     with torch.no_grad():
         adaptive = model.log_prob(test[:200])
@@ -245,7 +246,8 @@ def test_euler_residual_flow_approaches_the_adaptive_solve(moons_cnf):
 @pytest.mark.parametrize("probe", ["rademacher", "gaussian"])
 def test_hutchinson_trace_is_unbiased(probe):
     """Each row of a batch draws its own probe: the mean log-density of one point repeated 4000
-    times must match the exact one within 4 standard errors."""
+    times must match the exact one within 4 standard errors (measured: exact -4.4209; Rademacher
+    mean -4.4220, standard error 0.0039; Gaussian mean -4.4221, standard error 0.0052)."""
     torch.manual_seed(0)
     exact = CNF(3, hidden=16, trace="exact")
     hutchinson = CNF(3, hidden=16, trace="hutchinson", probe=probe)
