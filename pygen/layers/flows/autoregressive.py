@@ -65,8 +65,8 @@ class _AutoregressiveAffine(nn.Module):
         impl = ops.reference if self.reference else ops
         y, logdet = impl.affine_coupling(
             u,
-            log_scale.contiguous(),
-            shift.contiguous(),
+            log_scale,
+            shift,
             self.mask,
             scale_fn=self.scale_fn,
             clamp=self.clamp,

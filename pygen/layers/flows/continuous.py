@@ -4,7 +4,8 @@
 variables ``d log p(z(t)) / dt = -tr(dg/dz)``, so ``log|det dz(1)/dz(0)| = integral of tr(dg/dz)``.
 The solve is torchdiffeq's (adaptive solvers, tolerances, adjoint backprop as an option). With
 ``euler_steps=K`` it is the fixed-step Euler solve ``z_{k+1} = z_k + g(z_k, t_k) / K``: a K-layer
-residual network, whose log-determinant approaches the adaptive solve's as K grows.
+residual network, whose log-determinant approaches the adaptive solve's as K grows (its inverse
+is the Euler solve backwards in time, exact only in that limit).
 """
 
 from __future__ import annotations
