@@ -111,6 +111,19 @@ def test_logdet_equals_sum_of_log_diagonal_and_slogdet(name):
             torch.testing.assert_close(logdet[i], log_diagonal, rtol=1e-8, atol=1e-8)
 
 
+@pytest.mark.parametrize(("layer_type", "passes"), [(MAFLayer, (1, 5)), (IAFLayer, (5, 1))])
+def test_made_passes_per_direction(layer_type, passes):
+    """MAF: density one MADE pass, sampling D; IAF: the reverse."""
+    layer = layer_type(5, hidden=8)
+    calls = []
+    layer.made.register_forward_hook(lambda *args: calls.append(1))
+    x = inputs((5,))
+    layer(x)
+    forward_calls = len(calls)
+    layer.inverse(x)
+    assert (forward_calls, len(calls) - forward_calls) == passes
+
+
 def test_permutation_layer():
     layer = Permutation([2, 0, 1])
     x = inputs((3,))
