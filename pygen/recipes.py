@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from pygen.data import ImageData
 from pygen.metrics import mmd2
-from pygen.models import DCGAN, NICE, VAE, FlowModel, PixelCNN, RealNVP
+from pygen.models import DCGAN, MAF, NICE, VAE, FlowModel, PixelCNN, RealNVP
 from pygen.train import GANTrainer, TrainConfig, save_checkpoint
 
 
@@ -241,24 +241,36 @@ def _realnvp_config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]:
     return {**defaults, **options, "shape": list(data.images.shape[1:]), "levels": data.n_levels}
 
 
-def _nice_config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]:
-    defaults = {"n_couplings": 4, "hidden": 256, "n_blocks": 2}
-    dim = math.prod(data.images.shape[1:])
-    return {
-        **defaults,
-        **options,
-        "dim": dim,
-        "levels": data.n_levels,
-        "image_shape": list(data.images.shape[1:]),
-    }
+def _flattened_config(defaults: dict[str, Any]):
+    """The config of a vector flow on flattened images: ``dim``, ``levels`` and the image shape
+    are fixed by the data."""
+
+    def config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **defaults,
+            **options,
+            "dim": math.prod(data.images.shape[1:]),
+            "levels": data.n_levels,
+            "image_shape": list(data.images.shape[1:]),
+        }
+
+    return config
 
 
-class _ImageNICE(NICE):
-    """NICE on flattened images: remembers the image shape for sampling."""
+class _FlattenedImages:
+    """Mixin for vector flows on flattened images: remembers the image shape for sampling."""
 
     def __init__(self, image_shape: list[int], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.image_shape = tuple(image_shape)
+
+
+class _ImageNICE(_FlattenedImages, NICE):
+    """NICE on flattened images."""
+
+
+class _ImageMAF(_FlattenedImages, MAF):
+    """MAF on flattened images."""
 
 
 RECIPES["realnvp"] = Recipe(
@@ -271,9 +283,17 @@ RECIPES["realnvp"] = Recipe(
 )
 RECIPES["nice"] = Recipe(
     model=_ImageNICE,
-    config=_nice_config,
+    config=_flattened_config({"n_couplings": 4, "hidden": 256, "n_blocks": 2}),
     loss=_flow_loss,
     evaluate=_flow_evaluate,
     sample=_flow_sample(lambda model: model.image_shape),
     description="NICE on flattened images (additive coupling)",
+)
+RECIPES["maf"] = Recipe(
+    model=_ImageMAF,
+    config=_flattened_config({"n_layers": 4, "hidden": 256, "n_hidden": 1}),
+    loss=_flow_loss,
+    evaluate=_flow_evaluate,
+    sample=_flow_sample(lambda model: model.image_shape),
+    description="MAF on flattened images (MADE + fused elementwise affine; sampling D passes)",
 )

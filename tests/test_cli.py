@@ -157,7 +157,7 @@ def test_pixelcnn_recipe_and_demo(tmp_path, capsys):
     assert (tmp_path / "demo" / "samples.png").exists()
 
 
-@pytest.mark.parametrize("model", ["realnvp", "nice"])
+@pytest.mark.parametrize("model", ["realnvp", "nice", "maf"])
 def test_flow_recipes(tmp_path, capsys, model):
     run = tmp_path / model
     result = run_json(

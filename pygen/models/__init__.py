@@ -1,5 +1,7 @@
 """Thin model classes built on pygen.layers."""
 
+from pygen.models.autoregressive_flows import IAF, MAF
+from pygen.models.cnf import CNF
 from pygen.models.flows import NICE, FlowModel, Glow, GlowStep, RealNVP
 from pygen.models.gan import (
     DCGAN,
@@ -27,8 +29,11 @@ from pygen.models.pixelcnn import PixelCNN
 from pygen.models.vae import VAE, ELBOTerms
 
 __all__ = [
+    "CNF",
     "DCGAN",
     "GAN",
+    "IAF",
+    "MAF",
     "MLPGAN",
     "NICE",
     "VAE",

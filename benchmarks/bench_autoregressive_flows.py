@@ -1,0 +1,76 @@
+"""Autoregressive and continuous-time flows.
+
+- MAF training step (loss, backward, Adam) with the fused elementwise affine ("pygen") vs the
+  reference op ("eager").
+- The MAF trade-off: the density pass (``log_prob``, one MADE pass per layer) vs sampling (D
+  passes per layer), both fused, on the same batch.
+- CNF ``log_prob`` with the exact trace (D vector-Jacobian products per evaluation) vs the
+  Hutchinson estimator (one), with a fixed-step solve so that both make the same number of field
+  evaluations.
+
+Whole-model rows: the GB/s column does not apply and is left empty.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks.common import device_under_test, measure, row
+from pygen.models import CNF, MAF
+
+OP = "autoregressive_flows"
+DEVICE = device_under_test()
+# MAF: (batch, dim, hidden, layers); CNF: (batch, dim, hidden, Euler steps)
+MAF_CASE = (1024, 784, 1024, 5) if DEVICE.type == "cuda" else (256, 64, 256, 4)
+CNF_CASE = (1024, 64, 256, 10) if DEVICE.type == "cuda" else (256, 16, 64, 10)
+
+
+def _maf(reference: bool = False) -> tuple[MAF, torch.Tensor]:
+    batch, dim, hidden, layers = MAF_CASE
+    torch.manual_seed(0)
+    model = MAF(dim, n_layers=layers, hidden=hidden, reference=reference).to(DEVICE)
+    return model, torch.randn(batch, dim, device=DEVICE)
+
+
+@pytest.mark.parametrize("provider", ["pygen", "eager"])
+def test_maf_train_step(benchmark, record, quick, provider):
+    model, x = _maf(reference=provider == "eager")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step():
+        loss = -model.log_prob(x).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    timing = measure(benchmark, step, DEVICE, quick)
+    record(row(OP, provider, "maf_train_step", x.shape, x.dtype, DEVICE, timing, 0))
+
+
+@pytest.mark.parametrize("mode", ["maf_density", "maf_sample"])
+def test_maf_density_vs_sampling(benchmark, record, quick, mode):
+    model, x = _maf()
+    model.eval()
+
+    def step():
+        with torch.no_grad():
+            return model.log_prob(x) if mode == "maf_density" else model.sample(len(x))
+
+    timing = measure(benchmark, step, DEVICE, quick)
+    record(row(OP, "pygen", mode, x.shape, x.dtype, DEVICE, timing, 0))
+
+
+@pytest.mark.parametrize("trace", ["exact", "hutchinson"])
+def test_cnf_log_prob_trace(benchmark, record, quick, trace):
+    batch, dim, hidden, steps = CNF_CASE
+    torch.manual_seed(0)
+    model = CNF(dim, hidden=hidden, trace=trace, euler_steps=steps).to(DEVICE)
+    x = torch.randn(batch, dim, device=DEVICE)
+
+    def step():
+        with torch.no_grad():
+            return model.log_prob(x)
+
+    timing = measure(benchmark, step, DEVICE, quick)
+    record(row(OP, trace, "cnf_log_prob", x.shape, x.dtype, DEVICE, timing, 0))

@@ -1,0 +1,152 @@
+"""A continuous-time flow layer (Neural ODE / FFJORD, Chen et al. 2018, Grathwohl et al. 2019).
+
+``dz/dt = g(z, t)`` from t = 0 (data) to t = 1 (latent) with the instantaneous change of
+variables ``d log p(z(t)) / dt = -tr(dg/dz)``, so ``log|det dz(1)/dz(0)| = integral of tr(dg/dz)``.
+The solve is torchdiffeq's (adaptive solvers, tolerances, adjoint backprop as an option). With
+``euler_steps=K`` it is the fixed-step Euler solve ``z_{k+1} = z_k + g(z_k, t_k) / K``: a K-layer
+residual network, whose log-determinant approaches the adaptive solve's as K grows (its inverse
+is the Euler solve backwards in time, exact only in that limit).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchdiffeq import odeint, odeint_adjoint
+
+
+class TimeMLP(nn.Module):
+    """The vector field ``g(z, t)``: an MLP on ``[z, t]`` with smooth (tanh) activations, as the
+    ODE solvers and the trace's second derivatives want."""
+
+    def __init__(self, dim: int, hidden: int = 64, n_hidden: int = 2) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = dim + 1
+        for _ in range(n_hidden):
+            layers += [nn.Linear(width, hidden), nn.Tanh()]
+            width = hidden
+        self.net = nn.Sequential(*layers, nn.Linear(width, dim))
+
+    def forward(self, z: Tensor, t: Tensor) -> Tensor:
+        return self.net(torch.cat([z, t.expand(len(z), 1).to(z.dtype)], dim=1))
+
+
+def exact_trace(dz: Tensor, z: Tensor, create_graph: bool) -> Tensor:
+    """``tr(d dz / dz)`` per sample from D vector-Jacobian products (one per dimension)."""
+    trace = torch.zeros_like(dz[:, 0])
+    for i in range(z.shape[1]):
+        row = torch.autograd.grad(dz[:, i].sum(), z, retain_graph=True, create_graph=create_graph)
+        trace = trace + row[0][:, i]
+    return trace
+
+
+def hutchinson_trace(dz: Tensor, z: Tensor, probe: Tensor, create_graph: bool) -> Tensor:
+    """The unbiased estimate ``e^T (d dz / dz) e`` per sample, for a probe e with E[e e^T] = I."""
+    vjp = torch.autograd.grad(dz, z, probe, create_graph=create_graph)[0]
+    return (vjp * probe).sum(1)
+
+
+class _Dynamics(nn.Module):
+    """The augmented ODE ``(z, logdet)`` -> ``(g(z, t), tr(dg/dz))`` that torchdiffeq solves (a
+    module, so that the adjoint finds its parameters)."""
+
+    def __init__(self, field: nn.Module) -> None:
+        super().__init__()
+        self.field = field
+        self.probe: Tensor | None = None  # Hutchinson probe, fixed for one solve; None: exact
+
+    def forward(self, t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        z = state[0]
+        # The trace must be differentiable when the loss is (direct backprop or the adjoint).
+        create_graph = torch.is_grad_enabled()
+        with torch.enable_grad():
+            if not z.requires_grad:
+                z = z.detach().requires_grad_()
+            dz = self.field(z, t)
+            if self.probe is None:
+                trace = exact_trace(dz, z, create_graph)
+            else:
+                trace = hutchinson_trace(dz, z, self.probe, create_graph)
+        if not create_graph:
+            dz = dz.detach()
+        return dz, trace
+
+
+class ContinuousFlow(nn.Module):
+    """A continuous-time flow layer on ``(N, D)`` vectors with a ``TimeMLP`` field.
+
+    Args:
+        dim: D.
+        hidden, n_hidden: the field's width and depth.
+        trace: ``"exact"`` (D backward passes per evaluation), ``"hutchinson"`` (one, with a probe
+            drawn per solve), or ``"auto"``: exact up to ``exact_max_dim`` dimensions.
+        probe: the Hutchinson probe distribution, ``"rademacher"`` or ``"gaussian"``.
+        exact_max_dim: the largest D that ``"auto"`` computes exactly.
+        method, rtol, atol: the torchdiffeq solver and its tolerances.
+        adjoint: backpropagate with the adjoint method (memory constant in the number of steps).
+        euler_steps: solve with K fixed Euler steps instead (the residual-flow view); None: the
+            adaptive ``method``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int = 64,
+        n_hidden: int = 2,
+        *,
+        trace: str = "auto",
+        probe: str = "rademacher",
+        exact_max_dim: int = 8,
+        method: str = "dopri5",
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        adjoint: bool = False,
+        euler_steps: int | None = None,
+    ) -> None:
+        super().__init__()
+        if trace not in ("auto", "exact", "hutchinson"):
+            raise ValueError(f"trace must be 'auto', 'exact' or 'hutchinson', got {trace!r}")
+        if probe not in ("rademacher", "gaussian"):
+            raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {probe!r}")
+        self.dim = dim
+        self.dynamics = _Dynamics(TimeMLP(dim, hidden, n_hidden))
+        self.exact = trace == "exact" or (trace == "auto" and dim <= exact_max_dim)
+        self.probe = probe
+        self.method, self.rtol, self.atol = method, rtol, atol
+        self.adjoint = adjoint
+        self.euler_steps = euler_steps
+
+    def _draw_probe(self, z: Tensor) -> Tensor | None:
+        if self.exact:
+            return None
+        if self.probe == "gaussian":
+            return torch.randn_like(z)
+        return torch.randint(0, 2, z.shape, device=z.device).to(z.dtype) * 2 - 1
+
+    def _solve(self, z: Tensor, t0: float, t1: float) -> tuple[Tensor, Tensor]:
+        """``(z(t1), integral from t0 to t1 of tr(dg/dz))`` from ``z(t0) = z``."""
+        self.dynamics.probe = self._draw_probe(z)
+        times = torch.tensor([t0, t1], dtype=z.dtype, device=z.device)
+        state = (z, z.new_zeros(len(z)))
+        if self.euler_steps is not None:
+            options = {"step_size": abs(t1 - t0) / self.euler_steps}
+            solution = odeint(self.dynamics, state, times, method="euler", options=options)
+        else:
+            solve = odeint_adjoint if self.adjoint else odeint
+            solution = solve(
+                self.dynamics, state, times, rtol=self.rtol, atol=self.atol, method=self.method
+            )
+        return solution[0][-1], solution[1][-1]
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self._solve(x, 0.0, 1.0)
+
+    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        # Integrating backwards in time accumulates -integral of the trace: log|det dx/dz|.
+        return self._solve(z, 1.0, 0.0)
+
+    def extra_repr(self) -> str:
+        trace = "exact" if self.exact else f"hutchinson({self.probe})"
+        solver = self.method if self.euler_steps is None else f"euler x{self.euler_steps}"
+        return f"dim={self.dim}, trace={trace}, solver={solver}, adjoint={self.adjoint}"

@@ -1,0 +1,93 @@
+"""MADE (Germain et al. 2015): an MLP whose weight masks make output d depend only on the inputs
+before d in a chosen order, so one pass gives every conditional of an autoregressive model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+class MaskedLinear(nn.Linear):
+    """``nn.Linear`` with a fixed 0/1 mask ``(out_features, in_features)`` on its weight."""
+
+    def __init__(self, in_features: int, out_features: int, mask: Tensor) -> None:
+        super().__init__(in_features, out_features)
+        self.register_buffer("mask", mask.to(self.weight.dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight * self.mask, self.bias)
+
+
+class MADE(nn.Module):
+    """Masked autoencoder for distribution estimation.
+
+    Each input gets a degree, its 1-based position in ``order``; hidden units get degrees in
+    ``[1, D-1]``. A unit sees the inputs and units of degree at most its own, and output ``d`` sees
+    units of degree strictly below ``d``'s, so ``out[:, k, d]`` depends only on the inputs that
+    come before ``d`` in the order.
+
+    Args:
+        dim: number of inputs D.
+        hidden: width of the hidden layers.
+        n_hidden: number of hidden layers (at least 1).
+        n_outputs: outputs per input (for example 2: a log-scale and a shift).
+        order: the inputs in autoregressive order (a permutation of ``range(dim)``), ``"random"``
+            for one drawn with ``seed``, or None for ``0, 1, ..., D-1``.
+        seed: the seed of a random order.
+        zero_init: start the output layer at zero (a flow built on it starts as the identity).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int = 64,
+        n_hidden: int = 2,
+        n_outputs: int = 2,
+        order: Sequence[int] | str | None = None,
+        seed: int = 0,
+        zero_init: bool = True,
+    ) -> None:
+        super().__init__()
+        if n_hidden < 1:
+            raise ValueError(f"n_hidden must be at least 1, got {n_hidden}")
+        if order is None:
+            order_t = torch.arange(dim)
+        elif isinstance(order, str):
+            if order != "random":
+                raise ValueError(f"order must be a sequence, 'random' or None, got {order!r}")
+            order_t = torch.randperm(dim, generator=torch.Generator().manual_seed(seed))
+        else:
+            order_t = torch.as_tensor(list(order))
+            if sorted(order_t.tolist()) != list(range(dim)):
+                raise ValueError(f"order must be a permutation of range({dim}), got {list(order)}")
+        self.dim, self.n_outputs = dim, n_outputs
+        self.register_buffer("order", order_t)
+        degrees = torch.empty(dim, dtype=torch.long)
+        degrees[order_t] = torch.arange(1, dim + 1)
+        self.register_buffer("degrees", degrees)
+
+        # Hidden degrees cycle through [1, D-1] so that every degree is present in every layer.
+        hidden_degrees = torch.arange(hidden) % max(dim - 1, 1) + 1
+        layers: list[nn.Module] = []
+        previous = degrees
+        for _ in range(n_hidden):
+            mask = hidden_degrees[:, None] >= previous[None, :]
+            layers += [MaskedLinear(len(previous), hidden, mask), nn.ReLU()]
+            previous = hidden_degrees
+        # Output k of input d is row k * D + d; it sees hidden units of degree below d's.
+        out_mask = (degrees[:, None] > previous[None, :]).repeat(n_outputs, 1)
+        output = MaskedLinear(hidden, n_outputs * dim, out_mask)
+        if zero_init:
+            nn.init.zeros_(output.weight)
+            nn.init.zeros_(output.bias)
+        self.net = nn.Sequential(*layers, output)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, D) -> (N, n_outputs, D)``."""
+        return self.net(x).view(len(x), self.n_outputs, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, n_outputs={self.n_outputs}, order={self.order.tolist()}"

@@ -1,0 +1,29 @@
+"""Continuous normalizing flow (FFJORD-style) on vectors: one ``ContinuousFlow`` layer and a
+standard normal prior, so that ``log p(x) = log N(z(1)) + integral of tr(dg/dz) dt``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pygen.layers import ContinuousFlow, FlowSequential
+from pygen.models.flows import FlowModel
+
+
+class CNF(FlowModel):
+    """``dz/dt = g(z, t)`` from data (t = 0) to latent (t = 1), solved with torchdiffeq.
+
+    Args:
+        dim: D.
+        hidden, n_hidden: the vector field's MLP width and depth.
+        **solver: ``trace`` (``"auto"``, ``"exact"``, ``"hutchinson"``), ``probe``
+            (``"rademacher"``, ``"gaussian"``), ``exact_max_dim``, ``method``, ``rtol``,
+            ``atol``, ``adjoint``, ``euler_steps``: see ``pygen.layers.ContinuousFlow``.
+    """
+
+    def __init__(self, dim: int, hidden: int = 64, n_hidden: int = 2, **solver: Any) -> None:
+        super().__init__(FlowSequential(ContinuousFlow(dim, hidden, n_hidden, **solver)), (dim,))
+
+    @property
+    def ode(self) -> ContinuousFlow:
+        """The flow layer (its solver settings can be changed in place)."""
+        return self.flow[0]
