@@ -17,6 +17,7 @@ from pygen.layers.flows import (
     coupling_mask,
 )
 from pygen.layers.masked_conv import GatedMaskedConv2d, MaskedConv2d
+from pygen.layers.pixelrnn import DiagonalBiLSTM, DiagonalLSTM, RowLSTM, lstm_cell, skew, unskew
 from pygen.layers.reparameterize import GaussianReparameterize
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "ActNorm",
     "AdditiveCoupling",
     "AffineCoupling",
+    "DiagonalBiLSTM",
+    "DiagonalLSTM",
     "FlowSequential",
     "GatedMaskedConv2d",
     "GaussianReparameterize",
@@ -33,8 +36,12 @@ __all__ = [
     "MaskedConv2d",
     "MultiScaleSplit",
     "ResidualCNN",
+    "RowLSTM",
     "Squeeze",
     "channel_mask",
     "checkerboard_mask",
     "coupling_mask",
+    "lstm_cell",
+    "skew",
+    "unskew",
 ]

@@ -1,5 +1,6 @@
 """Thin model classes built on pygen.layers."""
 
+from pygen.models.autoregressive import AutoregressiveImageModel
 from pygen.models.flows import NICE, FlowModel, Glow, GlowStep, RealNVP
 from pygen.models.gan import (
     DCGAN,
@@ -24,6 +25,7 @@ from pygen.models.likelihoods import (
     Likelihood,
 )
 from pygen.models.pixelcnn import PixelCNN
+from pygen.models.pixelrnn import PixelRNN
 from pygen.models.vae import VAE, ELBOTerms
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "MLPGAN",
     "NICE",
     "VAE",
+    "AutoregressiveImageModel",
     "BernoulliLikelihood",
     "CategoricalLikelihood",
     "DCGANDiscriminator",
@@ -45,6 +48,7 @@ __all__ = [
     "MLPDiscriminator",
     "MLPGenerator",
     "PixelCNN",
+    "PixelRNN",
     "RealNVP",
     "arithmetic_grid",
     "interpolate",
