@@ -168,8 +168,9 @@ def test_sampler_logits_equal_full_forward_float32(kind, method, channels):
 def test_row_lstm_cached_and_naive_same_noise_same_images_float64(channels, layers, temperature):
     model = tiny_model("row", channels, size=(5, 4), layers=layers).double()
     noise = torch.rand(2, channels, 5, 4, dtype=torch.float64)
-    naive = model.sample(2, method="naive", noise=noise, temperature=temperature, return_logits=True)
-    cached = model.sample(2, noise=noise, temperature=temperature, return_logits=True)  # default
+    options = {"noise": noise, "temperature": temperature, "return_logits": True}
+    naive = model.sample(2, method="naive", **options)
+    cached = model.sample(2, **options)  # the Row LSTM's default method
     assert naive[0].unique().numel() > 1  # the draws are not degenerate
     assert torch.equal(cached[0], naive[0])
     torch.testing.assert_close(cached[1], naive[1], rtol=1e-12, atol=1e-12)
