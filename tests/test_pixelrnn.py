@@ -176,6 +176,20 @@ def test_row_lstm_cached_and_naive_same_noise_same_images_float64(channels, laye
     torch.testing.assert_close(cached[1], naive[1], rtol=1e-12, atol=1e-12)
 
 
+def test_row_lstm_cached_runs_each_rows_recurrence_once():
+    # The state-to-state convolution (the row recurrence) runs once per row and layer in the
+    # cached sampler; the naive one reruns all H rows for each of the H * W values.
+    model = tiny_model("row", layers=2)
+    calls = []
+    for layer in model.layers:
+        layer.state_to_state.register_forward_hook(lambda *_: calls.append(1))
+    model.sample(2, method="cached")
+    assert len(calls) == 2 * 5
+    calls.clear()
+    model.sample(2, method="naive")
+    assert len(calls) == 2 * 5 * (5 * 4)
+
+
 @pytest.mark.parametrize("kind", ["row", "diagonal"])
 def test_internal_noise_follows_the_generator(kind):
     model = tiny_model(kind)
@@ -184,6 +198,17 @@ def test_internal_noise_follows_the_generator(kind):
     assert torch.equal(a, b)
     noise = torch.rand(2, 1, 5, 4, generator=torch.Generator().manual_seed(3))
     assert torch.equal(model.sample(2, noise=noise), a)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("kind", ["row", "diagonal"])
+def test_sampling_on_cuda_matches_the_forward_pass(kind):
+    model = tiny_model(kind, channels=3).double().cuda()
+    noise = torch.rand(2, 3, 5, 4, dtype=torch.float64, device="cuda")
+    images, logits = model.sample(2, noise=noise, return_logits=True)
+    assert images.is_cuda
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(images), rtol=1e-10, atol=1e-10)
 
 
 # ---------------------------------------------------------------- training on the digits

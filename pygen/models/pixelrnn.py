@@ -20,8 +20,8 @@ class PixelRNN(AutoregressiveImageModel):
     ``n_layers`` recurrent layers with residual connections (``RowLSTM`` or ``DiagonalBiLSTM``),
     then PixelCNN's head (ReLU -> masked 1x1 -> ReLU -> masked 1x1 to ``n_levels`` logits per
     channel). Channels of a pixel are generated in order (RGB colour groups), pixels in raster
-    order. The Diagonal BiLSTM sees every earlier value; the Row LSTM a triangle above the pixel
-    (see ``RowLSTM``).
+    order. The Diagonal BiLSTM sees every earlier value (its right-to-left direction also reads
+    the image, see ``DiagonalBiLSTM``); the Row LSTM a triangle above the pixel (see ``RowLSTM``).
 
     Args:
         in_channels: image channels (1 grey, 3 RGB); ``hidden`` must be divisible by it.
