@@ -84,7 +84,7 @@ def _to_unit(images: Tensor, n_levels: int) -> Tensor:
     return images.float() / (n_levels - 1)
 
 
-def pixelcnn_loss(model: AutoregressiveImageModel, x: Tensor, y: Tensor | None) -> Tensor:
+def autoregressive_loss(model: AutoregressiveImageModel, x: Tensor, y: Tensor | None) -> Tensor:
     """Mean bits/dim of a batch of levels (labels are used by class-conditional models only)."""
     return F.cross_entropy(model(x, y if model.n_classes is not None else None), x) / math.log(2)
 
@@ -103,7 +103,7 @@ def _pixelcnn_config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]
     return {**defaults, **options, **_image_config(data)}
 
 
-def _pixelcnn_evaluate(
+def _autoregressive_evaluate(
     model: AutoregressiveImageModel, data: ImageData, chunk: int = 256
 ) -> dict[str, float]:
     device = next(model.parameters()).device
@@ -131,8 +131,8 @@ def _pixelcnn_sample(model: PixelCNN, n: int, options: SampleOptions) -> Tensor:
 RECIPES["pixelcnn"] = Recipe(
     model=PixelCNN,
     config=_pixelcnn_config,
-    loss=pixelcnn_loss,
-    evaluate=_pixelcnn_evaluate,
+    loss=autoregressive_loss,
+    evaluate=_autoregressive_evaluate,
     sample=_pixelcnn_sample,
     description="Gated PixelCNN (samplers: fused C++, cached, naive)",
 )
@@ -153,8 +153,8 @@ def _pixelrnn_sample(model: PixelRNN, n: int, options: SampleOptions) -> Tensor:
 RECIPES["pixelrnn"] = Recipe(
     model=PixelRNN,
     config=_pixelrnn_config,
-    loss=pixelcnn_loss,
-    evaluate=_pixelcnn_evaluate,
+    loss=autoregressive_loss,
+    evaluate=_autoregressive_evaluate,
     sample=_pixelrnn_sample,
     description="PixelRNN, Row LSTM or Diagonal BiLSTM (samplers: cached for kind=row, naive)",
 )
