@@ -17,7 +17,7 @@ import torch
 from pygen.data import DIGIT_LEVELS, load_digits
 from pygen.metrics import independent_pixel_bits
 from pygen.models import PixelCNN
-from pygen.recipes import pixelcnn_loss
+from pygen.recipes import autoregressive_loss
 from pygen.train import TrainConfig, train
 from pygen.utils.png import save_image_grid
 
@@ -60,7 +60,7 @@ def run_demo(out: Path, *, minutes: float = 2.0, device: torch.device | None = N
     tic = time.perf_counter()
     for _ in range(5):
         probe.zero_grad()
-        pixelcnn_loss(model, train_x[:BATCH].to(device), None).backward()
+        autoregressive_loss(model, train_x[:BATCH].to(device), None).backward()
     steps = max(50, int(minutes * 60 / ((time.perf_counter() - tic) / 5)))
     print(
         f"training a Gated PixelCNN ({sum(p.numel() for p in model.parameters())} parameters) "
@@ -69,7 +69,7 @@ def run_demo(out: Path, *, minutes: float = 2.0, device: torch.device | None = N
     config = TrainConfig(steps=steps, batch_size=BATCH, lr=3e-3, log_every=50, checkpoint_every=0)
     train(
         model,
-        pixelcnn_loss,
+        autoregressive_loss,
         train_x,
         None,
         config,

@@ -19,7 +19,17 @@ from torch import Tensor, nn
 
 from pygen.data import ImageData
 from pygen.metrics import mmd2
-from pygen.models import DCGAN, MAF, NICE, VAE, FlowModel, PixelCNN, RealNVP
+from pygen.models import (
+    DCGAN,
+    MAF,
+    NICE,
+    VAE,
+    AutoregressiveImageModel,
+    FlowModel,
+    PixelCNN,
+    PixelRNN,
+    RealNVP,
+)
 from pygen.train import GANTrainer, TrainConfig, save_checkpoint
 
 
@@ -75,22 +85,28 @@ def _to_unit(images: Tensor, n_levels: int) -> Tensor:
     return images.float() / (n_levels - 1)
 
 
-def pixelcnn_loss(model: PixelCNN, x: Tensor, y: Tensor | None) -> Tensor:
+def autoregressive_loss(model: AutoregressiveImageModel, x: Tensor, y: Tensor | None) -> Tensor:
     """Mean bits/dim of a batch of levels (labels are used by class-conditional models only)."""
     return F.cross_entropy(model(x, y if model.n_classes is not None else None), x) / math.log(2)
 
 
-def _pixelcnn_config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]:
-    defaults = {"n_layers": 5, "hidden": 32, "kernel_size": 5, "n_classes": None}
-    fixed = {
+def _image_config(data: ImageData) -> dict[str, Any]:
+    """What the data fixes in an autoregressive model's config."""
+    return {
         "in_channels": data.images.shape[1],
         "n_levels": data.n_levels,
         "image_size": list(data.images.shape[2:]),
     }
-    return {**defaults, **options, **fixed}
 
 
-def _pixelcnn_evaluate(model: PixelCNN, data: ImageData, chunk: int = 256) -> dict[str, float]:
+def _pixelcnn_config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]:
+    defaults = {"n_layers": 5, "hidden": 32, "kernel_size": 5, "n_classes": None}
+    return {**defaults, **options, **_image_config(data)}
+
+
+def _autoregressive_evaluate(
+    model: AutoregressiveImageModel, data: ImageData, chunk: int = 256
+) -> dict[str, float]:
     device = next(model.parameters()).device
     bits = []
     for start in range(0, len(data.images), chunk):
@@ -116,10 +132,32 @@ def _pixelcnn_sample(model: PixelCNN, n: int, options: SampleOptions) -> Tensor:
 RECIPES["pixelcnn"] = Recipe(
     model=PixelCNN,
     config=_pixelcnn_config,
-    loss=pixelcnn_loss,
-    evaluate=_pixelcnn_evaluate,
+    loss=autoregressive_loss,
+    evaluate=_autoregressive_evaluate,
     sample=_pixelcnn_sample,
     description="Gated PixelCNN (samplers: fused C++, cached, naive)",
+)
+
+
+def _pixelrnn_config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]:
+    defaults = {"n_layers": 2, "hidden": 16, "kind": "row", "kernel_size": 5}
+    return {**defaults, **options, **_image_config(data)}
+
+
+def _pixelrnn_sample(model: PixelRNN, n: int, options: SampleOptions) -> Tensor:
+    images = model.sample(
+        n, method=options.method, temperature=options.temperature, generator=options.generator
+    )
+    return _to_unit(images, model.n_levels)
+
+
+RECIPES["pixelrnn"] = Recipe(
+    model=PixelRNN,
+    config=_pixelrnn_config,
+    loss=autoregressive_loss,
+    evaluate=_autoregressive_evaluate,
+    sample=_pixelrnn_sample,
+    description="PixelRNN, Row LSTM or Diagonal BiLSTM (samplers: cached for kind=row, naive)",
 )
 
 

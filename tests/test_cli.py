@@ -157,6 +157,20 @@ def test_pixelcnn_recipe_and_demo(tmp_path, capsys):
     assert (tmp_path / "demo" / "samples.png").exists()
 
 
+@pytest.mark.parametrize("kind", ["row", "diagonal"])
+def test_pixelrnn_recipe(tmp_path, capsys, kind):
+    run = tmp_path / "pixelrnn"
+    options = ["--set", "hidden=4", "--set", "n_layers=1", "--set", f"kind={kind}"]
+    argv = ["train", "pixelrnn", "--steps", "3", "--batch-size", "8", "--quiet", *options]
+    result = run_json(capsys, [*argv, "--out", str(run)])
+    assert result["bits_per_dim"] > 0
+    out = tmp_path / "s"
+    run_json(capsys, ["sample", str(run / "checkpoints"), "--n", "2", "--out", str(out)])
+    images = np.load(out / "samples.npz")["images"]
+    assert images.shape == (2, 1, 8, 8) and images.min() >= 0 and images.max() <= 1
+    assert "bits_per_dim" in run_json(capsys, ["eval", str(run / "checkpoints")])
+
+
 @pytest.mark.parametrize("model", ["realnvp", "nice", "maf"])
 def test_flow_recipes(tmp_path, capsys, model):
     run = tmp_path / model

@@ -23,6 +23,7 @@ from pygen.layers.flows import (
 )
 from pygen.layers.made import MADE, MaskedLinear
 from pygen.layers.masked_conv import GatedMaskedConv2d, MaskedConv2d
+from pygen.layers.pixelrnn import DiagonalBiLSTM, DiagonalLSTM, RowLSTM, lstm_cell, skew, unskew
 from pygen.layers.reparameterize import GaussianReparameterize
 
 __all__ = [
@@ -32,6 +33,8 @@ __all__ = [
     "AdditiveCoupling",
     "AffineCoupling",
     "ContinuousFlow",
+    "DiagonalBiLSTM",
+    "DiagonalLSTM",
     "FlowSequential",
     "GatedMaskedConv2d",
     "GaussianReparameterize",
@@ -45,9 +48,13 @@ __all__ = [
     "MultiScaleSplit",
     "Permutation",
     "ResidualCNN",
+    "RowLSTM",
     "Squeeze",
     "TimeMLP",
     "channel_mask",
     "checkerboard_mask",
     "coupling_mask",
+    "lstm_cell",
+    "skew",
+    "unskew",
 ]

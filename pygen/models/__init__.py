@@ -1,5 +1,6 @@
 """Thin model classes built on pygen.layers."""
 
+from pygen.models.autoregressive import AutoregressiveImageModel
 from pygen.models.autoregressive_flows import IAF, MAF
 from pygen.models.cnf import CNF
 from pygen.models.flows import NICE, FlowModel, Glow, GlowStep, RealNVP
@@ -26,6 +27,7 @@ from pygen.models.likelihoods import (
     Likelihood,
 )
 from pygen.models.pixelcnn import PixelCNN
+from pygen.models.pixelrnn import PixelRNN
 from pygen.models.vae import VAE, ELBOTerms
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "MLPGAN",
     "NICE",
     "VAE",
+    "AutoregressiveImageModel",
     "BernoulliLikelihood",
     "CategoricalLikelihood",
     "DCGANDiscriminator",
@@ -50,6 +53,7 @@ __all__ = [
     "MLPDiscriminator",
     "MLPGenerator",
     "PixelCNN",
+    "PixelRNN",
     "RealNVP",
     "arithmetic_grid",
     "interpolate",

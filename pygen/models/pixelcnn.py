@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pygen import sampling
-from pygen.layers import GatedMaskedConv2d, MaskedConv2d
+from pygen.layers import GatedMaskedConv2d
+from pygen.models.autoregressive import AutoregressiveImageModel, output_head
 
 
-class PixelCNN(nn.Module):
+class PixelCNN(AutoregressiveImageModel):
     """Gated PixelCNN over images of integer levels in ``[0, n_levels)``.
 
     Channels of a pixel are generated in order (R before G before B for RGB), pixels in raster
@@ -40,23 +39,8 @@ class PixelCNN(nn.Module):
         image_size: int | tuple[int, int] = 28,
     ) -> None:
         super().__init__()
-        if in_channels < 1 or hidden % in_channels:
-            raise ValueError(f"hidden ({hidden}) must be divisible by in_channels ({in_channels})")
-        if n_levels < 2:
-            raise ValueError(f"n_levels must be >= 2, got {n_levels}")
-        if n_layers < 1:
-            raise ValueError(f"n_layers must be >= 1, got {n_layers}")
-        if n_classes is not None and n_classes < 1:
-            raise ValueError(f"n_classes must be >= 1 or None, got {n_classes}")
-        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        if len(size) != 2 or min(size) < 1:
-            raise ValueError(f"image_size must be positive H or (H, W), got {image_size}")
-        self.in_channels = in_channels
-        self.n_levels = n_levels
-        self.hidden = hidden
+        self.check_config(in_channels, n_levels, hidden, n_layers, image_size, n_classes)
         self.kernel_size = kernel_size
-        self.n_classes = n_classes
-        self.image_size: tuple[int, int] = size
         groups = in_channels
         self.layers = nn.ModuleList(
             GatedMaskedConv2d(
@@ -69,49 +53,7 @@ class PixelCNN(nn.Module):
             )
             for i in range(n_layers)
         )
-        self.head_hidden = MaskedConv2d(hidden, hidden, 1, "B", groups)
-        # Output channels ordered (channel, level): channel c's logits are colour group c.
-        self.head_out = MaskedConv2d(hidden, in_channels * n_levels, 1, "B", groups)
-
-    def check_images(self, x: Tensor) -> None:
-        """Raise a clear error unless ``x`` is a batch of this model's integer-level images."""
-        if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-            raise TypeError(
-                f"x must hold integer levels in [0, {self.n_levels}) (an integer dtype), got "
-                f"{x.dtype}; the model scales the levels itself"
-            )
-        expected = (self.in_channels, *self.image_size)
-        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"x must have shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}"
-            )
-        if x.numel() and (x.min() < 0 or x.max() >= self.n_levels):
-            raise ValueError(
-                f"x must hold levels in [0, {self.n_levels}), got values in "
-                f"[{x.min().item()}, {x.max().item()}]"
-            )
-
-    def check_labels(self, y: Tensor | None, batch: int) -> None:
-        """Raise a clear error unless ``y`` fits this model (labels iff it is conditional)."""
-        if self.n_classes is None:
-            if y is not None:
-                raise ValueError("y was given but the model is unconditional (n_classes=None)")
-            return
-        if y is None:
-            raise ValueError(
-                f"the model is class-conditional: y (labels in [0, {self.n_classes})) is required"
-            )
-        if y.is_floating_point() or y.dtype == torch.bool:
-            raise TypeError(f"y must hold integer labels, got {y.dtype}")
-        if tuple(y.shape) != (batch,):
-            raise ValueError(f"y must have shape ({batch},), got {tuple(y.shape)}")
-        if batch and (y.min() < 0 or y.max() >= self.n_classes):
-            raise ValueError(f"y must hold labels in [0, {self.n_classes}), got {y.tolist()}")
-
-    def scale(self, x: Tensor) -> Tensor:
-        """Levels ``[0, n_levels)`` to floats in ``[-1, 1]`` of the model's dtype."""
-        dtype = self.head_out.weight.dtype
-        return x.to(dtype) * (2.0 / (self.n_levels - 1)) - 1.0
+        self.head_hidden, self.head_out = output_head(hidden, in_channels, n_levels)
 
     def forward_scaled(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Logits ``(B, n_levels, C, H, W)`` of scaled float images (differentiable in ``x``)."""
@@ -119,24 +61,7 @@ class PixelCNN(nn.Module):
         h = x
         for layer in self.layers:
             v, h = layer(v, h, y)
-        out = self.head_out(F.relu(self.head_hidden(F.relu(h))))
-        b, _, height, width = out.shape
-        return out.view(b, self.in_channels, self.n_levels, height, width).transpose(1, 2)
-
-    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """Logits ``(B, n_levels, C, H, W)`` of p(x[c, i, j] | earlier values) for levels ``x``."""
-        self.check_images(x)
-        self.check_labels(y, x.shape[0])
-        return self.forward_scaled(self.scale(x), y)
-
-    def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """log p(x) in nats, one value per image ``(B,)``."""
-        nll = F.cross_entropy(self(x, y), x, reduction="none")
-        return -nll.flatten(1).sum(1)
-
-    def bits_per_dim(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """-log2 p(x) / (C * H * W), one value per image ``(B,)``."""
-        return -self.log_prob(x, y) / (x[0].numel() * math.log(2.0))
+        return self.head(h)
 
     @torch.no_grad()
     def sample(

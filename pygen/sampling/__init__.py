@@ -1,16 +1,21 @@
-"""PixelCNN sampling: the front end, the naive and cached PyTorch samplers and the shared draw."""
+"""Autoregressive image sampling: the PixelCNN front end, the naive and cached PyTorch samplers
+(PixelCNN, Row LSTM PixelRNN) and the shared draw."""
 
 from pygen.sampling.cached import sample_cached
 from pygen.sampling.draw import inverse_cdf_draw
 from pygen.sampling.naive import sample_naive
-from pygen.sampling.sampler import METHODS, sample
+from pygen.sampling.pixelrnn import sample_row_lstm_cached
+from pygen.sampling.sampler import METHODS, check_sample_args, sample, uniform_noise
 from pygen.sampling.weights import export_weights
 
 __all__ = [
     "METHODS",
+    "check_sample_args",
     "export_weights",
     "inverse_cdf_draw",
     "sample",
     "sample_cached",
     "sample_naive",
+    "sample_row_lstm_cached",
+    "uniform_noise",
 ]

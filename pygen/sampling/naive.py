@@ -1,17 +1,27 @@
-"""The naive PixelCNN sampler: the full network once per generated value."""
+"""The naive sampler of any autoregressive image model (PixelCNN, PixelRNN): the full network
+once per generated value."""
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from pygen.sampling.draw import inverse_cdf_draw
-from pygen.sampling.weights import GatedPixelCNN
+
+
+class ImageModel(Protocol):
+    """What the naive sampler reads: logits ``(B, n_levels, C, H, W)`` of integer images."""
+
+    n_levels: int
+
+    def __call__(self, x: Tensor, y: Tensor | None = None) -> Tensor: ...
 
 
 @torch.no_grad()
 def sample_naive(
-    model: GatedPixelCNN,
+    model: ImageModel,
     noise: Tensor,
     y: Tensor | None = None,
     temperature: float = 1.0,

@@ -15,7 +15,28 @@ from pygen.sampling.weights import GatedPixelCNN, export_weights
 METHODS = ("fused", "cached", "naive")
 
 
-def _check_noise(noise: Tensor, shape: tuple[int, ...], device: torch.device) -> None:
+def check_sample_args(method: str, methods: tuple[str, ...], n: int, temperature: float) -> None:
+    """Raise a clear error unless ``method`` is one of ``methods``, ``n >= 1`` and the
+    temperature is positive and finite."""
+    if method not in methods:
+        raise ValueError(f"method must be one of {methods}, got {method!r}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be positive and finite, got {temperature}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+
+
+def uniform_noise(
+    noise: Tensor | None,
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    device: torch.device,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The given ``noise`` checked (uniforms in [0, 1) of ``shape`` on ``device``) and cast to
+    ``dtype``, or, without it, fresh uniforms from ``generator`` (torch's default if None)."""
+    if noise is None:
+        return torch.rand(shape, generator=generator, dtype=dtype, device=device)
     if not noise.is_floating_point():
         raise TypeError(f"noise must be a floating tensor of uniforms in [0, 1), got {noise.dtype}")
     if tuple(noise.shape) != shape:
@@ -24,6 +45,7 @@ def _check_noise(noise: Tensor, shape: tuple[int, ...], device: torch.device) ->
         raise ValueError(f"noise is on {noise.device} but the model is on {device}")
     if noise.numel() and (noise.min() < 0 or noise.max() >= 1):
         raise ValueError("noise must hold uniforms in [0, 1)")
+    return noise.to(dtype)
 
 
 @torch.no_grad()
@@ -57,20 +79,12 @@ def sample(
         return_logits: also return the logits ``(n, L, C, H, W)`` each value was drawn from
             (the network's, before the temperature).
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be positive and finite, got {temperature}")
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    check_sample_args(method, METHODS, n, temperature)
     weight = model.head_out.weight
     height, width = model.image_size
     shape = (n, model.in_channels, height, width)
-    if noise is not None:
-        _check_noise(noise, shape, weight.device)
-        noise = noise.to(weight.dtype)
-    elif method != "fused":
-        noise = torch.rand(shape, generator=generator, dtype=weight.dtype, device=weight.device)
+    if noise is not None or method != "fused":  # the fused kernel draws its own uniforms
+        noise = uniform_noise(noise, shape, weight.dtype, weight.device, generator)
     if method == "naive":
         images, logits = sample_naive(model, noise, y, temperature, return_logits)
     elif method == "cached":
