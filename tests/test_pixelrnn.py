@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from pygen.data import DIGIT_LEVELS, load_digits
-from pygen.demo import independent_pixel_bits
 from pygen.layers import skew, unskew
+from pygen.metrics import independent_pixel_bits
 from pygen.models import PixelRNN
 
 LOGIT_TOL = {"rtol": 1e-4, "atol": 1e-4}  # float32 logits of a sampler vs the full forward pass
@@ -223,7 +223,7 @@ TRAIN_BOUND = 2.25
 def test_training_on_digits_beats_independent_pixels_and_round_trips(kind):
     train, _ = load_digits("train")
     test, _ = load_digits("test")
-    baseline = independent_pixel_bits(train, test)
+    baseline = independent_pixel_bits(train, test, DIGIT_LEVELS)
     config = {"n_levels": DIGIT_LEVELS, "n_layers": 2, "hidden": 16, "kernel_size": 5, "kind": kind}
     torch.manual_seed(0)
     model = PixelRNN(**config, image_size=8)
