@@ -1,5 +1,6 @@
 """Thin model classes built on pygen.layers."""
 
+from pygen.models.bigan import BiGAN, JointDiscriminator
 from pygen.models.flows import NICE, FlowModel, Glow, GlowStep, RealNVP
 from pygen.models.gan import (
     DCGAN,
@@ -33,6 +34,7 @@ __all__ = [
     "NICE",
     "VAE",
     "BernoulliLikelihood",
+    "BiGAN",
     "CategoricalLikelihood",
     "DCGANDiscriminator",
     "DCGANGenerator",
@@ -41,6 +43,7 @@ __all__ = [
     "GaussianLikelihood",
     "Glow",
     "GlowStep",
+    "JointDiscriminator",
     "Likelihood",
     "MLPDiscriminator",
     "MLPGenerator",
