@@ -1,6 +1,16 @@
 """Thin model classes built on pygen.layers."""
 
 from pygen.models.bigan import BiGAN, JointDiscriminator
+from pygen.models.cyclegan import (
+    CycleGAN,
+    ImagePool,
+    PatchDiscriminator,
+    Pix2Pix,
+    ResnetBlock,
+    ResnetGenerator,
+    UNetGenerator,
+    patch_layers,
+)
 from pygen.models.flows import NICE, FlowModel, Glow, GlowStep, RealNVP
 from pygen.models.gan import (
     DCGAN,
@@ -36,6 +46,7 @@ __all__ = [
     "BernoulliLikelihood",
     "BiGAN",
     "CategoricalLikelihood",
+    "CycleGAN",
     "DCGANDiscriminator",
     "DCGANGenerator",
     "ELBOTerms",
@@ -43,17 +54,24 @@ __all__ = [
     "GaussianLikelihood",
     "Glow",
     "GlowStep",
+    "ImagePool",
     "JointDiscriminator",
     "Likelihood",
     "MLPDiscriminator",
     "MLPGenerator",
+    "PatchDiscriminator",
+    "Pix2Pix",
     "PixelCNN",
     "RealNVP",
+    "ResnetBlock",
+    "ResnetGenerator",
+    "UNetGenerator",
     "arithmetic_grid",
     "interpolate",
     "interpolation_grid",
     "latent_arithmetic",
     "lerp",
+    "patch_layers",
     "slerp",
     "spectral_norm_",
 ]
