@@ -89,6 +89,27 @@ def test_sinkhorn_divergence_is_zero_for_identical_clouds_and_grows_with_a_shift
         sinkhorn_divergence(x, y, 0.0)
 
 
+# Gradients come from the dual potentials at the last (annealed) iteration, not from backprop
+# through the loop. Measured at eps 0.5, scaling 0.99: max |autograd - central differences| 3e-4
+# for gradients up to 0.078 (the potentials are converged to about that accuracy).
+def test_sinkhorn_divergence_gradient_matches_finite_differences():
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(30, 2, generator=gen, dtype=torch.float64)
+    y = (torch.randn(20, 2, generator=gen, dtype=torch.float64) + 0.5).requires_grad_()
+    sinkhorn_divergence(x, y, 0.5, scaling=0.99).backward()
+    want = torch.zeros_like(y)
+    h = 1e-5
+    with torch.no_grad():
+        for i in range(len(y)):
+            for j in range(2):
+                step = torch.zeros_like(y)
+                step[i, j] = h
+                plus = sinkhorn_divergence(x, y + step, 0.5, scaling=0.99)
+                minus = sinkhorn_divergence(x, y - step, 0.5, scaling=0.99)
+                want[i, j] = (plus - minus) / (2 * h)
+    torch.testing.assert_close(y.grad, want, atol=1e-3, rtol=0)
+
+
 # ----------------------------------------------------------------------------- MMD GAN
 
 
