@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -216,10 +218,14 @@ def test_translation_models_shapes_patchgan_sizes_and_image_pool():
     cycle = CycleGAN(channels=1, image_size=8, width=4, n_blocks=1, n_down=1, d_width=4)
     x = torch.rand(2, 1, 8, 8) * 2 - 1
     assert cycle.translate_ab(x).shape == (2, 1, 8, 8) and cycle.d_a(x).shape == (2, 1, 2, 2)
+    (record,) = cycle.fit(x, -x, 1, batch_size=2)  # the paper's losses, identity term included
+    assert cycle.identity_weight == 0.5 and math.isfinite(record["g_loss"] + record["d_loss"])
     pix = Pix2Pix(1, 3, image_size=16, width=4, d_width=4)
     assert pix.translate(x.repeat(1, 1, 2, 2)).shape == (2, 3, 16, 16)
     with pytest.raises(ValueError, match="power of two"):
         Pix2Pix(image_size=12)
+    with pytest.raises(ValueError, match="as many inputs"):
+        pix.fit(x, x[:1], 1)
     # The pool returns new images until it is full, then about half old ones.
     pool = ImagePool(size=4)
     first = torch.arange(4.0).view(4, 1)
