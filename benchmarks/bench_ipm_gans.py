@@ -34,7 +34,7 @@ def make_step(provider: str):
     if provider == "mmd_gan":
         return ring_step(MMDGANLoss())
     if provider == "sinkhorn_gan":
-        return ring_step(SinkhornLoss(epsilon=1e-3, scaling=0.8, clip_value=0.05))
+        return ring_step(SinkhornLoss(epsilon=1e-3, scaling=0.8, clip_value=0.1))
     if provider == "bigan":
         model = BiGAN(latent_dim=2).to(DEVICE)
         data = torch.randn(RING_BATCH, 2, device=DEVICE)

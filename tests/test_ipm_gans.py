@@ -156,23 +156,25 @@ def ring_trainer(loss) -> tuple[GANTrainer, torch.Tensor]:
 RING_STD = 0.05
 
 
-# Measured (seed 0, CPU, one thread): MMD GAN (RQ kernels + witness GP) covers 8/8 modes after
-# 200 steps (5% of samples within 3 std of a mode), 8/8 at 600 (18%); ~4.5 s per 200 steps.
+# Measured (CPU, one thread, ~8 s): MMD GAN (RQ kernels + witness GP) after 400 steps covers 8, 8,
+# 7, 7 of 8 modes for seeds 0-3 (7-12% of samples within 3 std of a mode); after 300 steps seed 2
+# reached only 6.
 def test_mmd_gan_covers_the_modes_of_a_ring():
     trainer, data = ring_trainer(MMDGANLoss())
-    trainer.fit(data, 300, batch_size=128)
+    trainer.fit(data, 400, batch_size=128)
     cov = mode_coverage(trainer.sample(2000), ring_modes(), RING_STD)
     print(f"MMD GAN: {cov.modes_hit}/8 modes, {cov.high_quality:.1%} high quality")
     assert cov.modes_hit >= 6, cov
 
 
-# Measured (seed 0, CPU): epsilon 1e-3 with critic clipping 0.05 covers 8/8 modes after 200 steps
-# (3.5%), 8/8 at 400 (8%). A larger epsilon relative to the clipped critic's small features
-# (eps 0.01, clip 0.05) collapsed to 1 mode: the blur then exceeds the feature-space distances.
+# Measured (CPU, one thread): epsilon 1e-3 with the critic clipped to 0.1 covers 8/8 modes after
+# 300 steps for seeds 0-3 (9-12% high quality). Clipping at 0.05 collapsed seed 1 to one mode: the
+# clipped critic's features are then so small that the entropic blur hides the modes' separation
+# (eps 0.01 with clip 0.05 collapsed seed 0 the same way).
 def test_sinkhorn_gan_covers_the_modes_of_a_ring():
-    trainer, data = ring_trainer(SinkhornLoss(epsilon=1e-3, scaling=0.8, clip_value=0.05))
+    trainer, data = ring_trainer(SinkhornLoss(epsilon=1e-3, scaling=0.8, clip_value=0.1))
     trainer.fit(data, 300, batch_size=128)
-    assert all(p.abs().max() <= 0.05 for p in trainer.discriminator.parameters())
+    assert all(p.abs().max() <= 0.1 for p in trainer.discriminator.parameters())
     cov = mode_coverage(trainer.sample(2000), ring_modes(), RING_STD)
     print(f"Sinkhorn GAN: {cov.modes_hit}/8 modes, {cov.high_quality:.1%} high quality")
     assert cov.modes_hit >= 6, cov
