@@ -8,6 +8,8 @@ from pygen.data.files import (
     load_dataset,
     load_image_folder,
     load_torchvision,
+    load_translation_data,
+    to_tanh_range,
 )
 from pygen.data.split import split_indices
 from pygen.data.toy import gaussian_ring, ring_modes
@@ -21,6 +23,8 @@ __all__ = [
     "load_digits",
     "load_image_folder",
     "load_torchvision",
+    "load_translation_data",
     "ring_modes",
     "split_indices",
+    "to_tanh_range",
 ]

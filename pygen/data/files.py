@@ -149,3 +149,31 @@ def load_dataset(spec: str, split: str = "train", *, seed: int = 0) -> ImageData
     chosen = split_indices(len(data.images), split, seed=seed)
     labels = data.labels[chosen] if data.labels is not None else None
     return ImageData(data.images[chosen], labels, data.n_levels, data.name)
+
+
+def to_tanh_range(data: ImageData) -> Tensor:
+    """The images of ``data`` as floats in ``[-1, 1]`` (the range of Tanh generators)."""
+    return data.images.float() / (data.n_levels - 1) * 2 - 1
+
+
+def load_translation_data(
+    spec_a: str | Path, spec_b: str | Path, paired: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Two image domains for translation (CycleGAN, pix2pix), each from what ``load_dataset``
+    reads (an image folder, an .npy/.npz file, ``digits``), as floats in ``[-1, 1]``.
+
+    Unpaired (CycleGAN): any two sets of images of one size. ``paired`` (pix2pix): image ``i``
+    of A translates to image ``i`` of B (folders pair by sorted file name), so the counts and
+    sizes must match."""
+    a = load_dataset(str(spec_a), "all")
+    b = load_dataset(str(spec_b), "all")
+    if a.images.shape[2:] != b.images.shape[2:]:
+        raise ValueError(
+            f"domains differ in image size: {tuple(a.images.shape[2:])} vs "
+            f"{tuple(b.images.shape[2:])}"
+        )
+    if paired and len(a.images) != len(b.images):
+        raise ValueError(
+            f"paired domains need as many images each, got {len(a.images)} and {len(b.images)}"
+        )
+    return to_tanh_range(a), to_tanh_range(b)

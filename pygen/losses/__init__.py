@@ -1,4 +1,4 @@
-"""Training objectives: the GAN loss zoo and its penalties."""
+"""Training objectives: the GAN loss zoo, its penalties, and the IPM GANs (MMD, Sinkhorn)."""
 
 from pygen.losses.gan import (
     F_DIVERGENCES,
@@ -17,21 +17,26 @@ from pygen.losses.gan import (
     gradient_penalty,
     r1_penalty,
 )
+from pygen.losses.ipm import LI_BANDWIDTHS, MMDGANLoss, SinkhornLoss, sinkhorn_divergence
 
 __all__ = [
     "F_DIVERGENCES",
     "GAN_LOSSES",
+    "LI_BANDWIDTHS",
     "FDivergence",
     "FGANLoss",
     "GANLoss",
     "HingeLoss",
     "LeastSquaresLoss",
+    "MMDGANLoss",
     "MMDLoss",
     "MinimaxLoss",
     "NonSaturatingLoss",
+    "SinkhornLoss",
     "WassersteinGPLoss",
     "WassersteinLoss",
     "get_gan_loss",
     "gradient_penalty",
     "r1_penalty",
+    "sinkhorn_divergence",
 ]

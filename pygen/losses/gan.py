@@ -274,28 +274,32 @@ class FGANLoss(GANLoss):
 
 class MMDLoss(GANLoss):
     """MMD GAN (Li et al. 2017): D's raw outputs ``(N, ...)`` are features; G minimizes the
-    Gaussian-kernel MMD^2 between real and generated features, D maximizes it.
+    kernel MMD^2 between real and generated features, D maximizes it.
 
     With a parameter-free identity D this is a generative moment-matching network (Li et al.
-    2015). ``bandwidths``: Gaussian kernel widths; None uses the median heuristic per batch.
+    2015). ``bandwidths``: Gaussian kernel widths (or rational-quadratic shapes with
+    ``kernel="rational_quadratic"``); None uses the median heuristic per batch (the default
+    shapes for the rational-quadratic kernel). ``pygen.losses.MMDGANLoss`` adds the critic
+    constraints of the MMD GAN papers.
     """
 
     name = "mmd"
     generator_needs_real = True
 
-    def __init__(self, bandwidths: Sequence[float] | None = None) -> None:
+    def __init__(self, bandwidths: Sequence[float] | None = None, kernel: str = "gaussian") -> None:
         self.bandwidths = None if bandwidths is None else tuple(bandwidths)
+        self.kernel = kernel
 
     def discriminator_loss(self, real_out, fake_out):
-        return -mmd2(real_out, fake_out, self.bandwidths)
+        return -mmd2(real_out, fake_out, self.bandwidths, self.kernel)
 
     def generator_loss(self, fake_out, real_out=None):
         if real_out is None:
             raise ValueError("the MMD generator loss needs the discriminator's real outputs")
-        return mmd2(real_out.detach(), fake_out, self.bandwidths)
+        return mmd2(real_out.detach(), fake_out, self.bandwidths, self.kernel)
 
     def __repr__(self) -> str:
-        return f"MMDLoss(bandwidths={self.bandwidths})"
+        return f"MMDLoss(bandwidths={self.bandwidths}, kernel={self.kernel!r})"
 
 
 _REGISTRY: dict[str, Callable[..., GANLoss]] = {

@@ -3,7 +3,17 @@ the independent-pixel likelihood baseline."""
 
 from pygen.metrics.baselines import independent_pixel_bits
 from pygen.metrics.coverage import ModeCoverage, mode_coverage
-from pygen.metrics.mmd import MMDTest, gaussian_kernel, median_bandwidth, mmd2, mmd_permutation_test
+from pygen.metrics.mmd import (
+    KERNELS,
+    RQ_ALPHAS,
+    MMDTest,
+    gaussian_kernel,
+    kernel_matrix,
+    median_bandwidth,
+    mmd2,
+    mmd_permutation_test,
+    rational_quadratic_kernel,
+)
 from pygen.metrics.neighbours import (
     Neighbours,
     memorization_ratio,
@@ -12,11 +22,14 @@ from pygen.metrics.neighbours import (
 )
 
 __all__ = [
+    "KERNELS",
+    "RQ_ALPHAS",
     "MMDTest",
     "ModeCoverage",
     "Neighbours",
     "gaussian_kernel",
     "independent_pixel_bits",
+    "kernel_matrix",
     "median_bandwidth",
     "memorization_ratio",
     "mmd2",
@@ -24,4 +37,5 @@ __all__ = [
     "mode_coverage",
     "nearest_neighbours",
     "neighbour_pairs",
+    "rational_quadratic_kernel",
 ]

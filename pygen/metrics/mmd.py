@@ -1,4 +1,4 @@
-"""Kernel maximum mean discrepancy (Gretton et al. 2012) with Gaussian kernels.
+"""Kernel maximum mean discrepancy (Gretton et al. 2012), Gaussian or rational-quadratic kernels.
 
 One implementation serves the differentiable MMD loss (``pygen.losses``) and the two-sample
 permutation test: the unbiased MMD^2 is computed from the kernel matrix of the pooled samples and
@@ -32,6 +32,32 @@ def gaussian_kernel(x: Tensor, y: Tensor, bandwidths: Sequence[float]) -> Tensor
     return sum(torch.exp(-sq / (2.0 * s * s)) for s in bandwidths)
 
 
+# Binkowski et al. 2018's rational-quadratic mixture (MMD GAN): heavy tails keep gradients alive
+# where far-apart Gaussian kernels vanish.
+RQ_ALPHAS = (0.2, 0.5, 1.0, 2.0, 5.0)
+KERNELS = ("gaussian", "rational_quadratic")
+
+
+def rational_quadratic_kernel(x: Tensor, y: Tensor, alphas: Sequence[float] = RQ_ALPHAS) -> Tensor:
+    """``sum_a (1 + |x_i - y_j|^2 / (2 a))^(-a)`` over the shapes ``a``: an ``(N, M)`` matrix."""
+    sq = torch.cdist(_flat(x), _flat(y)).square()
+    return sum((1.0 + sq / (2.0 * a)).pow(-a) for a in alphas)
+
+
+def kernel_matrix(
+    x: Tensor, y: Tensor, kernel: str, scales: float | Sequence[float] | None = None
+) -> Tensor:
+    """``(N, M)`` matrix of ``kernel`` ("gaussian": ``scales`` are bandwidths, None picks the
+    median heuristic on the pooled samples; "rational_quadratic": ``scales`` are the shapes
+    ``a``, None uses ``RQ_ALPHAS``)."""
+    if kernel == "gaussian":
+        pooled = torch.cat([_flat(x), _flat(y)])
+        return gaussian_kernel(x, y, _bandwidths(pooled, scales))
+    if kernel == "rational_quadratic":
+        return rational_quadratic_kernel(x, y, RQ_ALPHAS if scales is None else _positive(scales))
+    raise ValueError(f"unknown kernel {kernel!r}; known: {', '.join(KERNELS)}")
+
+
 def _mmd2_from_kernel(kernel: Tensor, in_x: Tensor) -> Tensor:
     """Unbiased MMD^2 for each row of ``in_x`` ``(P, N)`` (1 = sample of x, 0 = of y).
 
@@ -49,35 +75,48 @@ def _mmd2_from_kernel(kernel: Tensor, in_x: Tensor) -> Tensor:
     return xx + yy - 2.0 * xy
 
 
-def _bandwidths(pooled: Tensor, bandwidths: float | Sequence[float] | None) -> list[float]:
-    if bandwidths is None:
-        return [median_bandwidth(pooled)]
-    values = [float(bandwidths)] if isinstance(bandwidths, int | float) else list(bandwidths)
+def _positive(scales: float | Sequence[float]) -> list[float]:
+    values = [float(scales)] if isinstance(scales, int | float) else list(scales)
     if not values or min(values) <= 0:
-        raise ValueError(f"bandwidths must be positive, got {bandwidths}")
+        raise ValueError(f"kernel scales (bandwidths, shapes) must be positive, got {scales}")
     return values
 
 
-def _pooled_kernel(x: Tensor, y: Tensor, bandwidths) -> tuple[Tensor, Tensor]:
+def _bandwidths(pooled: Tensor, bandwidths: float | Sequence[float] | None) -> list[float]:
+    if bandwidths is None:
+        return [median_bandwidth(pooled)]
+    return _positive(bandwidths)
+
+
+def _pooled_kernel(x: Tensor, y: Tensor, bandwidths, kernel: str) -> tuple[Tensor, Tensor]:
     if len(x) < 2 or len(y) < 2:
         raise ValueError(f"need at least 2 samples on each side, got {len(x)} and {len(y)}")
     if x.shape[1:] != y.shape[1:]:
         raise ValueError(f"x and y samples differ in shape: {x.shape[1:]} vs {y.shape[1:]}")
     pooled = torch.cat([_flat(x), _flat(y)])
-    kernel = gaussian_kernel(pooled, pooled, _bandwidths(pooled, bandwidths))
+    if kernel == "gaussian":  # the median heuristic on the pooled samples, not on two copies
+        bandwidths = _bandwidths(pooled, bandwidths)
+    matrix = kernel_matrix(pooled, pooled, kernel, bandwidths)
     in_x = torch.zeros(len(pooled), device=pooled.device)
     in_x[: len(x)] = 1.0
-    return kernel, in_x
+    return matrix, in_x
 
 
-def mmd2(x: Tensor, y: Tensor, bandwidths: float | Sequence[float] | None = None) -> Tensor:
+def mmd2(
+    x: Tensor,
+    y: Tensor,
+    bandwidths: float | Sequence[float] | None = None,
+    kernel: str = "gaussian",
+) -> Tensor:
     """Unbiased estimate of MMD^2 between samples ``x`` ``(N, ...)`` and ``y`` ``(M, ...)``.
 
-    The kernel is a sum of Gaussians with the given bandwidths (standard deviations); None picks
-    one bandwidth by the median heuristic on the pooled samples (not differentiated through).
-    Differentiable in ``x`` and ``y``. The unbiased estimate can be slightly negative.
+    The default kernel is a sum of Gaussians with the given bandwidths (standard deviations);
+    None picks one bandwidth by the median heuristic on the pooled samples (not differentiated
+    through). ``kernel="rational_quadratic"`` sums rational-quadratic kernels whose shapes are
+    ``bandwidths`` (None: ``RQ_ALPHAS``). Differentiable in ``x`` and ``y``. The unbiased
+    estimate can be slightly negative.
     """
-    kernel, in_x = _pooled_kernel(x, y, bandwidths)
+    kernel, in_x = _pooled_kernel(x, y, bandwidths, kernel)
     return _mmd2_from_kernel(kernel, in_x[None])[0]
 
 
@@ -95,6 +134,7 @@ def mmd_permutation_test(
     n_permutations: int = 500,
     bandwidths: float | Sequence[float] | None = None,
     generator: torch.Generator | None = None,
+    kernel: str = "gaussian",
 ) -> MMDTest:
     """Two-sample test of ``x ~ P``, ``y ~ Q`` for ``P = Q`` with the unbiased MMD^2 statistic.
 
@@ -103,7 +143,7 @@ def mmd_permutation_test(
     """
     if n_permutations < 1:
         raise ValueError(f"n_permutations must be >= 1, got {n_permutations}")
-    kernel, in_x = _pooled_kernel(x.double(), y.double(), bandwidths)
+    kernel, in_x = _pooled_kernel(x.double(), y.double(), bandwidths, kernel)
     observed = _mmd2_from_kernel(kernel, in_x[None])[0]
     keys = torch.rand(n_permutations, len(in_x), generator=generator).to(kernel.device)
     permuted = in_x[keys.argsort(dim=1)]  # each row: the membership vector shuffled

@@ -2,7 +2,18 @@
 
 from pygen.models.autoregressive import AutoregressiveImageModel
 from pygen.models.autoregressive_flows import IAF, MAF
+from pygen.models.bigan import BiGAN, JointDiscriminator
 from pygen.models.cnf import CNF
+from pygen.models.cyclegan import (
+    CycleGAN,
+    ImagePool,
+    PatchDiscriminator,
+    Pix2Pix,
+    ResnetBlock,
+    ResnetGenerator,
+    UNetGenerator,
+    patch_layers,
+)
 from pygen.models.flows import NICE, FlowModel, Glow, GlowStep, RealNVP
 from pygen.models.gan import (
     DCGAN,
@@ -41,7 +52,9 @@ __all__ = [
     "VAE",
     "AutoregressiveImageModel",
     "BernoulliLikelihood",
+    "BiGAN",
     "CategoricalLikelihood",
+    "CycleGAN",
     "DCGANDiscriminator",
     "DCGANGenerator",
     "ELBOTerms",
@@ -49,17 +62,25 @@ __all__ = [
     "GaussianLikelihood",
     "Glow",
     "GlowStep",
+    "ImagePool",
+    "JointDiscriminator",
     "Likelihood",
     "MLPDiscriminator",
     "MLPGenerator",
+    "PatchDiscriminator",
+    "Pix2Pix",
     "PixelCNN",
     "PixelRNN",
     "RealNVP",
+    "ResnetBlock",
+    "ResnetGenerator",
+    "UNetGenerator",
     "arithmetic_grid",
     "interpolate",
     "interpolation_grid",
     "latent_arithmetic",
     "lerp",
+    "patch_layers",
     "slerp",
     "spectral_norm_",
 ]

@@ -151,17 +151,24 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """Fully connected discriminator: ``depth`` hidden LeakyReLU layers to one raw score."""
+    """Fully connected discriminator: ``depth`` hidden LeakyReLU layers to one raw score
+    ``(N,)``, or to ``features > 1`` critic features ``(N, features)`` (MMD and Sinkhorn GANs)."""
 
     def __init__(
-        self, data_dim: int = 2, hidden: int = 128, depth: int = 3, num_classes: int = 0
+        self,
+        data_dim: int = 2,
+        hidden: int = 128,
+        depth: int = 3,
+        num_classes: int = 0,
+        features: int = 1,
     ) -> None:
         super().__init__()
-        self.num_classes = num_classes
-        self.net = _mlp([data_dim + num_classes, *[hidden] * depth, 1], nn.LeakyReLU)
+        self.num_classes, self.features = num_classes, features
+        self.net = _mlp([data_dim + num_classes, *[hidden] * depth, features], nn.LeakyReLU)
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
-        return self.net(_with_labels(x, labels, self.num_classes)).flatten()
+        out = self.net(_with_labels(x, labels, self.num_classes))
+        return out.flatten() if self.features == 1 else out
 
 
 class GAN(nn.Module):

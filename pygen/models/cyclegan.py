@@ -1,0 +1,346 @@
+"""Image-to-image translation: CycleGAN (Zhu et al. 2017) for unpaired domains and pix2pix
+(Isola et al. 2017) for paired ones, with their ResNet / U-Net generators, the PatchGAN
+discriminator and CycleGAN's pool of past generated images.
+
+Images are ``(N, C, H, W)`` in ``[-1, 1]`` (the generators end in Tanh).
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pygen.losses.gan import LeastSquaresLoss, NonSaturatingLoss
+
+
+class ResnetBlock(nn.Module):
+    """``x + conv-norm-relu-conv-norm(x)`` with reflection padding (3x3 convolutions)."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(ch, ch, 3),
+            nn.InstanceNorm2d(ch),
+            nn.ReLU(),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(ch, ch, 3),
+            nn.InstanceNorm2d(ch),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class ResnetGenerator(nn.Module):
+    """CycleGAN's generator (Johnson et al. 2016): a 7x7 convolution, ``n_down`` stride-2
+    downsamplings (channels doubling), ``n_blocks`` residual blocks, as many upsamplings, a 7x7
+    convolution to ``channels`` and Tanh; instance norm throughout. The paper uses width 64,
+    2 downsamplings, 9 blocks at 256x256 (6 at 128x128)."""
+
+    def __init__(
+        self, channels: int = 3, width: int = 64, n_blocks: int = 9, n_down: int = 2
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(channels, width, 7),
+            nn.InstanceNorm2d(width),
+            nn.ReLU(),
+        ]
+        ch = width
+        for _ in range(n_down):
+            layers += [nn.Conv2d(ch, 2 * ch, 3, 2, 1), nn.InstanceNorm2d(2 * ch), nn.ReLU()]
+            ch *= 2
+        layers += [ResnetBlock(ch) for _ in range(n_blocks)]
+        for _ in range(n_down):
+            layers += [nn.ConvTranspose2d(ch, ch // 2, 3, 2, 1, output_padding=1)]
+            layers += [nn.InstanceNorm2d(ch // 2), nn.ReLU()]
+            ch //= 2
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, channels, 7), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class UNetGenerator(nn.Module):
+    """pix2pix's U-Net: ``depth`` stride-2 4x4 convolutions down to ``size / 2^depth`` (1x1 when
+    ``depth = log2(size)``), then transposed convolutions back up, each concatenating the encoder
+    features of its resolution (the skips carry the low-level structure input and output share).
+    Batch norm on inner layers, LeakyReLU(0.2) down, ReLU up, Tanh out."""
+
+    def __init__(
+        self, in_channels: int = 3, out_channels: int = 3, width: int = 64, depth: int = 8
+    ) -> None:
+        super().__init__()
+        chs = [min(width * 2**i, width * 8) for i in range(depth)]
+        self.down = nn.ModuleList()
+        prev = in_channels
+        for i, ch in enumerate(chs):
+            norm = i not in (0, depth - 1)  # no norm on the input layer nor the 1x1 bottleneck
+            self.down.append(
+                nn.Sequential(
+                    nn.Conv2d(prev, ch, 4, 2, 1, bias=not norm),
+                    nn.BatchNorm2d(ch) if norm else nn.Identity(),
+                )
+            )
+            prev = ch
+        self.up = nn.ModuleList()
+        for i in reversed(range(depth)):
+            out = chs[i - 1] if i > 0 else out_channels
+            skip_in = chs[i] if i == depth - 1 else 2 * chs[i]  # the innermost has no skip yet
+            last = i == 0
+            self.up.append(
+                nn.Sequential(
+                    nn.ReLU(),
+                    nn.ConvTranspose2d(skip_in, out, 4, 2, 1, bias=last),
+                    nn.Tanh() if last else nn.BatchNorm2d(out),
+                )
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        skips = []
+        for i, layer in enumerate(self.down):
+            x = layer(x if i == 0 else F.leaky_relu(x, 0.2))
+            skips.append(x)
+        x = self.up[0](skips.pop())
+        for layer in self.up[1:]:
+            x = layer(torch.cat([x, skips.pop()], dim=1))
+        return x
+
+
+def patch_layers(image_size: int) -> int:
+    """Stride-2 layers of a PatchGAN for ``image_size``: 3 (the 70x70 PatchGAN) from 32 up,
+    fewer for small images so that the output keeps at least a 2x2 map of patches."""
+    if image_size < 8:
+        raise ValueError(f"PatchGAN needs images of at least 8x8, got {image_size}")
+    return min(3, image_size.bit_length() - 3)  # 8 -> 1, 16 -> 2, >= 32 -> 3
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN (Isola et al. 2017): ``n_layers`` stride-2 4x4 convolutions, one stride-1, then a
+    1-channel 4x4 convolution: one raw score per overlapping patch ``(N, 1, h, w)``. Instance
+    norm on all but the first layer, LeakyReLU(0.2)."""
+
+    def __init__(self, channels: int = 3, width: int = 64, n_layers: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2)]
+        ch = width
+        for i in range(1, n_layers + 1):
+            out = min(ch * 2, width * 8)
+            stride = 2 if i < n_layers else 1
+            layers += [nn.Conv2d(ch, out, 4, stride, 1), nn.InstanceNorm2d(out), nn.LeakyReLU(0.2)]
+            ch = out
+        layers += [nn.Conv2d(ch, 1, 4, 1, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class ImagePool:
+    """Shrivastava et al. 2017's history of generated images: D sees, per image, the new one or
+    (with probability 1/2 once the pool is full) a stored older one, which takes the new one's
+    place; this damps the oscillation of the two players."""
+
+    def __init__(self, size: int = 50, seed: int = 0) -> None:
+        self.size = size
+        self.images: list[Tensor] = []
+        self.rng = random.Random(seed)
+
+    def query(self, images: Tensor) -> Tensor:
+        if self.size == 0:
+            return images
+        out = []
+        for image in images.detach():
+            if len(self.images) < self.size:
+                self.images.append(image)
+                out.append(image)
+            elif self.rng.random() < 0.5:
+                i = self.rng.randrange(self.size)
+                out.append(self.images[i])
+                self.images[i] = image
+            else:
+                out.append(image)
+        return torch.stack(out)
+
+
+def _adam(module: nn.Module, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
+    return torch.optim.Adam(module.parameters(), lr=lr, betas=betas)
+
+
+def _batch(data: Tensor, batch_size: int, device: torch.device) -> Tensor:
+    return data[torch.randint(len(data), (batch_size,))].to(device)
+
+
+class CycleGAN(nn.Module):
+    """Unpaired translation between domains A and B: generators ``g_ab``, ``g_ba`` (ResNet),
+    PatchGAN discriminators ``d_a``, ``d_b``; least-squares adversarial losses, an L1
+    cycle-consistency term (``cycle_weight``, 10 in the paper) and an L1 identity term
+    (``identity_weight`` times the cycle weight, 0.5 in the paper; 0 disables it: it assumes the
+    mapping keeps an image of the target domain unchanged, false e.g. for an intensity
+    inversion). D trains on pools of the last ``pool_size`` generated images."""
+
+    def __init__(
+        self,
+        channels: int = 3,
+        image_size: int = 256,
+        width: int = 64,
+        n_blocks: int = 9,
+        n_down: int = 2,
+        d_width: int = 64,
+        cycle_weight: float = 10.0,
+        identity_weight: float = 0.5,
+        pool_size: int = 50,
+    ) -> None:
+        super().__init__()
+        self.g_ab = ResnetGenerator(channels, width, n_blocks, n_down)
+        self.g_ba = ResnetGenerator(channels, width, n_blocks, n_down)
+        layers = patch_layers(image_size)
+        self.d_a = PatchDiscriminator(channels, d_width, layers)
+        self.d_b = PatchDiscriminator(channels, d_width, layers)
+        self.cycle_weight, self.identity_weight = cycle_weight, identity_weight
+        self.pool_a, self.pool_b = ImagePool(pool_size), ImagePool(pool_size, seed=1)
+        self.gan_loss = LeastSquaresLoss()
+
+    @torch.no_grad()
+    def translate_ab(self, a: Tensor) -> Tensor:
+        """A -> B."""
+        return self.g_ab(a)
+
+    @torch.no_grad()
+    def translate_ba(self, b: Tensor) -> Tensor:
+        """B -> A."""
+        return self.g_ba(b)
+
+    def generator_loss(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(G loss, fake B, fake A) on one batch of each domain."""
+        fake_b, fake_a = self.g_ab(a), self.g_ba(b)
+        adversarial = self.gan_loss.generator_loss(self.d_b(fake_b)) + self.gan_loss.generator_loss(
+            self.d_a(fake_a)
+        )
+        cycle = F.l1_loss(self.g_ba(fake_b), a) + F.l1_loss(self.g_ab(fake_a), b)
+        loss = adversarial + self.cycle_weight * cycle
+        if self.identity_weight > 0:
+            identity = F.l1_loss(self.g_ab(b), b) + F.l1_loss(self.g_ba(a), a)
+            loss = loss + self.identity_weight * self.cycle_weight * identity
+        return loss, fake_b, fake_a
+
+    def fit(
+        self,
+        a: Tensor,
+        b: Tensor,
+        steps: int,
+        batch_size: int = 1,
+        lr: float = 2e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+    ) -> list[dict[str, float]]:
+        """``steps`` updates of both generators, then both discriminators, on independent random
+        batches of ``a`` and ``b`` (unpaired). Returns the history of losses."""
+        device = next(self.parameters()).device
+        g_opt = torch.optim.Adam(
+            [*self.g_ab.parameters(), *self.g_ba.parameters()], lr=lr, betas=betas
+        )
+        d_opt = torch.optim.Adam(
+            [*self.d_a.parameters(), *self.d_b.parameters()], lr=lr, betas=betas
+        )
+        history = []
+        for step in range(1, steps + 1):
+            real_a, real_b = _batch(a, batch_size, device), _batch(b, batch_size, device)
+            self.d_a.requires_grad_(False)
+            self.d_b.requires_grad_(False)
+            g_loss, fake_b, fake_a = self.generator_loss(real_a, real_b)
+            g_opt.zero_grad(set_to_none=True)
+            g_loss.backward()
+            g_opt.step()
+            self.d_a.requires_grad_(True)
+            self.d_b.requires_grad_(True)
+            past_b, past_a = self.pool_b.query(fake_b), self.pool_a.query(fake_a)
+            d_loss = self.gan_loss.discriminator_loss(
+                self.d_b(real_b), self.d_b(past_b)
+            ) + self.gan_loss.discriminator_loss(self.d_a(real_a), self.d_a(past_a))
+            d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_opt.step()
+            history.append({"step": step, "g_loss": g_loss.item(), "d_loss": d_loss.item()})
+        return history
+
+
+class Pix2Pix(nn.Module):
+    """Paired translation A -> B: a U-Net generator and a PatchGAN on the concatenated pair
+    (input, output); G minimizes the non-saturating GAN loss plus ``l1_weight`` (100 in the
+    paper) times the L1 distance to the paired target."""
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        image_size: int = 256,
+        width: int = 64,
+        d_width: int = 64,
+        l1_weight: float = 100.0,
+    ) -> None:
+        super().__init__()
+        if image_size & (image_size - 1) or image_size < 8:
+            raise ValueError(f"pix2pix image_size must be a power of two >= 8, got {image_size}")
+        depth = image_size.bit_length() - 1  # down to a 1x1 bottleneck
+        self.generator = UNetGenerator(in_channels, out_channels, width, depth)
+        self.discriminator = PatchDiscriminator(
+            in_channels + out_channels, d_width, patch_layers(image_size)
+        )
+        self.l1_weight = l1_weight
+        self.gan_loss = NonSaturatingLoss()
+
+    @torch.no_grad()
+    def translate(self, a: Tensor) -> Tensor:
+        """A -> B (eval mode: batch norm uses running statistics)."""
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            return self.generator(a)
+        finally:
+            self.generator.train(was_training)
+
+    def fit(
+        self,
+        a: Tensor,
+        b: Tensor,
+        steps: int,
+        batch_size: int = 1,
+        lr: float = 2e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+    ) -> list[dict[str, float]]:
+        """``steps`` updates of D then G on random batches of the pairs ``(a[i], b[i])``."""
+        if len(a) != len(b):
+            raise ValueError(f"paired data needs as many inputs as targets, got {len(a)}, {len(b)}")
+        device = next(self.parameters()).device
+        g_opt, d_opt = _adam(self.generator, lr, betas), _adam(self.discriminator, lr, betas)
+        history = []
+        for step in range(1, steps + 1):
+            idx = torch.randint(len(a), (batch_size,))
+            real_a, real_b = a[idx].to(device), b[idx].to(device)
+            fake_b = self.generator(real_a)
+            d_loss = self.gan_loss.discriminator_loss(
+                self.discriminator(torch.cat([real_a, real_b], 1)),
+                self.discriminator(torch.cat([real_a, fake_b.detach()], 1)),
+            )
+            d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_opt.step()
+            self.discriminator.requires_grad_(False)
+            try:
+                adversarial = self.gan_loss.generator_loss(
+                    self.discriminator(torch.cat([real_a, fake_b], 1))
+                )
+                g_loss = adversarial + self.l1_weight * F.l1_loss(fake_b, real_b)
+                g_opt.zero_grad(set_to_none=True)
+                g_loss.backward()
+                g_opt.step()
+            finally:
+                self.discriminator.requires_grad_(True)
+            history.append({"step": step, "g_loss": g_loss.item(), "d_loss": d_loss.item()})
+        return history
