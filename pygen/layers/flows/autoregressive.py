@@ -45,13 +45,13 @@ class _AutoregressiveAffine(nn.Module):
     def __init__(
         self,
         dim: int,
-        hidden: int,
-        n_hidden: int,
-        order: Sequence[int] | str | None,
-        seed: int,
-        scale_fn: str,
-        clamp: float | None,
-        reference: bool,
+        hidden: int = 64,
+        n_hidden: int = 2,
+        order: Sequence[int] | str | None = None,
+        seed: int = 0,
+        scale_fn: str = "tanh",
+        clamp: float | None = None,
+        reference: bool = False,
     ) -> None:
         super().__init__()
         self.made = MADE(dim, hidden, n_hidden, n_outputs=2, order=order, seed=seed)
@@ -99,19 +99,6 @@ class MAFLayer(_AutoregressiveAffine):
         reference: use the pure-PyTorch op instead of the fused kernel (for comparisons).
     """
 
-    def __init__(
-        self,
-        dim: int,
-        hidden: int = 64,
-        n_hidden: int = 2,
-        order: Sequence[int] | str | None = None,
-        seed: int = 0,
-        scale_fn: str = "tanh",
-        clamp: float | None = None,
-        reference: bool = False,
-    ) -> None:
-        super().__init__(dim, hidden, n_hidden, order, seed, scale_fn, clamp, reference)
-
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self._affine(x, x, reverse=False)
 
@@ -123,19 +110,6 @@ class IAFLayer(_AutoregressiveAffine):
     """One IAF layer on ``(N, D)``: sampling ``x = z * exp(s(z)) + t(z)`` with s_d, t_d functions
     of the z before d in the MADE's order, one pass (``inverse``); the density of given x
     (``forward``) takes D passes. Arguments as for ``MAFLayer``."""
-
-    def __init__(
-        self,
-        dim: int,
-        hidden: int = 64,
-        n_hidden: int = 2,
-        order: Sequence[int] | str | None = None,
-        seed: int = 0,
-        scale_fn: str = "tanh",
-        clamp: float | None = None,
-        reference: bool = False,
-    ) -> None:
-        super().__init__(dim, hidden, n_hidden, order, seed, scale_fn, clamp, reference)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self._solve(x, reverse=True)
