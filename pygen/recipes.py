@@ -21,6 +21,7 @@ from pygen.data import ImageData
 from pygen.metrics import mmd2
 from pygen.models import (
     DCGAN,
+    IAF,
     MAF,
     NICE,
     VAE,
@@ -311,6 +312,10 @@ class _ImageMAF(_FlattenedImages, MAF):
     """MAF on flattened images."""
 
 
+class _ImageIAF(_FlattenedImages, IAF):
+    """IAF on flattened images."""
+
+
 RECIPES["realnvp"] = Recipe(
     model=RealNVP,
     config=_realnvp_config,
@@ -334,4 +339,12 @@ RECIPES["maf"] = Recipe(
     evaluate=_flow_evaluate,
     sample=_flow_sample(lambda model: model.image_shape),
     description="MAF on flattened images (MADE + fused elementwise affine; sampling D passes)",
+)
+RECIPES["iaf"] = Recipe(
+    model=_ImageIAF,
+    config=_flattened_config({"n_layers": 4, "hidden": 256, "n_hidden": 1}),
+    loss=_flow_loss,
+    evaluate=_flow_evaluate,
+    sample=_flow_sample(lambda model: model.image_shape),
+    description="IAF on flattened images (sampling one pass; density D passes, slow to train)",
 )

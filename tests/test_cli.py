@@ -171,7 +171,7 @@ def test_pixelrnn_recipe(tmp_path, capsys, kind):
     assert "bits_per_dim" in run_json(capsys, ["eval", str(run / "checkpoints")])
 
 
-@pytest.mark.parametrize("model", ["realnvp", "nice", "maf"])
+@pytest.mark.parametrize("model", ["realnvp", "nice", "maf", "iaf"])
 def test_flow_recipes(tmp_path, capsys, model):
     run = tmp_path / model
     result = run_json(
