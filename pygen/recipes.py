@@ -324,27 +324,32 @@ RECIPES["realnvp"] = Recipe(
     sample=_flow_sample(lambda model: model.shape),
     description="RealNVP, multi-scale (fused affine coupling)",
 )
-RECIPES["nice"] = Recipe(
-    model=_ImageNICE,
-    config=_flattened_config({"n_couplings": 4, "hidden": 256, "n_blocks": 2}),
-    loss=_flow_loss,
-    evaluate=_flow_evaluate,
-    sample=_flow_sample(lambda model: model.image_shape),
-    description="NICE on flattened images (additive coupling)",
+
+
+def _flattened_recipe(model: type[FlowModel], defaults: dict[str, Any], description: str) -> Recipe:
+    """A vector flow trained on flattened images (dequantized levels, bits/dim)."""
+    return Recipe(
+        model=model,
+        config=_flattened_config(defaults),
+        loss=_flow_loss,
+        evaluate=_flow_evaluate,
+        sample=_flow_sample(lambda m: m.image_shape),
+        description=description,
+    )
+
+
+RECIPES["nice"] = _flattened_recipe(
+    _ImageNICE,
+    {"n_couplings": 4, "hidden": 256, "n_blocks": 2},
+    "NICE on flattened images (additive coupling)",
 )
-RECIPES["maf"] = Recipe(
-    model=_ImageMAF,
-    config=_flattened_config({"n_layers": 4, "hidden": 256, "n_hidden": 1}),
-    loss=_flow_loss,
-    evaluate=_flow_evaluate,
-    sample=_flow_sample(lambda model: model.image_shape),
-    description="MAF on flattened images (MADE + fused elementwise affine; sampling D passes)",
+RECIPES["maf"] = _flattened_recipe(
+    _ImageMAF,
+    {"n_layers": 4, "hidden": 256, "n_hidden": 1},
+    "MAF on flattened images (MADE + fused elementwise affine; sampling D passes)",
 )
-RECIPES["iaf"] = Recipe(
-    model=_ImageIAF,
-    config=_flattened_config({"n_layers": 4, "hidden": 256, "n_hidden": 1}),
-    loss=_flow_loss,
-    evaluate=_flow_evaluate,
-    sample=_flow_sample(lambda model: model.image_shape),
-    description="IAF on flattened images (sampling one pass; density D passes, slow to train)",
+RECIPES["iaf"] = _flattened_recipe(
+    _ImageIAF,
+    {"n_layers": 4, "hidden": 256, "n_hidden": 1},
+    "IAF on flattened images (sampling one pass; density D passes, slow to train)",
 )
