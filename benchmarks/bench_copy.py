@@ -20,3 +20,16 @@ def test_copy(benchmark, record, quick, provider):
     dst = torch.empty_like(src)
     timing = measure(benchmark, lambda: dst.copy_(src), DEVICE, quick)
     record(row("copy", provider, "copy", (NUMEL,), torch.float32, DEVICE, timing, 2 * 4 * NUMEL))
+
+
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="the matrix-unit ceiling of a GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_matmul(benchmark, record, quick, dtype):
+    """The card's matrix throughput (float32 without TF32, and bf16) on random 8192^3 products:
+    the ceiling compute-bound kernels (the PixelCNN sampler) are measured against."""
+    n = 8192
+    a, b = (torch.randn(n, n, device=DEVICE, dtype=dtype) for _ in range(2))
+    out = torch.empty(n, n, device=DEVICE, dtype=dtype)
+    timing = measure(benchmark, lambda: torch.mm(a, b, out=out), DEVICE, quick, rounds=10)
+    r = row("matmul", "torch", "mm", (n, n, n), dtype, DEVICE, timing, 3 * n * n * a.element_size())
+    record(r | {"tflops": 2 * n**3 / (timing["median_ms"] * 1e-3) / 1e12})

@@ -1,5 +1,7 @@
-"""PixelCNN sampling throughput: fused C++ sampler vs its PyTorch twin (cached) vs naive, plus the
-model's forward pass (the floor of any sampler: the same FLOPs) and its training step.
+"""PixelCNN sampling throughput: fused sampler (C++ on CPU, CUDA on a GPU) vs its PyTorch twin
+(cached; on a GPU also captured in one CUDA graph) vs naive, plus the model's forward pass (about
+the floor of any sampler: the same FLOPs) and its training step. Sample rows carry the cached
+algorithm's arithmetic (``gflop_per_image``) and the rate it reached (``tflops``).
 
 The naive sampler runs the full network once per value (784 forward passes per 28x28 image); on
 a CPU that is minutes per batch, so for the 28x28 model it is timed over ``NAIVE_STEPS`` steps and
@@ -9,21 +11,32 @@ extrapolated to the whole image (every step costs the same full forward pass): s
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
 from benchmarks.common import device_under_test, measure, row
 from pygen.models import PixelCNN
-from pygen.sampling import inverse_cdf_draw
+from pygen.sampling import export_weights, inverse_cdf_draw, sample_cached
 
 OP = "pixelcnn"
 DEVICE = device_under_test()
+ON_CUDA = DEVICE.type == "cuda"
 MODELS = {
     "mnist28": {},  # the defaults: 7 layers, 64 channels, 7x7, 256 levels, 28x28
     "digits8": {"n_levels": 17, "n_layers": 4, "hidden": 32, "kernel_size": 5, "image_size": 8},
+    "rgb32": {"in_channels": 3, "n_layers": 15, "hidden": 128, "image_size": 32},
 }
-SAMPLE_CASES = [("mnist28", 1), ("mnist28", 16), ("digits8", 16)]
-NAIVE_STEPS = 2  # per timed round, for the 28x28 model
+if ON_CUDA:
+    SAMPLE_CASES = [(m, b) for m in ("mnist28", "rgb32") for b in (1, 16, 64, 256)]
+else:
+    SAMPLE_CASES = [("mnist28", 1), ("mnist28", 16), ("digits8", 16)]
+# The pure-PyTorch cached sampler takes seconds per call on a GPU (one Python op per layer per
+# value): timed at the smallest and largest batch only, with few rounds, to fit a GPU lease.
+SLOW_REFERENCE_BATCHES = (1, 256)
+SLOW_ROUNDS = 3
+NAIVE_STEPS = 2  # per timed round, extrapolated to the whole image
 _models: dict[str, PixelCNN] = {}
 
 
@@ -36,6 +49,21 @@ def get_model(name: str) -> PixelCNN:
 
 def shape_of(model: PixelCNN, batch: int) -> tuple[int, ...]:
     return (batch, model.in_channels, *model.image_size)
+
+
+def gflop_per_image(model: PixelCNN) -> float:
+    """Arithmetic of the cached algorithm per image (2 flops per multiply-add): per row, each
+    layer's vertical stack (k//2+1 x k kernel) and link for every pixel; per value, each layer's
+    horizontal stack (k//2+1 columns), gate output and the head's logits of that channel."""
+    c, h, levels, k, n = model.in_channels, model.hidden, model.n_levels, model.kernel_size, 0
+    height, width = model.image_size
+    kh = k // 2 + 1
+    for layer in range(len(model.layers)):
+        cin = c if layer == 0 else h
+        n += height * width * (kh * k * cin * 2 * h + 4 * h * h)
+        n += height * width * c * (kh * cin * 2 * h + h * h)
+    n += height * width * c * (h * h + h * levels)
+    return 2 * n / 1e9
 
 
 def naive_steps(model: PixelCNN, batch: int, steps: int):
@@ -54,47 +82,91 @@ def naive_steps(model: PixelCNN, batch: int, steps: int):
     return run
 
 
-def record_row(record, provider, mode, model_name, batch, timing, extra=None):
+def cached_in_graph(model: PixelCNN, batch: int):
+    """The pure-PyTorch cached sampler captured whole in one CUDA graph: no Python, no launch
+    gaps (the strongest pure-PyTorch baseline). Returns the replay and the capture seconds."""
+    weights = export_weights(model, None, batch)
+    noise = torch.rand(shape_of(model, batch), device=DEVICE)
+
+    def run():
+        sample_cached(weights, noise, n_levels=model.n_levels, kernel_size=model.kernel_size)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        run()  # warm-up on a side stream, as capture requires
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    start = time.perf_counter()
+    with torch.cuda.graph(graph):
+        run()
+    return graph.replay, time.perf_counter() - start
+
+
+def record_row(record, provider, mode, model_name, batch, timing, extra=None, dtype=torch.float32):
     model = get_model(model_name)
     shape = shape_of(model, batch)
-    r = row(OP, provider, mode, shape, torch.float32, DEVICE, timing, 0)
-    record(
-        r
-        | {"model": model_name, "images_per_s": batch / (timing["median_ms"] * 1e-3)}
-        | (extra or {})
-    )
+    r = row(OP, provider, mode, shape, dtype, DEVICE, timing, 0)
+    per_s = batch / (timing["median_ms"] * 1e-3)
+    work = {"images_per_s": per_s}
+    if mode == "sample":
+        work["gflop_per_image"] = gflop_per_image(model)
+        work["tflops"] = per_s * work["gflop_per_image"] / 1e3
+    record(r | {"model": model_name} | work | (extra or {}))
 
 
-@pytest.mark.parametrize("provider", ["fused", "cached", "naive"])
+@pytest.mark.parametrize("provider", ["fused", "cached", "cached_graph", "naive"])
 @pytest.mark.parametrize(("model_name", "batch"), SAMPLE_CASES, ids=str)
 def test_pixelcnn_sample(benchmark, record, quick, model_name, batch, provider):
     model = get_model(model_name)
     gen = torch.Generator(DEVICE)
-    if provider == "naive" and model_name == "mnist28":
+    slow_on_gpu = ON_CUDA and provider in ("cached", "cached_graph")
+    if provider == "cached_graph" and not ON_CUDA:
+        pytest.skip("CUDA graphs need a GPU")
+    if slow_on_gpu and batch not in SLOW_REFERENCE_BATCHES:
+        if not (provider == "cached_graph" and model_name == "mnist28"):
+            pytest.skip("slow reference: timed at the smallest and largest batch")
+    if provider == "naive" and (ON_CUDA or model_name == "mnist28"):
         steps = model.in_channels * model.image_size[0] * model.image_size[1]
         timing = measure(benchmark, naive_steps(model, batch, NAIVE_STEPS), DEVICE, quick)
         scale = steps / NAIVE_STEPS
         timing = {k: v * scale if k != "rounds" else v for k, v in timing.items()}
-        record_row(
-            record,
-            provider,
-            "sample",
-            model_name,
-            batch,
-            timing,
-            {"extrapolated_from_steps": NAIVE_STEPS},
-        )
+        extra = {"extrapolated_from_steps": NAIVE_STEPS}
+        record_row(record, provider, "sample", model_name, batch, timing, extra)
         return
+    extra = None
+    if provider == "cached_graph":
+        fn, capture_s = cached_in_graph(model, batch)
+        extra = {"capture_s": capture_s}
+    else:
+        method = provider
+
+        def fn():
+            return model.sample(batch, method=method, generator=gen.manual_seed(0))
+
+    rounds = SLOW_ROUNDS if slow_on_gpu else 0
+    timing = measure(benchmark, fn, DEVICE, quick, rounds)
+    record_row(record, provider, "sample", model_name, batch, timing, extra)
+
+
+@pytest.mark.skipif(not ON_CUDA, reason="16-bit weights: the CUDA sampler")
+@pytest.mark.parametrize(
+    ("model_name", "batch"), [("mnist28", 1), ("mnist28", 256), ("rgb32", 256)]
+)
+def test_pixelcnn_sample_bf16(benchmark, record, quick, model_name, batch):
+    torch.manual_seed(0)
+    model = PixelCNN(**MODELS[model_name]).to(DEVICE, torch.bfloat16).eval()
+    gen = torch.Generator(DEVICE)
     timing = measure(
-        benchmark,
-        lambda: model.sample(batch, method=provider, generator=gen.manual_seed(0)),
-        DEVICE,
-        quick,
+        benchmark, lambda: model.sample(batch, generator=gen.manual_seed(0)), DEVICE, quick
     )
-    record_row(record, provider, "sample", model_name, batch, timing)
+    record_row(record, "fused", "sample", model_name, batch, timing, dtype=torch.bfloat16)
 
 
-@pytest.mark.parametrize(("model_name", "batch"), [("mnist28", 16), ("digits8", 16)], ids=str)
+FORWARD_CASES = SAMPLE_CASES if ON_CUDA else [("mnist28", 16), ("digits8", 16)]
+
+
+@pytest.mark.parametrize(("model_name", "batch"), FORWARD_CASES, ids=str)
 def test_pixelcnn_forward(benchmark, record, quick, model_name, batch):
     model = get_model(model_name)
     x = torch.randint(0, model.n_levels, shape_of(model, batch), device=DEVICE)

@@ -71,12 +71,15 @@ def timed(fn: Callable[[], object], device: torch.device) -> Callable[[], None]:
     return run
 
 
-def measure(benchmark, fn: Callable[[], object], device: torch.device, quick: bool) -> dict:
-    """Time fn with pytest-benchmark (warm-up rounds first); return median/p20/p80 in ms."""
+def measure(
+    benchmark, fn: Callable[[], object], device: torch.device, quick: bool, rounds: int = 0
+) -> dict:
+    """Time fn with pytest-benchmark (warm-up rounds first); return median/p20/p80 in ms.
+    ``rounds`` > 0 sets a small number of rounds for cases that take seconds each."""
     target = timed(fn, device)
-    for _ in range(3):  # warm-up outside the statistics: compilation, caches, allocator
+    for _ in range(1 if rounds else 3):  # warm-up outside the statistics: compilation, caches
         target()
-    rounds = 5 if quick else 30
+    rounds = rounds or (5 if quick else 30)
     benchmark.pedantic(target, rounds=rounds, warmup_rounds=1, iterations=1)
     data = sorted(benchmark.stats.stats.data)
     q = statistics.quantiles(data, n=10, method="inclusive") if len(data) > 1 else data * 9

@@ -1,4 +1,5 @@
-"""Collects the rows each benchmark records and writes them to benchmarks/results/ at the end."""
+"""Collects the rows each benchmark records and writes them to benchmarks/results/ as they come
+(a run cut short, say at the end of a GPU lease, keeps what it measured)."""
 
 from __future__ import annotations
 
@@ -25,11 +26,15 @@ def device():
 
 @pytest.fixture
 def record():
-    """record(row): keep one results row (see benchmarks.common.row)."""
-    return _ROWS.append
+    """record(row): keep one results row (see benchmarks.common.row) and rewrite the file."""
+
+    def keep(row: dict) -> None:
+        _ROWS.append(row)
+        write_results(_ROWS, device_under_test())
+
+    return keep
 
 
 def pytest_sessionfinish(session, exitstatus):
     if _ROWS:
-        path = write_results(_ROWS, device_under_test())
-        print(f"\nbenchmark results: {path}")
+        print(f"\nbenchmark results: {write_results(_ROWS, device_under_test())}")

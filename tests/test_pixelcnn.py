@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import fit_digits_and_round_trip
+from conftest import fit_digits_and_round_trip, requires_cuda
 from scipy import stats
 
 from pygen.data import DIGIT_LEVELS, load_digits
@@ -343,7 +343,7 @@ def test_sampler_errors():
     dims = {"batch": 2, "channels": 1, "height": 5, "width": 4, "n_levels": 5, "kernel_size": 3}
     with pytest.raises(ValueError, match="7 tensors per gated layer"):
         pixelcnn_sample(weights[:-1], **dims)
-    with pytest.raises(TypeError, match="float32 and float64"):
+    with pytest.raises(TypeError, match="CPU PixelCNN sampler supports float32 and float64"):
         pixelcnn_sample([w.half() for w in weights], **dims)
     with pytest.raises(ValueError, match="v_w of layer 0"):
         pixelcnn_sample(weights, **(dims | {"kernel_size": 5}))
@@ -353,12 +353,138 @@ def test_sampler_errors():
         pixelcnn_sample(weights, noise=torch.rand(2, 1, 5, 4).double(), **dims)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_fused_on_cuda_is_not_built_yet():
-    model = tiny_model().cuda()
-    with pytest.raises(NotImplementedError, match="method='cached'"):
-        model.sample(2, method="fused")
-    assert model.sample(2, method="cached").is_cuda
+# ---------------------------------------------------------------- the CUDA fused sampler
+
+# Logits of a 16-bit CUDA sampler vs the float32 forward pass of the same (rounded) weights: the
+# sampler keeps its activations between kernels in the weights' dtype and accumulates in float32.
+HALF_LOGIT_TOL = {
+    torch.float16: {"rtol": 1e-2, "atol": 2e-2},
+    torch.bfloat16: {"rtol": 5e-2, "atol": 1e-1},
+}
+
+
+@pytest.fixture
+def exact_cuda():
+    """Full float32 cuDNN convolutions for the reference forward passes (TF32 is on by default)."""
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        yield
+
+
+@requires_cuda
+@pytest.mark.parametrize(
+    ("channels", "n_classes", "kernel_size"), [(1, None, 3), (3, None, 3), (1, 4, 5), (3, 2, 5)]
+)
+def test_cuda_fused_logits_equal_full_forward_float32(exact_cuda, channels, n_classes, kernel_size):
+    model = tiny_model(channels, n_classes, kernel_size, size=(6, 5)).cuda()
+    y = torch.tensor([0, n_classes - 1, 1], device="cuda") if n_classes else None
+    noise = torch.rand(3, channels, 6, 5, device="cuda")
+    images, logits = model.sample(3, y=y, noise=noise, return_logits=True)
+    assert images.is_cuda and logits.dtype == torch.float32
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(images, y), **LOGIT_TOL)
+    cached = model.sample(3, y=y, method="cached", noise=noise)
+    assert (cached != images).float().mean() < 0.02  # only draws within rounding of a CDF step
+
+
+@requires_cuda
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+@pytest.mark.parametrize(("channels", "n_classes", "kernel_size"), [(1, None, 3), (3, 2, 5)])
+def test_cuda_fused_same_noise_same_images_float64(channels, n_classes, kernel_size, temperature):
+    model = tiny_model(channels, n_classes, kernel_size, size=(5, 4)).double().cuda()
+    y = torch.tensor([n_classes - 1, 0], device="cuda") if n_classes else None
+    noise = torch.rand(2, channels, 5, 4, dtype=torch.float64, device="cuda")
+    naive = model.sample(
+        2, y=y, method="naive", noise=noise, temperature=temperature, return_logits=True
+    )
+    fused = model.sample(2, y=y, noise=noise, temperature=temperature, return_logits=True)
+    assert naive[0].unique().numel() > 1
+    assert torch.equal(fused[0], naive[0])
+    torch.testing.assert_close(fused[1], naive[1], rtol=1e-10, atol=1e-10)
+
+
+@requires_cuda
+@pytest.mark.parametrize("per_block", ["1", "2", "4", "8", None])
+def test_cuda_fused_every_block_size_and_a_7x7_kernel(exact_cuda, monkeypatch, per_block):
+    # 11 samples: every samples-per-block variant, with a last block that is only partly used;
+    # 256 levels and hidden 32 exercise both matvec paths (outputs < and >= the block's threads).
+    if per_block is not None:
+        monkeypatch.setenv("PYGEN_PIXELCNN_SAMPLES_PER_BLOCK", per_block)
+    torch.manual_seed(0)
+    model = PixelCNN(n_levels=256, n_layers=3, hidden=32, kernel_size=7, image_size=(5, 9))
+    model = model.cuda().eval()
+    noise = torch.rand(11, 1, 5, 9, device="cuda")
+    images, logits = model.sample(11, noise=noise, return_logits=True)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(images), **LOGIT_TOL)
+    cpu = PixelCNN(n_levels=256, n_layers=3, hidden=32, kernel_size=7, image_size=(5, 9))
+    cpu.load_state_dict(model.state_dict())
+    assert (cpu.eval().sample(11, noise=noise.cpu()) != images.cpu()).float().mean() < 0.02
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_fused_half_precision_logits_follow_the_float32_forward(exact_cuda, dtype):
+    model = tiny_model(3, 2, kernel_size=5, size=(6, 5)).cuda().to(dtype)
+    y = torch.tensor([1, 0, 1, 1], device="cuda")
+    images, logits = model.sample(4, y=y, return_logits=True)
+    assert logits.dtype == dtype and images.unique().numel() > 1
+    with torch.no_grad():
+        expected = model.float()(images, y)
+    torch.testing.assert_close(logits.float(), expected, **HALF_LOGIT_TOL[dtype])
+
+
+@requires_cuda
+def test_cuda_fused_internal_noise_is_seeded_and_matches_the_cpu_kernel():
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    model = constant_model(probs)
+    cpu = model.sample(64, generator=torch.Generator().manual_seed(4))
+    model.cuda()
+    gen = torch.Generator("cuda")
+    first = model.sample(64, generator=gen.manual_seed(4))
+    assert torch.equal(first, model.sample(64, generator=gen.manual_seed(4)))
+    assert not torch.equal(first, model.sample(64, generator=gen))
+    # A CPU generator gives the same seed, hence the same Philox stream: the CPU kernel's draws.
+    assert torch.equal(model.sample(64, generator=torch.Generator().manual_seed(4)).cpu(), cpu)
+
+
+@requires_cuda
+def test_cuda_fused_op_opcheck_and_errors():
+    model = tiny_model(3, 2).cuda()
+    weights = export_weights(model, torch.tensor([1, 0], device="cuda"), 2)
+    noise = torch.rand(2, 3, 5, 4, device="cuda")
+    dims = {"batch": 2, "channels": 3, "height": 5, "width": 4, "n_levels": 5, "kernel_size": 3}
+    checks = ("test_schema", "test_autograd_registration", "test_faketensor")
+    fused = torch.ops.pygen.pixelcnn_sample
+    args = [*dims.values()]
+    torch.library.opcheck(fused, (weights, noise, None, *args, 1.0, True), test_utils=checks)
+    seed = torch.tensor([4], device="cuda")
+    torch.library.opcheck(fused, (weights, None, seed, *args, 0.8, False), test_utils=checks)
+    with pytest.raises(TypeError, match="float16 and bfloat16"):
+        pixelcnn_sample([w.int() for w in weights], **dims)
+    with pytest.raises(RuntimeError, match="noise is on cpu"):
+        pixelcnn_sample(weights, noise=noise.cpu(), **dims)
+    # 60 layers x hidden 128 of float64 ring buffers need more shared memory than a block has.
+    h, layers = 128, 60
+    big = [
+        torch.empty(s, dtype=torch.float64, device="cuda")
+        for _ in range(layers)
+        for s in (
+            (4 * 7 * h, 2 * h),
+            (1, 2 * h),
+            (4 * h, 2 * h),
+            (1, 2 * h),
+            (2 * h, 2 * h),
+            (h, h),
+            (h,),
+        )
+    ]
+    big[0] = torch.empty(4 * 7, 2 * h, dtype=torch.float64, device="cuda")
+    big[2] = torch.empty(4, 2 * h, dtype=torch.float64, device="cuda")
+    big += [
+        torch.empty(s, dtype=torch.float64, device="cuda") for s in ((h, h), (h,), (h, 4), (4,))
+    ]
+    with pytest.raises(RuntimeError, match="shared memory"):
+        pixelcnn_sample(big, batch=1, channels=1, height=4, width=4, n_levels=4, kernel_size=7)
 
 
 # ---------------------------------------------------------------- training on the digits

@@ -62,4 +62,9 @@ PYGEN_HD float normal_at(uint64_t g, uint64_t seed) {
   return n[g & 3];
 }
 
+// Uniform number g of the stream `seed` in [0, 1): 24 bits of Philox lane g % 4 of block g / 4.
+PYGEN_HD float uniform_at(uint64_t g, uint64_t seed) {
+  return static_cast<float>(philox4x32_10(g >> 2, seed).v[g & 3] >> 8) * 5.9604644775390625e-8f;
+}
+
 }  // namespace pygen

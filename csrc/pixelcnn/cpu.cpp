@@ -51,11 +51,6 @@ struct Net {
   }
 };
 
-// Uniform in [0, 1) number g of the stream `seed`: 24 bits of Philox lane g % 4 of block g / 4.
-inline float uniform_at(uint64_t g, uint64_t seed) {
-  return static_cast<float>(philox4x32_10(g >> 2, seed).v[g & 3] >> 8) * 5.9604644775390625e-8f;
-}
-
 // y[r, :n] += x[r, :k] @ w[:k, :n] for R rows (row strides ldx, ldw, ldy): a register tile of R
 // rows x kTile outputs accumulates over k, so each weight row is loaded once for the R samples.
 template <typename T, int64_t R>

@@ -17,9 +17,16 @@ void check_weights(Problem& p, const std::vector<at::Tensor>& w) {
   TORCH_CHECK_VALUE(n >= kPerLayer + kHead && (n - kHead) % kPerLayer == 0,
                     "weights must hold 7 tensors per gated layer and 4 for the head, got ", n);
   const at::Tensor& ref = w[0];
-  TORCH_CHECK_TYPE(ref.scalar_type() == at::kFloat || ref.scalar_type() == at::kDouble,
-                   "the PixelCNN sampler supports float32 and float64 weights, got ",
-                   ref.scalar_type());
+  const auto dtype = ref.scalar_type();
+  const bool wide = dtype == at::kFloat || dtype == at::kDouble;
+  if (ref.is_cuda()) {
+    TORCH_CHECK_TYPE(wide || dtype == at::kHalf || dtype == at::kBFloat16,
+                     "the CUDA PixelCNN sampler supports float32, float64, float16 and bfloat16 "
+                     "weights, got ", dtype);
+  } else {
+    TORCH_CHECK_TYPE(wide, "the CPU PixelCNN sampler supports float32 and float64 weights, got ",
+                     dtype);
+  }
   TORCH_CHECK_VALUE(ref.dim() == 2 && ref.size(1) % 2 == 0,
                     "weights[0] (v_w) must have shape (kh * k * C, 2 * hidden), got ", ref.sizes());
   p.layers = (n - kHead) / kPerLayer;
@@ -72,18 +79,22 @@ std::tuple<at::Tensor, at::Tensor> sample(const std::vector<at::Tensor>& weights
   } else {
     check_seed(*seed, ref);
   }
-  TORCH_CHECK_NOT_IMPLEMENTED(!ref.is_cuda(),
-                              "the CUDA fused sampler is not built yet; use method='cached'");
-  TORCH_CHECK(ref.is_cpu(), "the PixelCNN sampler runs on CPU tensors, got ", ref.device());
+  const bool cuda = on_cuda(ref, "the PixelCNN sampler");
   std::vector<at::Tensor> contiguous;
   contiguous.reserve(weights.size());
   for (const auto& t : weights) contiguous.push_back(t.contiguous());
   const at::Tensor noise_c = noise ? noise->contiguous() : at::Tensor();
-  const at::Tensor seed_c = seed ? seed->contiguous() : at::Tensor();
+  const at::Tensor seed_c = seed ? seed->to(ref.device()).contiguous() : at::Tensor();
   at::Tensor images = at::zeros({batch, channels, height, width}, ref.options().dtype(at::kLong));
   at::Tensor logits = return_logits ? at::empty({batch, n_levels, channels, height, width}, ref.options())
                                     : at::empty({0}, ref.options());
-  sample_cpu(p, contiguous, noise_c, seed_c, images, logits);
+  if (cuda) {
+#ifdef PYGEN_WITH_CUDA
+    sample_cuda(p, contiguous, noise_c, seed_c, images, logits);
+#endif
+  } else {
+    sample_cpu(p, contiguous, noise_c, seed_c, images, logits);
+  }
   return {images, logits};
 }
 

@@ -34,8 +34,10 @@ std::tuple<at::Tensor, at::Tensor> sample(const std::vector<at::Tensor>& weights
                                           int64_t n_levels, int64_t kernel_size, double temperature,
                                           bool return_logits);
 
-// Device kernel. Weights and noise are contiguous; noise is undefined when the seed is used.
+// Device kernels. Weights and noise are contiguous; noise is undefined when the seed is used.
 void sample_cpu(const Problem& p, const std::vector<at::Tensor>& weights, const at::Tensor& noise,
                 const at::Tensor& seed, at::Tensor& images, at::Tensor& logits);
+void sample_cuda(const Problem& p, const std::vector<at::Tensor>& weights, const at::Tensor& noise,
+                 const at::Tensor& seed, at::Tensor& images, at::Tensor& logits);
 
 }  // namespace pygen::pixelcnn
