@@ -26,7 +26,8 @@ ON_CUDA = DEVICE.type == "cuda"
 MODELS = {
     "mnist28": {},  # the defaults: 7 layers, 64 channels, 7x7, 256 levels, 28x28
     "digits8": {"n_levels": 17, "n_layers": 4, "hidden": 32, "kernel_size": 5, "image_size": 8},
-    "rgb32": {"in_channels": 3, "n_layers": 15, "hidden": 128, "image_size": 32},
+    # 15 layers of width 132: the nearest width above 128 that the RGB channel masks accept.
+    "rgb32": {"in_channels": 3, "n_layers": 15, "hidden": 132, "image_size": 32},
 }
 if ON_CUDA:
     SAMPLE_CASES = [(m, b) for m in ("mnist28", "rgb32") for b in (1, 16, 64, 256)]

@@ -1,9 +1,10 @@
 // CUDA kernels of the cached PixelCNN sampler (algorithm and layout: pixelcnn.h). Everything runs
 // on the current stream with no host synchronisation; per image row:
-//  - the vertical stack of every layer for the whole row and batch: the row's input goes into a
-//    rolling window of the kh rows the kernel reaches, im2col_kernel gathers it, cuBLAS (at::mm)
-//    multiplies, bias_gate_kernel adds the per-sample bias and gates into the next layer's window,
-//    and cuBLAS computes the link projection;
+//  - the vertical stack of every layer for the whole row and batch: the layer's input rows live
+//    in a zero-padded channels-last buffer; the kh rows its kernel reaches go through one cuDNN
+//    convolution (at::conv2d: it follows torch.backends.cudnn.allow_tf32, like the model's own
+//    forward pass), bias_gate_kernel adds the per-sample bias and gates into the next layer's
+//    buffer, and cuBLAS computes the link projection;
 //  - one launch of row_kernel: each block owns S samples and runs every value of the row for them
 //    (all layers, the head, softmax and the inverse-CDF draw). The layers' horizontal inputs stay
 //    in shared memory as a ring of the kw columns the masked kernel reaches. Samples are
@@ -27,7 +28,7 @@
 namespace pygen::pixelcnn {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxSamplesPerBlock = 8;
 
@@ -39,11 +40,11 @@ __device__ __forceinline__ A gate_value(A a, A b) {
 }
 
 // Row i of layer 0's vertical input is the image's row i - 1, scaled to [-1, 1]: written into
-// slot i % kh of the rolling window v_in (B, kh, W + 2 pad, C).
+// row i + pad of v_in (B, H + pad, W + 2 pad, C), whose first pad rows and columns stay zero.
 template <typename T>
 __global__ void image_row_kernel(const int64_t* __restrict__ images, T* __restrict__ v_in,
-                                 int64_t batch, int channels, int height, int width, int kh,
-                                 int pad, int row, float scale) {
+                                 int64_t batch, int channels, int height, int width, int pad,
+                                 int row, float scale) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= batch * width * channels) return;
   const int c = static_cast<int>(idx % channels);
@@ -52,32 +53,16 @@ __global__ void image_row_kernel(const int64_t* __restrict__ images, T* __restri
   const int64_t b = bw / width;
   const int64_t level = images[((b * channels + c) * height + row - 1) * width + w];
   const int64_t wv = width + 2 * pad;
-  v_in[((b * kh + row % kh) * wv + pad + w) * channels + c] =
+  v_in[((b * (height + pad) + row + pad) * wv + pad + w) * channels + c] =
       static_cast<T>(static_cast<float>(level) * scale - 1.0f);
 }
 
-// cols[(b W + w), (di, dj, c)] = v_in[b, slot of row i - kh + 1 + di, w + dj, c]: the im2col of the
-// vertical kernel at row i. Rows above the image map to slots nothing has written yet (zeros).
-template <typename T>
-__global__ void im2col_kernel(const T* __restrict__ v_in, T* __restrict__ cols, int64_t n_pix,
-                              int width, int kh, int kernel, int cin, int row) {
-  const int64_t span = static_cast<int64_t>(kernel) * cin, row_len = kh * span;
-  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (idx >= n_pix * row_len) return;
-  const int64_t r = idx / row_len, e = idx % row_len;
-  const int di = static_cast<int>(e / span);
-  const int64_t b = r / width, w = r % width;
-  const int slot = ((row - kh + 1 + di) % kh + kh) % kh;
-  const int64_t wv = width + kernel - 1;
-  cols[idx] = v_in[((b * kh + slot) * wv + w) * cin + e % span];
-}
-
-// v_pre[r, :] += v_b[sample of r, :]; unless v_next is null, the gated output goes to slot
-// `slot` of the next layer's window (B, kh, W + 2 pad, h).
+// v_pre[r, :] += v_b[sample of r, :]; unless v_next is null, the gated output goes to row
+// `row` (padded) of the next layer's vertical input (B, rows, W + 2 pad, h).
 template <typename T>
 __global__ void bias_gate_kernel(T* __restrict__ v_pre, const T* __restrict__ v_b,
                                  T* __restrict__ v_next, int64_t n_pix, int width, int hidden,
-                                 int kh, int pad, int slot) {
+                                 int rows, int pad, int row) {
   using A = at::opmath_type<T>;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n_pix * hidden) return;
@@ -89,7 +74,7 @@ __global__ void bias_gate_kernel(T* __restrict__ v_pre, const T* __restrict__ v_
   v_pre[r * h2 + hidden + o] = static_cast<T>(g);
   if (v_next != nullptr) {
     const int64_t wv = width + 2 * pad;
-    v_next[((b * kh + slot) * wv + pad + w) * hidden + o] = static_cast<T>(gate_value(a, g));
+    v_next[((b * rows + row) * wv + pad + w) * hidden + o] = static_cast<T>(gate_value(a, g));
   }
 }
 
@@ -105,6 +90,30 @@ struct RowArgs {
   float temperature, scale;
 };
 
+// acc[s] += sum_{q in [q0, q1)} x[s * ldx + q] * w[q * ldw] for s < S; kUnroll weight loads are
+// issued before their first use, so that a thread keeps several L2 reads in flight.
+template <int S, typename T, typename A>
+__device__ __forceinline__ void dot_column(const A* x, int ldx, const T* __restrict__ w, int ldw,
+                                           int q0, int q1, A (&acc)[S]) {
+  constexpr int kUnroll = 8;
+  int q = q0;
+  for (; q + kUnroll <= q1; q += kUnroll) {
+    A wq[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) wq[u] = static_cast<A>(w[static_cast<int64_t>(q + u) * ldw]);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+#pragma unroll
+      for (int s = 0; s < S; ++s) acc[s] += x[s * ldx + q + u] * wq[u];
+    }
+  }
+  for (; q < q1; ++q) {
+    const A wq = static_cast<A>(w[static_cast<int64_t>(q) * ldw]);
+#pragma unroll
+    for (int s = 0; s < S; ++s) acc[s] += x[s * ldx + q] * wq;
+  }
+}
+
 // y[s * ldy + o] = sum_q x[s * ldx + q] * w[q * ldw + o] for s < S, o < n. Thread t owns output
 // t % n and a 1/G slice of q (G = blockDim / n groups), so every thread works even when n is
 // small; the G partial sums meet in `partial` (blockDim * S values). Ends with a barrier.
@@ -115,11 +124,7 @@ __device__ void matvec(const A* x, int ldx, const T* __restrict__ w, int ldw, in
   if (n >= kThreads) {
     for (int o = t; o < n; o += kThreads) {
       A acc[S] = {};
-      for (int q = 0; q < k; ++q) {
-        const A wq = static_cast<A>(w[static_cast<int64_t>(q) * ldw + o]);
-#pragma unroll
-        for (int s = 0; s < S; ++s) acc[s] += x[s * ldx + q] * wq;
-      }
+      dot_column<S>(x, ldx, w + o, ldw, 0, k, acc);
 #pragma unroll
       for (int s = 0; s < S; ++s) y[s * ldy + o] = acc[s];
     }
@@ -128,13 +133,8 @@ __device__ void matvec(const A* x, int ldx, const T* __restrict__ w, int ldw, in
   }
   const int groups = kThreads / n, g = t / n, o = t % n;
   if (g < groups) {
-    const int q0 = g * k / groups, q1 = (g + 1) * k / groups;
     A acc[S] = {};
-    for (int q = q0; q < q1; ++q) {
-      const A wq = static_cast<A>(w[static_cast<int64_t>(q) * ldw + o]);
-#pragma unroll
-      for (int s = 0; s < S; ++s) acc[s] += x[s * ldx + q] * wq;
-    }
+    dot_column<S>(x, ldx, w + o, ldw, g * k / groups, (g + 1) * k / groups, acc);
 #pragma unroll
     for (int s = 0; s < S; ++s) partial[(g * S + s) * n + o] = acc[s];
   }
@@ -319,7 +319,7 @@ void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Ten
   using A = at::opmath_type<T>;
   const auto opts = weights[0].options();
   const int64_t bsz = p.batch, width = p.width, h = p.hidden, h2 = 2 * h, pad = p.kernel / 2;
-  const int64_t kh = pad + 1, wv = width + 2 * pad, n_pix = bsz * width;
+  const int64_t kh = pad + 1, wv = width + 2 * pad, rows = p.height + pad, n_pix = bsz * width;
   const float scale = static_cast<float>(2.0 / static_cast<double>(p.levels - 1));
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 
@@ -345,12 +345,14 @@ void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Ten
   const at::Tensor table =
       at::tensor(addresses, at::TensorOptions().dtype(at::kLong)).to(opts.device(), /*non_blocking=*/false);
 
-  // Rolling windows of the vertical inputs (kh rows, zero-padded k//2 columns each side).
-  std::vector<at::Tensor> v_in;
-  for (int64_t l = 0; l < p.layers; ++l) v_in.push_back(at::zeros({bsz, kh, wv, l == 0 ? p.channels : h}, opts));
-  at::Tensor cols0 = at::empty({n_pix, kh * p.kernel * p.channels}, opts);
-  at::Tensor cols = p.layers > 1 ? at::empty({n_pix, kh * p.kernel * h}, opts) : cols0;
-  at::Tensor v_pre = at::empty({n_pix, h2}, opts);
+  // Vertical inputs, channels last, zero-padded (k//2 rows above, k//2 columns each side), and
+  // each layer's vertical kernel as a channels-last (2h, Cin, kh, k) convolution weight.
+  std::vector<at::Tensor> v_in, v_conv;
+  for (int64_t l = 0; l < p.layers; ++l) {
+    const int64_t cin = l == 0 ? p.channels : h;
+    v_in.push_back(at::zeros({bsz, rows, wv, cin}, opts));
+    v_conv.push_back(weights[l * kPerLayer + kVW].t().contiguous().view({h2, kh, p.kernel, cin}).permute({0, 3, 1, 2}));
+  }
   at::Tensor link = at::empty({p.layers, n_pix, h2}, opts);
 
   RowArgs<T> args{reinterpret_cast<const T* const*>(table.const_data_ptr<int64_t>()),
@@ -369,22 +371,19 @@ void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Ten
       image_row_kernel<<<blocks_for(n_pix * p.channels), kThreads, 0, stream>>>(
           images.const_data_ptr<int64_t>(), v_in[0].mutable_data_ptr<T>(), bsz,
           static_cast<int>(p.channels), static_cast<int>(p.height), static_cast<int>(width),
-          static_cast<int>(kh), static_cast<int>(pad), static_cast<int>(i), scale);
+          static_cast<int>(pad), static_cast<int>(i), scale);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
     for (int64_t l = 0; l < p.layers; ++l) {
-      const int64_t cin = l == 0 ? p.channels : h;
-      at::Tensor& col = l == 0 ? cols0 : cols;
-      im2col_kernel<<<blocks_for(col.numel()), kThreads, 0, stream>>>(
-          v_in[l].const_data_ptr<T>(), col.mutable_data_ptr<T>(), n_pix, static_cast<int>(width),
-          static_cast<int>(kh), static_cast<int>(p.kernel), static_cast<int>(cin), static_cast<int>(i));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      at::mm_out(v_pre, col, weights[l * kPerLayer + kVW]);
+      // Rows i - pad .. i of the layer's input (padded rows i .. i + pad): output (B, 2h, 1, W).
+      const at::Tensor window = v_in[l].narrow(1, i, kh).permute({0, 3, 1, 2});
+      at::Tensor v_pre = at::conv2d(window, v_conv[l]).permute({0, 2, 3, 1}).reshape({n_pix, h2});
       const bool last = l + 1 == p.layers;
       bias_gate_kernel<<<blocks_for(n_pix * h), kThreads, 0, stream>>>(
           v_pre.mutable_data_ptr<T>(), weights[l * kPerLayer + kVB].const_data_ptr<T>(),
           last ? nullptr : v_in[l + 1].mutable_data_ptr<T>(), n_pix, static_cast<int>(width),
-          static_cast<int>(h), static_cast<int>(kh), static_cast<int>(pad), static_cast<int>(i % kh));
+          static_cast<int>(h), static_cast<int>(rows), static_cast<int>(pad),
+          static_cast<int>(i + pad));
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       at::Tensor link_l = link.select(0, l);
       at::mm_out(link_l, v_pre, weights[l * kPerLayer + kLinkW]);
