@@ -308,7 +308,7 @@ def _flow_evaluate(model: FlowModel, data: ImageData) -> dict[str, float]:
     """Mean bits/dim. The dequantization noise and the model's own random draws (CNF's
     Hutchinson trace probes) come from a fixed seed: repeatable numbers."""
     device = next(model.parameters()).device
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
         bits = torch.cat([model.bits_per_dim(x.to(device)) for x in data.images.split(256)])
     return {"bits_per_dim": bits.mean().item()}
