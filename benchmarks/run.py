@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         "-q",
         "-p",
         "no:cacheprovider",
+        "-p",
+        "no:xdist",  # pytest-benchmark turns itself off under xdist (a test run with -n)
         "-o",
         "python_files=bench_*.py",
         "--benchmark-disable-gc",
