@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -33,8 +34,6 @@ def main(argv: list[str] | None = None) -> int:
         "-q",
         "-p",
         "no:cacheprovider",
-        "-p",
-        "no:xdist",  # pytest-benchmark turns itself off under xdist (a test run with -n)
         "-o",
         "python_files=bench_*.py",
         "--benchmark-disable-gc",
@@ -43,7 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if args.quick:
         pytest_args.append("--quick")
-    code = pytest.main(pytest_args)
+    # pytest-benchmark turns itself off inside an xdist worker (the test suite run with -n).
+    worker = os.environ.pop("PYTEST_XDIST_WORKER", None)
+    try:
+        code = pytest.main(pytest_args)
+    finally:
+        if worker is not None:
+            os.environ["PYTEST_XDIST_WORKER"] = worker
     if code != 0:
         return int(code)
     report.main()
