@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pygen.data import ImageData
+from pygen.losses import GANLoss, MMDGANLoss, SinkhornLoss
 from pygen.metrics import mmd2
 from pygen.models import (
     DCGAN,
@@ -202,33 +203,44 @@ RECIPES["vae"] = Recipe(
 )
 
 
-def _dcgan_config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]:
-    channels, height, width = data.images.shape[1:]
-    if height != width:
-        raise ValueError(f"DCGAN needs square images, got {height}x{width}")
-    defaults = {"latent_dim": 32, "width": 32}
-    return {**defaults, **options, "image_size": height, "channels": channels}
+def _gan_config(defaults: dict[str, Any]):
+    """The config of a DCGAN on the data's square images: ``image_size`` and ``channels`` are
+    fixed by the data."""
+
+    def config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]:
+        channels, height, width = data.images.shape[1:]
+        if height != width:
+            raise ValueError(f"DCGAN needs square images, got {height}x{width}")
+        return {**defaults, **options, "image_size": height, "channels": channels}
+
+    return config
 
 
-def _dcgan_fit(
-    model: DCGAN, data: ImageData, config: TrainConfig, out: Path, model_config: dict[str, Any]
-) -> list[dict]:
-    """Non-saturating GAN training (GANTrainer), then one checkpoint. No mid-run resume: the
-    trainer's two optimizers and EMA are not checkpointed."""
-    trainer = GANTrainer(
-        model.generator,
-        model.discriminator,
-        "non_saturating",
-        g_lr=config.lr,
-        d_lr=config.lr,
-        seed=config.seed,
-    )
-    real = _to_unit(data.images, data.n_levels) * 2 - 1  # G's Tanh range
-    history = trainer.fit(real, config.steps, config.batch_size)
-    save_checkpoint(
-        out / "checkpoints", model, model_name="dcgan", config=model_config, step=config.steps
-    )
-    return [{"step": h["step"], "loss": h["g_loss"], "d_loss": h["d_loss"]} for h in history]
+def _gan_fit(name: str, loss: str | GANLoss, d_steps: int) -> FitFn:
+    """Adversarial training with ``loss`` (GANTrainer, ``d_steps`` critic steps per generator
+    step), then one checkpoint of model family ``name``. No mid-run resume: the trainer's two
+    optimizers and EMA are not checkpointed."""
+
+    def fit(
+        model: DCGAN, data: ImageData, config: TrainConfig, out: Path, model_config: dict[str, Any]
+    ) -> list[dict]:
+        trainer = GANTrainer(
+            model.generator,
+            model.discriminator,
+            loss,
+            d_steps=d_steps,
+            g_lr=config.lr,
+            d_lr=config.lr,
+            seed=config.seed,
+        )
+        real = _to_unit(data.images, data.n_levels) * 2 - 1  # G's Tanh range
+        history = trainer.fit(real, config.steps, config.batch_size)
+        save_checkpoint(
+            out / "checkpoints", model, model_name=name, config=model_config, step=config.steps
+        )
+        return [{"step": h["step"], "loss": h["g_loss"], "d_loss": h["d_loss"]} for h in history]
+
+    return fit
 
 
 def _dcgan_evaluate(model: DCGAN, data: ImageData) -> dict[str, float]:
@@ -243,13 +255,47 @@ def _dcgan_sample(model: DCGAN, n: int, options: SampleOptions) -> Tensor:
     return (model.sample(n, generator=options.generator).float().cpu() + 1) / 2
 
 
-RECIPES["dcgan"] = Recipe(
-    model=DCGAN,
-    config=_dcgan_config,
-    fit=_dcgan_fit,
-    evaluate=_dcgan_evaluate,
-    sample=_dcgan_sample,
-    description="DCGAN (non-saturating loss; other losses through pygen.train.GANTrainer)",
+def _gan_recipe(
+    name: str,
+    loss: str | GANLoss,
+    defaults: dict[str, Any],
+    description: str,
+    d_steps: int = 1,
+) -> Recipe:
+    """A DCGAN (``defaults``: its constructor options) trained adversarially with ``loss``;
+    evaluated by the MMD^2 of its samples to the data."""
+    return Recipe(
+        model=DCGAN,
+        config=_gan_config(defaults),
+        fit=_gan_fit(name, loss, d_steps),
+        evaluate=_dcgan_evaluate,
+        sample=_dcgan_sample,
+        description=description,
+    )
+
+
+_DCGAN_DEFAULTS = {"latent_dim": 32, "width": 32}
+RECIPES["dcgan"] = _gan_recipe(
+    "dcgan",
+    "non_saturating",
+    _DCGAN_DEFAULTS,
+    "DCGAN (non-saturating loss; other losses through pygen.train.GANTrainer)",
+)
+# Li et al. 2017: the critic's features are an autoencoder's code (k = 16 here), 5 critic steps
+# per generator step.
+RECIPES["mmdgan"] = _gan_recipe(
+    "mmdgan",
+    MMDGANLoss.li2017(),
+    {**_DCGAN_DEFAULTS, "d_features": 16, "d_autoencoder": True},
+    "MMD GAN (Li et al. 2017: autoencoder critic, Gaussian kernels, clipping, one-sided penalty)",
+    d_steps=5,
+)
+# Genevay et al. 2018: the critic's features define the learned cost of the Sinkhorn divergence.
+RECIPES["sinkhorngan"] = _gan_recipe(
+    "sinkhorngan",
+    SinkhornLoss(),
+    {**_DCGAN_DEFAULTS, "d_features": 16},
+    "Sinkhorn GAN (Genevay et al. 2018: Sinkhorn divergence of clipped critic features)",
 )
 
 
