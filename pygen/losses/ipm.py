@@ -131,10 +131,11 @@ class MMDGANLoss(MMDLoss):
         self.ae_weight, self.rg_weight = ae_weight, rg_weight
 
     @classmethod
-    def li2017(cls) -> MMDGANLoss:
+    def li2017(cls, clip_value: float = 0.01) -> MMDGANLoss:
         """Li et al. 2017's MMD GAN: Gaussian kernels of bandwidths 1 to 16, weights clipped to
-        0.01, lambda_AE = 8 and lambda_RG = 16 (the values of their code)."""
-        return cls("gaussian", gp_weight=0.0, clip_value=0.01, ae_weight=8.0, rg_weight=16.0)
+        ``clip_value`` (their 0.01 by default), lambda_AE = 8 and lambda_RG = 16 (the values of
+        their code)."""
+        return cls("gaussian", gp_weight=0.0, clip_value=clip_value, ae_weight=8.0, rg_weight=16.0)
 
     @staticmethod
     def one_sided_violation(real_out: Tensor, fake_out: Tensor) -> Tensor:
