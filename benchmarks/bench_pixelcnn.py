@@ -34,7 +34,8 @@ if ON_CUDA:
 else:
     SAMPLE_CASES = [("mnist28", 1), ("mnist28", 16), ("digits8", 16)]
 # The pure-PyTorch cached sampler takes seconds per call on a GPU (one Python op per layer per
-# value): timed at the smallest and largest batch only, with few rounds, to fit a GPU lease.
+# value): timed at the smallest and largest batch only, with few rounds, to fit a GPU lease; so
+# is every rgb32 case (about a second per call for each sampler).
 SLOW_REFERENCE_BATCHES = (1, 256)
 SLOW_ROUNDS = 3
 NAIVE_STEPS = 2  # per timed round, extrapolated to the whole image
@@ -145,7 +146,7 @@ def test_pixelcnn_sample(benchmark, record, quick, model_name, batch, provider):
         def fn():
             return model.sample(batch, method=method, generator=gen.manual_seed(0))
 
-    rounds = SLOW_ROUNDS if slow_on_gpu else 0
+    rounds = SLOW_ROUNDS if slow_on_gpu or (ON_CUDA and model_name == "rgb32") else 0
     timing = measure(benchmark, fn, DEVICE, quick, rounds)
     record_row(record, provider, "sample", model_name, batch, timing, extra)
 

@@ -49,6 +49,31 @@ def table(rows: list[dict], copy: float | None = None) -> str:
     return "\n".join(lines)
 
 
+def sampler_table(rows: list[dict]) -> str:
+    """Markdown table of a sampler's rows (they carry images_per_s): throughput, arithmetic rate,
+    and each row's speed over the naive sampler and the cached sampler in one CUDA graph of the
+    same shape, measured in the same run."""
+    lines = [
+        "| mode | shape | dtype | provider | median ms | images/s | TFLOP/s | vs naive "
+        "| vs graph |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    key = lambda r: (r["mode"], tuple(r["shape"]), r["dtype"])  # noqa: E731
+    base = defaultdict(dict)
+    for r in rows:
+        base[key(r)][r["provider"]] = r["median_ms"]
+    for r in sorted(rows, key=lambda r: (r["mode"], r["shape"][1:], r["shape"][0], r["dtype"])):
+        ref = base[key(r)]
+        naive, graph = ref.get("naive"), ref.get("cached_graph")
+        lines.append(
+            f"| {r['mode']} | {'x'.join(map(str, r['shape']))} | {r['dtype']} | {r['provider']} "
+            f"| {r['median_ms']:.2f} | {r['images_per_s']:.1f} | {_fmt(r.get('tflops'), '.2f')} "
+            f"| {_fmt(naive / r['median_ms'] if naive else None, '.1f')} "
+            f"| {_fmt(graph / r['median_ms'] if graph else None, '.2f')} |"
+        )
+    return "\n".join(lines)
+
+
 def plot(rows: list[dict], path: Path) -> Path | None:
     """Grouped bars: speedup over eager of each non-eager provider, one group per case."""
     rows = [r for r in rows if r.get("speedup_vs_eager") and r["provider"] != "eager"]
@@ -105,7 +130,9 @@ def build(rows: list[dict], plots_dir: Path | None = None) -> str:
             f"torch {meta['torch']}, CUDA {meta.get('cuda')}, commit {meta['commit']}, "
             f"{meta['timestamp']}",
             "",
-            table(group, copy_gbps(rows, device)),
+            sampler_table(group)
+            if all("images_per_s" in r for r in group)
+            else table(group, copy_gbps(rows, device)),
             "",
         ]
         slug = re.sub(r"[^a-z0-9]+", "-", f"{op}-{device}".lower()).strip("-")

@@ -19,9 +19,8 @@ import torch
 import torch.distributed as dist
 
 from pygen._extension import build_info
-from pygen.data import load_dataset
 from pygen.recipes import RECIPES, SampleOptions, build_model, get_recipe
-from pygen.train import TrainConfig, load_checkpoint, load_weights, train
+from pygen.train import TrainConfig, load_checkpoint, load_weights, save_checkpoint, train
 from pygen.train.loop import world
 
 
@@ -97,7 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         **{k: v for k, v in train_options.items() if v is not None},
     }
     config = TrainConfig(**train_options)
-    data = load_dataset(args.data, "train", seed=args.split_seed)
+    data = recipe.load_data(args.data, args.data_b, "train", args.split_seed)
     torch.manual_seed(config.seed)
     model_config = recipe.config(data, options)
     model = recipe.model(**model_config).to(device)
@@ -117,7 +116,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if recipe.fit is not None:
         if args.resume:
             raise ValueError(f"{args.model} training cannot resume")
-        metrics = recipe.fit(model, data, config, out, model_config)
+        metrics = recipe.fit(model, data, config)
+        if world()[0] == 0:
+            save_checkpoint(
+                out / "checkpoints",
+                model,
+                model_name=args.model,
+                config=model_config,
+                step=config.steps,
+            )
     else:
         metrics = train(
             model,
@@ -133,7 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             hooks=hooks,
         )
     if world()[0] == 0:
-        test = load_dataset(args.data, "test", seed=args.split_seed)
+        test = recipe.load_data(args.data, args.data_b, "test", args.split_seed)
         result = {
             "final_loss": metrics[-1]["loss"] if metrics else None,
             **recipe.evaluate(model, test),
@@ -167,7 +174,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     recipe = get_recipe(ckpt.model_name)
     share = args.n // world_size + (1 if rank < args.n % world_size else 0)
     gen = torch.Generator(device).manual_seed(args.seed * 7919 + rank)
-    options = SampleOptions(args.method, args.temperature, args.label, gen)
+    inputs = None
+    if recipe.translation is not None:
+        inputs = recipe.load_data(args.data, args.data_b, "test", args.split_seed).a
+    options = SampleOptions(args.method, args.temperature, args.label, gen, inputs)
     with torch.no_grad():
         images = recipe.sample(model, share, options).float().cpu()
     if world_size > 1:
@@ -186,9 +196,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     device = _device(args.device)
     ckpt, model = load_model(args.checkpoint, device)
-    data = load_dataset(args.data, args.split, seed=args.split_seed)
+    recipe = get_recipe(ckpt.model_name)
+    data = recipe.load_data(args.data, args.data_b, args.split, args.split_seed)
     with torch.no_grad():
-        result = get_recipe(ckpt.model_name).evaluate(model, data)
+        result = recipe.evaluate(model, data)
     print(json.dumps({"checkpoint": str(ckpt.path), "step": ckpt.step, **result}, indent=1))
     return 0
 
@@ -221,6 +232,11 @@ def parser() -> argparse.ArgumentParser:
         default="digits",
         help="digits, mnist:ROOT, cifar10:ROOT, an .npy/.npz file or an image folder",
     )
+    data.add_argument(
+        "--data-b",
+        help="translation models (cyclegan, pix2pix): domain B, a dataset like --data, or "
+        "invert / mirror: --data's images inverted / mirrored left-right (default invert)",
+    )
     data.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split")
 
     t = sub.add_parser("train", parents=[common, data], help="train a model")
@@ -244,7 +260,12 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(fn=cmd_train)
 
-    s = sub.add_parser("sample", parents=[common], help="sample from a checkpoint")
+    s = sub.add_parser(
+        "sample",
+        parents=[common, data],
+        help="sample from a checkpoint (translation models: pairs of test inputs from --data "
+        "and their translations)",
+    )
     s.add_argument("checkpoint", help="a run's checkpoints folder or one checkpoint")
     s.add_argument("--n", type=int, default=16)
     s.add_argument("--method", help="sampler (model dependent, e.g. fused, cached, naive)")

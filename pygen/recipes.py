@@ -10,29 +10,38 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pygen.data import ImageData
+from pygen.data import (
+    SYNTHETIC_DOMAINS,
+    ImageData,
+    load_dataset,
+    load_translation_data,
+    to_tanh_range,
+)
 from pygen.losses import GANLoss, MMDGANLoss, SinkhornLoss
 from pygen.metrics import mmd2
 from pygen.models import (
+    CNF,
     DCGAN,
     IAF,
     MAF,
     NICE,
     VAE,
     AutoregressiveImageModel,
+    BiGAN,
+    CycleGAN,
     FlowModel,
+    Pix2Pix,
     PixelCNN,
     PixelRNN,
     RealNVP,
 )
-from pygen.train import GANTrainer, TrainConfig, save_checkpoint
+from pygen.train import GANTrainer, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -43,9 +52,21 @@ class SampleOptions:
     temperature: float = 1.0
     label: int | None = None
     generator: torch.Generator | None = None
+    inputs: Tensor | None = None  # translation models: the domain-A images to translate
 
 
-FitFn = Callable[[nn.Module, ImageData, TrainConfig, Path, dict[str, Any]], list[dict]]
+@dataclass(frozen=True)
+class Domains:
+    """The two image domains of a translation model, floats in [-1, 1] ``(N, C, H, W)``;
+    ``paired``: image ``a[i]`` translates to ``b[i]`` (a known answer to evaluate against)."""
+
+    a: Tensor
+    b: Tensor
+    paired: bool
+
+
+Data = ImageData | Domains
+DEFAULT_DOMAIN_B = "invert"  # the translation task when no second domain is given
 
 
 @dataclass(frozen=True)
@@ -54,18 +75,34 @@ class Recipe:
 
     ``config(data, options)`` returns the model's constructor arguments; ``loss(model, x, y)`` is
     the mean training loss of a batch of levels (for the shared loop, ``pygen.train.train``);
-    ``fit(model, data, config, out, model_config)``, when given, trains instead of that loop
-    (adversarial models) and writes the checkpoint; ``evaluate(model, data)`` returns metrics on
-    a dataset; ``sample(model, n, options)`` returns images in [0, 1] ``(n, C, H, W)``.
+    ``fit(model, data, config)``, when given, trains instead of that loop (adversarial models,
+    no resume) and returns the metrics rows (``step``, ``loss``, ...); ``evaluate(model, data)``
+    returns metrics on a dataset; ``sample(model, n, options)`` returns images in [0, 1]
+    ``(n, C, H, W)``. ``translation`` (``"paired"`` or ``"unpaired"``) marks a model of two
+    domains: its data is ``Domains`` instead of ``ImageData``.
     """
 
     model: type[nn.Module]
-    config: Callable[[ImageData, dict[str, Any]], dict[str, Any]]
-    evaluate: Callable[[nn.Module, ImageData], dict[str, float]]
+    config: Callable[[Data, dict[str, Any]], dict[str, Any]]
+    evaluate: Callable[[nn.Module, Data], dict[str, float]]
     sample: Callable[[nn.Module, int, SampleOptions], Tensor]
     loss: Callable[[nn.Module, Tensor, Tensor | None], Tensor] | None = None
-    fit: FitFn | None = None
+    fit: Callable[[nn.Module, Data, TrainConfig], list[dict]] | None = None
     description: str = ""
+    translation: str | None = None
+
+    def load_data(self, spec: str, spec_b: str | None, split: str, seed: int) -> Data:
+        """The ``split`` of dataset ``spec`` (``load_dataset``); for a translation model, domain A
+        from ``spec`` and B from ``spec_b`` (default ``DEFAULT_DOMAIN_B``; a name in
+        ``SYNTHETIC_DOMAINS`` makes B a known transform of A)."""
+        if self.translation is None:
+            if spec_b is not None:
+                raise ValueError("a second domain (--data-b) is for translation models only")
+            return load_dataset(spec, split, seed=seed)
+        spec_b = spec_b or DEFAULT_DOMAIN_B
+        paired = self.translation == "paired"
+        a, b = load_translation_data(spec, spec_b, paired, split=split, seed=seed)
+        return Domains(a, b, paired or spec_b in SYNTHETIC_DOMAINS)
 
 
 RECIPES: dict[str, Recipe] = {}
@@ -203,27 +240,45 @@ RECIPES["vae"] = Recipe(
 )
 
 
-def _gan_config(defaults: dict[str, Any]):
+def _square_size(images: Tensor, model: str) -> int:
+    """The side of square images ``(N, C, S, S)``; other shapes are an error naming ``model``."""
+    height, width = images.shape[2:]
+    if height != width:
+        raise ValueError(f"{model} needs square images, got {height}x{width}")
+    return height
+
+
+def _gan_history(history: list[dict[str, float]], generator_loss: str) -> list[dict]:
+    """An adversarial model's loss history as metrics rows: its ``generator_loss`` is ``loss``."""
+    return [{"step": h["step"], "loss": h[generator_loss], "d_loss": h["d_loss"]} for h in history]
+
+
+def _mmd2_to_data(samples: Tensor, data: ImageData) -> float:
+    """Unbiased MMD^2 (Gaussian kernel, median bandwidth) between samples in [0, 1] and the
+    data."""
+    return mmd2(samples.flatten(1), _to_unit(data.images, data.n_levels).flatten(1)).item()
+
+
+def _dcgan_config(
+    defaults: dict[str, Any],
+) -> Callable[[ImageData, dict[str, Any]], dict[str, Any]]:
     """The config of a DCGAN on the data's square images: ``image_size`` and ``channels`` are
     fixed by the data."""
 
     def config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]:
-        channels, height, width = data.images.shape[1:]
-        if height != width:
-            raise ValueError(f"DCGAN needs square images, got {height}x{width}")
-        return {**defaults, **options, "image_size": height, "channels": channels}
+        size = _square_size(data.images, "DCGAN")
+        return {**defaults, **options, "image_size": size, "channels": data.images.shape[1]}
 
     return config
 
 
-def _gan_fit(name: str, loss: str | GANLoss, d_steps: int) -> FitFn:
+def _dcgan_fit(
+    loss: str | GANLoss, d_steps: int
+) -> Callable[[DCGAN, ImageData, TrainConfig], list[dict]]:
     """Adversarial training with ``loss`` (GANTrainer, ``d_steps`` critic steps per generator
-    step), then one checkpoint of model family ``name``. No mid-run resume: the trainer's two
-    optimizers and EMA are not checkpointed."""
+    step; its optimizers and EMA are not checkpointed)."""
 
-    def fit(
-        model: DCGAN, data: ImageData, config: TrainConfig, out: Path, model_config: dict[str, Any]
-    ) -> list[dict]:
+    def fit(model: DCGAN, data: ImageData, config: TrainConfig) -> list[dict]:
         trainer = GANTrainer(
             model.generator,
             model.discriminator,
@@ -233,21 +288,16 @@ def _gan_fit(name: str, loss: str | GANLoss, d_steps: int) -> FitFn:
             d_lr=config.lr,
             seed=config.seed,
         )
-        real = _to_unit(data.images, data.n_levels) * 2 - 1  # G's Tanh range
-        history = trainer.fit(real, config.steps, config.batch_size)
-        save_checkpoint(
-            out / "checkpoints", model, model_name=name, config=model_config, step=config.steps
-        )
-        return [{"step": h["step"], "loss": h["g_loss"], "d_loss": h["d_loss"]} for h in history]
+        history = trainer.fit(to_tanh_range(data), config.steps, config.batch_size)
+        return _gan_history(history, "g_loss")
 
     return fit
 
 
 def _dcgan_evaluate(model: DCGAN, data: ImageData) -> dict[str, float]:
-    """Unbiased MMD^2 (Gaussian kernel, median bandwidth) between samples and the data."""
-    real = _to_unit(data.images, data.n_levels).flatten(1)
-    fake = _dcgan_sample(model, len(real), SampleOptions()).flatten(1)
-    return {"mmd2_to_data": mmd2(fake, real).item()}
+    return {
+        "mmd2_to_data": _mmd2_to_data(_dcgan_sample(model, len(data.images), SampleOptions()), data)
+    }
 
 
 def _dcgan_sample(model: DCGAN, n: int, options: SampleOptions) -> Tensor:
@@ -255,19 +305,15 @@ def _dcgan_sample(model: DCGAN, n: int, options: SampleOptions) -> Tensor:
     return (model.sample(n, generator=options.generator).float().cpu() + 1) / 2
 
 
-def _gan_recipe(
-    name: str,
-    loss: str | GANLoss,
-    defaults: dict[str, Any],
-    description: str,
-    d_steps: int = 1,
+def _dcgan_recipe(
+    loss: str | GANLoss, defaults: dict[str, Any], description: str, d_steps: int = 1
 ) -> Recipe:
     """A DCGAN (``defaults``: its constructor options) trained adversarially with ``loss``;
     evaluated by the MMD^2 of its samples to the data."""
     return Recipe(
         model=DCGAN,
-        config=_gan_config(defaults),
-        fit=_gan_fit(name, loss, d_steps),
+        config=_dcgan_config(defaults),
+        fit=_dcgan_fit(loss, d_steps),
         evaluate=_dcgan_evaluate,
         sample=_dcgan_sample,
         description=description,
@@ -275,8 +321,7 @@ def _gan_recipe(
 
 
 _DCGAN_DEFAULTS = {"latent_dim": 32, "width": 32}
-RECIPES["dcgan"] = _gan_recipe(
-    "dcgan",
+RECIPES["dcgan"] = _dcgan_recipe(
     "non_saturating",
     _DCGAN_DEFAULTS,
     "DCGAN (non-saturating loss; other losses through pygen.train.GANTrainer)",
@@ -286,16 +331,14 @@ RECIPES["dcgan"] = _gan_recipe(
 # no batch norm, and 0.01-clipped weights give features far below the kernel bandwidths (1-16).
 # Measured on digits (seed 0, lr 1e-3, batch 64): clip 0.01 collapsed (test MMD^2 0.36 after
 # 1000 steps), clip 0.1 reached 0.007 after 300 and 0.002 after 1000 (dcgan: 0.05 after 1000).
-RECIPES["mmdgan"] = _gan_recipe(
-    "mmdgan",
+RECIPES["mmdgan"] = _dcgan_recipe(
     MMDGANLoss.li2017(clip_value=0.1),
     {**_DCGAN_DEFAULTS, "d_features": 16, "d_autoencoder": True},
     "MMD GAN (Li et al. 2017: autoencoder critic, Gaussian kernels, clipping, one-sided penalty)",
     d_steps=5,
 )
 # Genevay et al. 2018: the critic's features define the learned cost of the Sinkhorn divergence.
-RECIPES["sinkhorngan"] = _gan_recipe(
-    "sinkhorngan",
+RECIPES["sinkhorngan"] = _dcgan_recipe(
     SinkhornLoss(),
     {**_DCGAN_DEFAULTS, "d_features": 16},
     "Sinkhorn GAN (Genevay et al. 2018: Sinkhorn divergence of clipped critic features)",
@@ -308,11 +351,12 @@ def _flow_loss(model: FlowModel, x: Tensor, y: Tensor | None) -> Tensor:
 
 
 def _flow_evaluate(model: FlowModel, data: ImageData) -> dict[str, float]:
+    """Mean bits/dim. The dequantization noise and the model's own random draws (CNF's
+    Hutchinson trace probes) come from a fixed seed: repeatable numbers."""
     device = next(model.parameters()).device
-    gen = torch.Generator().manual_seed(0)  # fixed dequantization noise: repeatable numbers
-    bits = torch.cat(
-        [model.bits_per_dim(x.to(device), generator=gen) for x in data.images.split(256)]
-    )
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        bits = torch.cat([model.bits_per_dim(x.to(device)) for x in data.images.split(256)])
     return {"bits_per_dim": bits.mean().item()}
 
 
@@ -365,6 +409,14 @@ class _ImageIAF(_FlattenedImages, IAF):
     """IAF on flattened images."""
 
 
+class _ImageCNF(_FlattenedImages, CNF):
+    """CNF on flattened images."""
+
+
+class _ImageBiGAN(_FlattenedImages, BiGAN):
+    """BiGAN on flattened images."""
+
+
 RECIPES["realnvp"] = Recipe(
     model=RealNVP,
     config=_realnvp_config,
@@ -401,4 +453,146 @@ RECIPES["iaf"] = _flattened_recipe(
     _ImageIAF,
     {"n_layers": 4, "hidden": 256, "n_hidden": 1},
     "IAF on flattened images (sampling one pass; density D passes, slow to train)",
+)
+RECIPES["cnf"] = _flattened_recipe(
+    _ImageCNF,
+    {"hidden": 128, "n_hidden": 2, "trace": "hutchinson", "rtol": 1e-4, "atol": 1e-4},
+    "FFJORD-style continuous flow on flattened images (dopri5, Hutchinson trace)",
+)
+
+
+def _bigan_config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]:
+    defaults = {"latent_dim": 16, "hidden": 256, "depth": 3}
+    shape = list(data.images.shape[1:])
+    return {**defaults, **options, "data_dim": math.prod(shape), "image_shape": shape}
+
+
+def _bigan_fit(model: _ImageBiGAN, data: ImageData, config: TrainConfig) -> list[dict]:
+    real = to_tanh_range(data).flatten(1)
+    return _gan_history(model.fit(real, config.steps, config.batch_size, config.lr), "ge_loss")
+
+
+def _from_tanh(images: Tensor) -> Tensor:
+    """Generator outputs in [-1, 1] to pixels in [0, 1] (clamped), on the CPU."""
+    return ((images.float().cpu() + 1) / 2).clamp(0, 1)
+
+
+def _bigan_sample(model: _ImageBiGAN, n: int, options: SampleOptions) -> Tensor:
+    return _from_tanh(model.sample(n, generator=options.generator)).reshape(n, *model.image_shape)
+
+
+def _bigan_evaluate(model: _ImageBiGAN, data: ImageData) -> dict[str, float]:
+    """MMD^2 of samples to the data, and the mean squared pixel error (in [0, 1]) of the
+    reconstructions G(E(x)) next to that of G(z) for random z: the first is the smaller as far
+    as the encoder inverts the generator."""
+    x = to_tanh_range(data).flatten(1).to(next(model.parameters()).device)
+    samples = model.sample(len(x), generator=torch.Generator().manual_seed(0))
+    target = _from_tanh(x)
+    return {
+        "mmd2_to_data": _mmd2_to_data(_from_tanh(samples), data),
+        "reconstruction_mse": (_from_tanh(model.reconstruct(x)) - target).square().mean().item(),
+        "random_z_mse": (_from_tanh(samples) - target).square().mean().item(),
+    }
+
+
+RECIPES["bigan"] = Recipe(
+    model=_ImageBiGAN,
+    config=_bigan_config,
+    fit=_bigan_fit,
+    evaluate=_bigan_evaluate,
+    sample=_bigan_sample,
+    description="BiGAN on flattened images (MLP generator, encoder and joint discriminator)",
+)
+
+
+def _translation_fit(model: CycleGAN | Pix2Pix, data: Domains, config: TrainConfig) -> list[dict]:
+    history = model.fit(data.a, data.b, config.steps, config.batch_size, config.lr)
+    return _gan_history(history, "g_loss")
+
+
+def _translation_recipe(
+    model: type[nn.Module],
+    config: Callable[[Domains, dict[str, Any]], dict[str, Any]],
+    translate: Callable[[nn.Module, Tensor], Tensor],
+    translation: str,
+    description: str,
+) -> Recipe:
+    """A translation model A -> B (``translate(model, a)``): evaluated against B, sampled as
+    pairs of inputs and their translations."""
+
+    def translate_all(model: nn.Module, a: Tensor) -> Tensor:
+        device = next(model.parameters()).device
+        return torch.cat([translate(model, chunk.to(device)).cpu() for chunk in a.split(256)])
+
+    def evaluate(model: nn.Module, data: Domains) -> dict[str, float]:
+        """MMD^2 between the translations of A and B; when the pairs are known, the mean
+        absolute error (in [-1, 1] units) of the translations and of the identity map."""
+        fake_b = translate_all(model, data.a)
+        result = {"mmd2_to_b": mmd2(fake_b.flatten(1), data.b.flatten(1)).item()}
+        if data.paired:
+            result["translation_l1"] = (fake_b - data.b).abs().mean().item()
+            result["identity_l1"] = (data.a - data.b).abs().mean().item()
+        return result
+
+    def sample(model: nn.Module, n: int, options: SampleOptions) -> Tensor:
+        """``2n`` images: ``n`` random inputs (``options.inputs``), each followed by its
+        translation (a grey one repeated to the other's channels)."""
+        if options.inputs is None:
+            raise ValueError("a translation model samples translations of options.inputs")
+        if n > len(options.inputs):
+            raise ValueError(f"asked for {n} translations of {len(options.inputs)} inputs")
+        device = options.generator.device if options.generator is not None else "cpu"
+        order = torch.randperm(len(options.inputs), generator=options.generator, device=device)
+        a = options.inputs[order[:n].cpu()]
+        b = translate_all(model, a)
+        channels = max(a.shape[1], b.shape[1])
+        pairs = [a.expand(-1, channels, -1, -1), b.expand(-1, channels, -1, -1)]
+        return _from_tanh(torch.stack(pairs, dim=1).flatten(0, 1))
+
+    return Recipe(
+        model=model,
+        config=config,
+        fit=_translation_fit,
+        evaluate=evaluate,
+        sample=sample,
+        description=description,
+        translation=translation,
+    )
+
+
+def _cyclegan_config(data: Domains, options: dict[str, Any]) -> dict[str, Any]:
+    if data.a.shape[1] != data.b.shape[1]:
+        raise ValueError(
+            f"CycleGAN needs domains of one channel count, got {data.a.shape[1]} and "
+            f"{data.b.shape[1]}"
+        )
+    # No identity term by default: the built-in tasks (invert, mirror) change B's images.
+    defaults = {"width": 8, "n_blocks": 2, "n_down": 1, "d_width": 16, "identity_weight": 0.0}
+    size = _square_size(data.a, "CycleGAN")
+    return {**defaults, **options, "channels": data.a.shape[1], "image_size": size}
+
+
+def _pix2pix_config(data: Domains, options: dict[str, Any]) -> dict[str, Any]:
+    defaults = {"width": 8, "d_width": 16, "l1_weight": 100.0}
+    fixed = {
+        "in_channels": data.a.shape[1],
+        "out_channels": data.b.shape[1],
+        "image_size": _square_size(data.a, "pix2pix"),
+    }
+    return {**defaults, **options, **fixed}
+
+
+RECIPES["cyclegan"] = _translation_recipe(
+    CycleGAN,
+    _cyclegan_config,
+    lambda model, a: model.translate_ab(a),
+    "unpaired",
+    "CycleGAN, unpaired translation A -> B (ResNet generators, PatchGAN, image pools)",
+)
+RECIPES["pix2pix"] = _translation_recipe(
+    Pix2Pix,
+    _pix2pix_config,
+    lambda model, a: model.translate(a),
+    "paired",
+    "pix2pix, paired translation A -> B (U-Net generator, PatchGAN on pairs)",
 )

@@ -314,31 +314,13 @@ void launch_row(const Problem& p, const RowArgs<T>& args, int64_t smem, cudaStre
 }
 
 template <typename T>
-void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Tensor& noise,
-         const at::Tensor& seed, at::Tensor& images, at::Tensor& logits) {
-  using A = at::opmath_type<T>;
+void run(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& weights,
+         const at::Tensor& noise, const at::Tensor& seed, at::Tensor& images, at::Tensor& logits) {
   const auto opts = weights[0].options();
   const int64_t bsz = p.batch, width = p.width, h = p.hidden, h2 = 2 * h, pad = p.kernel / 2;
   const int64_t kh = pad + 1, wv = width + 2 * pad, rows = p.height + pad, n_pix = bsz * width;
   const float scale = static_cast<float>(2.0 / static_cast<double>(p.levels - 1));
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-
-  // Samples per block: enough blocks to fill the multiprocessors, within the shared memory.
-  int device = 0, sms = 0, smem_optin = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  const int64_t smem_limit = smem_optin;
-  int64_t samples = 1;
-  while (samples < kMaxSamplesPerBlock && samples * sms < bsz) samples *= 2;
-  if (const char* forced = std::getenv("PYGEN_PIXELCNN_SAMPLES_PER_BLOCK")) {  // for tuning runs
-    samples = std::clamp<int64_t>(std::atoll(forced), 1, kMaxSamplesPerBlock);
-  }
-  while (samples > 1 && row_smem_bytes(p, samples, sizeof(A)) > smem_limit) samples /= 2;
-  const int64_t smem = row_smem_bytes(p, samples, sizeof(A));
-  TORCH_CHECK(smem <= smem_limit, "the CUDA PixelCNN sampler keeps ", p.layers,
-              " layers x hidden ", h, " of horizontal state in shared memory: ", smem,
-              " bytes, more than this GPU's ", smem_limit, "; use method='cached'");
 
   std::vector<int64_t> addresses;
   for (const auto& t : weights) addresses.push_back(reinterpret_cast<int64_t>(t.const_data_ptr<T>()));
@@ -389,23 +371,41 @@ void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Ten
       at::mm_out(link_l, v_pre, weights[l * kPerLayer + kLinkW]);
     }
     args.row = static_cast<int>(i);
-    switch (samples) {
-      case 1: launch_row<T, 1>(p, args, smem, stream); break;
-      case 2: launch_row<T, 2>(p, args, smem, stream); break;
-      case 4: launch_row<T, 4>(p, args, smem, stream); break;
-      default: launch_row<T, 8>(p, args, smem, stream); break;
+    switch (plan.samples) {
+      case 1: launch_row<T, 1>(p, args, plan.smem_bytes, stream); break;
+      case 2: launch_row<T, 2>(p, args, plan.smem_bytes, stream); break;
+      case 4: launch_row<T, 4>(p, args, plan.smem_bytes, stream); break;
+      default: launch_row<T, 8>(p, args, plan.smem_bytes, stream); break;
     }
   }
 }
 
 }  // namespace
 
-void sample_cuda(const Problem& p, const std::vector<at::Tensor>& weights, const at::Tensor& noise,
-                 const at::Tensor& seed, at::Tensor& images, at::Tensor& logits) {
+RowPlan plan_cuda_rows(const Problem& p, const at::Tensor& ref) {
+  const c10::cuda::CUDAGuard guard(ref.device());
+  const int64_t elem = ref.scalar_type() == at::kDouble ? 8 : 4;  // the math type's size
+  int device = 0, sms = 0, smem_optin = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  // Samples per block: enough blocks to fill the multiprocessors, within the shared memory.
+  int64_t samples = 1;
+  while (samples < kMaxSamplesPerBlock && samples * sms < p.batch) samples *= 2;
+  if (const char* forced = std::getenv("PYGEN_PIXELCNN_SAMPLES_PER_BLOCK")) {  // for tuning runs
+    samples = std::clamp<int64_t>(std::atoll(forced), 1, kMaxSamplesPerBlock);
+  }
+  while (samples > 1 && row_smem_bytes(p, samples, elem) > smem_optin) samples /= 2;
+  return {samples, row_smem_bytes(p, samples, elem), smem_optin};
+}
+
+void sample_cuda(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& weights,
+                 const at::Tensor& noise, const at::Tensor& seed, at::Tensor& images,
+                 at::Tensor& logits) {
   const c10::cuda::CUDAGuard guard(weights[0].device());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, weights[0].scalar_type(),
                                   "pixelcnn_sample_cuda", [&] {
-                                    run<scalar_t>(p, weights, noise, seed, images, logits);
+                                    run<scalar_t>(p, plan, weights, noise, seed, images, logits);
                                   });
 }
 

@@ -90,7 +90,12 @@ std::tuple<at::Tensor, at::Tensor> sample(const std::vector<at::Tensor>& weights
                                     : at::empty({0}, ref.options());
   if (cuda) {
 #ifdef PYGEN_WITH_CUDA
-    sample_cuda(p, contiguous, noise_c, seed_c, images, logits);
+    const RowPlan plan = plan_cuda_rows(p, ref);
+    TORCH_CHECK(plan.smem_bytes <= plan.smem_limit, "the CUDA PixelCNN sampler keeps ", p.layers,
+                " layers x hidden ", p.hidden, " of horizontal state in shared memory: ",
+                plan.smem_bytes, " bytes, more than this GPU's ", plan.smem_limit,
+                "; use method='cached'");
+    sample_cuda(p, plan, contiguous, noise_c, seed_c, images, logits);
 #endif
   } else {
     sample_cpu(p, contiguous, noise_c, seed_c, images, logits);

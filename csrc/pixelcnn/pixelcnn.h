@@ -34,10 +34,19 @@ std::tuple<at::Tensor, at::Tensor> sample(const std::vector<at::Tensor>& weights
                                           int64_t n_levels, int64_t kernel_size, double temperature,
                                           bool return_logits);
 
+// How the CUDA row kernel runs: samples per block, the shared memory that takes, and the
+// device's limit. Errors are raised by the caller, in host C++: formatting a message inside the
+// nvcc-compiled unit crashed (std::ostream, seen on an H200 machine).
+struct RowPlan {
+  int64_t samples, smem_bytes, smem_limit;
+};
+RowPlan plan_cuda_rows(const Problem& p, const at::Tensor& ref);
+
 // Device kernels. Weights and noise are contiguous; noise is undefined when the seed is used.
 void sample_cpu(const Problem& p, const std::vector<at::Tensor>& weights, const at::Tensor& noise,
                 const at::Tensor& seed, at::Tensor& images, at::Tensor& logits);
-void sample_cuda(const Problem& p, const std::vector<at::Tensor>& weights, const at::Tensor& noise,
-                 const at::Tensor& seed, at::Tensor& images, at::Tensor& logits);
+void sample_cuda(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& weights,
+                 const at::Tensor& noise, const at::Tensor& seed, at::Tensor& images,
+                 at::Tensor& logits);
 
 }  // namespace pygen::pixelcnn

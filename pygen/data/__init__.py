@@ -3,6 +3,7 @@ data loads from a path they give; 2-D toy densities for the GAN and flow tests."
 
 from pygen.data.digits import DIGIT_LEVELS, load_digits
 from pygen.data.files import (
+    SYNTHETIC_DOMAINS,
     ImageData,
     load_array,
     load_dataset,
@@ -16,6 +17,7 @@ from pygen.data.toy import gaussian_ring, ring_modes
 
 __all__ = [
     "DIGIT_LEVELS",
+    "SYNTHETIC_DOMAINS",
     "ImageData",
     "gaussian_ring",
     "load_array",

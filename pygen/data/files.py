@@ -3,6 +3,7 @@ CIFAR-10 already on disk (never downloaded). Every loader returns integer pixel 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,17 +157,32 @@ def to_tanh_range(data: ImageData) -> Tensor:
     return data.images.float() / (data.n_levels - 1) * 2 - 1
 
 
+SYNTHETIC_DOMAINS: dict[str, Callable[[Tensor], Tensor]] = {
+    "invert": torch.neg,  # intensity inverse of images in [-1, 1]
+    "mirror": lambda images: images.flip(-1),  # left-right mirror image
+}
+
+
 def load_translation_data(
-    spec_a: str | Path, spec_b: str | Path, paired: bool = False
+    spec_a: str | Path,
+    spec_b: str | Path,
+    paired: bool = False,
+    *,
+    split: str = "all",
+    seed: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """Two image domains for translation (CycleGAN, pix2pix), each from what ``load_dataset``
-    reads (an image folder, an .npy/.npz file, ``digits``), as floats in ``[-1, 1]``.
+    reads (an image folder, an .npy/.npz file, ``digits``) with its ``split`` and ``seed``, as
+    floats in ``[-1, 1]``.
 
     Unpaired (CycleGAN): any two sets of images of one size. ``paired`` (pix2pix): image ``i``
     of A translates to image ``i`` of B (folders pair by sorted file name), so the counts and
-    sizes must match."""
-    a = load_dataset(str(spec_a), "all")
-    b = load_dataset(str(spec_b), "all")
+    sizes must match (equal counts split alike). ``spec_b`` may also name a transform of A in
+    ``SYNTHETIC_DOMAINS`` (``invert``, ``mirror``): a paired task with a known answer."""
+    a = load_dataset(str(spec_a), split, seed=seed)
+    if str(spec_b) in SYNTHETIC_DOMAINS:
+        return to_tanh_range(a), SYNTHETIC_DOMAINS[str(spec_b)](to_tanh_range(a))
+    b = load_dataset(str(spec_b), split, seed=seed)
     if a.images.shape[2:] != b.images.shape[2:]:
         raise ValueError(
             f"domains differ in image size: {tuple(a.images.shape[2:])} vs "

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pygen.layers import ContinuousFlow, FlowSequential
+from torch import nn
+
+from pygen.layers import ContinuousFlow, FlowSequential, LogitTransform
 from pygen.models.flows import FlowModel
 
 
@@ -15,15 +17,26 @@ class CNF(FlowModel):
     Args:
         dim: D.
         hidden, n_hidden: the vector field's MLP width and depth.
+        levels: pixel levels of flattened image data (logit pre-processing first, enables
+            ``bits_per_dim``), None for continuous data.
         **solver: ``trace`` (``"auto"``, ``"exact"``, ``"hutchinson"``), ``probe``
             (``"rademacher"``, ``"gaussian"``), ``exact_max_dim``, ``method``, ``rtol``,
             ``atol``, ``adjoint``, ``euler_steps``: see ``pygen.layers.ContinuousFlow``.
     """
 
-    def __init__(self, dim: int, hidden: int = 64, n_hidden: int = 2, **solver: Any) -> None:
-        super().__init__(FlowSequential(ContinuousFlow(dim, hidden, n_hidden, **solver)), (dim,))
+    def __init__(
+        self,
+        dim: int,
+        hidden: int = 64,
+        n_hidden: int = 2,
+        levels: int | None = None,
+        **solver: Any,
+    ) -> None:
+        layers: list[nn.Module] = [LogitTransform()] if levels is not None else []
+        layers.append(ContinuousFlow(dim, hidden, n_hidden, **solver))
+        super().__init__(FlowSequential(*layers), (dim,), levels)
 
     @property
     def ode(self) -> ContinuousFlow:
         """The flow layer (its solver settings can be changed in place)."""
-        return self.flow[0]
+        return self.flow[-1]

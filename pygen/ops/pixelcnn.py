@@ -1,7 +1,9 @@
 """The fused cached PixelCNN sampler: ``pygen.ops.pixelcnn_sample``.
 
-One call runs the whole generation loop in C++ (CPU; the CUDA kernel is a follow-up). Its
-PyTorch twin is ``pygen.sampling.sample_cached``, which takes the same flat weights.
+One call runs the whole generation loop in C++ (CPU) or on the GPU without a host round trip
+per value (CUDA: cuDNN/cuBLAS for the vertical stack per row, one kernel per row for the
+horizontal stack, the head and the draws). Its PyTorch twin is ``pygen.sampling.sample_cached``,
+which takes the same flat weights.
 """
 
 from __future__ import annotations
@@ -83,7 +85,9 @@ def pixelcnn_sample(
     """Sample ``batch`` images of a Gated PixelCNN in one C++ call.
 
     Args:
-        weights: the flat list of ``pygen.sampling.export_weights`` (float32 or float64).
+        weights: the flat list of ``pygen.sampling.export_weights``: float32 or float64 on the
+            CPU; also float16 and bfloat16 on CUDA (float32 math). On CUDA the vertical stack's
+            convolutions follow ``torch.backends.cudnn.allow_tf32``, like the model's forward.
         batch, channels, height, width: the images ``(B, C, H, W)`` to generate.
         n_levels: levels per value; kernel_size: the model's odd kernel width.
         noise: uniforms ``(B, C, H, W)`` in ``[0, 1)`` of the weights' dtype; drawn inside the

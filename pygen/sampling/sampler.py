@@ -72,7 +72,8 @@ def sample(
         model: a Gated PixelCNN (``pygen.models.PixelCNN``); computes in its dtype and device.
         n: number of images.
         y: labels ``(n,)`` of a class-conditional model (checked by the model).
-        method: ``"fused"`` (C++ kernel, CPU), ``"cached"`` (its PyTorch twin) or ``"naive"``.
+        method: ``"fused"`` (C++ kernel on CPU, CUDA kernels on a GPU), ``"cached"`` (its
+            PyTorch twin) or ``"naive"``.
         noise: uniforms in ``[0, 1)``, cast to the model's dtype.
         temperature: softmax temperature (> 0).
         generator: torch generator of the noise.
