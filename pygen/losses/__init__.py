@@ -2,7 +2,6 @@
 
 from pygen.losses.gan import (
     F_DIVERGENCES,
-    GAN_LOSSES,
     FDivergence,
     FGANLoss,
     GANLoss,
@@ -13,11 +12,11 @@ from pygen.losses.gan import (
     NonSaturatingLoss,
     WassersteinGPLoss,
     WassersteinLoss,
-    get_gan_loss,
     gradient_penalty,
     r1_penalty,
 )
 from pygen.losses.ipm import LI_BANDWIDTHS, MMDGANLoss, SinkhornLoss, sinkhorn_divergence
+from pygen.losses.registry import GAN_LOSSES, get_gan_loss
 
 __all__ = [
     "F_DIVERGENCES",

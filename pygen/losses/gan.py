@@ -28,11 +28,15 @@ class GANLoss:
         clip_value: clamp every discriminator parameter to ``[-c, c]`` after each of its steps
             (WGAN's Lipschitz constraint); None for no clipping.
         generator_needs_real: ``generator_loss`` also needs the discriminator's real outputs.
+        ae_weight: the discriminator is a ``pygen.models.AutoencoderCritic`` and its loss adds
+            ``ae_weight`` times its reconstruction error of the real and of the generated batch
+            (Li et al. 2017's MMD GAN); 0 for no autoencoder term.
     """
 
     name = "base"
     clip_value: float | None = None
     generator_needs_real = False
+    ae_weight = 0.0
 
     def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         """Loss of D given its raw outputs on a real and a generated batch."""
@@ -300,26 +304,3 @@ class MMDLoss(GANLoss):
 
     def __repr__(self) -> str:
         return f"MMDLoss(bandwidths={self.bandwidths}, kernel={self.kernel!r})"
-
-
-_REGISTRY: dict[str, Callable[..., GANLoss]] = {
-    "minimax": MinimaxLoss,
-    "non_saturating": NonSaturatingLoss,
-    "lsgan": LeastSquaresLoss,
-    "hinge": HingeLoss,
-    "wgan": WassersteinLoss,
-    "wgan_gp": WassersteinGPLoss,
-    **{
-        f"fgan_{name}": (lambda name=name, **kw: FGANLoss(name, **kw))  # bind name now
-        for name in F_DIVERGENCES
-    },
-    "mmd": MMDLoss,
-}
-GAN_LOSSES: tuple[str, ...] = tuple(_REGISTRY)
-
-
-def get_gan_loss(name: str, **kwargs) -> GANLoss:
-    """The loss registered as ``name`` (see ``GAN_LOSSES``), built with ``kwargs``."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown GAN loss {name!r}; known: {', '.join(GAN_LOSSES)}")
-    return _REGISTRY[name](**kwargs)

@@ -3,13 +3,15 @@ et al. 2018) and Sinkhorn GAN (Genevay et al. 2018).
 
 Both compare *features*: the discriminator ``h`` maps samples to ``(N, k)`` vectors, G minimizes
 a distance between the feature clouds of a real and a generated batch, and ``h`` maximizes it
-under a constraint that keeps it from blowing the distance up (a gradient penalty or clipping).
+under a constraint that keeps it from blowing the distance up (a gradient penalty or clipping;
+Li et al.'s MMD GAN adds an autoencoder term that keeps ``h`` injective).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch.nn.functional as F
 from torch import Tensor
 
 from pygen.losses.gan import Critic, GANLoss, MMDLoss, gradient_penalty
@@ -82,14 +84,29 @@ class SinkhornLoss(GANLoss):
 
 
 class MMDGANLoss(MMDLoss):
-    """MMD GAN: the unbiased MMD^2 of the critic's features under a kernel mixture.
+    """MMD GAN: the unbiased MMD^2 of the critic's features under a kernel mixture, with the
+    critic constraints of either paper.
 
-    ``kernel="rational_quadratic"`` (shapes ``scales``, default ``RQ_ALPHAS``) with the
-    gradient penalty of Binkowski et al. 2018 ("Demystifying MMD GANs"): ``gp_weight *
+    Binkowski et al. 2018 ("Demystifying MMD GANs"), the default: ``kernel="rational_quadratic"``
+    (shapes ``scales``, default ``RQ_ALPHAS``) and the gradient penalty ``gp_weight *
     E[(|grad w(x_hat)| - 1)^2]`` on the witness function ``w(x) = mean_j k(h(x), h(real_j)) -
-    mean_j k(h(x), h(fake_j))`` at random interpolates of real and fake. ``kernel="gaussian"``
-    (bandwidths ``scales``, default ``LI_BANDWIDTHS``) with ``clip_value`` and no penalty is Li
-    et al. 2017's weight-clipped MMD GAN (without their autoencoder term).
+    mean_j k(h(x), h(fake_j))`` at random interpolates of real and fake.
+
+    Li et al. 2017 (``MMDGANLoss.li2017()``): ``kernel="gaussian"`` (bandwidths ``scales``,
+    default ``LI_BANDWIDTHS``), no gradient penalty, and
+
+    - ``clip_value``: the critic's weights clipped to ``[-c, c]`` after each of its steps (for an
+      ``AutoencoderCritic`` the trainer clips the encoder only, as Li et al. do);
+    - ``ae_weight`` (their lambda_AE): the critic is a ``pygen.models.AutoencoderCritic`` whose
+      loss adds ``ae_weight * (|dec(h(x)) - x|^2 + |dec(h(y)) - y|^2)`` (mean squared errors) on
+      the real batch ``x`` and the generated batch ``y``, which keeps the feature map injective;
+    - ``rg_weight`` (their lambda_RG): the one-sided penalty of their feasible-set reduction,
+      ``rg_weight * mean_k relu(E[h_k(y)] - E[h_k(x)])``, which asks the critic to rank real
+      data above generated data feature by feature. It is a term of the min-max objective, so
+      it enters both players' losses: added to the critic's, subtracted from the generator's.
+
+    Li et al. train on the square root of the biased MMD^2 estimate; both variants here use the
+    unbiased MMD^2 of Binkowski et al.
     """
 
     name = "mmd_gan"
@@ -100,13 +117,39 @@ class MMDGANLoss(MMDLoss):
         scales: Sequence[float] | None = None,
         gp_weight: float = 1.0,
         clip_value: float | None = None,
+        ae_weight: float = 0.0,
+        rg_weight: float = 0.0,
     ) -> None:
         if kernel == "gaussian" and scales is None:
             scales = LI_BANDWIDTHS
         super().__init__(scales, kernel)
-        if gp_weight < 0:
-            raise ValueError(f"gp_weight must be >= 0, got {gp_weight}")
+        weights = {"gp_weight": gp_weight, "ae_weight": ae_weight, "rg_weight": rg_weight}
+        for label, weight in weights.items():
+            if weight < 0:
+                raise ValueError(f"{label} must be >= 0, got {weight}")
         self.gp_weight, self.clip_value = gp_weight, clip_value
+        self.ae_weight, self.rg_weight = ae_weight, rg_weight
+
+    @classmethod
+    def li2017(cls, clip_value: float = 0.01) -> MMDGANLoss:
+        """Li et al. 2017's MMD GAN: Gaussian kernels of bandwidths 1 to 16, weights clipped to
+        ``clip_value`` (their 0.01 by default), lambda_AE = 8 and lambda_RG = 16 (the values of
+        their code)."""
+        return cls("gaussian", gp_weight=0.0, clip_value=clip_value, ae_weight=8.0, rg_weight=16.0)
+
+    @staticmethod
+    def one_sided_violation(real_out: Tensor, fake_out: Tensor) -> Tensor:
+        """``mean_k relu(E[h_k(fake)] - E[h_k(real)])``: how far the generated batch's mean
+        features exceed the real batch's (Li et al. 2017's one-sided penalty)."""
+        return F.relu(fake_out.mean(0) - real_out.mean(0)).mean()
+
+    def discriminator_loss(self, real_out, fake_out):
+        violation = self.one_sided_violation(real_out, fake_out)
+        return super().discriminator_loss(real_out, fake_out) + self.rg_weight * violation
+
+    def generator_loss(self, fake_out, real_out=None):
+        loss = super().generator_loss(fake_out, real_out)
+        return loss - self.rg_weight * self.one_sided_violation(real_out.detach(), fake_out)
 
     def witness(self, critic: Critic, real: Tensor, fake: Tensor) -> Critic:
         """The MMD witness function of the current critic on a real and a fake batch."""
@@ -128,5 +171,6 @@ class MMDGANLoss(MMDLoss):
     def __repr__(self) -> str:
         return (
             f"MMDGANLoss(kernel={self.kernel!r}, scales={self.bandwidths}, "
-            f"gp_weight={self.gp_weight}, clip_value={self.clip_value})"
+            f"gp_weight={self.gp_weight}, clip_value={self.clip_value}, "
+            f"ae_weight={self.ae_weight}, rg_weight={self.rg_weight})"
         )

@@ -89,8 +89,9 @@ class DCGANGenerator(nn.Module):
 
 class DCGANDiscriminator(nn.Module):
     """Strided convolutions (no pooling) from ``(channels, size, size)`` down to 4x4, then a 4x4
-    convolution to one raw score. LeakyReLU(0.2); batch norm on every hidden layer but the first
-    (``batch_norm=False`` for WGAN-GP, whose penalty needs per-sample gradients).
+    convolution to one raw score ``(N,)``, or to ``features > 1`` critic features
+    ``(N, features)`` (MMD and Sinkhorn GANs). LeakyReLU(0.2); batch norm on every hidden layer
+    but the first (``batch_norm=False`` for WGAN-GP, whose penalty needs per-sample gradients).
     Conditional: one-hot label maps concatenated to the input channels."""
 
     def __init__(
@@ -100,10 +101,11 @@ class DCGANDiscriminator(nn.Module):
         width: int = 64,
         num_classes: int = 0,
         batch_norm: bool = True,
+        features: int = 1,
     ) -> None:
         super().__init__()
         stages = _stages(image_size)
-        self.num_classes = num_classes
+        self.num_classes, self.features = num_classes, features
         layers: list[nn.Module] = [
             nn.Conv2d(channels + num_classes, width, 4, 2, 1),
             nn.LeakyReLU(0.2),
@@ -114,12 +116,13 @@ class DCGANDiscriminator(nn.Module):
             layers += [nn.BatchNorm2d(ch * 2)] if batch_norm else []
             layers += [nn.LeakyReLU(0.2)]
             ch *= 2
-        layers += [nn.Conv2d(ch, 1, 4, 1, 0)]
+        layers += [nn.Conv2d(ch, features, 4, 1, 0)]
         self.net = nn.Sequential(*layers)
         self.apply(_dcgan_init)
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
-        return self.net(_with_labels(x, labels, self.num_classes)).flatten()
+        out = self.net(_with_labels(x, labels, self.num_classes)).flatten(1)
+        return out.flatten() if self.features == 1 else out
 
 
 def _mlp(dims: list[int], activation: type[nn.Module]) -> nn.Sequential:
@@ -171,6 +174,31 @@ class MLPDiscriminator(nn.Module):
         return out.flatten() if self.features == 1 else out
 
 
+class AutoencoderCritic(nn.Module):
+    """The critic of Li et al. 2017's MMD GAN: an encoder whose output ``(N, k)`` is the
+    critic's feature map, and a decoder from those features back to the input.
+
+    The critic is trained to keep ``decoder(encoder(x))`` close to ``x`` on real and generated
+    samples (``pygen.losses.MMDGANLoss(ae_weight=...)``): an approximately invertible feature
+    map is injective, which the MMD of the features needs to be a metric between distributions.
+    ``forward`` returns the encoder's features only; the decoder takes them (and the labels,
+    when conditional) as a generator takes ``z``.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.encoder(x, labels)
+
+    def reconstruction_error(
+        self, x: Tensor, features: Tensor, labels: Tensor | None = None
+    ) -> Tensor:
+        """Mean squared error between ``x`` and the decoding of its ``features = self(x)``."""
+        return (self.decoder(features.reshape(len(x), -1), labels) - x).square().mean()
+
+
 class GAN(nn.Module):
     """A generator and a discriminator; ``sample`` draws ``z ~ N(0, I)`` and runs G."""
 
@@ -194,7 +222,12 @@ class GAN(nn.Module):
 
 class DCGAN(GAN):
     """DCGAN generator and discriminator for ``(channels, image_size, image_size)`` images;
-    ``num_classes > 0`` makes both class-conditional."""
+    ``num_classes > 0`` makes both class-conditional.
+
+    ``d_features``: the discriminator's output size (1: a score; more: critic features for the
+    MMD and Sinkhorn GANs). ``d_autoencoder``: the discriminator is an ``AutoencoderCritic``
+    whose decoder is a DCGAN generator from the ``d_features`` features (Li et al. 2017).
+    """
 
     def __init__(
         self,
@@ -204,10 +237,17 @@ class DCGAN(GAN):
         width: int = 64,
         num_classes: int = 0,
         d_batch_norm: bool = True,
+        d_features: int = 1,
+        d_autoencoder: bool = False,
     ) -> None:
+        discriminator: nn.Module = DCGANDiscriminator(
+            image_size, channels, width, num_classes, d_batch_norm, d_features
+        )
+        if d_autoencoder:
+            decoder = DCGANGenerator(d_features, image_size, channels, width, num_classes)
+            discriminator = AutoencoderCritic(discriminator, decoder)
         super().__init__(
-            DCGANGenerator(latent_dim, image_size, channels, width, num_classes),
-            DCGANDiscriminator(image_size, channels, width, num_classes, d_batch_norm),
+            DCGANGenerator(latent_dim, image_size, channels, width, num_classes), discriminator
         )
 
 

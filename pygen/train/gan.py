@@ -13,8 +13,9 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from pygen.losses.gan import GANLoss, WassersteinGPLoss, get_gan_loss, r1_penalty
-from pygen.models.gan import spectral_norm_
+from pygen.losses.gan import GANLoss, WassersteinGPLoss, r1_penalty
+from pygen.losses.registry import get_gan_loss
+from pygen.models.gan import AutoencoderCritic, spectral_norm_
 from pygen.utils.png import save_image_grid
 
 
@@ -24,7 +25,10 @@ class GANTrainer:
     Args:
         generator: maps ``(z, labels)`` to samples; needs ``latent_dim`` and ``num_classes``
             attributes (as every ``pygen.models`` generator has).
-        discriminator: maps ``(x, labels)`` to raw scores ``(N,)``.
+        discriminator: maps ``(x, labels)`` to raw scores ``(N,)`` (or critic features
+            ``(N, k)`` for the MMD and Sinkhorn losses); an ``AutoencoderCritic`` for a loss with
+            an autoencoder term (``loss.ae_weight > 0``), and then ``loss.clip_value`` clips its
+            encoder only.
         loss: a ``GANLoss`` or its registry name (``pygen.losses.GAN_LOSSES``).
         d_steps: discriminator steps per generator step (k >= 1; 5 is usual for WGAN).
         g_lr, d_lr: Adam learning rates; TTUR (Heusel et al. 2017) uses a larger ``d_lr``.
@@ -91,8 +95,17 @@ class GANTrainer:
         self._g_scaler = torch.amp.GradScaler("cuda", enabled=scale)
         self._d_scaler = torch.amp.GradScaler("cuda", enabled=scale)
 
+        is_autoencoder = isinstance(discriminator, AutoencoderCritic)
+        if self.loss.ae_weight > 0 and not is_autoencoder:
+            raise ValueError(
+                f"the {self.loss.name} loss has an autoencoder term (ae_weight="
+                f"{self.loss.ae_weight}): the discriminator must be an AutoencoderCritic"
+            )
         self.generator = generator
         self.discriminator = spectral_norm_(discriminator) if spectral_norm else discriminator
+        # Clipping constrains the feature map only: an autoencoder critic's decoder is free.
+        clipped = self.discriminator.encoder if is_autoencoder else self.discriminator
+        self._clipped = list(clipped.parameters())
         self.d_steps, self.r1_gamma = d_steps, r1_gamma
         self.g_opt = torch.optim.Adam(generator.parameters(), lr=g_lr, betas=betas)
         self.d_opt = torch.optim.Adam(self.discriminator.parameters(), lr=d_lr, betas=betas)
@@ -134,13 +147,17 @@ class GANTrainer:
             loss = loss + penalty
         if self.r1_gamma > 0:
             loss = loss + r1_penalty(critic, real, self.r1_gamma)
+        if self.loss.ae_weight > 0:
+            error = self.discriminator.reconstruction_error
+            errors = error(real, real_out.float(), labels) + error(fake, fake_out.float(), labels)
+            loss = loss + self.loss.ae_weight * errors
         self.d_opt.zero_grad(set_to_none=True)
         self._d_scaler.scale(loss).backward()
         self._d_scaler.step(self.d_opt)
         self._d_scaler.update()
         if self.loss.clip_value is not None:
             with torch.no_grad():
-                for p in self.discriminator.parameters():
+                for p in self._clipped:
                     p.clamp_(-self.loss.clip_value, self.loss.clip_value)
         return loss.item()
 
