@@ -2,10 +2,6 @@
 // TORCH_LIBRARY block lives beside its kernels); the module itself reports the build facts.
 #include <torch/extension.h>
 
-#include "pixelcnn/pixelcnn.h"
-
-using namespace pybind11::literals;
-
 namespace {
 
 pybind11::dict build_info() {
@@ -30,7 +26,4 @@ pybind11::dict build_info() {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "pygen fused kernels (CPU and CUDA)";
   m.def("build_info", &build_info, "How this module was built.");
-  m.def("pixelcnn_sample", &pygen::pixelcnn::sample, "weights"_a, "noise"_a, "seed"_a, "batch"_a,
-        "channels"_a, "height"_a, "width"_a, "n_levels"_a, "kernel_size"_a, "temperature"_a,
-        "return_logits"_a);
 }

@@ -1,5 +1,8 @@
-// Device-independent part of the sampler: argument checks, contiguous copies, outputs, dispatch.
+// Device-independent part of the sampler: argument checks, contiguous copies, outputs, dispatch
+// to the CPU or CUDA kernels, and the operator's registration (sampling has no gradient).
 #include "pixelcnn/pixelcnn.h"
+
+#include <torch/library.h>
 
 #include "common/checks.h"
 
@@ -12,7 +15,7 @@ void check_weight(const at::Tensor& t, const std::string& name, const at::Tensor
 }
 
 // Checks every weight against the shapes the problem implies; fills in layers and hidden.
-void check_weights(Problem& p, const std::vector<at::Tensor>& w) {
+void check_weights(Problem& p, at::TensorList w) {
   const int64_t n = static_cast<int64_t>(w.size());
   TORCH_CHECK_VALUE(n >= kPerLayer + kHead && (n - kHead) % kPerLayer == 0,
                     "weights must hold 7 tensors per gated layer and 4 for the head, got ", n);
@@ -54,7 +57,7 @@ void check_weights(Problem& p, const std::vector<at::Tensor>& w) {
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> sample(const std::vector<at::Tensor>& weights,
+std::tuple<at::Tensor, at::Tensor> sample(at::TensorList weights,
                                           const std::optional<at::Tensor>& noise,
                                           const std::optional<at::Tensor>& seed, int64_t batch,
                                           int64_t channels, int64_t height, int64_t width,
@@ -102,5 +105,15 @@ std::tuple<at::Tensor, at::Tensor> sample(const std::vector<at::Tensor>& weights
   }
   return {images, logits};
 }
+
+TORCH_LIBRARY_FRAGMENT(pygen, m) {
+  m.def("pixelcnn_sample(Tensor[] weights, Tensor? noise, Tensor? seed, int batch, int channels,"
+        " int height, int width, int n_levels, int kernel_size, float temperature,"
+        " bool return_logits) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(pygen, CPU, m) { m.impl("pixelcnn_sample", &sample); }
+
+TORCH_LIBRARY_IMPL(pygen, CUDA, m) { m.impl("pixelcnn_sample", &sample); }
 
 }  // namespace pygen::pixelcnn

@@ -27,7 +27,7 @@ struct Problem {
 };
 
 // Returns (images int64 (B, C, H, W), logits (B, L, C, H, W) or an empty tensor).
-std::tuple<at::Tensor, at::Tensor> sample(const std::vector<at::Tensor>& weights,
+std::tuple<at::Tensor, at::Tensor> sample(at::TensorList weights,
                                           const std::optional<at::Tensor>& noise,
                                           const std::optional<at::Tensor>& seed, int64_t batch,
                                           int64_t channels, int64_t height, int64_t width,

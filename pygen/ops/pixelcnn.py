@@ -2,8 +2,10 @@
 
 One call runs the whole generation loop in C++ (CPU) or on the GPU without a host round trip
 per value (CUDA: cuDNN/cuBLAS for the vertical stack per row, one kernel per row for the
-horizontal stack, the head and the draws). Its PyTorch twin is ``pygen.sampling.sample_cached``,
-which takes the same flat weights.
+horizontal stack, the head and the draws). The operator ``pygen::pixelcnn_sample`` is
+registered in C++ (csrc/pixelcnn/pixelcnn.cpp); this module adds its fake implementation and the
+public function. Its PyTorch twin is ``pygen.sampling.sample_cached``, which takes the same flat
+weights.
 """
 
 from __future__ import annotations
@@ -13,42 +15,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from pygen._extension import _C
+from pygen._extension import _C  # noqa: F401  (registers the pygen:: operators)
 from pygen.ops._random import draw_seed
 
-
-@torch.library.custom_op("pygen::pixelcnn_sample", mutates_args=())
-def _sample(
-    weights: list[Tensor],
-    noise: Tensor | None,
-    seed: Tensor | None,
-    batch: int,
-    channels: int,
-    height: int,
-    width: int,
-    n_levels: int,
-    kernel_size: int,
-    temperature: float,
-    return_logits: bool,
-) -> tuple[Tensor, Tensor]:
-    return tuple(
-        _C.pixelcnn_sample(
-            weights,
-            noise,
-            seed,
-            batch,
-            channels,
-            height,
-            width,
-            n_levels,
-            kernel_size,
-            temperature,
-            return_logits,
-        )
-    )
+_sample = torch.ops.pygen.pixelcnn_sample
 
 
-@_sample.register_fake
+@torch.library.register_fake("pygen::pixelcnn_sample")
 def _(
     weights,
     noise,
