@@ -29,6 +29,8 @@ from pygen.metrics import (
 from pygen.models import (
     DCGAN,
     MLPGAN,
+    BiGAN,
+    RealNVP,
     arithmetic_grid,
     interpolate,
     interpolation_grid,
@@ -506,3 +508,23 @@ def test_dcgan_on_digits_lowers_mmd_to_heldout_data(tmp_path):
     assert after < 0.5 * before
     # Not memorized: generated digits are no closer to the training set than fresh digits are.
     assert memorization_ratio(samples, train, heldout) > 0.5
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_latent_draws_follow_the_generator_on_its_device(device):
+    # pygen sample passes a generator on the model's device; a CPU generator gives the same
+    # latents, hence the same samples, for a model on any device.
+    torch.manual_seed(0)
+    models = [
+        DCGAN(image_size=8, channels=1, latent_dim=4, width=8),
+        BiGAN(data_dim=2, latent_dim=2),
+        RealNVP((1, 4, 4), n_scales=1, hidden=8, n_blocks=1, levels=17),
+    ]
+    for model in models:
+        model.eval()
+        on_cpu = model.sample(3, generator=torch.Generator().manual_seed(1))
+        model.to(device)
+        again = model.sample(3, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(again.cpu(), on_cpu, rtol=1e-4, atol=1e-4)
+        local = model.sample(3, generator=torch.Generator(device).manual_seed(1))
+        assert local.device.type == device and local.shape == on_cpu.shape

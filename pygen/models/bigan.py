@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from pygen.losses.gan import NonSaturatingLoss
 from pygen.models.gan import MLPGenerator, _mlp
+from pygen.utils.random import standard_normal
 
 
 class JointDiscriminator(nn.Module):
@@ -42,7 +43,7 @@ class BiGAN(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` samples G(z), ``z ~ N(0, I)``."""
-        z = torch.randn(n, self.latent_dim, generator=generator).to(self._device())
+        z = standard_normal((n, self.latent_dim), generator, device=self._device())
         return self.generator(z)
 
     @torch.no_grad()

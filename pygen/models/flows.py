@@ -25,6 +25,7 @@ from pygen.layers import (
     MultiScaleSplit,
     Squeeze,
 )
+from pygen.utils.random import standard_normal
 
 
 class FlowModel(nn.Module):
@@ -59,7 +60,7 @@ class FlowModel(nn.Module):
         return pixels in [0, 1]."""
         device = next(self.parameters()).device
         dtype = next(self.parameters()).dtype
-        z = torch.randn((n, *self.shape), generator=generator, dtype=dtype).to(device)
+        z = standard_normal((n, *self.shape), generator, device=device, dtype=dtype)
         x, _ = self.flow.inverse(temperature * z)
         return x.clamp(0.0, 1.0) if self.levels is not None else x
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pygen.utils.png import save_image_grid
+from pygen.utils.random import standard_normal
 
 
 def _stages(image_size: int) -> int:
@@ -216,7 +217,7 @@ class GAN(nn.Module):
     ) -> Tensor:
         """``n`` samples of G (in its current train/eval mode)."""
         device = next(self.generator.parameters()).device
-        z = torch.randn(n, self.latent_dim, generator=generator).to(device)
+        z = standard_normal((n, self.latent_dim), generator, device=device)
         return self.generator(z, labels)
 
 
