@@ -86,7 +86,7 @@ struct RowArgs {
   const int64_t* seed;
   int64_t* images;  // (B, C, H, W)
   T* logits;        // (B, L, C, H, W) or null
-  int batch, channels, height, width, levels, hidden, kernel, layers, row, ring_width;
+  int batch, channels, height, width, levels, hidden, layers, row, ring_width;
   float temperature, scale;
 };
 
@@ -333,7 +333,8 @@ void run(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& w
   for (int64_t l = 0; l < p.layers; ++l) {
     const int64_t cin = l == 0 ? p.channels : h;
     v_in.push_back(at::zeros({bsz, rows, wv, cin}, opts));
-    v_conv.push_back(weights[l * kPerLayer + kVW].t().contiguous().view({h2, kh, p.kernel, cin}).permute({0, 3, 1, 2}));
+    const at::Tensor& v_w = weights[l * kPerLayer + kVW];  // (kh * k * Cin, 2h)
+    v_conv.push_back(v_w.t().contiguous().view({h2, kh, p.kernel, cin}).permute({0, 3, 1, 2}));
   }
   at::Tensor link = at::empty({p.layers, n_pix, h2}, opts);
 
@@ -345,7 +346,7 @@ void run(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& w
                   p.return_logits ? logits.mutable_data_ptr<T>() : nullptr,
                   static_cast<int>(bsz), static_cast<int>(p.channels), static_cast<int>(p.height),
                   static_cast<int>(width), static_cast<int>(p.levels), static_cast<int>(h),
-                  static_cast<int>(p.kernel), static_cast<int>(p.layers), 0, static_cast<int>(kh),
+                  static_cast<int>(p.layers), 0, static_cast<int>(kh),
                   static_cast<float>(p.temperature), scale};
 
   for (int64_t i = 0; i < p.height; ++i) {
