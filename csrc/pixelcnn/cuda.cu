@@ -1,5 +1,6 @@
 // CUDA kernels of the cached PixelCNN sampler (algorithm and layout: pixelcnn.h). Everything runs
-// on the current stream with no host synchronisation; per image row:
+// on the current stream; the host waits only once per call, for the copy of the weights' pointer
+// table, never per row or value. Per image row:
 //  - the vertical stack of every layer for the whole row and batch: the layer's input rows live
 //    in a zero-padded channels-last buffer; the kh rows its kernel reaches go through one cuDNN
 //    convolution (at::conv2d: it follows torch.backends.cudnn.allow_tf32, like the model's own
