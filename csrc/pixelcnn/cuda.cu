@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "common/philox.h"
+#include "common/vector_io.cuh"
 #include "pixelcnn/pixelcnn.h"
 
 namespace pygen::pixelcnn {
@@ -91,62 +92,92 @@ struct RowArgs {
   float temperature, scale;
 };
 
-// acc[s] += sum_{q in [q0, q1)} x[s * ldx + q] * w[q * ldw] for s < S; kUnroll weight loads are
-// issued before their first use, so that a thread keeps several L2 reads in flight.
-template <int S, typename T, typename A>
-__device__ __forceinline__ void dot_column(const A* x, int ldx, const T* __restrict__ w, int ldw,
-                                           int q0, int q1, A (&acc)[S]) {
-  constexpr int kUnroll = 8;
+// acc[s][v] += sum_{q in [q0, q1)} x[s * ldx + q] * w[q * ldw + v] for s < S, v < kVec: one
+// kVec-wide load per q (16 bytes for float when aligned; `valid` columns otherwise), kUnroll of
+// them issued before their first use so that a thread keeps several L2 reads in flight.
+template <int S, bool kAligned, typename T, typename A>
+__device__ __forceinline__ void dot_group(const A* x, int ldx, const T* __restrict__ w, int ldw,
+                                          int valid, int q0, int q1, A (&acc)[S][kVec]) {
+  constexpr int kUnroll = 4;
   int q = q0;
   for (; q + kUnroll <= q1; q += kUnroll) {
-    A wq[kUnroll];
+    A wq[kUnroll][kVec];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) wq[u] = static_cast<A>(w[static_cast<int64_t>(q + u) * ldw]);
+    for (int u = 0; u < kUnroll; ++u)
+      load_group(w, static_cast<int64_t>(q + u) * ldw, valid, kAligned, wq[u]);
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
 #pragma unroll
-      for (int s = 0; s < S; ++s) acc[s] += x[s * ldx + q + u] * wq[u];
+      for (int s = 0; s < S; ++s) {
+        const A xv = x[s * ldx + q + u];
+#pragma unroll
+        for (int v = 0; v < kVec; ++v) acc[s][v] += xv * wq[u][v];
+      }
     }
   }
   for (; q < q1; ++q) {
-    const A wq = static_cast<A>(w[static_cast<int64_t>(q) * ldw]);
+    A wq[kVec];
+    load_group(w, static_cast<int64_t>(q) * ldw, valid, kAligned, wq);
 #pragma unroll
-    for (int s = 0; s < S; ++s) acc[s] += x[s * ldx + q] * wq;
+    for (int s = 0; s < S; ++s) {
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) acc[s][v] += x[s * ldx + q] * wq[v];
+    }
   }
 }
 
-// y[s * ldy + o] = sum_q x[s * ldx + q] * w[q * ldw + o] for s < S, o < n. Thread t owns output
-// t % n and a 1/G slice of q (G = blockDim / n groups), so every thread works even when n is
-// small; the G partial sums meet in `partial` (blockDim * S values). Ends with a barrier.
-template <int S, typename T, typename A>
-__device__ void matvec(const A* x, int ldx, const T* __restrict__ w, int ldw, int k, int n,
-                       A* partial, A* y, int ldy) {
-  const int t = threadIdx.x;
-  if (n >= kThreads) {
-    for (int o = t; o < n; o += kThreads) {
-      A acc[S] = {};
-      dot_column<S>(x, ldx, w + o, ldw, 0, k, acc);
+// y[s * ldy + o] = sum_q x[s * ldx + q] * w[q * ldw + o] for s < S, o < n. Thread t owns the
+// kVec outputs of column group t % cols and a 1/G slice of q (G = blockDim / cols), so every
+// thread works at any width; the G partial sums meet in `partial` (blockDim * kVec * S values).
+// Ends with a barrier.
+template <int S, bool kAligned, typename T, typename A>
+__device__ void matvec_groups(const A* x, int ldx, const T* __restrict__ w, int ldw, int k, int n,
+                              A* partial, A* y, int ldy) {
+  const int t = threadIdx.x, cols = (n + kVec - 1) / kVec, splits = max(1, kThreads / cols);
+  if (splits == 1) {  // wide outputs: each thread walks all of q for its column groups
+    for (int c = t; c < cols; c += kThreads) {
+      const int o = c * kVec, valid = min(kVec, n - o);
+      A acc[S][kVec] = {};
+      dot_group<S, kAligned>(x, ldx, w + o, ldw, valid, 0, k, acc);
 #pragma unroll
-      for (int s = 0; s < S; ++s) y[s * ldy + o] = acc[s];
+      for (int s = 0; s < S; ++s) {
+        for (int v = 0; v < valid; ++v) y[s * ldy + o + v] = acc[s][v];
+      }
     }
     __syncthreads();
     return;
   }
-  const int groups = kThreads / n, g = t / n, o = t % n;
-  if (g < groups) {
-    A acc[S] = {};
-    dot_column<S>(x, ldx, w + o, ldw, g * k / groups, (g + 1) * k / groups, acc);
+  const int g = t / cols, c = t % cols;
+  if (g < splits) {
+    const int o = c * kVec, valid = min(kVec, n - o);
+    A acc[S][kVec] = {};
+    dot_group<S, kAligned>(x, ldx, w + o, ldw, valid, g * k / splits, (g + 1) * k / splits, acc);
 #pragma unroll
-    for (int s = 0; s < S; ++s) partial[(g * S + s) * n + o] = acc[s];
+    for (int s = 0; s < S; ++s) {
+      for (int v = 0; v < valid; ++v) partial[(g * S + s) * n + o + v] = acc[s][v];
+    }
   }
   __syncthreads();
   for (int e = t; e < S * n; e += kThreads) {
-    const int s = e / n, oo = e % n;
+    const int s = e / n, o = e % n;
     A sum = 0;
-    for (int gg = 0; gg < groups; ++gg) sum += partial[(gg * S + s) * n + oo];
-    y[s * ldy + oo] = sum;
+    for (int gg = 0; gg < splits; ++gg) sum += partial[(gg * S + s) * n + o];
+    y[s * ldy + o] = sum;
   }
   __syncthreads();
+}
+
+// matvec_groups with whole-vector loads when every row of w starts on a vector boundary.
+template <int S, typename T, typename A>
+__device__ void matvec(const A* x, int ldx, const T* __restrict__ w, int ldw, int k, int n,
+                       A* partial, A* y, int ldy) {
+  const bool aligned = n % kVec == 0 && ldw % kVec == 0 &&
+                       reinterpret_cast<uintptr_t>(w) % sizeof(Vec<T>) == 0;
+  if (aligned) {
+    matvec_groups<S, true>(x, ldx, w, ldw, k, n, partial, y, ldy);
+  } else {
+    matvec_groups<S, false>(x, ldx, w, ldw, k, n, partial, y, ldy);
+  }
 }
 
 // The inverse-CDF draw of pygen/sampling/draw.py by one warp: lane l owns a run of consecutive
@@ -193,7 +224,7 @@ __device__ int warp_draw(const A* logits, int levels, A temperature, A u) {
 //   ring    [layers][S][kw][hm]  horizontal input of each layer, column x in slot x % kw
 //   window  [S][kw * hm]         the current layer's input window, gathered for matvec
 //   pre     [S][2h]  gated [S][h]  top [S][h]  hid [S][h]  logit [S][levels]
-//   partial [kThreads * S]       matvec's partial sums
+//   partial [kThreads * kVec * S] matvec's partial sums
 template <typename T, int S>
 __global__ void __launch_bounds__(kThreads) row_kernel(RowArgs<T> p) {
   using A = at::opmath_type<T>;
@@ -300,7 +331,7 @@ __global__ void __launch_bounds__(kThreads) row_kernel(RowArgs<T> p) {
 int64_t row_smem_bytes(const Problem& p, int64_t samples, int64_t elem) {
   const int64_t kw = p.kernel / 2 + 1, hm = std::max(p.hidden, p.channels);
   const int64_t per_sample =
-      p.layers * kw * hm + kw * hm + 5 * p.hidden + p.levels + kThreads;
+      p.layers * kw * hm + kw * hm + 5 * p.hidden + p.levels + kThreads * kVec;
   return samples * per_sample * elem;
 }
 
