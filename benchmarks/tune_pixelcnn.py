@@ -16,7 +16,7 @@ from benchmarks.bench_pixelcnn import MODELS, gflop_per_image
 from pygen.models import PixelCNN
 
 VARIANTS = [None, "1", "2", "4", "8"]  # None: the kernel's own choice
-CASES = [("mnist28", 1), ("mnist28", 256), ("rgb32", 256)]
+CASES = [("mnist28", 1), ("mnist28", 256), ("rgb32", 1), ("rgb32", 256)]
 
 
 def median_ms(fn, rounds: int = 3) -> float:

@@ -92,36 +92,44 @@ struct RowArgs {
   float temperature, scale;
 };
 
+// Weight loads a thread issues before their first use: enough bytes in flight per multiprocessor
+// to cover the L2 round trip (512 threads x 8 x 16 bytes = 64 KB). Halved where the accumulators
+// take more registers (many samples, double).
+constexpr int kLoadsInFlight = 8;
+template <int S, typename A>
+constexpr int unroll_for() {
+  return sizeof(A) > 4 || S > 4 ? kLoadsInFlight / 2 : kLoadsInFlight;
+}
+
 // acc[s][v] += sum_{q in [q0, q1)} x[s * ldx + q] * w[q * ldw + v] for s < S, v < kVec: one
-// kVec-wide load per q (16 bytes for float when aligned; `valid` columns otherwise), kUnroll of
-// them issued before their first use so that a thread keeps several L2 reads in flight.
+// kVec-wide load per q (16 bytes for float when aligned; `valid` columns otherwise), a chunk of
+// them issued before their first use. The chunk past q1 is predicated off, so a tail costs one
+// round trip, not one per q.
 template <int S, bool kAligned, typename T, typename A>
 __device__ __forceinline__ void dot_group(const A* x, int ldx, const T* __restrict__ w, int ldw,
                                           int valid, int q0, int q1, A (&acc)[S][kVec]) {
-  constexpr int kUnroll = 4;
-  int q = q0;
-  for (; q + kUnroll <= q1; q += kUnroll) {
+  constexpr int kUnroll = unroll_for<S, A>();
+  for (int q = q0; q < q1; q += kUnroll) {
     A wq[kUnroll][kVec];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u)
-      load_group(w, static_cast<int64_t>(q + u) * ldw, valid, kAligned, wq[u]);
-#pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
+      if (q + u < q1) {
+        load_group(w, static_cast<int64_t>(q + u) * ldw, valid, kAligned, wq[u]);
+      } else {
 #pragma unroll
-      for (int s = 0; s < S; ++s) {
-        const A xv = x[s * ldx + q + u];
-#pragma unroll
-        for (int v = 0; v < kVec; ++v) acc[s][v] += xv * wq[u][v];
+        for (int v = 0; v < kVec; ++v) wq[u][v] = A(0);
       }
     }
-  }
-  for (; q < q1; ++q) {
-    A wq[kVec];
-    load_group(w, static_cast<int64_t>(q) * ldw, valid, kAligned, wq);
 #pragma unroll
-    for (int s = 0; s < S; ++s) {
+    for (int u = 0; u < kUnroll; ++u) {
+      if (q + u < q1) {
 #pragma unroll
-      for (int v = 0; v < kVec; ++v) acc[s][v] += x[s * ldx + q] * wq[v];
+        for (int s = 0; s < S; ++s) {
+          const A xv = x[s * ldx + q + u];
+#pragma unroll
+          for (int v = 0; v < kVec; ++v) acc[s][v] += xv * wq[u][v];
+        }
+      }
     }
   }
 }
@@ -226,7 +234,7 @@ __device__ int warp_draw(const A* logits, int levels, A temperature, A u) {
 //   pre     [S][2h]  gated [S][h]  top [S][h]  hid [S][h]  logit [S][levels]
 //   partial [kThreads * kVec * S] matvec's partial sums
 template <typename T, int S>
-__global__ void __launch_bounds__(kThreads) row_kernel(RowArgs<T> p) {
+__global__ void __launch_bounds__(kThreads, 1) row_kernel(RowArgs<T> p) {
   using A = at::opmath_type<T>;
   extern __shared__ unsigned char smem_raw[];
   A* smem = reinterpret_cast<A*>(smem_raw);
