@@ -447,22 +447,37 @@ def test_cuda_fused_internal_noise_is_seeded_and_matches_the_cpu_kernel():
     assert torch.equal(model.sample(64, generator=torch.Generator().manual_seed(4)).cpu(), cpu)
 
 
-@requires_cuda
-def test_cuda_fused_op_opcheck_and_errors():
+CUDA_DIMS = {"batch": 2, "channels": 3, "height": 5, "width": 4, "n_levels": 5, "kernel_size": 3}
+
+
+def cuda_op_inputs() -> tuple[list[torch.Tensor], torch.Tensor]:
     model = tiny_model(3, 2).cuda()
     weights = export_weights(model, torch.tensor([1, 0], device="cuda"), 2)
-    noise = torch.rand(2, 3, 5, 4, device="cuda")
-    dims = {"batch": 2, "channels": 3, "height": 5, "width": 4, "n_levels": 5, "kernel_size": 3}
+    return weights, torch.rand(2, 3, 5, 4, device="cuda")
+
+
+@requires_cuda
+def test_cuda_fused_op_opcheck():
+    weights, noise = cuda_op_inputs()
     checks = ("test_schema", "test_autograd_registration", "test_faketensor")
     fused = torch.ops.pygen.pixelcnn_sample
-    args = [*dims.values()]
+    args = [*CUDA_DIMS.values()]
     torch.library.opcheck(fused, (weights, noise, None, *args, 1.0, True), test_utils=checks)
     seed = torch.tensor([4], device="cuda")
     torch.library.opcheck(fused, (weights, None, seed, *args, 0.8, False), test_utils=checks)
+
+
+@requires_cuda
+def test_cuda_fused_op_errors():
+    weights, noise = cuda_op_inputs()
     with pytest.raises(TypeError, match="float16 and bfloat16"):
-        pixelcnn_sample([w.int() for w in weights], **dims)
+        pixelcnn_sample([w.int() for w in weights], **CUDA_DIMS)
     with pytest.raises(RuntimeError, match="noise is on cpu"):
-        pixelcnn_sample(weights, noise=noise.cpu(), **dims)
+        pixelcnn_sample(weights, noise=noise.cpu(), **CUDA_DIMS)
+
+
+@requires_cuda
+def test_cuda_fused_error_when_shared_memory_is_short():
     # 60 layers x hidden 128 of float64 ring buffers need more shared memory than a block has.
     h, layers = 128, 60
     big = [
