@@ -4,6 +4,7 @@ results schema (one row per op x provider x mode x shape x dtype) and where resu
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import platform
@@ -41,6 +42,21 @@ def device_name(device: torch.device) -> str:
 def results_file(device: torch.device) -> Path:
     slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
     return results_dir() / f"{device.type}-{slug}.json"
+
+
+@functools.cache
+def cuda_driver() -> str:
+    """The NVIDIA driver version, from nvidia-smi (torch does not report it)."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.split("\n")[0].strip() or "unknown"
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def commit() -> str:
@@ -114,6 +130,7 @@ def row(
         "gbps": nbytes / (timing["median_ms"] * 1e-3) / 1e9,
         "torch": torch.__version__,
         "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "driver": cuda_driver() if device.type == "cuda" else None,
         "commit": commit(),
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

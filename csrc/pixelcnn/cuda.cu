@@ -10,9 +10,7 @@
 //    (all layers, the head, softmax and the inverse-CDF draw). The layers' horizontal inputs stay
 //    in shared memory as a ring of the kw columns the masked kernel reaches. Samples are
 //    independent, so blocks never wait for each other; the weights stream from L2, shared by the
-//    S samples of a block. Each matrix-vector product is split across warps by output and
-//    within a warp by input, reduced by shuffles, its epilogue (bias, gate, residual) fused: the
-//    block meets at one barrier per product.
+//    S samples of a block.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -94,108 +92,99 @@ struct RowArgs {
   float temperature, scale;
 };
 
-// Rows of weights a lane loads before their first use (one or two 16-byte loads each): enough
-// bytes in flight to cover the L2 round trip, fewer where the accumulators take more registers.
-template <int S, bool kPaired, typename A>
-constexpr int rows_in_flight() {
-  return sizeof(A) > 4 || S * (kPaired ? 2 : 1) >= 8 ? 2 : S * (kPaired ? 2 : 1) >= 4 ? 4 : 8;
+// Weight loads a thread issues before their first use: enough bytes in flight per multiprocessor
+// to cover the L2 round trip (512 threads x 8 x 16 bytes = 64 KB). Halved where the accumulators
+// take more registers (many samples, double).
+constexpr int kLoadsInFlight = 8;
+template <int S, typename A>
+constexpr int unroll_for() {
+  return sizeof(A) > 4 || S > 4 ? kLoadsInFlight / 2 : kLoadsInFlight;
 }
 
-// The matrix-vector products of the row kernel, one per sample s < S:
-//   y[s][o] = sum_q x[s * ldx + q] * w[q * ldw + o]        for o < n,
-// and with kPaired also y2[s][o], the same with the columns o + pair (the gate's second half).
-// Outputs go in groups of kVec columns, one task each. A warp runs G tasks at once (the fewest
-// that give every warp at most one round of tasks), the 32 / G lanes of a task splitting q and
-// meeting in a shuffle reduction, so a product needs no shared-memory partial sums and no barrier
-// of its own. epi(s, o, y, y2) receives each output once; the caller places the barrier after.
-template <int S, bool kPaired, bool kAligned, typename T, typename A, typename Epilogue>
-__device__ __forceinline__ void warp_products_impl(const A* x, int ldx, const T* __restrict__ w,
-                                                   int ldw, int k, int n, int pair, Epilogue& epi) {
-  constexpr int kRows = rows_in_flight<S, kPaired, A>();
-  constexpr int kPairs = kPaired ? 2 : 1;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int groups = (n + kVec - 1) / kVec;
-  int tasks_per_warp = 1;
-  while (tasks_per_warp < 32 && (groups + tasks_per_warp - 1) / tasks_per_warp > kWarps)
-    tasks_per_warp *= 2;
-  const int lanes = 32 / tasks_per_warp, part = lane % lanes;
-  for (int first = warp * tasks_per_warp; first < groups; first += kWarps * tasks_per_warp) {
-    const int group = first + lane / lanes, o = group * kVec;
-    const int valid = group < groups ? min(kVec, n - o) : 0;
-    A acc[kPairs][S][kVec] = {};
-    if (valid > 0) {
-      for (int q0 = part; q0 < k; q0 += lanes * kRows) {
-        A wq[kRows][kPairs][kVec];
+// acc[s][v] += sum_{q in [q0, q1)} x[s * ldx + q] * w[q * ldw + v] for s < S, v < kVec: one
+// kVec-wide load per q (16 bytes for float when aligned; `valid` columns otherwise), a chunk of
+// them issued before their first use. The chunk past q1 is predicated off, so a tail costs one
+// round trip, not one per q.
+template <int S, bool kAligned, typename T, typename A>
+__device__ __forceinline__ void dot_group(const A* x, int ldx, const T* __restrict__ w, int ldw,
+                                          int valid, int q0, int q1, A (&acc)[S][kVec]) {
+  constexpr int kUnroll = unroll_for<S, A>();
+  for (int q = q0; q < q1; q += kUnroll) {
+    A wq[kUnroll][kVec];
 #pragma unroll
-        for (int r = 0; r < kRows; ++r) {
-          const int q = q0 + r * lanes;
+    for (int u = 0; u < kUnroll; ++u) {
+      if (q + u < q1) {
+        load_group(w, static_cast<int64_t>(q + u) * ldw, valid, kAligned, wq[u]);
+      } else {
 #pragma unroll
-          for (int half = 0; half < kPairs; ++half) {
-            if (q < k) {
-              load_group(w, static_cast<int64_t>(q) * ldw + o + half * pair, valid, kAligned, wq[r][half]);
-            } else {
-#pragma unroll
-              for (int v = 0; v < kVec; ++v) wq[r][half][v] = A(0);
-            }
-          }
-        }
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) {
-          const int q = q0 + r * lanes;
-          if (q < k) {
-#pragma unroll
-            for (int s = 0; s < S; ++s) {
-              const A xv = x[s * ldx + q];
-#pragma unroll
-              for (int half = 0; half < kPairs; ++half) {
-#pragma unroll
-                for (int v = 0; v < kVec; ++v) acc[half][s][v] += xv * wq[r][half][v];
-              }
-            }
-          }
-        }
+        for (int v = 0; v < kVec; ++v) wq[u][v] = A(0);
       }
     }
-    // Lanes of one task are consecutive, so xor offsets below `lanes` stay inside the task.
-    for (int offset = lanes / 2; offset > 0; offset /= 2) {
 #pragma unroll
-      for (int half = 0; half < kPairs; ++half) {
+    for (int u = 0; u < kUnroll; ++u) {
+      if (q + u < q1) {
 #pragma unroll
         for (int s = 0; s < S; ++s) {
+          const A xv = x[s * ldx + q + u];
 #pragma unroll
-          for (int v = 0; v < kVec; ++v)
-            acc[half][s][v] += __shfl_xor_sync(0xffffffffu, acc[half][s][v], offset);
+          for (int v = 0; v < kVec; ++v) acc[s][v] += xv * wq[u][v];
         }
-      }
-    }
-    // Every lane of the task holds the sums; lane `part` hands out outputs e = part, + lanes...
-#pragma unroll
-    for (int s = 0; s < S; ++s) {
-#pragma unroll
-      for (int v = 0; v < kVec; ++v) {
-        if (v < valid && (s * kVec + v) % lanes == part)
-          epi(s, o + v, acc[0][s][v], acc[kPairs - 1][s][v]);
       }
     }
   }
 }
 
-// warp_products_impl with whole-vector loads when every group starts on a vector boundary, in
-// passes of at most 16 bytes of accumulator per output (4 float or 2 double samples): more spill.
-template <int S, bool kPaired, typename T, typename A, typename Epilogue>
-__device__ void warp_products(const A* x, int ldx, const T* __restrict__ w, int ldw, int k, int n,
-                              int pair, Epilogue epi) {
-  constexpr int kPass = S * sizeof(A) > 16 ? 16 / sizeof(A) : S;
-  const bool aligned = n % kVec == 0 && ldw % kVec == 0 && pair % kVec == 0 &&
-                       reinterpret_cast<uintptr_t>(w) % sizeof(Vec<T>) == 0;
-#pragma unroll 1
-  for (int s0 = 0; s0 < S; s0 += kPass) {
-    auto epi_pass = [&](int s, int o, A y, A y2) { epi(s0 + s, o, y, y2); };
-    if (aligned) {
-      warp_products_impl<kPass, kPaired, true>(x + s0 * ldx, ldx, w, ldw, k, n, pair, epi_pass);
-    } else {
-      warp_products_impl<kPass, kPaired, false>(x + s0 * ldx, ldx, w, ldw, k, n, pair, epi_pass);
+// y[s * ldy + o] = sum_q x[s * ldx + q] * w[q * ldw + o] for s < S, o < n. Thread t owns the
+// kVec outputs of column group t % cols and a 1/G slice of q (G = blockDim / cols), so every
+// thread works at any width; the G partial sums meet in `partial` (blockDim * kVec * S values).
+// Ends with a barrier.
+template <int S, bool kAligned, typename T, typename A>
+__device__ void matvec_groups(const A* x, int ldx, const T* __restrict__ w, int ldw, int k, int n,
+                              A* partial, A* y, int ldy) {
+  const int t = threadIdx.x, cols = (n + kVec - 1) / kVec, splits = max(1, kThreads / cols);
+  if (splits == 1) {  // wide outputs: each thread walks all of q for its column groups
+    for (int c = t; c < cols; c += kThreads) {
+      const int o = c * kVec, valid = min(kVec, n - o);
+      A acc[S][kVec] = {};
+      dot_group<S, kAligned>(x, ldx, w + o, ldw, valid, 0, k, acc);
+#pragma unroll
+      for (int s = 0; s < S; ++s) {
+        for (int v = 0; v < valid; ++v) y[s * ldy + o + v] = acc[s][v];
+      }
     }
+    __syncthreads();
+    return;
+  }
+  const int g = t / cols, c = t % cols;
+  if (g < splits) {
+    const int o = c * kVec, valid = min(kVec, n - o);
+    A acc[S][kVec] = {};
+    dot_group<S, kAligned>(x, ldx, w + o, ldw, valid, g * k / splits, (g + 1) * k / splits, acc);
+#pragma unroll
+    for (int s = 0; s < S; ++s) {
+      for (int v = 0; v < valid; ++v) partial[(g * S + s) * n + o + v] = acc[s][v];
+    }
+  }
+  __syncthreads();
+  for (int e = t; e < S * n; e += kThreads) {
+    const int s = e / n, o = e % n;
+    A sum = 0;
+    for (int gg = 0; gg < splits; ++gg) sum += partial[(gg * S + s) * n + o];
+    y[s * ldy + o] = sum;
+  }
+  __syncthreads();
+}
+
+// matvec_groups with whole-vector loads when every row of w starts on a vector boundary.
+template <int S, typename T, typename A>
+__device__ void matvec(const A* x, int ldx, const T* __restrict__ w, int ldw, int k, int n,
+                       A* partial, A* y, int ldy) {
+  const bool aligned = n % kVec == 0 && ldw % kVec == 0 &&
+                       reinterpret_cast<uintptr_t>(w) % sizeof(Vec<T>) == 0;
+  if (aligned) {
+    matvec_groups<S, true>(x, ldx, w, ldw, k, n, partial, y, ldy);
+  } else {
+    matvec_groups<S, false>(x, ldx, w, ldw, k, n, partial, y, ldy);
   }
 }
 
@@ -239,95 +228,92 @@ __device__ int warp_draw(const A* logits, int levels, A temperature, A u) {
 }
 
 // Every value of image row p.row for samples [blockIdx.x * S, + S): see the file comment.
-// Shared memory (A = float, or double for double weights):
-//   ring  per layer l, [S][2 kw][cin_l] (cin_0 = channels, else hidden): the layer's horizontal
-//         input; column x sits in slots x % kw and x % kw + kw, so that the kw columns the
-//         masked kernel reaches are always kw consecutive slots, read in place by the product
-//   gated [S][h]  top [S][h]  hid [S][h]  logit [S][levels]
-// Per value: two products per layer and two in the head, each with its epilogue fused, then the
-// draw; one barrier after each of these steps.
+// Shared memory (A = float, or double for double weights), with hm = max(hidden, channels):
+//   ring    [layers][S][kw][hm]  horizontal input of each layer, column x in slot x % kw
+//   window  [S][kw * hm]         the current layer's input window, gathered for matvec
+//   pre     [S][2h]  gated [S][h]  top [S][h]  hid [S][h]  logit [S][levels]
+//   partial [kThreads * kVec * S] matvec's partial sums
 template <typename T, int S>
 __global__ void __launch_bounds__(kThreads, 1) row_kernel(RowArgs<T> p) {
   using A = at::opmath_type<T>;
   extern __shared__ unsigned char smem_raw[];
   A* smem = reinterpret_cast<A*>(smem_raw);
-  const int h = p.hidden, h2 = 2 * h, kw = p.ring_width, levels = p.levels, channels = p.channels;
+  const int h = p.hidden, h2 = 2 * h, kw = p.ring_width, pad = kw - 1;
+  const int hm = max(h, p.channels), levels = p.levels;
   A* ring = smem;
-  const int64_t ring_size = static_cast<int64_t>(S) * 2 * kw * (channels + (p.layers - 1) * h);
-  A* gated = ring + ring_size;
+  A* window = ring + static_cast<int64_t>(p.layers) * S * kw * hm;
+  A* pre = window + S * kw * hm;
+  A* gated = pre + S * h2;
   A* top = gated + S * h;
   A* hid = top + S * h;
   A* logit = hid + S * h;
+  A* partial = logit + S * levels;
   const int t = threadIdx.x, warp = t >> 5;
   const int64_t b0 = static_cast<int64_t>(blockIdx.x) * S;
   const int n_here = static_cast<int>(min(static_cast<int64_t>(S), p.batch - b0));
   const uint64_t seed = p.noise == nullptr ? static_cast<uint64_t>(*p.seed) : 0;
-  const int64_t plane = static_cast<int64_t>(channels) * p.height * p.width;
+  const int64_t plane = static_cast<int64_t>(p.channels) * p.height * p.width;
   const int64_t n_pix = static_cast<int64_t>(p.batch) * p.width;
   const T* const* wt = p.weights;
   const T* w1 = wt[p.layers * kPerLayer + kW1];
   const T* b1 = wt[p.layers * kPerLayer + kB1];
   const T* w2 = wt[p.layers * kPerLayer + kW2];
   const T* b2 = wt[p.layers * kPerLayer + kB2];
-  auto ring_of = [&](int l) {
-    return ring + static_cast<int64_t>(S) * 2 * kw * (l == 0 ? 0 : channels + (l - 1) * h);
-  };
 
-  for (int64_t e = t; e < ring_size; e += kThreads) ring[e] = 0;
+  for (int64_t e = t; e < static_cast<int64_t>(p.layers) * S * kw * hm; e += kThreads) ring[e] = 0;
   __syncthreads();
   for (int j = 0; j < p.width; ++j) {
-    const int cur = j % kw, first = (j + 1) % kw;  // slots of column j and of column j - kw + 1
-    for (int c = 0; c < channels; ++c) {
+    const int cur = j % kw;
+    for (int c = 0; c < p.channels; ++c) {
       if (c == 0) {  // layer 0's current column: values of later channels read as zero
-        for (int e = t; e < S * 2 * channels; e += kThreads) {
-          const int s = e / (2 * channels), copy = (e / channels) % 2, ci = e % channels;
-          ring[(s * 2 * kw + cur + copy * kw) * channels + ci] = 0;
-        }
+        for (int e = t; e < S * p.channels; e += kThreads)
+          ring[((e / p.channels) * kw + cur) * hm + e % p.channels] = 0;
         __syncthreads();
       }
       for (int l = 0; l < p.layers; ++l) {
-        const int cin = l == 0 ? channels : h;
+        const int cin = l == 0 ? p.channels : h, k = kw * cin;
         const T* const* lw = wt + l * kPerLayer;
-        A* ring_l = ring_of(l);
-        const T* hb = lw[kHB];
-        const T* link = p.link + (static_cast<int64_t>(l) * n_pix + j) * h2;
-        warp_products<S, true>(
-            ring_l + first * cin, 2 * kw * cin, lw[kHW], h2, kw * cin, h, h,
-            [&](int s, int o, A a, A g) {
-              const int64_t b = min(b0 + s, static_cast<int64_t>(p.batch) - 1);
-              const T* hb_b = hb + b * h2;
-              const T* link_b = link + b * p.width * h2;
-              a += static_cast<A>(hb_b[o]) + static_cast<A>(link_b[o]);
-              g += static_cast<A>(hb_b[h + o]) + static_cast<A>(link_b[h + o]);
-              gated[s * h + o] = gate_value(a, g);
-            });
+        A* ring_l = ring + static_cast<int64_t>(l) * S * kw * hm;
+        for (int e = t; e < S * k; e += kThreads) {  // window (s, dj, ci): column j - pad + dj
+          const int s = e / k, q = e % k, dj = q / cin, col = j - pad + dj;
+          window[s * k + q] = col < 0 ? A(0) : ring_l[(s * kw + col % kw) * hm + q % cin];
+        }
         __syncthreads();
+        matvec<S>(window, k, lw[kHW], h2, k, h2, partial, pre, h2);
+        for (int e = t; e < S * h; e += kThreads) {
+          const int s = e / h, o = e % h;
+          const int64_t b = min(b0 + s, static_cast<int64_t>(p.batch) - 1);
+          const T* hb = lw[kHB] + b * h2;
+          const T* link = p.link + (l * n_pix + b * p.width + j) * h2;
+          const A a = pre[s * h2 + o] + static_cast<A>(hb[o]) + static_cast<A>(link[o]);
+          const A g = pre[s * h2 + h + o] + static_cast<A>(hb[h + o]) + static_cast<A>(link[h + o]);
+          gated[s * h + o] = gate_value(a, g);
+        }
+        __syncthreads();
+        matvec<S>(gated, h, lw[kOutW], h, h, h, partial, pre, h);
         // The layer's output at (i, j) goes to the next layer's ring (current column), the last
         // layer's to `top`; layers after the first add their input (residual connection).
         const bool last = l + 1 == p.layers;
-        A* next = ring_of(l + 1);
-        const T* out_b = lw[kOutB];
-        warp_products<S, false>(gated, h, lw[kOutW], h, h, h, 0, [&](int s, int o, A y, A) {
-          A v = y + static_cast<A>(out_b[o]);
-          if (l > 0) v += ring_l[(s * 2 * kw + cur) * h + o];
+        A* next = ring + static_cast<int64_t>(l + 1) * S * kw * hm;
+        for (int e = t; e < S * h; e += kThreads) {
+          const int s = e / h, o = e % h;
+          A v = pre[s * h + o] + static_cast<A>(lw[kOutB][o]);
+          if (l > 0) v += ring_l[(s * kw + cur) * hm + o];
           if (last) {
             top[s * h + o] = max(v, A(0));  // the head starts with a ReLU
           } else {
-            next[(s * 2 * kw + cur) * h + o] = v;
-            next[(s * 2 * kw + cur + kw) * h + o] = v;
+            next[(s * kw + cur) * hm + o] = v;
           }
-        });
+        }
         __syncthreads();
       }
       // Head: 1x1 -> ReLU -> 1x1, only the logits of channel c.
-      warp_products<S, false>(top, h, w1, h, h, h, 0, [&](int s, int o, A y, A) {
-        hid[s * h + o] = max(y + static_cast<A>(b1[o]), A(0));
-      });
+      matvec<S>(top, h, w1, h, h, h, partial, hid, h);
+      for (int e = t; e < S * h; e += kThreads) hid[e] = max(hid[e] + static_cast<A>(b1[e % h]), A(0));
       __syncthreads();
-      warp_products<S, false>(hid, h, w2 + c * levels, channels * levels, h, levels, 0,
-                              [&](int s, int o, A y, A) {
-                                logit[s * levels + o] = y + static_cast<A>(b2[c * levels + o]);
-                              });
+      matvec<S>(hid, h, w2 + c * levels, p.channels * levels, h, levels, partial, logit, levels);
+      for (int e = t; e < S * levels; e += kThreads)
+        logit[e] += static_cast<A>(b2[c * levels + e % levels]);
       __syncthreads();
       for (int s = warp; s < n_here; s += kWarps) {
         const int64_t b = b0 + s;
@@ -338,9 +324,7 @@ __global__ void __launch_bounds__(kThreads, 1) row_kernel(RowArgs<T> p) {
         const int level = warp_draw(lg, levels, static_cast<A>(p.temperature), u);
         if ((t & 31) == 0) {
           p.images[g] = level;
-          const A value = static_cast<A>(level) * static_cast<A>(p.scale) - A(1);
-          ring[(s * 2 * kw + cur) * channels + c] = value;
-          ring[(s * 2 * kw + cur + kw) * channels + c] = value;
+          ring[(s * kw + cur) * hm + c] = static_cast<A>(level) * static_cast<A>(p.scale) - A(1);
         }
         if (p.logits != nullptr) {
           for (int l = t & 31; l < levels; l += 32)
@@ -353,9 +337,9 @@ __global__ void __launch_bounds__(kThreads, 1) row_kernel(RowArgs<T> p) {
 }
 
 int64_t row_smem_bytes(const Problem& p, int64_t samples, int64_t elem) {
-  const int64_t kw = p.kernel / 2 + 1;
+  const int64_t kw = p.kernel / 2 + 1, hm = std::max(p.hidden, p.channels);
   const int64_t per_sample =
-      2 * kw * (p.channels + (p.layers - 1) * p.hidden) + 3 * p.hidden + p.levels;
+      p.layers * kw * hm + kw * hm + 5 * p.hidden + p.levels + kThreads * kVec;
   return samples * per_sample * elem;
 }
 
