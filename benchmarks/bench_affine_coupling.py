@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.common import device_under_test, measure, row
+from benchmarks.common import adam_step, device_under_test, measure, row
 from pygen.models import RealNVP
 from pygen.ops import affine_coupling, checkerboard_mask, detect_mask_kind, reference
 
@@ -91,15 +91,8 @@ def test_realnvp_train_step(benchmark, record, quick, provider):
     torch.manual_seed(0)
     model = RealNVP(image, n_scales=2, hidden=hidden, n_blocks=1, reference=provider == "eager")
     model = model.to(DEVICE)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     x = torch.rand((batch, *image), device=DEVICE)
-
-    def step():
-        loss = -model.log_prob(x).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
+    step = adam_step(model, lambda: -model.log_prob(x).mean(), lr=1e-4)
     timing = measure(benchmark, step, DEVICE, quick)
     shape = (batch, *image)
     record(row(OP, provider, "realnvp_train_step", shape, torch.float32, DEVICE, timing, 0))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.common import device_under_test, measure, row
+from benchmarks.common import adam_step, device_under_test, measure, row
 from pygen.models import CNF, MAF
 
 OP = "autoregressive_flows"
@@ -36,14 +36,7 @@ def _maf(reference: bool = False) -> tuple[MAF, torch.Tensor]:
 @pytest.mark.parametrize("provider", ["pygen", "eager"])
 def test_maf_train_step(benchmark, record, quick, provider):
     model, x = _maf(reference=provider == "eager")
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-    def step():
-        loss = -model.log_prob(x).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
+    step = adam_step(model, lambda: -model.log_prob(x).mean(), lr=1e-4)
     timing = measure(benchmark, step, DEVICE, quick)
     record(row(OP, provider, "maf_train_step", x.shape, x.dtype, DEVICE, timing, 0))
 

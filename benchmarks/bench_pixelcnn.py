@@ -16,7 +16,7 @@ import time
 import pytest
 import torch
 
-from benchmarks.common import device_under_test, measure, row
+from benchmarks.common import adam_step, device_under_test, measure, row
 from pygen.models import PixelCNN
 from pygen.sampling import export_weights, inverse_cdf_draw, sample_cached
 
@@ -186,13 +186,7 @@ def test_pixelcnn_forward(benchmark, record, quick, model_name, batch):
 def test_pixelcnn_train_step(benchmark, record, quick, model_name, batch):
     torch.manual_seed(0)
     model = PixelCNN(**MODELS[model_name]).to(DEVICE)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.randint(0, model.n_levels, shape_of(model, batch), device=DEVICE)
-
-    def step():
-        opt.zero_grad()
-        model.bits_per_dim(x).mean().backward()
-        opt.step()
-
+    step = adam_step(model, lambda: model.bits_per_dim(x).mean())
     timing = measure(benchmark, step, DEVICE, quick)
     record_row(record, "pytorch", "train_step", model_name, batch, timing)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.common import device_under_test, measure, row
+from benchmarks.common import adam_step, device_under_test, measure, row
 from pygen.models import PixelRNN
 
 OP = "pixelrnn"
@@ -71,14 +71,8 @@ def test_pixelrnn_forward(benchmark, record, quick, kind):
 def test_pixelrnn_train_step(benchmark, record, quick, kind):
     torch.manual_seed(0)
     model = PixelRNN(**CONFIG, kind=kind).to(DEVICE)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     batch = 64
     x = torch.randint(0, model.n_levels, shape_of(model, batch), device=DEVICE)
-
-    def step():
-        opt.zero_grad()
-        model.bits_per_dim(x).mean().backward()
-        opt.step()
-
+    step = adam_step(model, lambda: model.bits_per_dim(x).mean())
     timing = measure(benchmark, step, DEVICE, quick)
     record_row(record, "pytorch", "train_step", kind, batch, timing)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.common import device_under_test, measure, row
+from benchmarks.common import adam_step, device_under_test, measure, row
 from pygen.models import VAE
 
 OP = "vae"
@@ -42,14 +42,7 @@ def test_vae(benchmark, record, quick, case, provider, mode):
     x = (torch.rand(batch, *data_shape, device=DEVICE) < 0.3).float()
     shape = [batch, *data_shape]
     if mode == "train_step":
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-        def step():
-            loss = model.loss(x)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
+        step = adam_step(model, lambda: model.loss(x))
     elif mode == "iwae":
         shape = [IWAE_K, *shape]
 

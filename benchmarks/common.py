@@ -107,6 +107,21 @@ def measure(
     }
 
 
+def adam_step(
+    model: torch.nn.Module, loss: Callable[[], torch.Tensor], lr: float = 1e-3
+) -> Callable[[], None]:
+    """One Adam step on ``loss()``: the body every training-step benchmark times."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+
+    def step() -> None:
+        value = loss()
+        optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        optimizer.step()
+
+    return step
+
+
 def row(
     op: str,
     provider: str,
