@@ -11,6 +11,7 @@ import platform
 import re
 import statistics
 import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,6 +61,7 @@ def cuda_driver() -> str:
 
 
 def commit() -> str:
+    """HEAD's short hash, "-dirty" when tracked files differ from it."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
@@ -73,6 +75,25 @@ def commit() -> str:
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+@functools.cache
+def source_tree() -> str:
+    """Git's short hash of the working tree's files as they are (a scratch index; the repo's own
+    is untouched). It names what ran even where HEAD is stale or dirty, as on a machine that gets
+    a copy of the tree: ``git log --format='%h %t'`` finds the commit with the same tree."""
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as scratch:
+        env = os.environ | {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
+        try:
+            for cmd in (["git", "read-tree", "HEAD"], ["git", "add", "-A"]):
+                subprocess.run(cmd, cwd=root, env=env, capture_output=True, check=True)
+            out = subprocess.run(
+                ["git", "write-tree"], cwd=root, env=env, capture_output=True, text=True, check=True
+            )
+        except (OSError, subprocess.CalledProcessError):
+            return "unknown"
+    return out.stdout.strip()[:7]
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> Callable[[], None]:
@@ -147,6 +168,7 @@ def row(
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "driver": cuda_driver() if device.type == "cuda" else None,
         "commit": commit(),
+        "tree": source_tree(),
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
