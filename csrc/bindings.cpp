@@ -13,6 +13,8 @@ pybind11::dict build_info() {
 #endif
   info["cuda_arch_list"] = std::string(PYGEN_CUDA_ARCH_LIST);
   info["torch_version"] = std::string(PYGEN_TORCH_VERSION);
+  info["cxx_compiler"] = std::string(PYGEN_CXX_COMPILER);
+  info["cuda_compiler"] = std::string(PYGEN_CUDA_COMPILER);
 #ifdef PYGEN_WITH_OPENMP
   info["openmp"] = true;
 #else

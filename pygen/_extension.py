@@ -36,6 +36,7 @@ def build_info() -> dict:
 
     Keys: ``cuda`` (CUDA kernels compiled in), ``cuda_arch_list`` (TORCH_CUDA_ARCH_LIST used, empty
     without CUDA), ``torch_version`` (the torch it was built against), ``openmp`` (CPU kernels
-    parallelized with OpenMP).
+    parallelized with OpenMP), ``cxx_compiler`` and ``cuda_compiler`` (what compiled the host and
+    the CUDA units; the latter empty without CUDA).
     """
     return dict(_C.build_info())

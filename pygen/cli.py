@@ -62,11 +62,24 @@ def init_distributed(device: torch.device) -> None:
         dist.init_process_group(backend)
 
 
+def _mapped_libstdcxx() -> str | None:
+    """The libstdc++ file this process mapped (Linux): the C++ runtime pygen._C really runs on,
+    which a crash report inside it needs."""
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        return None
+    for line in maps.read_text().splitlines():
+        if "libstdc++" in line:
+            return line.split()[-1]
+    return None
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     info = {
         "pygen": build_info(),
         "torch": torch.__version__,
         "python": platform.python_version(),
+        "libstdcxx": _mapped_libstdcxx(),
         "cpu_threads": torch.get_num_threads(),
         "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "models": sorted(RECIPES),

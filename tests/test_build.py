@@ -12,10 +12,12 @@ from pygen._extension import check_torch_version
 
 def test_build_info_reports_the_build():
     info = pygen.build_info()
-    assert {"cuda", "cuda_arch_list", "torch_version", "openmp"} <= set(info)
+    assert {"cuda", "cuda_arch_list", "torch_version", "openmp", "cxx_compiler"} <= set(info)
     assert info["torch_version"] == torch.__version__
     assert isinstance(info["cuda"], bool) and isinstance(info["openmp"], bool)
     assert bool(info["cuda_arch_list"]) == info["cuda"]
+    assert info["cxx_compiler"].split()[-1][0].isdigit()  # "GNU 12.2.0"
+    assert info["cuda_compiler"].startswith("nvcc ") == info["cuda"]
 
 
 @pytest.mark.skipif(not os.environ.get("CI"), reason="CI only: the CUDA sources must compile there")

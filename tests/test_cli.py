@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -25,6 +26,8 @@ def test_info(capsys):
     info = run_json(capsys, ["info"])
     assert info["pygen"]["torch_version"] == info["torch"]
     assert "vae" in info["models"]
+    if sys.platform == "linux":  # torch's own libraries map the C++ runtime
+        assert "libstdc++" in info["libstdcxx"]
 
 
 def test_train_sample_eval_and_resume(tmp_path, capsys):
