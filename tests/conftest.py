@@ -31,6 +31,17 @@ def device(request) -> str:
     return request.param
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny models: with more, thread start-up and OpenMP
+    barriers waiting for descheduled threads cost more than the work (10-100x slower training
+    measured on a loaded 2-core machine). Modules opt in with ``pytestmark``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 

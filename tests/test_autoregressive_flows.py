@@ -22,14 +22,7 @@ from pygen.layers import MADE, IAFLayer, MAFLayer, Permutation, TimeMLP
 from pygen.layers.flows.continuous import exact_trace
 from pygen.models import CNF, IAF, MAF
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Small models train fastest on one thread (see tests/test_flows.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rank_of(order: torch.Tensor) -> torch.Tensor:

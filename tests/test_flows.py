@@ -26,15 +26,7 @@ from pygen.layers import (
 from pygen.models import NICE, FlowModel, Glow, GlowStep, RealNVP
 from pygen.ops import MaskKind
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Small models train fastest on one thread; two OpenMP threads on a busy 2-core machine spin
-    against each other (measured 10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def perturb(module: torch.nn.Module, scale: float = 0.05, seed: int = 0) -> torch.nn.Module:

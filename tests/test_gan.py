@@ -44,14 +44,7 @@ from pygen.utils import read_png, save_image_grid
 LOG2 = math.log(2.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Everything here is small: one thread avoids the thread pool's overhead, which dominates
-    (up to 40x per op) on a shared, loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def loss_grads(loss, real_out, fake_out):

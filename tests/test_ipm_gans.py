@@ -39,14 +39,7 @@ from pygen.models import (
 from pygen.train import GANTrainer
 from pygen.utils import write_png
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models: one thread avoids the thread pool's overhead on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------- Sinkhorn

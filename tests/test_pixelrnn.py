@@ -18,14 +18,7 @@ from pygen.models import PixelRNN
 LOGIT_TOL = {"rtol": 1e-4, "atol": 1e-4}  # float32 logits of a sampler vs the full forward pass
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these tiny problems only lose to thread start-up and, on a shared
-    machine, to OpenMP barriers waiting for descheduled threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def order_key(channels: int, height: int, width: int) -> torch.Tensor:
