@@ -24,7 +24,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, remember a
 }
 collect() { cp benchmarks/results/cuda-*.json "$OUT_DIR"/ 2>/dev/null; }
 : >"$LOG"
-# Limits sum to 9.5 minutes; times seen on an H200 (2026-11-26): build 60-105 s, the whole suite
+# Limits sum to 9.6 minutes; times seen on an H200 (2026-11-26): build 60-105 s, the whole suite
 # over 110 s (cut there at 87 %), copy/reparam/affine benchmarks 35 s, PixelCNN benchmarks ~150 s
 # (rows are written as they finish, so a step cut at its limit keeps the rows it timed).
 step build 130 "$PYTHON" -m pip install --no-build-isolation --no-deps -e .
@@ -40,7 +40,7 @@ collect
 step "compute-sanitizer memcheck" 60 compute-sanitizer --tool memcheck --error-exitcode 1 \
   "$PYTHON" -m pytest tests/test_pixelcnn.py tests/test_reparam_kl.py tests/test_affine_coupling.py \
   -q -p no:cacheprovider -x -k "cuda and not compile and not opcheck and not moments and not gradcheck and not error"
-# racecheck instruments every shared-memory access: one small sampler case takes about a minute.
+# racecheck instruments every shared-memory access: this one small sampler case took 16-50 s.
 step "compute-sanitizer racecheck" 30 compute-sanitizer --tool racecheck --error-exitcode 1 \
   "$PYTHON" -m pytest tests/test_pixelcnn.py -q -p no:cacheprovider -x \
   -k "cuda_fused_same_noise and 1-None-3-1.0"
