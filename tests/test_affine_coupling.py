@@ -20,9 +20,10 @@ from pygen.ops import (
 SCALE_FNS = ["exp", "tanh", "atan", "sigmoid", "additive"]
 MASKS = ["checkerboard0", "checkerboard1", "channel0", "channel1", "random", "per_sample"]
 # vectors, images, images with odd sizes (checkerboard lines not a multiple of the vector width);
-# the CPU kernel reads a precomputed pattern for checkerboard lines under 16 and walks the lines
-# of wider images (the last shape)
-SHAPES = [(3, 8), (2, 4, 6, 8), (2, 3, 5, 7), (2, 2, 3, 17)]
+# 4-wide lines in rows of 32: one 8-element CUDA group (16-bit) spans two lines; the CPU kernel
+# reads a precomputed pattern for checkerboard lines under 16 and walks the lines of wider images
+# (the last shape)
+SHAPES = [(3, 8), (2, 4, 6, 8), (2, 2, 4, 4), (2, 3, 5, 7), (2, 2, 3, 17)]
 fused = torch.ops.pygen.affine_coupling
 
 

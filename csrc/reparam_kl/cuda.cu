@@ -1,6 +1,8 @@
-// CUDA kernels: one warp per row, each lane owning groups of 4 consecutive elements, which is
-// exactly one Philox block of noise when the row length is a multiple of 4. The KL sum is reduced
-// with warp shuffles; nothing is stored for backward, which regenerates the noise.
+// CUDA kernels: one warp per row, each lane owning groups of W consecutive elements (8 for float
+// and 16-bit types: one or two 16-byte loads per tensor, so a lane keeps more bytes in flight
+// through the Philox arithmetic), which is W / 4 Philox blocks of noise when the row length is a
+// multiple of W. The KL sum is reduced with warp shuffles; nothing is stored for backward, which
+// regenerates the noise.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -16,20 +18,24 @@ namespace pygen::reparam_kl {
 namespace {
 
 constexpr int kWarpsPerBlock = 8;
-// eps for the group of z starting at flat index g: given noise, or the Philox stream.
-template <bool kAligned, typename scalar_t, typename acc_t>
+// eps for the group of W elements of z starting at flat index g: given noise, or the Philox stream
+// (an aligned group starts a Philox block: g % 4 == 0).
+template <int W, bool kAligned, typename scalar_t, typename acc_t>
 __device__ __forceinline__ void group_eps(const scalar_t* noise, uint64_t seed, int64_t g, int n,
                                           acc_t* eps) {
   if (noise != nullptr) {
-    load_group(noise, g, n, kAligned, eps);
+    load_group<W>(noise, g, n, kAligned, eps);
   } else if (kAligned) {
-    float e[kVec];
-    normal4(static_cast<uint64_t>(g) >> 2, seed, e);
 #pragma unroll
-    for (int k = 0; k < kVec; ++k) eps[k] = e[k];
+    for (int b = 0; b < W / 4; ++b) {
+      float e[4];
+      normal4((static_cast<uint64_t>(g) >> 2) + b, seed, e);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) eps[4 * b + k] = e[k];
+    }
   } else {
 #pragma unroll
-    for (int k = 0; k < kVec; ++k) eps[k] = k < n ? normal_at(static_cast<uint64_t>(g + k), seed) : 0.0f;
+    for (int k = 0; k < W; ++k) eps[k] = k < n ? normal_at(static_cast<uint64_t>(g + k), seed) : 0.0f;
   }
 }
 
@@ -40,28 +46,29 @@ forward_kernel(Problem p, const scalar_t* __restrict__ mu, const scalar_t* __res
                const scalar_t* __restrict__ noise, const int64_t* __restrict__ seed_ptr,
                scalar_t* __restrict__ z, scalar_t* __restrict__ kl) {
   using acc_t = at::opmath_type<scalar_t>;
+  constexpr int W = wide_group<scalar_t>();
   const int lane = threadIdx.x & 31;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   if (row >= p.rows) return;
   const uint64_t seed = noise ? 0 : static_cast<uint64_t>(*seed_ptr);
   const int64_t base = row * p.dim;
   acc_t kl_sum = 0;
-  for (int64_t d = static_cast<int64_t>(lane) * kVec; d < p.dim; d += 32 * kVec) {
-    const int n = static_cast<int>(min(static_cast<int64_t>(kVec), p.dim - d));
-    acc_t m[kVec], lv[kVec], sd[kVec], eps[kVec], out[kVec];
-    load_group(mu, base + d, n, kAligned, m);
-    load_group(logvar, base + d, n, kAligned, lv);
+  for (int64_t d = static_cast<int64_t>(lane) * W; d < p.dim; d += 32 * W) {
+    const int n = static_cast<int>(min(static_cast<int64_t>(W), p.dim - d));
+    acc_t m[W], lv[W], sd[W], eps[W], out[W];
+    load_group<W>(mu, base + d, n, kAligned, m);
+    load_group<W>(logvar, base + d, n, kAligned, lv);
 #pragma unroll
-    for (int k = 0; k < kVec; ++k) {
+    for (int k = 0; k < W; ++k) {
       sd[k] = fast_exp(acc_t(0.5) * lv[k]);
       if (k < n) kl_sum += m[k] * m[k] + sd[k] * sd[k] - acc_t(1) - lv[k];
     }
     for (int64_t s = 0; s < p.samples; ++s) {
       const int64_t g = s * p.rows * p.dim + base + d;
-      group_eps<kAligned>(noise, seed, g, n, eps);
+      group_eps<W, kAligned>(noise, seed, g, n, eps);
 #pragma unroll
-      for (int k = 0; k < kVec; ++k) out[k] = m[k] + sd[k] * eps[k];
-      store_group(z, g, n, kAligned, out);
+      for (int k = 0; k < W; ++k) out[k] = m[k] + sd[k] * eps[k];
+      store_group<W>(z, g, n, kAligned, out);
     }
   }
 #pragma unroll
@@ -76,36 +83,37 @@ backward_kernel(Problem p, const scalar_t* __restrict__ grad_z, const scalar_t* 
                 const scalar_t* __restrict__ noise, const int64_t* __restrict__ seed_ptr,
                 scalar_t* __restrict__ grad_mu, scalar_t* __restrict__ grad_logvar) {
   using acc_t = at::opmath_type<scalar_t>;
+  constexpr int W = wide_group<scalar_t>();
   const int lane = threadIdx.x & 31;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   if (row >= p.rows) return;
   const uint64_t seed = (noise || !grad_z) ? 0 : static_cast<uint64_t>(*seed_ptr);
   const acc_t gkl = grad_kl ? static_cast<acc_t>(grad_kl[row]) : acc_t(0);
   const int64_t base = row * p.dim;
-  for (int64_t d = static_cast<int64_t>(lane) * kVec; d < p.dim; d += 32 * kVec) {
-    const int n = static_cast<int>(min(static_cast<int64_t>(kVec), p.dim - d));
-    acc_t m[kVec], lv[kVec], eps[kVec], g[kVec], out_mu[kVec], out_lv[kVec];
-    acc_t sum_g[kVec] = {}, sum_g_eps[kVec] = {};
-    load_group(mu, base + d, n, kAligned, m);
-    load_group(logvar, base + d, n, kAligned, lv);
+  for (int64_t d = static_cast<int64_t>(lane) * W; d < p.dim; d += 32 * W) {
+    const int n = static_cast<int>(min(static_cast<int64_t>(W), p.dim - d));
+    acc_t m[W], lv[W], eps[W], g[W], out_mu[W], out_lv[W];
+    acc_t sum_g[W] = {}, sum_g_eps[W] = {};
+    load_group<W>(mu, base + d, n, kAligned, m);
+    load_group<W>(logvar, base + d, n, kAligned, lv);
     for (int64_t s = 0; grad_z && s < p.samples; ++s) {
       const int64_t gi = s * p.rows * p.dim + base + d;
-      group_eps<kAligned>(noise, seed, gi, n, eps);
-      load_group(grad_z, gi, n, kAligned, g);
+      group_eps<W, kAligned>(noise, seed, gi, n, eps);
+      load_group<W>(grad_z, gi, n, kAligned, g);
 #pragma unroll
-      for (int k = 0; k < kVec; ++k) {
+      for (int k = 0; k < W; ++k) {
         sum_g[k] += g[k];
         sum_g_eps[k] += g[k] * eps[k];
       }
     }
 #pragma unroll
-    for (int k = 0; k < kVec; ++k) {
+    for (int k = 0; k < W; ++k) {
       const acc_t sd = fast_exp(acc_t(0.5) * lv[k]);
       out_mu[k] = gkl * m[k] + sum_g[k];
       out_lv[k] = acc_t(0.5) * (gkl * (sd * sd - acc_t(1)) + sd * sum_g_eps[k]);
     }
-    store_group(grad_mu, base + d, n, kAligned, out_mu);
-    store_group(grad_logvar, base + d, n, kAligned, out_lv);
+    store_group<W>(grad_mu, base + d, n, kAligned, out_mu);
+    store_group<W>(grad_logvar, base + d, n, kAligned, out_lv);
   }
 }
 
@@ -121,12 +129,14 @@ at::Tensor device_seed(const at::Tensor& noise, const at::Tensor& seed, const at
 
 }  // namespace
 
-// The vector path needs rows of a multiple of kVec elements and every pointer aligned to a group.
+// The vector path needs rows of a multiple of W elements and every pointer aligned to a group.
 template <typename scalar_t>
 bool groups_aligned(const Problem& p, std::initializer_list<const at::Tensor*> tensors) {
-  if (p.dim % kVec != 0) return false;
+  constexpr int W = wide_group<scalar_t>();
+  if (p.dim % W != 0) return false;
   for (const at::Tensor* t : tensors)
-    if (t->defined() && reinterpret_cast<uintptr_t>(t->const_data_ptr()) % sizeof(Vec<scalar_t>) != 0) return false;
+    if (t->defined() && reinterpret_cast<uintptr_t>(t->const_data_ptr()) % sizeof(Vec<scalar_t, W>) != 0)
+      return false;
   return true;
 }
 
