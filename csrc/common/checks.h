@@ -1,8 +1,6 @@
 // Argument checks shared by every op. Each error names the argument and maps to the Python
 // exception a user expects: dtype -> TypeError, shape/value -> ValueError, device -> RuntimeError.
-// Checks run in the host C++ units only: a TORCH_CHECK message formatted inside an nvcc-compiled
-// unit crashed in std::ostream on an H200 machine (its CUDA errors go through C10_CUDA_CHECK,
-// which formats inside libc10_cuda).
+// Checks run in the host C++ units only; the .cu files launch kernels on checked inputs.
 #pragma once
 
 #include <ATen/ATen.h>

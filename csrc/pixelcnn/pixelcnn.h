@@ -35,8 +35,7 @@ std::tuple<at::Tensor, at::Tensor> sample(at::TensorList weights,
                                           bool return_logits);
 
 // How the CUDA row kernel runs: samples per block, the shared memory that takes, and the
-// device's limit. Errors are raised by the caller, in host C++: formatting a message inside the
-// nvcc-compiled unit crashed (std::ostream, seen on an H200 machine).
+// device's limit. Errors are raised by the caller, in host C++, with the other argument checks.
 struct RowPlan {
   int64_t samples, smem_bytes, smem_limit;
 };
