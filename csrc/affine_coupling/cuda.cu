@@ -1,6 +1,5 @@
-// CUDA kernels: each sample is cut into segments of up to 32 x 32 groups and one warp handles one
-// segment, each lane owning groups of W consecutive elements: one 16-byte load per tensor (W = 4
-// for float, 8 for 16-bit types, 4 for double).
+// CUDA kernels: each sample is cut into segments of up to kMaxSegment elements and one warp handles
+// one segment, each lane owning groups of kVec consecutive elements (one 16-byte load for float).
 // The mask is computed from the element's position (checkerboard, channel) or read (uint8); a
 // group whose elements all pass through skips the log_scale and shift loads. Per-segment logdet
 // sums are reduced with warp shuffles and then across segments by one small sum.
@@ -20,12 +19,7 @@ namespace pygen::affine_coupling {
 namespace {
 
 constexpr int kWarpsPerBlock = 8;
-constexpr int kGroupsPerLane = 32;  // in one segment
-
-template <typename scalar_t>
-constexpr int group_width() {
-  return sizeof(scalar_t) == 2 ? 8 : kVec;
-}
+constexpr int64_t kMaxSegment = 32 * kVec * 32;  // 4096 elements: 32 groups per lane
 
 // A warp's share of the work: segments of `len` elements, `per_row` of them per sample.
 struct Segments {
@@ -34,25 +28,24 @@ struct Segments {
 
 // Which elements of the group at position j of its sample pass through (invalid ones do); returns
 // whether any element is transformed. Positions fit in 32 bits (checked on the host).
-template <int W>
 __device__ __forceinline__ bool group_keep(const Problem& p, const uint8_t* mask_row, int64_t j, int n,
                                            bool* keep) {
   switch (p.mask_kind) {
     case MaskKind::kChannel:
 #pragma unroll
-      for (int k = 0; k < W; ++k) keep[k] = k >= n || ((j + k) < p.split) == (p.parity == 0);
+      for (int k = 0; k < kVec; ++k) keep[k] = k >= n || ((j + k) < p.split) == (p.parity == 0);
       break;
     case MaskKind::kCheckerboard: {
       const uint32_t width = static_cast<uint32_t>(p.width), height = static_cast<uint32_t>(p.height);
       const uint32_t parity = static_cast<uint32_t>(p.parity);
-      if (width % W == 0) {  // the group lies on one line: one division for all of it
+      if (width % kVec == 0) {  // the group lies on one line: one division for all of it
         const uint32_t pos = static_cast<uint32_t>(j), line = pos / width;
         const uint32_t base = (line % height) + (pos - line * width) + parity;
 #pragma unroll
-        for (int k = 0; k < W; ++k) keep[k] = k >= n || ((base + k) & 1u) == 0;
+        for (int k = 0; k < kVec; ++k) keep[k] = k >= n || ((base + k) & 1u) == 0;
       } else {
 #pragma unroll
-        for (int k = 0; k < W; ++k) {
+        for (int k = 0; k < kVec; ++k) {
           const uint32_t pos = static_cast<uint32_t>(j + k), line = pos / width;
           keep[k] = k >= n || (((line % height) + (pos - line * width) + parity) & 1u) == 0;
         }
@@ -61,12 +54,12 @@ __device__ __forceinline__ bool group_keep(const Problem& p, const uint8_t* mask
     }
     case MaskKind::kRead:
 #pragma unroll
-      for (int k = 0; k < W; ++k) keep[k] = k >= n || mask_row[j + k] != 0;
+      for (int k = 0; k < kVec; ++k) keep[k] = k >= n || mask_row[j + k] != 0;
       break;
   }
   bool any = false;
 #pragma unroll
-  for (int k = 0; k < W; ++k) any |= !keep[k];
+  for (int k = 0; k < kVec; ++k) any |= !keep[k];
   return any;
 }
 
@@ -78,7 +71,6 @@ forward_kernel(Problem p, Segments seg, bool aligned, const scalar_t* __restrict
                const uint8_t* __restrict__ mask, scalar_t* __restrict__ y,
                at::opmath_type<scalar_t>* __restrict__ partial) {
   using acc_t = at::opmath_type<scalar_t>;
-  constexpr int W = group_width<scalar_t>();
   const int lane = threadIdx.x & 31;
   const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   if (warp >= p.rows * seg.per_row) return;
@@ -89,25 +81,25 @@ forward_kernel(Problem p, Segments seg, bool aligned, const scalar_t* __restrict
   const uint8_t* mask_row = mask ? mask + row * p.mask_row_stride : nullptr;
   const acc_t c = static_cast<acc_t>(p.clamp), ic = p.clamp > 0 ? acc_t(1) / c : acc_t(0);
   acc_t sum = 0;
-  for (int64_t j = begin + lane * W; j < end; j += 32 * W) {
-    const int n = static_cast<int>(min(static_cast<int64_t>(W), end - j));
-    bool keep[W];
-    const bool any = group_keep<W>(p, mask_row, j, n, keep);
-    acc_t xv[W], a[W] = {}, t[W] = {}, out[W];
-    load_group<W>(x, base + j, n, aligned, xv);
+  for (int64_t j = begin + lane * kVec; j < end; j += 32 * kVec) {
+    const int n = static_cast<int>(min(static_cast<int64_t>(kVec), end - j));
+    bool keep[kVec];
+    const bool any = group_keep(p, mask_row, j, n, keep);
+    acc_t xv[kVec], a[kVec] = {}, t[kVec] = {}, out[kVec];
+    load_group(x, base + j, n, aligned, xv);
     if (any) {
-      if constexpr (F != ScaleFn::kNone) load_group<W>(log_scale, base + j, n, aligned, a);
-      load_group<W>(shift, base + j, n, aligned, t);
+      if constexpr (F != ScaleFn::kNone) load_group(log_scale, base + j, n, aligned, a);
+      load_group(shift, base + j, n, aligned, t);
     }
 #pragma unroll
-    for (int k = 0; k < W; ++k) {
+    for (int k = 0; k < kVec; ++k) {
       const acc_t s = scale_log<F>(a[k], c, ic);
       const acc_t e = F == ScaleFn::kNone ? acc_t(1) : fast_exp(p.reverse ? -s : s);
       const acc_t o = p.reverse ? (xv[k] - t[k]) * e : xv[k] * e + t[k];
       out[k] = keep[k] ? xv[k] : o;
       sum += keep[k] ? acc_t(0) : s;
     }
-    store_group<W>(y, base + j, n, aligned, out);
+    store_group(y, base + j, n, aligned, out);
   }
 #pragma unroll
   for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
@@ -122,7 +114,6 @@ backward_kernel(Problem p, Segments seg, bool aligned, const scalar_t* __restric
                 const uint8_t* __restrict__ mask, scalar_t* __restrict__ grad_x,
                 scalar_t* __restrict__ grad_log_scale, scalar_t* __restrict__ grad_shift) {
   using acc_t = at::opmath_type<scalar_t>;
-  constexpr int W = group_width<scalar_t>();
   const int lane = threadIdx.x & 31;
   const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   if (warp >= p.rows * seg.per_row) return;
@@ -133,19 +124,19 @@ backward_kernel(Problem p, Segments seg, bool aligned, const scalar_t* __restric
   const uint8_t* mask_row = mask ? mask + row * p.mask_row_stride : nullptr;
   const acc_t c = static_cast<acc_t>(p.clamp), ic = p.clamp > 0 ? acc_t(1) / c : acc_t(0);
   const acc_t gl = grad_logdet[row];
-  for (int64_t j = begin + lane * W; j < end; j += 32 * W) {
-    const int n = static_cast<int>(min(static_cast<int64_t>(W), end - j));
-    bool keep[W];
-    const bool any = group_keep<W>(p, mask_row, j, n, keep);
-    acc_t g[W], xv[W], a[W] = {}, t[W] = {}, dx[W], ds[W], dt[W];
-    load_group<W>(grad_y, base + j, n, aligned, g);
-    load_group<W>(x, base + j, n, aligned, xv);
+  for (int64_t j = begin + lane * kVec; j < end; j += 32 * kVec) {
+    const int n = static_cast<int>(min(static_cast<int64_t>(kVec), end - j));
+    bool keep[kVec];
+    const bool any = group_keep(p, mask_row, j, n, keep);
+    acc_t g[kVec], xv[kVec], a[kVec] = {}, t[kVec] = {}, dx[kVec], ds[kVec], dt[kVec];
+    load_group(grad_y, base + j, n, aligned, g);
+    load_group(x, base + j, n, aligned, xv);
     if (any) {
-      if constexpr (F != ScaleFn::kNone) load_group<W>(log_scale, base + j, n, aligned, a);
-      if (p.reverse) load_group<W>(shift, base + j, n, aligned, t);
+      if constexpr (F != ScaleFn::kNone) load_group(log_scale, base + j, n, aligned, a);
+      if (p.reverse) load_group(shift, base + j, n, aligned, t);
     }
 #pragma unroll
-    for (int k = 0; k < W; ++k) {
+    for (int k = 0; k < kVec; ++k) {
       const acc_t s = scale_log<F>(a[k], c, ic);
       const acc_t e = F == ScaleFn::kNone ? acc_t(1) : fast_exp(p.reverse ? -s : s);
       // forward: out = x * exp(s) + t, logdet = sum s; reverse: out = (x - t) * exp(-s), logdet = -sum s
@@ -155,15 +146,15 @@ backward_kernel(Problem p, Segments seg, bool aligned, const scalar_t* __restric
       dt[k] = keep[k] ? acc_t(0) : d_t;
       ds[k] = keep[k] ? acc_t(0) : d_s * scale_grad<F>(a[k], s, ic);
     }
-    store_group<W>(grad_x, base + j, n, aligned, dx);
-    store_group<W>(grad_shift, base + j, n, aligned, dt);
-    if constexpr (F != ScaleFn::kNone) store_group<W>(grad_log_scale, base + j, n, aligned, ds);
+    store_group(grad_x, base + j, n, aligned, dx);
+    store_group(grad_shift, base + j, n, aligned, dt);
+    if constexpr (F != ScaleFn::kNone) store_group(grad_log_scale, base + j, n, aligned, ds);
   }
 }
 
-Segments segments(const Problem& p, int width) {
-  const int64_t step = 32 * width;
-  const int64_t len = std::min(step * kGroupsPerLane, (p.row_len + step - 1) / step * step);
+Segments segments(const Problem& p) {
+  constexpr int64_t kStep = 32 * kVec;
+  const int64_t len = std::min(kMaxSegment, (p.row_len + kStep - 1) / kStep * kStep);
   return {len, (p.row_len + len - 1) / len};
 }
 
@@ -181,14 +172,13 @@ scalar_t* mutable_or_null(at::Tensor& t) {
   return t.numel() > 0 ? t.mutable_data_ptr<scalar_t>() : nullptr;
 }
 
-// The vector path needs samples of a multiple of W elements and every pointer aligned to a group.
+// The vector path needs samples of a multiple of kVec elements and every pointer aligned to a group.
 template <typename scalar_t>
 bool groups_aligned(const Problem& p, std::initializer_list<const at::Tensor*> tensors) {
-  constexpr int W = group_width<scalar_t>();
-  if (p.row_len % W != 0) return false;
+  if (p.row_len % kVec != 0) return false;
   for (const at::Tensor* t : tensors)
     if (t->defined() && t->numel() > 0 &&
-        reinterpret_cast<uintptr_t>(t->const_data_ptr()) % sizeof(Vec<scalar_t, W>) != 0)
+        reinterpret_cast<uintptr_t>(t->const_data_ptr()) % sizeof(Vec<scalar_t>) != 0)
       return false;
   return true;
 }
@@ -199,11 +189,11 @@ void forward_cuda(const Problem& p, const at::Tensor& x, const at::Tensor& log_s
                   const at::Tensor& mask, at::Tensor& y, at::Tensor& logdet) {
   const c10::cuda::CUDAGuard guard(x.device());
   const auto stream = c10::cuda::getCurrentCUDAStream();
+  const Segments seg = segments(p);
+  // One partial sum per segment; with one segment per sample they are the logdet itself.
+  at::Tensor partial = seg.per_row == 1 ? logdet : at::empty({p.rows, seg.per_row}, logdet.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "affine_coupling_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const Segments seg = segments(p, group_width<scalar_t>());
-    // One partial sum per segment; with one segment per sample they are the logdet itself.
-    at::Tensor partial = seg.per_row == 1 ? logdet : at::empty({p.rows, seg.per_row}, logdet.options());
     const bool aligned = groups_aligned<scalar_t>(p, {&x, &log_scale, &shift, &y});
     with_scale_fn(p.scale_fn, [&](auto f) {
       forward_kernel<scalar_t, decltype(f)::value><<<grid(p, seg), kWarpsPerBlock * 32, 0, stream>>>(
@@ -212,8 +202,8 @@ void forward_cuda(const Problem& p, const at::Tensor& x, const at::Tensor& log_s
           partial.mutable_data_ptr<acc_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
-    if (seg.per_row > 1) at::sum_out(logdet, partial, {1});
   });
+  if (seg.per_row > 1) at::sum_out(logdet, partial, {1});
 }
 
 void backward_cuda(const Problem& p, const at::Tensor& grad_y, const at::Tensor& grad_logdet, const at::Tensor& x,
@@ -221,9 +211,9 @@ void backward_cuda(const Problem& p, const at::Tensor& grad_y, const at::Tensor&
                    at::Tensor& grad_x, at::Tensor& grad_log_scale, at::Tensor& grad_shift) {
   const c10::cuda::CUDAGuard guard(x.device());
   const auto stream = c10::cuda::getCurrentCUDAStream();
+  const Segments seg = segments(p);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "affine_coupling_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const Segments seg = segments(p, group_width<scalar_t>());
     const bool aligned = groups_aligned<scalar_t>(
         p, {&grad_y, &x, &log_scale, &shift, &grad_x, &grad_log_scale, &grad_shift});
     with_scale_fn(p.scale_fn, [&](auto f) {
