@@ -78,18 +78,24 @@ def commit() -> str:
 
 
 @functools.cache
-def source_tree() -> str:
-    """Git's short hash of the working tree's files as they are (a scratch index; the repo's own
-    is untouched). It names what ran even where HEAD is stale or dirty, as on a machine that gets
-    a copy of the tree: ``git log --format='%h %t'`` finds the commit with the same tree."""
+def kernel_tree() -> str:
+    """Git's short hash of csrc/ as it is in the working tree (a scratch index; the repo's own is
+    untouched). It names the kernels that ran even where HEAD is stale or dirty, as on a machine
+    that gets a copy of the tree, and stays put while the run rewrites its results:
+    ``git rev-parse COMMIT:csrc`` gives the same hash for the commits with these kernels."""
     root = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory() as scratch:
         env = os.environ | {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
         try:
-            for cmd in (["git", "read-tree", "HEAD"], ["git", "add", "-A"]):
+            for cmd in (["git", "read-tree", "HEAD"], ["git", "add", "-A", "csrc"]):
                 subprocess.run(cmd, cwd=root, env=env, capture_output=True, check=True)
             out = subprocess.run(
-                ["git", "write-tree"], cwd=root, env=env, capture_output=True, text=True, check=True
+                ["git", "write-tree", "--prefix=csrc/"],
+                cwd=root,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
             )
         except (OSError, subprocess.CalledProcessError):
             return "unknown"
@@ -168,7 +174,7 @@ def row(
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "driver": cuda_driver() if device.type == "cuda" else None,
         "commit": commit(),
-        "tree": source_tree(),
+        "csrc_tree": kernel_tree(),
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
