@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from pygen._extension import build_info
 from pygen.recipes import RECIPES, SampleOptions, build_model, get_recipe
-from pygen.train import TrainConfig, load_checkpoint, load_weights, save_checkpoint, train
+from pygen.train import LossSteps, TrainConfig, load_checkpoint, load_weights, train_steps
 from pygen.train.loop import world
 
 
@@ -118,40 +118,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.sample_every:
 
         def grid(step: int) -> None:
+            # The same noise at every step (progress is comparable), from a generator of its
+            # own (the training run's random stream is untouched); a translation model shows
+            # 8 inputs next to their translations.
+            options = SampleOptions(
+                generator=torch.Generator(device).manual_seed(0),
+                inputs=data.a if recipe.translation else None,
+            )
             model.eval()
             with torch.no_grad():
-                images = recipe.sample(model, 16, SampleOptions())
+                images = recipe.sample(model, 8 if recipe.translation else 16, options)
             from pygen.utils.png import save_image_grid
 
             save_image_grid(images, out / "samples" / f"step-{step:08d}.png", nrow=4, scale=4)
 
         hooks.append((args.sample_every, grid))
-    if recipe.fit is not None:
-        if args.resume:
-            raise ValueError(f"{args.model} training cannot resume")
-        metrics = recipe.fit(model, data, config)
-        if world()[0] == 0:
-            save_checkpoint(
-                out / "checkpoints",
-                model,
-                model_name=args.model,
-                config=model_config,
-                step=config.steps,
-            )
+    if recipe.steps is not None:
+        steps = recipe.steps(model, data, config)
     else:
-        metrics = train(
-            model,
-            recipe.loss,
-            data.images,
-            data.labels,
-            config,
-            out,
-            model_name=args.model,
-            model_config=model_config,
-            resume=args.resume,
-            progress=not args.quiet,
-            hooks=hooks,
-        )
+        steps = LossSteps(model, recipe.loss, data.images, data.labels, config)
+    metrics = train_steps(
+        steps,
+        model,
+        config,
+        out,
+        model_name=args.model,
+        model_config=model_config,
+        resume=args.resume,
+        progress=not args.quiet,
+        hooks=hooks,
+    )
     if world()[0] == 0:
         test = recipe.load_data(args.data, args.data_b, "test", args.split_seed)
         result = {

@@ -34,14 +34,18 @@ from pygen.models import (
     VAE,
     AutoregressiveImageModel,
     BiGAN,
+    BiGANTrainer,
     CycleGAN,
+    CycleGANTrainer,
     FlowModel,
     Pix2Pix,
+    Pix2PixTrainer,
     PixelCNN,
     PixelRNN,
     RealNVP,
 )
-from pygen.train import GANTrainer, TrainConfig
+from pygen.train import GANTrainer, TrainConfig, TrainingSteps, draw_indices
+from pygen.train.loop import world
 
 
 @dataclass(frozen=True)
@@ -74,9 +78,10 @@ class Recipe:
     """One model family as the pygen command sees it.
 
     ``config(data, options)`` returns the model's constructor arguments; ``loss(model, x, y)`` is
-    the mean training loss of a batch of levels (for the shared loop, ``pygen.train.train``);
-    ``fit(model, data, config)``, when given, trains instead of that loop (adversarial models,
-    no resume) and returns the metrics rows (``step``, ``loss``, ...); ``evaluate(model, data)``
+    the mean training loss of a batch of levels (the shared loop's ``pygen.train.LossSteps``);
+    ``steps(model, data, config)``, when given, is the training step instead (adversarial models:
+    their trainer's ``TrainingSteps``, metrics ``loss`` (the generator's) and ``d_loss``);
+    ``evaluate(model, data)``
     returns metrics on a dataset; ``sample(model, n, options)`` returns images in [0, 1]
     ``(n, C, H, W)``. ``translation`` (``"paired"`` or ``"unpaired"``) marks a model of two
     domains: its data is ``Domains`` instead of ``ImageData``.
@@ -87,7 +92,7 @@ class Recipe:
     evaluate: Callable[[nn.Module, Data], dict[str, float]]
     sample: Callable[[nn.Module, int, SampleOptions], Tensor]
     loss: Callable[[nn.Module, Tensor, Tensor | None], Tensor] | None = None
-    fit: Callable[[nn.Module, Data, TrainConfig], list[dict]] | None = None
+    steps: Callable[[nn.Module, Data, TrainConfig], TrainingSteps] | None = None
     description: str = ""
     translation: str | None = None
 
@@ -248,9 +253,34 @@ def _square_size(images: Tensor, model: str) -> int:
     return height
 
 
-def _gan_history(history: list[dict[str, float]], generator_loss: str) -> list[dict]:
-    """An adversarial model's loss history as metrics rows: its ``generator_loss`` is ``loss``."""
-    return [{"step": h["step"], "loss": h[generator_loss], "d_loss": h["d_loss"]} for h in history]
+class _AdversarialSteps:
+    """An adversarial trainer (``step(*batch)`` returns its losses; ``state_dict``) as the shared
+    loop's ``TrainingSteps``: ``draw(gen)`` is the step's batch, and the trainer's
+    ``generator_loss`` is reported as ``loss``."""
+
+    def __init__(
+        self,
+        trainer: Any,
+        draw: Callable[[torch.Generator], tuple[Tensor, ...]],
+        generator_loss: str,
+    ) -> None:
+        if world()[1] > 1:
+            raise ValueError("adversarial models train in one process: run them without torchrun")
+        self.trainer, self.draw, self.generator_loss = trainer, draw, generator_loss
+
+    def step(self, gen: torch.Generator) -> dict[str, float]:
+        losses = self.trainer.step(*self.draw(gen))
+        return {"loss": losses[self.generator_loss], "d_loss": losses["d_loss"]}
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.trainer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.trainer.load_state_dict(state)
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def _mmd2_to_data(samples: Tensor, data: ImageData) -> float:
@@ -272,13 +302,13 @@ def _dcgan_config(
     return config
 
 
-def _dcgan_fit(
+def _dcgan_steps(
     loss: str | GANLoss, d_steps: int
-) -> Callable[[DCGAN, ImageData, TrainConfig], list[dict]]:
-    """Adversarial training with ``loss`` (GANTrainer, ``d_steps`` critic steps per generator
-    step; its optimizers and EMA are not checkpointed)."""
+) -> Callable[[DCGAN, ImageData, TrainConfig], TrainingSteps]:
+    """Adversarial training with ``loss`` (GANTrainer, ``d_steps`` critic batches per generator
+    step)."""
 
-    def fit(model: DCGAN, data: ImageData, config: TrainConfig) -> list[dict]:
+    def steps(model: DCGAN, data: ImageData, config: TrainConfig) -> TrainingSteps:
         trainer = GANTrainer(
             model.generator,
             model.discriminator,
@@ -288,10 +318,15 @@ def _dcgan_fit(
             d_lr=config.lr,
             seed=config.seed,
         )
-        history = trainer.fit(to_tanh_range(data), config.steps, config.batch_size)
-        return _gan_history(history, "g_loss")
+        real = to_tanh_range(data)
 
-    return fit
+        def draw(gen: torch.Generator) -> tuple[Tensor]:
+            idx = draw_indices(len(real), d_steps * config.batch_size, gen)
+            return (real[idx].to(trainer.device),)
+
+        return _AdversarialSteps(trainer, draw, "g_loss")
+
+    return steps
 
 
 def _dcgan_evaluate(model: DCGAN, data: ImageData) -> dict[str, float]:
@@ -313,7 +348,7 @@ def _dcgan_recipe(
     return Recipe(
         model=DCGAN,
         config=_dcgan_config(defaults),
-        fit=_dcgan_fit(loss, d_steps),
+        steps=_dcgan_steps(loss, d_steps),
         evaluate=_dcgan_evaluate,
         sample=_dcgan_sample,
         description=description,
@@ -467,9 +502,13 @@ def _bigan_config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]:
     return {**defaults, **options, "data_dim": math.prod(shape), "image_shape": shape}
 
 
-def _bigan_fit(model: _ImageBiGAN, data: ImageData, config: TrainConfig) -> list[dict]:
+def _bigan_steps(model: _ImageBiGAN, data: ImageData, config: TrainConfig) -> TrainingSteps:
     real = to_tanh_range(data).flatten(1)
-    return _gan_history(model.fit(real, config.steps, config.batch_size, config.lr), "ge_loss")
+
+    def draw(gen: torch.Generator) -> tuple[Tensor]:
+        return (real[draw_indices(len(real), config.batch_size, gen)].to(_device(model)),)
+
+    return _AdversarialSteps(BiGANTrainer(model, config.lr), draw, "ge_loss")
 
 
 def _from_tanh(images: Tensor) -> Tensor:
@@ -498,16 +537,26 @@ def _bigan_evaluate(model: _ImageBiGAN, data: ImageData) -> dict[str, float]:
 RECIPES["bigan"] = Recipe(
     model=_ImageBiGAN,
     config=_bigan_config,
-    fit=_bigan_fit,
+    steps=_bigan_steps,
     evaluate=_bigan_evaluate,
     sample=_bigan_sample,
     description="BiGAN on flattened images (MLP generator, encoder and joint discriminator)",
 )
 
 
-def _translation_fit(model: CycleGAN | Pix2Pix, data: Domains, config: TrainConfig) -> list[dict]:
-    history = model.fit(data.a, data.b, config.steps, config.batch_size, config.lr)
-    return _gan_history(history, "g_loss")
+def _translation_steps(
+    model: CycleGAN | Pix2Pix, data: Domains, config: TrainConfig
+) -> TrainingSteps:
+    """CycleGAN on independent batches of the two domains, pix2pix on batches of pairs."""
+    n = config.batch_size
+
+    def draw(gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        idx_a = draw_indices(len(data.a), n, gen)
+        idx_b = idx_a if isinstance(model, Pix2Pix) else draw_indices(len(data.b), n, gen)
+        return data.a[idx_a].to(_device(model)), data.b[idx_b].to(_device(model))
+
+    trainer = (Pix2PixTrainer if isinstance(model, Pix2Pix) else CycleGANTrainer)(model, config.lr)
+    return _AdversarialSteps(trainer, draw, "g_loss")
 
 
 def _translation_recipe(
@@ -552,7 +601,7 @@ def _translation_recipe(
     return Recipe(
         model=model,
         config=config,
-        fit=_translation_fit,
+        steps=_translation_steps,
         evaluate=evaluate,
         sample=sample,
         description=description,

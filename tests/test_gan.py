@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -521,3 +522,34 @@ def test_latent_draws_follow_the_generator_on_its_device(device):
         torch.testing.assert_close(again.cpu(), on_cpu, rtol=1e-4, atol=1e-4)
         local = model.sample(3, generator=torch.Generator(device).manual_seed(1))
         assert local.device.type == device and local.shape == on_cpu.shape
+
+
+def test_gan_trainer_state_resumes_bit_for_bit():
+    """Optimizers, EMA and step count in ``state_dict``: 2 + 2 steps equal 4 steps."""
+    images = torch.rand(20, 1, 8, 8) * 2 - 1
+
+    def trainer() -> tuple[DCGAN, GANTrainer]:
+        torch.manual_seed(0)
+        gan = DCGAN(image_size=8, channels=1, latent_dim=8, width=8, d_batch_norm=False)
+        kwargs = {"d_steps": 2, "spectral_norm": True, "ema_decay": 0.9}
+        return gan, GANTrainer(gan.generator, gan.discriminator, **kwargs)
+
+    straight_gan, straight = trainer()
+    torch.manual_seed(1)
+    straight.fit(images, 4, batch_size=4)
+    first_gan, first = trainer()
+    torch.manual_seed(1)
+    first.fit(images, 2, batch_size=4)
+    weights, state = copy.deepcopy(first_gan.state_dict()), copy.deepcopy(first.state_dict())
+    rng = torch.get_rng_state()
+    resumed_gan, resumed = trainer()
+    resumed_gan.load_state_dict(weights)
+    resumed.load_state_dict(state)
+    torch.set_rng_state(rng)
+    resumed.fit(images, 2, batch_size=4)
+    assert resumed.steps == 4
+    for module_a, module_b in [(straight_gan, resumed_gan), (straight.ema, resumed.ema)]:
+        b = module_b.state_dict()
+        assert all(torch.equal(a, b[name]) for name, a in module_a.state_dict().items())
+    with pytest.raises(ValueError, match="GANTrainer state lacks ema"):
+        resumed.load_state_dict({k: v for k, v in state.items() if k != "ema"})

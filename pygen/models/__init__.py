@@ -2,13 +2,15 @@
 
 from pygen.models.autoregressive import AutoregressiveImageModel
 from pygen.models.autoregressive_flows import IAF, MAF
-from pygen.models.bigan import BiGAN, JointDiscriminator
+from pygen.models.bigan import BiGAN, BiGANTrainer, JointDiscriminator
 from pygen.models.cnf import CNF
 from pygen.models.cyclegan import (
     CycleGAN,
+    CycleGANTrainer,
     ImagePool,
     PatchDiscriminator,
     Pix2Pix,
+    Pix2PixTrainer,
     ResnetBlock,
     ResnetGenerator,
     UNetGenerator,
@@ -55,8 +57,10 @@ __all__ = [
     "AutoregressiveImageModel",
     "BernoulliLikelihood",
     "BiGAN",
+    "BiGANTrainer",
     "CategoricalLikelihood",
     "CycleGAN",
+    "CycleGANTrainer",
     "DCGANDiscriminator",
     "DCGANGenerator",
     "ELBOTerms",
@@ -71,6 +75,7 @@ __all__ = [
     "MLPGenerator",
     "PatchDiscriminator",
     "Pix2Pix",
+    "Pix2PixTrainer",
     "PixelCNN",
     "PixelRNN",
     "RealNVP",

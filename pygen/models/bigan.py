@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from pygen.losses.gan import NonSaturatingLoss
 from pygen.models.gan import MLPGenerator, _mlp
 from pygen.utils.random import standard_normal
+from pygen.utils.state import Resumable
 
 
 class JointDiscriminator(nn.Module):
@@ -75,26 +76,43 @@ class BiGAN(nn.Module):
         lr: float = 2e-4,
         betas: tuple[float, float] = (0.5, 0.999),
     ) -> list[dict[str, float]]:
-        """``steps`` alternating updates (D, then G and E together) on batches drawn with
-        replacement from ``data``. Returns the history of losses."""
-        d_opt = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=betas)
-        ge_params = [*self.generator.parameters(), *self.encoder.parameters()]
-        ge_opt = torch.optim.Adam(ge_params, lr=lr, betas=betas)
+        """``steps`` alternating updates (``BiGANTrainer``) on batches drawn with replacement
+        from ``data``. Returns the history of losses."""
+        trainer = BiGANTrainer(self, lr, betas)
         history = []
         for step in range(1, steps + 1):
             real = data[torch.randint(len(data), (batch_size,))].to(self._device())
-            d_loss, _ = self.losses(real)
-            d_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            d_opt.step()
-            # D frozen for the G/E step: its gradients would be wasted work.
-            self.discriminator.requires_grad_(False)
-            try:
-                _, ge_loss = self.losses(real)
-                ge_opt.zero_grad(set_to_none=True)
-                ge_loss.backward()
-                ge_opt.step()
-            finally:
-                self.discriminator.requires_grad_(True)
-            history.append({"step": step, "d_loss": d_loss.item(), "ge_loss": ge_loss.item()})
+            history.append({"step": step, **trainer.step(real)})
         return history
+
+
+class BiGANTrainer(Resumable):
+    """Adam on a ``BiGAN``: ``step(real)`` updates D, then G and E together (D frozen)."""
+
+    resumable = ("d_opt", "ge_opt")
+
+    def __init__(
+        self, model: BiGAN, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999)
+    ) -> None:
+        self.model = model
+        self.d_opt = torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=betas)
+        ge_params = [*model.generator.parameters(), *model.encoder.parameters()]
+        self.ge_opt = torch.optim.Adam(ge_params, lr=lr, betas=betas)
+
+    def step(self, real: Tensor) -> dict[str, float]:
+        """One update of each side on the batch ``real``; returns ``d_loss`` and ``ge_loss``."""
+        model = self.model
+        d_loss, _ = model.losses(real)
+        self.d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.d_opt.step()
+        # D frozen for the G/E step: its gradients would be wasted work.
+        model.discriminator.requires_grad_(False)
+        try:
+            _, ge_loss = model.losses(real)
+            self.ge_opt.zero_grad(set_to_none=True)
+            ge_loss.backward()
+            self.ge_opt.step()
+        finally:
+            model.discriminator.requires_grad_(True)
+        return {"d_loss": d_loss.item(), "ge_loss": ge_loss.item()}

@@ -8,12 +8,14 @@ Images are ``(N, C, H, W)`` in ``[-1, 1]`` (the generators end in Tanh).
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pygen.losses.gan import LeastSquaresLoss, NonSaturatingLoss
+from pygen.utils.state import Resumable
 
 
 class ResnetBlock(nn.Module):
@@ -168,6 +170,14 @@ class ImagePool:
                 out.append(image)
         return torch.stack(out)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The stored images (on their device) and the generator's state."""
+        return {"images": list(self.images), "rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.images = list(state["images"])
+        self.rng.setstate(state["rng"])
+
 
 def _adam(module: nn.Module, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
     return torch.optim.Adam(module.parameters(), lr=lr, betas=betas)
@@ -239,35 +249,55 @@ class CycleGAN(nn.Module):
         lr: float = 2e-4,
         betas: tuple[float, float] = (0.5, 0.999),
     ) -> list[dict[str, float]]:
-        """``steps`` updates of both generators, then both discriminators, on independent random
-        batches of ``a`` and ``b`` (unpaired). Returns the history of losses."""
+        """``steps`` updates (``CycleGANTrainer``) on independent random batches of ``a`` and
+        ``b`` (unpaired). Returns the history of losses."""
         device = next(self.parameters()).device
-        g_opt = torch.optim.Adam(
-            [*self.g_ab.parameters(), *self.g_ba.parameters()], lr=lr, betas=betas
-        )
-        d_opt = torch.optim.Adam(
-            [*self.d_a.parameters(), *self.d_b.parameters()], lr=lr, betas=betas
-        )
+        trainer = CycleGANTrainer(self, lr, betas)
         history = []
         for step in range(1, steps + 1):
             real_a, real_b = _batch(a, batch_size, device), _batch(b, batch_size, device)
-            self.d_a.requires_grad_(False)
-            self.d_b.requires_grad_(False)
-            g_loss, fake_b, fake_a = self.generator_loss(real_a, real_b)
-            g_opt.zero_grad(set_to_none=True)
-            g_loss.backward()
-            g_opt.step()
-            self.d_a.requires_grad_(True)
-            self.d_b.requires_grad_(True)
-            past_b, past_a = self.pool_b.query(fake_b), self.pool_a.query(fake_a)
-            d_loss = self.gan_loss.discriminator_loss(
-                self.d_b(real_b), self.d_b(past_b)
-            ) + self.gan_loss.discriminator_loss(self.d_a(real_a), self.d_a(past_a))
-            d_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            d_opt.step()
-            history.append({"step": step, "g_loss": g_loss.item(), "d_loss": d_loss.item()})
+            history.append({"step": step, **trainer.step(real_a, real_b)})
         return history
+
+
+class CycleGANTrainer(Resumable):
+    """Adam on a ``CycleGAN``: ``step(a, b)`` updates both generators, then both
+    discriminators on the model's pools of generated images (part of the state)."""
+
+    resumable = ("g_opt", "d_opt", "pool_a", "pool_b")
+
+    def __init__(
+        self, model: CycleGAN, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999)
+    ) -> None:
+        self.model = model
+        generators = [*model.g_ab.parameters(), *model.g_ba.parameters()]
+        self.g_opt = torch.optim.Adam(generators, lr=lr, betas=betas)
+        discriminators = [*model.d_a.parameters(), *model.d_b.parameters()]
+        self.d_opt = torch.optim.Adam(discriminators, lr=lr, betas=betas)
+        self.pool_a, self.pool_b = model.pool_a, model.pool_b
+
+    def step(self, real_a: Tensor, real_b: Tensor) -> dict[str, float]:
+        """One update of each side on a batch of each domain; returns ``g_loss``, ``d_loss``."""
+        model = self.model
+        model.d_a.requires_grad_(False)
+        model.d_b.requires_grad_(False)
+        try:
+            g_loss, fake_b, fake_a = model.generator_loss(real_a, real_b)
+            self.g_opt.zero_grad(set_to_none=True)
+            g_loss.backward()
+            self.g_opt.step()
+        finally:
+            model.d_a.requires_grad_(True)
+            model.d_b.requires_grad_(True)
+        past_b, past_a = self.pool_b.query(fake_b), self.pool_a.query(fake_a)
+        loss = model.gan_loss.discriminator_loss
+        d_loss = loss(model.d_b(real_b), model.d_b(past_b)) + loss(
+            model.d_a(real_a), model.d_a(past_a)
+        )
+        self.d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.d_opt.step()
+        return {"g_loss": g_loss.item(), "d_loss": d_loss.item()}
 
 
 class Pix2Pix(nn.Module):
@@ -314,33 +344,52 @@ class Pix2Pix(nn.Module):
         lr: float = 2e-4,
         betas: tuple[float, float] = (0.5, 0.999),
     ) -> list[dict[str, float]]:
-        """``steps`` updates of D then G on random batches of the pairs ``(a[i], b[i])``."""
+        """``steps`` updates (``Pix2PixTrainer``) on random batches of the pairs
+        ``(a[i], b[i])``."""
         if len(a) != len(b):
             raise ValueError(f"paired data needs as many inputs as targets, got {len(a)}, {len(b)}")
         device = next(self.parameters()).device
-        g_opt, d_opt = _adam(self.generator, lr, betas), _adam(self.discriminator, lr, betas)
+        trainer = Pix2PixTrainer(self, lr, betas)
         history = []
         for step in range(1, steps + 1):
             idx = torch.randint(len(a), (batch_size,))
-            real_a, real_b = a[idx].to(device), b[idx].to(device)
-            fake_b = self.generator(real_a)
-            d_loss = self.gan_loss.discriminator_loss(
-                self.discriminator(torch.cat([real_a, real_b], 1)),
-                self.discriminator(torch.cat([real_a, fake_b.detach()], 1)),
-            )
-            d_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            d_opt.step()
-            self.discriminator.requires_grad_(False)
-            try:
-                adversarial = self.gan_loss.generator_loss(
-                    self.discriminator(torch.cat([real_a, fake_b], 1))
-                )
-                g_loss = adversarial + self.l1_weight * F.l1_loss(fake_b, real_b)
-                g_opt.zero_grad(set_to_none=True)
-                g_loss.backward()
-                g_opt.step()
-            finally:
-                self.discriminator.requires_grad_(True)
-            history.append({"step": step, "g_loss": g_loss.item(), "d_loss": d_loss.item()})
+            history.append({"step": step, **trainer.step(a[idx].to(device), b[idx].to(device))})
         return history
+
+
+class Pix2PixTrainer(Resumable):
+    """Adam on a ``Pix2Pix``: ``step(a, b)`` updates D, then G (D frozen), on paired batches."""
+
+    resumable = ("g_opt", "d_opt")
+
+    def __init__(
+        self, model: Pix2Pix, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999)
+    ) -> None:
+        self.model = model
+        self.g_opt = _adam(model.generator, lr, betas)
+        self.d_opt = _adam(model.discriminator, lr, betas)
+
+    def step(self, real_a: Tensor, real_b: Tensor) -> dict[str, float]:
+        """One update of each side on the pairs ``(real_a[i], real_b[i])``; returns
+        ``g_loss``, ``d_loss``."""
+        model = self.model
+        fake_b = model.generator(real_a)
+        d_loss = model.gan_loss.discriminator_loss(
+            model.discriminator(torch.cat([real_a, real_b], 1)),
+            model.discriminator(torch.cat([real_a, fake_b.detach()], 1)),
+        )
+        self.d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.d_opt.step()
+        model.discriminator.requires_grad_(False)
+        try:
+            adversarial = model.gan_loss.generator_loss(
+                model.discriminator(torch.cat([real_a, fake_b], 1))
+            )
+            g_loss = adversarial + model.l1_weight * F.l1_loss(fake_b, real_b)
+            self.g_opt.zero_grad(set_to_none=True)
+            g_loss.backward()
+            self.g_opt.step()
+        finally:
+            model.discriminator.requires_grad_(True)
+        return {"g_loss": g_loss.item(), "d_loss": d_loss.item()}

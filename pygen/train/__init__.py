@@ -1,4 +1,4 @@
-"""Training: the shared loop for likelihood models, the GAN trainer, checkpoints and resume."""
+"""Training: the shared loop (every model, with resume), the GAN trainer and checkpoints."""
 
 from pygen.train.checkpoint import (
     Checkpoint,
@@ -8,16 +8,30 @@ from pygen.train.checkpoint import (
     save_checkpoint,
 )
 from pygen.train.gan import GANTrainer
-from pygen.train.loop import TrainConfig, batch_indices, train
+from pygen.train.loop import (
+    LossSteps,
+    TrainConfig,
+    TrainingSteps,
+    batch_indices,
+    draw_indices,
+    step_generator,
+    train,
+    train_steps,
+)
 
 __all__ = [
     "Checkpoint",
     "CheckpointError",
     "GANTrainer",
+    "LossSteps",
     "TrainConfig",
+    "TrainingSteps",
     "batch_indices",
+    "draw_indices",
     "load_checkpoint",
     "load_weights",
     "save_checkpoint",
+    "step_generator",
     "train",
+    "train_steps",
 ]

@@ -1,8 +1,9 @@
 """Checkpoints: safetensors weights, a JSON sidecar (model name and config, step, metrics), the
-optimizer state and every RNG state, written atomically.
+training state (optimizers and whatever else the trainer keeps) and every RNG state, written
+atomically.
 
 A checkpoint is a folder ``<root>/step-<N>/`` holding ``model.safetensors``, ``checkpoint.json``,
-``optimizer.pt`` and ``rng.pt``. It is written under a temporary name and renamed into place, and
+``training.pt`` and ``rng.pt``. It is written under a temporary name and renamed into place, and
 ``<root>/latest`` (a one-line file naming the newest folder) is replaced with an atomic rename
 last, so a crash at any moment leaves the previous checkpoint intact and ``latest`` pointing at a
 complete one.
@@ -24,10 +25,10 @@ import safetensors.torch
 import torch
 from torch import nn
 
-WEIGHTS, SIDECAR, OPTIMIZER, RNG, LATEST = (
+WEIGHTS, SIDECAR, TRAINING, RNG, LATEST = (
     "model.safetensors",
     "checkpoint.json",
-    "optimizer.pt",
+    "training.pt",
     "rng.pt",
     "latest",
 )
@@ -47,7 +48,7 @@ class Checkpoint:
     config: dict[str, Any]
     step: int
     state_dict: dict[str, torch.Tensor]
-    optimizer_state: dict[str, Any] | None = None
+    training_state: dict[str, Any] | None = None
     rng_state: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -88,10 +89,12 @@ def save_checkpoint(
     model_name: str,
     config: dict[str, Any],
     step: int,
-    optimizer: torch.optim.Optimizer | None = None,
+    training_state: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``root/step-<step>/`` atomically and point ``root/latest`` at it; return its path."""
+    """Write ``root/step-<step>/`` atomically and point ``root/latest`` at it; return its path.
+    ``training_state``: what a resumed run restores besides the weights (a trainer's
+    ``state_dict()``: optimizers, loss scalers, ...)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
@@ -107,8 +110,8 @@ def save_checkpoint(
             "extra": extra or {},
         }
         (tmp / SIDECAR).write_text(json.dumps(sidecar, indent=1) + "\n")
-        if optimizer is not None:
-            torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
+        if training_state is not None:
+            torch.save(training_state, tmp / TRAINING)
         torch.save(rng_state(), tmp / RNG)
         if final.exists():
             shutil.rmtree(final)
@@ -164,7 +167,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         config=config,
         step=step,
         state_dict=state_dict,
-        optimizer_state=optional(OPTIMIZER),
+        training_state=optional(TRAINING),
         rng_state=optional(RNG),
         extra=sidecar.get("extra", {}),
     )

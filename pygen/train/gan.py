@@ -17,10 +17,14 @@ from pygen.losses.gan import GANLoss, WassersteinGPLoss, r1_penalty
 from pygen.losses.registry import get_gan_loss
 from pygen.models.gan import AutoencoderCritic, spectral_norm_
 from pygen.utils.png import save_image_grid
+from pygen.utils.state import Resumable
 
 
-class GANTrainer:
+class GANTrainer(Resumable):
     """Trains ``generator`` against ``discriminator`` with one of ``pygen.losses``.
+
+    ``state_dict()`` holds what a resumed run needs besides the two models' weights: the
+    optimizers, loss scalers, EMA and step count.
 
     Args:
         generator: maps ``(z, labels)`` to samples; needs ``latent_dim`` and ``num_classes``
@@ -120,6 +124,15 @@ class GANTrainer:
         self.fixed_labels = torch.arange(n_fixed, device=self.device) % classes if classes else None
         self.steps = 0
         self.history: list[dict[str, float]] = []
+
+    resumable = ("g_opt", "d_opt", "_g_scaler", "_d_scaler", "ema")
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.steps = state["steps"]
 
     def _autocast(self):
         if self.amp_dtype is None:

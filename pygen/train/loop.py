@@ -1,8 +1,9 @@
-"""The training loop shared by the likelihood models: seeded batches, Adam, progress bar,
-metrics log (JSONL), atomic checkpoints with bit-for-bit resume, and DistributedDataParallel.
+"""The training loop shared by every model: seeded batches, progress bar, metrics log (JSONL),
+atomic checkpoints with bit-for-bit resume; the likelihood models' step (Adam on a loss, with
+DistributedDataParallel under torchrun).
 
 Batch ``t`` is drawn from a generator seeded with ``(seed, t)``, so a resumed run (weights,
-optimizer and RNG states restored from the checkpoint) continues exactly as the uninterrupted one
+training and RNG states restored from the checkpoint) continues exactly as the uninterrupted one
 would, and under ``torchrun`` each rank takes its slice of the same global batch.
 """
 
@@ -13,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -44,6 +45,23 @@ class TrainConfig:
     grad_clip: float | None = None
 
 
+class TrainingSteps(Protocol):
+    """What the shared loop drives, one step at a time.
+
+    ``step(gen)`` trains on the batch it draws from ``gen`` (a CPU generator seeded by the run's
+    seed and the step number, ``step_generator``) and returns the step's metrics, ``loss``
+    among them, as numbers or 0-d tensors (read only when logged, so a GPU step need not wait
+    for the host). ``state_dict`` / ``load_state_dict`` cover what a resumed run needs besides
+    the model's weights: optimizers, loss scalers, moving averages, image pools.
+    """
+
+    def step(self, gen: torch.Generator) -> dict[str, Tensor | float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
 class _Objective(nn.Module):
     """The loss as a module's forward, so that DistributedDataParallel wraps any objective
     (one calling model methods such as ``loss`` or ``log_prob``, not only ``forward``)."""
@@ -64,13 +82,72 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def batch_indices(n: int, batch_size: int, seed: int, step: int) -> Tensor:
-    """The global batch of step ``step``: ``batch_size`` indices in ``[0, n)`` drawn from a
-    generator seeded by (seed, step), without replacement when the batch fits the data."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The CPU generator of step ``step``'s batch: seeded by (seed, step), so a resumed run
+    draws the batches the uninterrupted one would have drawn."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def draw_indices(n: int, batch_size: int, gen: torch.Generator) -> Tensor:
+    """``batch_size`` indices in ``[0, n)`` from ``gen``, without replacement when the batch fits
+    the data."""
     if batch_size <= n:
         return torch.randperm(n, generator=gen)[:batch_size]
     return torch.randint(n, (batch_size,), generator=gen)
+
+
+def batch_indices(n: int, batch_size: int, seed: int, step: int) -> Tensor:
+    """The global batch of step ``step`` of a run seeded with ``seed``."""
+    return draw_indices(n, batch_size, step_generator(seed, step))
+
+
+class LossSteps:
+    """The likelihood models' step: Adam on ``loss_fn(model, x, y)`` (a mean over examples) over
+    the step's batch of ``data`` and ``labels``, gradients clipped when the config says so.
+    Under torchrun, each rank takes its slice of the same global batch and DistributedDataParallel
+    averages the gradients."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        data: Tensor,
+        labels: Tensor | None,
+        config: TrainConfig,
+    ) -> None:
+        self.rank, world_size = world()
+        if config.batch_size % world_size:
+            raise ValueError(
+                f"batch_size {config.batch_size} must divide by the {world_size} ranks"
+            )
+        if len(data) == 0:
+            raise ValueError("no training data")
+        self.model, self.data, self.labels, self.config = model, data, labels, config
+        self.local = config.batch_size // world_size
+        self.device = next(model.parameters()).device
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        self.objective: nn.Module = _Objective(model, loss_fn)
+        if world_size > 1:
+            self.objective = nn.parallel.DistributedDataParallel(self.objective)
+
+    def step(self, gen: torch.Generator) -> dict[str, Tensor]:
+        idx = draw_indices(len(self.data), self.config.batch_size, gen)
+        idx = idx[self.rank * self.local : (self.rank + 1) * self.local]
+        x = self.data[idx].to(self.device)
+        y = self.labels[idx].to(self.device) if self.labels is not None else None
+        loss = self.objective(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        return {"loss": loss.detach()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state)
 
 
 def _read_metrics(path: Path, up_to_step: int) -> list[dict]:
@@ -113,23 +190,47 @@ def train(
     progress: bool = True,
     hooks: Sequence[tuple[int, Callable[[int], None]]] = (),
 ) -> list[dict]:
-    """Train ``model`` on ``data`` by minimizing ``loss_fn(model, x, y)`` (a mean over examples).
+    """Train ``model`` on ``data`` by minimizing ``loss_fn(model, x, y)`` (a mean over examples):
+    ``train_steps`` with ``LossSteps``. Returns the metrics."""
+    steps = LossSteps(model, loss_fn, data, labels, config)
+    return train_steps(
+        steps,
+        model,
+        config,
+        out_dir,
+        model_name=model_name,
+        model_config=model_config,
+        resume=resume,
+        progress=progress,
+        hooks=hooks,
+    )
 
-    Writes ``out_dir/metrics.jsonl``, ``out_dir/curves.png`` and checkpoints under
-    ``out_dir/checkpoints`` (rank 0 only); with ``resume=True`` continues from the latest one (with
-    its seed) up to ``config.steps``. ``hooks`` are ``(every, fn)`` pairs: rank 0 calls
-    ``fn(step)`` after every ``every``-th step (sample grids, evaluations). Returns the metrics.
+
+def train_steps(
+    steps: TrainingSteps,
+    model: nn.Module,
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    model_name: str,
+    model_config: dict[str, Any],
+    resume: bool = False,
+    progress: bool = True,
+    hooks: Sequence[tuple[int, Callable[[int], None]]] = (),
+) -> list[dict]:
+    """Run ``steps`` (training ``model``) up to ``config.steps``.
+
+    Writes ``out_dir/metrics.jsonl`` (every ``config.log_every`` steps: the step's metrics and
+    examples/s), ``out_dir/curves.png`` and checkpoints under ``out_dir/checkpoints`` (every
+    ``config.checkpoint_every`` steps and at the end; rank 0 only); with ``resume=True``
+    continues from the latest one (weights, training state, RNG states and its seed), bit for
+    bit as the uninterrupted run. ``hooks`` are ``(every, fn)`` pairs: rank 0 calls ``fn(step)``
+    after every ``every``-th step (sample grids, evaluations). Returns the metrics.
     """
-    rank, world_size = world()
-    if config.batch_size % world_size:
-        raise ValueError(f"batch_size {config.batch_size} must divide by the {world_size} ranks")
-    if len(data) == 0:
-        raise ValueError("no training data")
+    rank = world()[0]
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
     metrics_path = out_dir / "metrics.jsonl"
-    device = next(model.parameters()).device
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     start = 0
     if resume:
         try:
@@ -138,8 +239,8 @@ def train(
             ckpt = None  # nothing written yet: start from scratch
         if ckpt is not None:
             load_weights(model, ckpt)
-            if ckpt.optimizer_state is not None:
-                optimizer.load_state_dict(ckpt.optimizer_state)
+            if ckpt.training_state is not None:
+                steps.load_state_dict(ckpt.training_state)
             if ckpt.rng_state is not None:
                 set_rng_state(ckpt.rng_state)
             # The batches of the remaining steps follow the stored run's seed, not a new one.
@@ -148,9 +249,6 @@ def train(
     else:
         torch.manual_seed(config.seed)
     metrics = _read_metrics(metrics_path, start) if rank == 0 else []
-    objective = _Objective(model, loss_fn)
-    if world_size > 1:
-        objective = nn.parallel.DistributedDataParallel(objective)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         metrics_path.write_text("".join(json.dumps(m) + "\n" for m in metrics))
@@ -163,11 +261,10 @@ def train(
                 model_name=model_name,
                 config=model_config,
                 step=step,
-                optimizer=optimizer,
+                training_state=steps.state_dict(),
                 extra={"train": asdict(config)},
             )
 
-    local = config.batch_size // world_size
     bar = tqdm(
         range(start, config.steps),
         initial=start,
@@ -179,21 +276,13 @@ def train(
     tic, seen = time.perf_counter(), 0
     model.train()
     for step in bar:
-        idx = batch_indices(len(data), config.batch_size, config.seed, step)
-        idx = idx[rank * local : (rank + 1) * local]
-        x = data[idx].to(device)
-        y = labels[idx].to(device) if labels is not None else None
-        loss = objective(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        values = steps.step(step_generator(config.seed, step))
         seen += config.batch_size
         done = step + 1
         if rank == 0 and (done % config.log_every == 0 or done == config.steps):
             elapsed = time.perf_counter() - tic
-            row = {"step": done, "loss": loss.item(), "examples_per_s": seen / elapsed}
+            row = {"step": done, **{k: float(v) for k, v in values.items()}}
+            row["examples_per_s"] = seen / elapsed
             metrics.append(row)
             with metrics_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
