@@ -183,27 +183,13 @@ def train(
     labels: Tensor | None,
     config: TrainConfig,
     out_dir: str | Path,
-    *,
-    model_name: str,
-    model_config: dict[str, Any],
-    resume: bool = False,
-    progress: bool = True,
-    hooks: Sequence[tuple[int, Callable[[int], None]]] = (),
+    **options: Any,
 ) -> list[dict]:
     """Train ``model`` on ``data`` by minimizing ``loss_fn(model, x, y)`` (a mean over examples):
-    ``train_steps`` with ``LossSteps``. Returns the metrics."""
+    ``train_steps`` (which takes ``options``: ``model_name``, ``model_config``, ``resume``, ...)
+    with ``LossSteps``. Returns the metrics."""
     steps = LossSteps(model, loss_fn, data, labels, config)
-    return train_steps(
-        steps,
-        model,
-        config,
-        out_dir,
-        model_name=model_name,
-        model_config=model_config,
-        resume=resume,
-        progress=progress,
-        hooks=hooks,
-    )
+    return train_steps(steps, model, config, out_dir, **options)
 
 
 def train_steps(
