@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SOURCES := $(shell find csrc -type f) CMakeLists.txt setup.py pyproject.toml
 
-.PHONY: demo test bench lint gpu-check clean
+.PHONY: demo test bench lint gpu-check gpu-profile clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ lint: $(VENV)/.deps
 # On a GPU machine (torch preinstalled, no internet): build, CUDA tests, sanitizers, benchmarks.
 gpu-check:
 	scripts/gpu_check.sh $(OUT)
+
+# After gpu-check, on the same machine: Nsight Compute counters of the kernels.
+gpu-profile:
+	scripts/gpu_profile.sh $(OUT)
 
 clean:
 	rm -rf build pygen/_C*.so

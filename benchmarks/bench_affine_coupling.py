@@ -48,16 +48,21 @@ def floor_bytes(shape, dtype, mode: str) -> int:
     return passes * numel * item
 
 
+def make_inputs(shape, dtype, gen: torch.Generator):
+    """(x, log_scale, shift, mask, mask kind) of the benchmark case on DEVICE."""
+    x, log_scale, shift = (
+        torch.randn(shape, device=DEVICE, generator=gen).to(dtype) for _ in range(3)
+    )
+    mask = checkerboard_mask(shape[1:], device=DEVICE)
+    return x, log_scale, shift, mask, detect_mask_kind(mask, shape)
+
+
 @pytest.mark.parametrize("mode", ["fwd", "reverse", "fwd+bwd"])
 @pytest.mark.parametrize("provider", ["pygen", "eager", "compile"])
 @pytest.mark.parametrize(("shape", "dtype"), CASES, ids=lambda c: str(c))
 def test_affine_coupling(benchmark, record, quick, shape, dtype, provider, mode):
     gen = torch.Generator(DEVICE).manual_seed(0)
-    x, log_scale, shift = (
-        torch.randn(shape, device=DEVICE, generator=gen).to(dtype) for _ in range(3)
-    )
-    mask = checkerboard_mask(shape[1:], device=DEVICE)
-    kind = detect_mask_kind(mask, shape)
+    x, log_scale, shift, mask, kind = make_inputs(shape, dtype, gen)
     fn = provider_fn(provider)
 
     def call(reverse=False):

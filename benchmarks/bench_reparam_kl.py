@@ -40,13 +40,19 @@ def floor_bytes(shape, dtype, mode: str) -> int:
     return (passes * rows * dim + small * rows) * item
 
 
+def make_inputs(shape, dtype, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, logvar) of the benchmark case on DEVICE."""
+    mu = torch.randn(shape, device=DEVICE, generator=gen).to(dtype)
+    logvar = (0.5 * torch.randn(shape, device=DEVICE, generator=gen)).to(dtype)
+    return mu, logvar
+
+
 @pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("provider", ["pygen", "eager", "compile"])
 @pytest.mark.parametrize(("shape", "dtype"), CASES, ids=lambda c: str(c))
 def test_reparam_kl(benchmark, record, quick, shape, dtype, provider, mode):
     gen = torch.Generator(DEVICE).manual_seed(0)
-    mu = torch.randn(shape, device=DEVICE, generator=gen).to(dtype)
-    logvar = (0.5 * torch.randn(shape, device=DEVICE, generator=gen)).to(dtype)
+    mu, logvar = make_inputs(shape, dtype, gen)
     fn = provider_fn(provider)
     if mode == "fwd":
 
