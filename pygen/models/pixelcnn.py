@@ -77,7 +77,8 @@ class PixelCNN(AutoregressiveImageModel):
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Draw ``n`` images ``(n, C, H, W)`` (int64 levels); see ``pygen.sampling.sample``.
 
-        ``method``: ``"fused"`` (the C++ kernel), ``"cached"`` (its pure-PyTorch twin) or
+        ``method``: ``"fused"`` (the C++ kernel on a CPU, the CUDA kernels on a GPU),
+        ``"cached"`` (its pure-PyTorch twin) or
         ``"naive"`` (the full network per value). ``noise``: uniforms ``(n, C, H, W)`` in
         ``[0, 1)`` driving the inverse-CDF draws (the same noise gives the same images with every
         method). ``return_logits``: also return the logits ``(n, n_levels, C, H, W)`` each value
