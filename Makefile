@@ -39,7 +39,7 @@ lint: $(VENV)/.deps
 gpu-check:
 	scripts/gpu_check.sh $(OUT)
 
-# After gpu-check, on the same machine: Nsight Compute counters of the kernels.
+# Nsight Compute counters of the kernels (gpu-check runs it too, in the time it has left).
 gpu-profile:
 	scripts/gpu_profile.sh $(OUT)
 

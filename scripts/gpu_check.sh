@@ -2,13 +2,16 @@
 # One command for a GPU machine (issue: GPU validation): build against the torch installed there,
 # report the build and the GPU, run the whole test suite (CUDA tests active), the benchmarks of the
 # CUDA kernels, compute-sanitizer memcheck and racecheck over the kernel tests, and collect the
-# results JSON and a log in one folder. Every step has a time limit and results are copied as
-# they come, so that a lease that ends early still returns the most.
-# Usage: scripts/gpu_check.sh [OUT_DIR]   (env: PYTHON)
+# results JSON and a log in one folder; then, in the time left, the sampler's tuning run and the
+# kernels' hardware counters (gpu_profile.sh). Every step has a time limit, the whole run a
+# deadline, and results are copied as they come, so that a lease that ends early still returns
+# the most.
+# Usage: scripts/gpu_check.sh [OUT_DIR]   (env: PYTHON; GPU_CHECK_SECONDS, the deadline, 570)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-${OUT:-gpu_check_out}}
 PYTHON=${PYTHON:-python3}
+DEADLINE=${GPU_CHECK_SECONDS:-570}  # one device call may run 600 s
 mkdir -p "$OUT_DIR"
 LOG="$OUT_DIR/gpu_check.log"
 export PYTHONUNBUFFERED=1
@@ -16,6 +19,12 @@ status=0
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, remember a failure, go on
   local name=$1 limit=$2 start=$SECONDS
   shift 2
+  local left=$((DEADLINE - SECONDS))
+  if [ $left -lt 20 ]; then
+    echo "SKIPPED $name: the run's deadline" | tee -a "$LOG"
+    return 0
+  fi
+  [ "$limit" -gt $left ] && limit=$left
   echo "=== $name" | tee -a "$LOG"
   timeout "$limit" "$@" >>"$LOG" 2>&1
   local code=$?
@@ -24,9 +33,9 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, remember a
 }
 collect() { cp benchmarks/results/cuda-*.json "$OUT_DIR"/ 2>/dev/null; }
 : >"$LOG"
-# Limits sum to 9.75 minutes; times seen on an H200 (2026-11-26): build 57-105 s, the whole suite
-# 118 s with -n 14, copy/reparam/affine benchmarks 35 s, PixelCNN benchmarks ~150 s (rows are
-# written as they finish, so a step cut at its limit keeps the rows it timed).
+# Times seen on an H200 (2026-11-26): build 57-105 s, the whole suite 118 s with -n 14,
+# copy/reparam/affine benchmarks 35 s, PixelCNN benchmarks ~150 s (rows are written as they
+# finish, so a step cut at its limit keeps the rows it timed).
 # Pure-Python dependencies the image lacks (geomloss) travel as wheels in .whl/ (NOTES.md).
 if ls .whl/*.whl >/dev/null 2>&1; then
   "$PYTHON" -m pip install -q --no-index --no-deps --target /tmp/pygen_wheels .whl/*.whl &&
@@ -48,5 +57,9 @@ step "compute-sanitizer memcheck" 60 compute-sanitizer --tool memcheck --error-e
 step "compute-sanitizer racecheck" 30 compute-sanitizer --tool racecheck --error-exitcode 1 \
   "$PYTHON" -m pytest tests/test_pixelcnn.py -q -p no:cacheprovider -x \
   -k "cuda_fused_same_noise and 1-None-3-1.0"
+# In the time left: the sampler's kernel variants side by side, then the counters (text reports
+# in OUT_DIR, the most wanted first).
+step "tune_pixelcnn" 150 "$PYTHON" -m benchmarks.tune_pixelcnn
+step "gpu_profile" 600 scripts/gpu_profile.sh "$OUT_DIR"
 grep -E "^(===|---|FAILED)|passed|failed|error" "$LOG" | tail -60
 exit $status

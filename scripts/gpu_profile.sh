@@ -19,10 +19,12 @@ profile() {  # profile NAME SECONDS JOB NCU_FILTER...: one job of benchmarks.pro
     >"$OUT_DIR/ncu-$name.txt" 2>&1
   echo "--- $name: exit $?, $((SECONDS - start)) s"
 }
+# Most wanted first (a deadline may cut the rest). The sampler at batch 1: one row's cluster
+# kernel, then every kernel of a later row (the vertical stack's convolutions, gates and link
+# products).
+profile pixelcnn-b1-cluster 60 pixelcnn-1 -k "regex:cluster_row_kernel" --launch-skip 2 -c 1
 # The memory-bound kernels, float32 then bfloat16 (14 launches).
 profile memory-bound 100 memory -k "regex:pygen::(reparam_kl|affine_coupling)::" -c 16
-# The sampler at batch 1: one row's cluster kernel, then every kernel of a later row (the
-# vertical stack's convolutions, gates and link products); at batch 256 one block-kernel row.
-profile pixelcnn-b1-cluster 60 pixelcnn-1 -k "regex:cluster_row_kernel" --launch-skip 2 -c 1
 profile pixelcnn-b1-row 90 pixelcnn-1 --launch-skip 150 -c 40
+# At batch 256, one row of the block kernel.
 profile pixelcnn-b256-block 60 pixelcnn-256 -k "regex:::row_kernel" --launch-skip 2 -c 1
