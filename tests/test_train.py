@@ -99,6 +99,18 @@ def test_resume_is_bit_for_bit_equal_to_an_uninterrupted_run(tmp_path):
     assert [m["step"] for m in metrics] == list(range(5, 41, 5))
 
 
+def test_resume_reads_the_optimizer_file_of_older_checkpoints(tmp_path):
+    straight, _ = run(tmp_path / "straight", 30)
+    run(tmp_path / "old", 20)
+    latest = load_checkpoint(tmp_path / "old" / "checkpoints").path
+    (latest / "training.pt").rename(latest / "optimizer.pt")  # the name before trainer states
+    resumed, _ = run(tmp_path / "old", 30, resume=True)
+    for (name, a), b in zip(
+        straight.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
 def test_batches_are_seeded_per_step():
     a = batch_indices(100, 10, seed=1, step=7)
     assert torch.equal(a, batch_indices(100, 10, seed=1, step=7))

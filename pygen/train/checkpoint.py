@@ -32,6 +32,7 @@ WEIGHTS, SIDECAR, TRAINING, RNG, LATEST = (
     "rng.pt",
     "latest",
 )
+OLD_TRAINING = "optimizer.pt"
 FORMAT_VERSION = 1
 
 
@@ -167,7 +168,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         config=config,
         step=step,
         state_dict=state_dict,
-        training_state=optional(TRAINING),
+        # Checkpoints written before the trainers' states held their optimizer's as optimizer.pt.
+        training_state=optional(TRAINING) if (path / TRAINING).exists() else optional(OLD_TRAINING),
         rng_state=optional(RNG),
         extra=sidecar.get("extra", {}),
     )
