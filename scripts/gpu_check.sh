@@ -33,8 +33,8 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, remember a
 }
 collect() { cp benchmarks/results/cuda-*.json "$OUT_DIR"/ 2>/dev/null; }
 : >"$LOG"
-# Times seen on an H200 (2026-11-26): build 57-105 s (the cluster kernel's 16 instantiations on
-# next-gpu-run add ~35 s to the sampler's unit here), the whole suite 118 s with -n 14,
+# Times seen on an H200 (2026-11-26): build 57-105 s (the cluster kernel on next-gpu-run adds
+# ~15 s to the sampler's unit here), the whole suite 118 s with -n 14,
 # copy/reparam/affine benchmarks 35 s, PixelCNN benchmarks ~150 s (rows are written as they
 # finish, so a step cut at its limit keeps the rows it timed).
 # Pure-Python dependencies the image lacks (geomloss) travel as wheels in .whl/ (NOTES.md).
