@@ -548,14 +548,14 @@ def _translation_steps(
     model: CycleGAN | Pix2Pix, data: Domains, config: TrainConfig
 ) -> TrainingSteps:
     """CycleGAN on independent batches of the two domains, pix2pix on batches of pairs."""
-    n = config.batch_size
+    n, paired, device = config.batch_size, isinstance(model, Pix2Pix), _device(model)
 
     def draw(gen: torch.Generator) -> tuple[Tensor, Tensor]:
         idx_a = draw_indices(len(data.a), n, gen)
-        idx_b = idx_a if isinstance(model, Pix2Pix) else draw_indices(len(data.b), n, gen)
-        return data.a[idx_a].to(_device(model)), data.b[idx_b].to(_device(model))
+        idx_b = idx_a if paired else draw_indices(len(data.b), n, gen)
+        return data.a[idx_a].to(device), data.b[idx_b].to(device)
 
-    trainer = (Pix2PixTrainer if isinstance(model, Pix2Pix) else CycleGANTrainer)(model, config.lr)
+    trainer = (Pix2PixTrainer if paired else CycleGANTrainer)(model, config.lr)
     return _AdversarialSteps(trainer, draw, "g_loss")
 
 
