@@ -503,10 +503,10 @@ def _bigan_config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _bigan_steps(model: _ImageBiGAN, data: ImageData, config: TrainConfig) -> TrainingSteps:
-    real = to_tanh_range(data).flatten(1)
+    real, device = to_tanh_range(data).flatten(1), _device(model)
 
     def draw(gen: torch.Generator) -> tuple[Tensor]:
-        return (real[draw_indices(len(real), config.batch_size, gen)].to(_device(model)),)
+        return (real[draw_indices(len(real), config.batch_size, gen)].to(device),)
 
     return _AdversarialSteps(BiGANTrainer(model, config.lr), draw, "ge_loss")
 
