@@ -3,7 +3,9 @@
 - MAF training step (loss, backward, Adam) with the fused elementwise affine ("pygen") vs the
   reference op ("eager").
 - The MAF trade-off: the density pass (``log_prob``, one MADE pass per layer) vs sampling (D
-  passes per layer), both fused, on the same batch.
+  steps per layer), on the same batch. Sampling three ways: "pygen" (the cached solve, one pass of
+  arithmetic per layer, and the fused affine op), "naive" (D MADE passes per layer, fused op) and
+  "eager" (D passes, the reference op: what a plain PyTorch implementation does).
 - CNF ``log_prob`` with the exact trace (D vector-Jacobian products per evaluation) vs the
   Hutchinson estimator (one), with a fixed-step solve so that both make the same number of field
   evaluations.
@@ -23,14 +25,22 @@ OP = "autoregressive_flows"
 DEVICE = device_under_test()
 # MAF: (batch, dim, hidden, layers); CNF: (batch, dim, hidden, Euler steps)
 MAF_CASE = (1024, 784, 1024, 5) if DEVICE.type == "cuda" else (256, 64, 256, 4)
+# The density/sampling rows add flattened 28x28 images on the CPU (the GPU case already is).
+MAF_SAMPLE_CASES = [MAF_CASE] if DEVICE.type == "cuda" else [MAF_CASE, (64, 784, 512, 1)]
 CNF_CASE = (1024, 64, 256, 10) if DEVICE.type == "cuda" else (256, 16, 64, 10)
 
 
-def _maf(reference: bool = False) -> tuple[MAF, torch.Tensor]:
-    batch, dim, hidden, layers = MAF_CASE
+def _maf(
+    case: tuple[int, int, int, int] = MAF_CASE, reference: bool = False, solver: str = "cached"
+) -> tuple[MAF, torch.Tensor]:
+    batch, dim, hidden, layers = case
     torch.manual_seed(0)
-    model = MAF(dim, n_layers=layers, hidden=hidden, reference=reference).to(DEVICE)
-    return model, torch.randn(batch, dim, device=DEVICE)
+    model = MAF(dim, n_layers=layers, hidden=hidden, reference=reference, solver=solver)
+    # Away from the identity start (a zero output layer), so that sampling does real work.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    return model.to(DEVICE), torch.randn(batch, dim, device=DEVICE)
 
 
 @pytest.mark.parametrize("provider", ["pygen", "eager"])
@@ -41,17 +51,28 @@ def test_maf_train_step(benchmark, record, quick, provider):
     record(row(OP, provider, "maf_train_step", x.shape, x.dtype, DEVICE, timing, 0))
 
 
-@pytest.mark.parametrize("mode", ["maf_density", "maf_sample"])
-def test_maf_density_vs_sampling(benchmark, record, quick, mode):
-    model, x = _maf()
+@pytest.mark.parametrize(
+    ("mode", "provider"),
+    [
+        ("maf_density", "pygen"),
+        ("maf_sample", "pygen"),
+        ("maf_sample", "naive"),
+        ("maf_sample", "eager"),
+    ],
+)
+@pytest.mark.parametrize("case", MAF_SAMPLE_CASES, ids=lambda case: f"dim{case[1]}")
+def test_maf_density_vs_sampling(benchmark, record, quick, case, mode, provider):
+    solver = "cached" if provider == "pygen" else "naive"
+    model, x = _maf(case, reference=provider == "eager", solver=solver)
     model.eval()
 
     def step():
         with torch.no_grad():
             return model.log_prob(x) if mode == "maf_density" else model.sample(len(x))
 
-    timing = measure(benchmark, step, DEVICE, quick)
-    record(row(OP, "pygen", mode, x.shape, x.dtype, DEVICE, timing, 0))
+    # The D-pass baselines take seconds per call at dim 784: a few rounds.
+    timing = measure(benchmark, step, DEVICE, quick, rounds=5 if provider != "pygen" else 0)
+    record(row(OP, provider, mode, x.shape, x.dtype, DEVICE, timing, 0))
 
 
 @pytest.mark.parametrize("trace", ["exact", "hutchinson"])

@@ -482,12 +482,12 @@ RECIPES["nice"] = _flattened_recipe(
 RECIPES["maf"] = _flattened_recipe(
     _ImageMAF,
     {"n_layers": 4, "hidden": 256, "n_hidden": 1},
-    "MAF on flattened images (MADE + fused elementwise affine; sampling D passes)",
+    "MAF on flattened images (MADE + fused elementwise affine; sampling D cached steps)",
 )
 RECIPES["iaf"] = _flattened_recipe(
     _ImageIAF,
     {"n_layers": 4, "hidden": 256, "n_hidden": 1},
-    "IAF on flattened images (sampling one pass; density D passes, slow to train)",
+    "IAF on flattened images (sampling one pass; density D cached steps, slow to train)",
 )
 RECIPES["cnf"] = _flattened_recipe(
     _ImageCNF,

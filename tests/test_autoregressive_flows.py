@@ -51,6 +51,32 @@ def test_made_outputs_depend_only_on_earlier_inputs(order, n_hidden):
     assert torch.all(jac.abs().sum(0)[:, allowed] > 0)
 
 
+@pytest.mark.parametrize(
+    ("dim", "hidden", "n_hidden", "order"),
+    [(5, 16, 1, None), (5, 16, 3, [2, 0, 4, 1, 3]), (7, 4, 2, "random"), (1, 8, 2, None)],
+    ids=["one-hidden", "three-hidden", "fewer-units-than-degrees", "one-input"],
+)
+def test_made_solve_fills_each_input_from_the_outputs_of_the_earlier_ones(
+    dim, hidden, n_hidden, order
+):
+    """``solve`` fills x[:, d] = value(d, out_d), and its out_d are the MADE's own outputs at the
+    filled x: the forward pass it caches."""
+    made = perturb(MADE(dim, hidden, n_hidden, n_outputs=3, order=order, seed=4), 0.3).double()
+    noise = inputs((dim,), n=6, dtype=torch.float64)
+    calls = []
+
+    def value(d, out_d):
+        calls.append(d)
+        assert out_d.shape == (6, 3)
+        return noise[:, d] * out_d[:, 0].exp() + out_d[:, 1] - out_d[:, 2].square()
+
+    x, out = made.solve(value, noise)
+    assert calls == made.order.tolist()
+    torch.testing.assert_close(out, made(x), rtol=1e-12, atol=1e-12)
+    expected = noise * out[:, 0].exp() + out[:, 1] - out[:, 2].square()
+    torch.testing.assert_close(x, expected, rtol=0, atol=0)
+
+
 def test_made_validation_and_identity_start():
     with pytest.raises(ValueError, match="permutation"):
         MADE(3, order=[0, 0, 1])
@@ -104,10 +130,19 @@ def test_logdet_equals_sum_of_log_diagonal_and_slogdet(name):
             torch.testing.assert_close(logdet[i], log_diagonal, rtol=1e-8, atol=1e-8)
 
 
-@pytest.mark.parametrize(("layer_type", "passes"), [(MAFLayer, (1, 5)), (IAFLayer, (5, 1))])
-def test_made_passes_per_direction(layer_type, passes):
-    """MAF: density one MADE pass, sampling D; IAF: the reverse."""
-    layer = layer_type(5, hidden=8)
+@pytest.mark.parametrize(
+    ("layer_type", "solver", "passes"),
+    [
+        (MAFLayer, "naive", (1, 5)),
+        (IAFLayer, "naive", (5, 1)),
+        (MAFLayer, "cached", (1, 0)),
+        (IAFLayer, "cached", (0, 1)),
+    ],
+)
+def test_made_passes_per_direction(layer_type, solver, passes):
+    """MAF: density one MADE pass, sampling D (naive) or none (cached: ``MADE.solve``); IAF: the
+    reverse."""
+    layer = layer_type(5, hidden=8, solver=solver)
     calls = []
     layer.made.register_forward_hook(lambda *args: calls.append(1))
     x = inputs((5,))
@@ -115,6 +150,45 @@ def test_made_passes_per_direction(layer_type, passes):
     forward_calls = len(calls)
     layer.inverse(x)
     assert (forward_calls, len(calls) - forward_calls) == passes
+
+
+@pytest.mark.parametrize("name", ["maf", "maf-exp", "iaf"])
+@pytest.mark.parametrize(
+    ("dtype", "tol"), [(torch.float64, 1e-12), (torch.float32, 1e-5)], ids=["f64", "f32"]
+)
+def test_cached_solve_matches_the_naive_one(name, dtype, tol):
+    """The D-step direction: the cached solve gives the naive D-pass solve's values, logdets and
+    gradients (rounding apart)."""
+    layer = perturb(LAYERS[name](), scale=0.3).to(dtype)
+    x = inputs((5,), n=8, dtype=dtype).requires_grad_()
+    solve = layer.inverse if isinstance(layer, MAFLayer) else layer.forward
+    results = {}
+    for solver in ("naive", "cached"):
+        layer.solver = solver
+        y, logdet = solve(x)
+        grads = torch.autograd.grad((y.sin().sum() + logdet.sum()), [x, *layer.parameters()])
+        results[solver] = (y, logdet, *grads)
+    for naive, cached in zip(results["naive"], results["cached"], strict=True):
+        torch.testing.assert_close(cached, naive, rtol=tol, atol=tol)
+
+
+def test_cached_solve_gradcheck():
+    layer = perturb(IAFLayer(4, hidden=10, n_hidden=2, order="random", seed=1), 0.3).double()
+    x = inputs((4,), n=3, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lambda v: layer(v), (x,))
+
+
+def test_solver_choice():
+    with pytest.raises(ValueError, match="solver"):
+        MAFLayer(3, solver="fast")
+    model = perturb(MAF(6, n_layers=2, hidden=16, solver="naive"), scale=0.1)
+    layers = [layer for layer in model.flow if isinstance(layer, MAFLayer)]
+    assert [layer.solver for layer in layers] == ["naive", "naive"]
+    naive = model.sample(5, generator=torch.Generator().manual_seed(3))
+    for layer in layers:
+        layer.solver = "cached"
+    cached = model.sample(5, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(cached, naive, rtol=1e-5, atol=1e-5)
 
 
 def test_permutation_layer():

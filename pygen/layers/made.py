@@ -3,7 +3,7 @@ before d in a chosen order, so one pass gives every conditional of an autoregres
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -69,7 +69,8 @@ class MADE(nn.Module):
         degrees[order_t] = torch.arange(1, dim + 1)
         self.register_buffer("degrees", degrees)
 
-        # Hidden degrees cycle through [1, D-1] so that every degree is present in every layer.
+        # Hidden degrees cycle through [1, D-1] so that every degree is present in every layer
+        # (``solve`` rebuilds them from this rule).
         hidden_degrees = torch.arange(hidden) % max(dim - 1, 1) + 1
         layers: list[nn.Module] = []
         previous = degrees
@@ -88,6 +89,49 @@ class MADE(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``(N, D) -> (N, n_outputs, D)``."""
         return self.net(x).view(len(x), self.n_outputs, self.dim)
+
+    def solve(self, value: Callable[[int, Tensor], Tensor], like: Tensor) -> tuple[Tensor, Tensor]:
+        """Fill ``x`` one input at a time in the order: ``x[:, d] = value(d, out_d)``, where
+        ``out_d`` ``(N, n_outputs)`` are this MADE's outputs for input d, which depend only on the
+        inputs filled before it. ``like`` ``(N, ...)`` gives the batch size.
+
+        Returns ``x`` ``(N, D)`` and ``out`` ``(N, n_outputs, D)``, ``self(x)`` up to rounding.
+        Cached: a hidden unit is computed once, at the step that fills the last input it sees,
+        and added into the next layer's pre-activations at once, so the D steps together do the
+        arithmetic of one forward pass (re-running the network per input costs D passes).
+        Differentiable.
+        """
+        linears = [m for m in self.net if isinstance(m, MaskedLinear)]
+        # Hidden units sorted by degree (the layers share one set of degrees), so that the units
+        # of degree m are one block, rows bounds[m - 1]:bounds[m] of each transposed weight.
+        stride = max(self.dim - 1, 1)
+        hidden_degrees = torch.arange(linears[0].out_features, device=like.device) % stride + 1
+        perm = torch.argsort(hidden_degrees, stable=True)
+        bounds = [0, *torch.bincount(hidden_degrees, minlength=stride + 1)[1:].cumsum(0).tolist()]
+        masked = [layer.weight * layer.mask for layer in linears]
+        rows = [w[perm] for w in masked[:-1]] + [masked[-1]]  # outputs of the hidden layers
+        # Each weight transposed (inputs first), inputs of the hidden layers after the first sorted.
+        weights_t = [rows[0].T] + [w[:, perm].T.contiguous() for w in rows[1:]]
+        biases = [layer.bias[perm] for layer in linears[:-1]] + [linears[-1].bias]
+        # Pre-activations of each layer (the hidden ones, then the output), from the biases up,
+        # updated in place (no product's backward reads them).
+        pre = [bias.expand(len(like), -1).clone() for bias in biases]
+        order = self.order.tolist()
+        columns: dict[int, Tensor] = {}
+        outs: dict[int, Tensor] = {}
+        for step, d in enumerate(order):
+            if step > 0:
+                # The input filled last step (degree `step`) completes the units of degree `step`.
+                filled = order[step - 1]
+                pre[0].addr_(columns[filled], weights_t[0][filled])
+                units = slice(bounds[step - 1], bounds[step])
+                for i in range(1, len(linears)):
+                    pre[i].addmm_(F.relu(pre[i - 1][:, units]), weights_t[i][units])
+            # Output k of input d is column k * D + d, copied before the next update.
+            outs[d] = pre[-1][:, d :: self.dim].clone()
+            columns[d] = value(d, outs[d])
+        dims = range(self.dim)
+        return torch.stack([columns[d] for d in dims], 1), torch.stack([outs[d] for d in dims], 2)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, n_outputs={self.n_outputs}, order={self.order.tolist()}"

@@ -23,7 +23,7 @@ def _autoregressive_flow(
 
 class MAF(FlowModel):
     """Masked autoregressive flow (Papamakarios et al. 2017) on ``(N, dim)`` vectors: the density
-    is one pass per layer, sampling D passes per layer.
+    is one pass per layer, sampling D steps per layer (one pass of arithmetic when cached).
 
     Args:
         dim: D.
@@ -33,6 +33,7 @@ class MAF(FlowModel):
             continuous data.
         scale_fn: the affine op's scale function (default ``"tanh"``, clamp 2).
         reference: use the pure-PyTorch affine op instead of the fused kernel.
+        solver: the layers' D-step solve, ``"cached"`` or ``"naive"`` (see ``MAFLayer``).
     """
 
     layer_type: type[nn.Module] = MAFLayer
@@ -46,6 +47,7 @@ class MAF(FlowModel):
         levels: int | None = None,
         scale_fn: str = "tanh",
         reference: bool = False,
+        solver: str = "cached",
     ) -> None:
         flow = _autoregressive_flow(
             self.layer_type,
@@ -56,13 +58,14 @@ class MAF(FlowModel):
             n_hidden=n_hidden,
             scale_fn=scale_fn,
             reference=reference,
+            solver=solver,
         )
         super().__init__(flow, (dim,), levels)
 
 
 class IAF(MAF):
     """Inverse autoregressive flow (Kingma et al. 2016) as a density model: sampling is one pass
-    per layer, the density of given data D passes per layer (the reverse of MAF's trade-off).
+    per layer, the density of given data D steps per layer (the reverse of MAF's trade-off).
     Arguments as for ``MAF``."""
 
     layer_type = IAFLayer

@@ -4,11 +4,14 @@ Both are the elementwise affine map ``x = u * exp(s) + t`` with ``(log_scale, t)
 computed by the fused ``pygen.ops.affine_coupling`` with nothing passed through (an all-zero mask).
 They differ in which side the MADE reads, which decides the cost of each direction:
 
-- MAF reads the data side: the density (x -> z) is one pass, sampling (z -> x) is D passes.
-- IAF reads the latent side: sampling is one pass, the density of given data is D passes.
+- MAF reads the data side: the density (x -> z) is one pass, sampling (z -> x) is D steps.
+- IAF reads the latent side: sampling is one pass, the density of given data is D steps.
 
-The D-pass direction solves the triangular system by fixed-point iteration: after pass k the first
-k coordinates in the MADE's order are exact, because each depends only on earlier ones.
+The other direction solves the triangular system one coordinate at a time in the MADE's order.
+``solver="cached"`` (the default) fills coordinate d from the MADE's cached activations
+(``MADE.solve``: the arithmetic of one pass for all D coordinates); ``solver="naive"`` re-runs the
+whole MADE D times (fixed-point iteration: after pass k the first k coordinates are exact), the
+reference the cached solve is tested and benchmarked against.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from torch import Tensor, nn
 
 from pygen import ops
 from pygen.layers.made import MADE
+
+SOLVERS = ("cached", "naive")
 
 
 class Permutation(nn.Module):
@@ -52,22 +57,29 @@ class _AutoregressiveAffine(nn.Module):
         scale_fn: str = "tanh",
         clamp: float | None = None,
         reference: bool = False,
+        solver: str = "cached",
     ) -> None:
         super().__init__()
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
         self.made = MADE(dim, hidden, n_hidden, n_outputs=2, order=order, seed=seed)
         # Every position is transformed: a zero mask that the kernel reads.
         self.register_buffer("mask", torch.zeros(dim))
         self.scale_fn, self.clamp, self.reference = scale_fn, clamp, reference
+        self.solver = solver
 
-    def _affine(self, u: Tensor, condition: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
-        """``u * exp(s) + t`` (``(u - t) * exp(-s)`` for reverse) with s, t = MADE(condition)."""
-        log_scale, shift = self.made(condition).unbind(1)
+    def _affine(
+        self, u: Tensor, params: Tensor, reverse: bool, mask: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """``u * exp(s) + t`` (``(u - t) * exp(-s)`` for reverse) with ``s, t = params.unbind(1)``
+        (the MADE's two outputs)."""
+        log_scale, shift = params.unbind(1)
         impl = ops.reference if self.reference else ops
         y, logdet = impl.affine_coupling(
             u,
             log_scale,
             shift,
-            self.mask,
+            mask,
             scale_fn=self.scale_fn,
             clamp=self.clamp,
             reverse=reverse,
@@ -75,21 +87,33 @@ class _AutoregressiveAffine(nn.Module):
         )
         return y, logdet.to(u.dtype)
 
+    def _one_pass(self, u: Tensor, condition: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
+        """The affine map of u with its parameters from ``MADE(condition)``."""
+        return self._affine(u, self.made(condition), reverse, self.mask)
+
     def _solve(self, target: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
-        """The ``y`` with ``y = affine(target, condition=y)``: D passes, the k-th fixes the k-th
-        coordinate in the order."""
-        y = torch.zeros_like(target)
-        for _ in range(self.made.dim):
-            y, logdet = self._affine(target, y, reverse)
-        return y, logdet
+        """The ``y`` with ``y = affine(target, params=MADE(y))``, one coordinate at a time."""
+        if self.solver == "naive":  # D passes, the k-th fixes the k-th coordinate in the order
+            y = torch.zeros_like(target)
+            for _ in range(self.made.dim):
+                y, logdet = self._one_pass(target, y, reverse)
+            return y, logdet
+
+        def fill(d: int, params: Tensor) -> Tensor:
+            column = slice(d, d + 1)
+            y, _ = self._affine(target[:, column], params[..., None], reverse, self.mask[column])
+            return y[:, 0]
+
+        _, params = self.made.solve(fill, target)
+        return self._affine(target, params, reverse, self.mask)
 
     def extra_repr(self) -> str:
-        return f"scale_fn={self.scale_fn!r}, reference={self.reference}"
+        return f"scale_fn={self.scale_fn!r}, reference={self.reference}, solver={self.solver!r}"
 
 
 class MAFLayer(_AutoregressiveAffine):
     """One MAF layer on ``(N, D)``: ``z = x * exp(s(x)) + t(x)`` with s_d, t_d functions of the
-    x before d in the MADE's order. forward (density) is one pass, inverse (sampling) D passes.
+    x before d in the MADE's order. forward (density) is one pass, inverse (sampling) D steps.
 
     Args:
         dim: D.
@@ -97,10 +121,12 @@ class MAFLayer(_AutoregressiveAffine):
         order: the MADE's order (see ``pygen.layers.MADE``); seed: the seed of a random one.
         scale_fn, clamp: as in ``pygen.ops.affine_coupling`` (default ``"tanh"`` with clamp 2).
         reference: use the pure-PyTorch op instead of the fused kernel (for comparisons).
+        solver: how the D-step direction runs: ``"cached"`` (one pass of arithmetic) or
+            ``"naive"`` (D passes); an attribute, which may be changed after construction.
     """
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self._affine(x, x, reverse=False)
+        return self._one_pass(x, x, reverse=False)
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
         return self._solve(z, reverse=True)
@@ -109,10 +135,10 @@ class MAFLayer(_AutoregressiveAffine):
 class IAFLayer(_AutoregressiveAffine):
     """One IAF layer on ``(N, D)``: sampling ``x = z * exp(s(z)) + t(z)`` with s_d, t_d functions
     of the z before d in the MADE's order, one pass (``inverse``); the density of given x
-    (``forward``) takes D passes. Arguments as for ``MAFLayer``."""
+    (``forward``) takes D steps. Arguments as for ``MAFLayer``."""
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self._solve(x, reverse=True)
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return self._affine(z, z, reverse=False)
+        return self._one_pass(z, z, reverse=False)
