@@ -60,14 +60,20 @@ def cuda_driver() -> str:
         return "unknown"
 
 
+# What a benchmark run writes itself: it does not make the code that ran differ from HEAD.
+OUTPUTS = ("benchmarks/results", "benchmarks/REPORT.md", "benchmarks/plots")
+
+
 def commit() -> str:
-    """HEAD's short hash, "-dirty" when tracked files differ from it."""
+    """HEAD's short hash, "-dirty" when tracked files other than the run's outputs differ from
+    it."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
         )
+        excluded = [f":(exclude,top){path}" for path in OUTPUTS]
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", *excluded],
             capture_output=True,
             text=True,
             check=True,
