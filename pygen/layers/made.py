@@ -102,16 +102,20 @@ class MADE(nn.Module):
         Differentiable.
         """
         linears = [m for m in self.net if isinstance(m, MaskedLinear)]
-        # Hidden units sorted by degree (the layers share one set of degrees), so that the units
-        # of degree m are one block, rows bounds[m - 1]:bounds[m] of each transposed weight.
+        # Hidden units sorted by degree (the layers share one set of degrees): the units of
+        # degree m are then one block, bounds[m - 1]:bounds[m].
         stride = max(self.dim - 1, 1)
         hidden_degrees = torch.arange(linears[0].out_features, device=like.device) % stride + 1
         perm = torch.argsort(hidden_degrees, stable=True)
         bounds = [0, *torch.bincount(hidden_degrees, minlength=stride + 1)[1:].cumsum(0).tolist()]
-        masked = [layer.weight * layer.mask for layer in linears]
-        rows = [w[perm] for w in masked[:-1]] + [masked[-1]]  # outputs of the hidden layers
-        # Each weight transposed (inputs first), inputs of the hidden layers after the first sorted.
-        weights_t = [rows[0].T] + [w[:, perm].T.contiguous() for w in rows[1:]]
+        # Each weight with the hidden units in that order (its rows for the hidden layers, its
+        # columns after the first), transposed so that an input's (unit's) weights are one row.
+        weights_t = []
+        for i, layer in enumerate(linears):
+            weight = layer.weight * layer.mask
+            weight = weight[:, perm] if i > 0 else weight
+            weight = weight[perm] if i < len(linears) - 1 else weight
+            weights_t.append(weight.T.contiguous())
         biases = [layer.bias[perm] for layer in linears[:-1]] + [linears[-1].bias]
         # Pre-activations of each layer (the hidden ones, then the output), from the biases up,
         # updated in place (no product's backward reads them).
