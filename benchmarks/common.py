@@ -186,8 +186,9 @@ def row(
 
 
 def add_speedups(rows: list[dict]) -> None:
-    """speedup_vs_eager: the eager row of the same op/mode/shape/dtype/device over this one."""
-    key = lambda r: (r["op"], r["mode"], tuple(r["shape"]), r["dtype"], r["device"])  # noqa: E731
+    """speedup_vs_eager: the eager row of the same op/model/mode/shape/dtype/device over this
+    one."""
+    key = lambda r: (r["op"], r.get("model"), r["mode"], tuple(r["shape"]), r["dtype"], r["device"])  # noqa: E731
     eager = {key(r): r["median_ms"] for r in rows if r["provider"] == "eager"}
     for r in rows:
         base = eager.get(key(r))

@@ -50,24 +50,26 @@ def table(rows: list[dict], copy: float | None = None) -> str:
 
 
 def sampler_table(rows: list[dict]) -> str:
-    """Markdown table of a sampler's rows (they carry images_per_s): throughput, arithmetic rate,
-    and each row's speed over the naive sampler and the cached sampler in one CUDA graph of the
-    same shape, measured in the same run."""
+    """Markdown table of a sampler's rows (they carry images_per_s and the model): throughput,
+    arithmetic rate, and each row's speed over the naive sampler and the cached sampler in one
+    CUDA graph of the same model and shape, measured in the same run."""
     lines = [
-        "| mode | shape | dtype | provider | median ms | images/s | TFLOP/s | vs naive "
+        "| model | mode | shape | dtype | provider | median ms | images/s | TFLOP/s | vs naive "
         "| vs graph |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
-    key = lambda r: (r["mode"], tuple(r["shape"]), r["dtype"])  # noqa: E731
+    key = lambda r: (r.get("model"), r["mode"], tuple(r["shape"]), r["dtype"])  # noqa: E731
     base = defaultdict(dict)
     for r in rows:
         base[key(r)][r["provider"]] = r["median_ms"]
-    for r in sorted(rows, key=lambda r: (r["mode"], r["shape"][1:], r["shape"][0], r["dtype"])):
+    order = lambda r: (r.get("model") or "", r["mode"], r["shape"][1:], r["shape"][0], r["dtype"])  # noqa: E731
+    for r in sorted(rows, key=order):
         ref = base[key(r)]
         naive, graph = ref.get("naive"), ref.get("cached_graph")
         lines.append(
-            f"| {r['mode']} | {'x'.join(map(str, r['shape']))} | {r['dtype']} | {r['provider']} "
-            f"| {r['median_ms']:.2f} | {r['images_per_s']:.1f} | {_fmt(r.get('tflops'), '.2f')} "
+            f"| {r.get('model', '')} | {r['mode']} | {'x'.join(map(str, r['shape']))} "
+            f"| {r['dtype']} | {r['provider']} | {r['median_ms']:.2f} | {r['images_per_s']:.1f} "
+            f"| {_fmt(r.get('tflops'), '.2f')} "
             f"| {_fmt(naive / r['median_ms'] if naive else None, '.1f')} "
             f"| {_fmt(graph / r['median_ms'] if graph else None, '.2f')} |"
         )
