@@ -77,6 +77,17 @@ def test_made_solve_fills_each_input_from_the_outputs_of_the_earlier_ones(
     torch.testing.assert_close(x, expected, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_made_solve_sums_16_bit_inputs_in_float32(dtype):
+    """Each output is rounded to the 16-bit dtype once, as a matmul's is, not once per step."""
+    made = MADE(200, hidden=64, n_hidden=2, zero_init=False).to(dtype)
+    noise = inputs((200,), n=8).to(dtype)
+    x, out = made.solve(lambda d, out_d: noise[:, d], noise)
+    exact = made.double()(x.double())
+    error = (out.double() - exact).abs() / exact.abs().clamp_min(1e-2)
+    assert out.dtype == dtype and error.max() <= torch.finfo(dtype).eps
+
+
 def test_made_validation_and_identity_start():
     with pytest.raises(ValueError, match="permutation"):
         MADE(3, order=[0, 0, 1])

@@ -108,6 +108,9 @@ class MADE(nn.Module):
         hidden_degrees = torch.arange(linears[0].out_features, device=like.device) % stride + 1
         perm = torch.argsort(hidden_degrees, stable=True)
         bounds = [0, *torch.bincount(hidden_degrees, minlength=stride + 1)[1:].cumsum(0).tolist()]
+        # The sums run in float32 for 16-bit inputs, as a matmul's do: rounded once per output,
+        # not once per step.
+        acc = torch.promote_types(like.dtype, torch.float32)
         # Each weight with the hidden units in that order (its rows for the hidden layers, its
         # columns after the first), transposed so that an input's (unit's) weights are one row.
         weights_t = []
@@ -115,11 +118,11 @@ class MADE(nn.Module):
             weight = layer.weight * layer.mask
             weight = weight[:, perm] if i > 0 else weight
             weight = weight[perm] if i < len(linears) - 1 else weight
-            weights_t.append(weight.T.contiguous())
+            weights_t.append(weight.T.to(acc).contiguous())
         biases = [layer.bias[perm] for layer in linears[:-1]] + [linears[-1].bias]
         # Pre-activations of each layer (the hidden ones, then the output), from the biases up,
         # updated in place (no product's backward reads them).
-        pre = [bias.expand(len(like), -1).clone() for bias in biases]
+        pre = [bias.to(acc).expand(len(like), -1).clone() for bias in biases]
         order = self.order.tolist()
         columns: dict[int, Tensor] = {}
         outs: dict[int, Tensor] = {}
@@ -127,12 +130,12 @@ class MADE(nn.Module):
             if step > 0:
                 # The input filled last step (degree `step`) completes the units of degree `step`.
                 filled = order[step - 1]
-                pre[0].addr_(columns[filled], weights_t[0][filled])
+                pre[0].addr_(columns[filled].to(acc), weights_t[0][filled])
                 units = slice(bounds[step - 1], bounds[step])
                 for i in range(1, len(linears)):
                     pre[i].addmm_(F.relu(pre[i - 1][:, units]), weights_t[i][units])
             # Output k of input d is column k * D + d, copied before the next update.
-            outs[d] = pre[-1][:, d :: self.dim].clone()
+            outs[d] = pre[-1][:, d :: self.dim].to(like.dtype, copy=True)
             columns[d] = value(d, outs[d])
         dims = range(self.dim)
         return torch.stack([columns[d] for d in dims], 1), torch.stack([outs[d] for d in dims], 2)
