@@ -192,6 +192,8 @@ def test_cached_solve_gradcheck():
 def test_solver_choice():
     with pytest.raises(ValueError, match="solver"):
         MAFLayer(3, solver="fast")
+    with pytest.raises(ValueError, match="solver"):
+        MAFLayer(3).solver = "Naive"
     model = perturb(MAF(6, n_layers=2, hidden=16, solver="naive"), scale=0.1)
     layers = [layer for layer in model.flow if isinstance(layer, MAFLayer)]
     assert [layer.solver for layer in layers] == ["naive", "naive"]

@@ -60,13 +60,22 @@ class _AutoregressiveAffine(nn.Module):
         solver: str = "cached",
     ) -> None:
         super().__init__()
-        if solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
         self.made = MADE(dim, hidden, n_hidden, n_outputs=2, order=order, seed=seed)
         # Every position is transformed: a zero mask that the kernel reads.
         self.register_buffer("mask", torch.zeros(dim))
         self.scale_fn, self.clamp, self.reference = scale_fn, clamp, reference
         self.solver = solver
+
+    @property
+    def solver(self) -> str:
+        """How the D-step direction runs, ``"cached"`` or ``"naive"``."""
+        return self._solver
+
+    @solver.setter
+    def solver(self, value: str) -> None:
+        if value not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {value!r}")
+        self._solver = value
 
     def _affine(
         self, u: Tensor, params: Tensor, reverse: bool, mask: Tensor
