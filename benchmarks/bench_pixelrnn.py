@@ -1,10 +1,10 @@
 """PixelRNN sampling and training throughput on 8x8 digits-sized images (17 levels).
 
-The Row LSTM has two samplers: naive (the full network once per value: H rows of recurrence per
-layer) and cached (the state carried row to row, one column per layer per value); the Diagonal
-BiLSTM has the naive one only. The forward pass of the same batch is the floor of any sampler
-(the same FLOPs) and the training step is timed too. Every row has ``images_per_s``; ``gbps`` is 0
-(compute-bound).
+Both kinds have two samplers: naive (the full network once per value: H rows or H + W - 1
+diagonals of recurrence per layer) and cached (the states carried along: one LSTM step per layer
+and value, and for the Diagonal BiLSTM its right-to-left direction once per row). The forward
+pass of the same batch is the floor of any sampler (the same FLOPs) and the training step is
+timed too. Every row has ``images_per_s``; ``gbps`` is 0 (compute-bound).
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def record_row(record, provider, mode, kind, batch, timing):
 
 
 @pytest.mark.parametrize(
-    ("kind", "provider"), [("row", "cached"), ("row", "naive"), ("diagonal", "naive")]
+    ("kind", "provider"),
+    [("row", "cached"), ("row", "naive"), ("diagonal", "cached"), ("diagonal", "naive")],
 )
 def test_pixelrnn_sample(benchmark, record, quick, kind, provider):
     model = get_model(kind)

@@ -1,5 +1,5 @@
 """PixelRNN: the Row LSTM and Diagonal BiLSTM layers and model (causality, receptive fields,
-the PixelCNN model contract) and its samplers (naive; cached for the Row LSTM) against the full
+the PixelCNN model contract) and its samplers (naive and cached, for both kinds) against the full
 forward pass and each other."""
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def test_errors():
     with pytest.raises(ValueError, match="n_layers"):
         PixelRNN(n_layers=0)
     with pytest.raises(ValueError, match="method"):
-        tiny_model("diagonal").sample(2, method="cached")
+        tiny_model("diagonal").sample(2, method="fused")
     with pytest.raises(ValueError, match="temperature"):
         model.sample(2, temperature=0.0)
     with pytest.raises(ValueError, match="shape"):
@@ -142,9 +142,8 @@ def test_errors():
 # ---------------------------------------------------------------- samplers
 
 
-@pytest.mark.parametrize(
-    ("kind", "method"), [("row", "cached"), ("row", "naive"), ("diagonal", "naive")]
-)
+@pytest.mark.parametrize("method", ["cached", "naive"])
+@pytest.mark.parametrize("kind", ["row", "diagonal"])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_sampler_logits_equal_full_forward_float32(kind, method, channels):
     model = tiny_model(kind, channels, size=(4, 5))
@@ -157,13 +156,16 @@ def test_sampler_logits_equal_full_forward_float32(kind, method, channels):
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
-@pytest.mark.parametrize(("channels", "layers"), [(1, 2), (3, 1), (3, 3)])
-def test_row_lstm_cached_and_naive_same_noise_same_images_float64(channels, layers, temperature):
-    model = tiny_model("row", channels, size=(5, 4), layers=layers).double()
-    noise = torch.rand(2, channels, 5, 4, dtype=torch.float64)
+@pytest.mark.parametrize(
+    ("channels", "layers", "size"), [(1, 2, (5, 4)), (3, 1, (5, 4)), (3, 3, (5, 4)), (1, 2, (3, 1))]
+)
+@pytest.mark.parametrize("kind", ["row", "diagonal"])
+def test_cached_and_naive_same_noise_same_images_float64(kind, channels, layers, size, temperature):
+    model = tiny_model(kind, channels, size=size, layers=layers).double()
+    noise = torch.rand(2, channels, *size, dtype=torch.float64)
     options = {"noise": noise, "temperature": temperature, "return_logits": True}
     naive = model.sample(2, method="naive", **options)
-    cached = model.sample(2, **options)  # the Row LSTM's default method
+    cached = model.sample(2, **options)  # the default method
     assert naive[0].unique().numel() > 1  # the draws are not degenerate
     assert torch.equal(cached[0], naive[0])
     torch.testing.assert_close(cached[1], naive[1], rtol=1e-12, atol=1e-12)
@@ -181,6 +183,20 @@ def test_row_lstm_cached_runs_each_rows_recurrence_once():
     calls.clear()
     model.sample(2, method="naive")
     assert len(calls) == 2 * 5 * (5 * 4)
+
+
+def test_diagonal_bilstm_cached_runs_the_right_to_left_direction_once_per_row():
+    # The cached sampler runs it along each row once the row is complete; the naive one runs it
+    # over the whole image for each of the H * W values.
+    model = tiny_model("diagonal", layers=2)
+    calls = []
+    for layer in model.layers:
+        layer.right_to_left.input_to_state.register_forward_hook(lambda *_: calls.append(1))
+    model.sample(2, method="cached")
+    assert len(calls) == 2 * 5
+    calls.clear()
+    model.sample(2, method="naive")
+    assert len(calls) == 2 * (5 * 4)
 
 
 @pytest.mark.parametrize("kind", ["row", "diagonal"])

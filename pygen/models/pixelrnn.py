@@ -10,7 +10,7 @@ from pygen.layers import DiagonalBiLSTM, MaskedConv2d, RowLSTM
 from pygen.models.autoregressive import AutoregressiveImageModel, output_head
 
 KINDS = ("row", "diagonal")
-METHODS = {"row": ("cached", "naive"), "diagonal": ("naive",)}
+METHODS = ("cached", "naive")
 
 
 class PixelRNN(AutoregressiveImageModel):
@@ -80,21 +80,24 @@ class PixelRNN(AutoregressiveImageModel):
         Each value is the inverse-CDF draw (``pygen.sampling.inverse_cdf_draw``) of
         softmax(logits / temperature) with one uniform of ``noise`` ``(n, C, H, W)`` in [0, 1)
         (``torch.rand`` with ``generator`` when None); the same noise gives the same images with
-        every method. ``method``: ``"naive"`` (the full network per value, both kinds) or
-        ``"cached"`` (Row LSTM only, ``pygen.sampling.sample_row_lstm_cached``); None picks
-        ``"cached"`` where there is one. ``return_logits``: also return the logits
+        every method. ``method``: ``"naive"`` (the full network per value) or ``"cached"`` (the
+        default: the recurrent states carried along, ``pygen.sampling.sample_row_lstm_cached``
+        or ``sample_diagonal_bilstm_cached``). ``return_logits``: also return the logits
         ``(n, n_levels, C, H, W)`` each value was drawn from.
         """
-        methods = METHODS[self.kind]
-        method = methods[0] if method is None else method
-        sampling.check_sample_args(method, methods, n, temperature)
+        method = METHODS[0] if method is None else method
+        sampling.check_sample_args(method, METHODS, n, temperature)
         weight = self.head_out.weight
         shape = (n, self.in_channels, *self.image_size)
         noise = sampling.uniform_noise(noise, shape, weight.dtype, weight.device, generator)
         if method == "naive":
             images, logits = sampling.sample_naive(self, noise, None, temperature, return_logits)
-        else:
+        elif self.kind == "row":
             images, logits = sampling.sample_row_lstm_cached(
+                self, noise, temperature, return_logits
+            )
+        else:
+            images, logits = sampling.sample_diagonal_bilstm_cached(
                 self, noise, temperature, return_logits
             )
         return (images, logits) if return_logits else images

@@ -1,6 +1,6 @@
-"""Cached Row LSTM sampling: the recurrent state carried row to row, one column per value.
+"""Cached PixelRNN sampling: the recurrent states carried along, one column per value.
 
-In a Row LSTM the states of row i depend on row i-1's states (all known once row i starts) and on
+Row LSTM: the states of row i depend on row i-1's states (all known once row i starts) and on
 row i's inputs left of and at the column (a masked convolution along the row). So per row, each
 layer's state-to-state convolution runs once, for the whole row, from the carried states of the
 row above; per value, each layer computes only the column being drawn: the input convolution on
@@ -12,6 +12,14 @@ the head. That is O(1) columns per layer per value instead of the naive sampler'
 ops are overhead-bound, so the measured speed-up is smaller: on 8x8 digits, batch 16, one CPU
 thread, 55 ms cached vs 202 ms naive (3.2 ms per forward pass); see
 benchmarks/bench_pixelrnn.py.
+
+Diagonal BiLSTM: the left-to-right state at (i, j) comes from the states at (i-1, j) and
+(i, j-1), so per value each layer takes one LSTM step from the carried row above and the column
+to its left. The right-to-left direction reads only complete rows (its output is shifted down
+one row): when row i is complete, each layer runs it once along row i, right to left, for use in
+row i + 1. Where the skewed map of ``DiagonalLSTM`` puts a pixel's left neighbour outside the
+image, the state there is the recurrence run on zero inputs, the same for every image
+(``_boundary_states``).
 """
 
 from __future__ import annotations
@@ -20,29 +28,46 @@ from typing import Protocol
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
-from pygen.layers import MaskedConv2d, lstm_cell
+from pygen.layers import DiagonalLSTM, MaskedConv2d, lstm_cell
 from pygen.sampling.draw import inverse_cdf_draw
 
 
-class RowLSTMPixelRNN(Protocol):
-    """What the sampler reads from a model (``pygen.models.PixelRNN`` with ``kind="row"``)."""
+class PixelRNNModel(Protocol):
+    """What the samplers read from a model (``pygen.models.PixelRNN``)."""
 
     in_channels: int
     n_levels: int
     hidden: int
     kernel_size: int
     input_conv: MaskedConv2d
-    layers: nn.ModuleList  # of pygen.layers.RowLSTM
+    layers: nn.ModuleList  # of pygen.layers.RowLSTM or DiagonalBiLSTM
 
     def scale(self, x: Tensor) -> Tensor: ...
 
     def head(self, h: Tensor) -> Tensor: ...
 
 
+def _input_features(model: PixelRNNModel, images: Tensor, i: int, j: int) -> Tensor:
+    """The mask A input convolution at (i, j), ``(B, hidden)``, from the window it reaches."""
+    pad = model.kernel_size // 2
+    rows, cols = slice(max(0, i - pad), i + 1), slice(max(0, j - pad), j + pad + 1)
+    # Values not generated yet sit in the window but the masks give them zero weight.
+    window = model.scale(images[:, :, rows, cols])
+    return model.input_conv(window)[:, :, -1, j - cols.start]
+
+
+def _pointwise(conv: nn.Module, x: Tensor) -> Tensor:
+    """A 1x1 convolution of features ``(B, C)`` or rows of them ``(B, C, W)``."""
+    if x.dim() == 2:
+        return conv(x[:, :, None, None])[:, :, 0, 0]
+    return conv(x[:, :, None])[:, :, 0]
+
+
 @torch.no_grad()
 def sample_row_lstm_cached(
-    model: RowLSTMPixelRNN,
+    model: PixelRNNModel,
     noise: Tensor,
     temperature: float = 1.0,
     return_logits: bool = False,
@@ -52,24 +77,19 @@ def sample_row_lstm_cached(
     Returns ``(images, logits)``; logits ``(B, L, C, H, W)`` only with ``return_logits``.
     """
     batch, channels, height, width = noise.shape
-    pad = model.kernel_size // 2
     images = torch.zeros(noise.shape, dtype=torch.int64, device=noise.device)
     used = noise.new_empty(batch, model.n_levels, *noise.shape[1:]) if return_logits else None
     layers = list(model.layers)
     zeros = [noise.new_zeros(batch, model.hidden, width) for _ in layers]
     h_above, c_above = zeros, zeros  # the states before row 0
     for i in range(height):
-        rows = slice(max(0, i - pad), i + 1)
         from_above = [layer.state_to_state(h) for layer, h in zip(layers, h_above, strict=True)]
         inputs = [noise.new_zeros(batch, model.hidden, width) for _ in layers]
         h_row = [noise.new_zeros(batch, model.hidden, width) for _ in layers]
         c_row = [noise.new_zeros(batch, model.hidden, width) for _ in layers]
         for j in range(width):
-            cols = slice(max(0, j - pad), j + pad + 1)
             for c in range(channels):
-                # Values not generated yet sit in the window but the masks give them zero weight.
-                window = model.scale(images[:, :, rows, cols])
-                u = model.input_conv(window)[:, :, -1, j - cols.start]
+                u = _input_features(model, images, i, j)
                 for n, layer in enumerate(layers):
                     inputs[n][:, :, j] = u
                     left = max(0, j - layer.input_to_state.kernel_size[1] // 2)
@@ -78,11 +98,108 @@ def sample_row_lstm_cached(
                         pre + from_above[n][:, :, j], c_above[n][:, :, j], layer.color_groups
                     )
                     h_row[n][:, :, j], c_row[n][:, :, j] = h, cell
-                    u = u + layer.out(h[:, :, None, None])[:, :, 0, 0]
+                    u = u + _pointwise(layer.out, h)
                 logits = model.head(u[:, :, None, None])[:, :, c, 0, 0]
                 images[:, c, i, j] = inverse_cdf_draw(logits, noise[:, c, i, j], temperature)
                 if used is not None:
                     used[:, :, c, i, j] = logits
         # A pixel's last channel feeds none of the states at that pixel: the row's are final.
         h_above, c_above = h_row, c_row
+    return images, used
+
+
+def _boundary_states(lstm: DiagonalLSTM, steps: int, like: Tensor) -> list[tuple[Tensor, Tensor]]:
+    """``(h, c)`` ``(B, hidden)`` of ``lstm`` left of each row's first pixel: the skewed map's
+    column t holds, at every row below t, the recurrence run on zero inputs from the zero states
+    before column 0 (nothing from the image reaches it). Row i's left neighbour is column i - 1's;
+    row 0's are the zero states themselves."""
+    h = c = like.new_zeros(len(like), lstm.hidden)
+    states = [(h, c)]
+    for _ in range(steps - 1):
+        h, c = lstm_cell(lstm.state_to_state(torch.stack([h, h], -1))[..., 0], c, lstm.color_groups)
+        states.append((h, c))
+    return states
+
+
+def _step(lstm: DiagonalLSTM, pre: Tensor, left: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """One LSTM step of ``lstm`` at a pixel: ``pre`` holds its input and the state above (with
+    the bias), ``left`` the ``(h, c)`` of the pixel before it in its direction."""
+    h_left, c_left = left
+    return lstm_cell(
+        pre + F.linear(h_left, lstm.state_to_state.weight[..., 1]), c_left, lstm.color_groups
+    )
+
+
+def _from_above(lstm: DiagonalLSTM, h_above: Tensor) -> Tensor:
+    """The state-to-state term of the row above, bias included, for a whole row ``(B, 4h, W)``."""
+    conv = lstm.state_to_state
+    return F.conv1d(h_above, conv.weight[..., :1], conv.bias)
+
+
+@torch.no_grad()
+def sample_diagonal_bilstm_cached(
+    model: PixelRNNModel,
+    noise: Tensor,
+    temperature: float = 1.0,
+    return_logits: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Images ``(B, C, H, W)`` of a Diagonal BiLSTM PixelRNN drawn value by value with uniforms
+    ``noise`` ``(B, C, H, W)``.
+
+    Returns ``(images, logits)``; logits ``(B, L, C, H, W)`` only with ``return_logits``.
+    """
+    batch, channels, height, width = noise.shape
+    images = torch.zeros(noise.shape, dtype=torch.int64, device=noise.device)
+    used = noise.new_empty(batch, model.n_levels, *noise.shape[1:]) if return_logits else None
+    layers = list(model.layers)
+    like = noise.new_zeros(batch)
+
+    def row_of_zeros() -> Tensor:
+        return noise.new_zeros(batch, model.hidden, width)
+
+    forward_edge = [_boundary_states(layer.left_to_right, height, like) for layer in layers]
+    backward_edge = [_boundary_states(layer.right_to_left, height, like) for layer in layers]
+    # Per layer, the rows above: each direction's hidden states (the right-to-left one is also
+    # this row's shifted backward output).
+    forward_above = [row_of_zeros() for _ in layers]
+    backward_above = [row_of_zeros() for _ in layers]
+    for i in range(height):
+        from_above = [
+            _from_above(layer.left_to_right, h)
+            for layer, h in zip(layers, forward_above, strict=True)
+        ]
+        inputs = [row_of_zeros() for _ in layers]  # each layer's input features along the row
+        h_row = [row_of_zeros() for _ in layers]
+        c_row = [row_of_zeros() for _ in layers]
+        for j in range(width):
+            for c in range(channels):
+                u = _input_features(model, images, i, j)
+                for n, layer in enumerate(layers):
+                    inputs[n][:, :, j] = u
+                    lstm = layer.left_to_right
+                    pre = _pointwise(lstm.input_to_state, u) + from_above[n][:, :, j]
+                    left = (
+                        (h_row[n][:, :, j - 1], c_row[n][:, :, j - 1]) if j else forward_edge[n][i]
+                    )
+                    h, cell = _step(lstm, pre, left)
+                    h_row[n][:, :, j], c_row[n][:, :, j] = h, cell
+                    u = u + _pointwise(layer.out, h + backward_above[n][:, :, j])
+                logits = model.head(u[:, :, None, None])[:, :, c, 0, 0]
+                images[:, c, i, j] = inverse_cdf_draw(logits, noise[:, c, i, j], temperature)
+                if used is not None:
+                    used[:, :, c, i, j] = logits
+        # Row i is complete: the right-to-left direction runs along it, right to left.
+        image_row = model.scale(images[:, :, i])
+        for n, layer in enumerate(layers):
+            lstm = layer.right_to_left
+            pre = _pointwise(lstm.input_to_state, inputs[n]) + _pointwise(
+                lstm.extra_to_state, image_row
+            )
+            pre = pre + _from_above(lstm, backward_above[n])
+            h_back, left = row_of_zeros(), backward_edge[n][i]
+            for j in reversed(range(width)):
+                left = _step(lstm, pre[:, :, j], left)
+                h_back[:, :, j] = left[0]
+            backward_above[n] = h_back
+        forward_above = h_row
     return images, used
