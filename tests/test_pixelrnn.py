@@ -4,6 +4,7 @@ forward pass and each other."""
 
 from __future__ import annotations
 
+import collections
 import math
 
 import pytest
@@ -14,6 +15,7 @@ from pygen.data import DIGIT_LEVELS, load_digits
 from pygen.layers import skew, unskew
 from pygen.metrics import independent_pixel_bits
 from pygen.models import PixelRNN
+from pygen.sampling import pixelrnn as pixelrnn_sampling
 
 LOGIT_TOL = {"rtol": 1e-4, "atol": 1e-4}  # float32 logits of a sampler vs the full forward pass
 
@@ -185,18 +187,23 @@ def test_row_lstm_cached_runs_each_rows_recurrence_once():
     assert len(calls) == 2 * 5 * (5 * 4)
 
 
-def test_diagonal_bilstm_cached_runs_the_right_to_left_direction_once_per_row():
-    # The cached sampler runs it along each row once the row is complete; the naive one runs it
-    # over the whole image for each of the H * W values.
+def test_diagonal_bilstm_cached_takes_one_lstm_step_per_pixel_and_direction(monkeypatch):
+    # The right-to-left direction runs along each row once it is complete; the naive sampler
+    # reruns both directions over every diagonal for each value.
     model = tiny_model("diagonal", layers=2)
-    calls = []
+    names = {}
     for layer in model.layers:
-        layer.right_to_left.input_to_state.register_forward_hook(lambda *_: calls.append(1))
+        names[id(layer.left_to_right)], names[id(layer.right_to_left)] = "ltr", "rtl"
+    steps = collections.Counter()
+    step = pixelrnn_sampling._step
+
+    def counting_step(lstm, pre, left):
+        steps[names[id(lstm)]] += 1
+        return step(lstm, pre, left)
+
+    monkeypatch.setattr(pixelrnn_sampling, "_step", counting_step)
     model.sample(2, method="cached")
-    assert len(calls) == 2 * 5
-    calls.clear()
-    model.sample(2, method="naive")
-    assert len(calls) == 2 * (5 * 4)
+    assert steps == {"ltr": 2 * 5 * 4, "rtl": 2 * 5 * 4}
 
 
 @pytest.mark.parametrize("kind", ["row", "diagonal"])

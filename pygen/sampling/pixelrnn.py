@@ -9,9 +9,9 @@ padding makes it return that window's few outputs, of which one is used), the in
 convolution on the cached layer inputs of the row, the LSTM cell and the residual output, then
 the head. That is O(1) columns per layer per value instead of the naive sampler's full network
 (H rows of recurrence over W columns): about H * W times fewer FLOPs. The many tiny per-value
-ops are overhead-bound, so the measured speed-up is smaller: on 8x8 digits, batch 16, one CPU
-thread, 55 ms cached vs 202 ms naive (3.2 ms per forward pass); see
-benchmarks/bench_pixelrnn.py.
+ops are overhead-bound, so the measured speed-up is smaller (benchmarks/bench_pixelrnn.py); the
+1x1 convolutions run as the matrix products they are (``_pointwise``), which the framework's
+convolution would make ~10x dearer per call at these sizes.
 
 Diagonal BiLSTM: the left-to-right state at (i, j) comes from the states at (i-1, j) and
 (i, j-1), so per value each layer takes one LSTM step from the carried row above and the column
@@ -19,7 +19,7 @@ to its left. The right-to-left direction reads only complete rows (its output is
 one row): when row i is complete, each layer runs it once along row i, right to left, for use in
 row i + 1. Where the skewed map of ``DiagonalLSTM`` puts a pixel's left neighbour outside the
 image, the state there is the recurrence run on zero inputs, the same for every image
-(``_boundary_states``). On 8x8 digits, batch 16, two CPU threads: 74 ms cached vs 766 ms naive.
+(``_boundary_states``).
 """
 
 from __future__ import annotations
@@ -44,9 +44,10 @@ class PixelRNNModel(Protocol):
     input_conv: MaskedConv2d
     layers: nn.ModuleList  # of pygen.layers.RowLSTM or DiagonalBiLSTM
 
-    def scale(self, x: Tensor) -> Tensor: ...
+    head_hidden: MaskedConv2d
+    head_out: MaskedConv2d
 
-    def head(self, h: Tensor) -> Tensor: ...
+    def scale(self, x: Tensor) -> Tensor: ...
 
 
 def _input_features(model: PixelRNNModel, images: Tensor, i: int, j: int) -> Tensor:
@@ -58,11 +59,22 @@ def _input_features(model: PixelRNNModel, images: Tensor, i: int, j: int) -> Ten
     return model.input_conv(window)[:, :, -1, j - cols.start]
 
 
-def _pointwise(conv: nn.Module, x: Tensor) -> Tensor:
-    """A 1x1 convolution of features ``(B, C)`` or rows of them ``(B, C, W)``."""
+def _pointwise(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """A 1x1 convolution (masked or not) of features ``(B, C)`` or rows of them ``(B, C, W)``, as
+    the matrix product it is: a framework convolution this small costs ~10x more per call."""
+    weight = conv.masked_weight() if isinstance(conv, MaskedConv2d) else conv.weight
+    weight = weight.flatten(1)
     if x.dim() == 2:
-        return conv(x[:, :, None, None])[:, :, 0, 0]
-    return conv(x[:, :, None])[:, :, 0]
+        return F.linear(x, weight, conv.bias)
+    return F.linear(x.mT, weight, conv.bias).mT
+
+
+def _logits(model: PixelRNNModel, u: Tensor, c: int) -> Tensor:
+    """``model.head`` at one pixel: channel c's logits ``(B, n_levels)`` of features
+    ``(B, hidden)``."""
+    hidden = F.relu(_pointwise(model.head_hidden, F.relu(u)))
+    logits = _pointwise(model.head_out, hidden)
+    return logits.view(len(u), model.in_channels, model.n_levels)[:, c]
 
 
 @torch.no_grad()
@@ -99,7 +111,7 @@ def sample_row_lstm_cached(
                     )
                     h_row[n][:, :, j], c_row[n][:, :, j] = h, cell
                     u = u + _pointwise(layer.out, h)
-                logits = model.head(u[:, :, None, None])[:, :, c, 0, 0]
+                logits = _logits(model, u, c)
                 images[:, c, i, j] = inverse_cdf_draw(logits, noise[:, c, i, j], temperature)
                 if used is not None:
                     used[:, :, c, i, j] = logits
@@ -184,7 +196,7 @@ def sample_diagonal_bilstm_cached(
                     h, cell = _step(lstm, pre, left)
                     h_row[n][:, :, j], c_row[n][:, :, j] = h, cell
                     u = u + _pointwise(layer.out, h + backward_above[n][:, :, j])
-                logits = model.head(u[:, :, None, None])[:, :, c, 0, 0]
+                logits = _logits(model, u, c)
                 images[:, c, i, j] = inverse_cdf_draw(logits, noise[:, c, i, j], temperature)
                 if used is not None:
                     used[:, :, c, i, j] = logits
