@@ -159,11 +159,14 @@ def test_sampler_logits_equal_full_forward_float32(kind, method, channels):
 
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
 @pytest.mark.parametrize(
-    ("channels", "layers", "size"), [(1, 2, (5, 4)), (3, 1, (5, 4)), (3, 3, (5, 4)), (1, 2, (3, 1))]
+    ("channels", "layers", "size", "kernel"),
+    [(1, 2, (5, 4), 3), (3, 1, (5, 4), 3), (3, 3, (5, 4), 3), (1, 2, (3, 1), 3), (3, 2, (5, 4), 7)],
 )
 @pytest.mark.parametrize("kind", ["row", "diagonal"])
-def test_cached_and_naive_same_noise_same_images_float64(kind, channels, layers, size, temperature):
-    model = tiny_model(kind, channels, size=size, layers=layers).double()
+def test_cached_and_naive_same_noise_same_images_float64(
+    kind, channels, layers, size, kernel, temperature
+):
+    model = tiny_model(kind, channels, size=size, layers=layers, kernel_size=kernel).double()
     noise = torch.rand(2, channels, *size, dtype=torch.float64)
     options = {"noise": noise, "temperature": temperature, "return_logits": True}
     naive = model.sample(2, method="naive", **options)

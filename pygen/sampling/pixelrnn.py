@@ -4,14 +4,13 @@ Row LSTM: the states of row i depend on row i-1's states (all known once row i s
 row i's inputs left of and at the column (a masked convolution along the row). So per row, each
 layer's state-to-state convolution runs once, for the whole row, from the carried states of the
 row above; per value, each layer computes only the column being drawn: the input convolution on
-the window it reaches (the k//2 + 1 rows by k columns around the value; the convolution's own
-padding makes it return that window's few outputs, of which one is used), the input-to-state
+the window it reaches (the k//2 + 1 rows by k columns around the value), the input-to-state
 convolution on the cached layer inputs of the row, the LSTM cell and the residual output, then
 the head. That is O(1) columns per layer per value instead of the naive sampler's full network
 (H rows of recurrence over W columns): about H * W times fewer FLOPs. The many tiny per-value
-ops are overhead-bound, so the measured speed-up is smaller (benchmarks/bench_pixelrnn.py); the
-1x1 convolutions run as the matrix products they are (``_pointwise``), which the framework's
-convolution would make ~10x dearer per call at these sizes.
+ops are overhead-bound, so the measured speed-up is smaller (benchmarks/bench_pixelrnn.py). The
+per-value convolutions run as the matrix products they are (window times masked kernel), which
+the framework's convolution would make ~10x dearer per call at these sizes.
 
 Diagonal BiLSTM: the left-to-right state at (i, j) comes from the states at (i-1, j) and
 (i, j-1), so per value each layer takes one LSTM step from the carried row above and the column
@@ -51,17 +50,28 @@ class PixelRNNModel(Protocol):
 
 
 def _input_features(model: PixelRNNModel, images: Tensor, i: int, j: int) -> Tensor:
-    """The mask A input convolution at (i, j), ``(B, hidden)``, from the window it reaches."""
-    pad = model.kernel_size // 2
-    rows, cols = slice(max(0, i - pad), i + 1), slice(max(0, j - pad), j + pad + 1)
-    # Values not generated yet sit in the window but the masks give them zero weight.
-    window = model.scale(images[:, :, rows, cols])
-    return model.input_conv(window)[:, :, -1, j - cols.start]
+    """The mask A input convolution at (i, j), ``(B, hidden)``: its rows up to i of the scaled
+    image (zeros outside it, the convolution's padding) times the kernel's rows up to the centre.
+    Values not generated yet sit in the window, but the mask gives them zero weight."""
+    pad, width = model.kernel_size // 2, images.shape[3]
+    window = model.scale(images[:, :, max(0, i - pad) : i + 1, max(0, j - pad) : j + pad + 1])
+    window = F.pad(window, (max(0, pad - j), max(0, j + pad + 1 - width), max(0, pad - i), 0))
+    conv = model.input_conv
+    return F.linear(window.flatten(1), conv.masked_weight()[:, :, : pad + 1].flatten(1), conv.bias)
+
+
+def _row_input(conv: MaskedConv2d, row: Tensor, j: int) -> Tensor:
+    """A masked ``1 x k`` convolution at column j of ``row`` ``(B, C, W)``: the columns up to j
+    (zeros left of the row) times the kernel's taps up to the centre."""
+    half = conv.kernel_size[1] // 2
+    window = F.pad(row[:, :, max(0, j - half) : j + 1], (max(0, half - j), 0))
+    return F.linear(
+        window.flatten(1), conv.masked_weight()[:, :, 0, : half + 1].flatten(1), conv.bias
+    )
 
 
 def _pointwise(conv: nn.Conv2d, x: Tensor) -> Tensor:
-    """A 1x1 convolution (masked or not) of features ``(B, C)`` or rows of them ``(B, C, W)``, as
-    the matrix product it is: a framework convolution this small costs ~10x more per call."""
+    """A 1x1 convolution (masked or not) of features ``(B, C)`` or rows of them ``(B, C, W)``."""
     weight = conv.masked_weight() if isinstance(conv, MaskedConv2d) else conv.weight
     weight = weight.flatten(1)
     if x.dim() == 2:
@@ -104,8 +114,7 @@ def sample_row_lstm_cached(
                 u = _input_features(model, images, i, j)
                 for n, layer in enumerate(layers):
                     inputs[n][:, :, j] = u
-                    left = max(0, j - layer.input_to_state.kernel_size[1] // 2)
-                    pre = layer.input_to_state(inputs[n][:, :, None, left : j + 1])[:, :, 0, -1]
+                    pre = _row_input(layer.input_to_state, inputs[n], j)
                     h, cell = lstm_cell(
                         pre + from_above[n][:, :, j], c_above[n][:, :, j], layer.color_groups
                     )
