@@ -1,4 +1,5 @@
-"""The device's copy bandwidth: the floor every memory-bound op is measured against.
+"""The device's copy bandwidth and matrix throughput: the ceilings every memory-bound and
+compute-bound op is measured against.
 
 GB/s counts bytes read plus bytes written, as the other benchmarks do.
 """
@@ -22,12 +23,15 @@ def test_copy(benchmark, record, quick, provider):
     record(row("copy", provider, "copy", (NUMEL,), torch.float32, DEVICE, timing, 2 * 4 * NUMEL))
 
 
-@pytest.mark.skipif(DEVICE.type != "cuda", reason="the matrix-unit ceiling of a GPU")
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+# The GPU's matrix units in float32 (TF32 off) and bf16; the CPU's in float32 (BLAS).
+MATMUL_DTYPES = [torch.float32, torch.bfloat16] if DEVICE.type == "cuda" else [torch.float32]
+
+
+@pytest.mark.parametrize("dtype", MATMUL_DTYPES, ids=str)
 def test_matmul(benchmark, record, quick, dtype):
-    """The card's matrix throughput (float32 without TF32, and bf16) on random 8192^3 products:
-    the ceiling compute-bound kernels (the PixelCNN sampler) are measured against."""
-    n = 8192
+    """The device's matrix throughput on random square products (8192^3 on a GPU, 2048^3 on a
+    CPU): the ceiling compute-bound kernels (the PixelCNN sampler) are measured against."""
+    n = 8192 if DEVICE.type == "cuda" else 2048
     a, b = (torch.randn(n, n, device=DEVICE, dtype=dtype) for _ in range(2))
     out = torch.empty(n, n, device=DEVICE, dtype=dtype)
     timing = measure(benchmark, lambda: torch.mm(a, b, out=out), DEVICE, quick, rounds=10)

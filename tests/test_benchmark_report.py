@@ -20,6 +20,16 @@ def _row(model, provider, median_ms, mode="sample", shape=(16, 1, 8, 8)):
     }
 
 
+def _cells(markdown: str) -> list[dict[str, str]]:
+    """The rows of a markdown table as {header: cell}."""
+    header, _, *lines = markdown.splitlines()
+    names = [c.strip() for c in header.strip("|").split("|")]
+    return [
+        dict(zip(names, (c.strip() for c in line.strip("|").split("|")), strict=True))
+        for line in lines
+    ]
+
+
 def test_sampler_ratios_take_the_baseline_of_their_own_model():
     rows = [
         _row("row", "cached", 50.0),
@@ -27,15 +37,20 @@ def test_sampler_ratios_take_the_baseline_of_their_own_model():
         _row("diagonal", "naive", 800.0),
         _row("diagonal", "cached_graph", 400.0),
     ]
-    lines = {
-        tuple(c.strip() for c in line.split("|")[1:6]): line
-        for line in sampler_table(rows).splitlines()
+    cells = {(c["model"], c["provider"]): c for c in _cells(sampler_table(rows))}
+    assert cells["row", "cached"]["vs naive"] == "4.0"  # 200 / 50, not 800 / 50
+    assert cells["row", "cached"]["vs graph"] == ""  # no graph row of this model
+    assert cells["diagonal", "naive"]["vs naive"] == "1.0"
+    assert cells["diagonal", "naive"]["vs graph"] == "0.50"
+
+
+def test_sampler_arithmetic_rate_over_the_matrix_throughput_of_its_dtype():
+    rows = [_row("row", "fused", 10.0) | {"tflops": 0.5}, _row("row", "naive", 90.0)]
+    cells = {
+        c["provider"]: c for c in _cells(sampler_table(rows, {"float32": 2.0, "bfloat16": 8.0}))
     }
-    cached = lines[("row", "sample", "16x1x8x8", "float32", "cached")].split("|")
-    assert cached[9].strip() == "4.0"  # 200 / 50, not 800 / 50
-    assert cached[10].strip() == ""  # no graph row of this model
-    diagonal = lines[("diagonal", "sample", "16x1x8x8", "float32", "naive")].split("|")
-    assert diagonal[9].strip() == "1.0" and diagonal[10].strip() == "0.50"
+    assert cells["fused"]["% mm"] == "25.0" and cells["naive"]["% mm"] == ""
+    assert _cells(sampler_table(rows))[0]["% mm"] == ""  # no ceiling measured
 
 
 def test_speedup_over_eager_takes_the_eager_row_of_its_own_model():
