@@ -81,9 +81,9 @@ class PixelRNN(AutoregressiveImageModel):
         softmax(logits / temperature) with one uniform of ``noise`` ``(n, C, H, W)`` in [0, 1)
         (``torch.rand`` with ``generator`` when None); the same noise gives the same images with
         every method. ``method``: ``"naive"`` (the full network per value) or ``"cached"`` (the
-        default: the recurrent states carried along, ``pygen.sampling.sample_row_lstm_cached``
-        or ``sample_diagonal_bilstm_cached``). ``return_logits``: also return the logits
-        ``(n, n_levels, C, H, W)`` each value was drawn from.
+        default: the recurrent states carried along, ``pygen.sampling.sample_pixelrnn_cached``).
+        ``return_logits``: also return the logits ``(n, n_levels, C, H, W)`` each value was
+        drawn from.
         """
         method = METHODS[0] if method is None else method
         sampling.check_sample_args(method, METHODS, n, temperature)
@@ -92,12 +92,8 @@ class PixelRNN(AutoregressiveImageModel):
         noise = sampling.uniform_noise(noise, shape, weight.dtype, weight.device, generator)
         if method == "naive":
             images, logits = sampling.sample_naive(self, noise, None, temperature, return_logits)
-        elif self.kind == "row":
-            images, logits = sampling.sample_row_lstm_cached(
-                self, noise, temperature, return_logits
-            )
         else:
-            images, logits = sampling.sample_diagonal_bilstm_cached(
+            images, logits = sampling.sample_pixelrnn_cached(
                 self, noise, temperature, return_logits
             )
         return (images, logits) if return_logits else images

@@ -4,7 +4,7 @@
 from pygen.sampling.cached import sample_cached
 from pygen.sampling.draw import inverse_cdf_draw
 from pygen.sampling.naive import sample_naive
-from pygen.sampling.pixelrnn import sample_diagonal_bilstm_cached, sample_row_lstm_cached
+from pygen.sampling.pixelrnn import sample_pixelrnn_cached
 from pygen.sampling.sampler import METHODS, check_sample_args, sample, uniform_noise
 from pygen.sampling.weights import export_weights
 
@@ -15,8 +15,7 @@ __all__ = [
     "inverse_cdf_draw",
     "sample",
     "sample_cached",
-    "sample_diagonal_bilstm_cached",
     "sample_naive",
-    "sample_row_lstm_cached",
+    "sample_pixelrnn_cached",
     "uniform_noise",
 ]

@@ -23,6 +23,7 @@ image, the state there is the recurrence run on zero inputs, the same for every 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -36,6 +37,7 @@ from pygen.sampling.draw import inverse_cdf_draw
 class PixelRNNModel(Protocol):
     """What the samplers read from a model (``pygen.models.PixelRNN``)."""
 
+    kind: str
     in_channels: int
     n_levels: int
     hidden: int
@@ -47,6 +49,10 @@ class PixelRNNModel(Protocol):
     head_out: MaskedConv2d
 
     def scale(self, x: Tensor) -> Tensor: ...
+
+
+# draw(u, c, i, j): the head's logits of channel c from features u at pixel (i, j), the draw.
+Draw = Callable[[Tensor, int, int, int], None]
 
 
 def _input_features(model: PixelRNNModel, images: Tensor, i: int, j: int) -> Tensor:
@@ -87,20 +93,9 @@ def _logits(model: PixelRNNModel, u: Tensor, c: int) -> Tensor:
     return logits.view(len(u), model.in_channels, model.n_levels)[:, c]
 
 
-@torch.no_grad()
-def sample_row_lstm_cached(
-    model: PixelRNNModel,
-    noise: Tensor,
-    temperature: float = 1.0,
-    return_logits: bool = False,
-) -> tuple[Tensor, Tensor | None]:
-    """Images ``(B, C, H, W)`` drawn value by value with uniforms ``noise`` ``(B, C, H, W)``.
-
-    Returns ``(images, logits)``; logits ``(B, L, C, H, W)`` only with ``return_logits``.
-    """
+def _row_lstm(model: PixelRNNModel, noise: Tensor, images: Tensor, draw: Draw) -> None:
+    """Every value of a Row LSTM PixelRNN, in order (see the module docstring)."""
     batch, channels, height, width = noise.shape
-    images = torch.zeros(noise.shape, dtype=torch.int64, device=noise.device)
-    used = noise.new_empty(batch, model.n_levels, *noise.shape[1:]) if return_logits else None
     layers = list(model.layers)
     zeros = [noise.new_zeros(batch, model.hidden, width) for _ in layers]
     h_above, c_above = zeros, zeros  # the states before row 0
@@ -120,13 +115,9 @@ def sample_row_lstm_cached(
                     )
                     h_row[n][:, :, j], c_row[n][:, :, j] = h, cell
                     u = u + _pointwise(layer.out, h)
-                logits = _logits(model, u, c)
-                images[:, c, i, j] = inverse_cdf_draw(logits, noise[:, c, i, j], temperature)
-                if used is not None:
-                    used[:, :, c, i, j] = logits
+                draw(u, c, i, j)
         # A pixel's last channel feeds none of the states at that pixel: the row's are final.
         h_above, c_above = h_row, c_row
-    return images, used
 
 
 def _boundary_states(lstm: DiagonalLSTM, steps: int, like: Tensor) -> list[tuple[Tensor, Tensor]]:
@@ -157,21 +148,9 @@ def _from_above(lstm: DiagonalLSTM, h_above: Tensor) -> Tensor:
     return F.conv1d(h_above, conv.weight[..., :1], conv.bias)
 
 
-@torch.no_grad()
-def sample_diagonal_bilstm_cached(
-    model: PixelRNNModel,
-    noise: Tensor,
-    temperature: float = 1.0,
-    return_logits: bool = False,
-) -> tuple[Tensor, Tensor | None]:
-    """Images ``(B, C, H, W)`` of a Diagonal BiLSTM PixelRNN drawn value by value with uniforms
-    ``noise`` ``(B, C, H, W)``.
-
-    Returns ``(images, logits)``; logits ``(B, L, C, H, W)`` only with ``return_logits``.
-    """
+def _diagonal_bilstm(model: PixelRNNModel, noise: Tensor, images: Tensor, draw: Draw) -> None:
+    """Every value of a Diagonal BiLSTM PixelRNN, in order (see the module docstring)."""
     batch, channels, height, width = noise.shape
-    images = torch.zeros(noise.shape, dtype=torch.int64, device=noise.device)
-    used = noise.new_empty(batch, model.n_levels, *noise.shape[1:]) if return_logits else None
     layers = list(model.layers)
     like = noise.new_zeros(batch)
 
@@ -205,10 +184,7 @@ def sample_diagonal_bilstm_cached(
                     h, cell = _step(lstm, pre, left)
                     h_row[n][:, :, j], c_row[n][:, :, j] = h, cell
                     u = u + _pointwise(layer.out, h + backward_above[n][:, :, j])
-                logits = _logits(model, u, c)
-                images[:, c, i, j] = inverse_cdf_draw(logits, noise[:, c, i, j], temperature)
-                if used is not None:
-                    used[:, :, c, i, j] = logits
+                draw(u, c, i, j)
         # Row i is complete: the right-to-left direction runs along it, right to left.
         image_row = model.scale(images[:, :, i])
         for n, layer in enumerate(layers):
@@ -223,4 +199,28 @@ def sample_diagonal_bilstm_cached(
                 h_back[:, :, j] = left[0]
             backward_above[n] = h_back
         forward_above = h_row
+
+
+@torch.no_grad()
+def sample_pixelrnn_cached(
+    model: PixelRNNModel,
+    noise: Tensor,
+    temperature: float = 1.0,
+    return_logits: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Images ``(B, C, H, W)`` of a PixelRNN (either kind) drawn value by value with uniforms
+    ``noise`` ``(B, C, H, W)``, the recurrent states carried along.
+
+    Returns ``(images, logits)``; logits ``(B, L, C, H, W)`` only with ``return_logits``.
+    """
+    images = torch.zeros(noise.shape, dtype=torch.int64, device=noise.device)
+    used = noise.new_empty(len(noise), model.n_levels, *noise.shape[1:]) if return_logits else None
+
+    def draw(u: Tensor, c: int, i: int, j: int) -> None:
+        logits = _logits(model, u, c)
+        images[:, c, i, j] = inverse_cdf_draw(logits, noise[:, c, i, j], temperature)
+        if used is not None:
+            used[:, :, c, i, j] = logits
+
+    (_row_lstm if model.kind == "row" else _diagonal_bilstm)(model, noise, images, draw)
     return images, used
