@@ -121,10 +121,10 @@ def _row_lstm(model: PixelRNNModel, noise: Tensor, images: Tensor, draw: Draw) -
 
 
 def _boundary_states(lstm: DiagonalLSTM, steps: int, like: Tensor) -> list[tuple[Tensor, Tensor]]:
-    """``(h, c)`` ``(B, hidden)`` of ``lstm`` left of each row's first pixel: the skewed map's
-    column t holds, at every row below t, the recurrence run on zero inputs from the zero states
-    before column 0 (nothing from the image reaches it). Row i's left neighbour is column i - 1's;
-    row 0's are the zero states themselves."""
+    """``(h, c)`` ``(B, hidden)`` (B = ``len(like)``) of ``lstm`` left of each row's first
+    pixel: the skewed map's column t holds, at every row below t, the recurrence run on zero
+    inputs from the zero states before column 0 (nothing from the image reaches it). Row i's left
+    neighbour is column i - 1's; row 0's are the zero states themselves."""
     h = c = like.new_zeros(len(like), lstm.hidden)
     states = [(h, c)]
     for _ in range(steps - 1):
@@ -152,13 +152,12 @@ def _diagonal_bilstm(model: PixelRNNModel, noise: Tensor, images: Tensor, draw: 
     """Every value of a Diagonal BiLSTM PixelRNN, in order (see the module docstring)."""
     batch, channels, height, width = noise.shape
     layers = list(model.layers)
-    like = noise.new_zeros(batch)
 
     def row_of_zeros() -> Tensor:
         return noise.new_zeros(batch, model.hidden, width)
 
-    forward_edge = [_boundary_states(layer.left_to_right, height, like) for layer in layers]
-    backward_edge = [_boundary_states(layer.right_to_left, height, like) for layer in layers]
+    forward_edge = [_boundary_states(layer.left_to_right, height, noise) for layer in layers]
+    backward_edge = [_boundary_states(layer.right_to_left, height, noise) for layer in layers]
     # Per layer, the rows above: each direction's hidden states (the right-to-left one is also
     # this row's shifted backward output).
     forward_above = [row_of_zeros() for _ in layers]
@@ -189,10 +188,11 @@ def _diagonal_bilstm(model: PixelRNNModel, noise: Tensor, images: Tensor, draw: 
         image_row = model.scale(images[:, :, i])
         for n, layer in enumerate(layers):
             lstm = layer.right_to_left
-            pre = _pointwise(lstm.input_to_state, inputs[n]) + _pointwise(
-                lstm.extra_to_state, image_row
+            pre = (
+                _pointwise(lstm.input_to_state, inputs[n])
+                + _pointwise(lstm.extra_to_state, image_row)
+                + _from_above(lstm, backward_above[n])
             )
-            pre = pre + _from_above(lstm, backward_above[n])
             h_back, left = row_of_zeros(), backward_edge[n][i]
             for j in reversed(range(width)):
                 left = _step(lstm, pre[:, :, j], left)
