@@ -183,6 +183,20 @@ def test_cached_solve_matches_the_naive_one(name, dtype, tol):
         torch.testing.assert_close(cached, naive, rtol=tol, atol=tol)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
+def test_cached_solve_on_cuda_matches_the_naive_one(dtype):
+    layer = perturb(LAYERS["maf"](), scale=0.3).to("cuda", dtype)
+    z = inputs((5,), n=8, dtype=dtype).cuda()
+    layer.solver = "naive"
+    naive = layer.inverse(z)
+    layer.solver = "cached"
+    cached = layer.inverse(z)
+    tol = 1e-10 if dtype == torch.float64 else 2e-2
+    for a, b in zip(cached, naive, strict=True):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
 def test_cached_solve_gradcheck():
     layer = perturb(IAFLayer(4, hidden=10, n_hidden=2, order="random", seed=1), 0.3).double()
     x = inputs((4,), n=3, dtype=torch.float64).requires_grad_()
