@@ -69,9 +69,9 @@ class MADE(nn.Module):
         degrees[order_t] = torch.arange(1, dim + 1)
         self.register_buffer("degrees", degrees)
 
-        # Hidden degrees cycle through [1, D-1] so that every degree is present in every layer
-        # (``solve`` rebuilds them from this rule).
+        # Hidden degrees cycle through [1, D-1] so that every degree is present in every layer.
         hidden_degrees = torch.arange(hidden) % max(dim - 1, 1) + 1
+        self.register_buffer("hidden_degrees", hidden_degrees, persistent=False)  # for ``solve``
         layers: list[nn.Module] = []
         previous = degrees
         for _ in range(n_hidden):
@@ -104,10 +104,9 @@ class MADE(nn.Module):
         linears = [m for m in self.net if isinstance(m, MaskedLinear)]
         # Hidden units sorted by degree (the layers share one set of degrees): the units of
         # degree m are then one block, bounds[m - 1]:bounds[m].
-        stride = max(self.dim - 1, 1)
-        hidden_degrees = torch.arange(linears[0].out_features, device=like.device) % stride + 1
-        perm = torch.argsort(hidden_degrees, stable=True)
-        bounds = [0, *torch.bincount(hidden_degrees, minlength=stride + 1)[1:].cumsum(0).tolist()]
+        degrees = self.hidden_degrees
+        perm = torch.argsort(degrees, stable=True)
+        bounds = [0, *torch.bincount(degrees, minlength=self.dim)[1:].cumsum(0).tolist()]
         # The sums run in float32 for 16-bit inputs, as a matmul's do: rounded once per output,
         # not once per step.
         acc = torch.promote_types(like.dtype, torch.float32)
