@@ -285,18 +285,46 @@ def test_cached_and_naive_internal_noise_follow_the_generator():
     assert torch.equal(model.sample(2, method="cached", noise=noise), a)
 
 
-def test_fused_batch_split_over_threads_changes_nothing():
-    model = tiny_model(3, 2, size=(4, 4))
-    y = torch.tensor([0, 1, 1, 0, 1])
-    noise = torch.rand(5, 3, 4, 4)
-    one = model.sample(5, y=y, noise=noise, return_logits=True)
-    torch.set_num_threads(2)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    ("channels", "hidden", "threads", "batch"),
+    [
+        (3, 6, 2, 5),  # more samples than threads: one thread per group of samples
+        (1, 40, 2, 1),  # a team of 2 shares the sample: 16 + 24 gate outputs, 16 + 24 levels
+        (3, 42, 2, 1),  # RGB channel masks, shares of 16 + 26
+        (1, 48, 3, 1),  # a team of 3: one 16-wide tile each
+        (3, 48, 3, 2),  # 2 groups of one thread, the third thread left out
+    ],
+)
+def test_fused_threads_change_nothing(channels, hidden, threads, batch, dtype):
+    # The CPU kernel splits the batch over groups of threads and, with fewer samples than
+    # threads, each sample's products over a team: every split gives the same images.
+    torch.manual_seed(0)
+    model = (
+        PixelCNN(
+            in_channels=channels,
+            n_levels=40,
+            n_layers=3,
+            hidden=hidden,
+            kernel_size=3,
+            n_classes=2,
+            image_size=(5, 6),
+        )
+        .to(dtype)
+        .eval()
+    )
+    y = torch.arange(batch) % 2
+    noise = torch.rand(batch, channels, 5, 6, dtype=dtype)
+    one = model.sample(batch, y=y, noise=noise, return_logits=True)
+    torch.set_num_threads(threads)
     try:
-        two = model.sample(5, y=y, noise=noise, return_logits=True)
+        split = model.sample(batch, y=y, noise=noise, return_logits=True)
     finally:
         torch.set_num_threads(1)
-    assert torch.equal(one[0], two[0])
-    torch.testing.assert_close(one[1], two[1], **LOGIT_TOL)
+    assert torch.equal(one[0], split[0])
+    torch.testing.assert_close(split[1], one[1], **LOGIT_TOL)
+    with torch.no_grad():
+        torch.testing.assert_close(split[1], model(split[0], y), **LOGIT_TOL)
 
 
 def test_fused_op_opcheck():

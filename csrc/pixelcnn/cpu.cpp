@@ -1,17 +1,30 @@
 // CPU kernel of the cached PixelCNN sampler (algorithm and layout: pixelcnn.h).
 //
 // Per image row: the vertical stack of every layer for the whole row and batch as one im2col +
-// GEMM (at::mm, the BLAS), then its link projection (another GEMM). Then the batch is split over
-// the threads (one parallel region per row), and each thread runs the row's pixels for its samples:
-// per value, per layer, one output position from the current row's buffers, with hand-written
-// small matrix products over its samples (weights reused across them), then the head, the softmax
-// and the draw. The per-value code is compiled for AVX2+FMA too and picked at load time.
+// GEMM (at::mm, the BLAS), then its link projection (another GEMM). Then one parallel region runs
+// the row's pixels: per value, per layer, one output position from the current row's buffers, with
+// hand-written small matrix products over a group of samples (weights reused across them), then
+// the head, the softmax and the draw. With at least as many samples as threads each thread is a
+// group of its own; with fewer (batch 1), a team of threads shares each group and splits every
+// product by output columns, meeting at a spin barrier after each product (17 per value for the
+// default model): the per-value weights (1.1 MB) then stream from the cores' own L2 caches.
+// The per-value code is compiled for AVX2+FMA too and picked at load time.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstring>
+#include <thread>
 #include <type_traits>
 #include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "common/math.h"
 #include "common/philox.h"
@@ -51,65 +64,110 @@ struct Net {
   }
 };
 
-// y[r, :n] += x[r, :k] @ w[:k, :n] for R rows (row strides ldx, ldw, ldy): a register tile of R
-// rows x kTile outputs accumulates over k, so each weight row is loaded once for the R samples.
-template <typename T, int64_t R>
+// A 32-byte vector of T (GCC vector extension: one AVX2 register in the x86-64-v3 clone, two SSE
+// registers in the default one).
+template <typename T>
+struct Lanes {
+  typedef T type __attribute__((vector_size(32)));
+};
+template <typename T>
+using Vec = typename Lanes<T>::type;
+template <typename T>
+constexpr int64_t kLanes = 32 / sizeof(T);
+
+template <typename T>
+inline __attribute__((always_inline)) Vec<T> load(const T* p) {
+  Vec<T> v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename T>
+inline __attribute__((always_inline)) void store(T* p, const Vec<T>& v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+// y[r, :2 vectors] += x[r, :k] @ w[:k, :2 vectors] for R rows (row strides ldx, ldw, ldy). Each
+// weight row is loaded once for the R rows, into R x 2 accumulators; with few rows, S partial sums
+// over interleaved q keep R * 2 * S >= 8 independent FMA chains in flight (two FMA units with a
+// latency of four cycles), which a single row's two chains would leave mostly idle.
+template <typename T, int64_t R, int64_t S>
 inline __attribute__((always_inline)) void matmul_tile(const T* x, int64_t ldx, const T* w,
-                                                       int64_t ldw, int64_t k, int64_t n, T* y,
-                                                       int64_t ldy) {
-  constexpr int64_t kTile = 64 / sizeof(T);  // two AVX2 registers per row
-  int64_t o0 = 0;
-  for (; o0 + kTile <= n; o0 += kTile) {
-    T acc[R][kTile];
+                                                       int64_t ldw, int64_t k, T* y, int64_t ldy) {
+  constexpr int64_t L = kLanes<T>;
+  Vec<T> acc[S][R][2] = {};
 #pragma GCC unroll 4
-    for (int64_t r = 0; r < R; ++r) {
-#pragma omp simd
-      for (int64_t o = 0; o < kTile; ++o) acc[r][o] = y[r * ldy + o0 + o];
-    }
-    for (int64_t q = 0; q < k; ++q) {
-      const T* wq = w + q * ldw + o0;
+  for (int64_t r = 0; r < R; ++r) {
+    acc[0][r][0] = load(y + r * ldy);
+    acc[0][r][1] = load(y + r * ldy + L);
+  }
+  int64_t q = 0;
+  for (; q + S <= k; q += S) {
+#pragma GCC unroll 4
+    for (int64_t s = 0; s < S; ++s) {
+      const Vec<T> w0 = load(w + (q + s) * ldw), w1 = load(w + (q + s) * ldw + L);
 #pragma GCC unroll 4
       for (int64_t r = 0; r < R; ++r) {
-        const T xv = x[r * ldx + q];
-#pragma omp simd
-        for (int64_t o = 0; o < kTile; ++o) acc[r][o] += xv * wq[o];
+        const T xv = x[r * ldx + q + s];
+        acc[s][r][0] += xv * w0;
+        acc[s][r][1] += xv * w1;
       }
     }
+  }
+  for (; q < k; ++q) {
+    const Vec<T> w0 = load(w + q * ldw), w1 = load(w + q * ldw + L);
 #pragma GCC unroll 4
     for (int64_t r = 0; r < R; ++r) {
-#pragma omp simd
-      for (int64_t o = 0; o < kTile; ++o) y[r * ldy + o0 + o] = acc[r][o];
+      acc[0][r][0] += x[r * ldx + q] * w0;
+      acc[0][r][1] += x[r * ldx + q] * w1;
     }
   }
-  for (int64_t r = 0; r < R; ++r) {  // the last n % kTile outputs
-    for (int64_t q = 0; q < k; ++q) {
-      const T xv = x[r * ldx + q];
-      for (int64_t o = o0; o < n; ++o) y[r * ldy + o] += xv * w[q * ldw + o];
+#pragma GCC unroll 4
+  for (int64_t r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+    for (int64_t s = 1; s < S; ++s) {
+      acc[0][r][0] += acc[s][r][0];
+      acc[0][r][1] += acc[s][r][1];
     }
+    store(y + r * ldy, acc[0][r][0]);
+    store(y + r * ldy + L, acc[0][r][1]);
   }
 }
 
-// y[r, :n] += x[r, :k] @ w[:k, :n] for r < rows, in tiles of 4 rows.
+// y[r, :n] += x[r, :k] @ w[:k, :n] for r < rows: tiles of two vectors of outputs, by 4 rows (then
+// 2, then 1), then the last n % (2 vectors) outputs one by one.
 template <typename T>
 inline __attribute__((always_inline)) void matmul_acc(const T* x, int64_t ldx, const T* w,
                                                       int64_t ldw, int64_t k, int64_t n, T* y,
                                                       int64_t ldy, int64_t rows) {
-  int64_t r = 0;
-  for (; r + 4 <= rows; r += 4) matmul_tile<T, 4>(x + r * ldx, ldx, w, ldw, k, n, y + r * ldy, ldy);
-  for (; r < rows; ++r) matmul_tile<T, 1>(x + r * ldx, ldx, w, ldw, k, n, y + r * ldy, ldy);
+  constexpr int64_t kWidth = 2 * kLanes<T>;
+  int64_t o = 0;
+  for (; o + kWidth <= n; o += kWidth) {
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) matmul_tile<T, 4, 1>(x + r * ldx, ldx, w + o, ldw, k, y + r * ldy + o, ldy);
+    for (; r + 2 <= rows; r += 2) matmul_tile<T, 2, 2>(x + r * ldx, ldx, w + o, ldw, k, y + r * ldy + o, ldy);
+    for (; r < rows; ++r) matmul_tile<T, 1, 4>(x + r * ldx, ldx, w + o, ldw, k, y + r * ldy + o, ldy);
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t q = 0; q < k; ++q) {
+      const T xv = x[r * ldx + q];
+      for (int64_t t = o; t < n; ++t) y[r * ldy + t] += xv * w[q * ldw + t];
+    }
+  }
 }
 
-// out[o] = tanh(pre[o]) * sigmoid(pre[h + o]) (float: through the vectorizable fast_exp).
+// out[o] = tanh(pre[o]) * sigmoid(pre[h + o]) for o < n (float: through the vectorizable
+// fast_exp).
 template <typename T>
-inline __attribute__((always_inline)) void gate(const T* pre, int64_t h, T* out) {
+inline __attribute__((always_inline)) void gate(const T* pre, int64_t h, int64_t n, T* out) {
   if constexpr (std::is_same_v<T, float>) {
 #pragma omp simd
-    for (int64_t o = 0; o < h; ++o) {
+    for (int64_t o = 0; o < n; ++o) {
       const float t = 2.0f / (1.0f + fast_exp(-2.0f * pre[o])) - 1.0f;
       out[o] = t / (1.0f + fast_exp(-pre[h + o]));
     }
   } else {
-    for (int64_t o = 0; o < h; ++o) out[o] = std::tanh(pre[o]) / (T(1) + std::exp(-pre[h + o]));
+    for (int64_t o = 0; o < n; ++o) out[o] = std::tanh(pre[o]) / (T(1) + std::exp(-pre[h + o]));
   }
 }
 
@@ -136,82 +194,148 @@ inline __attribute__((always_inline)) int64_t draw(const T* logits, int64_t leve
   return levels - 1;
 }
 
-// Buffers shared by the steps of one row.
+// Buffers shared by the steps of one row: the layers' row inputs and links, and the per-sample
+// scratch of the horizontal stack and the head (rows of the whole batch; a group uses its own).
 template <typename T>
 struct Rows {
   std::vector<T*> h_in;  // per layer: horizontal input of the current row, (B, W + k//2, Cin)
   std::vector<T*> link;  // per layer: link projection of the row's vertical stack, (B, W, 2h)
+  T *pre, *gated, *top, *hid, *logits, *scratch;  // (B, 2h), (B, h) x 3, (B, L) x 2
 };
 
-// One image row for samples [b0, b1): every pixel, channel and layer, the head and the draws.
+// A sense-counting spin barrier for the threads of one team. Teams are at most a few threads that
+// meet every few microseconds, so spinning beats sleeping; past a while it yields the core.
+struct alignas(64) SpinBarrier {
+  std::atomic<int64_t> arrived{0}, phase{0};
+
+  void wait(int64_t members) {
+    if (members == 1) return;
+    const int64_t current = phase.load(std::memory_order_relaxed);
+    if (arrived.fetch_add(1, std::memory_order_acq_rel) + 1 == members) {
+      arrived.store(0, std::memory_order_relaxed);
+      phase.store(current + 1, std::memory_order_release);
+      return;
+    }
+    for (int64_t spins = 0; phase.load(std::memory_order_acquire) == current; ++spins) {
+      if (spins < 4096) {
+#if defined(__x86_64__)
+        _mm_pause();
+#endif
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+};
+
+// One thread's place: member `rank` of a team of `size` sharing a barrier.
+struct Team {
+  SpinBarrier* barrier;
+  int64_t rank, size;
+
+  void sync() const { barrier->wait(size); }
+
+  // This member's share [begin, end) of n outputs, split in whole tiles of `tile`.
+  std::pair<int64_t, int64_t> share(int64_t n, int64_t tile) const {
+    const int64_t tiles = (n + tile - 1) / tile;
+    return {std::min(n, rank * tiles / size * tile), std::min(n, (rank + 1) * tiles / size * tile)};
+  }
+};
+
+// One image row for samples [b0, b1): every pixel, channel and layer, the head and the draws. Each
+// member of the team computes its share of the outputs of every product; the first one draws.
 template <typename T>
 PYGEN_CLONES void horizontal_row(const Problem& p, const Net<T>& net, const Rows<T>& buf,
-                                 const T* noise, uint64_t seed, int64_t i, int64_t b0, int64_t b1,
-                                 int64_t* images, T* logits_out) {
+                                 const Team& team, const T* noise, uint64_t seed, int64_t i,
+                                 int64_t b0, int64_t b1, int64_t* images, T* logits_out) {
+  constexpr int64_t kTile = 2 * kLanes<T>;  // matmul_acc's tile width
   const int64_t rows = b1 - b0, h = p.hidden, h2 = 2 * h, pad = p.kernel / 2, kw = pad + 1;
   const int64_t wp = p.width + pad, levels = p.levels, n_out = p.channels * levels;
   const T scale = static_cast<T>(2.0 / static_cast<double>(levels - 1));
   const T temperature = static_cast<T>(p.temperature);
-  std::vector<T> pre(rows * h2), gated(rows * h), top(rows * h), hid(rows * h), logits(rows * levels),
-      scratch(levels);
-  for (int64_t l = 0; l < p.layers; ++l) {
-    const int64_t cin = l == 0 ? p.channels : h;
-    std::fill_n(buf.h_in[l] + b0 * wp * cin, rows * wp * cin, T(0));
+  const auto [o0, o1] = team.share(h, kTile);
+  const auto [v0, v1] = team.share(levels, kTile);
+  const int64_t n_o = o1 - o0, n_v = v1 - v0;
+  T *pre = buf.pre + b0 * h2, *gated = buf.gated + b0 * h, *top = buf.top + b0 * h;
+  T *hid = buf.hid + b0 * h, *logits = buf.logits + b0 * levels;
+  if (team.rank == 0) {
+    for (int64_t l = 0; l < p.layers; ++l) {
+      const int64_t cin = l == 0 ? p.channels : h;
+      std::fill_n(buf.h_in[l] + b0 * wp * cin, rows * wp * cin, T(0));
+    }
   }
+  team.sync();
   for (int64_t j = 0; j < p.width; ++j) {
     for (int64_t c = 0; c < p.channels; ++c) {
       for (int64_t l = 0; l < p.layers; ++l) {
         const int64_t cin = l == 0 ? p.channels : h;
         const T* h_in = buf.h_in[l];
+        // Pre-activations of this member's gate outputs: columns [o0, o1) and h + [o0, o1).
         for (int64_t r = 0; r < rows; ++r) {
           const T* bias = net.h_b[l] + (b0 + r) * h2;
           const T* link = buf.link[l] + ((b0 + r) * p.width + j) * h2;
+          for (const int64_t half : {int64_t{0}, h}) {
 #pragma omp simd
-          for (int64_t o = 0; o < h2; ++o) pre[r * h2 + o] = bias[o] + link[o];
+            for (int64_t o = half + o0; o < half + o1; ++o) pre[r * h2 + o] = bias[o] + link[o];
+          }
         }
-        matmul_acc(h_in + (b0 * wp + j) * cin, wp * cin, net.h_w[l], h2, kw * cin, h2, pre.data(),
-                   h2, rows);
-        for (int64_t r = 0; r < rows; ++r) gate(pre.data() + r * h2, h, gated.data() + r * h);
-        // The layer's output at (i, j) goes to the next layer's row buffer, the last one to `top`.
+        const T* window = h_in + (b0 * wp + j) * cin;
+        for (const int64_t half : {int64_t{0}, h}) {
+          matmul_acc(window, wp * cin, net.h_w[l] + half + o0, h2, kw * cin, n_o,
+                     pre + half + o0, h2, rows);
+        }
+        for (int64_t r = 0; r < rows; ++r) gate(pre + r * h2 + o0, h, n_o, gated + r * h + o0);
+        team.sync();
+        // The layer's output at (i, j) goes to the next layer's row buffer, the last one to `top`
+        // (through the head's first ReLU).
         const bool last = l + 1 == p.layers;
-        T* dst = last ? top.data() : buf.h_in[l + 1] + (b0 * wp + j + pad) * h;
+        T* dst = last ? top : buf.h_in[l + 1] + (b0 * wp + j + pad) * h;
         const int64_t ld = last ? h : wp * h;
         for (int64_t r = 0; r < rows; ++r) {
-          std::copy_n(net.out_b[l], h, dst + r * ld);
+          std::copy_n(net.out_b[l] + o0, n_o, dst + r * ld + o0);
           if (l == 0) continue;  // the first layer has no residual connection
           const T* residual = h_in + ((b0 + r) * wp + j + pad) * h;
 #pragma omp simd
-          for (int64_t o = 0; o < h; ++o) dst[r * ld + o] += residual[o];
+          for (int64_t o = o0; o < o1; ++o) dst[r * ld + o] += residual[o];
         }
-        matmul_acc(gated.data(), h, net.out_w[l], h, h, h, dst, ld, rows);
+        matmul_acc(gated, h, net.out_w[l] + o0, h, h, n_o, dst + o0, ld, rows);
+        if (last) {
+          for (int64_t r = 0; r < rows; ++r) {
+#pragma omp simd
+            for (int64_t o = o0; o < o1; ++o) top[r * h + o] = std::max(top[r * h + o], T(0));
+          }
+        }
+        team.sync();
       }
-      // Head: ReLU -> 1x1 -> ReLU -> 1x1, only the logits of channel c.
+      // Head: (ReLU) -> 1x1 -> ReLU -> 1x1, only the logits of channel c.
+      for (int64_t r = 0; r < rows; ++r) std::copy_n(net.b1 + o0, n_o, hid + r * h + o0);
+      matmul_acc(top, h, net.w1 + o0, h, h, n_o, hid + o0, h, rows);
       for (int64_t r = 0; r < rows; ++r) {
 #pragma omp simd
-        for (int64_t o = 0; o < h; ++o) {
-          top[r * h + o] = std::max(top[r * h + o], T(0));
-          hid[r * h + o] = net.b1[o];
+        for (int64_t o = o0; o < o1; ++o) hid[r * h + o] = std::max(hid[r * h + o], T(0));
+      }
+      team.sync();
+      for (int64_t r = 0; r < rows; ++r) {
+        std::copy_n(net.b2 + c * levels + v0, n_v, logits + r * levels + v0);
+      }
+      matmul_acc(hid, h, net.w2 + c * levels + v0, n_out, h, n_v, logits + v0, levels, rows);
+      team.sync();
+      if (team.rank == 0) {
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t b = b0 + r;
+          const int64_t g = ((b * p.channels + c) * p.height + i) * p.width + j;
+          const T u = noise != nullptr ? noise[g] : static_cast<T>(uniform_at(g, seed));
+          const T* lg = logits + r * levels;
+          const int64_t level = draw(lg, levels, temperature, u, buf.scratch + b0 * levels);
+          images[g] = level;
+          buf.h_in[0][(b * wp + j + pad) * p.channels + c] = static_cast<T>(level) * scale - T(1);
+          if (logits_out != nullptr) {  // logits (B, L, C, H, W)
+            const int64_t plane = p.channels * p.height * p.width, at_c = g - b * plane;
+            for (int64_t v = 0; v < levels; ++v) logits_out[(b * levels + v) * plane + at_c] = lg[v];
+          }
         }
       }
-      matmul_acc(top.data(), h, net.w1, h, h, h, hid.data(), h, rows);
-      for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t o = 0; o < h; ++o) hid[r * h + o] = std::max(hid[r * h + o], T(0));
-        std::copy_n(net.b2 + c * levels, levels, logits.data() + r * levels);
-      }
-      matmul_acc(hid.data(), h, net.w2 + c * levels, n_out, h, levels, logits.data(), levels, rows);
-      for (int64_t r = 0; r < rows; ++r) {
-        const int64_t b = b0 + r;
-        const int64_t g = ((b * p.channels + c) * p.height + i) * p.width + j;
-        const T u = noise != nullptr ? noise[g] : static_cast<T>(uniform_at(g, seed));
-        const T* lg = logits.data() + r * levels;
-        const int64_t level = draw(lg, levels, temperature, u, scratch.data());
-        images[g] = level;
-        buf.h_in[0][(b * wp + j + pad) * p.channels + c] = static_cast<T>(level) * scale - T(1);
-        if (logits_out != nullptr) {  // logits (B, L, C, H, W)
-          const int64_t plane = p.channels * p.height * p.width, at_c = g - b * plane;
-          for (int64_t l = 0; l < levels; ++l) logits_out[(b * levels + l) * plane + at_c] = lg[l];
-        }
-      }
+      team.sync();
     }
   }
 }
@@ -226,8 +350,34 @@ PYGEN_CLONES void bias_gate_rows(T* v_pre, const T* v_b, T* v_out, int64_t h, in
     const T* bias = v_b + (r / width) * h2;
 #pragma omp simd
     for (int64_t o = 0; o < h2; ++o) row[o] += bias[o];
-    if (v_out != nullptr) gate(row, h, v_out + r * h);
+    if (v_out != nullptr) gate(row, h, h, v_out + r * h);
   }
+}
+
+// How the horizontal stack's threads share the batch: `groups` groups of samples, each run by a
+// team of `team` threads (one per group when there are samples enough; at most one thread per
+// 16 gate outputs, below which a share is too small to pay for its barriers).
+struct ThreadSplit {
+  int64_t groups, team;
+};
+
+ThreadSplit split_threads(int64_t threads, int64_t batch, int64_t hidden) {
+  const int64_t groups = std::max<int64_t>(1, std::min(threads, batch));
+  const int64_t team = std::clamp<int64_t>(threads / groups, 1, std::max<int64_t>(1, hidden / 16));
+  return {groups, team};
+}
+
+// f(thread, n_threads) on each thread of one parallel region (OpenMP: all of the team run at once,
+// which the spin barriers need; nested in another region, or without OpenMP, a team of one).
+template <typename F>
+void in_parallel(int64_t threads, const F& f) {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+  f(omp_get_thread_num(), omp_get_num_threads());
+#else
+  (void)threads;
+  f(0, 1);
+#endif
 }
 
 template <typename T>
@@ -256,6 +406,16 @@ void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Ten
   const T* noise_p = noise.defined() ? noise.const_data_ptr<T>() : nullptr;
   T* logits_p = p.return_logits ? logits.mutable_data_ptr<T>() : nullptr;
   const int64_t pix_grain = std::max<int64_t>(1, 4096 / h2);
+  at::Tensor scratch = at::empty({bsz, h2 + 3 * h + 2 * p.levels}, opts);
+  buf.pre = scratch.mutable_data_ptr<T>();
+  buf.gated = buf.pre + bsz * h2;
+  buf.top = buf.gated + bsz * h;
+  buf.hid = buf.top + bsz * h;
+  buf.logits = buf.hid + bsz * h;
+  buf.scratch = buf.logits + bsz * p.levels;
+  const ThreadSplit plan = split_threads(at::get_num_threads(), bsz, h);
+  const int64_t threads = plan.groups * plan.team;
+  std::vector<SpinBarrier> barriers(plan.groups);
 
   for (int64_t i = 0; i < p.height; ++i) {
     const int64_t slot = i % kh;
@@ -299,8 +459,13 @@ void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Ten
       });
       at::mm_out(link[l], v_pre, weights[l * kPerLayer + kLinkW]);
     }
-    at::parallel_for(0, bsz, 1, [&](int64_t b0, int64_t b1) {
-      horizontal_row(p, net, buf, noise_p, seed, i, b0, b1, img, logits_p);
+    in_parallel(threads, [&](int64_t thread, int64_t n_threads) {
+      const ThreadSplit split = n_threads == threads ? plan : split_threads(n_threads, bsz, h);
+      const int64_t group = thread / split.team;
+      if (group >= split.groups) return;
+      const Team team{&barriers[group], thread % split.team, split.team};
+      horizontal_row(p, net, buf, team, noise_p, seed, i, group * bsz / split.groups,
+                     (group + 1) * bsz / split.groups, img, logits_p);
     });
   }
 }
