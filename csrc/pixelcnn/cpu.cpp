@@ -143,10 +143,15 @@ inline __attribute__((always_inline)) void matmul_acc(const T* x, int64_t ldx, c
   constexpr int64_t kWidth = 2 * kLanes<T>;
   int64_t o = 0;
   for (; o + kWidth <= n; o += kWidth) {
+    const T* wo = w + o;
     int64_t r = 0;
-    for (; r + 4 <= rows; r += 4) matmul_tile<T, 4, 1>(x + r * ldx, ldx, w + o, ldw, k, y + r * ldy + o, ldy);
-    for (; r + 2 <= rows; r += 2) matmul_tile<T, 2, 2>(x + r * ldx, ldx, w + o, ldw, k, y + r * ldy + o, ldy);
-    for (; r < rows; ++r) matmul_tile<T, 1, 4>(x + r * ldx, ldx, w + o, ldw, k, y + r * ldy + o, ldy);
+    for (; r + 4 <= rows; r += 4) {
+      matmul_tile<T, 4, 1>(x + r * ldx, ldx, wo, ldw, k, y + r * ldy + o, ldy);
+    }
+    for (; r + 2 <= rows; r += 2) {
+      matmul_tile<T, 2, 2>(x + r * ldx, ldx, wo, ldw, k, y + r * ldy + o, ldy);
+    }
+    for (; r < rows; ++r) matmul_tile<T, 1, 4>(x + r * ldx, ldx, wo, ldw, k, y + r * ldy + o, ldy);
   }
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t q = 0; q < k; ++q) {
@@ -331,7 +336,8 @@ PYGEN_CLONES void horizontal_row(const Problem& p, const Net<T>& net, const Rows
           buf.h_in[0][(b * wp + j + pad) * p.channels + c] = static_cast<T>(level) * scale - T(1);
           if (logits_out != nullptr) {  // logits (B, L, C, H, W)
             const int64_t plane = p.channels * p.height * p.width, at_c = g - b * plane;
-            for (int64_t v = 0; v < levels; ++v) logits_out[(b * levels + v) * plane + at_c] = lg[v];
+            T* out = logits_out + b * levels * plane + at_c;
+            for (int64_t v = 0; v < levels; ++v) out[v * plane] = lg[v];
           }
         }
       }
