@@ -1,14 +1,16 @@
 // CPU kernel of the cached PixelCNN sampler (algorithm and layout: pixelcnn.h).
 //
-// Per image row: the vertical stack of every layer for the whole row and batch as one im2col +
-// GEMM (at::mm, the BLAS), then its link projection (another GEMM). Then one parallel region runs
-// the row's pixels: per value, per layer, one output position from the current row's buffers, with
-// hand-written small matrix products over a group of samples (weights reused across them), then
-// the head, the softmax and the draw. With at least as many samples as threads each thread is a
-// group of its own; with fewer (batch 1), a team of threads shares each group and splits every
-// product by output columns, meeting at a spin barrier after each product (17 per value for the
-// default model): the per-value weights (1.1 MB) then stream from the cores' own L2 caches.
-// The per-value code is compiled for AVX2+FMA too and picked at load time.
+// Per image row: the vertical stack of every layer for the whole row and batch, then its link
+// projection, each split over the threads in units of one sample's row x one tile of outputs.
+// Then one parallel region runs the row's pixels: per value, per layer, one output position from
+// the current row's buffers, with small matrix products over a group of samples (weights reused
+// across them), then the head, the softmax and the draw. With at least as many samples as threads
+// each thread is a group of its own; with fewer (batch 1), a team of threads shares each group and
+// splits every product by output columns, meeting at a spin barrier after each product (17 per
+// value for the default model): the per-value weights (1.1 MB) then stream from the cores' own L2
+// caches. All products are one register-tiled kernel (matmul_acc) reading the weights in place:
+// at these sizes (28 rows at batch 1) a BLAS call spends a third of its time packing them. The
+// code is compiled for AVX2+FMA too and picked at load time.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -346,18 +348,30 @@ PYGEN_CLONES void horizontal_row(const Problem& p, const Net<T>& net, const Rows
   }
 }
 
-// v_pre[r, :] += v_b[sample of r, :]; and, unless null, v_out[r, :] = gate(v_pre[r, :]).
+// One unit of the vertical stack at row i: outputs [o, o + n) of one sample's row, y[w, :n] =
+// bias[:n] + its kh x k window of rows above. Each of the kh window rows is one product whose rows
+// (one per pixel) overlap in the padded buffer `vin` (kh, W + 2 (k//2), cin), cin values apart.
+// `w_v` and `y` start at column o (row strides 2h).
 template <typename T>
-PYGEN_CLONES void bias_gate_rows(T* v_pre, const T* v_b, T* v_out, int64_t h, int64_t width,
-                                 int64_t r0, int64_t r1) {
-  const int64_t h2 = 2 * h;
-  for (int64_t r = r0; r < r1; ++r) {
-    T* row = v_pre + r * h2;
-    const T* bias = v_b + (r / width) * h2;
-#pragma omp simd
-    for (int64_t o = 0; o < h2; ++o) row[o] += bias[o];
-    if (v_out != nullptr) gate(row, h, h, v_out + r * h);
+PYGEN_CLONES void vertical_unit(const Problem& p, int64_t i, int64_t cin, const T* vin,
+                                const T* w_v, const T* bias, int64_t n, T* y) {
+  const int64_t h2 = 2 * p.hidden, kh = p.kernel / 2 + 1, row_len = p.kernel * cin;
+  const int64_t wv = p.width + 2 * (p.kernel / 2);
+  for (int64_t w = 0; w < p.width; ++w) std::copy_n(bias, n, y + w * h2);
+  for (int64_t di = 0; di < kh; ++di) {
+    const int64_t slot = ((i - kh + 1 + di) % kh + kh) % kh;  // holds row i - kh + 1 + di
+    matmul_acc(vin + slot * wv * cin, cin, w_v + di * row_len * h2, h2, row_len, n, y, h2,
+               p.width);
   }
+}
+
+// One unit of the link projection: y[w, :n] = v_pre[w, :] @ link_w[:, o:o + n] for one sample's
+// row (`link_w` and `y` start at column o).
+template <typename T>
+PYGEN_CLONES void link_unit(const Problem& p, const T* v_pre, const T* link_w, int64_t n, T* y) {
+  const int64_t h2 = 2 * p.hidden;
+  for (int64_t w = 0; w < p.width; ++w) std::fill_n(y + w * h2, n, T(0));
+  matmul_acc(v_pre, h2, link_w, h2, h2, n, y, h2, p.width);
 }
 
 // How the horizontal stack's threads share the batch: `groups` groups of samples, each run by a
@@ -396,18 +410,20 @@ void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Ten
   const auto opts = weights[0].options();
   // Rolling buffers: per layer, the kh rows of vertical input its kernel reaches (slot i % kh
   // holds row i), zero-padded k//2 columns each side; rows above the image stay zero.
-  std::vector<at::Tensor> v_in, cols, h_in, link;
+  std::vector<at::Tensor> v_in, h_in, link;
+  std::vector<T*> v_in_p;
   Rows<T> buf;
   for (int64_t l = 0; l < p.layers; ++l) {
     const int64_t cin = l == 0 ? p.channels : h;
     v_in.push_back(at::zeros({bsz, kh, wv, cin}, opts));
-    cols.push_back(at::empty({n_pix, kh * p.kernel * cin}, opts));
     h_in.push_back(at::zeros({bsz, wp, cin}, opts));
     link.push_back(at::empty({n_pix, h2}, opts));
+    v_in_p.push_back(v_in.back().mutable_data_ptr<T>());
     buf.h_in.push_back(h_in.back().mutable_data_ptr<T>());
     buf.link.push_back(link.back().mutable_data_ptr<T>());
   }
-  at::Tensor v_pre = at::empty({n_pix, h2}, opts), v_out = at::empty({n_pix, h}, opts);
+  at::Tensor v_pre = at::empty({n_pix, h2}, opts);
+  T* vp = v_pre.mutable_data_ptr<T>();
   int64_t* img = images.mutable_data_ptr<int64_t>();
   const T* noise_p = noise.defined() ? noise.const_data_ptr<T>() : nullptr;
   T* logits_p = p.return_logits ? logits.mutable_data_ptr<T>() : nullptr;
@@ -422,48 +438,54 @@ void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Ten
   const ThreadSplit plan = split_threads(at::get_num_threads(), bsz, h);
   const int64_t threads = plan.groups * plan.team;
   std::vector<SpinBarrier> barriers(plan.groups);
+  // The vertical stack's products run in units of one sample's row x one tile of outputs.
+  constexpr int64_t kWidth = 2 * kLanes<T>;
+  const int64_t tiles = (h2 + kWidth - 1) / kWidth;
 
   for (int64_t i = 0; i < p.height; ++i) {
     const int64_t slot = i % kh;
+    if (i > 0) {  // row i of the first layer's vertical input: the image's row i - 1
+      at::parallel_for(0, n_pix, pix_grain, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t b = r / width, w = r % width;
+          T* dst = v_in_p[0] + ((b * kh + slot) * wv + pad + w) * p.channels;
+          for (int64_t c = 0; c < p.channels; ++c) {
+            const int64_t level = img[((b * p.channels + c) * p.height + i - 1) * width + w];
+            dst[c] = static_cast<T>(level) * scale - T(1);
+          }
+        }
+      });
+    }
     for (int64_t l = 0; l < p.layers; ++l) {
-      const int64_t cin = l == 0 ? p.channels : h, row_len = p.kernel * cin;
-      T* vin = v_in[l].mutable_data_ptr<T>();
-      T* col = cols[l].mutable_data_ptr<T>();
-      const T* vo = v_out.const_data_ptr<T>();
-      at::parallel_for(0, n_pix, pix_grain, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-          const int64_t b = r / width, w = r % width;
-          // Row i of this layer's vertical input: the image's row i - 1 (layer 0) or the previous
-          // layer's gated vertical output.
-          T* dst = vin + ((b * kh + slot) * wv + pad + w) * cin;
-          for (int64_t c = 0; c < cin; ++c) {
-            if (l > 0) {
-              dst[c] = vo[r * h + c];
-            } else if (i > 0) {
-              const int64_t level = img[((b * p.channels + c) * p.height + i - 1) * width + w];
-              dst[c] = static_cast<T>(level) * scale - T(1);
-            }
-          }
+      const int64_t cin = l == 0 ? p.channels : h;
+      const T* vin = v_in_p[l];
+      const T* v_w = net.v_w[l];
+      at::parallel_for(0, bsz * tiles, 1, [&](int64_t u0, int64_t u1) {
+        for (int64_t u = u0; u < u1; ++u) {
+          const int64_t b = u / tiles, o = u % tiles * kWidth;
+          vertical_unit(p, i, cin, vin + b * kh * wv * cin, v_w + o, net.v_b[l] + b * h2 + o,
+                        std::min(kWidth, h2 - o), vp + b * width * h2 + o);
         }
       });
-      at::parallel_for(0, n_pix, pix_grain, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-          const int64_t b = r / width, w = r % width;
-          for (int64_t di = 0; di < kh; ++di) {
-            const int64_t s = ((i - kh + 1 + di) % kh + kh) % kh;
-            std::copy_n(vin + ((b * kh + s) * wv + w) * cin, row_len, col + r * kh * row_len + di * row_len);
+      // Gate into row i of the next layer's vertical input; link = v_pre @ link_w.
+      if (l + 1 < p.layers) {
+        T* next = v_in_p[l + 1];
+        at::parallel_for(0, n_pix, pix_grain, [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r) {
+            const int64_t b = r / width, w = r % width;
+            gate(vp + r * h2, h, h, next + ((b * kh + slot) * wv + pad + w) * h);
           }
+        });
+      }
+      T* lk = buf.link[l];
+      const T* link_w = net.link_w[l];
+      at::parallel_for(0, bsz * tiles, 1, [&](int64_t u0, int64_t u1) {
+        for (int64_t u = u0; u < u1; ++u) {
+          const int64_t b = u / tiles, o = u % tiles * kWidth;
+          link_unit(p, vp + b * width * h2, link_w + o, std::min(kWidth, h2 - o),
+                    lk + b * width * h2 + o);
         }
       });
-      at::mm_out(v_pre, cols[l], weights[l * kPerLayer + kVW]);
-      const bool last = l + 1 == p.layers;
-      T* vp = v_pre.mutable_data_ptr<T>();
-      T* vout = last ? nullptr : v_out.mutable_data_ptr<T>();
-      const T* vb = net.v_b[l];
-      at::parallel_for(0, n_pix, pix_grain, [&](int64_t r0, int64_t r1) {
-        bias_gate_rows(vp, vb, vout, h, width, r0, r1);
-      });
-      at::mm_out(link[l], v_pre, weights[l * kPerLayer + kLinkW]);
     }
     in_parallel(threads, [&](int64_t thread, int64_t n_threads) {
       const ThreadSplit split = n_threads == threads ? plan : split_threads(n_threads, bsz, h);
