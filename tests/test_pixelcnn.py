@@ -19,6 +19,13 @@ from pygen.sampling import export_weights, inverse_cdf_draw
 
 METHODS = ["naive", "cached", "fused"]
 LOGIT_TOL = {"rtol": 1e-4, "atol": 1e-4}  # float32 logits of a sampler vs the full forward pass
+# 16-bit logits vs the float32 forward pass of the same (rounded) weights: the CUDA sampler keeps
+# its activations between kernels in the weights' dtype and accumulates in float32 (the CPU one
+# rounds only the logits).
+HALF_LOGIT_TOL = {
+    torch.float16: {"rtol": 1e-2, "atol": 2e-2},
+    torch.bfloat16: {"rtol": 5e-2, "atol": 1e-1},
+}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -327,6 +334,33 @@ def test_fused_threads_change_nothing(channels, hidden, threads, batch, dtype):
         torch.testing.assert_close(split[1], model(split[0], y), **LOGIT_TOL)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_fused_16_bit_weights_on_cpu_run_the_float32_kernel(dtype):
+    # The CPU kernel widens 16-bit weights and computes in float32: the images of the float32
+    # kernel on the widened weights, its logits rounded once; and the contract with the forward.
+    model = tiny_model(3, 2, kernel_size=5, size=(6, 5)).to(dtype)
+    y = torch.tensor([1, 0, 1])
+    noise = torch.rand(3, 3, 6, 5).to(dtype)
+    images, logits = model.sample(3, y=y, noise=noise, return_logits=True)
+    assert logits.dtype == dtype and images.unique().numel() > 1
+    weights = export_weights(model, y, 3)
+    dims = {"batch": 3, "channels": 3, "height": 6, "width": 5, "n_levels": 5, "kernel_size": 5}
+    wide = pixelcnn_sample(
+        [w.float() for w in weights], noise=noise.float(), return_logits=True, **dims
+    )
+    assert torch.equal(images, wide[0])
+    assert torch.equal(logits, wide[1].to(dtype))
+    # Internal noise: the float32 kernel's Philox stream.
+    seeded = pixelcnn_sample(weights, generator=torch.Generator().manual_seed(3), **dims)[0]
+    wide = [w.float() for w in weights]
+    assert torch.equal(
+        seeded, pixelcnn_sample(wide, generator=torch.Generator().manual_seed(3), **dims)[0]
+    )
+    with torch.no_grad():
+        expected = model.float()(images, y)
+    torch.testing.assert_close(logits.float(), expected, **HALF_LOGIT_TOL[dtype])
+
+
 def test_fused_op_opcheck():
     model = tiny_model(3, 2)
     y = torch.tensor([1, 0])
@@ -341,6 +375,10 @@ def test_fused_op_opcheck():
     torch.library.opcheck(fused, (weights, noise, None, *args, 1.0, True), test_utils=checks)
     torch.library.opcheck(
         fused, (weights, None, torch.tensor([4]), *args, 0.8, False), test_utils=checks
+    )
+    half = [w.bfloat16() for w in weights]
+    torch.library.opcheck(
+        fused, (half, noise.bfloat16(), None, *args, 1.0, True), test_utils=checks
     )
     images, logits = pixelcnn_sample(weights, noise=noise, **dims)
     assert logits is None and images.shape == (2, 3, 5, 4)
@@ -364,8 +402,8 @@ def test_sampler_errors():
     dims = {"batch": 2, "channels": 1, "height": 5, "width": 4, "n_levels": 5, "kernel_size": 3}
     with pytest.raises(ValueError, match="7 tensors per gated layer"):
         pixelcnn_sample(weights[:-1], **dims)
-    with pytest.raises(TypeError, match="CPU PixelCNN sampler supports float32 and float64"):
-        pixelcnn_sample([w.half() for w in weights], **dims)
+    with pytest.raises(TypeError, match="float32, float64, float16 and bfloat16"):
+        pixelcnn_sample([w.int() for w in weights], **dims)
     with pytest.raises(ValueError, match="v_w of layer 0"):
         pixelcnn_sample(weights, **(dims | {"kernel_size": 5}))
     with pytest.raises(ValueError, match="v_b"):
@@ -375,13 +413,6 @@ def test_sampler_errors():
 
 
 # ---------------------------------------------------------------- the CUDA fused sampler
-
-# Logits of a 16-bit CUDA sampler vs the float32 forward pass of the same (rounded) weights: the
-# sampler keeps its activations between kernels in the weights' dtype and accumulates in float32.
-HALF_LOGIT_TOL = {
-    torch.float16: {"rtol": 1e-2, "atol": 2e-2},
-    torch.bfloat16: {"rtol": 5e-2, "atol": 1e-1},
-}
 
 
 @pytest.fixture

@@ -21,15 +21,10 @@ void check_weights(Problem& p, at::TensorList w) {
                     "weights must hold 7 tensors per gated layer and 4 for the head, got ", n);
   const at::Tensor& ref = w[0];
   const auto dtype = ref.scalar_type();
-  const bool wide = dtype == at::kFloat || dtype == at::kDouble;
-  if (ref.is_cuda()) {
-    TORCH_CHECK_TYPE(wide || dtype == at::kHalf || dtype == at::kBFloat16,
-                     "the CUDA PixelCNN sampler supports float32, float64, float16 and bfloat16 "
-                     "weights, got ", dtype);
-  } else {
-    TORCH_CHECK_TYPE(wide, "the CPU PixelCNN sampler supports float32 and float64 weights, got ",
-                     dtype);
-  }
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf ||
+                       dtype == at::kBFloat16,
+                   "the PixelCNN sampler supports float32, float64, float16 and bfloat16 weights, "
+                   "got ", dtype);
   TORCH_CHECK_VALUE(ref.dim() == 2 && ref.size(1) % 2 == 0,
                     "weights[0] (v_w) must have shape (kh * k * C, 2 * hidden), got ", ref.sizes());
   p.layers = (n - kHead) / kPerLayer;

@@ -58,9 +58,11 @@ def pixelcnn_sample(
     """Sample ``batch`` images of a Gated PixelCNN in one C++ call.
 
     Args:
-        weights: the flat list of ``pygen.sampling.export_weights``: float32 or float64 on the
-            CPU; also float16 and bfloat16 on CUDA (float32 math). On CUDA the vertical stack's
-            convolutions follow ``torch.backends.cudnn.allow_tf32``, like the model's forward.
+        weights: the flat list of ``pygen.sampling.export_weights``: float32, float64,
+            float16 or bfloat16, with float32 math for the 16-bit ones (on the CPU every
+            activation is float32; on CUDA those kept between kernels are 16-bit). On CUDA the
+            vertical stack's convolutions follow ``torch.backends.cudnn.allow_tf32``, like the
+            model's forward.
         batch, channels, height, width: the images ``(B, C, H, W)`` to generate.
         n_levels: levels per value; kernel_size: the model's odd kernel width.
         noise: uniforms ``(B, C, H, W)`` in ``[0, 1)`` of the weights' dtype; drawn inside the
