@@ -56,14 +56,18 @@ def test_maf_train_step(benchmark, record, quick, provider):
     [
         ("maf_density", "pygen"),
         ("maf_sample", "pygen"),
+        ("maf_sample", "twin"),
         ("maf_sample", "naive"),
         ("maf_sample", "eager"),
     ],
 )
 @pytest.mark.parametrize("case", MAF_SAMPLE_CASES, ids=lambda case: f"dim{case[1]}")
 def test_maf_density_vs_sampling(benchmark, record, quick, case, mode, provider):
-    solver = "cached" if provider == "pygen" else "naive"
-    model, x = _maf(case, reference=provider == "eager", solver=solver)
+    """pygen: the cached solve as one operator (pygen.ops.made_affine_solve); twin: its loop in
+    Python (MADE.solve) with the pure-PyTorch affine map; naive: D passes of the fused layer;
+    eager: D passes of the pure-PyTorch layer."""
+    solver = "cached" if provider in ("pygen", "twin") else "naive"
+    model, x = _maf(case, reference=provider in ("twin", "eager"), solver=solver)
     model.eval()
 
     def step():
@@ -71,7 +75,9 @@ def test_maf_density_vs_sampling(benchmark, record, quick, case, mode, provider)
             return model.log_prob(x) if mode == "maf_density" else model.sample(len(x))
 
     # The D-pass baselines take seconds per call at dim 784: a few rounds.
-    timing = measure(benchmark, step, DEVICE, quick, rounds=5 if provider != "pygen" else 0)
+    timing = measure(
+        benchmark, step, DEVICE, quick, rounds=5 if provider in ("naive", "eager") else 0
+    )
     record(row(OP, provider, mode, x.shape, x.dtype, DEVICE, timing, 0))
 
 

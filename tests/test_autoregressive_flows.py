@@ -17,6 +17,7 @@ from test_flows import (
     train,
 )
 
+from pygen import ops
 from pygen.data import DIGIT_LEVELS, load_digits
 from pygen.layers import MADE, IAFLayer, MAFLayer, Permutation, TimeMLP
 from pygen.layers.flows.continuous import exact_trace
@@ -235,6 +236,123 @@ def test_fused_and_reference_layers_agree():
     for a, b in zip(fused(x), reference(x), strict=True):
         torch.testing.assert_close(a, b)
     torch.testing.assert_close(fused.flow.inverse(x)[0], reference.flow.inverse(x)[0])
+
+
+# --- the solve operator (pygen.ops.made_affine_solve) against its twin, MADE.solve ---------------
+
+
+def solve_case(hidden=12, n_hidden=2, dim=6, dtype=torch.float64):
+    """A perturbed MADE, a target and the all-zero mask of an autoregressive affine layer."""
+    made = perturb(MADE(dim, hidden, n_hidden, order="random", seed=3), scale=0.3).to(dtype)
+    return made, inputs((dim,), n=5, dtype=dtype), torch.zeros(dim, dtype=dtype)
+
+
+def solve_op(made, target, mask, scale_fn="tanh", reverse=True):
+    weights, biases, bounds = made.solve_weights(torch.promote_types(target.dtype, torch.float32))
+    order = made.order.tolist()
+    return ops.made_affine_solve(
+        target, weights, biases, bounds, order, mask, scale_fn=scale_fn, reverse=reverse
+    )
+
+
+# hidden 3 over 5 degrees leaves degrees without units; 12 gives blocks of 2-3.
+@pytest.mark.parametrize(("hidden", "n_hidden"), [(3, 1), (12, 2), (12, 3)])
+@pytest.mark.parametrize(
+    ("scale_fn", "reverse"), [("tanh", True), ("exp", False), ("sigmoid", True)]
+)
+def test_made_affine_solve_equals_its_twin(hidden, n_hidden, scale_fn, reverse):
+    made, target, mask = solve_case(hidden, n_hidden)
+
+    def fill(d: int, params: torch.Tensor) -> torch.Tensor:
+        column = slice(d, d + 1)
+        y, _ = ops.reference.affine_coupling(
+            target[:, column],
+            params[:, :1],
+            params[:, 1:],
+            mask[column],
+            scale_fn=scale_fn,
+            reverse=reverse,
+        )
+        return y[:, 0]
+
+    twin = made.solve(fill, target)
+    x, params = solve_op(made, target, mask, scale_fn, reverse)
+    for a, b in zip((x, params), twin, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    # The fixed point itself: the MADE's outputs at x, and x their affine map of the target.
+    with torch.no_grad():
+        torch.testing.assert_close(params, made(x), rtol=1e-12, atol=1e-12)
+    y, _ = ops.reference.affine_coupling(
+        target, params[:, 0], params[:, 1], mask, scale_fn=scale_fn, reverse=reverse
+    )
+    torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
+
+
+def test_made_affine_solve_in_bfloat16_runs_the_twins_ops():
+    made, target, mask = solve_case(dtype=torch.bfloat16)
+
+    def fill(d: int, params: torch.Tensor) -> torch.Tensor:
+        column = slice(d, d + 1)
+        y, _ = ops.affine_coupling(
+            target[:, column],
+            params[:, :1],
+            params[:, 1:],
+            mask[column],
+            scale_fn="tanh",
+            reverse=True,
+            mask_kind=ops.MaskKind.READ,
+        )
+        return y[:, 0]
+
+    x, params = solve_op(made, target, mask)
+    assert x.dtype == params.dtype == torch.bfloat16
+    for a, b in zip((x, params), made.solve(fill, target), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_made_affine_solve_gradcheck_and_opcheck():
+    made, target, mask = solve_case(hidden=8, dim=4)
+    weights, biases, bounds = made.solve_weights(torch.float64)
+    order = made.order.tolist()
+    leaves = [t.detach().requires_grad_() for t in (target, *weights, *biases)]
+    layers = len(weights)
+
+    def fn(target, *weights_and_biases):
+        w, b = weights_and_biases[:layers], weights_and_biases[layers:]
+        return ops.made_affine_solve(target, w, b, bounds, order, mask, scale_fn="tanh")
+
+    assert torch.autograd.gradcheck(fn, leaves)
+    args = (target, weights, biases, bounds, order, mask, "tanh", None, True)
+    torch.library.opcheck(torch.ops.pygen.made_affine_solve, args)
+
+
+def test_made_affine_solve_errors():
+    made, target, mask = solve_case(hidden=8, dim=4)
+    weights, biases, bounds = made.solve_weights(torch.float64)
+    order = made.order.tolist()
+
+    def call(**changes):
+        args = dict(target=target, weights=weights, biases=biases, bounds=bounds, order=order)
+        return ops.made_affine_solve(**(args | {"mask": mask} | changes))
+
+    with pytest.raises(ValueError, match=r"target must have shape \(N, D\)"):
+        call(target=target[0])
+    with pytest.raises(TypeError, match="target"):
+        call(target=target.long())
+    with pytest.raises(ValueError, match="permutation"):
+        call(order=[0, 0, 1, 2])
+    with pytest.raises(ValueError, match="order and bounds"):
+        call(bounds=bounds[:-1])
+    with pytest.raises(ValueError, match="non-decreasing"):
+        call(bounds=[0, 5, 2, 3])
+    with pytest.raises(ValueError, match=r"2 \* D"):
+        call(weights=[*weights[:-1], weights[-1][:, :-1]], biases=[*biases[:-1], biases[-1][:-1]])
+    with pytest.raises(ValueError, match=r"weights\[1\] must have shape"):
+        call(weights=[weights[0], weights[1][:-1], *weights[2:]])
+    with pytest.raises(ValueError, match="one tensor per layer"):
+        call(biases=biases[:-1])
+    with pytest.raises(ValueError, match="mask must have shape"):
+        call(mask=mask[:-1])
 
 
 # --- training ------------------------------------------------------------------------------------

@@ -101,24 +101,10 @@ class MADE(nn.Module):
         arithmetic of one forward pass (re-running the network per input costs D passes).
         Differentiable.
         """
-        linears = [m for m in self.net if isinstance(m, MaskedLinear)]
-        # Hidden units sorted by degree (the layers share one set of degrees): the units of
-        # degree m are then one block, bounds[m - 1]:bounds[m].
-        degrees = self.hidden_degrees
-        perm = torch.argsort(degrees, stable=True)
-        bounds = [0, *torch.bincount(degrees, minlength=self.dim)[1:].cumsum(0).tolist()]
         # The sums run in float32 for 16-bit inputs, as a matmul's do: rounded once per output,
         # not once per step.
         acc = torch.promote_types(like.dtype, torch.float32)
-        # Each weight with the hidden units in that order (its rows for the hidden layers, its
-        # columns after the first), transposed so that an input's (unit's) weights are one row.
-        weights_t = []
-        for i, layer in enumerate(linears):
-            weight = layer.weight * layer.mask
-            weight = weight[:, perm] if i > 0 else weight
-            weight = weight[perm] if i < len(linears) - 1 else weight
-            weights_t.append(weight.T.to(acc).contiguous())
-        biases = [layer.bias[perm] for layer in linears[:-1]] + [linears[-1].bias]
+        weights_t, biases, bounds = self.solve_weights(acc)
         # Pre-activations of each layer (the hidden ones, then the output), from the biases up,
         # updated in place (no product's backward reads them).
         pre = [bias.to(acc).expand(len(like), -1).clone() for bias in biases]
@@ -131,13 +117,34 @@ class MADE(nn.Module):
                 filled = order[step - 1]
                 pre[0].addr_(columns[filled].to(acc), weights_t[0][filled])
                 units = slice(bounds[step - 1], bounds[step])
-                for i in range(1, len(linears)):
-                    pre[i].addmm_(F.relu(pre[i - 1][:, units]), weights_t[i][units])
+                if units.stop > units.start:  # a degree may have no units
+                    for i in range(1, len(weights_t)):
+                        pre[i].addmm_(F.relu(pre[i - 1][:, units]), weights_t[i][units])
             # Output k of input d is column k * D + d, copied before the next update.
             outs[d] = pre[-1][:, d :: self.dim].to(like.dtype, copy=True)
             columns[d] = value(d, outs[d])
         dims = range(self.dim)
         return torch.stack([columns[d] for d in dims], 1), torch.stack([outs[d] for d in dims], 2)
+
+    def solve_weights(self, dtype: torch.dtype) -> tuple[list[Tensor], list[Tensor], list[int]]:
+        """What ``solve`` (and ``pygen.ops.made_affine_solve``) read: each layer's masked weight
+        transposed to ``(in, out)`` in ``dtype`` and its bias, with the hidden units sorted by
+        degree (the layers share one set of degrees), and ``bounds``: the units of degree m are
+        the block ``bounds[m - 1]:bounds[m]``."""
+        linears = [m for m in self.net if isinstance(m, MaskedLinear)]
+        degrees = self.hidden_degrees
+        perm = torch.argsort(degrees, stable=True)
+        bounds = [0, *torch.bincount(degrees, minlength=self.dim)[1:].cumsum(0).tolist()]
+        # Hidden units in that order: a hidden layer's rows, and the columns of every layer after
+        # the first; transposed, so that an input's (unit's) weights are one row.
+        weights_t = []
+        for i, layer in enumerate(linears):
+            weight = layer.weight * layer.mask
+            weight = weight[:, perm] if i > 0 else weight
+            weight = weight[perm] if i < len(linears) - 1 else weight
+            weights_t.append(weight.T.to(dtype).contiguous())
+        biases = [layer.bias[perm] for layer in linears[:-1]] + [linears[-1].bias]
+        return weights_t, biases, bounds
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, n_outputs={self.n_outputs}, order={self.order.tolist()}"

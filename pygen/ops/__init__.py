@@ -1,5 +1,6 @@
 """Fused ops (torch custom ops over pygen._C); their twins live in ``pygen.ops.reference``
-(the cached PixelCNN sampler's twin: ``pygen.sampling.sample_cached``)."""
+(the cached PixelCNN sampler's twin: ``pygen.sampling.sample_cached``; the MADE solve's:
+``pygen.layers.MADE.solve``)."""
 
 from pygen.ops import reference
 from pygen.ops.affine_coupling import (
@@ -10,6 +11,7 @@ from pygen.ops.affine_coupling import (
     checkerboard_mask,
     detect_mask_kind,
 )
+from pygen.ops.made_solve import made_affine_solve
 from pygen.ops.pixelcnn import pixelcnn_sample
 from pygen.ops.reparam_kl import reparameterize_kl
 
@@ -20,6 +22,7 @@ __all__ = [
     "channel_mask",
     "checkerboard_mask",
     "detect_mask_kind",
+    "made_affine_solve",
     "pixelcnn_sample",
     "reference",
     "reparameterize_kl",

@@ -108,12 +108,30 @@ class _AutoregressiveAffine(nn.Module):
                 y, logdet = self._one_pass(target, y, reverse)
             return y, logdet
 
-        def fill(d: int, params: Tensor) -> Tensor:
-            column = slice(d, d + 1)
-            y, _ = self._affine(target[:, column], params[..., None], reverse, self.mask[column])
-            return y[:, 0]
+        if self.reference:  # the loop in Python, each step's map the pure-PyTorch one
 
-        _, params = self.made.solve(fill, target)
+            def fill(d: int, params: Tensor) -> Tensor:
+                column = slice(d, d + 1)
+                y, _ = self._affine(
+                    target[:, column], params[..., None], reverse, self.mask[column]
+                )
+                return y[:, 0]
+
+            _, params = self.made.solve(fill, target)
+        else:  # the same loop as one operator, issued from C++
+            acc = torch.promote_types(target.dtype, torch.float32)
+            weights, biases, bounds = self.made.solve_weights(acc)
+            _, params = ops.made_affine_solve(
+                target,
+                weights,
+                biases,
+                bounds,
+                self.made.order.tolist(),
+                self.mask,
+                scale_fn=self.scale_fn,
+                clamp=self.clamp,
+                reverse=reverse,
+            )
         return self._affine(target, params, reverse, self.mask)
 
     def extra_repr(self) -> str:

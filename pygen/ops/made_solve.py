@@ -1,0 +1,62 @@
+"""The D-step solve of an autoregressive affine flow: ``pygen.ops.made_affine_solve``.
+
+The operator ``pygen::made_affine_solve`` is registered in C++ when pygen._C loads, composed of
+other operators (the MADE's products and ``pygen::affine_coupling``), which give it autograd,
+every device and its fake implementation. Its twin is ``pygen.layers.MADE.solve`` with the
+pure-PyTorch affine map as the value of each step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from pygen._extension import _C  # noqa: F401  (registers the pygen:: operators)
+
+
+def made_affine_solve(
+    target: Tensor,
+    weights: Sequence[Tensor],
+    biases: Sequence[Tensor],
+    bounds: Sequence[int],
+    order: Sequence[int],
+    mask: Tensor,
+    *,
+    scale_fn: str = "tanh",
+    clamp: float | None = None,
+    reverse: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """The ``x`` with ``x = affine(target, params=MADE(x))``, one input at a time in ``order``.
+
+    Step d takes the MADE's two outputs for input d (log-scale and shift, computed from the inputs
+    filled before it), and sets ``x[:, d]`` to ``pygen.ops.affine_coupling`` of ``target[:, d]``
+    with them (``reverse``: ``(target - t) * exp(-s)``, MAF sampling; else ``target * exp(s) +
+    t``). Each hidden unit is computed once, at the step that fills the last input it sees, so the
+    D steps do the arithmetic of one pass of the MADE.
+
+    Args:
+        target: ``(N, D)``.
+        weights, biases: the MADE's layers as ``MADE.solve_weights`` gives them (masked weights
+            ``(in, out)`` in ``promote_types(target.dtype, float32)``, hidden units sorted by
+            degree); the last layer has ``2 * D`` outputs, log-scales then shifts.
+        bounds: ``D`` ints; the hidden units of degree m are ``bounds[m - 1]:bounds[m]``.
+        order: the MADE's order of the inputs (a permutation of ``range(D)``).
+        mask: ``(D,)``, read by the affine map (1 = pass through).
+        scale_fn, clamp, reverse: as in ``pygen.ops.affine_coupling``.
+
+    Returns:
+        ``(x, params)``: ``(N, D)`` and the MADE's outputs at x, ``(N, 2, D)``.
+    """
+    return torch.ops.pygen.made_affine_solve(
+        target,
+        list(weights),
+        list(biases),
+        list(bounds),
+        list(order),
+        mask,
+        scale_fn,
+        clamp,
+        reverse,
+    )
