@@ -23,7 +23,11 @@ DEVICE = device_under_test()
 CASES = (
     [((256, 48, 64, 64), torch.float32), ((256, 48, 64, 64), torch.bfloat16)]
     if DEVICE.type == "cuda"
-    else [((256, 12, 32, 32), torch.float32), ((4096, 1024), torch.float32)]
+    else [
+        ((256, 12, 32, 32), torch.float32),
+        ((256, 12, 32, 32), torch.bfloat16),
+        ((4096, 1024), torch.float32),
+    ]
 )
 # RealNVP training step: (batch, C, H, W) images, conditioner width.
 STEP_CASE = ((256, 3, 32, 32), 64) if DEVICE.type == "cuda" else ((64, 3, 16, 16), 16)

@@ -18,7 +18,7 @@ DEVICE = device_under_test()
 CASES = (
     [((65536, 1024), torch.float32), ((65536, 1024), torch.bfloat16)]
     if DEVICE.type == "cuda"
-    else [((4096, 1024), torch.float32), ((256, 64), torch.float32)]
+    else [((4096, 1024), torch.float32), ((4096, 1024), torch.bfloat16), ((256, 64), torch.float32)]
 )
 _compiled = {}
 

@@ -310,3 +310,18 @@ def test_cuda_matches_cpu_on_large_inputs(shape):
         )
         for a, b in zip(cpu, gpu, strict=True):
             torch.testing.assert_close(b.cpu(), a, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cpu_16_bit_values_widen_and_round_like_torch(dtype):
+    # Every 16-bit pattern through y = x * exp(0) + 0: the kernel's own conversions (written for
+    # its vector loops) give torch's float32 arithmetic rounded once.
+    x = torch.arange(-(1 << 15), 1 << 15, dtype=torch.int32).to(torch.int16).view(dtype)
+    x = x.view(16, -1)
+    zero = torch.zeros_like(x)
+    y, _ = affine_coupling(
+        x, zero, zero, torch.zeros(x.shape[1]), scale_fn="exp", mask_kind=MaskKind.READ
+    )
+    expected = (x.float() * 1.0 + 0.0).to(dtype)
+    same = (y.view(torch.int16) == expected.view(torch.int16)) | (y.isnan() & expected.isnan())
+    assert same.all()

@@ -266,3 +266,19 @@ def test_layer_matches_op_and_reference():
     z, kl = fused_layer(mu, logvar)
     assert z.shape == (2, 6, 10) and kl.shape == (6,)
     assert "n_samples=2" in repr(fused_layer)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cpu_16_bit_outputs_round_like_torch(dtype):
+    # z = mu + exp(0) * eps in float32, then one rounding to the 16-bit dtype: the kernel's own
+    # conversions (written for its vector loops) against torch's, over 16 decades and specials.
+    n = 1 << 16
+    gen = torch.Generator().manual_seed(0)
+    mu = (torch.randn(n, generator=gen) * torch.logspace(-12, 4, n)).to(dtype).view(64, -1)
+    eps = (torch.randn(n, generator=gen) * torch.logspace(4, -12, n)).to(dtype).view(64, -1)
+    mu[0, :6] = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 6e4])
+    eps[0, :6] = torch.tensor([1.0, 1.0, 1.0, -0.0, -0.0, 6e4])
+    z, _ = reparameterize_kl(mu, torch.zeros_like(mu), eps)
+    expected = (mu.float() + eps.float()).to(dtype)
+    same = (z.view(torch.int16) == expected.view(torch.int16)) | (z.isnan() & expected.isnan())
+    assert same.all()

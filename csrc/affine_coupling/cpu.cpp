@@ -9,6 +9,7 @@
 #include <algorithm>
 
 #include "affine_coupling/affine_coupling.h"
+#include "common/cpu_convert.h"
 
 namespace pygen::affine_coupling {
 namespace {
@@ -57,7 +58,7 @@ PYGEN_INLINE acc_t load_s(const scalar_t* log_scale, int32_t i, acc_t c, acc_t i
   if constexpr (F == ScaleFn::kNone) {
     return acc_t(0);
   } else {
-    return scale_log<F>(static_cast<acc_t>(log_scale[i]), c, ic);
+    return scale_log<F>(widen<acc_t>(log_scale[i]), c, ic);
   }
 }
 
@@ -88,13 +89,13 @@ PYGEN_INLINE acc_t forward_span(const Ptrs<scalar_t>& ptrs, int32_t n, int32_t q
   acc_t sum = 0;
 #pragma omp simd reduction(+ : sum)
   for (int32_t i = 0; i < n; ++i) {
-    const acc_t xv = static_cast<acc_t>(x[i]);
-    const acc_t t = static_cast<acc_t>(shift[i]);
+    const acc_t xv = widen<acc_t>(x[i]);
+    const acc_t t = widen<acc_t>(shift[i]);
     const acc_t s = load_s<F>(log_scale, i, c, ic);
     const acc_t e = F == ScaleFn::kNone ? acc_t(1) : fast_exp(kReverse ? -s : s);
     const acc_t out = kReverse ? (xv - t) * e : xv * e + t;
     const bool keep = kept<S>(i, q, mask);
-    y[i] = static_cast<scalar_t>(select(keep, xv, out));
+    y[i] = narrow<scalar_t>(select(keep, xv, out));
     sum += select(keep, acc_t(0), s);
   }
   return sum;
@@ -113,13 +114,13 @@ PYGEN_INLINE void backward_span(const Ptrs<scalar_t>& ptrs, int32_t n, int32_t q
   scalar_t* __restrict__ grad_shift = ptrs.grad_shift;
 #pragma omp simd
   for (int32_t i = 0; i < n; ++i) {
-    const acc_t g = static_cast<acc_t>(grad_y[i]);
-    const acc_t xv = static_cast<acc_t>(x[i]);
+    const acc_t g = widen<acc_t>(grad_y[i]);
+    const acc_t xv = widen<acc_t>(x[i]);
     const acc_t s = load_s<F>(log_scale, i, c, ic);
     const acc_t e = F == ScaleFn::kNone ? acc_t(1) : fast_exp(kReverse ? -s : s);
     acc_t ds, dt;
     if constexpr (kReverse) {  // out = (x - t) * exp(-s), logdet = -sum s
-      const acc_t out = (xv - static_cast<acc_t>(shift[i])) * e;
+      const acc_t out = (xv - widen<acc_t>(shift[i])) * e;
       ds = -(g * out) - gl;
       dt = -(g * e);
     } else {  // out = x * exp(s) + t, logdet = sum s
@@ -127,11 +128,11 @@ PYGEN_INLINE void backward_span(const Ptrs<scalar_t>& ptrs, int32_t n, int32_t q
       dt = g;
     }
     const bool keep = kept<S>(i, q, mask);
-    grad_x[i] = static_cast<scalar_t>(select(keep, g, g * e));
-    grad_shift[i] = static_cast<scalar_t>(select(keep, acc_t(0), dt));
+    grad_x[i] = narrow<scalar_t>(select(keep, g, g * e));
+    grad_shift[i] = narrow<scalar_t>(select(keep, acc_t(0), dt));
     if constexpr (F != ScaleFn::kNone) {
-      const acc_t a = static_cast<acc_t>(log_scale[i]);
-      grad_log_scale[i] = static_cast<scalar_t>(select(keep, acc_t(0), ds * scale_grad<F>(a, s, ic)));
+      const acc_t a = widen<acc_t>(log_scale[i]);
+      grad_log_scale[i] = narrow<scalar_t>(select(keep, acc_t(0), ds * scale_grad<F>(a, s, ic)));
     }
   }
 }

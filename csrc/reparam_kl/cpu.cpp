@@ -9,6 +9,7 @@
 #include <array>
 #include <type_traits>
 
+#include "common/cpu_convert.h"
 #include "common/philox.h"
 #include "reparam_kl/reparam_kl.h"
 
@@ -41,7 +42,7 @@ void load_eps(const scalar_t* noise, uint64_t seed, int64_t first, int64_t n, ac
     return;
   }
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) eps[i] = static_cast<acc_t>(noise[first + i]);
+  for (int64_t i = 0; i < n; ++i) eps[i] = widen<acc_t>(noise[first + i]);
 }
 
 uint64_t seed_value(const at::Tensor& noise, const at::Tensor& seed) {
@@ -66,8 +67,8 @@ PYGEN_CPU_CLONES void forward_rows(const Problem& p, const scalar_t* mu, const s
       const int64_t offset = r * p.dim + d0;
 #pragma omp simd reduction(+ : kl_sum)
       for (int64_t i = 0; i < n; ++i) {
-        const acc_t m = static_cast<acc_t>(mu[offset + i]);
-        const acc_t lv = static_cast<acc_t>(logvar[offset + i]);
+        const acc_t m = widen<acc_t>(mu[offset + i]);
+        const acc_t lv = widen<acc_t>(logvar[offset + i]);
         const acc_t sd = fast_exp(acc_t(0.5) * lv);
         mean[i] = m;
         stddev[i] = sd;
@@ -78,10 +79,10 @@ PYGEN_CPU_CLONES void forward_rows(const Problem& p, const scalar_t* mu, const s
         load_eps(noise, seed, first, n, eps.data());
         scalar_t* zs = z + first;
 #pragma omp simd
-        for (int64_t i = 0; i < n; ++i) zs[i] = static_cast<scalar_t>(mean[i] + stddev[i] * eps[i]);
+        for (int64_t i = 0; i < n; ++i) zs[i] = narrow<scalar_t>(mean[i] + stddev[i] * eps[i]);
       }
     }
-    kl[r] = static_cast<scalar_t>(acc_t(0.5) * kl_sum);
+    kl[r] = narrow<scalar_t>(acc_t(0.5) * kl_sum);
   }
 }
 
@@ -94,7 +95,7 @@ PYGEN_CPU_CLONES void backward_rows(const Problem& p, const scalar_t* grad_z, co
   using acc_t = at::opmath_type<scalar_t>;
   alignas(64) std::array<acc_t, kChunk> sum_g, sum_g_eps, eps;
   for (int64_t r = row_begin; r < row_end; ++r) {
-    const acc_t gkl = grad_kl ? static_cast<acc_t>(grad_kl[r]) : acc_t(0);
+    const acc_t gkl = grad_kl ? widen<acc_t>(grad_kl[r]) : acc_t(0);
     for (int64_t d0 = 0; d0 < p.dim; d0 += kChunk) {
       const int64_t n = std::min(kChunk, p.dim - d0);
       const int64_t offset = r * p.dim + d0;
@@ -106,18 +107,18 @@ PYGEN_CPU_CLONES void backward_rows(const Problem& p, const scalar_t* grad_z, co
         const scalar_t* gz = grad_z + first;
 #pragma omp simd
         for (int64_t i = 0; i < n; ++i) {
-          const acc_t g = static_cast<acc_t>(gz[i]);
+          const acc_t g = widen<acc_t>(gz[i]);
           sum_g[i] += g;
           sum_g_eps[i] += g * eps[i];
         }
       }
 #pragma omp simd
       for (int64_t i = 0; i < n; ++i) {
-        const acc_t m = static_cast<acc_t>(mu[offset + i]);
-        const acc_t sd = fast_exp(acc_t(0.5) * static_cast<acc_t>(logvar[offset + i]));
-        grad_mu[offset + i] = static_cast<scalar_t>(gkl * m + sum_g[i]);
+        const acc_t m = widen<acc_t>(mu[offset + i]);
+        const acc_t sd = fast_exp(acc_t(0.5) * widen<acc_t>(logvar[offset + i]));
+        grad_mu[offset + i] = narrow<scalar_t>(gkl * m + sum_g[i]);
         grad_logvar[offset + i] =
-            static_cast<scalar_t>(acc_t(0.5) * (gkl * (sd * sd - acc_t(1)) + sd * sum_g_eps[i]));
+            narrow<scalar_t>(acc_t(0.5) * (gkl * (sd * sd - acc_t(1)) + sd * sum_g_eps[i]));
       }
     }
   }
