@@ -136,13 +136,14 @@ class MADE(nn.Module):
         perm = torch.argsort(degrees, stable=True)
         bounds = [0, *torch.bincount(degrees, minlength=self.dim)[1:].cumsum(0).tolist()]
         # Hidden units in that order: a hidden layer's rows, and the columns of every layer after
-        # the first; transposed, so that an input's (unit's) weights are one row.
+        # the first; transposed, so that an input's (unit's) weights are one row. (Gathers of
+        # whole rows: index_select along the last dimension is 3-4x slower on the CPU.)
         weights_t = []
         for i, layer in enumerate(linears):
             weight = layer.weight * layer.mask
-            weight = weight[:, perm] if i > 0 else weight
-            weight = weight[perm] if i < len(linears) - 1 else weight
-            weights_t.append(weight.T.to(dtype).contiguous())
+            weight = weight.index_select(0, perm) if i < len(linears) - 1 else weight
+            weight_t = weight.T.index_select(0, perm) if i > 0 else weight.T
+            weights_t.append(weight_t.to(dtype).contiguous())
         biases = [layer.bias[perm] for layer in linears[:-1]] + [linears[-1].bias]
         return weights_t, biases, bounds
 
