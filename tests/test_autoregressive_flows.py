@@ -248,7 +248,7 @@ def solve_case(hidden=12, n_hidden=2, dim=6, dtype=torch.float64):
 
 
 def solve_op(made, target, mask, scale_fn="tanh", reverse=True):
-    weights, biases, bounds = made.solve_weights(torch.promote_types(target.dtype, torch.float32))
+    weights, biases, bounds = made.solve_weights(target)
     order = made.order.tolist()
     return ops.made_affine_solve(
         target, weights, biases, bounds, order, mask, scale_fn=scale_fn, reverse=reverse
@@ -312,7 +312,7 @@ def test_made_affine_solve_in_bfloat16_runs_the_twins_ops():
 
 def test_made_affine_solve_gradcheck_and_opcheck():
     made, target, mask = solve_case(hidden=8, dim=4)
-    weights, biases, bounds = made.solve_weights(torch.float64)
+    weights, biases, bounds = made.solve_weights(target)
     order = made.order.tolist()
     leaves = [t.detach().requires_grad_() for t in (target, *weights, *biases)]
     layers = len(weights)
@@ -328,7 +328,7 @@ def test_made_affine_solve_gradcheck_and_opcheck():
 
 def test_made_affine_solve_errors():
     made, target, mask = solve_case(hidden=8, dim=4)
-    weights, biases, bounds = made.solve_weights(torch.float64)
+    weights, biases, bounds = made.solve_weights(target)
     order = made.order.tolist()
 
     def call(**changes):

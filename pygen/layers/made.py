@@ -101,10 +101,8 @@ class MADE(nn.Module):
         arithmetic of one forward pass (re-running the network per input costs D passes).
         Differentiable.
         """
-        # The sums run in float32 for 16-bit inputs, as a matmul's do: rounded once per output,
-        # not once per step.
-        acc = torch.promote_types(like.dtype, torch.float32)
-        weights_t, biases, bounds = self.solve_weights(acc)
+        weights_t, biases, bounds = self.solve_weights(like)
+        acc = weights_t[0].dtype
         # Pre-activations of each layer (the hidden ones, then the output), from the biases up,
         # updated in place (no product's backward reads them).
         pre = [bias.to(acc).expand(len(like), -1).clone() for bias in biases]
@@ -126,11 +124,14 @@ class MADE(nn.Module):
         dims = range(self.dim)
         return torch.stack([columns[d] for d in dims], 1), torch.stack([outs[d] for d in dims], 2)
 
-    def solve_weights(self, dtype: torch.dtype) -> tuple[list[Tensor], list[Tensor], list[int]]:
-        """What ``solve`` (and ``pygen.ops.made_affine_solve``) read: each layer's masked weight
-        transposed to ``(in, out)`` in ``dtype`` and its bias, with the hidden units sorted by
-        degree (the layers share one set of degrees), and ``bounds``: the units of degree m are
-        the block ``bounds[m - 1]:bounds[m]``."""
+    def solve_weights(self, like: Tensor) -> tuple[list[Tensor], list[Tensor], list[int]]:
+        """What ``solve`` (and ``pygen.ops.made_affine_solve``) read for inputs ``like``: each
+        layer's masked weight transposed to ``(in, out)`` and its bias, with the hidden units
+        sorted by degree (the layers share one set of degrees), and ``bounds``: the units of
+        degree m are the block ``bounds[m - 1]:bounds[m]``. The weights are in the dtype the
+        solve sums in: float32 for 16-bit inputs, as a matmul's sums are (rounded once per
+        output, not once per step), else the inputs' own."""
+        dtype = torch.promote_types(like.dtype, torch.float32)
         linears = [m for m in self.net if isinstance(m, MaskedLinear)]
         degrees = self.hidden_degrees
         perm = torch.argsort(degrees, stable=True)

@@ -38,9 +38,9 @@ def made_affine_solve(
 
     Args:
         target: ``(N, D)``.
-        weights, biases: the MADE's layers as ``MADE.solve_weights`` gives them (masked weights
-            ``(in, out)`` in ``promote_types(target.dtype, float32)``, hidden units sorted by
-            degree); the last layer has ``2 * D`` outputs, log-scales then shifts.
+        weights, biases: the MADE's layers as ``MADE.solve_weights(target)`` gives them (masked
+            weights ``(in, out)`` in ``promote_types(target.dtype, float32)``, hidden units sorted
+            by degree); the last layer has ``2 * D`` outputs, log-scales then shifts.
         bounds: ``D`` ints; the hidden units of degree m are ``bounds[m - 1]:bounds[m]``.
         order: the MADE's order of the inputs (a permutation of ``range(D)``).
         mask: ``(D,)``, read by the affine map (1 = pass through).

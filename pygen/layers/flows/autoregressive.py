@@ -119,8 +119,7 @@ class _AutoregressiveAffine(nn.Module):
 
             _, params = self.made.solve(fill, target)
         else:  # the same loop as one operator, issued from C++
-            acc = torch.promote_types(target.dtype, torch.float32)
-            weights, biases, bounds = self.made.solve_weights(acc)
+            weights, biases, bounds = self.made.solve_weights(target)
             _, params = ops.made_affine_solve(
                 target,
                 weights,
