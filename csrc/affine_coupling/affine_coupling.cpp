@@ -17,23 +17,6 @@ namespace {
 
 constexpr int64_t kMaskKindCodes = 5;  // read, checkerboard x 2 parities, channel x 2 parities
 
-ScaleFn parse_scale_fn(const std::optional<at::Tensor>& log_scale, c10::string_view name) {
-  if (!log_scale) return ScaleFn::kNone;
-  if (name == "exp") return ScaleFn::kExp;
-  if (name == "tanh") return ScaleFn::kTanh;
-  if (name == "atan") return ScaleFn::kAtan;
-  if (name == "sigmoid") return ScaleFn::kSigmoid;
-  TORCH_CHECK_VALUE(false, "unknown scale_fn '", name, "': expected 'exp', 'tanh', 'atan' or 'sigmoid'");
-}
-
-double parse_clamp(ScaleFn f, std::optional<double> clamp) {
-  const bool clamped = f == ScaleFn::kTanh || f == ScaleFn::kAtan;
-  if (!clamp) return clamped ? 2.0 : 0.0;
-  TORCH_CHECK_VALUE(clamped, "clamp applies only to scale_fn 'tanh' and 'atan'");
-  TORCH_CHECK_VALUE(std::isfinite(*clamp) && *clamp > 0.0, "clamp must be finite and positive, got ", *clamp);
-  return *clamp;
-}
-
 void check_mask(const at::Tensor& mask, const at::Tensor& x) {
   check_same_device(mask, "mask", x, "x");
   TORCH_CHECK_TYPE(!at::isComplexType(mask.scalar_type()), "mask must be a real or bool tensor, got ",
@@ -62,7 +45,7 @@ Problem check_inputs(const at::Tensor& x, const std::optional<at::Tensor>& log_s
   p.row_len = p.rows == 0 ? 0 : x.numel() / p.rows;
   TORCH_CHECK_VALUE(p.row_len < std::numeric_limits<int32_t>::max(),
                     "each sample must have fewer than 2^31 elements, got ", p.row_len);
-  p.scale_fn = parse_scale_fn(log_scale, scale_fn);
+  p.scale_fn = parse_scale_fn(log_scale.has_value(), scale_fn);
   p.clamp = parse_clamp(p.scale_fn, clamp);
   p.reverse = reverse;
   p.mask_kind = static_cast<MaskKind>((mask_kind + 1) / 2);
@@ -87,6 +70,23 @@ at::Tensor kernel_mask(const Problem& p, const at::Tensor& mask, const at::Tenso
 at::ScalarType logdet_dtype(const at::Tensor& x) { return at::toOpMathType(x.scalar_type()); }
 
 }  // namespace
+
+ScaleFn parse_scale_fn(bool has_log_scale, c10::string_view name) {
+  if (!has_log_scale) return ScaleFn::kNone;
+  if (name == "exp") return ScaleFn::kExp;
+  if (name == "tanh") return ScaleFn::kTanh;
+  if (name == "atan") return ScaleFn::kAtan;
+  if (name == "sigmoid") return ScaleFn::kSigmoid;
+  TORCH_CHECK_VALUE(false, "unknown scale_fn '", name, "': expected 'exp', 'tanh', 'atan' or 'sigmoid'");
+}
+
+double parse_clamp(ScaleFn f, std::optional<double> clamp) {
+  const bool clamped = f == ScaleFn::kTanh || f == ScaleFn::kAtan;
+  if (!clamp) return clamped ? 2.0 : 0.0;
+  TORCH_CHECK_VALUE(clamped, "clamp applies only to scale_fn 'tanh' and 'atan'");
+  TORCH_CHECK_VALUE(std::isfinite(*clamp) && *clamp > 0.0, "clamp must be finite and positive, got ", *clamp);
+  return *clamp;
+}
 
 std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const std::optional<at::Tensor>& log_scale,
                                            const at::Tensor& shift, const at::Tensor& mask, int64_t mask_kind,

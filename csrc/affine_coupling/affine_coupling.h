@@ -32,6 +32,12 @@ struct Problem {
   int64_t mask_row_stride;  // read: 0 when every sample shares the mask, row_len otherwise
 };
 
+// The scale function called `name` (kNone, the additive coupling, without a log_scale) and the
+// clamp it uses (the default 2 for tanh and atan when none is given, 0 for the others); a bad name
+// or clamp is a ValueError. Shared with the MADE solve (made_solve/).
+ScaleFn parse_scale_fn(bool has_log_scale, c10::string_view name);
+double parse_clamp(ScaleFn f, std::optional<double> clamp);
+
 // mask_kind: 0 read, 1/2 checkerboard with parity 0/1, 3/4 channel with parity 0/1 (the codes of
 // pygen.ops.MaskKind). Returns y and logdet (float32 for 16-bit inputs).
 std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const std::optional<at::Tensor>& log_scale,

@@ -92,8 +92,7 @@ PYGEN_INLINE acc_t forward_span(const Ptrs<scalar_t>& ptrs, int32_t n, int32_t q
     const acc_t xv = widen<acc_t>(x[i]);
     const acc_t t = widen<acc_t>(shift[i]);
     const acc_t s = load_s<F>(log_scale, i, c, ic);
-    const acc_t e = F == ScaleFn::kNone ? acc_t(1) : fast_exp(kReverse ? -s : s);
-    const acc_t out = kReverse ? (xv - t) * e : xv * e + t;
+    const acc_t out = coupled<F>(xv, s, t, kReverse);
     const bool keep = kept<S>(i, q, mask);
     y[i] = narrow<scalar_t>(select(keep, xv, out));
     sum += select(keep, acc_t(0), s);

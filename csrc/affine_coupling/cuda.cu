@@ -94,8 +94,7 @@ forward_kernel(Problem p, Segments seg, bool aligned, const scalar_t* __restrict
 #pragma unroll
     for (int k = 0; k < kVec; ++k) {
       const acc_t s = scale_log<F>(a[k], c, ic);
-      const acc_t e = F == ScaleFn::kNone ? acc_t(1) : fast_exp(p.reverse ? -s : s);
-      const acc_t o = p.reverse ? (xv[k] - t[k]) * e : xv[k] * e + t[k];
+      const acc_t o = coupled<F>(xv[k], s, t[k], p.reverse);
       out[k] = keep[k] ? xv[k] : o;
       sum += keep[k] ? acc_t(0) : s;
     }

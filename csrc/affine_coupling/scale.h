@@ -27,6 +27,14 @@ PYGEN_HD T scale_log(T a, T c, T ic) {
   }
 }
 
+// The transformed value of x given s = f(a) and the shift t: forward x * exp(s) + t, reverse
+// (x - t) * exp(-s).
+template <ScaleFn F, typename T>
+PYGEN_HD T coupled(T x, T s, T t, bool reverse) {
+  const T e = F == ScaleFn::kNone ? T(1) : fast_exp(reverse ? -s : s);
+  return reverse ? (x - t) * e : x * e + t;
+}
+
 // ds/da given a and s = f(a).
 template <ScaleFn F, typename T>
 PYGEN_HD T scale_grad(T a, T s, T ic) {

@@ -1,17 +1,23 @@
 // The D-step direction of an autoregressive affine flow (MAF sampling, IAF density) as one
-// operator: the loop of pygen.layers.MADE.solve, its twin (run there with the pure-PyTorch
-// affine), issued from C++ so that each step's dozen small ATen calls skip the Python interpreter.
-// It is composed of other operators (CompositeImplicitAutograd): autograd, every device and
-// torch.compile come from them, and it has no kernel of its own.
+// operator, pygen::made_affine_solve. Two paths:
+// - with autograd (an input requires grad, or a device without the fused kernel): the loop of
+//   pygen.layers.MADE.solve, its twin (run there with the pure-PyTorch affine), issued from C++ and
+//   composed of ATen ops and pygen::affine_coupling, which give it autograd, every device and
+//   torch.compile (CompositeImplicitAutograd);
+// - otherwise on the CPU: the fused kernel (cpu.cpp), the operator pygen::_made_affine_solve_fused,
+//   without autograd: the composite's dozen small ATen calls per step cost ~20x its arithmetic.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <optional>
 #include <tuple>
 #include <vector>
 
+#include "affine_coupling/affine_coupling.h"
 #include "common/checks.h"
+#include "made_solve/made_solve.h"
 
 namespace pygen::made_solve {
 namespace {
@@ -19,31 +25,39 @@ namespace {
 using AffineFn = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const std::optional<at::Tensor>&,
                                                     const at::Tensor&, const at::Tensor&, int64_t,
                                                     c10::string_view, std::optional<double>, bool);
+using SolveFn = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, at::TensorList, at::TensorList,
+                                                   at::IntArrayRef, at::IntArrayRef, const at::Tensor&,
+                                                   c10::string_view, std::optional<double>, bool);
 constexpr int64_t kReadMask = 0;  // pygen.ops.MaskKind.READ
 
 void check_args(const at::Tensor& target, at::TensorList weights, at::TensorList biases,
                 at::IntArrayRef bounds, at::IntArrayRef order, const at::Tensor& mask) {
   check_floating(target, "target");
-  TORCH_CHECK_VALUE(target.dim() == 2, "target must have shape (N, D), got ", target.sizes());
+  TORCH_CHECK_VALUE(target.dim() == 2 && target.size(1) > 0, "target must have shape (N, D) with D > 0, got ",
+                    target.sizes());
   const int64_t dim = target.size(1);
   const auto layers = static_cast<int64_t>(weights.size());
   TORCH_CHECK_VALUE(layers >= 2 && static_cast<int64_t>(biases.size()) == layers,
                     "weights and biases must hold one tensor per layer (at least 2), got ", layers,
                     " and ", biases.size());
+  TORCH_CHECK_VALUE(weights[0].dim() == 2 && weights[0].size(0) == dim,
+                    "weights[0] must have shape (D = ", dim, ", hidden), got ", weights[0].sizes());
+  const int64_t hidden = weights[0].size(1);
   for (int64_t i = 0; i < layers; ++i) {
     const std::string at_i = "[" + std::to_string(i) + "]";
+    check_floating(weights[i], ("weights" + at_i).c_str());
+    check_floating(biases[i], ("biases" + at_i).c_str());
     check_same_device(weights[i], ("weights" + at_i).c_str(), target, "target");
     check_same_device(biases[i], ("biases" + at_i).c_str(), target, "target");
-    const int64_t in = i == 0 ? dim : weights[i - 1].size(-1);
-    TORCH_CHECK_VALUE(weights[i].dim() == 2 && weights[i].size(0) == in,
-                      "weights", at_i, " must have shape (", in, ", out), got ", weights[i].sizes());
-    TORCH_CHECK_VALUE(biases[i].dim() == 1 && biases[i].size(0) == weights[i].size(1),
-                      "biases", at_i, " must have shape (", weights[i].size(1), "), got ",
-                      biases[i].sizes());
+    // Every hidden layer has the same units, sorted by degree: `bounds` indexes all of them.
+    const int64_t in = i == 0 ? dim : hidden, out = i == layers - 1 ? 2 * dim : hidden;
+    TORCH_CHECK_VALUE(weights[i].dim() == 2 && weights[i].size(0) == in && weights[i].size(1) == out,
+                      "weights", at_i, " must have shape (", in, ", ", out, "), got ", weights[i].sizes(),
+                      i == layers - 1 ? " (the last layer has 2 * D outputs: log-scale and shift of each input)"
+                                      : " (every hidden layer has the first one's width)");
+    TORCH_CHECK_VALUE(biases[i].dim() == 1 && biases[i].size(0) == out, "biases", at_i, " must have shape (",
+                      out, "), got ", biases[i].sizes());
   }
-  TORCH_CHECK_VALUE(weights[layers - 1].size(1) == 2 * dim,
-                    "the last layer must have 2 * D = ", 2 * dim,
-                    " outputs (log-scale and shift of each input), got ", weights[layers - 1].size(1));
   TORCH_CHECK_VALUE(static_cast<int64_t>(order.size()) == dim && static_cast<int64_t>(bounds.size()) == dim,
                     "order and bounds must have D = ", dim, " entries, got ", order.size(), " and ",
                     bounds.size());
@@ -53,7 +67,6 @@ void check_args(const at::Tensor& target, at::TensorList weights, at::TensorList
                       "), got ", order);
     seen[d] = true;
   }
-  const int64_t hidden = weights[0].size(1);
   for (int64_t m = 0; m < dim; ++m) {
     TORCH_CHECK_VALUE(bounds[m] >= (m ? bounds[m - 1] : 0) && bounds[m] <= hidden,
                       "bounds must be non-decreasing within [0, ", hidden, "], got ", bounds);
@@ -63,15 +76,23 @@ void check_args(const at::Tensor& target, at::TensorList weights, at::TensorList
                     "), got ", mask.sizes());
 }
 
-}  // namespace
+// Whether autograd needs the composite's graph: an input requires grad under grad mode, or
+// carries a forward-mode tangent.
+bool needs_grad(const at::Tensor& target, at::TensorList weights, at::TensorList biases) {
+  const bool grad_mode = at::GradMode::is_enabled();
+  const auto tracked = [grad_mode](const at::Tensor& t) {
+    return (grad_mode && t.requires_grad()) || t._fw_grad(/*level=*/0).defined();
+  };
+  return tracked(target) || std::any_of(weights.begin(), weights.end(), tracked) ||
+         std::any_of(biases.begin(), biases.end(), tracked);
+}
 
-// Returns x (N, D) and the MADE's outputs (N, 2, D) at x; see pygen/ops/made_solve.py.
-std::tuple<at::Tensor, at::Tensor> made_affine_solve(const at::Tensor& target, at::TensorList weights,
-                                                     at::TensorList biases, at::IntArrayRef bounds,
-                                                     at::IntArrayRef order, const at::Tensor& mask,
-                                                     c10::string_view scale_fn,
-                                                     std::optional<double> clamp, bool reverse) {
-  check_args(target, weights, biases, bounds, order, mask);
+// The loop of MADE.solve over ATen ops and pygen::affine_coupling.
+std::tuple<at::Tensor, at::Tensor> solve_composite(const at::Tensor& target, at::TensorList weights,
+                                                   at::TensorList biases, at::IntArrayRef bounds,
+                                                   at::IntArrayRef order, const at::Tensor& mask,
+                                                   c10::string_view scale_fn, std::optional<double> clamp,
+                                                   bool reverse) {
   static const auto affine = c10::Dispatcher::singleton()
                                  .findSchemaOrThrow("pygen::affine_coupling", "")
                                  .typed<AffineFn>();
@@ -101,11 +122,60 @@ std::tuple<at::Tensor, at::Tensor> made_affine_solve(const at::Tensor& target, a
   return {at::stack(columns, 1), at::stack(outs, 2)};
 }
 
+}  // namespace
+
+// pygen::_made_affine_solve_fused on the CPU: no autograd.
+std::tuple<at::Tensor, at::Tensor> made_affine_solve_fused(const at::Tensor& target, at::TensorList weights,
+                                                           at::TensorList biases, at::IntArrayRef bounds,
+                                                           at::IntArrayRef order, const at::Tensor& mask,
+                                                           c10::string_view scale_fn,
+                                                           std::optional<double> clamp, bool reverse) {
+  check_args(target, weights, biases, bounds, order, mask);
+  Solve s;
+  s.rows = target.size(0);
+  s.dim = target.size(1);
+  s.hidden = weights[0].size(1);
+  const auto acc = at::promote_types(target.scalar_type(), at::kFloat);
+  for (const auto& w : weights) s.weights.push_back(w.to(acc).contiguous());
+  for (const auto& b : biases) s.biases.push_back(b.to(acc).contiguous());
+  s.bounds.assign(bounds.begin(), bounds.end());
+  s.order.assign(order.begin(), order.end());
+  const at::Tensor keep = mask.ne(0).to(at::kByte).contiguous();
+  s.keep.assign(keep.const_data_ptr<uint8_t>(), keep.const_data_ptr<uint8_t>() + s.dim);
+  s.scale_fn = affine_coupling::parse_scale_fn(true, scale_fn);
+  s.clamp = affine_coupling::parse_clamp(s.scale_fn, clamp);
+  s.reverse = reverse;
+  const at::Tensor target_c = target.contiguous();
+  at::Tensor x = at::empty_like(target_c), params = at::empty({s.rows, 2, s.dim}, target.options());
+  if (s.rows > 0) solve_cpu(s, target_c, x, params);
+  return {x, params};
+}
+
+// Returns x (N, D) and the MADE's outputs (N, 2, D) at x; see pygen/ops/made_solve.py.
+std::tuple<at::Tensor, at::Tensor> made_affine_solve(const at::Tensor& target, at::TensorList weights,
+                                                     at::TensorList biases, at::IntArrayRef bounds,
+                                                     at::IntArrayRef order, const at::Tensor& mask,
+                                                     c10::string_view scale_fn,
+                                                     std::optional<double> clamp, bool reverse) {
+  check_args(target, weights, biases, bounds, order, mask);
+  if (target.is_cpu() && !needs_grad(target, weights, biases)) {
+    static const auto fused = c10::Dispatcher::singleton()
+                                  .findSchemaOrThrow("pygen::_made_affine_solve_fused", "")
+                                  .typed<SolveFn>();
+    return fused.call(target, weights, biases, bounds, order, mask, scale_fn, clamp, reverse);
+  }
+  return solve_composite(target, weights, biases, bounds, order, mask, scale_fn, clamp, reverse);
+}
+
 TORCH_LIBRARY_FRAGMENT(pygen, m) {
   m.def("made_affine_solve(Tensor target, Tensor[] weights, Tensor[] biases, int[] bounds, int[] order,"
         " Tensor mask, str scale_fn, float? clamp, bool reverse) -> (Tensor, Tensor)");
+  m.def("_made_affine_solve_fused(Tensor target, Tensor[] weights, Tensor[] biases, int[] bounds,"
+        " int[] order, Tensor mask, str scale_fn, float? clamp, bool reverse) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(pygen, CompositeImplicitAutograd, m) { m.impl("made_affine_solve", &made_affine_solve); }
+
+TORCH_LIBRARY_IMPL(pygen, CPU, m) { m.impl("_made_affine_solve_fused", &made_affine_solve_fused); }
 
 }  // namespace pygen::made_solve

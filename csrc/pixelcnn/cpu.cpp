@@ -16,7 +16,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <cstring>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -28,6 +27,7 @@
 #include <immintrin.h>
 #endif
 
+#include "common/cpu_vec.h"
 #include "common/math.h"
 #include "common/philox.h"
 #include "pixelcnn/pixelcnn.h"
@@ -65,29 +65,6 @@ struct Net {
     b2 = hw[kB2].const_data_ptr<T>();
   }
 };
-
-// A 32-byte vector of T (GCC vector extension: one AVX2 register in the x86-64-v3 clone, two SSE
-// registers in the default one).
-template <typename T>
-struct Lanes {
-  typedef T type __attribute__((vector_size(32)));
-};
-template <typename T>
-using Vec = typename Lanes<T>::type;
-template <typename T>
-constexpr int64_t kLanes = 32 / sizeof(T);
-
-template <typename T>
-inline __attribute__((always_inline)) Vec<T> load(const T* p) {
-  Vec<T> v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-template <typename T>
-inline __attribute__((always_inline)) void store(T* p, const Vec<T>& v) {
-  std::memcpy(p, &v, sizeof(v));
-}
 
 // y[r, :2 vectors] += x[r, :k] @ w[:k, :2 vectors] for R rows (row strides ldx, ldw, ldy). Each
 // weight row is loaded once for the R rows, into R x 2 accumulators; with few rows, S partial sums

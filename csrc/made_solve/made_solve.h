@@ -1,0 +1,31 @@
+// The D-step solve of an autoregressive affine flow (MAF sampling, IAF density) through a MADE:
+// x[:, d] = affine(target[:, d], MADE(x)[:, :, d]) in the MADE's order. See made_solve.cpp for the
+// operators and pygen/ops/made_solve.py for the contract.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <vector>
+
+#include "affine_coupling/scale.h"
+
+namespace pygen::made_solve {
+
+// What the fused kernel reads, checked and converted by the op: weights[i] (in, out) and
+// biases[i] (out) contiguous in the accumulation type (float for 16-bit targets); every hidden
+// layer has `hidden` units sorted by degree, those of degree m being bounds[m - 1]:bounds[m];
+// the last layer's column k * dim + d is output k (log-scale, shift) of input d.
+struct Solve {
+  int64_t rows, dim, hidden;
+  std::vector<at::Tensor> weights, biases;
+  std::vector<int64_t> bounds, order;
+  std::vector<uint8_t> keep;  // mask != 0: the input passes through
+  affine_coupling::ScaleFn scale_fn;
+  double clamp;
+  bool reverse;
+};
+
+// Writes x (rows, dim) and params (rows, 2, dim), contiguous, in the target's dtype.
+void solve_cpu(const Solve& s, const at::Tensor& target, at::Tensor& x, at::Tensor& params);
+
+}  // namespace pygen::made_solve
