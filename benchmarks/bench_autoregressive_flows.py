@@ -56,6 +56,7 @@ def test_maf_train_step(benchmark, record, quick, provider):
     [
         ("maf_density", "pygen"),
         ("maf_sample", "pygen"),
+        ("maf_sample", "composite"),
         ("maf_sample", "twin"),
         ("maf_sample", "naive"),
         ("maf_sample", "eager"),
@@ -63,14 +64,18 @@ def test_maf_train_step(benchmark, record, quick, provider):
 )
 @pytest.mark.parametrize("case", MAF_SAMPLE_CASES, ids=lambda case: f"dim{case[1]}")
 def test_maf_density_vs_sampling(benchmark, record, quick, case, mode, provider):
-    """pygen: the cached solve as one operator (pygen.ops.made_affine_solve); twin: its loop in
-    Python (MADE.solve) with the pure-PyTorch affine map; naive: D passes of the fused layer;
-    eager: D passes of the pure-PyTorch layer."""
-    solver = "cached" if provider in ("pygen", "twin") else "naive"
+    """pygen: the cached solve as one operator (pygen.ops.made_affine_solve), its fused kernel on
+    the CPU; composite: the same operator where autograd needs its graph (the parameters require
+    grad), its loop over differentiable operators; twin: that loop in Python (MADE.solve) with the
+    pure-PyTorch affine map; naive: D passes of the fused layer; eager: D passes of the
+    pure-PyTorch layer."""
+    solver = "naive" if provider in ("naive", "eager") else "cached"
     model, x = _maf(case, reference=provider in ("twin", "eager"), solver=solver)
     model.eval()
 
     def step():
+        if provider == "composite":  # MAF.sample without its no_grad
+            return model.flow.inverse(torch.randn_like(x))[0]
         with torch.no_grad():
             return model.log_prob(x) if mode == "maf_density" else model.sample(len(x))
 

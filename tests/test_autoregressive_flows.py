@@ -247,21 +247,26 @@ def solve_case(hidden=12, n_hidden=2, dim=6, dtype=torch.float64):
     return made, inputs((dim,), n=5, dtype=dtype), torch.zeros(dim, dtype=dtype)
 
 
-def solve_op(made, target, mask, scale_fn="tanh", reverse=True):
-    weights, biases, bounds = made.solve_weights(target)
-    order = made.order.tolist()
-    return ops.made_affine_solve(
-        target, weights, biases, bounds, order, mask, scale_fn=scale_fn, reverse=reverse
-    )
+def solve_op(made, target, mask, scale_fn="tanh", reverse=True, path="fused", **changes):
+    """The operator on ``path``: the fused kernel when nothing needs autograd, else the composite
+    (the MADE's parameters require grad). ``changes`` replace its arguments."""
+    weights, biases, units, bounds = made.solve_weights(target)
+    args = dict(target=target, weights=weights, biases=biases, units=units, bounds=bounds)
+    args |= dict(order=made.order.tolist(), mask=mask, scale_fn=scale_fn, reverse=reverse)
+    args |= changes
+    with torch.set_grad_enabled(path == "composite"):
+        return ops.made_affine_solve(**args)
 
 
 # hidden 3 over 5 degrees leaves degrees without units; 12 gives blocks of 2-3.
+@pytest.mark.parametrize("path", ["fused", "composite"])
 @pytest.mark.parametrize(("hidden", "n_hidden"), [(3, 1), (12, 2), (12, 3)])
 @pytest.mark.parametrize(
     ("scale_fn", "reverse"), [("tanh", True), ("exp", False), ("sigmoid", True)]
 )
-def test_made_affine_solve_equals_its_twin(hidden, n_hidden, scale_fn, reverse):
+def test_made_affine_solve_equals_its_twin(path, hidden, n_hidden, scale_fn, reverse):
     made, target, mask = solve_case(hidden, n_hidden)
+    mask[2] = 1  # one input passes through
 
     def fill(d: int, params: torch.Tensor) -> torch.Tensor:
         column = slice(d, d + 1)
@@ -275,8 +280,11 @@ def test_made_affine_solve_equals_its_twin(hidden, n_hidden, scale_fn, reverse):
         )
         return y[:, 0]
 
-    twin = made.solve(fill, target)
-    x, params = solve_op(made, target, mask, scale_fn, reverse)
+    with torch.no_grad():
+        twin = made.solve(fill, target)
+    x, params = solve_op(made, target, mask, scale_fn, reverse, path)
+    assert (params.grad_fn is None) == (path == "fused")
+    x, params = x.detach(), params.detach()
     for a, b in zip((x, params), twin, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     # The fixed point itself: the MADE's outputs at x, and x their affine map of the target.
@@ -289,6 +297,7 @@ def test_made_affine_solve_equals_its_twin(hidden, n_hidden, scale_fn, reverse):
 
 
 def test_made_affine_solve_in_bfloat16_runs_the_twins_ops():
+    """The composite path is the twin's loop, op for op: bit-equal in bfloat16."""
     made, target, mask = solve_case(dtype=torch.bfloat16)
 
     def fill(d: int, params: torch.Tensor) -> torch.Tensor:
@@ -304,36 +313,78 @@ def test_made_affine_solve_in_bfloat16_runs_the_twins_ops():
         )
         return y[:, 0]
 
-    x, params = solve_op(made, target, mask)
+    x, params = solve_op(made, target, mask, path="composite")
     assert x.dtype == params.dtype == torch.bfloat16
-    for a, b in zip((x, params), made.solve(fill, target), strict=True):
+    with torch.no_grad():
+        twin = made.solve(fill, target)
+    for a, b in zip((x, params), twin, strict=True):
+        assert torch.equal(a.detach(), b)
+
+
+# float32 and 16-bit: the fused kernel sums in another order than the composite's products, and a
+# 16-bit output that rounds the other way moves every later step a little.
+FUSED_TOLERANCES = {torch.float32: 1e-5, torch.bfloat16: 4e-2, torch.float16: 1e-2}
+
+
+@pytest.mark.parametrize("dtype", list(FUSED_TOLERANCES), ids=str)
+@pytest.mark.parametrize("scale_fn", ["tanh", "atan", "exp", "sigmoid"])
+@pytest.mark.parametrize("n", [0, 1, 11])  # none, one, and a full tile with a partial one
+def test_fused_made_solve_matches_the_composite(dtype, scale_fn, n):
+    made = perturb(MADE(30, 40, 3, order="random", seed=5), scale=0.3).to(dtype)
+    target = inputs((30,), n=n, dtype=dtype)
+    mask = (torch.arange(30) % 7 == 3).to(dtype)
+    fused = solve_op(made, target, mask, scale_fn)
+    composite = solve_op(made, target, mask, scale_fn, path="composite")
+    tol = FUSED_TOLERANCES[dtype]
+    for a, b in zip(fused, composite, strict=True):
+        assert a.dtype == dtype and a.shape == b.shape
+        torch.testing.assert_close(a, b.detach(), rtol=tol, atol=tol)
+    assert torch.equal(fused[0][:, mask.bool()], target[:, mask.bool()])  # passed through
+
+
+def test_fused_made_solve_splits_tiles_across_threads():
+    made, target, mask = solve_case(hidden=16, dim=9)
+    target = inputs((9,), n=37, dtype=torch.float64)  # 5 tiles
+    single = solve_op(made, target, mask)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        split = solve_op(made, target, mask)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(single, split, strict=True):
         assert torch.equal(a, b)
 
 
 def test_made_affine_solve_gradcheck_and_opcheck():
     made, target, mask = solve_case(hidden=8, dim=4)
-    weights, biases, bounds = made.solve_weights(target)
+    weights, biases, units, bounds = made.solve_weights(target)
     order = made.order.tolist()
     leaves = [t.detach().requires_grad_() for t in (target, *weights, *biases)]
     layers = len(weights)
 
     def fn(target, *weights_and_biases):
         w, b = weights_and_biases[:layers], weights_and_biases[layers:]
-        return ops.made_affine_solve(target, w, b, bounds, order, mask, scale_fn="tanh")
+        return ops.made_affine_solve(target, w, b, units, bounds, order, mask, scale_fn="tanh")
 
     assert torch.autograd.gradcheck(fn, leaves)
-    args = (target, weights, biases, bounds, order, mask, "tanh", None, True)
+    args = (target, weights, biases, units, bounds, order, mask, "tanh", None, True)
     torch.library.opcheck(torch.ops.pygen.made_affine_solve, args)
+    with torch.no_grad():
+        weights = [w.detach() for w in weights]
+        biases = [b.detach() for b in biases]
+        args = (target, weights, biases, units, bounds, order, mask, "tanh", None, True)
+        torch.library.opcheck(torch.ops.pygen._made_affine_solve_fused, args)
 
 
-def test_made_affine_solve_errors():
+@pytest.mark.parametrize("path", ["fused", "composite"])
+def test_made_affine_solve_errors(path):
     made, target, mask = solve_case(hidden=8, dim=4)
-    weights, biases, bounds = made.solve_weights(target)
-    order = made.order.tolist()
+    weights, biases, units, bounds = made.solve_weights(target)
 
     def call(**changes):
-        args = dict(target=target, weights=weights, biases=biases, bounds=bounds, order=order)
-        return ops.made_affine_solve(**(args | {"mask": mask} | changes))
+        target_, mask_ = changes.pop("target", target), changes.pop("mask", mask)
+        return solve_op(made, target_, mask_, path=path, **changes)
 
     with pytest.raises(ValueError, match=r"target must have shape \(N, D\)"):
         call(target=target[0])
@@ -346,13 +397,24 @@ def test_made_affine_solve_errors():
     with pytest.raises(ValueError, match="non-decreasing"):
         call(bounds=[0, 5, 2, 3])
     with pytest.raises(ValueError, match=r"2 \* D"):
-        call(weights=[*weights[:-1], weights[-1][:, :-1]], biases=[*biases[:-1], biases[-1][:-1]])
-    with pytest.raises(ValueError, match=r"weights\[1\] must have shape"):
+        call(weights=[*weights[:-1], weights[-1][:-1]], biases=[*biases[:-1], biases[-1][:-1]])
+    with pytest.raises(ValueError, match=r"weights\[0\] must have shape \(hidden, D = 4\)"):
+        call(weights=[weights[0].T, *weights[1:]])
+    with pytest.raises(ValueError, match=r"weights\[1\] must have shape.*first one's width"):
         call(weights=[weights[0], weights[1][:-1], *weights[2:]])
+    with pytest.raises(TypeError, match=r"weights\[1\] must be float32"):
+        call(weights=[weights[0], weights[1].long(), *weights[2:]])
     with pytest.raises(ValueError, match="one tensor per layer"):
         call(biases=biases[:-1])
     with pytest.raises(ValueError, match="mask must have shape"):
         call(mask=mask[:-1])
+    with pytest.raises(TypeError, match="units must be int64"):
+        call(units=units.int())
+    with pytest.raises(ValueError, match=r"units must have shape \(8\)"):
+        call(units=units[:-1])
+    if path == "fused":  # only the fused kernel reads the values (the composite may be traced)
+        with pytest.raises(ValueError, match="units must be a permutation"):
+            call(units=torch.zeros_like(units))
 
 
 # --- training ------------------------------------------------------------------------------------

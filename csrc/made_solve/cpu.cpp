@@ -1,10 +1,11 @@
-// CPU kernel of the MADE solve. The samples go in tiles of one vector (8 floats, 4 doubles), the
-// tiles split across threads. A tile keeps every layer's pre-activations as one vector per unit,
-// so that an update is one FMA per unit with the weight broadcast, and walks the D steps. Each
-// step updates only what sees the value just filled: in the first layer the units of degree >= m
-// (hidden units are sorted by degree), in each later hidden layer the same units from the ones of
-// degree m just completed, and in the output layer the outputs of the inputs not yet filled. The
-// D steps together do the arithmetic of one masked pass: half of a dense one.
+// CPU kernel of the MADE solve. The samples go in tiles of kTile, the tiles split across threads.
+// A tile keeps the inputs filled so far and every hidden layer's activations, one row per sample,
+// zero until computed. Step m computes the hidden units of degree m, layer by layer, each as a dot
+// product of its weight row with the row below, then the two outputs of input order[m] the same
+// way, and fills that input. The weights are read as nn.Linear holds them, masked, in rows: what a
+// unit does not see is zero in its row, or not yet computed and zero in the tile; no transposed
+// or permuted copy is made. The dots run over whole rows: twice the arithmetic of the masked
+// products, at full vector width and with no partial sums written back.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -20,87 +21,77 @@ namespace {
 
 using affine_coupling::ScaleFn;
 
-// A unit of a tile is one vector: lane r is sample r. Buffers are plain arrays of T (a std::vector
-// of vector types is not allocated at their 32-byte alignment) read through load/store.
-template <typename T>
-constexpr int64_t R = kLanes<T>;
+// Samples per tile: each dot keeps one vector accumulator per sample, 8 FMA chains in flight.
+constexpr int64_t kTile = 8;
 
-// pre[col(j)] += sum_{v < k} h[v] * w[v * ldw + col(j)] for j < count, each term a unit.
-template <typename T, typename Col>
-inline __attribute__((always_inline)) void accumulate(T* pre, int64_t count, Col col, const T* h, int64_t k,
-                                                      const T* w, int64_t ldw) {
-  if (k == 1) {
-    const Vec<T> h0 = load(h);
-    for (int64_t j = 0; j < count; ++j) {
-      const int64_t c = col(j);
-      store(pre + c * R<T>, load(pre + c * R<T>) + h0 * w[c]);
-    }
-    return;
+// out[r] = sum_{j < k} w[j] * a[r * lda + j] for the kTile rows of a.
+template <typename T>
+inline __attribute__((always_inline)) void dot_rows(const T* w, const T* a, int64_t lda, int64_t k, T* out) {
+  constexpr int64_t L = kLanes<T>;
+  Vec<T> acc[kTile] = {};
+  int64_t j = 0;
+  for (; j + L <= k; j += L) {
+    const Vec<T> wv = load(w + j);
+#pragma GCC unroll 8
+    for (int64_t r = 0; r < kTile; ++r) acc[r] += wv * load(a + r * lda + j);
   }
-  for (int64_t j = 0; j < count; ++j) {
-    const int64_t c = col(j);
-    Vec<T> a = load(pre + c * R<T>);
-    for (int64_t v = 0; v < k; ++v) a += load(h + v * R<T>) * w[v * ldw + c];
-    store(pre + c * R<T>, a);
+#pragma GCC unroll 8
+  for (int64_t r = 0; r < kTile; ++r) {
+    T sum = 0;
+    for (int64_t l = 0; l < L; ++l) sum += acc[r][l];
+    for (int64_t i = j; i < k; ++i) sum += w[i] * a[r * lda + i];
+    out[r] = sum;
   }
 }
 
-// Tiles [begin, end) of R<acc_t> samples each. out_cols lists the output layer's columns in
-// the order the steps read them: log-scale and shift of order[0], then of order[1], ...
+// Tiles [begin, end) of kTile samples each.
 template <ScaleFn F, typename scalar_t, typename acc_t>
-PYGEN_CPU_CLONES void solve_tiles(const Solve& s, const std::vector<int64_t>& out_cols, const scalar_t* target,
-                                  scalar_t* x, scalar_t* params, int64_t begin, int64_t end) {
+PYGEN_CPU_CLONES void solve_tiles(const Solve& s, const scalar_t* target, scalar_t* x, scalar_t* params,
+                                  int64_t begin, int64_t end) {
   const int64_t dim = s.dim, hidden = s.hidden, layers = static_cast<int64_t>(s.weights.size());
   const acc_t c = static_cast<acc_t>(s.clamp), ic = s.clamp > 0 ? acc_t(1) / c : acc_t(0);
-  int64_t block = 1;  // the most units of one degree
-  for (int64_t m = 0; m < dim; ++m) block = std::max(block, s.bounds[m] - (m ? s.bounds[m - 1] : 0));
-  // Units of hidden layer i at pre + i * hidden * R, the outputs after them; then the ReLUs of a
-  // degree's units, and the value filled last step (0 in the lanes past the last sample).
-  const int64_t units = (layers - 1) * hidden + 2 * dim;
-  std::vector<acc_t> buffer((units + block + 1) * R<acc_t>);
-  acc_t *pre = buffer.data(), *out = pre + (layers - 1) * hidden * R<acc_t>;
-  acc_t *h = pre + units * R<acc_t>, *filled = h + block * R<acc_t>;
+  std::vector<const acc_t*> w(layers), b(layers);
+  for (int64_t i = 0; i < layers; ++i) {
+    w[i] = s.weights[i].const_data_ptr<acc_t>();
+    b[i] = s.biases[i].const_data_ptr<acc_t>();
+  }
+  // Row r of the inputs at in + r * dim, of hidden layer i's activations at act + (i * kTile + r) *
+  // hidden; the layer below unit u of layer i is in(i).
+  std::vector<acc_t> buffer(kTile * (dim + (layers - 1) * hidden));
+  acc_t *in = buffer.data(), *act = in + kTile * dim;
+  const auto below = [&](int64_t i) { return i == 0 ? in : act + (i - 1) * kTile * hidden; };
+  acc_t sum[kTile], shift[kTile];
   for (int64_t tile = begin; tile < end; ++tile) {
-    const int64_t n0 = tile * R<acc_t>, rows = std::min(R<acc_t>, s.rows - n0);
-    for (int64_t i = 0, col = 0; i < layers; ++i) {
-      const acc_t* b = s.biases[i].const_data_ptr<acc_t>();
-      for (int64_t j = 0; j < s.biases[i].numel(); ++j, ++col) std::fill_n(pre + col * R<acc_t>, R<acc_t>, b[j]);
-    }
-    std::fill_n(filled, R<acc_t>, acc_t(0));
+    const int64_t n0 = tile * kTile, rows = std::min(kTile, s.rows - n0);
+    std::fill(buffer.begin(), buffer.end(), acc_t(0));
     for (int64_t m = 0; m < dim; ++m) {
-      if (m > 0) {
-        const int64_t u0 = s.bounds[m - 1], k = s.bounds[m] - u0;
-        const auto from = [u0](int64_t j) { return u0 + j; };
-        const acc_t* w0 = s.weights[0].const_data_ptr<acc_t>() + s.order[m - 1] * hidden;
-        accumulate(pre, hidden - u0, from, filled, 1, w0, hidden);
-        for (int64_t i = 1; i < layers && k > 0; ++i) {  // (a degree may have no units)
-          const acc_t* in = pre + ((i - 1) * hidden + u0) * R<acc_t>;
-          for (int64_t j = 0; j < k * R<acc_t>; ++j) h[j] = std::max(in[j], acc_t(0));
-          const acc_t* w = s.weights[i].const_data_ptr<acc_t>();
-          if (i < layers - 1) {
-            accumulate(pre + i * hidden * R<acc_t>, hidden - u0, from, h, k, w + u0 * hidden, hidden);
-          } else {
-            const int64_t* cols = out_cols.data() + 2 * m;
-            accumulate(out, 2 * (dim - m), [cols](int64_t j) { return cols[j]; }, h, k, w + u0 * 2 * dim,
-                       2 * dim);
-          }
+      // The units of degree m: every input they see is filled.
+      for (int64_t i = 0; m > 0 && i < layers - 1; ++i) {
+        const int64_t k = i == 0 ? dim : hidden;
+        for (int64_t j = s.bounds[m - 1]; j < s.bounds[m]; ++j) {
+          const int64_t u = s.units[j];
+          dot_rows(w[i] + u * k, below(i), k, k, sum);
+          acc_t* a = act + i * kTile * hidden + u;
+          for (int64_t r = 0; r < kTile; ++r) a[r * hidden] = std::max(sum[r] + b[i][u], acc_t(0));
         }
       }
-      // Input d's parameters, rounded to the target's dtype as the op returns them, and its value.
-      const int64_t d = s.order[m];
+      // Input d's log-scale and shift, rounded to the target's dtype as the op returns them, and
+      // its value.
+      const int64_t d = s.order[m], last = layers - 1;
+      dot_rows(w[last] + d * hidden, below(last), hidden, hidden, sum);
+      dot_rows(w[last] + (dim + d) * hidden, below(last), hidden, hidden, shift);
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t n = n0 + r;
-        const scalar_t log_scale = narrow<scalar_t>(out[d * R<acc_t> + r]);
-        const scalar_t shift = narrow<scalar_t>(out[(dim + d) * R<acc_t> + r]);
+        const scalar_t log_scale = narrow<scalar_t>(sum[r] + b[last][d]);
+        const scalar_t t = narrow<scalar_t>(shift[r] + b[last][dim + d]);
         params[n * 2 * dim + d] = log_scale;
-        params[n * 2 * dim + dim + d] = shift;
+        params[n * 2 * dim + dim + d] = t;
         const acc_t xv = widen<acc_t>(target[n * dim + d]);
         const acc_t sv = affine_coupling::scale_log<F>(widen<acc_t>(log_scale), c, ic);
         const scalar_t y = s.keep[d] ? target[n * dim + d]
-                                     : narrow<scalar_t>(affine_coupling::coupled<F>(xv, sv, widen<acc_t>(shift),
-                                                                                     s.reverse));
+                                     : narrow<scalar_t>(affine_coupling::coupled<F>(xv, sv, widen<acc_t>(t), s.reverse));
         x[n * dim + d] = y;
-        filled[r] = widen<acc_t>(y);
+        in[r * dim + d] = widen<acc_t>(y);
       }
     }
   }
@@ -109,19 +100,13 @@ PYGEN_CPU_CLONES void solve_tiles(const Solve& s, const std::vector<int64_t>& ou
 }  // namespace
 
 void solve_cpu(const Solve& s, const at::Tensor& target, at::Tensor& x, at::Tensor& params) {
-  std::vector<int64_t> out_cols(2 * s.dim);
-  for (int64_t m = 0; m < s.dim; ++m) {
-    out_cols[2 * m] = s.order[m];
-    out_cols[2 * m + 1] = s.dim + s.order[m];
-  }
+  const int64_t tiles = (s.rows + kTile - 1) / kTile;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, target.scalar_type(), "made_affine_solve_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const int64_t tiles = (s.rows + R<acc_t> - 1) / R<acc_t>;
     affine_coupling::with_scale_fn(s.scale_fn, [&](auto f) {
       at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
-        solve_tiles<decltype(f)::value, scalar_t, acc_t>(s, out_cols, target.const_data_ptr<scalar_t>(),
-                                                         x.data_ptr<scalar_t>(), params.data_ptr<scalar_t>(),
-                                                         begin, end);
+        solve_tiles<decltype(f)::value, scalar_t, acc_t>(s, target.const_data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
+                                                         params.data_ptr<scalar_t>(), begin, end);
       });
     });
   });

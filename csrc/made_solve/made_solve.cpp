@@ -26,12 +26,14 @@ using AffineFn = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const std
                                                     const at::Tensor&, const at::Tensor&, int64_t,
                                                     c10::string_view, std::optional<double>, bool);
 using SolveFn = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, at::TensorList, at::TensorList,
-                                                   at::IntArrayRef, at::IntArrayRef, const at::Tensor&,
-                                                   c10::string_view, std::optional<double>, bool);
+                                                   const at::Tensor&, at::IntArrayRef, at::IntArrayRef,
+                                                   const at::Tensor&, c10::string_view, std::optional<double>,
+                                                   bool);
 constexpr int64_t kReadMask = 0;  // pygen.ops.MaskKind.READ
 
 void check_args(const at::Tensor& target, at::TensorList weights, at::TensorList biases,
-                at::IntArrayRef bounds, at::IntArrayRef order, const at::Tensor& mask) {
+                const at::Tensor& units, at::IntArrayRef bounds, at::IntArrayRef order,
+                const at::Tensor& mask) {
   check_floating(target, "target");
   TORCH_CHECK_VALUE(target.dim() == 2 && target.size(1) > 0, "target must have shape (N, D) with D > 0, got ",
                     target.sizes());
@@ -40,24 +42,28 @@ void check_args(const at::Tensor& target, at::TensorList weights, at::TensorList
   TORCH_CHECK_VALUE(layers >= 2 && static_cast<int64_t>(biases.size()) == layers,
                     "weights and biases must hold one tensor per layer (at least 2), got ", layers,
                     " and ", biases.size());
-  TORCH_CHECK_VALUE(weights[0].dim() == 2 && weights[0].size(0) == dim,
-                    "weights[0] must have shape (D = ", dim, ", hidden), got ", weights[0].sizes());
-  const int64_t hidden = weights[0].size(1);
+  TORCH_CHECK_VALUE(weights[0].dim() == 2 && weights[0].size(1) == dim,
+                    "weights[0] must have shape (hidden, D = ", dim, "), got ", weights[0].sizes());
+  const int64_t hidden = weights[0].size(0);
   for (int64_t i = 0; i < layers; ++i) {
     const std::string at_i = "[" + std::to_string(i) + "]";
     check_floating(weights[i], ("weights" + at_i).c_str());
     check_floating(biases[i], ("biases" + at_i).c_str());
     check_same_device(weights[i], ("weights" + at_i).c_str(), target, "target");
     check_same_device(biases[i], ("biases" + at_i).c_str(), target, "target");
-    // Every hidden layer has the same units, sorted by degree: `bounds` indexes all of them.
+    // Every hidden layer has the same units: `units` and `bounds` index all of them.
     const int64_t in = i == 0 ? dim : hidden, out = i == layers - 1 ? 2 * dim : hidden;
-    TORCH_CHECK_VALUE(weights[i].dim() == 2 && weights[i].size(0) == in && weights[i].size(1) == out,
-                      "weights", at_i, " must have shape (", in, ", ", out, "), got ", weights[i].sizes(),
+    TORCH_CHECK_VALUE(weights[i].dim() == 2 && weights[i].size(0) == out && weights[i].size(1) == in,
+                      "weights", at_i, " must have shape (", out, ", ", in, "), got ", weights[i].sizes(),
                       i == layers - 1 ? " (the last layer has 2 * D outputs: log-scale and shift of each input)"
                                       : " (every hidden layer has the first one's width)");
     TORCH_CHECK_VALUE(biases[i].dim() == 1 && biases[i].size(0) == out, "biases", at_i, " must have shape (",
                       out, "), got ", biases[i].sizes());
   }
+  check_same_device(units, "units", target, "target");
+  TORCH_CHECK_TYPE(units.scalar_type() == at::kLong, "units must be int64, got ", units.scalar_type());
+  TORCH_CHECK_VALUE(units.dim() == 1 && units.size(0) == hidden, "units must have shape (", hidden,
+                    "), got ", units.sizes());
   TORCH_CHECK_VALUE(static_cast<int64_t>(order.size()) == dim && static_cast<int64_t>(bounds.size()) == dim,
                     "order and bounds must have D = ", dim, " entries, got ", order.size(), " and ",
                     bounds.size());
@@ -89,27 +95,39 @@ bool needs_grad(const at::Tensor& target, at::TensorList weights, at::TensorList
 
 // The loop of MADE.solve over ATen ops and pygen::affine_coupling.
 std::tuple<at::Tensor, at::Tensor> solve_composite(const at::Tensor& target, at::TensorList weights,
-                                                   at::TensorList biases, at::IntArrayRef bounds,
-                                                   at::IntArrayRef order, const at::Tensor& mask,
-                                                   c10::string_view scale_fn, std::optional<double> clamp,
-                                                   bool reverse) {
+                                                   at::TensorList biases, const at::Tensor& units,
+                                                   at::IntArrayRef bounds, at::IntArrayRef order,
+                                                   const at::Tensor& mask, c10::string_view scale_fn,
+                                                   std::optional<double> clamp, bool reverse) {
   static const auto affine = c10::Dispatcher::singleton()
                                  .findSchemaOrThrow("pygen::affine_coupling", "")
                                  .typed<AffineFn>();
   const int64_t n = target.size(0), dim = target.size(1);
   const auto layers = static_cast<int64_t>(weights.size());
   const auto acc = at::promote_types(target.scalar_type(), at::kFloat);
+  // Hidden units sorted by degree, so that a degree's units are one block, and each weight
+  // transposed to (in, out), so that an input's (unit's) weights are one row.
+  std::vector<at::Tensor> weights_t;
+  for (int64_t i = 0; i < layers; ++i) {
+    at::Tensor w = weights[i].to(acc);
+    if (i < layers - 1) w = w.index_select(0, units);
+    if (i > 0) w = w.index_select(1, units);
+    weights_t.push_back(w.t());
+  }
   // Pre-activations of every layer from the biases up, updated in place (no product's backward
   // reads them); columns and outputs kept apart and stacked at the end (a write into a tensor
   // that earlier steps read would break their backward).
   std::vector<at::Tensor> pre, columns(dim), outs(dim);
-  for (const auto& bias : biases) pre.push_back(bias.to(acc).expand({n, -1}).clone());
+  for (int64_t i = 0; i < layers; ++i) {
+    const at::Tensor bias = i < layers - 1 ? biases[i].index_select(0, units) : biases[i];
+    pre.push_back(bias.to(acc).expand({n, -1}).clone());
+  }
   for (int64_t step = 0; step < dim; ++step) {
     if (step > 0) {  // the input filled last step completes the hidden units of degree `step`
       const int64_t filled = order[step - 1], u0 = bounds[step - 1], u1 = bounds[step];
-      pre[0].addr_(columns[filled].to(acc), weights[0][filled]);
+      pre[0].addr_(columns[filled].to(acc), weights_t[0][filled]);
       for (int64_t i = 1; i < layers && u1 > u0; ++i) {  // (a degree may have no units)
-        pre[i].addmm_(at::relu(pre[i - 1].slice(1, u0, u1)), weights[i].slice(0, u0, u1));
+        pre[i].addmm_(at::relu(pre[i - 1].slice(1, u0, u1)), weights_t[i].slice(0, u0, u1));
       }
     }
     const int64_t d = order[step];
@@ -126,18 +144,29 @@ std::tuple<at::Tensor, at::Tensor> solve_composite(const at::Tensor& target, at:
 
 // pygen::_made_affine_solve_fused on the CPU: no autograd.
 std::tuple<at::Tensor, at::Tensor> made_affine_solve_fused(const at::Tensor& target, at::TensorList weights,
-                                                           at::TensorList biases, at::IntArrayRef bounds,
-                                                           at::IntArrayRef order, const at::Tensor& mask,
+                                                           at::TensorList biases, const at::Tensor& units,
+                                                           at::IntArrayRef bounds, at::IntArrayRef order,
+                                                           const at::Tensor& mask,
                                                            c10::string_view scale_fn,
                                                            std::optional<double> clamp, bool reverse) {
-  check_args(target, weights, biases, bounds, order, mask);
+  check_args(target, weights, biases, units, bounds, order, mask);
   Solve s;
   s.rows = target.size(0);
   s.dim = target.size(1);
-  s.hidden = weights[0].size(1);
+  s.hidden = weights[0].size(0);
   const auto acc = at::promote_types(target.scalar_type(), at::kFloat);
   for (const auto& w : weights) s.weights.push_back(w.to(acc).contiguous());
   for (const auto& b : biases) s.biases.push_back(b.to(acc).contiguous());
+  // A value check only the fused path can make (the composite runs on fake tensors under
+  // torch.compile); there index_select rejects indices out of range.
+  const at::Tensor units_c = units.contiguous();
+  s.units.assign(units_c.const_data_ptr<int64_t>(), units_c.const_data_ptr<int64_t>() + s.hidden);
+  std::vector<bool> listed(s.hidden, false);
+  for (const int64_t u : s.units) {
+    TORCH_CHECK_VALUE(u >= 0 && u < s.hidden && !listed[u], "units must be a permutation of range(", s.hidden,
+                      "), got an entry ", u, " out of range or repeated");
+    listed[u] = true;
+  }
   s.bounds.assign(bounds.begin(), bounds.end());
   s.order.assign(order.begin(), order.end());
   const at::Tensor keep = mask.ne(0).to(at::kByte).contiguous();
@@ -153,25 +182,27 @@ std::tuple<at::Tensor, at::Tensor> made_affine_solve_fused(const at::Tensor& tar
 
 // Returns x (N, D) and the MADE's outputs (N, 2, D) at x; see pygen/ops/made_solve.py.
 std::tuple<at::Tensor, at::Tensor> made_affine_solve(const at::Tensor& target, at::TensorList weights,
-                                                     at::TensorList biases, at::IntArrayRef bounds,
-                                                     at::IntArrayRef order, const at::Tensor& mask,
+                                                     at::TensorList biases, const at::Tensor& units,
+                                                     at::IntArrayRef bounds, at::IntArrayRef order,
+                                                     const at::Tensor& mask,
                                                      c10::string_view scale_fn,
                                                      std::optional<double> clamp, bool reverse) {
-  check_args(target, weights, biases, bounds, order, mask);
+  check_args(target, weights, biases, units, bounds, order, mask);
   if (target.is_cpu() && !needs_grad(target, weights, biases)) {
     static const auto fused = c10::Dispatcher::singleton()
                                   .findSchemaOrThrow("pygen::_made_affine_solve_fused", "")
                                   .typed<SolveFn>();
-    return fused.call(target, weights, biases, bounds, order, mask, scale_fn, clamp, reverse);
+    return fused.call(target, weights, biases, units, bounds, order, mask, scale_fn, clamp, reverse);
   }
-  return solve_composite(target, weights, biases, bounds, order, mask, scale_fn, clamp, reverse);
+  return solve_composite(target, weights, biases, units, bounds, order, mask, scale_fn, clamp, reverse);
 }
 
 TORCH_LIBRARY_FRAGMENT(pygen, m) {
-  m.def("made_affine_solve(Tensor target, Tensor[] weights, Tensor[] biases, int[] bounds, int[] order,"
-        " Tensor mask, str scale_fn, float? clamp, bool reverse) -> (Tensor, Tensor)");
-  m.def("_made_affine_solve_fused(Tensor target, Tensor[] weights, Tensor[] biases, int[] bounds,"
+  m.def("made_affine_solve(Tensor target, Tensor[] weights, Tensor[] biases, Tensor units, int[] bounds,"
         " int[] order, Tensor mask, str scale_fn, float? clamp, bool reverse) -> (Tensor, Tensor)");
+  m.def("_made_affine_solve_fused(Tensor target, Tensor[] weights, Tensor[] biases, Tensor units,"
+        " int[] bounds, int[] order, Tensor mask, str scale_fn, float? clamp, bool reverse)"
+        " -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(pygen, CompositeImplicitAutograd, m) { m.impl("made_affine_solve", &made_affine_solve); }

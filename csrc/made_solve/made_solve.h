@@ -11,14 +11,15 @@
 
 namespace pygen::made_solve {
 
-// What the fused kernel reads, checked and converted by the op: weights[i] (in, out) and
-// biases[i] (out) contiguous in the accumulation type (float for 16-bit targets); every hidden
-// layer has `hidden` units sorted by degree, those of degree m being bounds[m - 1]:bounds[m];
-// the last layer's column k * dim + d is output k (log-scale, shift) of input d.
+// What the fused kernel reads, checked and converted by the op: the MADE's masked weights[i]
+// (out, in) as nn.Linear holds them and biases[i] (out), contiguous in the accumulation type
+// (float for 16-bit targets); every hidden layer has `hidden` units, units[bounds[m - 1]:bounds[m]]
+// being those of degree m; the last layer's row k * dim + d is output k (log-scale, shift) of
+// input d.
 struct Solve {
   int64_t rows, dim, hidden;
   std::vector<at::Tensor> weights, biases;
-  std::vector<int64_t> bounds, order;
+  std::vector<int64_t> units, bounds, order;
   std::vector<uint8_t> keep;  // mask != 0: the input passes through
   affine_coupling::ScaleFn scale_fn;
   double clamp;

@@ -101,8 +101,18 @@ class MADE(nn.Module):
         arithmetic of one forward pass (re-running the network per input costs D passes).
         Differentiable.
         """
-        weights_t, biases, bounds = self.solve_weights(like)
-        acc = weights_t[0].dtype
+        weights, biases, units, bounds = self.solve_weights(like)
+        acc = weights[0].dtype
+        # Hidden units sorted by degree (a degree's units are one block), each weight transposed to
+        # (in, out) so that an input's (unit's) weights are one row.
+        weights_t = []
+        for i, weight in enumerate(weights):
+            if i < len(weights) - 1:
+                weight = weight.index_select(0, units)  # this layer's units
+            if i > 0:
+                weight = weight.index_select(1, units)  # the units below
+            weights_t.append(weight.T)
+        biases = [b.index_select(0, units) for b in biases[:-1]] + [biases[-1]]
         # Pre-activations of each layer (the hidden ones, then the output), from the biases up,
         # updated in place (no product's backward reads them).
         pre = [bias.to(acc).expand(len(like), -1).clone() for bias in biases]
@@ -114,39 +124,30 @@ class MADE(nn.Module):
                 # The input filled last step (degree `step`) completes the units of degree `step`.
                 filled = order[step - 1]
                 pre[0].addr_(columns[filled].to(acc), weights_t[0][filled])
-                units = slice(bounds[step - 1], bounds[step])
-                if units.stop > units.start:  # a degree may have no units
+                block = slice(bounds[step - 1], bounds[step])
+                if block.stop > block.start:  # a degree may have no units
                     for i in range(1, len(weights_t)):
-                        pre[i].addmm_(F.relu(pre[i - 1][:, units]), weights_t[i][units])
+                        pre[i].addmm_(F.relu(pre[i - 1][:, block]), weights_t[i][block])
             # Output k of input d is column k * D + d, copied before the next update.
             outs[d] = pre[-1][:, d :: self.dim].to(like.dtype, copy=True)
             columns[d] = value(d, outs[d])
         dims = range(self.dim)
         return torch.stack([columns[d] for d in dims], 1), torch.stack([outs[d] for d in dims], 2)
 
-    def solve_weights(self, like: Tensor) -> tuple[list[Tensor], list[Tensor], list[int]]:
+    def solve_weights(self, like: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor, list[int]]:
         """What ``solve`` (and ``pygen.ops.made_affine_solve``) read for inputs ``like``: each
-        layer's masked weight transposed to ``(in, out)`` and its bias, with the hidden units
-        sorted by degree (the layers share one set of degrees), and ``bounds``: the units of
-        degree m are the block ``bounds[m - 1]:bounds[m]``. The weights are in the dtype the
-        solve sums in: float32 for 16-bit inputs, as a matmul's sums are (rounded once per
-        output, not once per step), else the inputs' own."""
+        layer's masked weight ``(out, in)`` and its bias; ``units``, the hidden units sorted by
+        degree (the layers share one set of degrees); and ``bounds``: the units of degree m are
+        ``units[bounds[m - 1]:bounds[m]]``. The weights are in the dtype the solve sums in: float32
+        for 16-bit inputs, as a matmul's sums are (rounded once per output, not once per step),
+        else the inputs' own."""
         dtype = torch.promote_types(like.dtype, torch.float32)
         linears = [m for m in self.net if isinstance(m, MaskedLinear)]
         degrees = self.hidden_degrees
-        perm = torch.argsort(degrees, stable=True)
+        units = torch.argsort(degrees, stable=True)
         bounds = [0, *torch.bincount(degrees, minlength=self.dim)[1:].cumsum(0).tolist()]
-        # Hidden units in that order: a hidden layer's rows, and the columns of every layer after
-        # the first; transposed, so that an input's (unit's) weights are one row. (Gathers of
-        # whole rows: index_select along the last dimension is 3-4x slower on the CPU.)
-        weights_t = []
-        for i, layer in enumerate(linears):
-            weight = layer.weight * layer.mask
-            weight = weight.index_select(0, perm) if i < len(linears) - 1 else weight
-            weight_t = weight.T.index_select(0, perm) if i > 0 else weight.T
-            weights_t.append(weight_t.to(dtype).contiguous())
-        biases = [layer.bias[perm] for layer in linears[:-1]] + [linears[-1].bias]
-        return weights_t, biases, bounds
+        weights = [(layer.weight * layer.mask).to(dtype) for layer in linears]
+        return weights, [layer.bias for layer in linears], units, bounds
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, n_outputs={self.n_outputs}, order={self.order.tolist()}"

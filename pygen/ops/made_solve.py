@@ -1,9 +1,11 @@
 """The D-step solve of an autoregressive affine flow: ``pygen.ops.made_affine_solve``.
 
-The operator ``pygen::made_affine_solve`` is registered in C++ when pygen._C loads, composed of
-other operators (the MADE's products and ``pygen::affine_coupling``), which give it autograd,
-every device and its fake implementation. Its twin is ``pygen.layers.MADE.solve`` with the
-pure-PyTorch affine map as the value of each step.
+The operator ``pygen::made_affine_solve`` is registered in C++ when pygen._C loads. When autograd
+needs its graph, or off the CPU, it is composed of other operators (the MADE's products and
+``pygen::affine_coupling``), which give it autograd, every device and its fake implementation;
+otherwise it calls the fused CPU kernel ``pygen::_made_affine_solve_fused`` (no autograd; its fake
+implementation is below). Its twin is ``pygen.layers.MADE.solve`` with the pure-PyTorch affine
+map as the value of each step.
 """
 
 from __future__ import annotations
@@ -16,10 +18,17 @@ from torch import Tensor
 from pygen._extension import _C  # noqa: F401  (registers the pygen:: operators)
 
 
+@torch.library.register_fake("pygen::_made_affine_solve_fused")
+def _(target, weights, biases, units, bounds, order, mask, scale_fn, clamp, reverse):
+    n, dim = target.shape
+    return target.new_empty(n, dim), target.new_empty(n, 2, dim)
+
+
 def made_affine_solve(
     target: Tensor,
     weights: Sequence[Tensor],
     biases: Sequence[Tensor],
+    units: Tensor,
     bounds: Sequence[int],
     order: Sequence[int],
     mask: Tensor,
@@ -34,14 +43,18 @@ def made_affine_solve(
     filled before it), and sets ``x[:, d]`` to ``pygen.ops.affine_coupling`` of ``target[:, d]``
     with them (``reverse``: ``(target - t) * exp(-s)``, MAF sampling; else ``target * exp(s) +
     t``). Each hidden unit is computed once, at the step that fills the last input it sees, so the
-    D steps do the arithmetic of one pass of the MADE.
+    D steps do the arithmetic of one pass of the MADE. On the CPU, when nothing needs autograd (no
+    input requires grad, or under ``torch.no_grad``), the whole solve is one fused kernel; else the
+    loop runs over differentiable operators.
 
     Args:
         target: ``(N, D)``.
-        weights, biases: the MADE's layers as ``MADE.solve_weights(target)`` gives them (masked
-            weights ``(in, out)`` in ``promote_types(target.dtype, float32)``, hidden units sorted
-            by degree); the last layer has ``2 * D`` outputs, log-scales then shifts.
-        bounds: ``D`` ints; the hidden units of degree m are ``bounds[m - 1]:bounds[m]``.
+        weights, biases: the MADE's layers as ``MADE.solve_weights(target)`` gives them: masked
+            weights ``(out, in)`` as ``nn.Linear`` holds them, in ``promote_types(target.dtype,
+            float32)``; every hidden layer has the same ``hidden`` units; the last layer has
+            ``2 * D`` outputs, log-scales then shifts.
+        units: ``(hidden,)`` int64, the hidden units sorted by degree (a permutation).
+        bounds: ``D`` ints; the hidden units of degree m are ``units[bounds[m - 1]:bounds[m]]``.
         order: the MADE's order of the inputs (a permutation of ``range(D)``).
         mask: ``(D,)``, read by the affine map (1 = pass through).
         scale_fn, clamp, reverse: as in ``pygen.ops.affine_coupling``.
@@ -53,6 +66,7 @@ def made_affine_solve(
         target,
         list(weights),
         list(biases),
+        units,
         list(bounds),
         list(order),
         mask,

@@ -119,11 +119,12 @@ class _AutoregressiveAffine(nn.Module):
 
             _, params = self.made.solve(fill, target)
         else:  # the same loop as one operator, issued from C++
-            weights, biases, bounds = self.made.solve_weights(target)
+            weights, biases, units, bounds = self.made.solve_weights(target)
             _, params = ops.made_affine_solve(
                 target,
                 weights,
                 biases,
+                units,
                 bounds,
                 self.made.order.tolist(),
                 self.mask,
