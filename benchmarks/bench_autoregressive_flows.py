@@ -1,7 +1,11 @@
 """Autoregressive and continuous-time flows.
 
-- MAF training step (loss, backward, Adam) with the fused elementwise affine ("pygen") vs the
-  reference op ("eager").
+- MAF and IAF training steps (loss, backward, Adam): "pygen" (the fused elementwise affine; for
+  IAF, whose density is the D-step direction, the fused solve and its backward) vs "eager" (the
+  reference layers: the Python loop of MADE.solve and the reference affine op).
+- The MADE solve operator alone (one MADE of the sampling cases), without and with its backward:
+  "pygen" (on the CPU its fused kernels) vs "composite" (its loop over differentiable operators,
+  the path it takes off the CPU).
 - The MAF trade-off: the density pass (``log_prob``, one MADE pass per layer) vs sampling (D
   steps per layer), on the same batch. Sampling three ways: "pygen" (the cached solve, one pass of
   arithmetic per layer, and the fused affine op), "naive" (D MADE passes per layer, fused op) and
@@ -19,7 +23,9 @@ import pytest
 import torch
 
 from benchmarks.common import adam_step, device_under_test, measure, row
-from pygen.models import CNF, MAF
+from pygen import ops
+from pygen.layers import MAFLayer
+from pygen.models import CNF, IAF, MAF
 
 OP = "autoregressive_flows"
 DEVICE = device_under_test()
@@ -31,11 +37,14 @@ CNF_CASE = (1024, 64, 256, 10) if DEVICE.type == "cuda" else (256, 16, 64, 10)
 
 
 def _maf(
-    case: tuple[int, int, int, int] = MAF_CASE, reference: bool = False, solver: str = "cached"
-) -> tuple[MAF, torch.Tensor]:
+    case: tuple[int, int, int, int] = MAF_CASE,
+    reference: bool = False,
+    solver: str = "cached",
+    model_type: type[MAF] | type[IAF] = MAF,
+) -> tuple[MAF | IAF, torch.Tensor]:
     batch, dim, hidden, layers = case
     torch.manual_seed(0)
-    model = MAF(dim, n_layers=layers, hidden=hidden, reference=reference, solver=solver)
+    model = model_type(dim, n_layers=layers, hidden=hidden, reference=reference, solver=solver)
     # Away from the identity start (a zero output layer), so that sampling does real work.
     with torch.no_grad():
         for p in model.parameters():
@@ -44,11 +53,42 @@ def _maf(
 
 
 @pytest.mark.parametrize("provider", ["pygen", "eager"])
-def test_maf_train_step(benchmark, record, quick, provider):
-    model, x = _maf(reference=provider == "eager")
+@pytest.mark.parametrize("model_type", [MAF, IAF], ids=lambda cls: cls.__name__)
+def test_train_step(benchmark, record, quick, model_type, provider):
+    model, x = _maf(reference=provider == "eager", model_type=model_type)
     step = adam_step(model, lambda: -model.log_prob(x).mean(), lr=1e-4)
     timing = measure(benchmark, step, DEVICE, quick)
-    record(row(OP, provider, "maf_train_step", x.shape, x.dtype, DEVICE, timing, 0))
+    mode = f"{model_type.__name__.lower()}_train_step"
+    record(row(OP, provider, mode, x.shape, x.dtype, DEVICE, timing, 0))
+
+
+@pytest.mark.parametrize("provider", ["pygen", "composite"])
+@pytest.mark.parametrize("mode", ["made_solve", "made_solve fwd+bwd"])
+@pytest.mark.parametrize("case", MAF_SAMPLE_CASES, ids=lambda case: f"dim{case[1]}")
+def test_made_solve(benchmark, record, quick, case, mode, provider):
+    model, x = _maf(case)
+    layer = next(layer for layer in model.flow if isinstance(layer, MAFLayer))
+    weights, biases, units, bounds = layer.made.solve_weights(x)
+    backward = mode.endswith("fwd+bwd")
+    leaves = [t.detach().requires_grad_(backward) for t in (x, *weights, *biases)]
+    x, weights, biases = leaves[0], leaves[1 : 1 + len(weights)], leaves[1 + len(weights) :]
+    op = {"pygen": ops.made_affine_solve, "composite": _composite}[provider]
+    args = (units, bounds, layer.made.order.tolist(), layer.mask)
+
+    def step():
+        with torch.set_grad_enabled(backward):
+            out, params = op(x, weights, biases, *args, scale_fn=layer.scale_fn, clamp=layer.clamp)
+            if backward:
+                torch.autograd.grad(out.sum() + params.sum(), leaves)
+
+    timing = measure(benchmark, step, DEVICE, quick, rounds=5 if provider == "composite" else 0)
+    record(row(OP, provider, mode, x.shape, x.dtype, DEVICE, timing, 0))
+
+
+def _composite(target, weights, biases, units, bounds, order, mask, scale_fn, clamp):
+    return torch.ops.pygen._made_affine_solve_composite(
+        target, weights, biases, units, bounds, order, mask, scale_fn, clamp, True
+    )
 
 
 @pytest.mark.parametrize(
@@ -56,7 +96,6 @@ def test_maf_train_step(benchmark, record, quick, provider):
     [
         ("maf_density", "pygen"),
         ("maf_sample", "pygen"),
-        ("maf_sample", "composite"),
         ("maf_sample", "twin"),
         ("maf_sample", "naive"),
         ("maf_sample", "eager"),
@@ -64,18 +103,14 @@ def test_maf_train_step(benchmark, record, quick, provider):
 )
 @pytest.mark.parametrize("case", MAF_SAMPLE_CASES, ids=lambda case: f"dim{case[1]}")
 def test_maf_density_vs_sampling(benchmark, record, quick, case, mode, provider):
-    """pygen: the cached solve as one operator (pygen.ops.made_affine_solve), its fused kernel on
-    the CPU; composite: the same operator where autograd needs its graph (the parameters require
-    grad), its loop over differentiable operators; twin: that loop in Python (MADE.solve) with the
-    pure-PyTorch affine map; naive: D passes of the fused layer; eager: D passes of the
-    pure-PyTorch layer."""
+    """pygen: the cached solve as one operator (pygen.ops.made_affine_solve; on the CPU its fused
+    kernel); twin: its loop in Python (MADE.solve) with the pure-PyTorch affine map; naive: D
+    passes of the fused layer; eager: D passes of the pure-PyTorch layer."""
     solver = "naive" if provider in ("naive", "eager") else "cached"
     model, x = _maf(case, reference=provider in ("twin", "eager"), solver=solver)
     model.eval()
 
     def step():
-        if provider == "composite":  # MAF.sample without its no_grad
-            return model.flow.inverse(torch.randn_like(x))[0]
         with torch.no_grad():
             return model.log_prob(x) if mode == "maf_density" else model.sample(len(x))
 

@@ -248,14 +248,18 @@ def solve_case(hidden=12, n_hidden=2, dim=6, dtype=torch.float64):
 
 
 def solve_op(made, target, mask, scale_fn="tanh", reverse=True, path="fused", **changes):
-    """The operator on ``path``: the fused kernel when nothing needs autograd, else the composite
-    (the MADE's parameters require grad). ``changes`` replace its arguments."""
+    """The operator (on the CPU: the fused kernels), or its composite path (the loop over
+    differentiable operators that runs off the CPU); ``changes`` replace its arguments."""
     weights, biases, units, bounds = made.solve_weights(target)
     args = dict(target=target, weights=weights, biases=biases, units=units, bounds=bounds)
     args |= dict(order=made.order.tolist(), mask=mask, scale_fn=scale_fn, reverse=reverse)
     args |= changes
-    with torch.set_grad_enabled(path == "composite"):
+    if path == "fused":
         return ops.made_affine_solve(**args)
+    names = ("target", "weights", "biases", "units", "bounds", "order", "mask", "scale_fn")
+    return torch.ops.pygen._made_affine_solve_composite(
+        *(args[name] for name in names), args.get("clamp"), args["reverse"]
+    )
 
 
 # hidden 3 over 5 degrees leaves degrees without units; 12 gives blocks of 2-3.
@@ -282,9 +286,7 @@ def test_made_affine_solve_equals_its_twin(path, hidden, n_hidden, scale_fn, rev
 
     with torch.no_grad():
         twin = made.solve(fill, target)
-    x, params = solve_op(made, target, mask, scale_fn, reverse, path)
-    assert (params.grad_fn is None) == (path == "fused")
-    x, params = x.detach(), params.detach()
+    x, params = (t.detach() for t in solve_op(made, target, mask, scale_fn, reverse, path))
     for a, b in zip((x, params), twin, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     # The fixed point itself: the MADE's outputs at x, and x their affine map of the target.
@@ -330,30 +332,62 @@ FUSED_TOLERANCES = {torch.float32: 1e-5, torch.bfloat16: 4e-2, torch.float16: 1e
 @pytest.mark.parametrize("scale_fn", ["tanh", "atan", "exp", "sigmoid"])
 @pytest.mark.parametrize("n", [0, 1, 11])  # none, one, and a full tile with a partial one
 def test_fused_made_solve_matches_the_composite(dtype, scale_fn, n):
+    """Values and gradients (of the target, weights and biases) of both paths."""
     made = perturb(MADE(30, 40, 3, order="random", seed=5), scale=0.3).to(dtype)
-    target = inputs((30,), n=n, dtype=dtype)
+    target = inputs((30,), n=n, dtype=dtype).requires_grad_()
     mask = (torch.arange(30) % 7 == 3).to(dtype)
-    fused = solve_op(made, target, mask, scale_fn)
-    composite = solve_op(made, target, mask, scale_fn, path="composite")
+    probe = torch.randn(n, 30).to(dtype), torch.randn(n, 2, 30).to(dtype)
+    results = {}
+    for path in ("fused", "composite"):
+        x, params = solve_op(made, target, mask, scale_fn, path=path)
+        loss = (x * probe[0]).sum() + (params * probe[1]).sum()
+        grads = torch.autograd.grad(loss, [target, *made.parameters()])
+        results[path] = (x, params, *grads)
     tol = FUSED_TOLERANCES[dtype]
-    for a, b in zip(fused, composite, strict=True):
-        assert a.dtype == dtype and a.shape == b.shape
-        torch.testing.assert_close(a, b.detach(), rtol=tol, atol=tol)
-    assert torch.equal(fused[0][:, mask.bool()], target[:, mask.bool()])  # passed through
+    for a, b in zip(results["fused"], results["composite"], strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        scale = 1 + b.abs().max().item() if b.numel() else 1  # gradients summed over samples
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol * scale)
+    kept = mask.bool()
+    assert torch.equal(results["fused"][0][:, kept], target[:, kept])  # passed through
+
+
+@pytest.mark.parametrize("outputs", ["x", "params", "both"])
+def test_fused_made_solve_gradcheck(outputs):
+    """The fused backward against finite differences, with either output's gradient absent."""
+    made, target, mask = solve_case(hidden=10, dim=5)
+    mask[1] = 1
+    weights, biases, units, bounds = made.solve_weights(target)
+    order = made.order.tolist()
+    leaves = [t.detach().requires_grad_() for t in (target[:3], *weights, *biases)]
+    layers = len(weights)
+
+    def fn(target, *weights_and_biases):
+        w, b = weights_and_biases[:layers], weights_and_biases[layers:]
+        x, params = ops.made_affine_solve(target, w, b, units, bounds, order, mask, scale_fn="atan")
+        return {"x": x, "params": params, "both": (x, params)}[outputs]
+
+    assert torch.autograd.gradcheck(fn, leaves)
 
 
 def test_fused_made_solve_splits_tiles_across_threads():
-    made, target, mask = solve_case(hidden=16, dim=9)
-    target = inputs((9,), n=37, dtype=torch.float64)  # 5 tiles
-    single = solve_op(made, target, mask)
+    """Samples split across threads by tiles; each thread sums its own weight gradients."""
+    made, _, mask = solve_case(hidden=16, dim=9)
+    target = inputs((9,), n=37, dtype=torch.float64).requires_grad_()  # 5 tiles
+
+    def run():
+        x, params = solve_op(made, target, mask)
+        return x, params, *torch.autograd.grad(x.sum() + params.sum(), [target, *made.parameters()])
+
+    single = run()
     threads = torch.get_num_threads()
     torch.set_num_threads(3)
     try:
-        split = solve_op(made, target, mask)
+        split = run()
     finally:
         torch.set_num_threads(threads)
     for a, b in zip(single, split, strict=True):
-        assert torch.equal(a, b)
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
 
 
 def test_made_affine_solve_gradcheck_and_opcheck():
@@ -369,12 +403,8 @@ def test_made_affine_solve_gradcheck_and_opcheck():
 
     assert torch.autograd.gradcheck(fn, leaves)
     args = (target, weights, biases, units, bounds, order, mask, "tanh", None, True)
-    torch.library.opcheck(torch.ops.pygen.made_affine_solve, args)
-    with torch.no_grad():
-        weights = [w.detach() for w in weights]
-        biases = [b.detach() for b in biases]
-        args = (target, weights, biases, units, bounds, order, mask, "tanh", None, True)
-        torch.library.opcheck(torch.ops.pygen._made_affine_solve_fused, args)
+    for op in ("made_affine_solve", "_made_affine_solve_composite", "_made_affine_solve_fused"):
+        torch.library.opcheck(getattr(torch.ops.pygen, op), args)
 
 
 @pytest.mark.parametrize("path", ["fused", "composite"])

@@ -116,19 +116,11 @@ PYGEN_INLINE void backward_span(const Ptrs<scalar_t>& ptrs, int32_t n, int32_t q
     const acc_t g = widen<acc_t>(grad_y[i]);
     const acc_t xv = widen<acc_t>(x[i]);
     const acc_t s = load_s<F>(log_scale, i, c, ic);
-    const acc_t e = F == ScaleFn::kNone ? acc_t(1) : fast_exp(kReverse ? -s : s);
-    acc_t ds, dt;
-    if constexpr (kReverse) {  // out = (x - t) * exp(-s), logdet = -sum s
-      const acc_t out = (xv - widen<acc_t>(shift[i])) * e;
-      ds = -(g * out) - gl;
-      dt = -(g * e);
-    } else {  // out = x * exp(s) + t, logdet = sum s
-      ds = g * xv * e + gl;
-      dt = g;
-    }
+    const CoupledGrads<acc_t> d = coupled_grads<F>(g, xv, s, widen<acc_t>(shift[i]), kReverse);
+    const acc_t ds = d.s + (kReverse ? -gl : gl);  // logdet = -sum s (reverse), sum s (forward)
     const bool keep = kept<S>(i, q, mask);
-    grad_x[i] = narrow<scalar_t>(select(keep, g, g * e));
-    grad_shift[i] = narrow<scalar_t>(select(keep, acc_t(0), dt));
+    grad_x[i] = narrow<scalar_t>(select(keep, g, d.x));
+    grad_shift[i] = narrow<scalar_t>(select(keep, acc_t(0), d.t));
     if constexpr (F != ScaleFn::kNone) {
       const acc_t a = widen<acc_t>(log_scale[i]);
       grad_log_scale[i] = narrow<scalar_t>(select(keep, acc_t(0), ds * scale_grad<F>(a, s, ic)));

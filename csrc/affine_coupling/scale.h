@@ -35,6 +35,20 @@ PYGEN_HD T coupled(T x, T s, T t, bool reverse) {
   return reverse ? (x - t) * e : x * e + t;
 }
 
+// The gradients of o = coupled(x, s, t, reverse) given the gradient g of o: of x, of s (before the
+// scale function's derivative) and of t.
+template <typename T>
+struct CoupledGrads {
+  T x, s, t;
+};
+
+template <ScaleFn F, typename T>
+PYGEN_HD CoupledGrads<T> coupled_grads(T g, T x, T s, T t, bool reverse) {
+  const T e = F == ScaleFn::kNone ? T(1) : fast_exp(reverse ? -s : s);
+  if (reverse) return {g * e, -(g * ((x - t) * e)), -(g * e)};  // o = (x - t) * exp(-s)
+  return {g * e, g * x * e, g};                                  // o = x * exp(s) + t
+}
+
 // ds/da given a and s = f(a).
 template <ScaleFn F, typename T>
 PYGEN_HD T scale_grad(T a, T s, T ic) {

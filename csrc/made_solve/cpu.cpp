@@ -44,46 +44,98 @@ inline __attribute__((always_inline)) void dot_rows(const T* w, const T* a, int6
   }
 }
 
+// y[j] += sum_r g[r] * a[r * lda + j] for j < k: a weight row's gradient over the tile.
+template <typename T>
+inline __attribute__((always_inline)) void add_weighted_rows(T* y, const T* g, const T* a, int64_t lda, int64_t k) {
+  constexpr int64_t L = kLanes<T>;
+  int64_t j = 0;
+  for (; j + L <= k; j += L) {
+    Vec<T> acc = load(y + j);
+#pragma GCC unroll 8
+    for (int64_t r = 0; r < kTile; ++r) acc += g[r] * load(a + r * lda + j);
+    store(y + j, acc);
+  }
+  for (; j < k; ++j) {
+    for (int64_t r = 0; r < kTile; ++r) y[j] += g[r] * a[r * lda + j];
+  }
+}
+
+// a[r * lda + j] += g[r] * w[j] for j < k and every r: a weight row's share of the gradients below.
+template <typename T>
+inline __attribute__((always_inline)) void spread_row(T* a, int64_t lda, const T* g, const T* w, int64_t k) {
+  constexpr int64_t L = kLanes<T>;
+  int64_t j = 0;
+  for (; j + L <= k; j += L) {
+    const Vec<T> wv = load(w + j);
+#pragma GCC unroll 8
+    for (int64_t r = 0; r < kTile; ++r) store(a + r * lda + j, load(a + r * lda + j) + g[r] * wv);
+  }
+  for (; j < k; ++j) {
+    for (int64_t r = 0; r < kTile; ++r) a[r * lda + j] += g[r] * w[j];
+  }
+}
+
+// One tile's state: the inputs filled so far (row r at in + r * dim) and every hidden layer's
+// activations (layer i's row r at act + (i * kTile + r) * hidden), zero until computed.
+template <typename acc_t>
+struct Tile {
+  const Solve& s;
+  const int64_t dim, hidden, layers;
+  std::vector<const acc_t*> w, b;
+  std::vector<acc_t> buffer;
+  acc_t *in, *act;
+
+  explicit Tile(const Solve& solve)
+      : s(solve), dim(s.dim), hidden(s.hidden), layers(static_cast<int64_t>(s.weights.size())),
+        w(layers), b(layers), buffer(kTile * (dim + (layers - 1) * hidden)) {
+    for (int64_t i = 0; i < layers; ++i) {
+      w[i] = s.weights[i].const_data_ptr<acc_t>();
+      b[i] = s.biases[i].const_data_ptr<acc_t>();
+    }
+    in = buffer.data();
+    act = in + kTile * dim;
+  }
+
+  acc_t* layer(int64_t i) { return act + i * kTile * hidden; }
+  acc_t* below(int64_t i) { return i == 0 ? in : layer(i - 1); }
+  int64_t fan_in(int64_t i) const { return i == 0 ? dim : hidden; }
+
+  // The hidden units of degree m > 0, layer by layer: every input they see is filled.
+  void compute_units(int64_t m) {
+    acc_t sum[kTile];
+    for (int64_t i = 0; i < layers - 1; ++i) {
+      const int64_t k = fan_in(i);
+      for (int64_t j = s.bounds[m - 1]; j < s.bounds[m]; ++j) {
+        const int64_t u = s.units[j];
+        dot_rows(w[i] + u * k, below(i), k, k, sum);
+        for (int64_t r = 0; r < kTile; ++r) layer(i)[r * hidden + u] = std::max(sum[r] + b[i][u], acc_t(0));
+      }
+    }
+  }
+};
+
 // Tiles [begin, end) of kTile samples each.
 template <ScaleFn F, typename scalar_t, typename acc_t>
 PYGEN_CPU_CLONES void solve_tiles(const Solve& s, const scalar_t* target, scalar_t* x, scalar_t* params,
                                   int64_t begin, int64_t end) {
-  const int64_t dim = s.dim, hidden = s.hidden, layers = static_cast<int64_t>(s.weights.size());
+  Tile<acc_t> tile(s);
+  const int64_t dim = s.dim, hidden = s.hidden, last = tile.layers - 1;
   const acc_t c = static_cast<acc_t>(s.clamp), ic = s.clamp > 0 ? acc_t(1) / c : acc_t(0);
-  std::vector<const acc_t*> w(layers), b(layers);
-  for (int64_t i = 0; i < layers; ++i) {
-    w[i] = s.weights[i].const_data_ptr<acc_t>();
-    b[i] = s.biases[i].const_data_ptr<acc_t>();
-  }
-  // Row r of the inputs at in + r * dim, of hidden layer i's activations at act + (i * kTile + r) *
-  // hidden; the layer below unit u of layer i is in(i).
-  std::vector<acc_t> buffer(kTile * (dim + (layers - 1) * hidden));
-  acc_t *in = buffer.data(), *act = in + kTile * dim;
-  const auto below = [&](int64_t i) { return i == 0 ? in : act + (i - 1) * kTile * hidden; };
   acc_t sum[kTile], shift[kTile];
-  for (int64_t tile = begin; tile < end; ++tile) {
-    const int64_t n0 = tile * kTile, rows = std::min(kTile, s.rows - n0);
-    std::fill(buffer.begin(), buffer.end(), acc_t(0));
+  for (int64_t t0 = begin; t0 < end; ++t0) {
+    const int64_t n0 = t0 * kTile, rows = std::min(kTile, s.rows - n0);
+    std::fill(tile.buffer.begin(), tile.buffer.end(), acc_t(0));
     for (int64_t m = 0; m < dim; ++m) {
-      // The units of degree m: every input they see is filled.
-      for (int64_t i = 0; m > 0 && i < layers - 1; ++i) {
-        const int64_t k = i == 0 ? dim : hidden;
-        for (int64_t j = s.bounds[m - 1]; j < s.bounds[m]; ++j) {
-          const int64_t u = s.units[j];
-          dot_rows(w[i] + u * k, below(i), k, k, sum);
-          acc_t* a = act + i * kTile * hidden + u;
-          for (int64_t r = 0; r < kTile; ++r) a[r * hidden] = std::max(sum[r] + b[i][u], acc_t(0));
-        }
-      }
+      if (m > 0) tile.compute_units(m);
       // Input d's log-scale and shift, rounded to the target's dtype as the op returns them, and
       // its value.
-      const int64_t d = s.order[m], last = layers - 1;
-      dot_rows(w[last] + d * hidden, below(last), hidden, hidden, sum);
-      dot_rows(w[last] + (dim + d) * hidden, below(last), hidden, hidden, shift);
+      const int64_t d = s.order[m];
+      dot_rows(tile.w[last] + d * hidden, tile.below(last), hidden, hidden, sum);
+      dot_rows(tile.w[last] + (dim + d) * hidden, tile.below(last), hidden, hidden, shift);
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t n = n0 + r;
-        const scalar_t log_scale = narrow<scalar_t>(sum[r] + b[last][d]);
-        const scalar_t t = narrow<scalar_t>(shift[r] + b[last][dim + d]);
+        const scalar_t log_scale = narrow<scalar_t>(sum[r] + tile.b[last][d]);
+        const scalar_t t = narrow<scalar_t>(shift[r] + tile.b[last][dim + d]);
         params[n * 2 * dim + d] = log_scale;
         params[n * 2 * dim + dim + d] = t;
         const acc_t xv = widen<acc_t>(target[n * dim + d]);
@@ -91,7 +143,93 @@ PYGEN_CPU_CLONES void solve_tiles(const Solve& s, const scalar_t* target, scalar
         const scalar_t y = s.keep[d] ? target[n * dim + d]
                                      : narrow<scalar_t>(affine_coupling::coupled<F>(xv, sv, widen<acc_t>(t), s.reverse));
         x[n * dim + d] = y;
-        in[r * dim + d] = widen<acc_t>(y);
+        tile.in[r * dim + d] = widen<acc_t>(y);
+      }
+    }
+  }
+}
+
+// Gradients of tiles [begin, end): the target's into grad_target, the weights' and biases' added
+// into dw[i] and db[i] (acc_t, laid out like the weights and biases). The forward is replayed
+// from the saved x; then the steps run backwards, each undoing its own forward step: the output
+// of step m reads the activations as they were at step m (units of higher degree already zeroed
+// again), and a unit of degree m has its full gradient when step m is reached, every reader of
+// it (outputs and units of degree >= m) being done. Gradients spread to what a masked-out weight
+// would reach land on values already done with, where nothing reads them.
+template <ScaleFn F, typename scalar_t, typename acc_t>
+PYGEN_CPU_CLONES void solve_backward_tiles(const Solve& s, const scalar_t* grad_x, const scalar_t* grad_params,
+                                           const scalar_t* target, const scalar_t* x, const scalar_t* params,
+                                           scalar_t* grad_target, acc_t* const* dw, acc_t* const* db,
+                                           int64_t begin, int64_t end) {
+  Tile<acc_t> tile(s);
+  const int64_t dim = s.dim, hidden = s.hidden, last = tile.layers - 1;
+  const acc_t c = static_cast<acc_t>(s.clamp), ic = s.clamp > 0 ? acc_t(1) / c : acc_t(0);
+  // Gradients of the inputs and activations, laid out like them.
+  std::vector<acc_t> grads(tile.buffer.size());
+  acc_t* g_in = grads.data();
+  const auto g_layer = [&](int64_t i) { return g_in + kTile * dim + i * kTile * hidden; };
+  const auto g_below = [&](int64_t i) { return i == 0 ? g_in : g_layer(i - 1); };
+  acc_t gs[kTile], gt[kTile], gz[kTile];
+  for (int64_t t0 = begin; t0 < end; ++t0) {
+    const int64_t n0 = t0 * kTile, rows = std::min(kTile, s.rows - n0);
+    std::fill(tile.buffer.begin(), tile.buffer.end(), acc_t(0));
+    std::fill(grads.begin(), grads.end(), acc_t(0));
+    for (int64_t m = 0; m < dim; ++m) {
+      if (m > 0) tile.compute_units(m);
+      const int64_t d = s.order[m];
+      for (int64_t r = 0; r < rows; ++r) tile.in[r * dim + d] = widen<acc_t>(x[(n0 + r) * dim + d]);
+    }
+    for (int64_t r = 0; grad_x && r < rows; ++r) {
+      for (int64_t j = 0; j < dim; ++j) g_in[r * dim + j] = widen<acc_t>(grad_x[(n0 + r) * dim + j]);
+    }
+    for (int64_t m = dim - 1; m >= 0; --m) {
+      // Input d: the affine map, then the two output rows.
+      const int64_t d = s.order[m];
+      std::fill_n(gs, kTile, acc_t(0));
+      std::fill_n(gt, kTile, acc_t(0));
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t n = n0 + r;
+        const acc_t g = g_in[r * dim + d];
+        const acc_t a = widen<acc_t>(params[n * 2 * dim + d]), t = widen<acc_t>(params[n * 2 * dim + dim + d]);
+        if (grad_params) {
+          gs[r] = widen<acc_t>(grad_params[n * 2 * dim + d]);
+          gt[r] = widen<acc_t>(grad_params[n * 2 * dim + dim + d]);
+        }
+        acc_t g_target = g;
+        if (!s.keep[d]) {
+          const acc_t sv = affine_coupling::scale_log<F>(a, c, ic);
+          const auto dy = affine_coupling::coupled_grads<F>(g, widen<acc_t>(target[n * dim + d]), sv, t, s.reverse);
+          g_target = dy.x;
+          gs[r] += dy.s * affine_coupling::scale_grad<F>(a, sv, ic);
+          gt[r] += dy.t;
+        }
+        grad_target[n * dim + d] = narrow<scalar_t>(g_target);
+        tile.in[r * dim + d] = 0;  // unfilled before step m
+      }
+      acc_t* const top = tile.below(last);
+      add_weighted_rows(dw[last] + d * hidden, gs, top, hidden, hidden);
+      add_weighted_rows(dw[last] + (dim + d) * hidden, gt, top, hidden, hidden);
+      for (int64_t r = 0; r < kTile; ++r) {
+        db[last][d] += gs[r];
+        db[last][dim + d] += gt[r];
+      }
+      spread_row(g_below(last), hidden, gs, tile.w[last] + d * hidden, hidden);
+      spread_row(g_below(last), hidden, gt, tile.w[last] + (dim + d) * hidden, hidden);
+      // The units of degree m, from the top layer down, each zeroed once done.
+      for (int64_t i = last - 1; m > 0 && i >= 0; --i) {
+        const int64_t k = tile.fan_in(i);
+        for (int64_t j = s.bounds[m - 1]; j < s.bounds[m]; ++j) {
+          const int64_t u = s.units[j];
+          for (int64_t r = 0; r < kTile; ++r) {
+            gz[r] = tile.layer(i)[r * hidden + u] > 0 ? g_layer(i)[r * hidden + u] : acc_t(0);
+            db[i][u] += gz[r];
+          }
+          add_weighted_rows(dw[i] + u * k, gz, tile.below(i), k, k);
+          spread_row(g_below(i), k, gz, tile.w[i] + u * k, k);
+        }
+        for (int64_t j = s.bounds[m - 1]; j < s.bounds[m]; ++j) {
+          for (int64_t r = 0; r < kTile; ++r) tile.layer(i)[r * hidden + s.units[j]] = 0;
+        }
       }
     }
   }
@@ -99,16 +237,58 @@ PYGEN_CPU_CLONES void solve_tiles(const Solve& s, const scalar_t* target, scalar
 
 }  // namespace
 
+int64_t tiles(const Solve& s) { return (s.rows + kTile - 1) / kTile; }
+
 void solve_cpu(const Solve& s, const at::Tensor& target, at::Tensor& x, at::Tensor& params) {
-  const int64_t tiles = (s.rows + kTile - 1) / kTile;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, target.scalar_type(), "made_affine_solve_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     affine_coupling::with_scale_fn(s.scale_fn, [&](auto f) {
-      at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, tiles(s), 1, [&](int64_t begin, int64_t end) {
         solve_tiles<decltype(f)::value, scalar_t, acc_t>(s, target.const_data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
                                                          params.data_ptr<scalar_t>(), begin, end);
       });
     });
+  });
+}
+
+void solve_backward_cpu(const Solve& s, const at::Tensor& grad_x, const at::Tensor& grad_params,
+                        const at::Tensor& target, const at::Tensor& x, const at::Tensor& params,
+                        at::Tensor& grad_target, std::vector<at::Tensor>& grad_weights,
+                        std::vector<at::Tensor>& grad_biases) {
+  // One set of weight gradients per chunk of tiles, summed in chunk order at the end: the same
+  // result for the same number of threads.
+  const int64_t chunks = std::min<int64_t>(at::get_num_threads(), tiles(s));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, target.scalar_type(), "made_affine_solve_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    std::vector<std::vector<at::Tensor>> dw(chunks), db(chunks);
+    for (int64_t k = 0; k < chunks; ++k) {
+      for (size_t i = 0; i < s.weights.size(); ++i) {
+        dw[k].push_back(k == 0 ? grad_weights[i] : at::zeros_like(grad_weights[i]));
+        db[k].push_back(k == 0 ? grad_biases[i] : at::zeros_like(grad_biases[i]));
+      }
+    }
+    const auto data = [](const at::Tensor& t) { return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr; };
+    affine_coupling::with_scale_fn(s.scale_fn, [&](auto f) {
+      at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t k = begin; k < end; ++k) {
+          std::vector<acc_t*> dw_k, db_k;
+          for (size_t i = 0; i < s.weights.size(); ++i) {
+            dw_k.push_back(dw[k][i].data_ptr<acc_t>());
+            db_k.push_back(db[k][i].data_ptr<acc_t>());
+          }
+          solve_backward_tiles<decltype(f)::value, scalar_t, acc_t>(
+              s, data(grad_x), data(grad_params), target.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+              params.const_data_ptr<scalar_t>(), grad_target.data_ptr<scalar_t>(), dw_k.data(), db_k.data(),
+              tiles(s) * k / chunks, tiles(s) * (k + 1) / chunks);
+        }
+      });
+    });
+    for (int64_t k = 1; k < chunks; ++k) {
+      for (size_t i = 0; i < s.weights.size(); ++i) {
+        grad_weights[i].add_(dw[k][i]);
+        grad_biases[i].add_(db[k][i]);
+      }
+    }
   });
 }
 

@@ -1,16 +1,17 @@
 // The D-step direction of an autoregressive affine flow (MAF sampling, IAF density) as one
-// operator, pygen::made_affine_solve. Two paths:
-// - with autograd (an input requires grad, or a device without the fused kernel): the loop of
+// operator, pygen::made_affine_solve, on one of two paths:
+// - on the CPU, the fused kernels (cpu.cpp): pygen::_made_affine_solve_fused and its backward,
+//   bound to autograd here;
+// - elsewhere, pygen::_made_affine_solve_composite: the loop of
 //   pygen.layers.MADE.solve, its twin (run there with the pure-PyTorch affine), issued from C++ and
 //   composed of ATen ops and pygen::affine_coupling, which give it autograd, every device and
-//   torch.compile (CompositeImplicitAutograd);
-// - otherwise on the CPU: the fused kernel (cpu.cpp), the operator pygen::_made_affine_solve_fused,
-//   without autograd: the composite's dozen small ATen calls per step cost ~20x its arithmetic.
+//   torch.compile (CompositeImplicitAutograd); its dozen small ATen calls per step cost ~20x the
+//   step's arithmetic on the CPU.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <optional>
 #include <tuple>
 #include <vector>
@@ -82,23 +83,13 @@ void check_args(const at::Tensor& target, at::TensorList weights, at::TensorList
                     "), got ", mask.sizes());
 }
 
-// Whether autograd needs the composite's graph: an input requires grad under grad mode, or
-// carries a forward-mode tangent.
-bool needs_grad(const at::Tensor& target, at::TensorList weights, at::TensorList biases) {
-  const bool grad_mode = at::GradMode::is_enabled();
-  const auto tracked = [grad_mode](const at::Tensor& t) {
-    return (grad_mode && t.requires_grad()) || t._fw_grad(/*level=*/0).defined();
-  };
-  return tracked(target) || std::any_of(weights.begin(), weights.end(), tracked) ||
-         std::any_of(biases.begin(), biases.end(), tracked);
-}
-
 // The loop of MADE.solve over ATen ops and pygen::affine_coupling.
 std::tuple<at::Tensor, at::Tensor> solve_composite(const at::Tensor& target, at::TensorList weights,
                                                    at::TensorList biases, const at::Tensor& units,
                                                    at::IntArrayRef bounds, at::IntArrayRef order,
                                                    const at::Tensor& mask, c10::string_view scale_fn,
                                                    std::optional<double> clamp, bool reverse) {
+  check_args(target, weights, biases, units, bounds, order, mask);
   static const auto affine = c10::Dispatcher::singleton()
                                  .findSchemaOrThrow("pygen::affine_coupling", "")
                                  .typed<AffineFn>();
@@ -140,16 +131,12 @@ std::tuple<at::Tensor, at::Tensor> solve_composite(const at::Tensor& target, at:
   return {at::stack(columns, 1), at::stack(outs, 2)};
 }
 
-}  // namespace
-
-// pygen::_made_affine_solve_fused on the CPU: no autograd.
-std::tuple<at::Tensor, at::Tensor> made_affine_solve_fused(const at::Tensor& target, at::TensorList weights,
-                                                           at::TensorList biases, const at::Tensor& units,
-                                                           at::IntArrayRef bounds, at::IntArrayRef order,
-                                                           const at::Tensor& mask,
-                                                           c10::string_view scale_fn,
-                                                           std::optional<double> clamp, bool reverse) {
+// The kernels' view of checked arguments (the fused path only: it reads the values).
+Solve make_solve(const at::Tensor& target, at::TensorList weights, at::TensorList biases, const at::Tensor& units,
+                 at::IntArrayRef bounds, at::IntArrayRef order, const at::Tensor& mask, c10::string_view scale_fn,
+                 std::optional<double> clamp, bool reverse) {
   check_args(target, weights, biases, units, bounds, order, mask);
+  TORCH_CHECK(target.is_cpu(), "the fused MADE solve runs on the CPU, got ", target.device());
   Solve s;
   s.rows = target.size(0);
   s.dim = target.size(1);
@@ -174,13 +161,120 @@ std::tuple<at::Tensor, at::Tensor> made_affine_solve_fused(const at::Tensor& tar
   s.scale_fn = affine_coupling::parse_scale_fn(true, scale_fn);
   s.clamp = affine_coupling::parse_clamp(s.scale_fn, clamp);
   s.reverse = reverse;
+  return s;
+}
+
+// pygen::_made_affine_solve_fused on the CPU.
+std::tuple<at::Tensor, at::Tensor> fused_forward(const at::Tensor& target, at::TensorList weights,
+                                                 at::TensorList biases, const at::Tensor& units,
+                                                 at::IntArrayRef bounds, at::IntArrayRef order, const at::Tensor& mask,
+                                                 c10::string_view scale_fn, std::optional<double> clamp,
+                                                 bool reverse) {
+  const Solve s = make_solve(target, weights, biases, units, bounds, order, mask, scale_fn, clamp, reverse);
   const at::Tensor target_c = target.contiguous();
   at::Tensor x = at::empty_like(target_c), params = at::empty({s.rows, 2, s.dim}, target.options());
   if (s.rows > 0) solve_cpu(s, target_c, x, params);
   return {x, params};
 }
 
-// Returns x (N, D) and the MADE's outputs (N, 2, D) at x; see pygen/ops/made_solve.py.
+// pygen::_made_affine_solve_fused_backward on the CPU: the gradients of target, weights and
+// biases (in their dtypes) from those of x and params.
+std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> fused_backward(
+    const std::optional<at::Tensor>& grad_x, const std::optional<at::Tensor>& grad_params, const at::Tensor& target,
+    const at::Tensor& x, const at::Tensor& params, at::TensorList weights, at::TensorList biases,
+    const at::Tensor& units, at::IntArrayRef bounds, at::IntArrayRef order, const at::Tensor& mask,
+    c10::string_view scale_fn, std::optional<double> clamp, bool reverse) {
+  const Solve s = make_solve(target, weights, biases, units, bounds, order, mask, scale_fn, clamp, reverse);
+  check_matches(x, "x", target, "target", target.sizes());
+  check_matches(params, "params", target, "target", {s.rows, 2, s.dim});
+  if (grad_x) check_matches(*grad_x, "grad_x", target, "target", target.sizes());
+  if (grad_params) check_matches(*grad_params, "grad_params", target, "target", {s.rows, 2, s.dim});
+  at::Tensor grad_target = at::empty_like(target, at::MemoryFormat::Contiguous);
+  std::vector<at::Tensor> grad_weights, grad_biases;
+  for (const auto& w : s.weights) grad_weights.push_back(at::zeros_like(w));
+  for (const auto& b : s.biases) grad_biases.push_back(at::zeros_like(b));
+  if (s.rows > 0) {
+    const auto contiguous = [](const std::optional<at::Tensor>& t) { return t ? t->contiguous() : at::Tensor(); };
+    solve_backward_cpu(s, contiguous(grad_x), contiguous(grad_params), target.contiguous(), x.contiguous(),
+                       params.contiguous(), grad_target, grad_weights, grad_biases);
+  }
+  for (size_t i = 0; i < weights.size(); ++i) {
+    grad_weights[i] = grad_weights[i].to(weights[i].scalar_type());
+    grad_biases[i] = grad_biases[i].to(biases[i].scalar_type());
+  }
+  return {grad_target, grad_weights, grad_biases};
+}
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+class FusedSolveFunction : public torch::autograd::Function<FusedSolveFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& target, at::TensorList weights,
+                               at::TensorList biases, const at::Tensor& units, at::IntArrayRef bounds,
+                               at::IntArrayRef order, const at::Tensor& mask, c10::string_view scale_fn,
+                               std::optional<double> clamp, bool reverse) {
+    ctx->set_materialize_grads(false);  // an unused output's gradient stays undefined
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("pygen::_made_affine_solve_fused", "")
+                               .typed<SolveFn>();
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [x, params] = op.call(target, weights, biases, units, bounds, order, mask, scale_fn, clamp, reverse);
+    variable_list saved{target, x, params, units, mask};
+    saved.insert(saved.end(), weights.begin(), weights.end());
+    saved.insert(saved.end(), biases.begin(), biases.end());
+    ctx->save_for_backward(saved);
+    ctx->saved_data["layers"] = static_cast<int64_t>(weights.size());
+    ctx->saved_data["bounds"] = bounds;
+    ctx->saved_data["order"] = order;
+    ctx->saved_data["scale_fn"] = std::string(scale_fn);
+    ctx->saved_data["clamp"] = clamp;
+    ctx->saved_data["reverse"] = reverse;
+    return {x, params};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("pygen::_made_affine_solve_fused_backward", "")
+                               .typed<decltype(fused_backward)>();
+    const auto saved = ctx->get_saved_variables();
+    const int64_t layers = ctx->saved_data["layers"].toInt();
+    // One gradient per argument: target, each weight, each bias, then 7 that have none.
+    variable_list out(1 + 2 * layers + 7);
+    if (!grads[0].defined() && !grads[1].defined()) return out;
+    const std::vector<at::Tensor> weights(saved.begin() + 5, saved.begin() + 5 + layers);
+    const std::vector<at::Tensor> biases(saved.begin() + 5 + layers, saved.end());
+    const auto optional_of = [](const at::Tensor& t) { return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt; };
+    const std::vector<int64_t> bounds = ctx->saved_data["bounds"].toIntVector();
+    const std::vector<int64_t> order = ctx->saved_data["order"].toIntVector();
+    const std::string scale_fn = ctx->saved_data["scale_fn"].toStringRef();
+    auto [grad_target, grad_weights, grad_biases] =
+        op.call(optional_of(grads[0]), optional_of(grads[1]), saved[0], saved[1], saved[2], weights, biases,
+                saved[3], bounds, order, saved[4], scale_fn, ctx->saved_data["clamp"].toOptional<double>(),
+                ctx->saved_data["reverse"].toBool());
+    out[0] = grad_target;
+    for (int64_t i = 0; i < layers; ++i) {
+      out[1 + i] = grad_weights[i];
+      out[1 + layers + i] = grad_biases[i];
+    }
+    return out;
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor> fused_autograd(const at::Tensor& target, at::TensorList weights,
+                                                  at::TensorList biases, const at::Tensor& units,
+                                                  at::IntArrayRef bounds, at::IntArrayRef order,
+                                                  const at::Tensor& mask, c10::string_view scale_fn,
+                                                  std::optional<double> clamp, bool reverse) {
+  const auto out =
+      FusedSolveFunction::apply(target, weights, biases, units, bounds, order, mask, scale_fn, clamp, reverse);
+  return {out[0], out[1]};
+}
+
+}  // namespace
+
+// Returns x (N, D) and the MADE's outputs (N, 2, D) at x; see pygen/ops/made_solve.py. The fused
+// kernels on the CPU, the composite loop elsewhere.
 std::tuple<at::Tensor, at::Tensor> made_affine_solve(const at::Tensor& target, at::TensorList weights,
                                                      at::TensorList biases, const at::Tensor& units,
                                                      at::IntArrayRef bounds, at::IntArrayRef order,
@@ -188,25 +282,35 @@ std::tuple<at::Tensor, at::Tensor> made_affine_solve(const at::Tensor& target, a
                                                      c10::string_view scale_fn,
                                                      std::optional<double> clamp, bool reverse) {
   check_args(target, weights, biases, units, bounds, order, mask);
-  if (target.is_cpu() && !needs_grad(target, weights, biases)) {
-    static const auto fused = c10::Dispatcher::singleton()
-                                  .findSchemaOrThrow("pygen::_made_affine_solve_fused", "")
-                                  .typed<SolveFn>();
-    return fused.call(target, weights, biases, units, bounds, order, mask, scale_fn, clamp, reverse);
-  }
-  return solve_composite(target, weights, biases, units, bounds, order, mask, scale_fn, clamp, reverse);
+  const char* path = target.is_cpu() ? "pygen::_made_affine_solve_fused" : "pygen::_made_affine_solve_composite";
+  const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(path, "").typed<SolveFn>();
+  return op.call(target, weights, biases, units, bounds, order, mask, scale_fn, clamp, reverse);
 }
 
 TORCH_LIBRARY_FRAGMENT(pygen, m) {
   m.def("made_affine_solve(Tensor target, Tensor[] weights, Tensor[] biases, Tensor units, int[] bounds,"
         " int[] order, Tensor mask, str scale_fn, float? clamp, bool reverse) -> (Tensor, Tensor)");
+  m.def("_made_affine_solve_composite(Tensor target, Tensor[] weights, Tensor[] biases, Tensor units,"
+        " int[] bounds, int[] order, Tensor mask, str scale_fn, float? clamp, bool reverse)"
+        " -> (Tensor, Tensor)");
   m.def("_made_affine_solve_fused(Tensor target, Tensor[] weights, Tensor[] biases, Tensor units,"
         " int[] bounds, int[] order, Tensor mask, str scale_fn, float? clamp, bool reverse)"
         " -> (Tensor, Tensor)");
+  m.def("_made_affine_solve_fused_backward(Tensor? grad_x, Tensor? grad_params, Tensor target, Tensor x,"
+        " Tensor params, Tensor[] weights, Tensor[] biases, Tensor units, int[] bounds, int[] order,"
+        " Tensor mask, str scale_fn, float? clamp, bool reverse) -> (Tensor, Tensor[], Tensor[])");
 }
 
-TORCH_LIBRARY_IMPL(pygen, CompositeImplicitAutograd, m) { m.impl("made_affine_solve", &made_affine_solve); }
+TORCH_LIBRARY_IMPL(pygen, CompositeImplicitAutograd, m) {
+  m.impl("made_affine_solve", &made_affine_solve);
+  m.impl("_made_affine_solve_composite", &solve_composite);
+}
 
-TORCH_LIBRARY_IMPL(pygen, CPU, m) { m.impl("_made_affine_solve_fused", &made_affine_solve_fused); }
+TORCH_LIBRARY_IMPL(pygen, CPU, m) {
+  m.impl("_made_affine_solve_fused", &fused_forward);
+  m.impl("_made_affine_solve_fused_backward", &fused_backward);
+}
+
+TORCH_LIBRARY_IMPL(pygen, Autograd, m) { m.impl("_made_affine_solve_fused", &fused_autograd); }
 
 }  // namespace pygen::made_solve

@@ -1,11 +1,11 @@
 """The D-step solve of an autoregressive affine flow: ``pygen.ops.made_affine_solve``.
 
-The operator ``pygen::made_affine_solve`` is registered in C++ when pygen._C loads. When autograd
-needs its graph, or off the CPU, it is composed of other operators (the MADE's products and
-``pygen::affine_coupling``), which give it autograd, every device and its fake implementation;
-otherwise it calls the fused CPU kernel ``pygen::_made_affine_solve_fused`` (no autograd; its fake
-implementation is below). Its twin is ``pygen.layers.MADE.solve`` with the pure-PyTorch affine
-map as the value of each step.
+The operator ``pygen::made_affine_solve`` is registered in C++ when pygen._C loads. On the CPU it
+runs the fused kernels ``pygen::_made_affine_solve_fused`` and its backward (their fake
+implementations are below); elsewhere ``pygen::_made_affine_solve_composite``, composed of other
+operators (the MADE's products and ``pygen::affine_coupling``), which give it autograd, every
+device and its fake implementation.
+Its twin is ``pygen.layers.MADE.solve`` with the pure-PyTorch affine map as the value of each step.
 """
 
 from __future__ import annotations
@@ -22,6 +22,15 @@ from pygen._extension import _C  # noqa: F401  (registers the pygen:: operators)
 def _(target, weights, biases, units, bounds, order, mask, scale_fn, clamp, reverse):
     n, dim = target.shape
     return target.new_empty(n, dim), target.new_empty(n, 2, dim)
+
+
+@torch.library.register_fake("pygen::_made_affine_solve_fused_backward")
+def _(grad_x, grad_params, target, x, params, weights, biases, units, *args):
+    return (
+        torch.empty_like(target),
+        [torch.empty_like(w) for w in weights],
+        [torch.empty_like(b) for b in biases],
+    )
 
 
 def made_affine_solve(
@@ -43,9 +52,9 @@ def made_affine_solve(
     filled before it), and sets ``x[:, d]`` to ``pygen.ops.affine_coupling`` of ``target[:, d]``
     with them (``reverse``: ``(target - t) * exp(-s)``, MAF sampling; else ``target * exp(s) +
     t``). Each hidden unit is computed once, at the step that fills the last input it sees, so the
-    D steps do the arithmetic of one pass of the MADE. On the CPU, when nothing needs autograd (no
-    input requires grad, or under ``torch.no_grad``), the whole solve is one fused kernel; else the
-    loop runs over differentiable operators.
+    D steps do the arithmetic of one pass of the MADE. On the CPU the solve and its backward are
+    each one fused kernel (not twice differentiable); elsewhere the loop runs over differentiable
+    operators.
 
     Args:
         target: ``(N, D)``.
