@@ -44,34 +44,51 @@ inline __attribute__((always_inline)) void dot_rows(const T* w, const T* a, int6
   }
 }
 
-// y[j] += sum_r g[r] * a[r * lda + j] for j < k: a weight row's gradient over the tile.
-template <typename T>
-inline __attribute__((always_inline)) void add_weighted_rows(T* y, const T* g, const T* a, int64_t lda, int64_t k) {
+// y[p][j] += sum_r g[p][r] * a[r * lda + j] for j < k and P rows p: weight rows' gradients over
+// the tile (the rows of one step's two outputs share the loads of a).
+template <int64_t P, typename T>
+inline __attribute__((always_inline)) void add_weighted_rows(T* const (&y)[P], const T* const (&g)[P], const T* a,
+                                                             int64_t lda, int64_t k) {
   constexpr int64_t L = kLanes<T>;
   int64_t j = 0;
   for (; j + L <= k; j += L) {
-    Vec<T> acc = load(y + j);
+    Vec<T> acc[P];
+    for (int64_t p = 0; p < P; ++p) acc[p] = load(y[p] + j);
 #pragma GCC unroll 8
-    for (int64_t r = 0; r < kTile; ++r) acc += g[r] * load(a + r * lda + j);
-    store(y + j, acc);
+    for (int64_t r = 0; r < kTile; ++r) {
+      const Vec<T> av = load(a + r * lda + j);
+      for (int64_t p = 0; p < P; ++p) acc[p] += g[p][r] * av;
+    }
+    for (int64_t p = 0; p < P; ++p) store(y[p] + j, acc[p]);
   }
   for (; j < k; ++j) {
-    for (int64_t r = 0; r < kTile; ++r) y[j] += g[r] * a[r * lda + j];
+    for (int64_t r = 0; r < kTile; ++r) {
+      for (int64_t p = 0; p < P; ++p) y[p][j] += g[p][r] * a[r * lda + j];
+    }
   }
 }
 
-// a[r * lda + j] += g[r] * w[j] for j < k and every r: a weight row's share of the gradients below.
-template <typename T>
-inline __attribute__((always_inline)) void spread_row(T* a, int64_t lda, const T* g, const T* w, int64_t k) {
+// a[r * lda + j] += sum_p g[p][r] * w[p][j] for j < k and every r: P weight rows' share of the
+// gradients below (the rows of one step's two outputs share the loads and stores of a).
+template <int64_t P, typename T>
+inline __attribute__((always_inline)) void spread_rows(T* a, int64_t lda, const T* const (&g)[P],
+                                                       const T* const (&w)[P], int64_t k) {
   constexpr int64_t L = kLanes<T>;
   int64_t j = 0;
   for (; j + L <= k; j += L) {
-    const Vec<T> wv = load(w + j);
+    Vec<T> wv[P];
+    for (int64_t p = 0; p < P; ++p) wv[p] = load(w[p] + j);
 #pragma GCC unroll 8
-    for (int64_t r = 0; r < kTile; ++r) store(a + r * lda + j, load(a + r * lda + j) + g[r] * wv);
+    for (int64_t r = 0; r < kTile; ++r) {
+      Vec<T> av = load(a + r * lda + j);
+      for (int64_t p = 0; p < P; ++p) av += g[p][r] * wv[p];
+      store(a + r * lda + j, av);
+    }
   }
   for (; j < k; ++j) {
-    for (int64_t r = 0; r < kTile; ++r) a[r * lda + j] += g[r] * w[j];
+    for (int64_t r = 0; r < kTile; ++r) {
+      for (int64_t p = 0; p < P; ++p) a[r * lda + j] += g[p][r] * w[p][j];
+    }
   }
 }
 
@@ -206,15 +223,14 @@ PYGEN_CPU_CLONES void solve_backward_tiles(const Solve& s, const scalar_t* grad_
         grad_target[n * dim + d] = narrow<scalar_t>(g_target);
         tile.in[r * dim + d] = 0;  // unfilled before step m
       }
-      acc_t* const top = tile.below(last);
-      add_weighted_rows(dw[last] + d * hidden, gs, top, hidden, hidden);
-      add_weighted_rows(dw[last] + (dim + d) * hidden, gt, top, hidden, hidden);
+      add_weighted_rows<2>({dw[last] + d * hidden, dw[last] + (dim + d) * hidden}, {gs, gt}, tile.below(last),
+                           hidden, hidden);
       for (int64_t r = 0; r < kTile; ++r) {
         db[last][d] += gs[r];
         db[last][dim + d] += gt[r];
       }
-      spread_row(g_below(last), hidden, gs, tile.w[last] + d * hidden, hidden);
-      spread_row(g_below(last), hidden, gt, tile.w[last] + (dim + d) * hidden, hidden);
+      spread_rows<2>(g_below(last), hidden, {gs, gt}, {tile.w[last] + d * hidden, tile.w[last] + (dim + d) * hidden},
+                     hidden);
       // The units of degree m, from the top layer down, each zeroed once done.
       for (int64_t i = last - 1; m > 0 && i >= 0; --i) {
         const int64_t k = tile.fan_in(i);
@@ -224,8 +240,8 @@ PYGEN_CPU_CLONES void solve_backward_tiles(const Solve& s, const scalar_t* grad_
             gz[r] = tile.layer(i)[r * hidden + u] > 0 ? g_layer(i)[r * hidden + u] : acc_t(0);
             db[i][u] += gz[r];
           }
-          add_weighted_rows(dw[i] + u * k, gz, tile.below(i), k, k);
-          spread_row(g_below(i), k, gz, tile.w[i] + u * k, k);
+          add_weighted_rows<1>({dw[i] + u * k}, {gz}, tile.below(i), k, k);
+          spread_rows<1>(g_below(i), k, {gz}, {tile.w[i] + u * k}, k);
         }
         for (int64_t j = s.bounds[m - 1]; j < s.bounds[m]; ++j) {
           for (int64_t r = 0; r < kTile; ++r) tile.layer(i)[r * hidden + s.units[j]] = 0;
