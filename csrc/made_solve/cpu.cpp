@@ -4,8 +4,10 @@
 // product of its weight row with the row below, then the two outputs of input order[m] the same
 // way, and fills that input. The weights are read as nn.Linear holds them, masked, in rows: what a
 // unit does not see is zero in its row, or not yet computed and zero in the tile; no transposed
-// or permuted copy is made. The dots run over whole rows: twice the arithmetic of the masked
-// products, at full vector width and with no partial sums written back.
+// or permuted copy is made. The dots run over the span of each row whose values exist at that
+// step (Solve::filled, Solve::computed): for MAF's orders and a MADE no wider than its degrees,
+// the masked products' arithmetic; else up to twice it; at full vector width either way, with no
+// partial sums written back.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -116,15 +118,18 @@ struct Tile {
   acc_t* layer(int64_t i) { return act + i * kTile * hidden; }
   acc_t* below(int64_t i) { return i == 0 ? in : layer(i - 1); }
   int64_t fan_in(int64_t i) const { return i == 0 ? dim : hidden; }
+  // What of layer i's inputs holds values at step m (after the units of degree m).
+  Span span(int64_t i, int64_t m) const { return i == 0 ? s.filled[m] : s.computed[m]; }
 
   // The hidden units of degree m > 0, layer by layer: every input they see is filled.
   void compute_units(int64_t m) {
     acc_t sum[kTile];
     for (int64_t i = 0; i < layers - 1; ++i) {
       const int64_t k = fan_in(i);
+      const Span in = span(i, m);
       for (int64_t j = s.bounds[m - 1]; j < s.bounds[m]; ++j) {
         const int64_t u = s.units[j];
-        dot_rows(w[i] + u * k, below(i), k, k, sum);
+        dot_rows(w[i] + u * k + in.lo, below(i) + in.lo, k, in.hi - in.lo, sum);
         for (int64_t r = 0; r < kTile; ++r) layer(i)[r * hidden + u] = std::max(sum[r] + b[i][u], acc_t(0));
       }
     }
@@ -147,8 +152,10 @@ PYGEN_CPU_CLONES void solve_tiles(const Solve& s, const scalar_t* target, scalar
       // Input d's log-scale and shift, rounded to the target's dtype as the op returns them, and
       // its value.
       const int64_t d = s.order[m];
-      dot_rows(tile.w[last] + d * hidden, tile.below(last), hidden, hidden, sum);
-      dot_rows(tile.w[last] + (dim + d) * hidden, tile.below(last), hidden, hidden, shift);
+      const Span top = tile.span(last, m);
+      const int64_t k = top.hi - top.lo;
+      dot_rows(tile.w[last] + d * hidden + top.lo, tile.below(last) + top.lo, hidden, k, sum);
+      dot_rows(tile.w[last] + (dim + d) * hidden + top.lo, tile.below(last) + top.lo, hidden, k, shift);
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t n = n0 + r;
         const scalar_t log_scale = narrow<scalar_t>(sum[r] + tile.b[last][d]);
@@ -157,8 +164,8 @@ PYGEN_CPU_CLONES void solve_tiles(const Solve& s, const scalar_t* target, scalar
         params[n * 2 * dim + dim + d] = t;
         const acc_t xv = widen<acc_t>(target[n * dim + d]);
         const acc_t sv = affine_coupling::scale_log<F>(widen<acc_t>(log_scale), c, ic);
-        const scalar_t y = s.keep[d] ? target[n * dim + d]
-                                     : narrow<scalar_t>(affine_coupling::coupled<F>(xv, sv, widen<acc_t>(t), s.reverse));
+        const acc_t out = affine_coupling::coupled<F>(xv, sv, widen<acc_t>(t), s.reverse);
+        const scalar_t y = s.keep[d] ? target[n * dim + d] : narrow<scalar_t>(out);
         x[n * dim + d] = y;
         tile.in[r * dim + d] = widen<acc_t>(y);
       }
@@ -223,25 +230,31 @@ PYGEN_CPU_CLONES void solve_backward_tiles(const Solve& s, const scalar_t* grad_
         grad_target[n * dim + d] = narrow<scalar_t>(g_target);
         tile.in[r * dim + d] = 0;  // unfilled before step m
       }
-      add_weighted_rows<2>({dw[last] + d * hidden, dw[last] + (dim + d) * hidden}, {gs, gt}, tile.below(last),
-                           hidden, hidden);
+      // Only what held values at step m: the rest of the activations is zero, and gradients sent
+      // there would land on units already done with.
+      const Span top = tile.span(last, m);
+      const int64_t k = top.hi - top.lo;
+      const acc_t* const w_s = tile.w[last] + d * hidden + top.lo;
+      const acc_t* const w_t = tile.w[last] + (dim + d) * hidden + top.lo;
+      add_weighted_rows<2>({dw[last] + d * hidden + top.lo, dw[last] + (dim + d) * hidden + top.lo}, {gs, gt},
+                           tile.below(last) + top.lo, hidden, k);
       for (int64_t r = 0; r < kTile; ++r) {
         db[last][d] += gs[r];
         db[last][dim + d] += gt[r];
       }
-      spread_rows<2>(g_below(last), hidden, {gs, gt}, {tile.w[last] + d * hidden, tile.w[last] + (dim + d) * hidden},
-                     hidden);
+      spread_rows<2>(g_below(last) + top.lo, hidden, {gs, gt}, {w_s, w_t}, k);
       // The units of degree m, from the top layer down, each zeroed once done.
       for (int64_t i = last - 1; m > 0 && i >= 0; --i) {
         const int64_t k = tile.fan_in(i);
+        const Span in = tile.span(i, m);
         for (int64_t j = s.bounds[m - 1]; j < s.bounds[m]; ++j) {
           const int64_t u = s.units[j];
           for (int64_t r = 0; r < kTile; ++r) {
             gz[r] = tile.layer(i)[r * hidden + u] > 0 ? g_layer(i)[r * hidden + u] : acc_t(0);
             db[i][u] += gz[r];
           }
-          add_weighted_rows<1>({dw[i] + u * k}, {gz}, tile.below(i), k, k);
-          spread_rows<1>(g_below(i), k, {gz}, {tile.w[i] + u * k}, k);
+          add_weighted_rows<1>({dw[i] + u * k + in.lo}, {gz}, tile.below(i) + in.lo, k, in.hi - in.lo);
+          spread_rows<1>(g_below(i) + in.lo, k, {gz}, {tile.w[i] + u * k + in.lo}, in.hi - in.lo);
         }
         for (int64_t j = s.bounds[m - 1]; j < s.bounds[m]; ++j) {
           for (int64_t r = 0; r < kTile; ++r) tile.layer(i)[r * hidden + s.units[j]] = 0;
@@ -274,7 +287,8 @@ void solve_backward_cpu(const Solve& s, const at::Tensor& grad_x, const at::Tens
   // One set of weight gradients per chunk of tiles, summed in chunk order at the end: the same
   // result for the same number of threads.
   const int64_t chunks = std::min<int64_t>(at::get_num_threads(), tiles(s));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, target.scalar_type(), "made_affine_solve_backward_cpu", [&] {
+  const auto dtype = target.scalar_type();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "made_affine_solve_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     std::vector<std::vector<at::Tensor>> dw(chunks), db(chunks);
     for (int64_t k = 0; k < chunks; ++k) {

@@ -12,6 +12,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <optional>
 #include <tuple>
 #include <vector>
@@ -156,6 +157,16 @@ Solve make_solve(const at::Tensor& target, at::TensorList weights, at::TensorLis
   }
   s.bounds.assign(bounds.begin(), bounds.end());
   s.order.assign(order.begin(), order.end());
+  const auto widen = [](Span a, int64_t i) {
+    return a.hi > a.lo ? Span{std::min(a.lo, i), std::max(a.hi, i + 1)} : Span{i, i + 1};
+  };
+  Span filled, computed;
+  for (int64_t m = 0, j = 0; m < s.dim; ++m) {
+    if (m > 0) filled = widen(filled, s.order[m - 1]);
+    for (; j < s.bounds[m]; ++j) computed = widen(computed, s.units[j]);
+    s.filled.push_back(filled);
+    s.computed.push_back(computed);
+  }
   const at::Tensor keep = mask.ne(0).to(at::kByte).contiguous();
   s.keep.assign(keep.const_data_ptr<uint8_t>(), keep.const_data_ptr<uint8_t>() + s.dim);
   s.scale_fn = affine_coupling::parse_scale_fn(true, scale_fn);
@@ -244,7 +255,9 @@ class FusedSolveFunction : public torch::autograd::Function<FusedSolveFunction> 
     if (!grads[0].defined() && !grads[1].defined()) return out;
     const std::vector<at::Tensor> weights(saved.begin() + 5, saved.begin() + 5 + layers);
     const std::vector<at::Tensor> biases(saved.begin() + 5 + layers, saved.end());
-    const auto optional_of = [](const at::Tensor& t) { return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt; };
+    const auto optional_of = [](const at::Tensor& t) {
+      return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
+    };
     const std::vector<int64_t> bounds = ctx->saved_data["bounds"].toIntVector();
     const std::vector<int64_t> order = ctx->saved_data["order"].toIntVector();
     const std::string scale_fn = ctx->saved_data["scale_fn"].toStringRef();

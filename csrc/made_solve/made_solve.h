@@ -16,10 +16,19 @@ namespace pygen::made_solve {
 // (float for 16-bit targets); every hidden layer has `hidden` units, units[bounds[m - 1]:bounds[m]]
 // being those of degree m; the last layer's row k * dim + d is output k (log-scale, shift) of
 // input d.
+// A range [lo, hi) of indices.
+struct Span {
+  int64_t lo = 0, hi = 0;
+};
+
 struct Solve {
   int64_t rows, dim, hidden;
   std::vector<at::Tensor> weights, biases;
   std::vector<int64_t> units, bounds, order;
+  // At step m, the indices holding every value computed so far: of the inputs filled before it
+  // (order[:m]) and of the hidden units of degree <= m (units[:bounds[m]]). Values outside are
+  // zero, so products need only read inside (for MAF's orders and hidden < dim, about half).
+  std::vector<Span> filled, computed;
   std::vector<uint8_t> keep;  // mask != 0: the input passes through
   affine_coupling::ScaleFn scale_fn;
   double clamp;
