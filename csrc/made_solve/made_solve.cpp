@@ -157,13 +157,13 @@ Solve make_solve(const at::Tensor& target, at::TensorList weights, at::TensorLis
   }
   s.bounds.assign(bounds.begin(), bounds.end());
   s.order.assign(order.begin(), order.end());
-  const auto widen = [](Span a, int64_t i) {
+  const auto grow = [](Span a, int64_t i) {
     return a.hi > a.lo ? Span{std::min(a.lo, i), std::max(a.hi, i + 1)} : Span{i, i + 1};
   };
   Span filled, computed;
   for (int64_t m = 0, j = 0; m < s.dim; ++m) {
-    if (m > 0) filled = widen(filled, s.order[m - 1]);
-    for (; j < s.bounds[m]; ++j) computed = widen(computed, s.units[j]);
+    if (m > 0) filled = grow(filled, s.order[m - 1]);
+    for (; j < s.bounds[m]; ++j) computed = grow(computed, s.units[j]);
     s.filled.push_back(filled);
     s.computed.push_back(computed);
   }
@@ -287,14 +287,13 @@ std::tuple<at::Tensor, at::Tensor> fused_autograd(const at::Tensor& target, at::
 }  // namespace
 
 // Returns x (N, D) and the MADE's outputs (N, 2, D) at x; see pygen/ops/made_solve.py. The fused
-// kernels on the CPU, the composite loop elsewhere.
+// kernels on the CPU, the composite loop elsewhere; each checks the arguments.
 std::tuple<at::Tensor, at::Tensor> made_affine_solve(const at::Tensor& target, at::TensorList weights,
                                                      at::TensorList biases, const at::Tensor& units,
                                                      at::IntArrayRef bounds, at::IntArrayRef order,
                                                      const at::Tensor& mask,
                                                      c10::string_view scale_fn,
                                                      std::optional<double> clamp, bool reverse) {
-  check_args(target, weights, biases, units, bounds, order, mask);
   const char* path = target.is_cpu() ? "pygen::_made_affine_solve_fused" : "pygen::_made_affine_solve_composite";
   const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(path, "").typed<SolveFn>();
   return op.call(target, weights, biases, units, bounds, order, mask, scale_fn, clamp, reverse);

@@ -118,7 +118,7 @@ class _AutoregressiveAffine(nn.Module):
                 return y[:, 0]
 
             _, params = self.made.solve(fill, target)
-        else:  # the same loop as one operator, issued from C++
+        else:  # one operator: fused kernels on the CPU, the same loop issued from C++ elsewhere
             weights, biases, units, bounds = self.made.solve_weights(target)
             _, params = ops.made_affine_solve(
                 target,
