@@ -1,6 +1,6 @@
 """PixelRNN: the Row LSTM and Diagonal BiLSTM layers and model (causality, receptive fields,
-the PixelCNN model contract) and its samplers (naive and cached, for both kinds) against the full
-forward pass and each other."""
+the PixelCNN model contract) and its samplers (naive, cached and the fused C++ kernel, for both
+kinds) against the full forward pass and each other."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from pygen.data import DIGIT_LEVELS, load_digits
 from pygen.layers import skew, unskew
 from pygen.metrics import independent_pixel_bits
 from pygen.models import PixelRNN
+from pygen.ops import pixelrnn_sample
+from pygen.sampling import export_pixelrnn_weights
 from pygen.sampling import pixelrnn as pixelrnn_sampling
 
 LOGIT_TOL = {"rtol": 1e-4, "atol": 1e-4}  # float32 logits of a sampler vs the full forward pass
@@ -134,7 +136,7 @@ def test_errors():
     with pytest.raises(ValueError, match="n_layers"):
         PixelRNN(n_layers=0)
     with pytest.raises(ValueError, match="method"):
-        tiny_model("diagonal").sample(2, method="fused")
+        tiny_model("diagonal").sample(2, method="greedy")
     with pytest.raises(ValueError, match="temperature"):
         model.sample(2, temperature=0.0)
     with pytest.raises(ValueError, match="shape"):
@@ -144,7 +146,7 @@ def test_errors():
 # ---------------------------------------------------------------- samplers
 
 
-@pytest.mark.parametrize("method", ["cached", "naive"])
+@pytest.mark.parametrize("method", ["fused", "cached", "naive"])
 @pytest.mark.parametrize("kind", ["row", "diagonal"])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_sampler_logits_equal_full_forward_float32(kind, method, channels):
@@ -163,17 +165,18 @@ def test_sampler_logits_equal_full_forward_float32(kind, method, channels):
     [(1, 2, (5, 4), 3), (3, 1, (5, 4), 3), (3, 3, (5, 4), 3), (1, 2, (3, 1), 3), (3, 2, (5, 4), 7)],
 )
 @pytest.mark.parametrize("kind", ["row", "diagonal"])
-def test_cached_and_naive_same_noise_same_images_float64(
+def test_every_method_same_noise_same_images_float64(
     kind, channels, layers, size, kernel, temperature
 ):
     model = tiny_model(kind, channels, size=size, layers=layers, kernel_size=kernel).double()
     noise = torch.rand(2, channels, *size, dtype=torch.float64)
     options = {"noise": noise, "temperature": temperature, "return_logits": True}
     naive = model.sample(2, method="naive", **options)
-    cached = model.sample(2, **options)  # the default method
     assert naive[0].unique().numel() > 1  # the draws are not degenerate
-    assert torch.equal(cached[0], naive[0])
-    torch.testing.assert_close(cached[1], naive[1], rtol=1e-12, atol=1e-12)
+    for method in ("cached", None):  # None: the default, the fused kernel on the CPU
+        images, logits = model.sample(2, method=method, **options)
+        assert torch.equal(images, naive[0])
+        torch.testing.assert_close(logits, naive[1], rtol=1e-12, atol=1e-12)
 
 
 def test_row_lstm_cached_runs_each_rows_recurrence_once():
@@ -209,14 +212,156 @@ def test_diagonal_bilstm_cached_takes_one_lstm_step_per_pixel_and_direction(monk
     assert steps == {"ltr": 2 * 5 * 4, "rtl": 2 * 5 * 4}
 
 
+@pytest.mark.parametrize("method", ["fused", "cached"])
 @pytest.mark.parametrize("kind", ["row", "diagonal"])
-def test_internal_noise_follows_the_generator(kind):
+def test_internal_noise_follows_the_generator(kind, method):
     model = tiny_model(kind)
-    a = model.sample(2, generator=torch.Generator().manual_seed(3))
-    b = model.sample(2, generator=torch.Generator().manual_seed(3))
+    a = model.sample(2, method=method, generator=torch.Generator().manual_seed(3))
+    b = model.sample(2, method=method, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
     noise = torch.rand(2, 1, 5, 4, generator=torch.Generator().manual_seed(3))
-    assert torch.equal(model.sample(2, noise=noise), a)
+    assert torch.equal(model.sample(2, method=method, noise=noise), a)
+
+
+# ---------------------------------------------------------------- the fused C++ sampler
+
+
+def dims_of(model: PixelRNN, batch: int) -> dict:
+    """The size arguments of ``pixelrnn_sample`` for ``batch`` images of ``model``."""
+    height, width = model.image_size
+    return {
+        "kind": model.kind,
+        "batch": batch,
+        "channels": model.in_channels,
+        "height": height,
+        "width": width,
+        "n_levels": model.n_levels,
+        "kernel_size": model.kernel_size,
+    }
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("threads", "batch"), [(2, 1), (2, 5), (3, 11), (2, 20)])
+@pytest.mark.parametrize("kind", ["row", "diagonal"])
+def test_fused_threads_and_groups_change_nothing(kind, threads, batch, dtype):
+    # The kernel splits the batch into groups of up to 8 samples, one thread each: groups of 1-8
+    # (a product's rows tiled by 4, 2 and 1), a last group cut short, several groups per thread.
+    model = tiny_model(kind, channels=3, size=(4, 5), levels=9).to(dtype)
+    noise = torch.rand(batch, 3, 4, 5, dtype=dtype)
+    alone = [model.sample(1, noise=noise[b : b + 1], return_logits=True) for b in range(batch)]
+    torch.set_num_threads(threads)
+    try:
+        split = model.sample(batch, noise=noise, return_logits=True)
+    finally:
+        torch.set_num_threads(1)
+    assert torch.equal(split[0], torch.cat([a[0] for a in alone]))
+    tol = LOGIT_TOL if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
+    torch.testing.assert_close(split[1], torch.cat([a[1] for a in alone]), **tol)
+    with torch.no_grad():
+        torch.testing.assert_close(split[1], model(split[0]), **tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("kind", ["row", "diagonal"])
+def test_fused_16_bit_weights_run_the_float32_kernel(kind, dtype):
+    # 16-bit weights are widened once and every activation is float32: the images of the float32
+    # kernel on the widened weights, its logits rounded once; and the contract with the forward.
+    model = tiny_model(kind, channels=3, size=(4, 5), kernel_size=5).to(dtype)
+    noise = (torch.rand(3, 3, 4, 5) * 0.99).to(dtype)  # below 1 after rounding
+    images, logits = model.sample(3, noise=noise, return_logits=True)
+    assert logits.dtype == dtype and images.unique().numel() > 1
+    weights = export_pixelrnn_weights(model)
+    wide = [w.float() for w in weights]
+    dims = dims_of(model, 3)
+    widened = pixelrnn_sample(wide, noise=noise.float(), return_logits=True, **dims)
+    assert torch.equal(images, widened[0])
+    assert torch.equal(logits, widened[1].to(dtype))
+    seeded = [
+        pixelrnn_sample(w, generator=torch.Generator().manual_seed(3), **dims)[0]
+        for w in (weights, wide)
+    ]
+    assert torch.equal(*seeded)  # the same Philox stream
+    with torch.no_grad():
+        expected = model.float()(images)
+    torch.testing.assert_close(logits.float(), expected, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("kind", ["row", "diagonal"])
+def test_fused_internal_noise_is_seeded_reproducible_and_follows_the_forward(kind):
+    model = tiny_model(kind, channels=3, size=(4, 5), levels=9)
+    weights, dims = export_pixelrnn_weights(model), dims_of(model, 16)
+    torch.manual_seed(5)
+    first, logits = pixelrnn_sample(weights, return_logits=True, **dims)
+    torch.manual_seed(5)
+    again = pixelrnn_sample(weights, **dims)[0]
+    other = pixelrnn_sample(weights, **dims)[0]
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert first.unique().numel() > 4
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(first), **LOGIT_TOL)
+
+
+def test_fused_op_opcheck():
+    fused = torch.ops.pygen.pixelrnn_sample
+    # Not test_aot_dispatch_dynamic: its harness sums every output into one accumulator, which the
+    # int64 images make integer before the float logits are added.
+    checks = ("test_schema", "test_autograd_registration", "test_faketensor")
+    for kind in ("row", "diagonal"):
+        model = tiny_model(kind, channels=3)
+        weights, noise = export_pixelrnn_weights(model), torch.rand(2, 3, 5, 4)
+        args = [*dims_of(model, 2).values()]
+        torch.library.opcheck(fused, (weights, noise, None, *args, 1.0, True), test_utils=checks)
+        torch.library.opcheck(
+            fused, (weights, None, torch.tensor([4]), *args, 0.8, False), test_utils=checks
+        )
+        half = [w.bfloat16() for w in weights]
+        torch.library.opcheck(
+            fused, (half, noise.bfloat16(), None, *args, 1.0, True), test_utils=checks
+        )
+
+
+def test_fused_errors():
+    row, diagonal = tiny_model("row"), tiny_model("diagonal")
+    weights, dims = export_pixelrnn_weights(row), dims_of(row, 2)
+    with pytest.raises(ValueError, match="kind must be"):
+        pixelrnn_sample(weights, **(dims | {"kind": "column"}))
+    with pytest.raises(ValueError, match=r"Row LSTM must hold 2 tensors .* 6 per layer"):
+        pixelrnn_sample(weights[:-1], **dims)
+    with pytest.raises(ValueError, match=r"Diagonal BiLSTM must hold 2 tensors .* 12 per layer"):
+        pixelrnn_sample(weights[:-1], **(dims | {"kind": "diagonal"}))
+    with pytest.raises(ValueError, match="left-to-right direction of layer 0"):
+        pixelrnn_sample(weights, **(dims | {"kind": "diagonal"}))  # one layer's count, wrong shapes
+    with pytest.raises(TypeError, match="float32, float64, float16 and bfloat16"):
+        pixelrnn_sample([w.int() for w in weights], **dims)
+    with pytest.raises(ValueError, match=r"weights\[0\] \(the input convolution\)"):
+        pixelrnn_sample(weights, **(dims | {"kernel_size": 5}))
+    with pytest.raises(ValueError, match="head w2"):
+        pixelrnn_sample(weights, **(dims | {"n_levels": 6}))
+    with pytest.raises(ValueError, match="divisible by channels"):
+        pixelrnn_sample(weights, **(dims | {"channels": 4}))
+    bad = list(weights)
+    bad[4] = bad[4][:-1]  # layer 0's state-to-state loses a row
+    with pytest.raises(ValueError, match=r"weights\[4\] \(state-to-state of layer 0\)"):
+        pixelrnn_sample(bad, **dims)
+    bad = export_pixelrnn_weights(diagonal)
+    bad[2 + 8] = bad[2 + 8][:, 1:]  # the right-to-left direction's image-to-state
+    with pytest.raises(ValueError, match="image-to-state of layer 0"):
+        pixelrnn_sample(bad, **dims_of(diagonal, 2))
+    with pytest.raises(TypeError, match="noise"):
+        pixelrnn_sample(weights, noise=torch.rand(2, 1, 5, 4).double(), **dims)
+    with pytest.raises(ValueError, match="noise must have shape"):
+        pixelrnn_sample(weights, noise=torch.rand(2, 1, 4, 5), **dims)
+    with pytest.raises(ValueError, match="temperature"):
+        pixelrnn_sample(weights, temperature=0.0, **dims)
+    with pytest.raises(ValueError, match="batch, channels, height and width"):
+        pixelrnn_sample(weights, **(dims | {"batch": 0}))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fused_on_cuda_raises_and_names_the_cached_sampler():
+    model = tiny_model("row").cuda()
+    with pytest.raises(RuntimeError, match=r"CPU kernel only.*method='cached'"):
+        model.sample(2, method="fused")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

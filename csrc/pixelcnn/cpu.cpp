@@ -8,9 +8,7 @@
 // each thread is a group of its own; with fewer (batch 1), a team of threads shares each group and
 // splits every product by output columns, meeting at a spin barrier after each product (17 per
 // value for the default model): the per-value weights (1.1 MB) then stream from the cores' own L2
-// caches. All products are one register-tiled kernel (matmul_acc) reading the weights in place:
-// at these sizes (28 rows at batch 1) a BLAS call spends a third of its time packing them. The
-// code is compiled for AVX2+FMA too and picked at load time.
+// caches. All products are common/cpu_matmul.h's matmul_acc.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -27,16 +25,11 @@
 #include <immintrin.h>
 #endif
 
-#include "common/cpu_vec.h"
+#include "common/cpu_draw.h"
+#include "common/cpu_matmul.h"
 #include "common/math.h"
 #include "common/philox.h"
 #include "pixelcnn/pixelcnn.h"
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define PYGEN_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define PYGEN_CLONES
-#endif
 
 namespace pygen::pixelcnn {
 namespace {
@@ -66,80 +59,6 @@ struct Net {
   }
 };
 
-// y[r, :2 vectors] += x[r, :k] @ w[:k, :2 vectors] for R rows (row strides ldx, ldw, ldy). Each
-// weight row is loaded once for the R rows, into R x 2 accumulators; with few rows, S partial sums
-// over interleaved q keep R * 2 * S >= 8 independent FMA chains in flight (two FMA units with a
-// latency of four cycles), which a single row's two chains would leave mostly idle.
-template <typename T, int64_t R, int64_t S>
-inline __attribute__((always_inline)) void matmul_tile(const T* x, int64_t ldx, const T* w,
-                                                       int64_t ldw, int64_t k, T* y, int64_t ldy) {
-  constexpr int64_t L = kLanes<T>;
-  Vec<T> acc[S][R][2] = {};
-#pragma GCC unroll 4
-  for (int64_t r = 0; r < R; ++r) {
-    acc[0][r][0] = load(y + r * ldy);
-    acc[0][r][1] = load(y + r * ldy + L);
-  }
-  int64_t q = 0;
-  for (; q + S <= k; q += S) {
-#pragma GCC unroll 4
-    for (int64_t s = 0; s < S; ++s) {
-      const Vec<T> w0 = load(w + (q + s) * ldw), w1 = load(w + (q + s) * ldw + L);
-#pragma GCC unroll 4
-      for (int64_t r = 0; r < R; ++r) {
-        const T xv = x[r * ldx + q + s];
-        acc[s][r][0] += xv * w0;
-        acc[s][r][1] += xv * w1;
-      }
-    }
-  }
-  for (; q < k; ++q) {
-    const Vec<T> w0 = load(w + q * ldw), w1 = load(w + q * ldw + L);
-#pragma GCC unroll 4
-    for (int64_t r = 0; r < R; ++r) {
-      acc[0][r][0] += x[r * ldx + q] * w0;
-      acc[0][r][1] += x[r * ldx + q] * w1;
-    }
-  }
-#pragma GCC unroll 4
-  for (int64_t r = 0; r < R; ++r) {
-#pragma GCC unroll 4
-    for (int64_t s = 1; s < S; ++s) {
-      acc[0][r][0] += acc[s][r][0];
-      acc[0][r][1] += acc[s][r][1];
-    }
-    store(y + r * ldy, acc[0][r][0]);
-    store(y + r * ldy + L, acc[0][r][1]);
-  }
-}
-
-// y[r, :n] += x[r, :k] @ w[:k, :n] for r < rows: tiles of two vectors of outputs, by 4 rows (then
-// 2, then 1), then the last n % (2 vectors) outputs one by one.
-template <typename T>
-inline __attribute__((always_inline)) void matmul_acc(const T* x, int64_t ldx, const T* w,
-                                                      int64_t ldw, int64_t k, int64_t n, T* y,
-                                                      int64_t ldy, int64_t rows) {
-  constexpr int64_t kWidth = 2 * kLanes<T>;
-  int64_t o = 0;
-  for (; o + kWidth <= n; o += kWidth) {
-    const T* wo = w + o;
-    int64_t r = 0;
-    for (; r + 4 <= rows; r += 4) {
-      matmul_tile<T, 4, 1>(x + r * ldx, ldx, wo, ldw, k, y + r * ldy + o, ldy);
-    }
-    for (; r + 2 <= rows; r += 2) {
-      matmul_tile<T, 2, 2>(x + r * ldx, ldx, wo, ldw, k, y + r * ldy + o, ldy);
-    }
-    for (; r < rows; ++r) matmul_tile<T, 1, 4>(x + r * ldx, ldx, wo, ldw, k, y + r * ldy + o, ldy);
-  }
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t q = 0; q < k; ++q) {
-      const T xv = x[r * ldx + q];
-      for (int64_t t = o; t < n; ++t) y[r * ldy + t] += xv * w[q * ldw + t];
-    }
-  }
-}
-
 // out[o] = tanh(pre[o]) * sigmoid(pre[h + o]) for o < n (float: through the vectorizable
 // fast_exp).
 template <typename T>
@@ -153,29 +72,6 @@ inline __attribute__((always_inline)) void gate(const T* pre, int64_t h, int64_t
   } else {
     for (int64_t o = 0; o < n; ++o) out[o] = std::tanh(pre[o]) / (T(1) + std::exp(-pre[h + o]));
   }
-}
-
-// The inverse-CDF draw of pygen/sampling/draw.py: first level whose running sum of
-// exp(z - max z), z = logits / temperature, exceeds u times the total (else the last level).
-template <typename T>
-inline __attribute__((always_inline)) int64_t draw(const T* logits, int64_t levels, T temperature,
-                                                   T u, T* scratch) {
-  T top = -INFINITY;
-  for (int64_t l = 0; l < levels; ++l) {
-    scratch[l] = logits[l] / temperature;
-    top = std::max(top, scratch[l]);
-  }
-#pragma omp simd
-  for (int64_t l = 0; l < levels; ++l) scratch[l] = fast_exp(scratch[l] - top);
-  T total = 0;
-  for (int64_t l = 0; l < levels; ++l) total += scratch[l];
-  const T threshold = u * total;
-  T cdf = 0;
-  for (int64_t l = 0; l < levels; ++l) {
-    cdf += scratch[l];
-    if (cdf > threshold) return l;
-  }
-  return levels - 1;
 }
 
 // Buffers shared by the steps of one row: the layers' row inputs and links, and the per-sample
@@ -229,7 +125,7 @@ struct Team {
 // One image row for samples [b0, b1): every pixel, channel and layer, the head and the draws. Each
 // member of the team computes its share of the outputs of every product; the first one draws.
 template <typename T>
-PYGEN_CLONES void horizontal_row(const Problem& p, const Net<T>& net, const Rows<T>& buf,
+PYGEN_MATMUL_CLONES void horizontal_row(const Problem& p, const Net<T>& net, const Rows<T>& buf,
                                  const Team& team, const T* noise, uint64_t seed, int64_t i,
                                  int64_t b0, int64_t b1, int64_t* images, T* logits_out) {
   constexpr int64_t kTile = 2 * kLanes<T>;  // matmul_acc's tile width
@@ -330,7 +226,7 @@ PYGEN_CLONES void horizontal_row(const Problem& p, const Net<T>& net, const Rows
 // (one per pixel) overlap in the padded buffer `vin` (kh, W + 2 (k//2), cin), cin values apart.
 // `w_v` and `y` start at column o (row strides 2h).
 template <typename T>
-PYGEN_CLONES void vertical_unit(const Problem& p, int64_t i, int64_t cin, const T* vin,
+PYGEN_MATMUL_CLONES void vertical_unit(const Problem& p, int64_t i, int64_t cin, const T* vin,
                                 const T* w_v, const T* bias, int64_t n, T* y) {
   const int64_t h2 = 2 * p.hidden, kh = p.kernel / 2 + 1, row_len = p.kernel * cin;
   const int64_t wv = p.width + 2 * (p.kernel / 2);
@@ -345,7 +241,7 @@ PYGEN_CLONES void vertical_unit(const Problem& p, int64_t i, int64_t cin, const 
 // One unit of the link projection: y[w, :n] = v_pre[w, :] @ link_w[:, o:o + n] for one sample's
 // row (`link_w` and `y` start at column o).
 template <typename T>
-PYGEN_CLONES void link_unit(const Problem& p, const T* v_pre, const T* link_w, int64_t n, T* y) {
+PYGEN_MATMUL_CLONES void link_unit(const Problem& p, const T* v_pre, const T* link_w, int64_t n, T* y) {
   const int64_t h2 = 2 * p.hidden;
   for (int64_t w = 0; w < p.width; ++w) std::fill_n(y + w * h2, n, T(0));
   matmul_acc(v_pre, h2, link_w, h2, h2, n, y, h2, p.width);

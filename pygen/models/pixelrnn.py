@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pygen import sampling
+from pygen import ops, sampling
 from pygen.layers import DiagonalBiLSTM, MaskedConv2d, RowLSTM
 from pygen.models.autoregressive import AutoregressiveImageModel, output_head
 
 KINDS = ("row", "diagonal")
-METHODS = ("cached", "naive")
+METHODS = ("fused", "cached", "naive")
 
 
 class PixelRNN(AutoregressiveImageModel):
@@ -80,17 +80,33 @@ class PixelRNN(AutoregressiveImageModel):
         Each value is the inverse-CDF draw (``pygen.sampling.inverse_cdf_draw``) of
         softmax(logits / temperature) with one uniform of ``noise`` ``(n, C, H, W)`` in [0, 1)
         (``torch.rand`` with ``generator`` when None); the same noise gives the same images with
-        every method. ``method``: ``"naive"`` (the full network per value) or ``"cached"`` (the
-        default: the recurrent states carried along, ``pygen.sampling.sample_pixelrnn_cached``).
-        ``return_logits``: also return the logits ``(n, n_levels, C, H, W)`` each value was
-        drawn from.
+        every method. ``method``: ``"fused"`` (the C++ kernel ``pygen.ops.pixelrnn_sample``, CPU
+        only), ``"cached"`` (its PyTorch twin ``pygen.sampling.sample_pixelrnn_cached``: the
+        recurrent states carried along) or ``"naive"`` (the full network per value); the default
+        is ``"fused"`` on the CPU and ``"cached"`` elsewhere. ``return_logits``: also return the
+        logits ``(n, n_levels, C, H, W)`` each value was drawn from.
         """
-        method = METHODS[0] if method is None else method
-        sampling.check_sample_args(method, METHODS, n, temperature)
         weight = self.head_out.weight
+        if method is None:
+            method = "fused" if weight.device.type == "cpu" else "cached"
+        sampling.check_sample_args(method, METHODS, n, temperature)
         shape = (n, self.in_channels, *self.image_size)
         noise = sampling.uniform_noise(noise, shape, weight.dtype, weight.device, generator)
-        if method == "naive":
+        if method == "fused":
+            images, logits = ops.pixelrnn_sample(
+                sampling.export_pixelrnn_weights(self),
+                kind=self.kind,
+                batch=n,
+                channels=self.in_channels,
+                height=shape[2],
+                width=shape[3],
+                n_levels=self.n_levels,
+                kernel_size=self.kernel_size,
+                noise=noise,
+                temperature=temperature,
+                return_logits=return_logits,
+            )
+        elif method == "naive":
             images, logits = sampling.sample_naive(self, noise, None, temperature, return_logits)
         else:
             images, logits = sampling.sample_pixelrnn_cached(

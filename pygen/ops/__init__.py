@@ -1,6 +1,6 @@
 """Fused ops (torch custom ops over pygen._C); their twins live in ``pygen.ops.reference``
-(the cached PixelCNN sampler's twin: ``pygen.sampling.sample_cached``; the MADE solve's:
-``pygen.layers.MADE.solve``)."""
+(the cached PixelCNN sampler's twin: ``pygen.sampling.sample_cached``; the PixelRNN sampler's:
+``pygen.sampling.sample_pixelrnn_cached``; the MADE solve's: ``pygen.layers.MADE.solve``)."""
 
 from pygen.ops import reference
 from pygen.ops.affine_coupling import (
@@ -13,6 +13,7 @@ from pygen.ops.affine_coupling import (
 )
 from pygen.ops.made_solve import made_affine_solve
 from pygen.ops.pixelcnn import pixelcnn_sample
+from pygen.ops.pixelrnn import pixelrnn_sample
 from pygen.ops.reparam_kl import reparameterize_kl
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "detect_mask_kind",
     "made_affine_solve",
     "pixelcnn_sample",
+    "pixelrnn_sample",
     "reference",
     "reparameterize_kl",
 ]

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from pygen.layers import DiagonalLSTM, MaskedConv2d, lstm_cell
+from pygen.layers import DiagonalLSTM, MaskedConv2d, RowLSTM, lstm_cell
 from pygen.sampling.draw import inverse_cdf_draw
 
 
@@ -199,6 +199,59 @@ def _diagonal_bilstm(model: PixelRNNModel, noise: Tensor, images: Tensor, draw: 
                 h_back[:, :, j] = left[0]
             backward_above[n] = h_back
         forward_above = h_row
+
+
+def _matrix(weight: Tensor) -> Tensor:
+    """A convolution's weight ``(out, in, *taps)`` as an ``(taps * in, out)`` matrix, rows in the
+    order (tap, channel)."""
+    return weight.flatten(2).permute(2, 1, 0).reshape(-1, weight.shape[0]).contiguous()
+
+
+def _direction(lstm: RowLSTM | DiagonalLSTM, taps: slice) -> list[Tensor]:
+    """One recurrent direction: input-to-state (its ``taps``), bias, state-to-state, bias."""
+    conv = lstm.input_to_state
+    return [
+        _matrix(conv.masked_weight()[..., taps]),
+        conv.bias.contiguous(),
+        _matrix(lstm.state_to_state.weight),
+        lstm.state_to_state.bias.contiguous(),
+    ]
+
+
+@torch.no_grad()
+def export_pixelrnn_weights(model: PixelRNNModel) -> list[Tensor]:
+    """The flat weights of ``pygen.ops.pixelrnn_sample``: masks applied, every matrix
+    ``(in, out)`` with rows in the order (tap, channel), the gate columns of a ``4 * hidden``
+    pre-activation as in ``pygen.layers.lstm_cell``.
+
+    - the mask A input convolution's rows up to the centre, ``(kh * k * C, hidden)`` (rows
+      (row, column, channel), ``kh = k // 2 + 1``), and its bias;
+    - per Row LSTM layer: input-to-state (the taps up to the centre, ``(kw * hidden, 4h)``), its
+      bias, state-to-state (the 3 taps along the row above, ``(3 * hidden, 4h)``), its bias, then
+      the output 1x1 ``(hidden, hidden)`` and its bias;
+    - per Diagonal BiLSTM layer: the left-to-right direction (input-to-state ``(hidden, 4h)``, bias,
+      state-to-state ``(2 * hidden, 4h)`` over the pixel above then the pixel to the left, bias),
+      the right-to-left direction likewise followed by its image-to-state ``(C, 4h)`` and bias,
+      then the output 1x1 and its bias;
+    - the head: ``w1`` ``(hidden, hidden)``, ``b1``, ``w2`` ``(hidden, C * L)`` (columns
+      (channel, level)), ``b2``.
+    """
+    pad = model.kernel_size // 2
+    conv = model.input_conv
+    flat = [_matrix(conv.masked_weight()[:, :, : pad + 1]), conv.bias.contiguous()]
+    for layer in model.layers:
+        if model.kind == "row":
+            half = layer.input_to_state.kernel_size[1] // 2
+            flat += _direction(layer, slice(0, half + 1))
+        else:
+            rtl = layer.right_to_left
+            flat += _direction(layer.left_to_right, slice(None))
+            flat += _direction(rtl, slice(None))
+            flat += [_matrix(rtl.extra_to_state.weight), rtl.extra_to_state.bias.contiguous()]
+        flat += [_matrix(layer.out.masked_weight()), layer.out.bias.contiguous()]
+    for head in (model.head_hidden, model.head_out):
+        flat += [_matrix(head.masked_weight()), head.bias.contiguous()]
+    return flat
 
 
 @torch.no_grad()

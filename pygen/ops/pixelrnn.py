@@ -1,0 +1,91 @@
+"""The fused cached PixelRNN sampler: ``pygen.ops.pixelrnn_sample``.
+
+One call runs the whole generation loop of a Row LSTM or Diagonal BiLSTM PixelRNN in C++ (CPU
+only; on CUDA the model samples with the PyTorch twin). The operator ``pygen::pixelrnn_sample`` is
+registered in C++ (csrc/pixelrnn/pixelrnn.cpp); this module adds its fake implementation and the
+public function. Its PyTorch twin is ``pygen.sampling.sample_pixelrnn_cached``; the flat weights
+come from ``pygen.sampling.export_pixelrnn_weights``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from pygen._extension import _C  # noqa: F401  (registers the pygen:: operators)
+from pygen.ops._random import draw_seed
+
+_sample = torch.ops.pygen.pixelrnn_sample
+
+
+@torch.library.register_fake("pygen::pixelrnn_sample")
+def _(
+    weights,
+    noise,
+    seed,
+    kind,
+    batch,
+    channels,
+    height,
+    width,
+    n_levels,
+    kernel_size,
+    temperature,
+    return_logits,
+):
+    ref = weights[-1]
+    images = ref.new_empty((batch, channels, height, width), dtype=torch.int64)
+    logits_shape = (batch, n_levels, channels, height, width) if return_logits else (0,)
+    return images, ref.new_empty(logits_shape)
+
+
+def pixelrnn_sample(
+    weights: Sequence[Tensor],
+    *,
+    kind: str,
+    batch: int,
+    channels: int,
+    height: int,
+    width: int,
+    n_levels: int,
+    kernel_size: int,
+    noise: Tensor | None = None,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    return_logits: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Sample ``batch`` images of a PixelRNN in one C++ call (CPU tensors).
+
+    Args:
+        weights: the flat list of ``pygen.sampling.export_pixelrnn_weights``: float32, float64,
+            float16 or bfloat16 (16-bit weights are widened once; every activation is float32).
+        kind: ``"row"`` (Row LSTM) or ``"diagonal"`` (Diagonal BiLSTM).
+        batch, channels, height, width: the images ``(B, C, H, W)`` to generate.
+        n_levels: levels per value; kernel_size: the odd width of the model's input convolution.
+        noise: uniforms ``(B, C, H, W)`` in ``[0, 1)`` of the weights' dtype; drawn inside the
+            kernel when None (Philox uniform ``((b * C + c) * H + i) * W + j`` of a seed drawn
+            from ``generator`` or torch's default generator).
+        temperature: softmax temperature.
+        return_logits: also return the logits ``(B, L, C, H, W)`` each value was drawn from.
+
+    Returns:
+        ``(images, logits)``: int64 levels ``(B, C, H, W)`` and the logits (None unless asked).
+    """
+    seed = draw_seed(weights[-1].device, generator) if noise is None else None
+    images, logits = _sample(
+        list(weights),
+        noise,
+        seed,
+        kind,
+        batch,
+        channels,
+        height,
+        width,
+        n_levels,
+        kernel_size,
+        float(temperature),
+        return_logits,
+    )
+    return images, (logits if return_logits else None)
