@@ -1,10 +1,14 @@
-"""PixelRNN sampling and training throughput on 8x8 digits-sized images (17 levels).
+"""PixelRNN sampling and training throughput: the fused C++ sampler (CPU) vs its PyTorch twin
+(cached) vs naive, the forward pass and the training step, for both kinds (Row LSTM, Diagonal
+BiLSTM).
 
-Both kinds have two samplers: naive (the full network once per value: H rows or H + W - 1
-diagonals of recurrence per layer) and cached (the states carried along: one LSTM step per layer
-and value, and for the Diagonal BiLSTM its right-to-left direction once per row). The forward
-pass of the same batch is the floor of any sampler (the same FLOPs) and the training step is
-timed too. Every row has ``images_per_s``; ``gbps`` is 0 (compute-bound).
+Models: ``digits8`` (8x8, 17 levels, 2 layers of 16) and ``mnist28`` (28x28, 256 levels, 7 layers
+of 16 as in van den Oord et al. 2016's MNIST model). Naive (the full network once per value: H
+rows or H + W - 1 diagonals of recurrence per layer) runs on ``digits8`` only: at 28x28 it takes
+minutes. Sample rows carry the cached algorithm's arithmetic (``gflop_per_image``) and the rate it
+reached (``tflops``); the forward pass of the same batch does the same arithmetic, so it is what a
+sampler is measured against (its eager form is overhead-bound: many small recurrent steps).
+Every row has ``images_per_s``; ``gbps`` is 0 (compute-bound).
 """
 
 from __future__ import annotations
@@ -17,63 +21,102 @@ from pygen.models import PixelRNN
 
 OP = "pixelrnn"
 DEVICE = device_under_test()
-CONFIG = {"n_levels": 17, "n_layers": 2, "hidden": 16, "kernel_size": 5, "image_size": 8}
-BATCH = 16
-_models: dict[str, PixelRNN] = {}
+ON_CUDA = DEVICE.type == "cuda"
+MODELS = {
+    "digits8": {"n_levels": 17, "n_layers": 2, "hidden": 16, "kernel_size": 5, "image_size": 8},
+    "mnist28": {"n_levels": 256, "n_layers": 7, "hidden": 16, "kernel_size": 7, "image_size": 28},
+}
+KINDS = ("row", "diagonal")
+# (model, batch, providers): the fused kernel is CPU only.
+SAMPLE_CASES = [
+    ("digits8", 16, ("cached", "naive") if ON_CUDA else ("fused", "cached", "naive")),
+    ("mnist28", 1, ("cached",) if ON_CUDA else ("fused", "cached")),
+    ("mnist28", 16, ("cached",) if ON_CUDA else ("fused", "cached")),
+]
+SLOW_ROUNDS = 3  # the cached sampler at 28x28 takes seconds per call
+_models: dict[tuple[str, str], PixelRNN] = {}
 
 
-def get_model(kind: str) -> PixelRNN:
-    if kind not in _models:
+def get_model(name: str, kind: str) -> PixelRNN:
+    if (name, kind) not in _models:
         torch.manual_seed(0)
-        _models[kind] = PixelRNN(**CONFIG, kind=kind).to(DEVICE).eval()
-    return _models[kind]
+        _models[name, kind] = PixelRNN(**MODELS[name], kind=kind).to(DEVICE).eval()
+    return _models[name, kind]
 
 
 def shape_of(model: PixelRNN, batch: int) -> tuple[int, ...]:
     return (batch, model.in_channels, *model.image_size)
 
 
-def record_row(record, provider, mode, kind, batch, timing):
-    shape = shape_of(get_model(kind), batch)
-    r = row(OP, provider, mode, shape, torch.float32, DEVICE, timing, 0)
-    record(r | {"model": f"{kind}-digits8", "images_per_s": batch / (timing["median_ms"] * 1e-3)})
+def gflop_per_image(model: PixelRNN) -> float:
+    """Arithmetic of the cached algorithm per image (2 flops per multiply-add). Per value: the
+    input convolution (k//2+1 x k), each layer's step at that pixel (Row LSTM: the input-to-state
+    taps up to the centre; Diagonal BiLSTM: input-to-state and the state to the left) and output,
+    the head's logits of that channel. Per pixel, once per row: Row LSTM, the 3 taps of the row
+    above; Diagonal BiLSTM, the state above and the whole right-to-left step."""
+    c, h, levels, k = model.in_channels, model.hidden, model.n_levels, model.kernel_size
+    height, width = model.image_size
+    layers = len(model.layers)
+    if model.kind == "row":
+        kw = model.layers[0].input_to_state.kernel_size[1] // 2 + 1
+        per_value, per_pixel = layers * (kw * h * 4 * h + h * h), layers * 3 * h * 4 * h
+    else:
+        per_value = layers * (2 * h * 4 * h + h * h)
+        per_pixel = layers * (h * 4 * h + (3 * h + c) * 4 * h)
+    per_value += (k // 2 + 1) * k * c * h + h * h + h * levels
+    return 2 * height * width * (c * per_value + per_pixel) / 1e9
 
 
+def record_row(record, provider, mode, name, kind, batch, timing):
+    model = get_model(name, kind)
+    r = row(OP, provider, mode, shape_of(model, batch), torch.float32, DEVICE, timing, 0)
+    per_s = batch / (timing["median_ms"] * 1e-3)
+    work = {"images_per_s": per_s}
+    if mode == "sample":
+        work["gflop_per_image"] = gflop_per_image(model)
+        work["tflops"] = per_s * work["gflop_per_image"] / 1e3
+    record(r | {"model": f"{kind}-{name}"} | work)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(
-    ("kind", "provider"),
-    [("row", "cached"), ("row", "naive"), ("diagonal", "cached"), ("diagonal", "naive")],
+    ("name", "batch", "provider"),
+    [(name, batch, p) for name, batch, providers in SAMPLE_CASES for p in providers],
+    ids=str,
 )
-def test_pixelrnn_sample(benchmark, record, quick, kind, provider):
-    model = get_model(kind)
+def test_pixelrnn_sample(benchmark, record, quick, name, batch, provider, kind):
+    model = get_model(name, kind)
     gen = torch.Generator(DEVICE)
     timing = measure(
         benchmark,
-        lambda: model.sample(BATCH, method=provider, generator=gen.manual_seed(0)),
+        lambda: model.sample(batch, method=provider, generator=gen.manual_seed(0)),
         DEVICE,
         quick,
+        SLOW_ROUNDS if name == "mnist28" and provider != "fused" else 0,
     )
-    record_row(record, provider, "sample", kind, BATCH, timing)
+    record_row(record, provider, "sample", name, kind, batch, timing)
 
 
-@pytest.mark.parametrize("kind", ["row", "diagonal"])
-def test_pixelrnn_forward(benchmark, record, quick, kind):
-    model = get_model(kind)
-    x = torch.randint(0, model.n_levels, shape_of(model, BATCH), device=DEVICE)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("name", "batch"), [("digits8", 16), ("mnist28", 16)], ids=str)
+def test_pixelrnn_forward(benchmark, record, quick, name, batch, kind):
+    model = get_model(name, kind)
+    x = torch.randint(0, model.n_levels, shape_of(model, batch), device=DEVICE)
 
     @torch.no_grad()
     def forward():
         return model(x)
 
     timing = measure(benchmark, forward, DEVICE, quick)
-    record_row(record, "pytorch", "forward", kind, BATCH, timing)
+    record_row(record, "pytorch", "forward", name, kind, batch, timing)
 
 
-@pytest.mark.parametrize("kind", ["row", "diagonal"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_pixelrnn_train_step(benchmark, record, quick, kind):
     torch.manual_seed(0)
-    model = PixelRNN(**CONFIG, kind=kind).to(DEVICE)
+    model = PixelRNN(**MODELS["digits8"], kind=kind).to(DEVICE)
     batch = 64
     x = torch.randint(0, model.n_levels, shape_of(model, batch), device=DEVICE)
     step = adam_step(model, lambda: model.bits_per_dim(x).mean())
     timing = measure(benchmark, step, DEVICE, quick)
-    record_row(record, "pytorch", "train_step", kind, batch, timing)
+    record_row(record, "pytorch", "train_step", "digits8", kind, batch, timing)
