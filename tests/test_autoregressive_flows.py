@@ -357,6 +357,7 @@ def test_fused_made_solve_matches_the_composite(dtype, scale_fn, n):
 def test_fused_made_solve_equals_the_composite_in_float64(order, hidden):
     """The fused kernels read only the span of each row that holds values at a step (narrow for
     MAF's orders when hidden < dim): values and gradients as the composite's, to rounding."""
+    torch.manual_seed(0)
     made = perturb(MADE(20, hidden, 2, order=order, seed=2), scale=0.3).double()
     target = inputs((20,), n=9, dtype=torch.float64).requires_grad_()
     mask = torch.zeros(20, dtype=torch.float64)
@@ -366,7 +367,10 @@ def test_fused_made_solve_equals_the_composite_in_float64(order, hidden):
         grads = torch.autograd.grad(x.sin().sum() + params.sum(), [target, *made.parameters()])
         results[path] = (x, params, *grads)
     for a, b in zip(results["fused"], results["composite"], strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        # Weight gradients are sums over samples and steps (magnitudes up to a few hundred here):
+        # rounding relative to the largest term, not to each entry.
+        scale = 1 + b.abs().max().item()
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12 * scale)
 
 
 @pytest.mark.parametrize("outputs", ["x", "params", "both"])
