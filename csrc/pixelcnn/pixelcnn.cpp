@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "common/checks.h"
+#include "common/sampler.h"
 
 namespace pygen::pixelcnn {
 namespace {
@@ -58,34 +59,14 @@ std::tuple<at::Tensor, at::Tensor> sample(at::TensorList weights,
                                           int64_t channels, int64_t height, int64_t width,
                                           int64_t n_levels, int64_t kernel_size, double temperature,
                                           bool return_logits) {
-  TORCH_CHECK_VALUE(batch >= 1 && channels >= 1 && height >= 1 && width >= 1,
-                    "batch, channels, height and width must be >= 1, got ", batch, ", ", channels,
-                    ", ", height, ", ", width);
-  TORCH_CHECK_VALUE(n_levels >= 2, "n_levels must be >= 2, got ", n_levels);
-  TORCH_CHECK_VALUE(kernel_size >= 1 && kernel_size % 2 == 1,
-                    "kernel_size must be odd and positive, got ", kernel_size);
-  TORCH_CHECK_VALUE(temperature > 0 && std::isfinite(temperature),
-                    "temperature must be positive and finite, got ", temperature);
+  check_sampler_sizes(batch, channels, height, width, n_levels, kernel_size, temperature);
   Problem p{batch, channels, height, width, n_levels, 0, kernel_size, 0, temperature, return_logits};
   TORCH_CHECK_VALUE(!weights.empty(), "weights is empty");
   check_weights(p, weights);
   const at::Tensor& ref = weights[0];
-  TORCH_CHECK_VALUE(noise.has_value() != seed.has_value(),
-                    "exactly one of noise and seed must be given");
-  if (noise) {
-    check_matches(*noise, "noise", ref, "weights", {batch, channels, height, width});
-  } else {
-    check_seed(*seed, ref);
-  }
+  SamplerTensors t = sampler_tensors(weights, noise, seed, batch, channels, height, width, n_levels,
+                                     return_logits);
   const bool cuda = on_cuda(ref, "the PixelCNN sampler");
-  std::vector<at::Tensor> contiguous;
-  contiguous.reserve(weights.size());
-  for (const auto& t : weights) contiguous.push_back(t.contiguous());
-  const at::Tensor noise_c = noise ? noise->contiguous() : at::Tensor();
-  const at::Tensor seed_c = seed ? seed->to(ref.device()).contiguous() : at::Tensor();
-  at::Tensor images = at::zeros({batch, channels, height, width}, ref.options().dtype(at::kLong));
-  at::Tensor logits = return_logits ? at::empty({batch, n_levels, channels, height, width}, ref.options())
-                                    : at::empty({0}, ref.options());
   if (cuda) {
 #ifdef PYGEN_WITH_CUDA
     const RowPlan plan = plan_cuda_rows(p, ref);
@@ -93,12 +74,12 @@ std::tuple<at::Tensor, at::Tensor> sample(at::TensorList weights,
                 " layers x hidden ", p.hidden, " of horizontal state in shared memory: ",
                 plan.smem_bytes, " bytes, more than this GPU's ", plan.smem_limit,
                 "; use method='cached'");
-    sample_cuda(p, plan, contiguous, noise_c, seed_c, images, logits);
+    sample_cuda(p, plan, t.weights, t.noise, t.seed, t.images, t.logits);
 #endif
   } else {
-    sample_cpu(p, contiguous, noise_c, seed_c, images, logits);
+    sample_cpu(p, t.weights, t.noise, t.seed, t.images, t.logits);
   }
-  return {images, logits};
+  return {t.images, t.logits};
 }
 
 TORCH_LIBRARY_FRAGMENT(pygen, m) {

@@ -14,6 +14,7 @@
 #include "common/cpu_matmul.h"
 #include "common/math.h"
 #include "common/philox.h"
+#include "common/sampler.h"
 #include "pixelrnn/pixelrnn.h"
 
 namespace pygen::pixelrnn {
@@ -418,19 +419,9 @@ void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Ten
 void sample_cpu(const Problem& p, const std::vector<at::Tensor>& weights, const at::Tensor& noise,
                 const at::Tensor& seed, at::Tensor& images, at::Tensor& logits) {
   const uint64_t seed_v = noise.defined() ? 0 : static_cast<uint64_t>(seed.item<int64_t>());
-  if (weights[0].scalar_type() == at::kHalf || weights[0].scalar_type() == at::kBFloat16) {
-    // 16-bit weights: widened to float32 once per call, every activation float32; the logits
-    // come back in the weights' dtype.
-    std::vector<at::Tensor> wide;
-    for (const auto& w : weights) wide.push_back(w.to(at::kFloat));
-    at::Tensor logits_f = logits.to(at::kFloat);
-    run<float>(p, wide, noise.defined() ? noise.to(at::kFloat) : noise, seed_v, images, logits_f);
-    logits.copy_(logits_f);
-    return;
-  }
-  AT_DISPATCH_FLOATING_TYPES(weights[0].scalar_type(), "pixelrnn_sample_cpu", [&] {
-    run<scalar_t>(p, weights, noise, seed_v, images, logits);
-  });
+  dispatch_cpu_sampler(weights, noise, logits,
+                       [&]<typename T>(const std::vector<at::Tensor>& w, const at::Tensor& u,
+                                       at::Tensor& out) { run<T>(p, w, u, seed_v, images, out); });
 }
 
 }  // namespace pygen::pixelrnn

@@ -5,10 +5,10 @@
 
 #include <torch/library.h>
 
-#include <cmath>
 #include <string>
 
 #include "common/checks.h"
+#include "common/sampler.h"
 
 namespace pygen::pixelrnn {
 namespace {
@@ -88,38 +88,17 @@ std::tuple<at::Tensor, at::Tensor> sample(at::TensorList weights,
                                           bool return_logits) {
   TORCH_CHECK_VALUE(kind == "row" || kind == "diagonal",
                     "kind must be 'row' or 'diagonal', got '", std::string(kind), "'");
-  TORCH_CHECK_VALUE(batch >= 1 && channels >= 1 && height >= 1 && width >= 1,
-                    "batch, channels, height and width must be >= 1, got ", batch, ", ", channels,
-                    ", ", height, ", ", width);
-  TORCH_CHECK_VALUE(n_levels >= 2, "n_levels must be >= 2, got ", n_levels);
-  TORCH_CHECK_VALUE(kernel_size >= 1 && kernel_size % 2 == 1,
-                    "kernel_size must be odd and positive, got ", kernel_size);
-  TORCH_CHECK_VALUE(temperature > 0 && std::isfinite(temperature),
-                    "temperature must be positive and finite, got ", temperature);
+  check_sampler_sizes(batch, channels, height, width, n_levels, kernel_size, temperature);
   TORCH_CHECK_VALUE(!weights.empty(), "weights is empty");
   Problem p{kind == "diagonal", batch, channels, height, width, n_levels, 0, kernel_size, 0, 0,
             temperature, return_logits};
   check_weights(p, weights);
-  const at::Tensor& ref = weights[0];
-  TORCH_CHECK(ref.is_cpu(), "the fused PixelRNN sampler has a CPU kernel only, got weights on ",
-              ref.device(), "; use method='cached'");
-  TORCH_CHECK_VALUE(noise.has_value() != seed.has_value(),
-                    "exactly one of noise and seed must be given");
-  if (noise) {
-    check_matches(*noise, "noise", ref, "weights", {batch, channels, height, width});
-  } else {
-    check_seed(*seed, ref);
-  }
-  std::vector<at::Tensor> contiguous;
-  contiguous.reserve(weights.size());
-  for (const auto& t : weights) contiguous.push_back(t.contiguous());
-  const at::Tensor noise_c = noise ? noise->contiguous() : at::Tensor();
-  at::Tensor images = at::zeros({batch, channels, height, width}, ref.options().dtype(at::kLong));
-  at::Tensor logits = return_logits
-                          ? at::empty({batch, n_levels, channels, height, width}, ref.options())
-                          : at::empty({0}, ref.options());
-  sample_cpu(p, contiguous, noise_c, seed ? seed->cpu() : at::Tensor(), images, logits);
-  return {images, logits};
+  TORCH_CHECK(weights[0].is_cpu(), "the fused PixelRNN sampler has a CPU kernel only, got weights on ",
+              weights[0].device(), "; use method='cached'");
+  SamplerTensors t = sampler_tensors(weights, noise, seed, batch, channels, height, width, n_levels,
+                                     return_logits);
+  sample_cpu(p, t.weights, t.noise, t.seed, t.images, t.logits);
+  return {t.images, t.logits};
 }
 
 TORCH_LIBRARY_FRAGMENT(pygen, m) {
