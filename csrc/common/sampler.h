@@ -35,7 +35,8 @@ struct SamplerTensors {
 };
 
 // Checks the noise or the seed against the (already checked) weights and makes the tensors above.
-inline SamplerTensors sampler_tensors(at::TensorList weights, const std::optional<at::Tensor>& noise,
+inline SamplerTensors sampler_tensors(at::TensorList weights,
+                                      const std::optional<at::Tensor>& noise,
                                       const std::optional<at::Tensor>& seed, int64_t batch,
                                       int64_t channels, int64_t height, int64_t width,
                                       int64_t n_levels, bool return_logits) {

@@ -98,13 +98,15 @@ inline __attribute__((always_inline)) void lstm_cell(const T* pre, const T* c, i
 
 // y[r, :n] = bias[:n] for r < rows (row stride ldy).
 template <typename T>
-inline __attribute__((always_inline)) void fill_rows(T* y, int64_t ldy, int64_t rows, const T* bias, int64_t n) {
+inline __attribute__((always_inline)) void fill_rows(T* y, int64_t ldy, int64_t rows,
+                                                     const T* bias, int64_t n) {
   for (int64_t r = 0; r < rows; ++r) std::copy_n(bias, n, y + r * ldy);
 }
 
 // y[r, :n] = a[:n] + b[:n] for r < rows.
 template <typename T>
-inline __attribute__((always_inline)) void fill_rows(T* y, int64_t ldy, int64_t rows, const T* a, const T* b, int64_t n) {
+inline __attribute__((always_inline)) void fill_rows(T* y, int64_t ldy, int64_t rows, const T* a,
+                                                     const T* b, int64_t n) {
   for (int64_t r = 0; r < rows; ++r) {
 #pragma omp simd
     for (int64_t o = 0; o < n; ++o) y[r * ldy + o] = a[o] + b[o];
@@ -120,7 +122,7 @@ std::vector<T> boundary_states(const Problem& p, const Direction<T>& d) {
   for (int64_t t = 1; t < p.height; ++t) {
     const T* prev = states.data() + (t - 1) * 2 * h;
     std::copy_n(d.ss_b, h4, pre.data());
-    matmul_acc(prev, h, d.ss_w, h4, h, h4, pre.data(), h4, 1);       // the pixel above
+    matmul_acc(prev, h, d.ss_w, h4, h, h4, pre.data(), h4, 1);           // the pixel above
     matmul_acc(prev, h, d.ss_w + h * h4, h4, h, h4, pre.data(), h4, 1);  // the pixel to the left
     T* next = states.data() + t * 2 * h;
     lstm_cell(pre.data(), prev + h, h, p.channels, next, next + h);
@@ -171,7 +173,8 @@ class Group {
   }
 
   // u += out_b + x @ out_w: a layer's residual output (x: (rows, h), row stride ldx).
-  __attribute__((always_inline)) void residual(const typename Net<T>::Layer& layer, const T* x, int64_t ldx) {
+  __attribute__((always_inline)) void residual(const typename Net<T>::Layer& layer, const T* x,
+                                               int64_t ldx) {
     const int64_t h = p_.hidden;
     for (int64_t r = 0; r < rows_; ++r) {
 #pragma omp simd

@@ -93,7 +93,8 @@ std::tuple<at::Tensor, at::Tensor> sample(at::TensorList weights,
   Problem p{kind == "diagonal", batch, channels, height, width, n_levels, 0, kernel_size, 0, 0,
             temperature, return_logits};
   check_weights(p, weights);
-  TORCH_CHECK(weights[0].is_cpu(), "the fused PixelRNN sampler has a CPU kernel only, got weights on ",
+  TORCH_CHECK(weights[0].is_cpu(),
+              "the fused PixelRNN sampler has a CPU kernel only, got weights on ",
               weights[0].device(), "; use method='cached'");
   SamplerTensors t = sampler_tensors(weights, noise, seed, batch, channels, height, width, n_levels,
                                      return_logits);
