@@ -48,28 +48,40 @@ def _matrix(conv: MaskedConv2d) -> Tensor:
     return conv.masked_weight()[:, :, 0, 0].t().contiguous()
 
 
-def _per_sample(bias: Tensor, cond: nn.Embedding | None, y: Tensor | None, batch: int) -> Tensor:
+def _columns(x: Tensor, order: Tensor | None) -> Tensor:
+    """``x`` with its last dimension permuted by ``order`` (None: kept), contiguous: one pass."""
+    return x.contiguous() if order is None else x.index_select(-1, order)
+
+
+def _im2col(w: Tensor, order: Tensor | None) -> Tensor:
+    """A conv weight ``(out, in, kh, kw)`` as ``(kh * kw * in, out)`` rows in the im2col order
+    (row, column, channel), the output columns permuted by ``order``."""
+    return _columns(w.permute(2, 3, 1, 0), order).reshape(-1, w.shape[0])
+
+
+def _per_sample(
+    bias: Tensor, cond: nn.Embedding | None, y: Tensor | None, batch: int, order: Tensor | None
+) -> Tensor:
     rows = bias.expand(batch, -1)
-    return (rows + cond(y) if cond is not None else rows).contiguous()
+    return _columns(rows + cond(y) if cond is not None else rows, order)
 
 
 @torch.no_grad()
 def export_weights(model: GatedPixelCNN, y: Tensor | None, batch: int) -> list[Tensor]:
     """The flat weights of ``model`` for ``batch`` samples with labels ``y`` (see module doc)."""
     flat: list[Tensor] = []
-    order = gate_channel_order(model.hidden, model.in_channels).to(model.head_out.weight.device)
+    order = None  # one colour group: the gate channels are already [all a, all b]
+    if model.in_channels > 1:
+        order = gate_channel_order(model.hidden, model.in_channels).to(model.head_out.weight.device)
     kw = model.kernel_size // 2 + 1
     for layer in model.layers:
-        v_w = layer.v_conv.weight[order]
-        h_w = layer.h_conv.masked_weight()[order][:, :, 0, :kw]
+        link = _im2col(layer.link.weight, order)
         flat += [
-            v_w.permute(2, 3, 1, 0).reshape(-1, v_w.shape[0]).contiguous(),
-            _per_sample(layer.v_conv.bias, layer.v_cond, y, batch)[:, order].contiguous(),
-            h_w.permute(2, 1, 0).reshape(-1, h_w.shape[0]).contiguous(),
-            _per_sample(layer.h_conv.bias + layer.link.bias, layer.h_cond, y, batch)[
-                :, order
-            ].contiguous(),
-            layer.link.weight[order][:, order, 0, 0].t().contiguous(),
+            _im2col(layer.v_conv.weight, order),
+            _per_sample(layer.v_conv.bias, layer.v_cond, y, batch, order),
+            _im2col(layer.h_conv.masked_weight()[:, :, :1, :kw], order),
+            _per_sample(layer.h_conv.bias + layer.link.bias, layer.h_cond, y, batch, order),
+            link if order is None else link.index_select(0, order),
             _matrix(layer.h_out),
             layer.h_out.bias.contiguous(),
         ]
