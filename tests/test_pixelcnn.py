@@ -361,6 +361,16 @@ def test_fused_16_bit_weights_on_cpu_run_the_float32_kernel(dtype):
     torch.testing.assert_close(logits.float(), expected, **HALF_LOGIT_TOL[dtype])
 
 
+def test_exported_weights_and_sampled_logits_carry_no_gradient():
+    # A sampler has no backward: its inputs are plain tensors, not the model's parameters.
+    model = tiny_model(channels=3, n_classes=2)
+    weights = export_weights(model, torch.tensor([0, 1]), 2)
+    assert not any(w.requires_grad for w in weights)
+    dims = {"batch": 2, "channels": 3, "height": 5, "width": 4, "n_levels": 5, "kernel_size": 3}
+    _, logits = pixelcnn_sample(weights, **dims, return_logits=True)
+    assert not logits.requires_grad
+
+
 def test_fused_op_opcheck():
     model = tiny_model(3, 2)
     y = torch.tensor([1, 0])

@@ -301,6 +301,15 @@ def test_fused_internal_noise_is_seeded_reproducible_and_follows_the_forward(kin
         torch.testing.assert_close(logits, model(first), **LOGIT_TOL)
 
 
+def test_exported_weights_and_sampled_logits_carry_no_gradient():
+    # A sampler has no backward: its inputs are plain tensors, not the model's parameters.
+    model = tiny_model("diagonal", channels=3)
+    weights = export_pixelrnn_weights(model)
+    assert not any(w.requires_grad for w in weights)
+    _, logits = pixelrnn_sample(weights, **dims_of(model, 2), return_logits=True)
+    assert not logits.requires_grad
+
+
 def test_fused_op_opcheck():
     fused = torch.ops.pygen.pixelrnn_sample
     # Not test_aot_dispatch_dynamic: its harness sums every output into one accumulator, which the

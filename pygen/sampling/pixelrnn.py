@@ -251,7 +251,7 @@ def export_pixelrnn_weights(model: PixelRNNModel) -> list[Tensor]:
         flat += [_matrix(layer.out.masked_weight()), layer.out.bias.contiguous()]
     for head in (model.head_hidden, model.head_out):
         flat += [_matrix(head.masked_weight()), head.bias.contiguous()]
-    return flat
+    return [t.detach() for t in flat]  # a contiguous parameter comes back as itself
 
 
 @torch.no_grad()

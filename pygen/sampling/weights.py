@@ -91,4 +91,4 @@ def export_weights(model: GatedPixelCNN, y: Tensor | None, batch: int) -> list[T
         _matrix(model.head_out),
         model.head_out.bias.contiguous(),
     ]
-    return flat
+    return [t.detach() for t in flat]  # a contiguous parameter comes back as itself
