@@ -79,3 +79,19 @@ def fit_digits_and_round_trip(make_model, steps: int, lr: float = 5e-3) -> float
     noise = torch.rand(3, 1, 8, 8)
     assert torch.equal(restored.sample(3, noise=noise), model.sample(3, noise=noise))
     return held_out
+
+
+def nested_derivatives(fn, leaves, orders: int = 3) -> list[tuple[torch.Tensor, ...]]:
+    """The derivatives with respect to ``leaves`` of a cubic of ``fn(*leaves)``'s outputs, then
+    of the sum of squares of that gradient, and so on: ``orders`` orders, each differentiating
+    the graph of the one before (so the backward's cotangents depend on the inputs, as in a
+    gradient penalty). ``fn`` may derive several op arguments from one leaf."""
+    value = sum((out.double() ** 3).sum() for out in fn(*leaves))
+    results = []
+    for k in range(orders):
+        grads = torch.autograd.grad(
+            value, leaves, create_graph=k + 1 < orders, allow_unused=True, materialize_grads=True
+        )
+        results.append(grads)
+        value = sum((g.double() ** 2).sum() for g in grads)
+    return results

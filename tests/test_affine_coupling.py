@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FLOAT_DTYPES, assert_close, requires_cuda
+from conftest import FLOAT_DTYPES, assert_close, nested_derivatives, requires_cuda
 
 from pygen.ops import (
     MaskKind,
@@ -124,6 +124,44 @@ def test_gradcheck_float64(device, scale_fn, mask_name, reverse):
     else:
         fn = lambda x, ls, s: affine_coupling(x, ls, s, mask, scale_fn=scale_fn, reverse=reverse)  # noqa: E731
         assert torch.autograd.gradcheck(fn, (x, log_scale, shift))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("scale_fn", SCALE_FNS)
+def test_gradgradcheck_float64(device, scale_fn, reverse):
+    # Second derivatives come from the twin's arithmetic (pygen/ops/_higher_order.py).
+    shape = (2, 2, 3, 3)
+    x, log_scale, shift = (t.requires_grad_() for t in make_inputs(shape, torch.float64, device))
+    mask = make_mask("checkerboard1", shape, device)
+
+    def fn(*args):  # (x, shift) or (x, log_scale, shift)
+        log_scale = args[1] if len(args) == 3 else None
+        return run(Fused, scale_fn, args[0], log_scale, args[-1], mask, reverse)
+
+    inputs = (x, shift) if scale_fn == "additive" else (x, log_scale, shift)
+    assert torch.autograd.gradgradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("scale_fn", ["tanh", "additive"])
+def test_derivatives_to_third_order_match_the_twin(device, scale_fn):
+    """A coupling layer's arguments derive from its input (log_scale and shift from the masked
+    x), and the cotangents depend on the inputs: each order must be the partial derivatives,
+    chained as the twin's are."""
+    shape = (2, 6)
+    x, w, _ = make_inputs(shape, torch.float64, device)
+    mask = make_mask("checkerboard0", shape, device)
+
+    def run_twice(ops):
+        def fn(x, w):
+            held = x * mask
+            log_scale, shift = (held.roll(1, -1) * w).tanh(), held.flip(-1) * w
+            return run(ops, scale_fn, x, log_scale, shift, mask, False)
+
+        return nested_derivatives(fn, [t.detach().requires_grad_() for t in (x, w)])
+
+    for got, want in zip(run_twice(Fused), run_twice(reference), strict=True):
+        for g, expected in zip(got, want, strict=True):
+            torch.testing.assert_close(g, expected, rtol=1e-10, atol=1e-10)
 
 
 def sample_inputs(device):

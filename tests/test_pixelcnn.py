@@ -369,6 +369,9 @@ def test_exported_weights_and_sampled_logits_carry_no_gradient():
     dims = {"batch": 2, "channels": 3, "height": 5, "width": 4, "n_levels": 5, "kernel_size": 3}
     _, logits = pixelcnn_sample(weights, **dims, return_logits=True)
     assert not logits.requires_grad
+    # Nor when the weights given record gradients: a draw is not differentiable.
+    _, logits = pixelcnn_sample([w.requires_grad_() for w in weights], **dims, return_logits=True)
+    assert not logits.requires_grad
 
 
 def test_fused_op_opcheck():

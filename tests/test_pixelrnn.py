@@ -308,6 +308,10 @@ def test_exported_weights_and_sampled_logits_carry_no_gradient():
     assert not any(w.requires_grad for w in weights)
     _, logits = pixelrnn_sample(weights, **dims_of(model, 2), return_logits=True)
     assert not logits.requires_grad
+    # Nor when the weights given record gradients: a draw is not differentiable.
+    weights = [w.requires_grad_() for w in weights]
+    _, logits = pixelrnn_sample(weights, **dims_of(model, 2), return_logits=True)
+    assert not logits.requires_grad
 
 
 def test_fused_op_opcheck():

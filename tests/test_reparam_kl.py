@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FLOAT_DTYPES, assert_close, requires_cuda
+from conftest import FLOAT_DTYPES, assert_close, nested_derivatives, requires_cuda
 from scipy import stats
 
 from pygen.layers import GaussianReparameterize
@@ -84,6 +84,46 @@ def test_gradcheck_float64_explicit_and_internal_noise(device, n_samples):
         lambda m, lv, e: fused(m, lv, e, None, n_samples), (mu, logvar, noise)
     )
     assert torch.autograd.gradcheck(lambda m, lv: fused(m, lv, None, seed, n_samples), (mu, logvar))
+
+
+@pytest.mark.parametrize("n_samples", [1, 3])
+def test_gradgradcheck_float64_explicit_and_internal_noise(device, n_samples):
+    # Second derivatives come from the twin's arithmetic (pygen/ops/_higher_order.py).
+    mu, logvar, noise = make_inputs((3, 5), torch.float64, device, n_samples)
+    mu.requires_grad_()
+    logvar.requires_grad_()
+    noise.requires_grad_()
+    seed = seed_tensor(7, device)
+    assert torch.autograd.gradgradcheck(
+        lambda m, lv, e: fused(m, lv, e, None, n_samples), (mu, logvar, noise)
+    )
+    assert torch.autograd.gradgradcheck(
+        lambda m, lv: fused(m, lv, None, seed, n_samples), (mu, logvar)
+    )
+
+
+@pytest.mark.parametrize("seeded", [False, True])
+def test_derivatives_to_third_order_match_the_twin(device, seeded):
+    """Arguments derived from one another and cotangents that depend on the inputs: each order
+    must be the partial derivatives, chained as the twin's are."""
+    a, b, noise = make_inputs((4, 3), torch.float64, device, n_samples=2)
+    if seeded:  # the noise the kernel draws, for the twin
+        zeros = torch.zeros_like(a)
+        noise = fused(zeros, zeros, None, seed_tensor(5, device), 2)[0]
+
+    def run(op):
+        def fn(a, b):
+            mu, logvar = a * b.exp(), (a + b).tanh()
+            if op is reference.reparameterize_kl or not seeded:
+                return op(mu, logvar, noise, n_samples=2)
+            return fused(mu, logvar, None, seed_tensor(5, device), 2)
+
+        leaves = [t.detach().requires_grad_() for t in (a, b)]
+        return nested_derivatives(fn, leaves)
+
+    for got, want in zip(run(reparameterize_kl), run(reference.reparameterize_kl), strict=True):
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-10)
 
 
 def sample_inputs(device):

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <limits>
 
+#include "common/backward_dispatch.h"
 #include "common/checks.h"
 
 namespace pygen::affine_coupling {
@@ -187,6 +188,7 @@ class AffineCouplingFunction : public torch::autograd::Function<AffineCouplingFu
     }
     const std::string scale_fn = ctx->saved_data["scale_fn"].toStringRef();
     const auto clamp = ctx->saved_data["clamp"].toOptional<double>();
+    const BackwardDispatch dispatch;
     auto [grad_x, grad_log_scale, grad_shift] =
         op.call(optional_of(grads[0]), optional_of(grads[1]), x, optional_of(log_scale), shift, mask,
                 ctx->saved_data["mask_kind"].toInt(), scale_fn, clamp,

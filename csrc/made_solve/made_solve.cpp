@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "affine_coupling/affine_coupling.h"
+#include "common/backward_dispatch.h"
 #include "common/checks.h"
 #include "made_solve/made_solve.h"
 
@@ -261,6 +262,7 @@ class FusedSolveFunction : public torch::autograd::Function<FusedSolveFunction> 
     const std::vector<int64_t> bounds = ctx->saved_data["bounds"].toIntVector();
     const std::vector<int64_t> order = ctx->saved_data["order"].toIntVector();
     const std::string scale_fn = ctx->saved_data["scale_fn"].toStringRef();
+    const BackwardDispatch dispatch;
     auto [grad_target, grad_weights, grad_biases] =
         op.call(optional_of(grads[0]), optional_of(grads[1]), saved[0], saved[1], saved[2], weights, biases,
                 saved[3], bounds, order, saved[4], scale_fn, ctx->saved_data["clamp"].toOptional<double>(),

@@ -92,4 +92,7 @@ TORCH_LIBRARY_IMPL(pygen, CPU, m) { m.impl("pixelcnn_sample", &sample); }
 
 TORCH_LIBRARY_IMPL(pygen, CUDA, m) { m.impl("pixelcnn_sample", &sample); }
 
+// A draw has no gradient: outputs never require grad, whatever the weights.
+TORCH_LIBRARY_IMPL(pygen, Autograd, m) { m.impl("pixelcnn_sample", torch::CppFunction::makeFallthrough()); }
+
 }  // namespace pygen::pixelcnn

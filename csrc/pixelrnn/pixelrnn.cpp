@@ -112,4 +112,7 @@ TORCH_LIBRARY_IMPL(pygen, CPU, m) { m.impl("pixelrnn_sample", &sample); }
 
 TORCH_LIBRARY_IMPL(pygen, CUDA, m) { m.impl("pixelrnn_sample", &sample); }
 
+// A draw has no gradient: outputs never require grad, whatever the weights.
+TORCH_LIBRARY_IMPL(pygen, Autograd, m) { m.impl("pixelrnn_sample", torch::CppFunction::makeFallthrough()); }
+
 }  // namespace pygen::pixelrnn

@@ -7,6 +7,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "common/backward_dispatch.h"
 #include "common/checks.h"
 
 namespace pygen::reparam_kl {
@@ -142,6 +143,7 @@ class ReparamKLFunction : public torch::autograd::Function<ReparamKLFunction> {
     at::Tensor grad_mu, grad_logvar, grad_noise;
     if ((grad_z.defined() || grad_kl.defined()) &&
         (ctx->needs_input_grad(0) || ctx->needs_input_grad(1))) {
+      const BackwardDispatch dispatch;
       std::tie(grad_mu, grad_logvar) =
           call_backward(optional_of(grad_z), optional_of(grad_kl), mu, logvar, optional_of(noise),
                         optional_of(seed), ctx->saved_data["n_samples"].toInt());

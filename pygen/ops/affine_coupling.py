@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 
 from pygen._extension import _C  # noqa: F401  (registers the pygen:: operators)
+from pygen.ops import reference
+from pygen.ops._higher_order import register_twin_backward, vjp
 
 
 class MaskKind(enum.IntEnum):
@@ -90,7 +92,8 @@ def _logdet_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 # pygen::affine_coupling and its backward (kernels and autograd) are registered in C++ when
-# pygen._C loads; these are their shape-only implementations for torch.compile.
+# pygen._C loads; these are their shape-only implementations for torch.compile, and the
+# backward's own derivative (from the twin).
 _forward = torch.ops.pygen.affine_coupling
 
 
@@ -103,6 +106,23 @@ def _(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse):
 def _(grad_y, grad_logdet, x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse):
     grad_log_scale = x.new_empty(x.shape if log_scale is not None else (0,))
     return x.new_empty(x.shape), grad_log_scale, x.new_empty(x.shape)
+
+
+def _twin_backward(
+    grad_y, grad_logdet, x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse
+):
+    """The backward op's gradients by the twin."""
+    if log_scale is None:
+        outputs = reference.additive_coupling(x, shift, mask, reverse=reverse)
+        grad_x, grad_shift = vjp(outputs, (x, shift), (grad_y, grad_logdet))
+        return grad_x, x.new_zeros(0), grad_shift
+    outputs = reference.affine_coupling(
+        x, log_scale, shift, mask, scale_fn=scale_fn, clamp=clamp, reverse=reverse
+    )
+    return vjp(outputs, (x, log_scale, shift), (grad_y, grad_logdet))
+
+
+register_twin_backward("pygen::affine_coupling_backward", _twin_backward)
 
 
 def _kind(mask: Tensor, x: Tensor, mask_kind: MaskKind | int | None) -> int:

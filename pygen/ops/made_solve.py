@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from pygen._extension import _C  # noqa: F401  (registers the pygen:: operators)
+from pygen.ops._higher_order import register_twin_backward, vjp
 
 
 @torch.library.register_fake("pygen::_made_affine_solve_fused")
@@ -31,6 +32,17 @@ def _(grad_x, grad_params, target, x, params, weights, biases, units, *args):
         [torch.empty_like(w) for w in weights],
         [torch.empty_like(b) for b in biases],
     )
+
+
+def _twin_backward(grad_x, grad_params, target, x, params, weights, biases, units, *args):
+    """The fused backward's gradients by the composite loop (which recomputes x and params)."""
+    outputs = torch.ops.pygen._made_affine_solve_composite(target, weights, biases, units, *args)
+    grads = vjp(outputs, (target, *weights, *biases), (grad_x, grad_params))
+    layers = len(weights)
+    return grads[0], grads[1 : 1 + layers], grads[1 + layers :]
+
+
+register_twin_backward("pygen::_made_affine_solve_fused_backward", _twin_backward)
 
 
 def made_affine_solve(
@@ -53,8 +65,8 @@ def made_affine_solve(
     with them (``reverse``: ``(target - t) * exp(-s)``, MAF sampling; else ``target * exp(s) +
     t``). Each hidden unit is computed once, at the step that fills the last input it sees, so the
     D steps do the arithmetic of one pass of the MADE. On the CPU the solve and its backward are
-    each one fused kernel (not twice differentiable); elsewhere the loop runs over differentiable
-    operators.
+    each one fused kernel (derivatives after the first: through the loop); elsewhere the loop runs
+    over differentiable operators.
 
     Args:
         target: ``(N, D)``.

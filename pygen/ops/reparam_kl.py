@@ -2,7 +2,8 @@
 
 The operators ``pygen::reparameterize_kl`` and ``pygen::reparameterize_kl_backward`` (kernels and
 autograd) are registered in C++ when pygen._C loads; this module adds their fake (shape-only)
-implementations for torch.compile and the public function that draws the seed.
+implementations for torch.compile, the backward's own derivative (from the twin) and the public
+function that draws the seed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import torch
 from torch import Tensor
 
 from pygen._extension import _C  # noqa: F401  (registers the pygen:: operators)
+from pygen.ops import reference
+from pygen.ops._higher_order import register_twin_backward, vjp
 from pygen.ops._random import draw_seed
 
 _forward = torch.ops.pygen.reparameterize_kl
@@ -25,6 +28,18 @@ def _(mu, logvar, noise, seed, n_samples):
 @torch.library.register_fake("pygen::reparameterize_kl_backward")
 def _(grad_z, grad_kl, mu, logvar, noise, seed, n_samples):
     return torch.empty_like(mu), torch.empty_like(logvar)
+
+
+def _twin_backward(grad_z, grad_kl, mu, logvar, noise, seed, n_samples):
+    """The backward op's gradients by the twin; a seed's noise is the op's z at mu 0, sigma 1."""
+    if noise is None:
+        zeros = torch.zeros(mu.shape, dtype=mu.dtype, device=mu.device)
+        noise = _forward(zeros, zeros, None, seed, n_samples)[0]
+    outputs = reference.reparameterize_kl(mu, logvar, noise, n_samples=n_samples)
+    return vjp(outputs, (mu, logvar), (grad_z, grad_kl))
+
+
+register_twin_backward("pygen::reparameterize_kl_backward", _twin_backward)
 
 
 def reparameterize_kl(

@@ -1,0 +1,90 @@
+"""Second and higher derivatives of the fused ops, from their pure-PyTorch twins.
+
+A fused op's autograd (C++) calls its backward op straight to the kernel, unless the backward is
+itself being differentiated (``create_graph=True``, a gradient penalty, a Hessian-vector product):
+then the call goes through the backward op's autograd, registered here, which differentiates a
+recomputation of the same gradients by the op's twin. The kernels keep every first derivative;
+the twin gives the derivatives after it, in the twin's arithmetic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+
+def vjp(
+    outputs: Sequence[Tensor],
+    inputs: Sequence[Tensor],
+    cotangents: Sequence,
+    create_graph: bool = True,
+) -> list[Tensor]:
+    """``sum <cotangent, d output / d input>`` per input (differentiable with ``create_graph``);
+    an output with a None cotangent or no dependence on the inputs drops out, an input nothing
+    reaches gets zeros. The inputs must be the twin's own (``register_twin_backward`` passes
+    them), so that these are partial derivatives."""
+    pairs = [
+        (o, c.to(o.dtype))
+        for o, c in zip(outputs, cotangents, strict=True)
+        if c is not None and o.requires_grad
+    ]
+    if not pairs:
+        return [torch.zeros_like(t) for t in inputs]
+    used, grads = zip(*pairs, strict=True)
+    return list(
+        torch.autograd.grad(
+            used,
+            inputs,
+            grads,
+            create_graph=create_graph,
+            allow_unused=True,
+            materialize_grads=True,
+        )
+    )
+
+
+def _own(value):
+    """A floating-point tensor as a node of its own: an alias of it (the derivative with respect
+    to the alias is the partial one, even where another argument depends on the tensor, and
+    stays connected to it for the next order), or a detached copy that records its uses."""
+    if not isinstance(value, Tensor) or not value.is_floating_point():
+        return value
+    return value.view_as(value) if value.requires_grad else value.detach().requires_grad_()
+
+
+def _flat(values) -> list:
+    """``values`` with its lists spliced in."""
+    return [v for value in values for v in (value if isinstance(value, (list, tuple)) else [value])]
+
+
+def _gradient_of(arg, by_id: dict[int, Tensor]):
+    """The gradient of argument ``arg``: a list for a tensor list, else a tensor or None."""
+    if isinstance(arg, (list, tuple)) and any(isinstance(v, Tensor) for v in arg):
+        return [by_id.get(id(v)) for v in arg]
+    return by_id.get(id(arg)) if isinstance(arg, Tensor) else None
+
+
+def register_twin_backward(op: str, twin: Callable[..., Sequence]) -> None:
+    """Registers the autograd of backward op ``op`` (``"pygen::..."``): ``twin`` takes the op's
+    arguments (its floating-point tensors as nodes of their own) and returns its outputs (tensors
+    or tensor lists) computed by differentiable PyTorch operators; the op's gradient is that of
+    ``twin``."""
+
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.inputs = inputs  # arguments only, never outputs: no reference cycle
+
+    def backward(ctx, *cotangents):
+        higher = torch.is_grad_enabled()  # create_graph: a further derivative will follow
+        with torch.enable_grad():
+            args = [
+                [_own(v) for v in a] if isinstance(a, (list, tuple)) else _own(a)
+                for a in ctx.inputs
+            ]
+            wrt = [v for v in _flat(args) if isinstance(v, Tensor) and v.requires_grad]
+            grads = vjp(_flat(twin(*args)), wrt, _flat(cotangents), create_graph=higher)
+        by_id = {id(v): g for v, g in zip(wrt, grads, strict=True)}
+        return tuple(_gradient_of(a, by_id) for a in args)
+
+    torch.library.register_autograd(op, backward, setup_context=setup_context)
