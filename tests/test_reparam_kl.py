@@ -73,33 +73,19 @@ def test_gradients_match_reference(device, shape, dtype, n_samples, used):
             assert_close(g, w, dtype, scale=n_samples)
 
 
+# Second derivatives (gradgradcheck) come from the twin's arithmetic (pygen/ops/_higher_order.py).
+@pytest.mark.parametrize(
+    "check", [torch.autograd.gradcheck, torch.autograd.gradgradcheck], ids=lambda f: f.__name__
+)
 @pytest.mark.parametrize("n_samples", [1, 3])
-def test_gradcheck_float64_explicit_and_internal_noise(device, n_samples):
+def test_gradcheck_float64_explicit_and_internal_noise(device, n_samples, check):
     mu, logvar, noise = make_inputs((3, 5), torch.float64, device, n_samples)
     mu.requires_grad_()
     logvar.requires_grad_()
     noise.requires_grad_()
     seed = seed_tensor(7, device)
-    assert torch.autograd.gradcheck(
-        lambda m, lv, e: fused(m, lv, e, None, n_samples), (mu, logvar, noise)
-    )
-    assert torch.autograd.gradcheck(lambda m, lv: fused(m, lv, None, seed, n_samples), (mu, logvar))
-
-
-@pytest.mark.parametrize("n_samples", [1, 3])
-def test_gradgradcheck_float64_explicit_and_internal_noise(device, n_samples):
-    # Second derivatives come from the twin's arithmetic (pygen/ops/_higher_order.py).
-    mu, logvar, noise = make_inputs((3, 5), torch.float64, device, n_samples)
-    mu.requires_grad_()
-    logvar.requires_grad_()
-    noise.requires_grad_()
-    seed = seed_tensor(7, device)
-    assert torch.autograd.gradgradcheck(
-        lambda m, lv, e: fused(m, lv, e, None, n_samples), (mu, logvar, noise)
-    )
-    assert torch.autograd.gradgradcheck(
-        lambda m, lv: fused(m, lv, None, seed, n_samples), (mu, logvar)
-    )
+    assert check(lambda m, lv, e: fused(m, lv, e, None, n_samples), (mu, logvar, noise))
+    assert check(lambda m, lv: fused(m, lv, None, seed, n_samples), (mu, logvar))
 
 
 @pytest.mark.parametrize("seeded", [False, True])
