@@ -54,6 +54,14 @@ def _own(value):
     return value.view_as(value) if value.requires_grad else value.detach().requires_grad_()
 
 
+_SAVED = object()  # a tensor argument's place in a saved template
+
+
+def _map(values, fn) -> list:
+    """``fn`` of each value, inside lists too (which stay lists)."""
+    return [[fn(v) for v in a] if isinstance(a, (list, tuple)) else fn(a) for a in values]
+
+
 def _flat(values) -> list:
     """``values`` with its lists spliced in."""
     return [v for value in values for v in (value if isinstance(value, (list, tuple)) else [value])]
@@ -73,15 +81,16 @@ def register_twin_backward(op: str, twin: Callable[..., Sequence]) -> None:
     ``twin``."""
 
     def setup_context(ctx, inputs, output) -> None:
-        ctx.inputs = inputs  # arguments only, never outputs: no reference cycle
+        # The tensors as saved tensors (checked for in-place changes, seen by saved-tensor
+        # hooks), the rest as given.
+        ctx.save_for_backward(*[v for v in _flat(inputs) if isinstance(v, Tensor)])
+        ctx.template = _map(inputs, lambda v: _SAVED if isinstance(v, Tensor) else v)
 
     def backward(ctx, *cotangents):
         higher = torch.is_grad_enabled()  # create_graph: a further derivative will follow
         with torch.enable_grad():
-            args = [
-                [_own(v) for v in a] if isinstance(a, (list, tuple)) else _own(a)
-                for a in ctx.inputs
-            ]
+            saved = iter(ctx.saved_tensors)
+            args = _map(ctx.template, lambda v: _own(next(saved)) if v is _SAVED else v)
             wrt = [v for v in _flat(args) if isinstance(v, Tensor) and v.requires_grad]
             grads = vjp(_flat(twin(*args)), wrt, _flat(cotangents), create_graph=higher)
         by_id = {id(v): g for v, g in zip(wrt, grads, strict=True)}
