@@ -114,8 +114,10 @@ class MADE(nn.Module):
             weights_t.append(weight.T)
         biases = [b.index_select(0, units) for b in biases[:-1]] + [biases[-1]]
         # Pre-activations of each layer (the hidden ones, then the output), from the biases up,
-        # updated in place (no product's backward reads them).
-        pre = [bias.to(acc).expand(len(like), -1).clone() for bias in biases]
+        # updated in place (no product's backward reads them); made from `like`, so that under
+        # vmap they are batched as the columns added into them are.
+        zeros = torch.zeros_like(like.flatten(1)[:, :1], dtype=acc)
+        pre = [zeros + bias.to(acc) for bias in biases]
         order = self.order.tolist()
         columns: dict[int, Tensor] = {}
         outs: dict[int, Tensor] = {}

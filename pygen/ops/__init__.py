@@ -3,6 +3,7 @@
 ``pygen.sampling.sample_pixelrnn_cached``; the MADE solve's: ``pygen.layers.MADE.solve``)."""
 
 from pygen.ops import reference
+from pygen.ops._higher_order import under_torch_func
 from pygen.ops.affine_coupling import (
     MaskKind,
     additive_coupling,
@@ -28,4 +29,5 @@ __all__ = [
     "pixelrnn_sample",
     "reference",
     "reparameterize_kl",
+    "under_torch_func",
 ]

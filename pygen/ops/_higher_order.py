@@ -4,7 +4,8 @@ A fused op's autograd (C++) calls its backward op straight to the kernel, unless
 itself being differentiated (``create_graph=True``, a gradient penalty, a Hessian-vector product):
 then the call goes through the backward op's autograd, registered here, which differentiates a
 recomputation of the same gradients by the op's twin. The kernels keep every first derivative;
-the twin gives the derivatives after it, in the twin's arithmetic.
+the twin gives the derivatives after it, in the twin's arithmetic. Under ``torch.func``
+transforms, which cannot run the ops' C++ autograd, the ops run their twin throughout.
 """
 
 from __future__ import annotations
@@ -13,6 +14,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
+
+
+def under_torch_func() -> bool:
+    """Whether a ``torch.func`` transform (grad, jacrev, vmap, ...) is running, under which the
+    ops run their twin: a C++ autograd function refuses to run there."""
+    return torch._C._are_functorch_transforms_active()
 
 
 def vjp(

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from pygen._extension import _C  # noqa: F401  (registers the pygen:: operators)
 from pygen.ops import reference
-from pygen.ops._higher_order import register_twin_backward, vjp
+from pygen.ops._higher_order import register_twin_backward, under_torch_func, vjp
 
 
 class MaskKind(enum.IntEnum):
@@ -161,7 +161,14 @@ def affine_coupling(
     Returns:
         ``(y, logdet)``: y of x's shape (contiguous) and logdet ``(N,)`` = sum of s over the
         transformed positions (negated for reverse), float32 for 16-bit inputs.
+
+    Under ``torch.func`` transforms (``grad``, ``jacrev``, ``vmap``...) it runs its twin,
+    ``pygen.ops.reference.affine_coupling``.
     """
+    if under_torch_func():
+        return reference.affine_coupling(
+            x, log_scale, shift, mask, scale_fn=scale_fn, clamp=clamp, reverse=reverse
+        )
     kind = _kind(mask, x, mask_kind)
     return _forward(x, log_scale, shift, mask, kind, scale_fn, clamp, reverse)
 
@@ -177,5 +184,7 @@ def additive_coupling(
     """Additive (NICE) coupling ``y = x + (1-mask)*shift`` (``y = x - (1-mask)*shift`` for reverse)
     through the affine coupling kernel without a scale; logdet is zero. Arguments as for
     ``affine_coupling``."""
+    if under_torch_func():
+        return reference.additive_coupling(x, shift, mask, reverse=reverse)
     kind = _kind(mask, x, mask_kind)
     return _forward(x, None, shift, mask, kind, "exp", None, reverse)

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from pygen._extension import _C  # noqa: F401  (registers the pygen:: operators)
 from pygen.ops import reference
-from pygen.ops._higher_order import register_twin_backward, vjp
+from pygen.ops._higher_order import register_twin_backward, under_torch_func, vjp
 from pygen.ops._random import draw_seed
 
 _forward = torch.ops.pygen.reparameterize_kl
@@ -65,6 +65,13 @@ def reparameterize_kl(
         ``(z, kl)``: ``z = mu + exp(logvar / 2) * eps`` of shape ``mu.shape`` (or
         ``(n_samples, *mu.shape)``) and ``kl = 0.5 * sum(mu^2 + exp(logvar) - 1 - logvar, -1)`` of
         shape ``mu.shape[:-1]``.
+
+    Under ``torch.func`` transforms (``grad``, ``jacrev``, ``vmap``...) it runs its twin,
+    ``pygen.ops.reference.reparameterize_kl`` (noise from ``torch.randn`` with ``generator``).
     """
+    if under_torch_func():
+        return reference.reparameterize_kl(
+            mu, logvar, noise, n_samples=n_samples, generator=generator
+        )
     seed = draw_seed(mu.device, generator) if noise is None else None
     return _forward(mu, logvar, noise, seed, n_samples)

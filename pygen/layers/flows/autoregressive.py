@@ -108,7 +108,9 @@ class _AutoregressiveAffine(nn.Module):
                 y, logdet = self._one_pass(target, y, reverse)
             return y, logdet
 
-        if self.reference:  # the loop in Python, each step's map the pure-PyTorch one
+        # The loop in Python, each step's map the pure-PyTorch one; also under torch.func
+        # transforms, which cannot run the operator's C++ autograd.
+        if self.reference or ops.under_torch_func():
 
             def fill(d: int, params: Tensor) -> Tensor:
                 column = slice(d, d + 1)
