@@ -192,6 +192,26 @@ def test_torch_func_transforms_run_the_twin(device, scale_fn):
     torch.testing.assert_close(jacobian, torch.autograd.functional.jacobian(y_of, x))
 
 
+def test_autocast_promotes_to_the_widest_dtype(device):
+    """In an autocast region the bfloat16 conditioner outputs meet a float32 x: the op runs in
+    float32 (as the twin's type promotion would), and all-bfloat16 arguments stay bfloat16."""
+    shape = (2, 2, 3, 4)
+    x, log_scale, shift = make_inputs(shape, torch.float32, device)
+    mask = make_mask("checkerboard0", shape, device)
+    half = [t.bfloat16().requires_grad_() for t in (log_scale, shift)]
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+        y, logdet = affine_coupling(x, *half, mask, scale_fn="tanh")
+        y16, _ = affine_coupling(x.bfloat16(), *half, mask, scale_fn="tanh")
+        z, _ = additive_coupling(x, half[1], mask)
+    expected = affine_coupling(x, *(t.float() for t in half), mask, scale_fn="tanh")
+    assert y.dtype == torch.float32 and y16.dtype == torch.bfloat16
+    torch.testing.assert_close((y, logdet), expected, rtol=0, atol=0)
+    torch.testing.assert_close(y16, affine_coupling(x.bfloat16(), *half, mask, scale_fn="tanh")[0])
+    torch.testing.assert_close(z, additive_coupling(x, half[1].float(), mask)[0], rtol=0, atol=0)
+    (y.sum() + logdet.sum()).backward()
+    assert all(t.grad is not None and t.grad.dtype == torch.bfloat16 for t in half)
+
+
 def sample_inputs(device):
     shape = (3, 4, 2, 4)
     for kind, mask in [

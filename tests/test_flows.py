@@ -162,6 +162,24 @@ def test_squeeze_rejects_odd_sizes():
         Squeeze()(torch.zeros(1, 1, 3, 4))
 
 
+def test_fused_and_reference_couplings_agree_under_autocast():
+    """With bfloat16 conditioner outputs (autocast) next to a float32 input, the fused layer
+    runs in float32 as the twin's type promotion does (the twin takes its scale function in
+    bfloat16, hence bfloat16's tolerance), and its gradients reach the conditioner."""
+    torch.manual_seed(0)
+    fused = perturb(AffineCoupling((2, 4, 4), "checkerboard", scale_fn="tanh"))
+    reference = AffineCoupling((2, 4, 4), "checkerboard", scale_fn="tanh", reference=True)
+    reference.load_state_dict(fused.state_dict())
+    x = inputs((2, 4, 4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, want = fused(x), reference(x)
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == b.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=1.6e-2, atol=1e-2)
+    sum(t.sum() for t in got).backward()
+    assert all(p.grad is not None for p in fused.parameters())
+
+
 def small_models():
     return {
         "nice": (lambda: NICE(6, n_couplings=4, hidden=16, n_blocks=2), (6,)),

@@ -131,6 +131,21 @@ def test_torch_func_transforms_run_the_twin(device):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
+def test_autocast_promotes_to_the_widest_dtype(device):
+    """In an autocast region a bfloat16 logvar next to a float32 mu runs in float32; all-bfloat16
+    arguments stay bfloat16."""
+    mu, logvar, noise = make_inputs((4, 3), torch.float32, device)
+    half = logvar.bfloat16().requires_grad_()
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+        z, kl = reparameterize_kl(mu, half, noise)
+        z16, _ = reparameterize_kl(mu.bfloat16(), half, noise.bfloat16())
+    assert z.dtype == torch.float32 and z16.dtype == torch.bfloat16
+    expected = reparameterize_kl(mu, half.float(), noise)
+    torch.testing.assert_close((z, kl), expected, rtol=0, atol=0)
+    (z.sum() + kl.sum()).backward()
+    assert half.grad is not None and half.grad.dtype == torch.bfloat16
+
+
 def sample_inputs(device):
     for n_samples in (1, 2):
         for grad in (False, True):

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <limits>
 
+#include "common/autocast.h"
 #include "common/backward_dispatch.h"
 #include "common/checks.h"
 
@@ -210,6 +211,21 @@ std::tuple<at::Tensor, at::Tensor> forward_autograd(const at::Tensor& x,
   return {out[0], out[1]};
 }
 
+// In an autocast region: x, log_scale and shift in their widest dtype (common/autocast.h).
+std::tuple<at::Tensor, at::Tensor> forward_autocast(const at::Tensor& x,
+                                                    const std::optional<at::Tensor>& log_scale,
+                                                    const at::Tensor& shift, const at::Tensor& mask,
+                                                    int64_t mask_kind, c10::string_view scale_fn,
+                                                    std::optional<double> clamp, bool reverse) {
+  const AutocastOff autocast_off;
+  const auto dtype = widest_floating({&x, log_scale ? &*log_scale : nullptr, &shift});
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("pygen::affine_coupling", "")
+                             .typed<decltype(pygen::affine_coupling::forward)>();
+  return op.call(promoted(x, dtype), promoted(log_scale, dtype), promoted(shift, dtype), mask, mask_kind,
+                 scale_fn, clamp, reverse);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(pygen, m) {
@@ -231,5 +247,9 @@ TORCH_LIBRARY_IMPL(pygen, CUDA, m) {
 }
 
 TORCH_LIBRARY_IMPL(pygen, Autograd, m) { m.impl("affine_coupling", &forward_autograd); }
+
+TORCH_LIBRARY_IMPL(pygen, AutocastCPU, m) { m.impl("affine_coupling", &forward_autocast); }
+
+TORCH_LIBRARY_IMPL(pygen, AutocastCUDA, m) { m.impl("affine_coupling", &forward_autocast); }
 
 }  // namespace pygen::affine_coupling

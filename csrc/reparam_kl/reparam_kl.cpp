@@ -7,6 +7,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "common/autocast.h"
 #include "common/backward_dispatch.h"
 #include "common/checks.h"
 
@@ -161,6 +162,17 @@ std::tuple<at::Tensor, at::Tensor> forward_autograd(const at::Tensor& mu, const 
   return {out[0], out[1]};
 }
 
+// In an autocast region: mu, logvar and noise in their widest dtype (common/autocast.h).
+std::tuple<at::Tensor, at::Tensor> forward_autocast(const at::Tensor& mu, const at::Tensor& logvar,
+                                                    const std::optional<at::Tensor>& noise,
+                                                    const std::optional<at::Tensor>& seed,
+                                                    int64_t n_samples) {
+  const AutocastOff autocast_off;
+  const auto dtype = widest_floating({&mu, &logvar, noise ? &*noise : nullptr});
+  return call_forward(promoted(mu, dtype), promoted(logvar, dtype), promoted(noise, dtype), seed,
+                      n_samples);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(pygen, m) {
@@ -181,5 +193,9 @@ TORCH_LIBRARY_IMPL(pygen, CUDA, m) {
 }
 
 TORCH_LIBRARY_IMPL(pygen, Autograd, m) { m.impl("reparameterize_kl", &forward_autograd); }
+
+TORCH_LIBRARY_IMPL(pygen, AutocastCPU, m) { m.impl("reparameterize_kl", &forward_autocast); }
+
+TORCH_LIBRARY_IMPL(pygen, AutocastCUDA, m) { m.impl("reparameterize_kl", &forward_autocast); }
 
 }  // namespace pygen::reparam_kl
