@@ -156,6 +156,14 @@ std::optional<at::Tensor> optional_of(const at::Tensor& t) {
   return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
 }
 
+// pygen::affine_coupling through the dispatcher (to the keys below the caller's).
+const c10::TypedOperatorHandle<decltype(forward)>& forward_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("pygen::affine_coupling", "")
+                             .typed<decltype(forward)>();
+  return op;
+}
+
 class AffineCouplingFunction : public torch::autograd::Function<AffineCouplingFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x,
@@ -163,11 +171,8 @@ class AffineCouplingFunction : public torch::autograd::Function<AffineCouplingFu
                                const at::Tensor& mask, int64_t mask_kind, c10::string_view scale_fn,
                                std::optional<double> clamp, bool reverse) {
     ctx->set_materialize_grads(false);  // an unused output's gradient stays undefined
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("pygen::affine_coupling", "")
-                               .typed<decltype(pygen::affine_coupling::forward)>();
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [y, logdet] = op.call(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse);
+    auto [y, logdet] = forward_op().call(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse);
     ctx->save_for_backward({x, log_scale.value_or(at::Tensor()), shift, mask});
     ctx->saved_data["mask_kind"] = mask_kind;
     ctx->saved_data["scale_fn"] = std::string(scale_fn);
@@ -219,11 +224,8 @@ std::tuple<at::Tensor, at::Tensor> forward_autocast(const at::Tensor& x,
                                                     std::optional<double> clamp, bool reverse) {
   const AutocastOff autocast_off;
   const auto dtype = widest_floating({&x, log_scale ? &*log_scale : nullptr, &shift});
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("pygen::affine_coupling", "")
-                             .typed<decltype(pygen::affine_coupling::forward)>();
-  return op.call(promoted(x, dtype), promoted(log_scale, dtype), promoted(shift, dtype), mask, mask_kind,
-                 scale_fn, clamp, reverse);
+  return forward_op().call(promoted(x, dtype), promoted(log_scale, dtype), promoted(shift, dtype), mask,
+                           mask_kind, scale_fn, clamp, reverse);
 }
 
 }  // namespace
