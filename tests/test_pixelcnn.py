@@ -486,6 +486,79 @@ def test_cuda_fused_every_block_size_and_a_7x7_kernel(exact_cuda, monkeypatch, p
     assert (cpu.eval().sample(11, noise=noise.cpu()) != images.cpu()).float().mean() < 0.02
 
 
+# The cluster kernel (PYGEN_PIXELCNN_CLUSTER): (blocks per cluster, samples per group, weight rows
+# resident in shared memory). Hidden 30 and 17 levels leave slices of every size, empty ones among
+# them (16 blocks: 2 hidden units each, the last block none; 2 levels at most).
+CLUSTER_VARIANTS = [
+    ("2", "1", "1"),
+    ("4", "2", "1"),
+    ("8", "2", "0"),
+    ("16", "1", "1"),
+    ("16", "2", "0"),
+]
+
+
+@pytest.fixture(params=CLUSTER_VARIANTS, ids=["x".join(v) for v in CLUSTER_VARIANTS])
+def cluster_kernel(request, monkeypatch):
+    blocks, samples, resident = request.param
+    monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", blocks)
+    monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER_SAMPLES", samples)
+    monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER_RESIDENT", resident)
+
+
+@requires_cuda
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_cuda_cluster_kernel_same_noise_same_images_float64(cluster_kernel, temperature):
+    torch.manual_seed(0)
+    model = PixelCNN(
+        in_channels=3,
+        n_levels=17,
+        n_layers=3,
+        hidden=30,
+        kernel_size=5,
+        n_classes=2,
+        image_size=(5, 4),
+    )
+    model = model.double().cuda().eval()
+    y = torch.tensor([1, 0, 1], device="cuda")  # 3 samples: the last group is partial at 2
+    noise = torch.rand(3, 3, 5, 4, dtype=torch.float64, device="cuda")
+    kwargs = {"y": y, "noise": noise, "temperature": temperature, "return_logits": True}
+    naive = model.sample(3, method="naive", **kwargs)
+    fused = model.sample(3, **kwargs)
+    assert naive[0].unique().numel() > 1
+    assert torch.equal(fused[0], naive[0])
+    torch.testing.assert_close(fused[1], naive[1], rtol=1e-10, atol=1e-10)
+
+
+@requires_cuda
+def test_cuda_cluster_kernel_logits_and_seeded_draws(exact_cuda, monkeypatch, cluster_kernel):
+    torch.manual_seed(0)
+    model = PixelCNN(n_levels=256, n_layers=3, hidden=32, kernel_size=7, image_size=(5, 9))
+    model = model.cuda().eval()
+    gen = torch.Generator("cuda")
+    images, logits = model.sample(5, return_logits=True, generator=gen.manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(images), **LOGIT_TOL)
+    monkeypatch.delenv("PYGEN_PIXELCNN_CLUSTER")
+    block = model.sample(5, generator=gen.manual_seed(3))  # the block kernel, same Philox stream
+    assert (block != images).float().mean() < 0.02  # only draws within rounding of a CDF step
+
+
+@requires_cuda
+@pytest.mark.parametrize(
+    ("variable", "value", "error", "match"),
+    [
+        ("PYGEN_PIXELCNN_CLUSTER", "3", ValueError, "must be 1, 2, 4, 8 or 16"),
+        ("PYGEN_PIXELCNN_CLUSTER_SAMPLES", "4", ValueError, "must be 1 or 2"),
+    ],
+)
+def test_cuda_cluster_kernel_bad_settings_raise(monkeypatch, variable, value, error, match):
+    monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", "4")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(error, match=match):
+        tiny_model().cuda().sample(2)
+
+
 @requires_cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_cuda_fused_half_precision_logits_follow_the_float32_forward(exact_cuda, dtype):

@@ -10,17 +10,20 @@
 //    (all layers, the head, softmax and the inverse-CDF draw). The layers' horizontal inputs stay
 //    in shared memory as a ring of the kw columns the masked kernel reaches. Samples are
 //    independent, so blocks never wait for each other; the weights stream from L2, shared by the
-//    S samples of a block.
+//    S samples of a block. Or (PYGEN_PIXELCNN_CLUSTER=N, sm_90+) one launch of cluster_row_kernel:
+//    a cluster of N blocks shares each sample group, every product split across its blocks.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <cooperative_groups.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "common/philox.h"
@@ -336,6 +339,297 @@ __global__ void __launch_bounds__(kThreads, 1) row_kernel(RowArgs<T> p) {
   }
 }
 
+// ---------------------------------------------------------------- the cluster kernel (sm_90+)
+// At small batches one block per sample group leaves the card idle and streams every weight
+// through one multiprocessor per value. Here a thread-block cluster of N blocks shares each group
+// of S samples: block r computes the r-th slice of every product's outputs (one warp per output,
+// lanes splitting K over output-major weight rows, a butterfly reduction) and writes each result
+// into every block's copy of the activations through distributed shared memory; one cluster
+// barrier ends each product (2 per layer, 2 for the head). Every block then draws each value
+// itself from identical logits and the same uniform, so the draw needs no exchange. The block's
+// weight rows are copied into its shared memory at launch when they fit ("resident"), else read
+// from the output-major copies in global memory (L2).
+constexpr int kClusterThreads = 256;
+constexpr int kClusterWarps = kClusterThreads / 32;
+constexpr int kMaxCluster = 16;
+
+// Offsets into a cluster block's shared memory: activations of type A first (elements), then the
+// block's weight rows of type T (elements from `t_start` bytes). Shared by host and device.
+struct ClusterLayout {
+  int64_t ring, window, gated, top, hid, logit, gate_bias, out_b, b1, b2, a_elems;
+  int64_t layer0_rows, layer_rows, w1, w2, t_elems;
+  int sh, sl, hm, k0, k;  // output slices (hidden, levels), ring width, K of layer 0 and others
+
+  __host__ __device__ ClusterLayout(int layers, int samples, int kw, int hidden, int channels,
+                                    int levels, int blocks) {
+    sh = (hidden + blocks - 1) / blocks;
+    sl = (levels + blocks - 1) / blocks;
+    hm = hidden > channels ? hidden : channels;
+    k0 = kw * channels;
+    k = kw * hidden;
+    ring = 0;
+    window = ring + static_cast<int64_t>(layers) * samples * kw * hm;
+    gated = window + static_cast<int64_t>(samples) * kw * hm;
+    top = gated + samples * hidden;
+    hid = top + samples * hidden;
+    logit = hid + samples * hidden;
+    gate_bias = logit + samples * levels;  // [layers][S][2][sh]: h_b + link of this column
+    out_b = gate_bias + static_cast<int64_t>(layers) * samples * 2 * sh;
+    b1 = out_b + static_cast<int64_t>(layers) * sh;
+    b2 = b1 + sh;  // [channels][sl]
+    a_elems = b2 + static_cast<int64_t>(channels) * sl;
+    // Per layer: sh gate rows (a), sh gate rows (g), sh output rows. Head: sh rows of w1, then
+    // channels x sl rows of w2.
+    layer0_rows = 2 * static_cast<int64_t>(sh) * k0 + static_cast<int64_t>(sh) * hidden;
+    layer_rows = 2 * static_cast<int64_t>(sh) * k + static_cast<int64_t>(sh) * hidden;
+    w1 = layer0_rows + (layers - 1) * layer_rows;
+    w2 = w1 + static_cast<int64_t>(sh) * hidden;
+    t_elems = w2 + static_cast<int64_t>(channels) * sl * hidden;
+  }
+  __host__ __device__ int64_t layer(int l) const { return l == 0 ? 0 : layer0_rows + (l - 1) * layer_rows; }
+  __host__ __device__ static int64_t align16(int64_t bytes) { return (bytes + 15) / 16 * 16; }
+  __host__ __device__ int64_t t_start(int64_t a_size) const { return align16(a_elems * a_size); }
+  __host__ __device__ int64_t bytes(int64_t a_size, int64_t t_size, bool resident) const {
+    return t_start(a_size) + (resident ? t_elems * t_size : 0);
+  }
+};
+
+// Output-major copies of the horizontal and head weights (a device table): per layer the gate
+// weight (2h, K) and the output weight (h, h), then w1 (h, h) and w2 (C * L, h).
+enum TransposedWeight { kTGate, kTOut };
+constexpr int kTPerLayer = 2;
+
+// out[r][s] = sum_q x[s * ldx + q] * w[r][q] over q < k, for the S samples and R weight rows:
+// lanes split q, a butterfly reduction leaves the same sums in every lane (a + b == b + a, so
+// the lanes' copies are bitwise equal).
+template <int S, int R, typename T, typename A>
+__device__ __forceinline__ void warp_dots(const A* x, int ldx, const T* const (&w)[R], int k,
+                                          A (&out)[R][S]) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int s = 0; s < S; ++s) out[r][s] = A(0);
+#pragma unroll 4
+  for (int q = lane; q < k; q += 32) {
+    A wq[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) wq[r] = static_cast<A>(w[r][q]);
+#pragma unroll
+    for (int s = 0; s < S; ++s) {
+      const A xv = x[s * ldx + q];
+#pragma unroll
+      for (int r = 0; r < R; ++r) out[r][s] += xv * wq[r];
+    }
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1)
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int s = 0; s < S; ++s) out[r][s] += __shfl_xor_sync(0xffffffffu, out[r][s], off);
+}
+
+// dst[s * ld] = v[s] in every block of the cluster (dst is this block's address of the element;
+// the layouts are equal). The S x N stores are spread over the warp's lanes.
+template <int S, typename A>
+__device__ __forceinline__ void cluster_store(cooperative_groups::cluster_group& cluster, A* dst,
+                                              int ld, const A (&v)[S]) {
+  const int blocks = static_cast<int>(cluster.num_blocks());
+  for (int e = threadIdx.x & 31; e < S * blocks; e += 32) {
+    const int s = e / blocks, rank = e % blocks;
+    A value = v[0];
+#pragma unroll
+    for (int ss = 1; ss < S; ++ss)
+      if (ss == s) value = v[ss];
+    *cluster.map_shared_rank(dst + s * ld, rank) = value;
+  }
+}
+
+// Every value of image row p.row for samples [group * S, + S), group = blockIdx.x / N.
+template <typename T, int S>
+__global__ void __launch_bounds__(kClusterThreads, 1)
+    cluster_row_kernel(RowArgs<T> p, const T* const* wt_t, bool resident) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  using A = at::opmath_type<T>;
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  const int blocks = static_cast<int>(cluster.num_blocks()), rank = static_cast<int>(cluster.block_rank());
+  const int h = p.hidden, h2 = 2 * h, kw = p.ring_width, pad = kw - 1, levels = p.levels;
+  const ClusterLayout lay(p.layers, S, kw, h, p.channels, levels, blocks);
+  const int hm = lay.hm, sh = lay.sh, sl = lay.sl;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  A* smem = reinterpret_cast<A*>(smem_raw);
+  A* ring = smem + lay.ring;
+  A* window = smem + lay.window;
+  A* gated = smem + lay.gated;
+  A* top = smem + lay.top;
+  A* hid = smem + lay.hid;
+  A* logit = smem + lay.logit;
+  A* gate_bias = smem + lay.gate_bias;
+  A* out_b = smem + lay.out_b;
+  A* b1 = smem + lay.b1;
+  A* b2 = smem + lay.b2;
+  T* rows = reinterpret_cast<T*>(smem_raw + lay.t_start(sizeof(A)));
+  // This block's slices: hidden units (gate pairs and outputs) [o0, o0 + nh), levels [v0, + nl).
+  const int o0 = min(h, rank * sh), nh = min(h, o0 + sh) - o0;
+  const int v0 = min(levels, rank * sl), nl = min(levels, v0 + sl) - v0;
+  const int t = threadIdx.x, warp = t >> 5;
+  const int64_t b0 = static_cast<int64_t>(blockIdx.x / blocks) * S;
+  const int n_here = static_cast<int>(min(static_cast<int64_t>(S), p.batch - b0));
+  const uint64_t seed = p.noise == nullptr ? static_cast<uint64_t>(*p.seed) : 0;
+  const int64_t plane = static_cast<int64_t>(p.channels) * p.height * p.width;
+  const int64_t n_pix = static_cast<int64_t>(p.batch) * p.width;
+  const T* const* wt = p.weights;
+  const T* head_w1 = wt_t[p.layers * kTPerLayer];
+  const T* head_w2 = wt_t[p.layers * kTPerLayer + 1];
+  // Row `g` (of length k) of an output-major weight, or its copy at `local` in shared memory.
+  auto row = [&](const T* global, int64_t g, int64_t local, int k) -> const T* {
+    return resident ? rows + local : global + g * k;
+  };
+
+  // Launch: zero the rings, stage the constant biases and (resident) the weight rows.
+  for (int64_t e = t; e < lay.window; e += kClusterThreads) ring[e] = 0;
+  for (int e = t; e < p.layers * nh; e += kClusterThreads) {
+    const int l = e / nh, i = e % nh;
+    out_b[l * sh + i] = static_cast<A>(wt[l * kPerLayer + kOutB][o0 + i]);
+  }
+  for (int i = t; i < nh; i += kClusterThreads) {
+    b1[i] = static_cast<A>(wt[p.layers * kPerLayer + kB1][o0 + i]);
+  }
+  for (int e = t; e < p.channels * nl; e += kClusterThreads) {
+    const int c = e / nl, i = e % nl;
+    b2[c * sl + i] = static_cast<A>(wt[p.layers * kPerLayer + kB2][c * levels + v0 + i]);
+  }
+  if (resident) {
+    auto copy = [&](T* dst, const T* src, int64_t n) {
+      for (int64_t e = t; e < n; e += kClusterThreads) dst[e] = src[e];
+    };
+    for (int l = 0; l < p.layers; ++l) {
+      const int k = l == 0 ? lay.k0 : lay.k;
+      T* dst = rows + lay.layer(l);
+      copy(dst, wt_t[l * kTPerLayer + kTGate] + static_cast<int64_t>(o0) * k, static_cast<int64_t>(nh) * k);
+      copy(dst + static_cast<int64_t>(sh) * k, wt_t[l * kTPerLayer + kTGate] + static_cast<int64_t>(h + o0) * k,
+           static_cast<int64_t>(nh) * k);
+      copy(dst + 2 * static_cast<int64_t>(sh) * k, wt_t[l * kTPerLayer + kTOut] + static_cast<int64_t>(o0) * h,
+           static_cast<int64_t>(nh) * h);
+    }
+    copy(rows + lay.w1, head_w1 + static_cast<int64_t>(o0) * h, static_cast<int64_t>(nh) * h);
+    for (int c = 0; c < p.channels; ++c) {
+      copy(rows + lay.w2 + static_cast<int64_t>(c) * sl * h,
+           head_w2 + (static_cast<int64_t>(c) * levels + v0) * h, static_cast<int64_t>(nl) * h);
+    }
+  }
+  // No block may receive another's stores before it has zeroed its rings.
+  cluster.sync();
+
+  for (int j = 0; j < p.width; ++j) {
+    const int cur = j % kw;
+    for (int c = 0; c < p.channels; ++c) {
+      if (c == 0) {
+        // Layer 0's current column: values of later channels read as zero.
+        for (int e = t; e < S * p.channels; e += kClusterThreads)
+          ring[((e / p.channels) * kw + cur) * hm + e % p.channels] = 0;
+        // Each gate pair's biases of this column: h_b (per sample) + the vertical stack's link.
+        for (int e = t; e < p.layers * S * nh; e += kClusterThreads) {
+          const int l = e / (S * nh), s = (e / nh) % S, i = e % nh;
+          const int64_t b = min(b0 + s, static_cast<int64_t>(p.batch) - 1);
+          const T* hb = wt[l * kPerLayer + kHB] + b * h2;
+          const T* link = p.link + (l * n_pix + b * p.width + j) * h2;
+          A* gb = gate_bias + (static_cast<int64_t>(l) * S + s) * 2 * sh;
+          gb[i] = static_cast<A>(hb[o0 + i]) + static_cast<A>(link[o0 + i]);
+          gb[sh + i] = static_cast<A>(hb[h + o0 + i]) + static_cast<A>(link[h + o0 + i]);
+        }
+        __syncthreads();
+      }
+      for (int l = 0; l < p.layers; ++l) {
+        const int cin = l == 0 ? p.channels : h, k = kw * cin;
+        const int64_t lw = lay.layer(l);
+        A* ring_l = ring + static_cast<int64_t>(l) * S * kw * hm;
+        for (int e = t; e < S * k; e += kClusterThreads) {  // window (s, dj, ci): column j - pad + dj
+          const int s = e / k, q = e % k, dj = q / cin, col = j - pad + dj;
+          window[s * k + q] = col < 0 ? A(0) : ring_l[(s * kw + col % kw) * hm + q % cin];
+        }
+        __syncthreads();
+        const T* gate_w = wt_t[l * kTPerLayer + kTGate];
+        for (int i = warp; i < nh; i += kClusterWarps) {
+          const T* w[2] = {row(gate_w, o0 + i, lw + static_cast<int64_t>(i) * k, k),
+                           row(gate_w, h + o0 + i, lw + static_cast<int64_t>(sh + i) * k, k)};
+          A sums[2][S], v[S];
+          warp_dots<S, 2>(window, k, w, k, sums);
+#pragma unroll
+          for (int s = 0; s < S; ++s) {
+            const A* gb = gate_bias + (static_cast<int64_t>(l) * S + s) * 2 * sh;
+            v[s] = gate_value(sums[0][s] + gb[i], sums[1][s] + gb[sh + i]);
+          }
+          cluster_store<S>(cluster, gated + o0 + i, h, v);
+        }
+        cluster.sync();
+        // The layer's output at (i, j) goes to the next layer's ring (current column), the last
+        // layer's to `top`; layers after the first add their input (residual connection).
+        const bool last = l + 1 == p.layers;
+        A* next = last ? top : ring + static_cast<int64_t>(l + 1) * S * kw * hm + cur * hm;
+        const int ld_next = last ? h : kw * hm;
+        const T* out_w = wt_t[l * kTPerLayer + kTOut];
+        for (int i = warp; i < nh; i += kClusterWarps) {
+          const T* w[1] = {row(out_w, o0 + i, lw + static_cast<int64_t>(2 * sh) * k + static_cast<int64_t>(i) * h, h)};
+          A sums[1][S], v[S];
+          warp_dots<S, 1>(gated, h, w, h, sums);
+#pragma unroll
+          for (int s = 0; s < S; ++s) {
+            v[s] = sums[0][s] + out_b[l * sh + i];
+            if (l > 0) v[s] += ring_l[(s * kw + cur) * hm + o0 + i];
+            if (last) v[s] = max(v[s], A(0));  // the head starts with a ReLU
+          }
+          cluster_store<S>(cluster, next + o0 + i, ld_next, v);
+        }
+        cluster.sync();
+      }
+      // Head: 1x1 -> ReLU -> 1x1, only the logits of channel c.
+      for (int i = warp; i < nh; i += kClusterWarps) {
+        const T* w[1] = {row(head_w1, o0 + i, lay.w1 + static_cast<int64_t>(i) * h, h)};
+        A sums[1][S], v[S];
+        warp_dots<S, 1>(top, h, w, h, sums);
+#pragma unroll
+        for (int s = 0; s < S; ++s) v[s] = max(sums[0][s] + b1[i], A(0));
+        cluster_store<S>(cluster, hid + o0 + i, h, v);
+      }
+      cluster.sync();
+      for (int i = warp; i < nl; i += kClusterWarps) {
+        const int64_t g = static_cast<int64_t>(c) * levels + v0 + i;
+        const T* w[1] = {row(head_w2, g, lay.w2 + (static_cast<int64_t>(c) * sl + i) * h, h)};
+        A sums[1][S], v[S];
+        warp_dots<S, 1>(hid, h, w, h, sums);
+#pragma unroll
+        for (int s = 0; s < S; ++s) v[s] = sums[0][s] + b2[c * sl + i];
+        cluster_store<S>(cluster, logit + v0 + i, levels, v);
+      }
+      cluster.sync();
+      // Every block draws (the same level); block 0 writes the outputs.
+      for (int s = warp; s < n_here; s += kClusterWarps) {
+        const int64_t b = b0 + s;
+        const int64_t at_c = (static_cast<int64_t>(c) * p.height + p.row) * p.width + j;
+        const int64_t g = b * plane + at_c;
+        const A u = p.noise != nullptr ? static_cast<A>(p.noise[g]) : static_cast<A>(uniform_at(g, seed));
+        const A* lg = logit + s * levels;
+        const int level = warp_draw(lg, levels, static_cast<A>(p.temperature), u);
+        if ((t & 31) == 0) {
+          ring[(s * kw + cur) * hm + c] = static_cast<A>(level) * static_cast<A>(p.scale) - A(1);
+          if (rank == 0) p.images[g] = level;
+        }
+        if (rank == 0 && p.logits != nullptr) {
+          for (int l = t & 31; l < levels; l += 32)
+            p.logits[(b * levels + l) * plane + at_c] = static_cast<T>(lg[l]);
+        }
+      }
+      // The stores into other blocks all precede the last cluster barrier, so a block may exit
+      // once its own draws are done.
+      __syncthreads();
+    }
+  }
+#endif
+}
+
 int64_t row_smem_bytes(const Problem& p, int64_t samples, int64_t elem) {
   const int64_t kw = p.kernel / 2 + 1, hm = std::max(p.hidden, p.channels);
   const int64_t per_sample =
@@ -353,6 +647,31 @@ void launch_row(const Problem& p, const RowArgs<T>& args, int64_t smem, cudaStre
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+// `clusters` clusters of plan.cluster blocks; attr must outlive the config.
+cudaLaunchConfig_t cluster_config(const RowPlan& plan, int64_t clusters, cudaStream_t stream,
+                                  cudaLaunchAttribute* attr) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(clusters * plan.cluster));
+  config.blockDim = dim3(kClusterThreads);
+  config.dynamicSmemBytes = static_cast<size_t>(plan.smem_bytes);
+  config.stream = stream;
+  attr->id = cudaLaunchAttributeClusterDimension;
+  attr->val.clusterDim.x = static_cast<unsigned>(plan.cluster);
+  attr->val.clusterDim.y = 1;
+  attr->val.clusterDim.z = 1;
+  config.attrs = attr;
+  config.numAttrs = 1;
+  return config;
+}
+
+template <typename T, int S>
+void launch_cluster(const Problem& p, const RowPlan& plan, const RowArgs<T>& args,
+                    const T* const* wt_t, cudaStream_t stream) {
+  cudaLaunchAttribute attr;
+  const cudaLaunchConfig_t config = cluster_config(plan, (p.batch + S - 1) / S, stream, &attr);
+  C10_CUDA_CHECK(cudaLaunchKernelEx(&config, cluster_row_kernel<T, S>, args, wt_t, plan.resident));
+}
+
 template <typename T>
 void run(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& weights,
          const at::Tensor& noise, const at::Tensor& seed, at::Tensor& images, at::Tensor& logits) {
@@ -362,10 +681,22 @@ void run(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& w
   const float scale = static_cast<float>(2.0 / static_cast<double>(p.levels - 1));
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 
+  // One device table of pointers: the weights, then (cluster kernel) their output-major copies.
+  std::vector<at::Tensor> transposed;
+  if (plan.cluster > 1) {
+    for (int64_t l = 0; l < p.layers; ++l) {
+      transposed.push_back(weights[l * kPerLayer + kHW].t().contiguous());
+      transposed.push_back(weights[l * kPerLayer + kOutW].t().contiguous());
+    }
+    transposed.push_back(weights[p.layers * kPerLayer + kW1].t().contiguous());
+    transposed.push_back(weights[p.layers * kPerLayer + kW2].t().contiguous());
+  }
   std::vector<int64_t> addresses;
   for (const auto& t : weights) addresses.push_back(reinterpret_cast<int64_t>(t.const_data_ptr<T>()));
+  for (const auto& t : transposed) addresses.push_back(reinterpret_cast<int64_t>(t.const_data_ptr<T>()));
   const at::Tensor table =
       at::tensor(addresses, at::TensorOptions().dtype(at::kLong)).to(opts.device(), /*non_blocking=*/false);
+  const T* const* wt_t = reinterpret_cast<const T* const*>(table.const_data_ptr<int64_t>()) + weights.size();
 
   // Vertical inputs, channels last, zero-padded (k//2 rows above, k//2 columns each side), and
   // each layer's vertical kernel as a channels-last (2h, Cin, kh, k) convolution weight.
@@ -412,6 +743,14 @@ void run(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& w
       at::mm_out(link_l, v_pre, weights[l * kPerLayer + kLinkW]);
     }
     args.row = static_cast<int>(i);
+    if (plan.cluster > 1) {
+      if (plan.samples == 1) {
+        launch_cluster<T, 1>(p, plan, args, wt_t, stream);
+      } else {
+        launch_cluster<T, 2>(p, plan, args, wt_t, stream);
+      }
+      continue;
+    }
     switch (plan.samples) {
       case 1: launch_row<T, 1>(p, args, plan.smem_bytes, stream); break;
       case 2: launch_row<T, 2>(p, args, plan.smem_bytes, stream); break;
@@ -419,6 +758,30 @@ void run(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& w
       default: launch_row<T, 8>(p, args, plan.smem_bytes, stream); break;
     }
   }
+}
+
+// How many clusters of the plan's shape can be resident at once (0: it cannot launch), after
+// setting the kernel's shared-memory and cluster-size attributes; *ptx: the compiled code's
+// architecture (the kernel body exists for sm_90+ only).
+template <typename T, int S>
+int active_clusters(const RowPlan& plan, int* ptx) {
+  auto kernel = cluster_row_kernel<T, S>;
+  cudaFuncAttributes attributes;
+  C10_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
+  *ptx = attributes.ptxVersion != 0 ? attributes.ptxVersion : attributes.binaryVersion;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(plan.smem_bytes)));
+  if (plan.cluster > 8) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+  }
+  cudaLaunchAttribute attr;
+  const cudaLaunchConfig_t config = cluster_config(plan, 1, nullptr, &attr);
+  int active = 0;
+  if (cudaOccupancyMaxActiveClusters(&active, kernel, &config) != cudaSuccess) {
+    (void)cudaGetLastError();  // a shape the device refuses: report it as none resident
+    return 0;
+  }
+  return active;
 }
 
 }  // namespace
@@ -437,7 +800,44 @@ RowPlan plan_cuda_rows(const Problem& p, const at::Tensor& ref) {
     samples = std::clamp<int64_t>(std::atoll(forced), 1, kMaxSamplesPerBlock);
   }
   while (samples > 1 && row_smem_bytes(p, samples, elem) > smem_optin) samples /= 2;
-  return {samples, row_smem_bytes(p, samples, elem), smem_optin};
+  const RowPlan block_plan{samples, row_smem_bytes(p, samples, elem), smem_optin};
+  // The cluster kernel runs only when asked for (a size through PYGEN_PIXELCNN_CLUSTER) until a
+  // GPU run has validated it against the block kernel (benchmarks/NOTES.md).
+  const char* forced = std::getenv("PYGEN_PIXELCNN_CLUSTER");
+  const int64_t blocks = forced == nullptr ? 1 : std::atoll(forced);
+  if (blocks == 1) return block_plan;
+  TORCH_CHECK_VALUE(blocks == 2 || blocks == 4 || blocks == 8 || blocks == kMaxCluster,
+                    "PYGEN_PIXELCNN_CLUSTER must be 1, 2, 4, 8 or 16, got '", forced, "'");
+  int64_t group = p.batch > 1 ? 2 : 1;
+  if (const char* forced_samples = std::getenv("PYGEN_PIXELCNN_CLUSTER_SAMPLES")) {
+    group = std::atoll(forced_samples);
+    TORCH_CHECK_VALUE(group == 1 || group == 2,
+                      "PYGEN_PIXELCNN_CLUSTER_SAMPLES must be 1 or 2, got '", forced_samples, "'");
+  }
+  const ClusterLayout lay(static_cast<int>(p.layers), static_cast<int>(group),
+                          static_cast<int>(p.kernel / 2 + 1), static_cast<int>(p.hidden),
+                          static_cast<int>(p.channels), static_cast<int>(p.levels),
+                          static_cast<int>(blocks));
+  const int64_t t_size = ref.element_size();
+  RowPlan plan{group, lay.bytes(elem, t_size, true), smem_optin, blocks, true};
+  const char* resident = std::getenv("PYGEN_PIXELCNN_CLUSTER_RESIDENT");  // "0": for tuning runs
+  if (plan.smem_bytes > smem_optin || (resident != nullptr && std::string(resident) == "0")) {
+    // Stream the weight rows from L2.
+    plan.resident = false;
+    plan.smem_bytes = lay.bytes(elem, t_size, false);
+  }
+  TORCH_CHECK(plan.smem_bytes <= smem_optin, "PYGEN_PIXELCNN_CLUSTER=", blocks, ": the cluster kernel ",
+              "needs ", plan.smem_bytes, " bytes of shared memory per block, more than this GPU's ",
+              smem_optin);
+  int active = 0, ptx = 0;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ref.scalar_type(), "pixelcnn_cluster_plan", [&] {
+    active = group == 1 ? active_clusters<scalar_t, 1>(plan, &ptx) : active_clusters<scalar_t, 2>(plan, &ptx);
+  });
+  TORCH_CHECK(ptx >= 90, "PYGEN_PIXELCNN_CLUSTER=", blocks, ": the cluster kernel needs a build for ",
+              "sm_90 or newer (this one's code is for sm_", ptx, ")");
+  TORCH_CHECK(active >= 1, "PYGEN_PIXELCNN_CLUSTER=", blocks, ": this GPU cannot run a cluster of ",
+              blocks, " blocks with ", plan.smem_bytes, " bytes of shared memory each");
+  return plan;
 }
 
 void sample_cuda(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& weights,

@@ -34,10 +34,15 @@ std::tuple<at::Tensor, at::Tensor> sample(at::TensorList weights,
                                           int64_t n_levels, int64_t kernel_size, double temperature,
                                           bool return_logits);
 
-// How the CUDA row kernel runs: samples per block, the shared memory that takes, and the
-// device's limit. Errors are raised by the caller, in host C++, with the other argument checks.
+// How the CUDA row kernels run: samples per block (block kernel) or per cluster (cluster kernel),
+// the blocks per cluster (1: the block kernel), whether the cluster kernel keeps its weight slices
+// in shared memory, the shared memory a block takes and the device's limit. The caller raises the
+// block kernel's shared-memory error with the other argument checks; a cluster size forced through
+// PYGEN_PIXELCNN_CLUSTER that cannot run raises here.
 struct RowPlan {
   int64_t samples, smem_bytes, smem_limit;
+  int64_t cluster = 1;
+  bool resident = false;
 };
 RowPlan plan_cuda_rows(const Problem& p, const at::Tensor& ref);
 

@@ -1,0 +1,149 @@
+// The CUDA PixelCNN sampler's host loop (run() in csrc/pixelcnn/cuda.cu) over its kernels
+// emulated on CPU threads (shim.h); scripts/emulate_cuda.py compiles it after the kernels' code.
+// The vertical stack's convolution and link product (cuDNN and cuBLAS on the GPU) are plain loops.
+// Usage: pixelcnn_rows INPUT OUTPUT. INPUT: int64 header (see Header), float64 temperature, then
+// for each weight in the export order and then the noise: int64 count, float64 values. OUTPUT:
+// the images (int64) and the logits (float64, when asked for).
+#include <cstdio>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+
+namespace pp = pygen::pixelcnn;
+
+struct Header {
+  int64_t batch, channels, height, width, levels, hidden, kernel, layers, seed, return_logits;
+  int64_t cluster, samples, resident, dtype_bytes;  // cluster 1: the block kernel
+};
+
+template <typename T>
+void run(const Header& hd, double temperature, const std::vector<std::vector<double>>& weights_in,
+         const std::vector<double>& noise_in, std::vector<int64_t>& images,
+         std::vector<double>& logits_out) {
+  using A = at::opmath_type<T>;
+  const int64_t bsz = hd.batch, width = hd.width, h = hd.hidden, h2 = 2 * h, pad = hd.kernel / 2;
+  const int64_t kh = pad + 1, wv = width + 2 * pad, rows = hd.height + pad, n_pix = bsz * width;
+  const int64_t cc = hd.channels, k = hd.kernel;
+  const float scale = static_cast<float>(2.0 / static_cast<double>(hd.levels - 1));
+  std::vector<std::vector<T>> w;
+  for (const auto& v : weights_in) w.emplace_back(v.begin(), v.end());
+  // Output-major copies, as run() makes them: (rows, cols) -> (cols, rows).
+  auto transpose = [](const std::vector<T>& m, int64_t r, int64_t c) {
+    std::vector<T> t(m.size());
+    for (int64_t i = 0; i < r; ++i)
+      for (int64_t j = 0; j < c; ++j) t[j * r + i] = m[i * c + j];
+    return t;
+  };
+  for (int64_t l = 0; l < hd.layers; ++l) {
+    const int64_t cin = l == 0 ? cc : h;
+    w.push_back(transpose(w[l * pp::kPerLayer + pp::kHW], kh * cin, h2));
+    w.push_back(transpose(w[l * pp::kPerLayer + pp::kOutW], h, h));
+  }
+  const int64_t head = hd.layers * pp::kPerLayer;
+  w.push_back(transpose(w[head + pp::kW1], h, h));
+  w.push_back(transpose(w[head + pp::kW2], h, cc * hd.levels));
+  std::vector<const T*> table;
+  for (const auto& v : w) table.push_back(v.data());
+  const T* const* wt_t = table.data() + weights_in.size();
+
+  std::vector<T> noise(noise_in.begin(), noise_in.end()), logits;
+  if (hd.return_logits) logits.assign(bsz * hd.levels * cc * hd.height * width, T(0));
+  std::vector<std::vector<T>> v_in;
+  for (int64_t l = 0; l < hd.layers; ++l) v_in.emplace_back(bsz * rows * wv * (l == 0 ? cc : h), T(0));
+  std::vector<T> link(hd.layers * n_pix * h2), v_pre(n_pix * h2);
+  pp::RowArgs<T> args{table.data(), link.data(), noise.empty() ? nullptr : noise.data(), &hd.seed,
+                      images.data(), hd.return_logits ? logits.data() : nullptr,
+                      static_cast<int>(bsz), static_cast<int>(cc), static_cast<int>(hd.height),
+                      static_cast<int>(width), static_cast<int>(hd.levels), static_cast<int>(h),
+                      static_cast<int>(hd.layers), 0, static_cast<int>(kh),
+                      static_cast<float>(temperature), scale};
+  for (int64_t i = 0; i < hd.height; ++i) {
+    if (i > 0) {
+      emu::launch_flat(n_pix * cc, pp::kThreads, pp::image_row_kernel<T>, images.data(),
+                       v_in[0].data(), bsz, static_cast<int>(cc), static_cast<int>(hd.height),
+                       static_cast<int>(width), static_cast<int>(pad), static_cast<int>(i), scale);
+    }
+    for (int64_t l = 0; l < hd.layers; ++l) {
+      const int64_t cin = l == 0 ? cc : h;
+      const T* vw = w[l * pp::kPerLayer + pp::kVW].data();  // (kh * k * cin, 2h)
+      for (int64_t b = 0; b < bsz; ++b)
+        for (int64_t x = 0; x < width; ++x)
+          for (int64_t o = 0; o < h2; ++o) {
+            A acc = 0;
+            for (int64_t dy = 0; dy < kh; ++dy)
+              for (int64_t dx = 0; dx < k; ++dx)
+                for (int64_t ci = 0; ci < cin; ++ci)
+                  acc += static_cast<A>(v_in[l][((b * rows + i + dy) * wv + x + dx) * cin + ci]) *
+                         static_cast<A>(vw[((dy * k + dx) * cin + ci) * h2 + o]);
+            v_pre[(b * width + x) * h2 + o] = static_cast<T>(acc);
+          }
+      const bool last = l + 1 == hd.layers;
+      emu::launch_flat(n_pix * h, pp::kThreads, pp::bias_gate_kernel<T>, v_pre.data(),
+                       w[l * pp::kPerLayer + pp::kVB].data(), last ? nullptr : v_in[l + 1].data(),
+                       n_pix, static_cast<int>(width), static_cast<int>(h), static_cast<int>(rows),
+                       static_cast<int>(pad), static_cast<int>(i + pad));
+      const T* lw = w[l * pp::kPerLayer + pp::kLinkW].data();
+      for (int64_t r = 0; r < n_pix; ++r)
+        for (int64_t o = 0; o < h2; ++o) {
+          A acc = 0;
+          for (int64_t q = 0; q < h2; ++q)
+            acc += static_cast<A>(v_pre[r * h2 + q]) * static_cast<A>(lw[q * h2 + o]);
+          link[(l * n_pix + r) * h2 + o] = static_cast<T>(acc);
+        }
+    }
+    args.row = static_cast<int>(i);
+    const int64_t s = hd.samples, groups = (bsz + s - 1) / s;
+    if (hd.cluster == 1) {
+      const pp::Problem p{bsz, cc, hd.height, width, hd.levels, h, hd.kernel, hd.layers, temperature, false};
+      const int64_t smem = pp::row_smem_bytes(p, s, sizeof(A));
+      auto go = [&](auto kernel) { emu::launch(groups, 1, pp::kThreads, smem, kernel, args); };
+      if (s == 1) go(pp::row_kernel<T, 1>);
+      else if (s == 2) go(pp::row_kernel<T, 2>);
+      else if (s == 4) go(pp::row_kernel<T, 4>);
+      else go(pp::row_kernel<T, 8>);
+    } else {
+      const pp::ClusterLayout lay(static_cast<int>(hd.layers), static_cast<int>(s),
+                                  static_cast<int>(kh), static_cast<int>(h), static_cast<int>(cc),
+                                  static_cast<int>(hd.levels), static_cast<int>(hd.cluster));
+      const bool resident = hd.resident != 0;
+      const int64_t smem = lay.bytes(sizeof(A), sizeof(T), resident);
+      auto go = [&](auto kernel) {
+        emu::launch(groups, hd.cluster, pp::kClusterThreads, smem, kernel, args, wt_t, resident);
+      };
+      if (s == 1) go(pp::cluster_row_kernel<T, 1>);
+      else go(pp::cluster_row_kernel<T, 2>);
+    }
+  }
+  logits_out.assign(logits.begin(), logits.end());
+}
+
+int main(int argc, char** argv) {
+  if (argc != 3) throw std::runtime_error("usage: pixelcnn_rows INPUT OUTPUT");
+  std::ifstream in(argv[1], std::ios::binary);
+  Header hd;
+  double temperature;
+  in.read(reinterpret_cast<char*>(&hd), sizeof hd);
+  in.read(reinterpret_cast<char*>(&temperature), sizeof temperature);
+  auto read_array = [&] {
+    int64_t n;
+    in.read(reinterpret_cast<char*>(&n), sizeof n);
+    std::vector<double> v(n);
+    in.read(reinterpret_cast<char*>(v.data()), n * sizeof(double));
+    return v;
+  };
+  std::vector<std::vector<double>> weights;
+  for (int64_t i = 0; i < hd.layers * pp::kPerLayer + pp::kHead; ++i) weights.push_back(read_array());
+  const std::vector<double> noise = read_array();
+  if (!in) throw std::runtime_error("short input");
+  std::vector<int64_t> images(hd.batch * hd.channels * hd.height * hd.width, -1);
+  std::vector<double> logits;
+  if (hd.dtype_bytes == 8) {
+    run<double>(hd, temperature, weights, noise, images, logits);
+  } else {
+    run<float>(hd, temperature, weights, noise, images, logits);
+  }
+  std::ofstream out(argv[2], std::ios::binary);
+  out.write(reinterpret_cast<const char*>(images.data()), images.size() * sizeof(int64_t));
+  out.write(reinterpret_cast<const char*>(logits.data()), logits.size() * sizeof(double));
+  return 0;
+}
