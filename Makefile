@@ -32,8 +32,8 @@ bench: $(VENV)/.built
 	$(PY) -m benchmarks.run
 
 lint: $(VENV)/.deps
-	$(PY) -m ruff check pygen tests benchmarks setup.py
-	$(PY) -m ruff format --check pygen tests benchmarks setup.py
+	$(PY) -m ruff check pygen tests benchmarks scripts setup.py
+	$(PY) -m ruff format --check pygen tests benchmarks scripts setup.py
 
 # On a GPU machine (torch preinstalled, no internet): build, CUDA tests, sanitizers, benchmarks.
 gpu-check:

@@ -29,13 +29,22 @@ KNOBS = (
 
 
 def variants(batch: int) -> Iterator[tuple[str, dict[str, str]]]:
-    """(label, environment) of each kernel variant worth timing at this batch. The cluster kernel
-    is for small batches: at 256 its 128 or more clusters run in waves."""
+    """(label, environment) of each kernel variant worth timing at this batch. At large batches
+    the cluster kernel runs with groups of 4 or 8 samples (float32), so that its clusters do not
+    run in many waves."""
     yield "auto", {}
     if batch > 1:
         for samples in ("1", "2", "4", "8"):
             yield f"block-{samples}", {"PYGEN_PIXELCNN_SAMPLES_PER_BLOCK": samples}
     if batch > 16:
+        for blocks, samples in (("4", "8"), ("8", "8"), ("16", "8"), ("8", "4")):
+            yield (
+                f"cluster-{blocks}x{samples}",
+                {
+                    "PYGEN_PIXELCNN_CLUSTER": blocks,
+                    "PYGEN_PIXELCNN_CLUSTER_SAMPLES": samples,
+                },
+            )
         return
     for blocks in ("2", "4", "8", "16"):
         yield f"cluster-{blocks}", {"PYGEN_PIXELCNN_CLUSTER": blocks}

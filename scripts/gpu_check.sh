@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One command for a GPU machine (issue: GPU validation): build against the torch installed there,
-# report the build and the GPU, run the whole test suite (CUDA tests active), the benchmarks of the
-# CUDA kernels, compute-sanitizer memcheck and racecheck over the kernel tests, and collect the
-# results JSON and a log in one folder; then, in the time left, the sampler's tuning run and the
+# report the build and the GPU, run the whole test suite (CUDA tests active), the sampler's tuning
+# run, the benchmarks of the CUDA kernels, compute-sanitizer memcheck and racecheck over the kernel
+# tests, and collect the results JSON and a log in one folder; then, in the time left, the
 # kernels' hardware counters (gpu_profile.sh). Every step has a time limit, the whole run a
 # deadline, and results are copied as they come, so that a lease that ends early still returns
 # the most.
@@ -33,8 +33,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, remember a
 }
 collect() { cp benchmarks/results/cuda-*.json "$OUT_DIR"/ 2>/dev/null; }
 : >"$LOG"
-# Times seen on an H200 (2026-11-26): build 57-105 s (the cluster kernel on next-gpu-run adds
-# ~15 s to the sampler's unit here), the whole suite 118 s with -n 14,
+# Times seen on an H200 (2026-11-26): build 57-105 s, the whole suite 118 s with -n 14,
 # copy/reparam/affine benchmarks 35 s, PixelCNN benchmarks ~150 s (rows are written as they
 # finish, so a step cut at its limit keeps the rows it timed).
 # Pure-Python dependencies the image lacks (geomloss) travel as wheels in .whl/ (NOTES.md).
@@ -46,6 +45,9 @@ step build 240 "$PYTHON" -m pip install --no-build-isolation --no-deps -e .
 step info 15 "$PYTHON" -m pygen info
 step nvidia-smi 5 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
 step tests 150 "$PYTHON" -m pytest tests -q -p no:cacheprovider -n 14 -rf
+# The sampler's kernels side by side (the block kernel and the opt-in cluster kernel): the numbers
+# that decide which one runs by default, so they come before the suite's rows.
+step "tune_pixelcnn" 120 "$PYTHON" -m benchmarks.tune_pixelcnn
 step "benchmarks (PixelCNN sampler)" 150 "$PYTHON" -m benchmarks.run --ops pixelcnn
 collect
 step "benchmarks (memory-bound ops)" 45 "$PYTHON" -m benchmarks.run --ops copy reparam_kl affine_coupling
@@ -54,13 +56,15 @@ collect
 step "compute-sanitizer memcheck" 60 compute-sanitizer --tool memcheck --error-exitcode 1 \
   "$PYTHON" -m pytest tests/test_pixelcnn.py tests/test_reparam_kl.py tests/test_affine_coupling.py \
   -q -p no:cacheprovider -x -k "cuda and not compile and not opcheck and not moments and not gradcheck and not error"
-# racecheck instruments every shared-memory access: this one small sampler case took 16-50 s.
-step "compute-sanitizer racecheck" 30 compute-sanitizer --tool racecheck --error-exitcode 1 \
-  "$PYTHON" -m pytest tests/test_pixelcnn.py -q -p no:cacheprovider -x \
+# racecheck instruments every shared-memory access: one small case per kernel (the block kernel's
+# took 16-50 s); the cluster kernel's stores into other blocks go through distributed shared memory.
+step "compute-sanitizer racecheck (block kernel)" 45 compute-sanitizer --tool racecheck \
+  --error-exitcode 1 "$PYTHON" -m pytest tests/test_pixelcnn.py -q -p no:cacheprovider -x \
   -k "cuda_fused_same_noise and 1-None-3-1.0"
-# In the time left: the sampler's kernel variants side by side, then the counters (text reports
-# in OUT_DIR, the most wanted first).
-step "tune_pixelcnn" 150 "$PYTHON" -m benchmarks.tune_pixelcnn
+step "compute-sanitizer racecheck (cluster kernel)" 45 compute-sanitizer --tool racecheck \
+  --error-exitcode 1 "$PYTHON" -m pytest tests/test_pixelcnn.py -q -p no:cacheprovider -x \
+  -k "cluster_kernel_same_noise and 4x2x1 and 1.0"
+# In the time left, the counters (text reports in OUT_DIR, the most wanted first).
 # gpu_profile.sh keeps to the time left itself (its ncu runs in process groups of their own, which
 # this step's timeout would not reach).
 GPU_PROFILE_SECONDS=$((DEADLINE - SECONDS - 5)) step "gpu_profile" 600 scripts/gpu_profile.sh "$OUT_DIR"

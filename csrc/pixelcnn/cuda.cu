@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common/philox.h"
@@ -630,6 +631,18 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
 #endif
 }
 
+// fn.template operator()<S>() for the plan's samples per group: 1 or 2 for every dtype, also 4 or
+// 8 for float (the large-batch variants, built for the sampler's common dtype only).
+template <typename T, typename Fn>
+void with_cluster_samples(int64_t samples, Fn&& fn) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (samples == 4) return fn.template operator()<4>();
+    if (samples == 8) return fn.template operator()<8>();
+  }
+  if (samples == 1) return fn.template operator()<1>();
+  return fn.template operator()<2>();
+}
+
 int64_t row_smem_bytes(const Problem& p, int64_t samples, int64_t elem) {
   const int64_t kw = p.kernel / 2 + 1, hm = std::max(p.hidden, p.channels);
   const int64_t per_sample =
@@ -744,11 +757,7 @@ void run(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& w
     }
     args.row = static_cast<int>(i);
     if (plan.cluster > 1) {
-      if (plan.samples == 1) {
-        launch_cluster<T, 1>(p, plan, args, wt_t, stream);
-      } else {
-        launch_cluster<T, 2>(p, plan, args, wt_t, stream);
-      }
+      with_cluster_samples<T>(plan.samples, [&]<int S>() { launch_cluster<T, S>(p, plan, args, wt_t, stream); });
       continue;
     }
     switch (plan.samples) {
@@ -811,8 +820,10 @@ RowPlan plan_cuda_rows(const Problem& p, const at::Tensor& ref) {
   int64_t group = p.batch > 1 ? 2 : 1;
   if (const char* forced_samples = std::getenv("PYGEN_PIXELCNN_CLUSTER_SAMPLES")) {
     group = std::atoll(forced_samples);
-    TORCH_CHECK_VALUE(group == 1 || group == 2,
-                      "PYGEN_PIXELCNN_CLUSTER_SAMPLES must be 1 or 2, got '", forced_samples, "'");
+    TORCH_CHECK_VALUE(group == 1 || group == 2 || group == 4 || group == 8,
+                      "PYGEN_PIXELCNN_CLUSTER_SAMPLES must be 1, 2, 4 or 8, got '", forced_samples, "'");
+    TORCH_CHECK_VALUE(group <= 2 || ref.scalar_type() == at::kFloat,
+                      "PYGEN_PIXELCNN_CLUSTER_SAMPLES=", group, " is built for float32 weights only");
   }
   const ClusterLayout lay(static_cast<int>(p.layers), static_cast<int>(group),
                           static_cast<int>(p.kernel / 2 + 1), static_cast<int>(p.hidden),
@@ -831,7 +842,7 @@ RowPlan plan_cuda_rows(const Problem& p, const at::Tensor& ref) {
               smem_optin);
   int active = 0, ptx = 0;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ref.scalar_type(), "pixelcnn_cluster_plan", [&] {
-    active = group == 1 ? active_clusters<scalar_t, 1>(plan, &ptx) : active_clusters<scalar_t, 2>(plan, &ptx);
+    with_cluster_samples<scalar_t>(group, [&]<int S>() { active = active_clusters<scalar_t, S>(plan, &ptx); });
   });
   TORCH_CHECK(ptx >= 90, "PYGEN_PIXELCNN_CLUSTER=", blocks, ": the cluster kernel needs a build for ",
               "sm_90 or newer (this one's code is for sm_", ptx, ")");

@@ -110,8 +110,7 @@ void run(const Header& hd, double temperature, const std::vector<std::vector<dou
       auto go = [&](auto kernel) {
         emu::launch(groups, hd.cluster, pp::kClusterThreads, smem, kernel, args, wt_t, resident);
       };
-      if (s == 1) go(pp::cluster_row_kernel<T, 1>);
-      else go(pp::cluster_row_kernel<T, 2>);
+      pp::with_cluster_samples<T>(s, [&]<int S>() { go(pp::cluster_row_kernel<T, S>); });
     }
   }
   logits_out.assign(logits.begin(), logits.end());

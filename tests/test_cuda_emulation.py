@@ -1,0 +1,39 @@
+"""The CUDA PixelCNN sampler's kernels (block and cluster) run on CPU threads by
+scripts/emulate_cuda.py, against the CPU kernel: the only run they get without a GPU. Here without
+the sanitizer and on the small cases; ``python scripts/emulate_cuda.py`` runs every configuration
+under ThreadSanitizer."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("emulate_cuda", ROOT / "scripts/emulate_cuda.py")
+emulate_cuda = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(emulate_cuda)
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory) -> Path:
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++ to build the emulation")
+    return emulate_cuda.build(tmp_path_factory.mktemp("emulate_cuda"), tsan=False)
+
+
+@pytest.mark.parametrize("config", emulate_cuda.QUICK_CONFIGS, ids=str)
+@pytest.mark.parametrize("use_noise", [True, False], ids=["noise", "seed"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_emulated_kernels_draw_the_cpu_kernels_images(emulator, tmp_path, dtype, use_noise, config):
+    assert emulate_cuda.run_case(emulator, tmp_path, "grey", dtype, use_noise, config) is None
+
+
+@pytest.mark.parametrize("config", [(4, 2, 1)], ids=str)
+def test_emulated_cluster_kernel_on_a_class_conditional_rgb_model(emulator, tmp_path, config):
+    # Hidden 30 and 17 levels over 4 blocks: slices partly past the end.
+    case = ("rgb-conditional", torch.float64, True, config)
+    assert emulate_cuda.run_case(emulator, tmp_path, *case) is None
