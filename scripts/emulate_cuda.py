@@ -1,17 +1,19 @@
-"""Run the CUDA PixelCNN sampler's kernels on the CPU, without a GPU, under ThreadSanitizer.
+"""Run the CUDA samplers' kernels on the CPU, without a GPU, under ThreadSanitizer.
 
-The device code of csrc/pixelcnn/cuda.cu (the row kernels and the two small kernels of the
-vertical stack) is compiled as host C++ with the CUDA built-ins of emulate_cuda/shim.h: each CUDA
-thread is a std::thread, barriers and warp exchanges are real synchronisation, a cluster's blocks
-run at once and see each other's shared memory. Blocks are narrowed to 64 threads (2 warps: every
-loop of the kernels strides by the block size) so that a cluster of 16 runs as 1024 threads. The
-host's row loop (emulate_cuda/pixelcnn_rows.cpp) feeds them; the images and logits are compared
-with the CPU kernel's for the same weights and noise or seed. TSan reports any two accesses of one
-location that no barrier orders.
+The device code of csrc/pixelcnn/cuda.cu (the block and cluster row kernels, the two small kernels
+of the vertical stack) and of csrc/pixelrnn/cuda.cu is compiled as host C++ with the CUDA built-ins
+of emulate_cuda/shim.h: each CUDA thread is a std::thread, barriers and warp exchanges are real
+synchronisation, a cluster's blocks run at once and see each other's shared memory. Blocks are
+narrowed to 64 threads (2 warps: every loop of the kernels strides by the block size), so that a
+cluster of 16 runs as 1024 threads. A driver per sampler (emulate_cuda/*.cpp: the host code's loop,
+with the PixelCNN vertical stack's convolution and link product as plain loops) feeds them; the
+images and logits are compared with the CPU kernel's for the same weights and noise or seed. TSan
+reports any two accesses of one location that no barrier orders.
 
 What it cannot show: the launch (cluster attributes, shared-memory limits, occupancy), the GPU's
 memory model beyond barrier ordering, and speed. Usage: ``python scripts/emulate_cuda.py``
-(``--quick``: fewer kernel configurations; ``--no-tsan``: a faster build without the sanitizer).
+(``--kernels pixelrnn``: one sampler; ``--quick``: fewer PixelCNN kernel configurations;
+``--no-tsan``: a faster build without the sanitizer).
 """
 
 from __future__ import annotations
@@ -29,16 +31,18 @@ import numpy as np
 import torch
 import torch.utils.cpp_extension as cpp_extension
 
-from pygen.models import PixelCNN
-from pygen.sampling import export_weights
+from pygen.models import PixelCNN, PixelRNN
+from pygen.sampling import export_pixelrnn_weights, export_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent / "emulate_cuda"
 EMULATED_THREADS = 64
 TEMPERATURE = 0.8
+SEED = 1234
 
-# (cluster blocks or 1 for the block kernel, samples per block or group, weights resident).
-# Groups of 4 and 8 samples exist for float32 only; batches of 3 leave the last group partial.
+# PixelCNN kernel configurations: (cluster blocks or 1 for the block kernel, samples per block or
+# group, weights resident). Groups of 4 and 8 exist for float32 only; batches of 3 leave the last
+# group partial.
 CONFIGS = [
     (1, 1, 0),
     (1, 2, 0),
@@ -52,70 +56,7 @@ CONFIGS = [
     (4, 8, 0),
 ]
 QUICK_CONFIGS = [(1, 2, 0), (4, 2, 1), (16, 2, 0)]
-
-
-def kernel_source() -> str:
-    """The device code of cuda.cu, ready to compile after shim.h."""
-    text = (ROOT / "csrc/pixelcnn/cuda.cu").read_text()
-    start = text.index("namespace {")
-    end = text.index("template <typename T, int S>\nvoid launch_row(")
-    code = text[start:end]
-    code, n = re.subn(
-        r"constexpr int (kThreads|kClusterThreads) = \d+;",
-        rf"constexpr int \1 = {EMULATED_THREADS};",
-        code,
-    )
-    assert n == 2, "the block sizes of cuda.cu moved"
-    code, n = re.subn(
-        r"extern __shared__ (__align__\(16\) )?unsigned char smem_raw\[\];",
-        "unsigned char* smem_raw = emu::shared_memory();",
-        code,
-    )
-    assert n == 2, "the shared-memory declarations of cuda.cu moved"
-    code, n = re.subn(r"#if defined\(__CUDA_ARCH__\) && __CUDA_ARCH__ >= 900", "#if 1", code)
-    assert n == 1, "the cluster kernel's architecture guard moved"
-    prelude = (
-        '#include "shim.h"\n#include <ATen/OpMathType.h>\n#include "common/philox.h"\n'
-        '#include "common/vector_io.cuh"\n#include "pixelcnn/pixelcnn.h"\n'
-        "namespace pygen::pixelcnn {\n"
-    )
-    return (
-        prelude
-        + code
-        + "}  // namespace\n}  // namespace pygen::pixelcnn\n"
-        + (HERE / "pixelcnn_rows.cpp").read_text()
-    )
-
-
-def build(workdir: Path, tsan: bool) -> Path:
-    source = workdir / "pixelcnn_rows_emulated.cpp"
-    source.write_text(kernel_source())
-    binary = workdir / "pixelcnn_rows"
-    includes = [f"-I{p}" for p in cpp_extension.include_paths()]
-    flags = ["-fsanitize=thread", "-O1"] if tsan else ["-O2"]
-    lib = Path(torch.__file__).parent / "lib"
-    command = [
-        "g++",
-        "-std=c++20",
-        "-g",
-        *flags,
-        "-Wno-unknown-pragmas",
-        f"-I{ROOT / 'csrc'}",
-        f"-I{HERE}",
-        *includes,
-        str(source),
-        "-o",
-        str(binary),
-        f"-L{lib}",
-        "-lc10",
-        f"-Wl,-rpath,{lib}",
-        f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
-    ]
-    subprocess.run(command, check=True)
-    return binary
-
-
-MODELS = {
+PIXELCNN_MODELS = {
     # 5 levels: the level scale 2 / (L - 1) is exact in float, as the kernels take it.
     "grey": {"in_channels": 1, "n_levels": 5, "n_layers": 3, "hidden": 6, "kernel_size": 3},
     # Hidden 30 and 17 levels over 4 or 16 blocks: slices partly past the end, and empty ones.
@@ -128,49 +69,105 @@ MODELS = {
         "n_classes": 2,
     },
 }
+PIXELCNN_SIZES = {"grey": (4, 3), "rgb-conditional": (2, 3)}  # 36 and 54 values over 3 samples
+# PixelRNN cases: (kind, channels, kernel size); a 5x5 input convolution wider than the image.
+PIXELRNN_CASES = [("row", 1, 3), ("row", 3, 5), ("diagonal", 1, 3), ("diagonal", 3, 5)]
+
+# What each sampler's emulation compiles: the kernel file, where its device code ends, the block
+# sizes narrowed, the headers before it and its driver.
+SOURCES = {
+    "pixelcnn": (
+        "csrc/pixelcnn/cuda.cu",
+        "template <typename T, int S>\nvoid launch_row(",
+        ("kThreads", "kClusterThreads"),
+        ["common/philox.h", "common/vector_io.cuh", "common/cuda_draw.cuh", "pixelcnn/pixelcnn.h"],
+        "pixelcnn_rows.cpp",
+    ),
+    "pixelrnn": (
+        "csrc/pixelrnn/cuda.cu",
+        "template <typename T>\nvoid run(",
+        ("kThreads",),
+        ["common/math.h", "common/philox.h", "common/cuda_draw.cuh", "pixelrnn/pixelrnn.h"],
+        "pixelrnn_sampler.cpp",
+    ),
+}
 
 
-SIZES = {"grey": (4, 3), "rgb-conditional": (2, 3)}  # 36 and 54 values over a batch of 3
+def kernel_source(kernel: str) -> str:
+    """The kernel file's device code after shim.h, then the driver."""
+    path, end_marker, block_sizes, headers, driver = SOURCES[kernel]
+    text = (ROOT / path).read_text()
+    code = text[text.index("namespace {") : text.index(end_marker)]
+    names = "|".join(block_sizes)
+    code, n = re.subn(
+        rf"constexpr int ({names}) = \d+;", rf"constexpr int \1 = {EMULATED_THREADS};", code
+    )
+    assert n == len(block_sizes), f"the block sizes of {path} moved"
+    code, n = re.subn(
+        r"extern __shared__ (__align__\(16\) )?unsigned char smem_raw\[\];",
+        "unsigned char* smem_raw = emu::shared_memory();",
+        code,
+    )
+    assert n >= 1, f"the shared-memory declarations of {path} moved"
+    code = code.replace("#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900", "#if 1")
+    namespace = "pygen::" + kernel
+    prelude = '#include "shim.h"\n#include <ATen/OpMathType.h>\n'
+    prelude += "".join(f'#include "{h}"\n' for h in headers)
+    return (
+        f"{prelude}namespace {namespace} {{\n{code}}}  // namespace\n}}  // namespace {namespace}\n"
+        + (HERE / driver).read_text()
+    )
 
 
-def write_problem(path: Path, weights, noise, seed, dims, config, dtype) -> None:
-    """The driver's input: dims (batch, channels, height, width, levels, hidden, kernel, layers),
-    the seed, return_logits, the kernel configuration, the dtype's size, the temperature, arrays."""
-    header = [*dims, seed, 1, *config, 8 if dtype == torch.float64 else 4]
-    with path.open("wb") as f:
+def build(workdir: Path, kernel: str, tsan: bool) -> Path:
+    source = workdir / f"{kernel}_emulated.cpp"
+    source.write_text(kernel_source(kernel))
+    binary = workdir / kernel
+    lib = Path(torch.__file__).parent / "lib"
+    command = [
+        "g++",
+        "-std=c++20",
+        "-g",
+        *(["-fsanitize=thread", "-O1"] if tsan else ["-O2"]),
+        "-Wno-unknown-pragmas",
+        f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+        f"-I{ROOT / 'csrc'}",
+        f"-I{HERE}",
+        *(f"-I{p}" for p in cpp_extension.include_paths()),
+        str(source),
+        "-o",
+        str(binary),
+        f"-L{lib}",
+        "-lc10",
+        f"-Wl,-rpath,{lib}",
+    ]
+    subprocess.run(command, check=True)
+    return binary
+
+
+def run_driver(binary: Path, workdir: Path, header: list[int], arrays: list) -> bytes | str:
+    """The driver's output for one problem, or the failure's message (TSan's report among them)."""
+    problem, result = workdir / "problem.bin", workdir / "result.bin"
+    with problem.open("wb") as f:
         f.write(np.asarray(header, dtype=np.int64).tobytes())
         f.write(np.asarray([TEMPERATURE], dtype=np.float64).tobytes())
-        for t in [*weights, noise if noise is not None else torch.empty(0)]:
+        for t in arrays:
             values = t.detach().double().contiguous().numpy().ravel()
             f.write(np.asarray([values.size], dtype=np.int64).tobytes())
             f.write(values.tobytes())
-
-
-def run_case(binary: Path, workdir: Path, name: str, dtype, use_noise: bool, config) -> str | None:
-    """None when the emulated kernels give the CPU kernel's images and logits, else a message."""
-    torch.manual_seed(0)
-    spec = MODELS[name]
-    batch, size = 3, SIZES[name]
-    model = PixelCNN(image_size=size, **spec).eval().to(dtype)
-    y = torch.tensor([1, 0, 1]) if spec.get("n_classes") else None
-    weights = export_weights(model, y, batch)
-    channels, levels = spec["in_channels"], spec["n_levels"]
-    noise = torch.rand(batch, channels, *size, dtype=dtype) if use_noise else None
-    seed = 1234
-    dims = (batch, channels, *size, levels, spec["hidden"], spec["kernel_size"], spec["n_layers"])
-    seed_t = None if use_noise else torch.tensor([seed])
-    images, logits = torch.ops.pygen.pixelcnn_sample(
-        weights, noise, seed_t, *dims[:5], spec["kernel_size"], TEMPERATURE, True
-    )
-    problem, result = workdir / "problem.bin", workdir / "result.bin"
-    write_problem(problem, weights, noise, seed, dims, config, dtype)
     run = subprocess.run([str(binary), str(problem), str(result)], capture_output=True, text=True)
     if run.returncode != 0 or "WARNING: ThreadSanitizer" in run.stderr:
         return f"exit {run.returncode}\n{run.stderr[-3000:]}"
-    raw = result.read_bytes()
-    n_img = images.numel()
-    got_images = torch.from_numpy(np.frombuffer(raw[: 8 * n_img], dtype=np.int64).copy())
-    got_logits = torch.from_numpy(np.frombuffer(raw[8 * n_img :], dtype=np.float64).copy())
+    return result.read_bytes()
+
+
+def compare(raw: bytes | str, images: torch.Tensor, logits: torch.Tensor, dtype) -> str | None:
+    """None when the driver's images equal the CPU kernel's and its logits are within rounding."""
+    if isinstance(raw, str):
+        return raw
+    n = images.numel()
+    got_images = torch.from_numpy(np.frombuffer(raw[: 8 * n], dtype=np.int64).copy())
+    got_logits = torch.from_numpy(np.frombuffer(raw[8 * n :], dtype=np.float64).copy())
     if not torch.equal(got_images, images.flatten()):
         return f"images differ at {(got_images != images.flatten()).sum().item()} values"
     tol = 1e-9 if dtype == torch.float64 else 1e-4
@@ -178,33 +175,100 @@ def run_case(binary: Path, workdir: Path, name: str, dtype, use_noise: bool, con
     return None if err <= tol else f"logits differ by {err:.2e}"
 
 
+def dtype_bytes(dtype) -> int:
+    return 8 if dtype == torch.float64 else 4
+
+
+def run_case(binary: Path, workdir: Path, name: str, dtype, use_noise: bool, config) -> str | None:
+    """A PixelCNN case: None when the emulated kernels draw the CPU kernel's images."""
+    torch.manual_seed(0)
+    spec = PIXELCNN_MODELS[name]
+    batch, size = 3, PIXELCNN_SIZES[name]
+    model = PixelCNN(image_size=size, **spec).eval().to(dtype)
+    y = torch.tensor([1, 0, 1]) if spec.get("n_classes") else None
+    weights = export_weights(model, y, batch)
+    channels, levels = spec["in_channels"], spec["n_levels"]
+    noise = torch.rand(batch, channels, *size, dtype=dtype) if use_noise else None
+    dims = [batch, channels, *size, levels, spec["hidden"], spec["kernel_size"], spec["n_layers"]]
+    seed = None if use_noise else torch.tensor([SEED])
+    expected = torch.ops.pygen.pixelcnn_sample(
+        weights, noise, seed, *dims[:5], spec["kernel_size"], TEMPERATURE, True
+    )
+    header = [*dims, SEED, 1, *config, dtype_bytes(dtype)]
+    noise_array = noise if use_noise else torch.empty(0)
+    raw = run_driver(binary, workdir, header, [*weights, noise_array])
+    return compare(raw, *expected, dtype)
+
+
+def run_pixelrnn_case(binary: Path, workdir: Path, case, dtype, use_noise: bool) -> str | None:
+    """A PixelRNN case: None when the emulated kernel draws the CPU kernel's images."""
+    kind, channels, kernel_size = case
+    torch.manual_seed(0)
+    batch, size, levels = 2, (3, 4), 5
+    model = PixelRNN(
+        in_channels=channels,
+        n_levels=levels,
+        n_layers=2,
+        hidden=6 * channels,
+        kind=kind,
+        kernel_size=kernel_size,
+        image_size=size,
+    )
+    weights = export_pixelrnn_weights(model.eval().to(dtype))
+    noise = torch.rand(batch, channels, *size, dtype=dtype) if use_noise else None
+    seed = None if use_noise else torch.tensor([SEED])
+    expected = torch.ops.pygen.pixelrnn_sample(
+        weights, noise, seed, kind, batch, channels, *size, levels, kernel_size, TEMPERATURE, True
+    )
+    row_kernel = 1 if kind == "diagonal" else weights[2].shape[0] // (6 * channels)
+    header = [batch, channels, *size, levels, 6 * channels, kernel_size, row_kernel, 2]
+    header += [int(kind == "diagonal"), SEED, dtype_bytes(dtype), len(weights)]
+    noise_array = noise if use_noise else torch.empty(0)
+    raw = run_driver(binary, workdir, header, [*weights, noise_array])
+    return compare(raw, *expected, dtype)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kernels", nargs="+", choices=sorted(SOURCES), default=sorted(SOURCES))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-tsan", action="store_true")
     opts = parser.parse_args()
     failures = 0
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        start = time.time()
-        binary = build(workdir, tsan=not opts.no_tsan)
-        print(f"built in {time.time() - start:.0f} s")
-        configs = QUICK_CONFIGS if opts.quick else CONFIGS
-        cases = itertools.product(MODELS, (torch.float64, torch.float32), (True, False), configs)
-        for name, dtype, use_noise, config in cases:
-            if config[0] > 1 and config[1] > 2 and dtype != torch.float32:
-                continue
+        for kernel in opts.kernels:
             start = time.time()
-            error = run_case(binary, workdir, name, dtype, use_noise, config)
-            label = (
-                f"{name} {str(dtype)[6:]} {'noise' if use_noise else 'seed'} "
-                f"cluster={config[0]} samples={config[1]} resident={config[2]}"
-            )
-            verdict = "ok  " if error is None else "FAIL"
-            print(f"{verdict} {label} ({time.time() - start:.1f} s)", flush=True)
-            if error is not None:
-                print(error)
-                failures += 1
+            binary = build(workdir, kernel, tsan=not opts.no_tsan)
+            print(f"{kernel}: built in {time.time() - start:.0f} s", flush=True)
+            dtypes, noises = (torch.float64, torch.float32), (True, False)
+            if kernel == "pixelcnn":
+                configs = QUICK_CONFIGS if opts.quick else CONFIGS
+                cases = [
+                    (f"{name} cluster={c[0]} samples={c[1]} resident={c[2]}", (name, c))
+                    for name, c in itertools.product(PIXELCNN_MODELS, configs)
+                ]
+            else:
+                cases = [(" ".join(map(str, case)), (case,)) for case in PIXELRNN_CASES]
+            for (label, args), dtype, use_noise in itertools.product(cases, dtypes, noises):
+                if kernel == "pixelcnn" and args[1][0] > 1 and args[1][1] > 2:
+                    if dtype != torch.float32:
+                        continue  # groups of 4 and 8: float32 only
+                start = time.time()
+                if kernel == "pixelcnn":
+                    error = run_case(binary, workdir, args[0], dtype, use_noise, args[1])
+                else:
+                    error = run_pixelrnn_case(binary, workdir, args[0], dtype, use_noise)
+                verdict = "ok  " if error is None else "FAIL"
+                source = "noise" if use_noise else "seed"
+                print(
+                    f"{verdict} {kernel} {label} {str(dtype)[6:]} {source} "
+                    f"({time.time() - start:.1f} s)",
+                    flush=True,
+                )
+                if error is not None:
+                    print(error)
+                    failures += 1
     print(f"{failures} failed")
     return 1 if failures else 0
 

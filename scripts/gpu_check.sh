@@ -52,9 +52,12 @@ step "benchmarks (PixelCNN sampler)" 150 "$PYTHON" -m benchmarks.run --ops pixel
 collect
 step "benchmarks (memory-bound ops)" 45 "$PYTHON" -m benchmarks.run --ops copy reparam_kl affine_coupling
 collect
+step "benchmarks (PixelRNN sampler)" 90 "$PYTHON" -m benchmarks.run --ops pixelrnn
+collect
 # The kernels under the sanitizer, not the argument errors (their own tests cover them).
 step "compute-sanitizer memcheck" 60 compute-sanitizer --tool memcheck --error-exitcode 1 \
-  "$PYTHON" -m pytest tests/test_pixelcnn.py tests/test_reparam_kl.py tests/test_affine_coupling.py \
+  "$PYTHON" -m pytest tests/test_pixelcnn.py tests/test_pixelrnn.py tests/test_reparam_kl.py \
+  tests/test_affine_coupling.py \
   -q -p no:cacheprovider -x -k "cuda and not compile and not opcheck and not moments and not gradcheck and not error"
 # racecheck instruments every shared-memory access: one small case per kernel (the block kernel's
 # took 16-50 s); the cluster kernel's stores into other blocks go through distributed shared memory.
@@ -64,6 +67,9 @@ step "compute-sanitizer racecheck (block kernel)" 45 compute-sanitizer --tool ra
 step "compute-sanitizer racecheck (cluster kernel)" 45 compute-sanitizer --tool racecheck \
   --error-exitcode 1 "$PYTHON" -m pytest tests/test_pixelcnn.py -q -p no:cacheprovider -x \
   -k "cluster_kernel_same_noise and 4x2x1 and 1.0"
+step "compute-sanitizer racecheck (PixelRNN)" 45 compute-sanitizer --tool racecheck \
+  --error-exitcode 1 "$PYTHON" -m pytest tests/test_pixelrnn.py -q -p no:cacheprovider -x \
+  -k "cuda_fused_same_noise and 1.0 and 3-3"
 # In the time left, the counters (text reports in OUT_DIR, the most wanted first).
 # gpu_profile.sh keeps to the time left itself (its ncu runs in process groups of their own, which
 # this step's timeout would not reach).

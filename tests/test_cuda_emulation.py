@@ -1,5 +1,5 @@
-"""The CUDA PixelCNN sampler's kernels (block and cluster) run on CPU threads by
-scripts/emulate_cuda.py, against the CPU kernel: the only run they get without a GPU. Here without
+"""The CUDA samplers' kernels (PixelCNN block and cluster kernels, PixelRNN) run on CPU threads by
+scripts/emulate_cuda.py, against the CPU kernels: the only run they get without a GPU. Here without
 the sanitizer and on the small cases; ``python scripts/emulate_cuda.py`` runs every configuration
 under ThreadSanitizer."""
 
@@ -22,7 +22,14 @@ _spec.loader.exec_module(emulate_cuda)
 def emulator(tmp_path_factory) -> Path:
     if shutil.which("g++") is None:
         pytest.skip("needs g++ to build the emulation")
-    return emulate_cuda.build(tmp_path_factory.mktemp("emulate_cuda"), tsan=False)
+    return emulate_cuda.build(tmp_path_factory.mktemp("emulate_cuda"), "pixelcnn", tsan=False)
+
+
+@pytest.fixture(scope="module")
+def pixelrnn_emulator(tmp_path_factory) -> Path:
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++ to build the emulation")
+    return emulate_cuda.build(tmp_path_factory.mktemp("emulate_cuda"), "pixelrnn", tsan=False)
 
 
 @pytest.mark.parametrize("config", emulate_cuda.QUICK_CONFIGS, ids=str)
@@ -37,3 +44,14 @@ def test_emulated_cluster_kernel_on_a_class_conditional_rgb_model(emulator, tmp_
     # Hidden 30 and 17 levels over 4 blocks: slices partly past the end.
     case = ("rgb-conditional", torch.float64, True, config)
     assert emulate_cuda.run_case(emulator, tmp_path, *case) is None
+
+
+@pytest.mark.parametrize("case", emulate_cuda.PIXELRNN_CASES, ids=str)
+@pytest.mark.parametrize("use_noise", [True, False], ids=["noise", "seed"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_emulated_pixelrnn_kernel_draws_the_cpu_kernels_images(
+    pixelrnn_emulator, tmp_path, dtype, use_noise, case
+):
+    assert (
+        emulate_cuda.run_pixelrnn_case(pixelrnn_emulator, tmp_path, case, dtype, use_noise) is None
+    )

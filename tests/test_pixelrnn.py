@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from conftest import fit_digits_and_round_trip
+from conftest import fit_digits_and_round_trip, requires_cuda
 
 from pygen.data import DIGIT_LEVELS, load_digits
 from pygen.layers import skew, unskew
@@ -370,14 +370,70 @@ def test_fused_errors():
         pixelrnn_sample(weights, **(dims | {"batch": 0}))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_fused_on_cuda_raises_and_names_the_cached_sampler():
-    model = tiny_model("row").cuda()
-    with pytest.raises(RuntimeError, match=r"CPU kernel only.*method='cached'"):
-        model.sample(2, method="fused")
+# ---------------------------------------------------------------- the CUDA fused sampler
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@requires_cuda
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+@pytest.mark.parametrize(
+    ("channels", "layers", "size", "kernel"),
+    [(1, 2, (5, 4), 3), (3, 3, (5, 4), 3), (1, 2, (3, 1), 3), (3, 2, (5, 4), 7)],
+)
+@pytest.mark.parametrize("kind", ["row", "diagonal"])
+def test_cuda_fused_same_noise_same_images_float64(
+    kind, channels, layers, size, kernel, temperature
+):
+    model = tiny_model(kind, channels, size=size, layers=layers, kernel_size=kernel).double().cuda()
+    noise = torch.rand(2, channels, *size, dtype=torch.float64, device="cuda")
+    options = {"noise": noise, "temperature": temperature, "return_logits": True}
+    naive = model.sample(2, method="naive", **options)
+    fused = model.sample(2, method="fused", **options)
+    assert naive[0].unique().numel() > 1 and fused[0].is_cuda
+    assert torch.equal(fused[0], naive[0])
+    torch.testing.assert_close(fused[1], naive[1], rtol=1e-12, atol=1e-12)
+
+
+@requires_cuda
+@pytest.mark.parametrize("kind", ["row", "diagonal"])
+def test_cuda_fused_seeded_draws_are_the_cpu_kernels_and_follow_the_forward(kind):
+    model = tiny_model(kind, channels=3, size=(4, 5), levels=9)
+    weights, dims = export_pixelrnn_weights(model.double()), dims_of(model, 20)
+    on_cuda = [w.cuda() for w in weights]
+    cpu = pixelrnn_sample(weights, generator=torch.Generator().manual_seed(3), **dims)
+    cuda = pixelrnn_sample(on_cuda, generator=torch.Generator().manual_seed(3), **dims)
+    assert torch.equal(cuda[0].cpu(), cpu[0])  # a seed is the same Philox stream on both
+    assert cpu[0].unique().numel() > 4
+    model.float().cuda()
+    images, logits = model.sample(20, method="fused", return_logits=True)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(images), **LOGIT_TOL)
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_fused_16_bit_weights_run_the_float32_kernel(dtype):
+    model = tiny_model("diagonal", channels=3, size=(4, 5), kernel_size=5).to(dtype).cuda()
+    noise = (torch.rand(3, 3, 4, 5, device="cuda") * 0.99).to(dtype)
+    images, logits = model.sample(3, method="fused", noise=noise, return_logits=True)
+    wide = [w.float() for w in export_pixelrnn_weights(model)]
+    widened = pixelrnn_sample(wide, noise=noise.float(), return_logits=True, **dims_of(model, 3))
+    assert logits.dtype == dtype and torch.equal(images, widened[0])
+    assert torch.equal(logits, widened[1].to(dtype))
+
+
+@requires_cuda
+def test_cuda_fused_op_opcheck():
+    checks = ("test_schema", "test_autograd_registration", "test_faketensor")
+    model = tiny_model("diagonal", channels=3).cuda()
+    weights, noise = export_pixelrnn_weights(model), torch.rand(2, 3, 5, 4, device="cuda")
+    args = [*dims_of(model, 2).values()]
+    fused = torch.ops.pygen.pixelrnn_sample
+    torch.library.opcheck(fused, (weights, noise, None, *args, 1.0, True), test_utils=checks)
+    seed = torch.tensor([4], device="cuda")
+    torch.library.opcheck(fused, (weights, None, seed, *args, 0.8, False), test_utils=checks)
+
+
+@requires_cuda
 @pytest.mark.parametrize("kind", ["row", "diagonal"])
 def test_sampling_on_cuda_matches_the_forward_pass(kind):
     model = tiny_model(kind, channels=3).double().cuda()

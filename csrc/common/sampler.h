@@ -1,5 +1,5 @@
 // What the image samplers' operators (PixelCNN, PixelRNN) share around their kernels: the checks
-// of the sizes, the noise or seed, the contiguous inputs and outputs, and the CPU kernels' dtype
+// of the sizes, the noise or seed, the contiguous inputs and outputs, and the kernels' dtype
 // dispatch. Host C++ only.
 #pragma once
 
@@ -59,12 +59,13 @@ inline SamplerTensors sampler_tensors(at::TensorList weights,
   return t;
 }
 
-// Runs a CPU sampler kernel as `run.template operator()<T>(weights, noise, logits)` with T its
-// math type: the weights' own for float32 and float64; for 16-bit weights, float32 on the weights
-// and noise widened once (this CPU has no faster 16-bit arithmetic to use), the logits narrowed
-// back to the weights' dtype.
+// Runs a sampler kernel as `run.template operator()<T>(weights, noise, logits)` with T its math
+// type: the weights' own for float32 and float64; for 16-bit weights, float32 on the weights and
+// noise widened once (the CPU has no faster 16-bit arithmetic to use, and the PixelRNN CUDA kernel
+// is bound by its chain of small products, not by bytes), the logits narrowed back to the
+// weights' dtype.
 template <typename Run>
-void dispatch_cpu_sampler(const std::vector<at::Tensor>& weights, const at::Tensor& noise,
+void dispatch_sampler(const std::vector<at::Tensor>& weights, const at::Tensor& noise,
                           at::Tensor& logits, const Run& run) {
   const auto dtype = weights[0].scalar_type();
   if (dtype == at::kHalf || dtype == at::kBFloat16) {
@@ -76,7 +77,7 @@ void dispatch_cpu_sampler(const std::vector<at::Tensor>& weights, const at::Tens
     logits.copy_(logits_f);
     return;
   }
-  AT_DISPATCH_FLOATING_TYPES(dtype, "image_sampler_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES(dtype, "image_sampler", [&] {
     run.template operator()<scalar_t>(weights, noise, logits);
   });
 }

@@ -377,7 +377,7 @@ void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Ten
 void sample_cpu(const Problem& p, const std::vector<at::Tensor>& weights, const at::Tensor& noise,
                 const at::Tensor& seed, at::Tensor& images, at::Tensor& logits) {
   const uint64_t seed_v = noise.defined() ? 0 : static_cast<uint64_t>(seed.item<int64_t>());
-  dispatch_cpu_sampler(weights, noise, logits,
+  dispatch_sampler(weights, noise, logits,
                        [&]<typename T>(const std::vector<at::Tensor>& w, const at::Tensor& u,
                                        at::Tensor& out) { run<T>(p, w, u, seed_v, images, out); });
 }

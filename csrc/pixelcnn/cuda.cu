@@ -27,6 +27,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/cuda_draw.cuh"
 #include "common/philox.h"
 #include "common/vector_io.cuh"
 #include "pixelcnn/pixelcnn.h"
@@ -190,45 +191,6 @@ __device__ void matvec(const A* x, int ldx, const T* __restrict__ w, int ldw, in
   } else {
     matvec_groups<S, false>(x, ldx, w, ldw, k, n, partial, y, ldy);
   }
-}
-
-// The inverse-CDF draw of pygen/sampling/draw.py by one warp: lane l owns a run of consecutive
-// levels; a warp scan of the runs' sums finds the lane whose run crosses u * total, which then
-// walks its run. Returns the level in every lane.
-template <typename A>
-__device__ int warp_draw(const A* logits, int levels, A temperature, A u) {
-  const int lane = threadIdx.x & 31, per = (levels + 31) / 32;
-  const int lo = min(lane * per, levels), hi = min(lo + per, levels);
-  A top = -INFINITY;
-  for (int l = lo; l < hi; ++l) top = max(top, logits[l] / temperature);
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) top = max(top, __shfl_xor_sync(0xffffffffu, top, off));
-  A run = 0;
-  for (int l = lo; l < hi; ++l) run += exp(logits[l] / temperature - top);
-  A incl = run;
-#pragma unroll
-  for (int off = 1; off < 32; off <<= 1) {
-    const A v = __shfl_up_sync(0xffffffffu, incl, off);
-    if (lane >= off) incl += v;
-  }
-  A excl = __shfl_up_sync(0xffffffffu, incl, 1);
-  if (lane == 0) excl = 0;
-  const A threshold = u * __shfl_sync(0xffffffffu, incl, 31);
-  const unsigned crossing = __ballot_sync(0xffffffffu, lo < hi && incl > threshold);
-  if (crossing == 0) return levels - 1;
-  const int owner = __ffs(crossing) - 1;
-  int level = hi - 1;
-  if (lane == owner) {
-    A cdf = excl;
-    for (int l = lo; l < hi; ++l) {
-      cdf += exp(logits[l] / temperature - top);
-      if (cdf > threshold) {
-        level = l;
-        break;
-      }
-    }
-  }
-  return __shfl_sync(0xffffffffu, level, owner);
 }
 
 // Every value of image row p.row for samples [blockIdx.x * S, + S): see the file comment.

@@ -1,6 +1,5 @@
-// Device-independent part of the PixelRNN sampler: argument checks, contiguous copies, outputs and
-// the operator's registration (sampling has no gradient). There is a CPU kernel only: on CUDA the
-// operator raises, and the model samples with its PyTorch twin there.
+// Device-independent part of the PixelRNN sampler: argument checks, contiguous copies, outputs,
+// dispatch to the CPU or CUDA kernel, and the operator's registration (sampling has no gradient).
 #include "pixelrnn/pixelrnn.h"
 
 #include <torch/library.h>
@@ -93,12 +92,15 @@ std::tuple<at::Tensor, at::Tensor> sample(at::TensorList weights,
   Problem p{kind == "diagonal", batch, channels, height, width, n_levels, 0, kernel_size, 0, 0,
             temperature, return_logits};
   check_weights(p, weights);
-  TORCH_CHECK(weights[0].is_cpu(),
-              "the fused PixelRNN sampler has a CPU kernel only, got weights on ",
-              weights[0].device(), "; use method='cached'");
   SamplerTensors t = sampler_tensors(weights, noise, seed, batch, channels, height, width, n_levels,
                                      return_logits);
-  sample_cpu(p, t.weights, t.noise, t.seed, t.images, t.logits);
+  if (on_cuda(weights[0], "the PixelRNN sampler")) {
+#ifdef PYGEN_WITH_CUDA
+    sample_cuda(p, t.weights, t.noise, t.seed, t.images, t.logits);
+#endif
+  } else {
+    sample_cpu(p, t.weights, t.noise, t.seed, t.images, t.logits);
+  }
   return {t.images, t.logits};
 }
 

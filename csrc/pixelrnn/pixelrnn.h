@@ -41,8 +41,10 @@ std::tuple<at::Tensor, at::Tensor> sample(at::TensorList weights,
                                           int64_t kernel_size, double temperature,
                                           bool return_logits);
 
-// The CPU kernel. Weights and noise are contiguous; noise is undefined when the seed is used.
+// Device kernels. Weights and noise are contiguous; noise is undefined when the seed is used.
 void sample_cpu(const Problem& p, const std::vector<at::Tensor>& weights, const at::Tensor& noise,
                 const at::Tensor& seed, at::Tensor& images, at::Tensor& logits);
+void sample_cuda(const Problem& p, const std::vector<at::Tensor>& weights, const at::Tensor& noise,
+                 const at::Tensor& seed, at::Tensor& images, at::Tensor& logits);
 
 }  // namespace pygen::pixelrnn

@@ -80,10 +80,11 @@ class PixelRNN(AutoregressiveImageModel):
         Each value is the inverse-CDF draw (``pygen.sampling.inverse_cdf_draw``) of
         softmax(logits / temperature) with one uniform of ``noise`` ``(n, C, H, W)`` in [0, 1)
         (``torch.rand`` with ``generator`` when None); the same noise gives the same images with
-        every method. ``method``: ``"fused"`` (the C++ kernel ``pygen.ops.pixelrnn_sample``, CPU
-        only), ``"cached"`` (its PyTorch twin ``pygen.sampling.sample_pixelrnn_cached``: the
+        every method. ``method``: ``"fused"`` (the kernel ``pygen.ops.pixelrnn_sample``, C++ or
+        CUDA), ``"cached"`` (its PyTorch twin ``pygen.sampling.sample_pixelrnn_cached``: the
         recurrent states carried along) or ``"naive"`` (the full network per value); the default
-        is ``"fused"`` on the CPU and ``"cached"`` elsewhere. ``return_logits``: also return the
+        is ``"fused"`` on the CPU and ``"cached"`` elsewhere (the CUDA kernel has not yet run on a
+        GPU: ask for it by name). ``return_logits``: also return the
         logits ``(n, n_levels, C, H, W)`` each value was drawn from.
         """
         weight = self.head_out.weight
