@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.utils.cpp_extension as cpp_extension
 
+from pygen.layers import MADE
 from pygen.models import PixelCNN, PixelRNN
 from pygen.sampling import export_pixelrnn_weights, export_weights
 
@@ -90,7 +91,16 @@ SOURCES = {
         ["common/math.h", "common/philox.h", "common/cuda_draw.cuh", "pixelrnn/pixelrnn.h"],
         "pixelrnn_sampler.cpp",
     ),
+    "made_solve": (
+        "csrc/made_solve/cuda.cu",
+        "}  // namespace\n\nvoid solve_cuda(",
+        ("kThreads",),
+        ["made_solve/made_solve.h"],
+        "made_solve.cpp",
+    ),
 }
+# Static shared arrays, placed at the start of the emulated block's shared memory.
+STATIC_SHARED = re.compile(r"__shared__ (\w+) (\w+)\[(\w+)\]\[(\w+)\];")
 
 
 def kernel_source(kernel: str) -> str:
@@ -108,7 +118,10 @@ def kernel_source(kernel: str) -> str:
         "unsigned char* smem_raw = emu::shared_memory();",
         code,
     )
-    assert n >= 1, f"the shared-memory declarations of {path} moved"
+    code, m = STATIC_SHARED.subn(
+        r"auto& \2 = *reinterpret_cast<\1(*)[\3][\4]>(emu::shared_memory());", code
+    )
+    assert n + m >= 1, f"the shared-memory declarations of {path} moved"
     code = code.replace("#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900", "#if 1")
     namespace = "pygen::" + kernel
     prelude = '#include "shim.h"\n#include <ATen/OpMathType.h>\n'
@@ -145,12 +158,15 @@ def build(workdir: Path, kernel: str, tsan: bool) -> Path:
     return binary
 
 
-def run_driver(binary: Path, workdir: Path, header: list[int], arrays: list) -> bytes | str:
-    """The driver's output for one problem, or the failure's message (TSan's report among them)."""
+def run_driver(
+    binary: Path, workdir: Path, header: list[int], arrays: list, value: float = TEMPERATURE
+) -> bytes | str:
+    """The driver's output for one problem (its header, one float64 `value`, the arrays), or the
+    failure's message (TSan's report among them)."""
     problem, result = workdir / "problem.bin", workdir / "result.bin"
     with problem.open("wb") as f:
         f.write(np.asarray(header, dtype=np.int64).tobytes())
-        f.write(np.asarray([TEMPERATURE], dtype=np.float64).tobytes())
+        f.write(np.asarray([value], dtype=np.float64).tobytes())
         for t in arrays:
             values = t.detach().double().contiguous().numpy().ravel()
             f.write(np.asarray([values.size], dtype=np.int64).tobytes())
@@ -228,6 +244,67 @@ def run_pixelrnn_case(binary: Path, workdir: Path, case, dtype, use_noise: bool)
     return compare(raw, *expected, dtype)
 
 
+# MADE solve cases: (hidden, hidden layers, inputs, rows); hidden 3 over 5 degrees leaves degrees
+# without units, 40 over 19 gives blocks of 2-3 (several warps); 11 rows: a partial second tile.
+MADE_CASES = [(3, 1, 6, 5), (12, 2, 6, 11), (40, 3, 20, 9)]
+SCALE_FNS = {"exp": 1, "tanh": 2, "atan": 3, "sigmoid": 4}  # affine_coupling::ScaleFn
+
+
+def made_solve_table(solve_weights, order: list[int], mask: torch.Tensor) -> torch.Tensor:
+    """The kernel's int64 table: units, bounds, order, the spans of the values filled (inputs) and
+    computed (hidden units) at each step, and keep. The spans as made_solve.cpp's make_solve
+    grows them."""
+    _, _, units, bounds = solve_weights
+    dim = len(order)
+
+    def grow(span, i):
+        return (min(span[0], i), max(span[1], i + 1)) if span[1] > span[0] else (i, i + 1)
+
+    filled, computed, spans, j = (0, 0), (0, 0), [], 0
+    for m in range(dim):
+        if m > 0:
+            filled = grow(filled, order[m - 1])
+        while j < bounds[m]:
+            computed = grow(computed, int(units[j]))
+            j += 1
+        spans.append((filled, computed))
+    table = [*units.tolist(), *bounds, *order]
+    table += [v for f, _ in spans for v in f] + [v for _, c in spans for v in c]
+    table += (mask != 0).long().tolist()
+    return torch.tensor(table, dtype=torch.float64)
+
+
+def run_made_case(binary: Path, workdir: Path, case, dtype, scale_fn: str) -> str | None:
+    """A MADE solve case: None when the emulated kernel gives the CPU kernel's x and params."""
+    hidden, n_hidden, dim, rows = case
+    torch.manual_seed(0)
+    made = MADE(dim, hidden, n_hidden, order="random", seed=3).to(dtype)
+    with torch.no_grad():
+        for p in made.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    target = torch.randn(rows, dim, dtype=dtype)
+    mask = torch.zeros(dim, dtype=dtype)
+    mask[2] = 1  # one input passes through
+    order = made.order.tolist()
+    clamp = 1.5 if scale_fn in ("tanh", "atan") else None
+    solve = made.solve_weights(target)
+    with torch.no_grad():
+        expected = torch.ops.pygen.made_affine_solve(
+            target, solve[0], solve[1], solve[2], solve[3], order, mask, scale_fn, clamp, True
+        )
+    header = [rows, dim, hidden, n_hidden + 1, SCALE_FNS[scale_fn], 1]
+    header.append({torch.float64: 8, torch.float32: 4, torch.bfloat16: 2}[dtype])
+    arrays = [*solve[0], *solve[1], made_solve_table(solve, order, mask), target]
+    raw = run_driver(binary, workdir, header, arrays, value=clamp or 0.0)
+    if isinstance(raw, str):
+        return raw
+    got = torch.from_numpy(np.frombuffer(raw, dtype=np.float64).copy())
+    want = torch.cat([t.double().flatten() for t in expected])
+    tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2}[dtype]
+    err = ((got - want).abs() / (1 + want.abs())).max().item()
+    return None if err <= tol else f"x or params differ by {err:.2e} (relative)"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kernels", nargs="+", choices=sorted(SOURCES), default=sorted(SOURCES))
@@ -248,8 +325,24 @@ def main() -> int:
                     (f"{name} cluster={c[0]} samples={c[1]} resident={c[2]}", (name, c))
                     for name, c in itertools.product(PIXELCNN_MODELS, configs)
                 ]
-            else:
+            elif kernel == "pixelrnn":
                 cases = [(" ".join(map(str, case)), (case,)) for case in PIXELRNN_CASES]
+            else:
+                for case, dtype, scale_fn in itertools.product(
+                    MADE_CASES, (torch.float64, torch.float32, torch.bfloat16), SCALE_FNS
+                ):
+                    start = time.time()
+                    error = run_made_case(binary, workdir, case, dtype, scale_fn)
+                    verdict = "ok  " if error is None else "FAIL"
+                    print(
+                        f"{verdict} made_solve {case} {str(dtype)[6:]} {scale_fn} "
+                        f"({time.time() - start:.1f} s)",
+                        flush=True,
+                    )
+                    if error is not None:
+                        print(error)
+                        failures += 1
+                continue
             for (label, args), dtype, use_noise in itertools.product(cases, dtypes, noises):
                 if kernel == "pixelcnn" and args[1][0] > 1 and args[1][1] > 2:
                     if dtype != torch.float32:

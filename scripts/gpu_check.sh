@@ -52,12 +52,13 @@ step "benchmarks (PixelCNN sampler)" 150 "$PYTHON" -m benchmarks.run --ops pixel
 collect
 step "benchmarks (memory-bound ops)" 45 "$PYTHON" -m benchmarks.run --ops copy reparam_kl affine_coupling
 collect
-step "benchmarks (PixelRNN sampler)" 90 "$PYTHON" -m benchmarks.run --ops pixelrnn
+step "benchmarks (PixelRNN sampler, MADE solve)" 120 "$PYTHON" -m benchmarks.run --ops pixelrnn \
+  autoregressive_flows
 collect
 # The kernels under the sanitizer, not the argument errors (their own tests cover them).
 step "compute-sanitizer memcheck" 60 compute-sanitizer --tool memcheck --error-exitcode 1 \
   "$PYTHON" -m pytest tests/test_pixelcnn.py tests/test_pixelrnn.py tests/test_reparam_kl.py \
-  tests/test_affine_coupling.py \
+  tests/test_affine_coupling.py tests/test_autoregressive_flows.py \
   -q -p no:cacheprovider -x -k "cuda and not compile and not opcheck and not moments and not gradcheck and not error"
 # racecheck instruments every shared-memory access: one small case per kernel (the block kernel's
 # took 16-50 s); the cluster kernel's stores into other blocks go through distributed shared memory.

@@ -1,5 +1,6 @@
-"""The CUDA samplers' kernels (PixelCNN block and cluster kernels, PixelRNN) run on CPU threads by
-scripts/emulate_cuda.py, against the CPU kernels: the only run they get without a GPU. Here without
+"""The CUDA kernels of the samplers (PixelCNN block and cluster kernels, PixelRNN) and of the MADE
+solve run on CPU threads by scripts/emulate_cuda.py, against the CPU kernels: the only run they
+get without a GPU. Here without
 the sanitizer and on the small cases; ``python scripts/emulate_cuda.py`` runs every configuration
 under ThreadSanitizer."""
 
@@ -32,6 +33,13 @@ def pixelrnn_emulator(tmp_path_factory) -> Path:
     return emulate_cuda.build(tmp_path_factory.mktemp("emulate_cuda"), "pixelrnn", tsan=False)
 
 
+@pytest.fixture(scope="module")
+def made_solve_emulator(tmp_path_factory) -> Path:
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++ to build the emulation")
+    return emulate_cuda.build(tmp_path_factory.mktemp("emulate_cuda"), "made_solve", tsan=False)
+
+
 @pytest.mark.parametrize("config", emulate_cuda.QUICK_CONFIGS, ids=str)
 @pytest.mark.parametrize("use_noise", [True, False], ids=["noise", "seed"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
@@ -55,3 +63,12 @@ def test_emulated_pixelrnn_kernel_draws_the_cpu_kernels_images(
     assert (
         emulate_cuda.run_pixelrnn_case(pixelrnn_emulator, tmp_path, case, dtype, use_noise) is None
     )
+
+
+@pytest.mark.parametrize("scale_fn", ["tanh", "sigmoid"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", emulate_cuda.MADE_CASES, ids=str)
+def test_emulated_made_solve_kernel_equals_the_cpu_kernel(
+    made_solve_emulator, tmp_path, case, dtype, scale_fn
+):
+    assert emulate_cuda.run_made_case(made_solve_emulator, tmp_path, case, dtype, scale_fn) is None

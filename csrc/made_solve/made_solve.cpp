@@ -1,7 +1,8 @@
 // The D-step direction of an autoregressive affine flow (MAF sampling, IAF density) as one
 // operator, pygen::made_affine_solve, on one of two paths:
 // - on the CPU, the fused kernels (cpu.cpp): pygen::_made_affine_solve_fused and its backward,
-//   bound to autograd here;
+//   bound to autograd here; on CUDA the fused forward (cuda.cu) when autograd records nothing
+//   (sampling, density under no_grad): its backward is a CPU kernel;
 // - elsewhere, pygen::_made_affine_solve_composite: the loop of
 //   pygen.layers.MADE.solve, its twin (run there with the pure-PyTorch affine), issued from C++ and
 //   composed of ATen ops and pygen::affine_coupling, which give it autograd, every device and
@@ -138,7 +139,6 @@ Solve make_solve(const at::Tensor& target, at::TensorList weights, at::TensorLis
                  at::IntArrayRef bounds, at::IntArrayRef order, const at::Tensor& mask, c10::string_view scale_fn,
                  std::optional<double> clamp, bool reverse) {
   check_args(target, weights, biases, units, bounds, order, mask);
-  TORCH_CHECK(target.is_cpu(), "the fused MADE solve runs on the CPU, got ", target.device());
   Solve s;
   s.rows = target.size(0);
   s.dim = target.size(1);
@@ -185,7 +185,14 @@ std::tuple<at::Tensor, at::Tensor> fused_forward(const at::Tensor& target, at::T
   const Solve s = make_solve(target, weights, biases, units, bounds, order, mask, scale_fn, clamp, reverse);
   const at::Tensor target_c = target.contiguous();
   at::Tensor x = at::empty_like(target_c), params = at::empty({s.rows, 2, s.dim}, target.options());
-  if (s.rows > 0) solve_cpu(s, target_c, x, params);
+  if (s.rows == 0) return {x, params};
+  if (on_cuda(target, "the fused MADE solve")) {
+#ifdef PYGEN_WITH_CUDA
+    solve_cuda(s, target_c, x, params);
+#endif
+  } else {
+    solve_cpu(s, target_c, x, params);
+  }
   return {x, params};
 }
 
@@ -196,6 +203,8 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> fused_b
     const at::Tensor& x, const at::Tensor& params, at::TensorList weights, at::TensorList biases,
     const at::Tensor& units, at::IntArrayRef bounds, at::IntArrayRef order, const at::Tensor& mask,
     c10::string_view scale_fn, std::optional<double> clamp, bool reverse) {
+  TORCH_CHECK(target.is_cpu(), "the fused MADE solve's backward runs on the CPU, got ", target.device(),
+              "; made_affine_solve trains through the composite loop there");
   const Solve s = make_solve(target, weights, biases, units, bounds, order, mask, scale_fn, clamp, reverse);
   check_matches(x, "x", target, "target", target.sizes());
   check_matches(params, "params", target, "target", {s.rows, 2, s.dim});
@@ -288,15 +297,32 @@ std::tuple<at::Tensor, at::Tensor> fused_autograd(const at::Tensor& target, at::
 
 }  // namespace
 
+// Whether autograd would record a call on these tensors (grad mode and an input that requires
+// grad, or a forward-mode tangent).
+bool records_autograd(const at::Tensor& target, at::TensorList weights, at::TensorList biases) {
+  const auto records = [](const at::Tensor& t) {
+    return (at::GradMode::is_enabled() && t.requires_grad()) || t._fw_grad(/*level=*/0).defined();
+  };
+  if (records(target)) return true;
+  for (const auto* list : {&weights, &biases}) {
+    for (const auto& t : *list) {
+      if (records(t)) return true;
+    }
+  }
+  return false;
+}
+
 // Returns x (N, D) and the MADE's outputs (N, 2, D) at x; see pygen/ops/made_solve.py. The fused
-// kernels on the CPU, the composite loop elsewhere; each checks the arguments.
+// kernels on the CPU, and on CUDA when autograd records nothing; else the composite loop. Each
+// checks the arguments.
 std::tuple<at::Tensor, at::Tensor> made_affine_solve(const at::Tensor& target, at::TensorList weights,
                                                      at::TensorList biases, const at::Tensor& units,
                                                      at::IntArrayRef bounds, at::IntArrayRef order,
                                                      const at::Tensor& mask,
                                                      c10::string_view scale_fn,
                                                      std::optional<double> clamp, bool reverse) {
-  const char* path = target.is_cpu() ? "pygen::_made_affine_solve_fused" : "pygen::_made_affine_solve_composite";
+  const bool fused = target.is_cpu() || (target.is_cuda() && !records_autograd(target, weights, biases));
+  const char* path = fused ? "pygen::_made_affine_solve_fused" : "pygen::_made_affine_solve_composite";
   const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(path, "").typed<SolveFn>();
   return op.call(target, weights, biases, units, bounds, order, mask, scale_fn, clamp, reverse);
 }
@@ -321,6 +347,11 @@ TORCH_LIBRARY_IMPL(pygen, CompositeImplicitAutograd, m) {
 }
 
 TORCH_LIBRARY_IMPL(pygen, CPU, m) {
+  m.impl("_made_affine_solve_fused", &fused_forward);
+  m.impl("_made_affine_solve_fused_backward", &fused_backward);
+}
+
+TORCH_LIBRARY_IMPL(pygen, CUDA, m) {
   m.impl("_made_affine_solve_fused", &fused_forward);
   m.impl("_made_affine_solve_fused_backward", &fused_backward);
 }

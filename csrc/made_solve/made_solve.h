@@ -37,8 +37,9 @@ struct Solve {
 
 // Writes x (rows, dim) and params (rows, 2, dim), contiguous, in the target's dtype.
 void solve_cpu(const Solve& s, const at::Tensor& target, at::Tensor& x, at::Tensor& params);
+void solve_cuda(const Solve& s, const at::Tensor& target, at::Tensor& x, at::Tensor& params);
 
-// From the gradients of x and params (either may be undefined: zero) and the forward's inputs
+// From the gradients of x and params (CPU only) (either may be undefined: zero) and the forward's inputs
 // and outputs, writes grad_target (like target) and sets grad_weights[i] and grad_biases[i]
 // (zeros on entry, contiguous, in the accumulation type, shaped like s.weights and s.biases).
 void solve_backward_cpu(const Solve& s, const at::Tensor& grad_x, const at::Tensor& grad_params,

@@ -1,0 +1,69 @@
+// The CUDA MADE solve (csrc/made_solve/cuda.cu) over its kernel emulated on CPU threads (shim.h);
+// scripts/emulate_cuda.py compiles it after the kernel's code. Usage: made_solve INPUT OUTPUT.
+// INPUT: int64 header (see Header), float64 clamp (0 for the unclamped scale functions), then
+// int64 count and float64 values of: each layer's masked weight, each bias, the kernel's int64
+// table (units, bounds, order, filled and computed spans, keep: see Args in cuda.cu), the target.
+// OUTPUT: x then params (float64).
+#include <fstream>
+#include <stdexcept>
+
+namespace ms = pygen::made_solve;
+
+struct Header {
+  int64_t rows, dim, hidden, layers, scale_fn, reverse, dtype;  // dtype: 8, 4, or 2 (bfloat16)
+};
+
+template <typename scalar_t>
+void run(const Header& hd, double clamp, const std::vector<std::vector<double>>& arrays,
+         std::vector<double>& out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  std::vector<std::vector<acc_t>> params_in;  // weights, then biases
+  for (int64_t i = 0; i < 2 * hd.layers; ++i) params_in.emplace_back(arrays[i].begin(), arrays[i].end());
+  std::vector<const acc_t*> table;
+  for (const auto& v : params_in) table.push_back(v.data());
+  const std::vector<int64_t> meta(arrays[2 * hd.layers].begin(), arrays[2 * hd.layers].end());
+  const std::vector<scalar_t> target(arrays[2 * hd.layers + 1].begin(), arrays[2 * hd.layers + 1].end());
+  const int64_t tiles = (hd.rows + ms::kTile - 1) / ms::kTile;
+  std::vector<acc_t> scratch(tiles * ms::kTile * (hd.dim + (hd.layers - 1) * hd.hidden), acc_t(0));
+  std::vector<scalar_t> x(hd.rows * hd.dim), params(hd.rows * 2 * hd.dim);
+  const acc_t c = static_cast<acc_t>(clamp), ic = clamp > 0 ? acc_t(1) / c : acc_t(0);
+  const ms::Args<scalar_t, acc_t> args{table.data(), meta.data(), target.data(), x.data(), params.data(),
+                                       scratch.data(), hd.rows, static_cast<int>(hd.dim),
+                                       static_cast<int>(hd.hidden), static_cast<int>(hd.layers), c, ic,
+                                       hd.reverse != 0};
+  const int64_t smem = 2 * ms::kTile * static_cast<int64_t>(sizeof(acc_t));  // the kernel's __shared__
+  pygen::affine_coupling::with_scale_fn(static_cast<pygen::affine_coupling::ScaleFn>(hd.scale_fn), [&](auto f) {
+    emu::launch(tiles, 1, ms::kThreads, smem, ms::solve_kernel<decltype(f)::value, scalar_t, acc_t>, args);
+  });
+  for (const auto& v : x) out.push_back(static_cast<double>(v));
+  for (const auto& v : params) out.push_back(static_cast<double>(v));
+}
+
+int main(int argc, char** argv) {
+  if (argc != 3) throw std::runtime_error("usage: made_solve INPUT OUTPUT");
+  std::ifstream in(argv[1], std::ios::binary);
+  Header hd;
+  double clamp;
+  in.read(reinterpret_cast<char*>(&hd), sizeof hd);
+  in.read(reinterpret_cast<char*>(&clamp), sizeof clamp);
+  std::vector<std::vector<double>> arrays;
+  for (int64_t i = 0; i < 2 * hd.layers + 2; ++i) {
+    int64_t n;
+    in.read(reinterpret_cast<char*>(&n), sizeof n);
+    std::vector<double> v(n);
+    in.read(reinterpret_cast<char*>(v.data()), n * sizeof(double));
+    arrays.push_back(std::move(v));
+  }
+  if (!in) throw std::runtime_error("short input");
+  std::vector<double> out;
+  if (hd.dtype == 8) {
+    run<double>(hd, clamp, arrays, out);
+  } else if (hd.dtype == 4) {
+    run<float>(hd, clamp, arrays, out);
+  } else {
+    run<c10::BFloat16>(hd, clamp, arrays, out);
+  }
+  std::ofstream out_file(argv[2], std::ios::binary);
+  out_file.write(reinterpret_cast<const char*>(out.data()), out.size() * sizeof(double));
+  return 0;
+}
