@@ -188,8 +188,9 @@ def test_cached_solve_matches_the_naive_one(name, dtype, tol):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("grad", [True, False], ids=["composite", "fused"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
-def test_cached_solve_on_cuda_matches_the_naive_one(dtype, grad):
+def test_cached_solve_on_cuda_matches_the_naive_one(monkeypatch, dtype, grad):
     # With gradients the operator takes the composite loop on CUDA, without them the fused kernel.
+    monkeypatch.setenv("PYGEN_MADE_SOLVE_CUDA", "1")
     layer = perturb(LAYERS["maf"](), scale=0.3).to("cuda", dtype)
     z = inputs((5,), n=8, dtype=dtype).cuda()
     with torch.set_grad_enabled(grad):
@@ -333,8 +334,11 @@ CUDA_SOLVE_TOL = {
 @pytest.mark.parametrize("scale_fn", ["tanh", "exp", "atan", "sigmoid"])
 @pytest.mark.parametrize("dtype", list(CUDA_SOLVE_TOL), ids=str)
 @pytest.mark.parametrize(("hidden", "n_hidden", "dim"), [(3, 1, 6), (40, 3, 20)])
-def test_fused_solve_on_cuda_equals_the_cpu_kernel(hidden, n_hidden, dim, dtype, scale_fn, rows):
+def test_fused_solve_on_cuda_equals_the_cpu_kernel(
+    monkeypatch, hidden, n_hidden, dim, dtype, scale_fn, rows
+):
     # hidden 3 over 5 degrees: degrees without units; 40 over 19: blocks of 2-3 units, 8 warps.
+    monkeypatch.setenv("PYGEN_MADE_SOLVE_CUDA", "1")
     made, _, mask = solve_case(hidden, n_hidden, dim, dtype)
     target = inputs((dim,), n=rows, dtype=dtype)
     mask[2] = 1  # one input passes through
@@ -346,7 +350,9 @@ def test_fused_solve_on_cuda_equals_the_cpu_kernel(hidden, n_hidden, dim, dtype,
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_made_affine_solve_on_cuda_runs_the_fused_kernel_when_autograd_records_nothing():
+def test_made_affine_solve_on_cuda_runs_the_fused_kernel_when_asked_and_autograd_records_nothing(
+    monkeypatch,
+):
     made, target, mask = solve_case()
     made, target, mask = made.cuda(), target.cuda(), mask.cuda()
 
@@ -356,6 +362,8 @@ def test_made_affine_solve_on_cuda_runs_the_fused_kernel_when_autograd_records_n
             torch.cuda.synchronize()
         return {e.name for e in prof.events() if "solve_kernel" in e.name}, x
 
+    assert not kernels(grad=False)[0]  # not asked for: the composite loop
+    monkeypatch.setenv("PYGEN_MADE_SOLVE_CUDA", "1")
     fused, x = kernels(grad=False)
     assert fused and not x.requires_grad
     composite, x = kernels(grad=True)

@@ -2,7 +2,7 @@
 // operator, pygen::made_affine_solve, on one of two paths:
 // - on the CPU, the fused kernels (cpu.cpp): pygen::_made_affine_solve_fused and its backward,
 //   bound to autograd here; on CUDA the fused forward (cuda.cu) when autograd records nothing
-//   (sampling, density under no_grad): its backward is a CPU kernel;
+//   (sampling, density under no_grad: its backward is a CPU kernel) and PYGEN_MADE_SOLVE_CUDA=1;
 // - elsewhere, pygen::_made_affine_solve_composite: the loop of
 //   pygen.layers.MADE.solve, its twin (run there with the pure-PyTorch affine), issued from C++ and
 //   composed of ATen ops and pygen::affine_coupling, which give it autograd, every device and
@@ -14,7 +14,9 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <optional>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -312,16 +314,24 @@ bool records_autograd(const at::Tensor& target, at::TensorList weights, at::Tens
   return false;
 }
 
+// Whether the CUDA fused forward was asked for (PYGEN_MADE_SOLVE_CUDA=1): it runs only when asked
+// until a GPU run has validated it (benchmarks/NOTES.md).
+bool cuda_fused_enabled() {
+  const char* flag = std::getenv("PYGEN_MADE_SOLVE_CUDA");
+  return flag != nullptr && std::string(flag) == "1";
+}
+
 // Returns x (N, D) and the MADE's outputs (N, 2, D) at x; see pygen/ops/made_solve.py. The fused
-// kernels on the CPU, and on CUDA when autograd records nothing; else the composite loop. Each
-// checks the arguments.
+// kernels on the CPU, and on CUDA when asked for and autograd records nothing; else the composite
+// loop. Each checks the arguments.
 std::tuple<at::Tensor, at::Tensor> made_affine_solve(const at::Tensor& target, at::TensorList weights,
                                                      at::TensorList biases, const at::Tensor& units,
                                                      at::IntArrayRef bounds, at::IntArrayRef order,
                                                      const at::Tensor& mask,
                                                      c10::string_view scale_fn,
                                                      std::optional<double> clamp, bool reverse) {
-  const bool fused = target.is_cpu() || (target.is_cuda() && !records_autograd(target, weights, biases));
+  const bool fused = target.is_cpu() ||
+                     (target.is_cuda() && cuda_fused_enabled() && !records_autograd(target, weights, biases));
   const char* path = fused ? "pygen::_made_affine_solve_fused" : "pygen::_made_affine_solve_composite";
   const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(path, "").typed<SolveFn>();
   return op.call(target, weights, biases, units, bounds, order, mask, scale_fn, clamp, reverse);
