@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One command for a GPU machine (issue: GPU validation): build against the torch installed there,
 # report the build and the GPU, run the whole test suite (CUDA tests active), the sampler's tuning
-# run, the benchmarks of the CUDA kernels, compute-sanitizer memcheck and racecheck over the kernel
-# tests, and collect the results JSON and a log in one folder; then, in the time left, the
+# run, compute-sanitizer memcheck and racecheck over the kernel tests, the benchmarks of the CUDA
+# kernels, and collect the results JSON and a log in one folder; then, in the time left, the
 # kernels' hardware counters (gpu_profile.sh). Every step has a time limit, the whole run a
 # deadline, and results are copied as they come, so that a lease that ends early still returns
 # the most.
@@ -46,8 +46,25 @@ step info 15 "$PYTHON" -m pygen info
 step nvidia-smi 5 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
 step tests 150 "$PYTHON" -m pytest tests -q -p no:cacheprovider -n 14 -rf
 # The sampler's kernels side by side (the block kernel and the opt-in cluster kernel): the numbers
-# that decide which one runs by default, so they come before the suite's rows.
-step "tune_pixelcnn" 120 "$PYTHON" -m benchmarks.tune_pixelcnn
+# that decide which one runs by default; then the sanitizers; the suite's rows last (a deadline
+# cuts them, not the validation).
+step "tune_pixelcnn" 100 "$PYTHON" -m benchmarks.tune_pixelcnn
+# The kernels under the sanitizer, not the argument errors (their own tests cover them).
+step "compute-sanitizer memcheck" 90 compute-sanitizer --tool memcheck --error-exitcode 1 \
+  "$PYTHON" -m pytest tests/test_pixelcnn.py tests/test_pixelrnn.py tests/test_reparam_kl.py \
+  tests/test_affine_coupling.py tests/test_autoregressive_flows.py \
+  -q -p no:cacheprovider -x -k "cuda and not compile and not opcheck and not moments and not gradcheck and not error"
+# racecheck instruments every shared-memory access: one small case per kernel (the block kernel's
+# took 16-50 s); the cluster kernel's stores into other blocks go through distributed shared memory.
+step "compute-sanitizer racecheck (block kernel)" 35 compute-sanitizer --tool racecheck \
+  --error-exitcode 1 "$PYTHON" -m pytest tests/test_pixelcnn.py -q -p no:cacheprovider -x \
+  -k "cuda_fused_same_noise and 1-None-3-1.0"
+step "compute-sanitizer racecheck (cluster kernel)" 45 compute-sanitizer --tool racecheck \
+  --error-exitcode 1 "$PYTHON" -m pytest tests/test_pixelcnn.py -q -p no:cacheprovider -x \
+  -k "cluster_kernel_same_noise and 4x2x1 and 1.0"
+step "compute-sanitizer racecheck (PixelRNN)" 35 compute-sanitizer --tool racecheck \
+  --error-exitcode 1 "$PYTHON" -m pytest tests/test_pixelrnn.py -q -p no:cacheprovider -x \
+  -k "cuda_fused_same_noise and 1.0 and 3-3"
 step "benchmarks (PixelCNN sampler)" 150 "$PYTHON" -m benchmarks.run --ops pixelcnn
 collect
 step "benchmarks (memory-bound ops)" 45 "$PYTHON" -m benchmarks.run --ops copy reparam_kl affine_coupling
@@ -55,22 +72,6 @@ collect
 step "benchmarks (PixelRNN sampler, MADE solve)" 120 "$PYTHON" -m benchmarks.run --ops pixelrnn \
   autoregressive_flows
 collect
-# The kernels under the sanitizer, not the argument errors (their own tests cover them).
-step "compute-sanitizer memcheck" 60 compute-sanitizer --tool memcheck --error-exitcode 1 \
-  "$PYTHON" -m pytest tests/test_pixelcnn.py tests/test_pixelrnn.py tests/test_reparam_kl.py \
-  tests/test_affine_coupling.py tests/test_autoregressive_flows.py \
-  -q -p no:cacheprovider -x -k "cuda and not compile and not opcheck and not moments and not gradcheck and not error"
-# racecheck instruments every shared-memory access: one small case per kernel (the block kernel's
-# took 16-50 s); the cluster kernel's stores into other blocks go through distributed shared memory.
-step "compute-sanitizer racecheck (block kernel)" 45 compute-sanitizer --tool racecheck \
-  --error-exitcode 1 "$PYTHON" -m pytest tests/test_pixelcnn.py -q -p no:cacheprovider -x \
-  -k "cuda_fused_same_noise and 1-None-3-1.0"
-step "compute-sanitizer racecheck (cluster kernel)" 45 compute-sanitizer --tool racecheck \
-  --error-exitcode 1 "$PYTHON" -m pytest tests/test_pixelcnn.py -q -p no:cacheprovider -x \
-  -k "cluster_kernel_same_noise and 4x2x1 and 1.0"
-step "compute-sanitizer racecheck (PixelRNN)" 45 compute-sanitizer --tool racecheck \
-  --error-exitcode 1 "$PYTHON" -m pytest tests/test_pixelrnn.py -q -p no:cacheprovider -x \
-  -k "cuda_fused_same_noise and 1.0 and 3-3"
 # In the time left, the counters (text reports in OUT_DIR, the most wanted first).
 # gpu_profile.sh keeps to the time left itself (its ncu runs in process groups of their own, which
 # this step's timeout would not reach).
