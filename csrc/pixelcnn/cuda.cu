@@ -193,6 +193,27 @@ __device__ void matvec(const A* x, int ldx, const T* __restrict__ w, int ldw, in
   }
 }
 
+// One warp draws value (c, p.row, j) of sample b from its logits `lg` (with the given uniform or
+// Philox uniform of `seed`) and writes its scaled level to `ring_slot`, the layer-0 input of the
+// values after it; with `outputs`, also the level into the images and the logits.
+template <typename T, typename A>
+__device__ __forceinline__ void draw_value(const RowArgs<T>& p, const A* lg, int64_t b, int c, int j,
+                                           uint64_t seed, A* ring_slot, bool outputs) {
+  const int64_t plane = static_cast<int64_t>(p.channels) * p.height * p.width;
+  const int64_t at_c = (static_cast<int64_t>(c) * p.height + p.row) * p.width + j;
+  const int64_t g = b * plane + at_c;
+  const A u = p.noise != nullptr ? static_cast<A>(p.noise[g]) : static_cast<A>(uniform_at(g, seed));
+  const int level = warp_draw(lg, p.levels, static_cast<A>(p.temperature), u);
+  const int lane = threadIdx.x & 31;
+  if (lane == 0) {
+    *ring_slot = static_cast<A>(level) * static_cast<A>(p.scale) - A(1);
+    if (outputs) p.images[g] = level;
+  }
+  if (outputs && p.logits != nullptr) {
+    for (int l = lane; l < p.levels; l += 32) p.logits[(b * p.levels + l) * plane + at_c] = static_cast<T>(lg[l]);
+  }
+}
+
 // Every value of image row p.row for samples [blockIdx.x * S, + S): see the file comment.
 // Shared memory (A = float, or double for double weights), with hm = max(hidden, channels):
 //   ring    [layers][S][kw][hm]  horizontal input of each layer, column x in slot x % kw
@@ -218,7 +239,6 @@ __global__ void __launch_bounds__(kThreads, 1) row_kernel(RowArgs<T> p) {
   const int64_t b0 = static_cast<int64_t>(blockIdx.x) * S;
   const int n_here = static_cast<int>(min(static_cast<int64_t>(S), p.batch - b0));
   const uint64_t seed = p.noise == nullptr ? static_cast<uint64_t>(*p.seed) : 0;
-  const int64_t plane = static_cast<int64_t>(p.channels) * p.height * p.width;
   const int64_t n_pix = static_cast<int64_t>(p.batch) * p.width;
   const T* const* wt = p.weights;
   const T* w1 = wt[p.layers * kPerLayer + kW1];
@@ -282,20 +302,7 @@ __global__ void __launch_bounds__(kThreads, 1) row_kernel(RowArgs<T> p) {
         logit[e] += static_cast<A>(b2[c * levels + e % levels]);
       __syncthreads();
       for (int s = warp; s < n_here; s += kWarps) {
-        const int64_t b = b0 + s;
-        const int64_t at_c = (static_cast<int64_t>(c) * p.height + p.row) * p.width + j;
-        const int64_t g = b * plane + at_c;
-        const A u = p.noise != nullptr ? static_cast<A>(p.noise[g]) : static_cast<A>(uniform_at(g, seed));
-        const A* lg = logit + s * levels;
-        const int level = warp_draw(lg, levels, static_cast<A>(p.temperature), u);
-        if ((t & 31) == 0) {
-          p.images[g] = level;
-          ring[(s * kw + cur) * hm + c] = static_cast<A>(level) * static_cast<A>(p.scale) - A(1);
-        }
-        if (p.logits != nullptr) {
-          for (int l = t & 31; l < levels; l += 32)
-            p.logits[(b * levels + l) * plane + at_c] = static_cast<T>(lg[l]);
-        }
+        draw_value(p, logit + s * levels, b0 + s, c, j, seed, ring + (s * kw + cur) * hm + c, true);
       }
       __syncthreads();
     }
@@ -441,7 +448,6 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
   const int64_t b0 = static_cast<int64_t>(blockIdx.x / blocks) * S;
   const int n_here = static_cast<int>(min(static_cast<int64_t>(S), p.batch - b0));
   const uint64_t seed = p.noise == nullptr ? static_cast<uint64_t>(*p.seed) : 0;
-  const int64_t plane = static_cast<int64_t>(p.channels) * p.height * p.width;
   const int64_t n_pix = static_cast<int64_t>(p.batch) * p.width;
   const T* const* wt = p.weights;
   const T* head_w1 = wt_t[p.layers * kTPerLayer];
@@ -570,20 +576,7 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
       cluster.sync();
       // Every block draws (the same level); block 0 writes the outputs.
       for (int s = warp; s < n_here; s += kClusterWarps) {
-        const int64_t b = b0 + s;
-        const int64_t at_c = (static_cast<int64_t>(c) * p.height + p.row) * p.width + j;
-        const int64_t g = b * plane + at_c;
-        const A u = p.noise != nullptr ? static_cast<A>(p.noise[g]) : static_cast<A>(uniform_at(g, seed));
-        const A* lg = logit + s * levels;
-        const int level = warp_draw(lg, levels, static_cast<A>(p.temperature), u);
-        if ((t & 31) == 0) {
-          ring[(s * kw + cur) * hm + c] = static_cast<A>(level) * static_cast<A>(p.scale) - A(1);
-          if (rank == 0) p.images[g] = level;
-        }
-        if (rank == 0 && p.logits != nullptr) {
-          for (int l = t & 31; l < levels; l += 32)
-            p.logits[(b * levels + l) * plane + at_c] = static_cast<T>(lg[l]);
-        }
+        draw_value(p, logit + s * levels, b0 + s, c, j, seed, ring + (s * kw + cur) * hm + c, rank == 0);
       }
       // The stores into other blocks all precede the last cluster barrier, so a block may exit
       // once its own draws are done.

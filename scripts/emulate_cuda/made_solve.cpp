@@ -4,8 +4,9 @@
 // int64 count and float64 values of: each layer's masked weight, each bias, the kernel's int64
 // table (units, bounds, order, filled and computed spans, keep: see Args in cuda.cu), the target.
 // OUTPUT: x then params (float64).
-#include <fstream>
 #include <stdexcept>
+
+#include "driver_io.h"
 
 namespace ms = pygen::made_solve;
 
@@ -41,20 +42,11 @@ void run(const Header& hd, double clamp, const std::vector<std::vector<double>>&
 
 int main(int argc, char** argv) {
   if (argc != 3) throw std::runtime_error("usage: made_solve INPUT OUTPUT");
-  std::ifstream in(argv[1], std::ios::binary);
-  Header hd;
+  emu::Input in(argv[1]);
   double clamp;
-  in.read(reinterpret_cast<char*>(&hd), sizeof hd);
-  in.read(reinterpret_cast<char*>(&clamp), sizeof clamp);
+  const Header hd = in.header<Header>(&clamp);
   std::vector<std::vector<double>> arrays;
-  for (int64_t i = 0; i < 2 * hd.layers + 2; ++i) {
-    int64_t n;
-    in.read(reinterpret_cast<char*>(&n), sizeof n);
-    std::vector<double> v(n);
-    in.read(reinterpret_cast<char*>(v.data()), n * sizeof(double));
-    arrays.push_back(std::move(v));
-  }
-  if (!in) throw std::runtime_error("short input");
+  for (int64_t i = 0; i < 2 * hd.layers + 2; ++i) arrays.push_back(in.array());
   std::vector<double> out;
   if (hd.dtype == 8) {
     run<double>(hd, clamp, arrays, out);
@@ -64,6 +56,6 @@ int main(int argc, char** argv) {
     run<c10::BFloat16>(hd, clamp, arrays, out);
   }
   std::ofstream out_file(argv[2], std::ios::binary);
-  out_file.write(reinterpret_cast<const char*>(out.data()), out.size() * sizeof(double));
+  emu::write(out_file, out);
   return 0;
 }

@@ -4,10 +4,9 @@
 // Usage: pixelcnn_rows INPUT OUTPUT. INPUT: int64 header (see Header), float64 temperature, then
 // for each weight in the export order and then the noise: int64 count, float64 values. OUTPUT:
 // the images (int64) and the logits (float64, when asked for).
-#include <cstdio>
-#include <fstream>
 #include <stdexcept>
-#include <string>
+
+#include "driver_io.h"
 
 namespace pp = pygen::pixelcnn;
 
@@ -118,22 +117,12 @@ void run(const Header& hd, double temperature, const std::vector<std::vector<dou
 
 int main(int argc, char** argv) {
   if (argc != 3) throw std::runtime_error("usage: pixelcnn_rows INPUT OUTPUT");
-  std::ifstream in(argv[1], std::ios::binary);
-  Header hd;
+  emu::Input in(argv[1]);
   double temperature;
-  in.read(reinterpret_cast<char*>(&hd), sizeof hd);
-  in.read(reinterpret_cast<char*>(&temperature), sizeof temperature);
-  auto read_array = [&] {
-    int64_t n;
-    in.read(reinterpret_cast<char*>(&n), sizeof n);
-    std::vector<double> v(n);
-    in.read(reinterpret_cast<char*>(v.data()), n * sizeof(double));
-    return v;
-  };
+  const Header hd = in.header<Header>(&temperature);
   std::vector<std::vector<double>> weights;
-  for (int64_t i = 0; i < hd.layers * pp::kPerLayer + pp::kHead; ++i) weights.push_back(read_array());
-  const std::vector<double> noise = read_array();
-  if (!in) throw std::runtime_error("short input");
+  for (int64_t i = 0; i < hd.layers * pp::kPerLayer + pp::kHead; ++i) weights.push_back(in.array());
+  const std::vector<double> noise = in.array();
   std::vector<int64_t> images(hd.batch * hd.channels * hd.height * hd.width, -1);
   std::vector<double> logits;
   if (hd.dtype_bytes == 8) {
@@ -142,7 +131,7 @@ int main(int argc, char** argv) {
     run<float>(hd, temperature, weights, noise, images, logits);
   }
   std::ofstream out(argv[2], std::ios::binary);
-  out.write(reinterpret_cast<const char*>(images.data()), images.size() * sizeof(int64_t));
-  out.write(reinterpret_cast<const char*>(logits.data()), logits.size() * sizeof(double));
+  emu::write(out, images);
+  emu::write(out, logits);
   return 0;
 }
