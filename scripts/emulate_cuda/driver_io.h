@@ -36,4 +36,29 @@ void write(std::ofstream& out, const std::vector<V>& values) {
   out.write(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(V));
 }
 
+// The samplers' drivers' main: the header, n_weights(header) weights and the noise in; run in
+// float64 or float32 (header.dtype_bytes) as run.template operator()<T>(header, temperature,
+// weights, noise, images, logits); the images and logits out.
+template <typename Header, typename Count, typename Run>
+int sampler_main(int argc, char** argv, Count n_weights, Run run) {
+  if (argc != 3) throw std::runtime_error("usage: DRIVER INPUT OUTPUT");
+  Input in(argv[1]);
+  double temperature;
+  const Header hd = in.header<Header>(&temperature);
+  std::vector<std::vector<double>> weights;
+  for (int64_t i = 0; i < n_weights(hd); ++i) weights.push_back(in.array());
+  const std::vector<double> noise = in.array();
+  std::vector<int64_t> images(hd.batch * hd.channels * hd.height * hd.width, -1);
+  std::vector<double> logits;
+  if (hd.dtype_bytes == 8) {
+    run.template operator()<double>(hd, temperature, weights, noise, images, logits);
+  } else {
+    run.template operator()<float>(hd, temperature, weights, noise, images, logits);
+  }
+  std::ofstream out(argv[2], std::ios::binary);
+  write(out, images);
+  write(out, logits);
+  return 0;
+}
+
 }  // namespace emu

@@ -116,22 +116,7 @@ void run(const Header& hd, double temperature, const std::vector<std::vector<dou
 }
 
 int main(int argc, char** argv) {
-  if (argc != 3) throw std::runtime_error("usage: pixelcnn_rows INPUT OUTPUT");
-  emu::Input in(argv[1]);
-  double temperature;
-  const Header hd = in.header<Header>(&temperature);
-  std::vector<std::vector<double>> weights;
-  for (int64_t i = 0; i < hd.layers * pp::kPerLayer + pp::kHead; ++i) weights.push_back(in.array());
-  const std::vector<double> noise = in.array();
-  std::vector<int64_t> images(hd.batch * hd.channels * hd.height * hd.width, -1);
-  std::vector<double> logits;
-  if (hd.dtype_bytes == 8) {
-    run<double>(hd, temperature, weights, noise, images, logits);
-  } else {
-    run<float>(hd, temperature, weights, noise, images, logits);
-  }
-  std::ofstream out(argv[2], std::ios::binary);
-  emu::write(out, images);
-  emu::write(out, logits);
-  return 0;
+  return emu::sampler_main<Header>(
+      argc, argv, [](const Header& hd) { return hd.layers * pp::kPerLayer + pp::kHead; },
+      []<typename T>(auto&&... args) { run<T>(args...); });
 }
