@@ -39,9 +39,10 @@ struct Solve {
 void solve_cpu(const Solve& s, const at::Tensor& target, at::Tensor& x, at::Tensor& params);
 void solve_cuda(const Solve& s, const at::Tensor& target, at::Tensor& x, at::Tensor& params);
 
-// From the gradients of x and params (CPU only) (either may be undefined: zero) and the forward's inputs
-// and outputs, writes grad_target (like target) and sets grad_weights[i] and grad_biases[i]
-// (zeros on entry, contiguous, in the accumulation type, shaped like s.weights and s.biases).
+// On the CPU, from the gradients of x and params (either may be undefined: zero) and the
+// forward's inputs and outputs, writes grad_target (like target) and sets grad_weights[i] and
+// grad_biases[i] (zeros on entry, contiguous, in the accumulation type, shaped like s.weights and
+// s.biases).
 void solve_backward_cpu(const Solve& s, const at::Tensor& grad_x, const at::Tensor& grad_params,
                         const at::Tensor& target, const at::Tensor& x, const at::Tensor& params,
                         at::Tensor& grad_target, std::vector<at::Tensor>& grad_weights,

@@ -1,7 +1,8 @@
 """The fused cached PixelRNN sampler: ``pygen.ops.pixelrnn_sample``.
 
-One call runs the whole generation loop of a Row LSTM or Diagonal BiLSTM PixelRNN in C++ (CPU
-only; on CUDA the model samples with the PyTorch twin). The operator ``pygen::pixelrnn_sample`` is
+One call runs the whole generation loop of a Row LSTM or Diagonal BiLSTM PixelRNN in one kernel:
+C++ on the CPU, CUDA on a GPU (not yet run on a GPU: the model's default there is still the
+PyTorch twin). The operator ``pygen::pixelrnn_sample`` is
 registered in C++ (csrc/pixelrnn/pixelrnn.cpp); this module adds its fake implementation and the
 public function. Its PyTorch twin is ``pygen.sampling.sample_pixelrnn_cached``; the flat weights
 come from ``pygen.sampling.export_pixelrnn_weights``.
@@ -56,7 +57,7 @@ def pixelrnn_sample(
     generator: torch.Generator | None = None,
     return_logits: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
-    """Sample ``batch`` images of a PixelRNN in one C++ call (CPU tensors).
+    """Sample ``batch`` images of a PixelRNN in one kernel call (CPU or CUDA tensors).
 
     Args:
         weights: the flat list of ``pygen.sampling.export_pixelrnn_weights``: float32, float64,
