@@ -2,7 +2,9 @@
 
 The operator ``pygen::made_affine_solve`` is registered in C++ when pygen._C loads. On the CPU it
 runs the fused kernels ``pygen::_made_affine_solve_fused`` and its backward (their fake
-implementations are below); elsewhere ``pygen::_made_affine_solve_composite``, composed of other
+implementations are below); on CUDA the fused forward too when ``PYGEN_MADE_SOLVE_CUDA=1`` and
+autograd records nothing (its CUDA kernel has not yet run on a GPU); else
+``pygen::_made_affine_solve_composite``, composed of other
 operators (the MADE's products and ``pygen::affine_coupling``), which give it autograd, every
 device and its fake implementation.
 Its twin is ``pygen.layers.MADE.solve`` with the pure-PyTorch affine map as the value of each step.
@@ -66,7 +68,7 @@ def made_affine_solve(
     t``). Each hidden unit is computed once, at the step that fills the last input it sees, so the
     D steps do the arithmetic of one pass of the MADE. On the CPU the solve and its backward are
     each one fused kernel (derivatives after the first: through the loop); elsewhere the loop runs
-    over differentiable operators.
+    over differentiable operators (on CUDA, see the module's note on ``PYGEN_MADE_SOLVE_CUDA``).
 
     Args:
         target: ``(N, D)``.
