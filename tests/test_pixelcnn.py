@@ -589,8 +589,13 @@ def test_cuda_cluster_kernel_bad_settings_raise(monkeypatch, variable, value, er
 
 
 @requires_cuda
+@pytest.mark.parametrize("cluster", [None, "4"], ids=["block", "cluster-4"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_cuda_fused_half_precision_logits_follow_the_float32_forward(exact_cuda, dtype):
+def test_cuda_fused_half_precision_logits_follow_the_float32_forward(
+    exact_cuda, monkeypatch, dtype, cluster
+):
+    if cluster is not None:  # 16-bit weight slices in shared memory, float32 activations
+        monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", cluster)
     model = tiny_model(3, 2, kernel_size=5, size=(6, 5)).cuda().to(dtype)
     y = torch.tensor([1, 0, 1, 1], device="cuda")
     images, logits = model.sample(4, y=y, return_logits=True)
