@@ -458,7 +458,7 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
   };
 
   // Launch: zero the rings, stage the constant biases and (resident) the weight rows.
-  for (int64_t e = t; e < lay.window; e += kClusterThreads) ring[e] = 0;
+  for (int64_t e = t; e < lay.window - lay.ring; e += kClusterThreads) ring[e] = 0;  // the rings
   for (int e = t; e < p.layers * nh; e += kClusterThreads) {
     const int l = e / nh, i = e % nh;
     out_b[l * sh + i] = static_cast<A>(wt[l * kPerLayer + kOutB][o0 + i]);
