@@ -506,20 +506,26 @@ def cluster_kernel(request, monkeypatch):
     monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER_RESIDENT", resident)
 
 
-@requires_cuda
-@pytest.mark.parametrize("temperature", [1.0, 0.6])
-def test_cuda_cluster_kernel_same_noise_same_images_float64(cluster_kernel, temperature):
+def sliced_model(levels: int, size: tuple[int, int]) -> PixelCNN:
+    """An RGB class-conditional model whose 30 hidden units and `levels` leave partial and empty
+    slices over a cluster's blocks."""
     torch.manual_seed(0)
     model = PixelCNN(
         in_channels=3,
-        n_levels=17,
+        n_levels=levels,
         n_layers=3,
         hidden=30,
         kernel_size=5,
         n_classes=2,
-        image_size=(5, 4),
+        image_size=size,
     )
-    model = model.double().cuda().eval()
+    return model.eval()
+
+
+@requires_cuda
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_cuda_cluster_kernel_same_noise_same_images_float64(cluster_kernel, temperature):
+    model = sliced_model(levels=17, size=(5, 4)).double().cuda()
     y = torch.tensor([1, 0, 1], device="cuda")  # 3 samples: the last group is partial at 2
     noise = torch.rand(3, 3, 5, 4, dtype=torch.float64, device="cuda")
     kwargs = {"y": y, "noise": noise, "temperature": temperature, "return_logits": True}
@@ -549,17 +555,7 @@ def test_cuda_cluster_kernel_logits_and_seeded_draws(exact_cuda, monkeypatch, cl
 def test_cuda_cluster_kernel_groups_of_4_and_8_float32(exact_cuda, monkeypatch, blocks, samples):
     monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", blocks)
     monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER_SAMPLES", samples)
-    torch.manual_seed(0)
-    model = PixelCNN(
-        in_channels=3,
-        n_levels=250,
-        n_layers=3,
-        hidden=30,
-        kernel_size=5,
-        n_classes=2,
-        image_size=(4, 5),
-    )
-    model = model.cuda().eval()
+    model = sliced_model(levels=250, size=(4, 5)).cuda()
     y = torch.arange(11, device="cuda") % 2
     noise = torch.rand(11, 3, 4, 5, device="cuda")  # 11 samples: the last group is partial
     images, logits = model.sample(11, y=y, noise=noise, return_logits=True)
