@@ -211,10 +211,14 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(Args<T> p) {
   // output, shifted down a row) and of this row, its cells and pre-activations along the row;
   // and each direction's states left of each row's first pixel (the recurrence on zero inputs,
   // the same for every image: cpu.cpp's boundary_states).
+  // A layer's buffers: inputs, h (2 rows), c_row, the right-to-left h (2 rows), c_back (a row
+  // each), then from_above and back_pre (W x 4h each), then the edges (2 directions x H x 2h).
   const int64_t row = static_cast<int64_t>(width) * h;
-  const int64_t per = 7 * row + 2 * static_cast<int64_t>(width) * h4 + 2 * static_cast<int64_t>(p.height) * 2 * h;
+  const int64_t from_above_at = 7 * row, back_pre_at = from_above_at + static_cast<int64_t>(width) * h4;
+  const int64_t edges_at = back_pre_at + static_cast<int64_t>(width) * h4;
+  const int64_t per = edges_at + 2 * static_cast<int64_t>(p.height) * 2 * h;
   for (int l = 0; l < p.layers; ++l) {
-    T* edges = state + l * per + 7 * row + 2 * static_cast<int64_t>(width) * h4;
+    T* edges = state + l * per + edges_at;
     for (int dir = 0; dir < 2; ++dir) {
       const Direction<T> d(p.w + kInput + l * per_layer + dir * kDirection, dir == 1);
       T* states = edges + static_cast<int64_t>(dir) * p.height * 2 * h;
@@ -229,13 +233,10 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(Args<T> p) {
   }
   for (int i = 0; i < p.height; ++i) {
     const bool odd = i % 2 == 1;
-    // A layer's buffers: inputs, h (2 rows), c_row, the right-to-left h (2 rows), c_back, then
-    // from_above (W x 4h), back_pre (W x 4h) and the edges.
-    auto bufs = [&](int l) { return state + l * per; };
     for (int l = 0; l < p.layers; ++l) {
-      T* s = bufs(l);
+      T* s = state + l * per;
       const T* h_above = s + row + (odd ? row : 0);
-      T* from_above = s + 7 * row;
+      T* from_above = s + from_above_at;
       const Direction<T> d(p.w + kInput + l * per_layer, false);
       fill(from_above, h4, width, h4, d.is_b, d.ss_b);
       products(h_above, h, d.ss_w, h4, h, h4, from_above, h4, width);
@@ -244,13 +245,13 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(Args<T> p) {
       for (int c = 0; c < cc; ++c) {
         input_features(i, j);
         for (int l = 0; l < p.layers; ++l) {
-          T* s = bufs(l);
+          T* s = state + l * per;
           T* inputs = s;
           T* h_row = s + row + (odd ? 0 : row);
           T* c_row = s + 3 * row;
           const T* back_above = s + 4 * row + (odd ? row : 0);
-          const T* from_above = s + 7 * row;
-          const T* edge = s + 7 * row + 2 * static_cast<int64_t>(width) * h4 + i * 2 * h;
+          const T* from_above = s + from_above_at;
+          const T* edge = s + edges_at + i * 2 * h;
           const Direction<T> d(p.w + kInput + l * per_layer, false);
           for (int o = t; o < h; o += kThreads) inputs[j * h + o] = u[o];
           for (int o = t; o < h4; o += kThreads) pre[o] = from_above[j * h4 + o];
@@ -269,13 +270,13 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(Args<T> p) {
     // Row i is complete: the right-to-left direction runs along it, right to left, from its
     // inputs, the image row and its states of the row above.
     for (int l = 0; l < p.layers; ++l) {
-      T* s = bufs(l);
+      T* s = state + l * per;
       const T* inputs = s;
       const T* back_above = s + 4 * row + (odd ? row : 0);
       T* h_back = s + 4 * row + (odd ? 0 : row);
       T* c_back = s + 6 * row;
-      T* back_pre = s + 7 * row + static_cast<int64_t>(width) * h4;
-      const T* edge = s + 7 * row + 2 * static_cast<int64_t>(width) * h4 + static_cast<int64_t>(p.height) * 2 * h + i * 2 * h;
+      T* back_pre = s + back_pre_at;
+      const T* edge = s + edges_at + static_cast<int64_t>(p.height) * 2 * h + i * 2 * h;
       const Direction<T> d(p.w + kInput + l * per_layer + kDirection, true);
       fill(back_pre, h4, width, h4, d.is_b, d.ex_b, d.ss_b);
       products(inputs, h, d.is_w, h4, h, h4, back_pre, h4, width);
