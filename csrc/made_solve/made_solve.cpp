@@ -150,7 +150,8 @@ Solve make_solve(const at::Tensor& target, at::TensorList weights, at::TensorLis
   for (const auto& b : biases) s.biases.push_back(b.to(acc).contiguous());
   // A value check only the fused path can make (the composite runs on fake tensors under
   // torch.compile); there index_select rejects indices out of range.
-  const at::Tensor units_c = units.contiguous();
+  // units and mask live on the target's device; the plan is made on the host.
+  const at::Tensor units_c = units.to(at::kCPU).contiguous();
   s.units.assign(units_c.const_data_ptr<int64_t>(), units_c.const_data_ptr<int64_t>() + s.hidden);
   std::vector<bool> listed(s.hidden, false);
   for (const int64_t u : s.units) {
@@ -170,7 +171,7 @@ Solve make_solve(const at::Tensor& target, at::TensorList weights, at::TensorLis
     s.filled.push_back(filled);
     s.computed.push_back(computed);
   }
-  const at::Tensor keep = mask.ne(0).to(at::kByte).contiguous();
+  const at::Tensor keep = mask.ne(0).to(at::kCPU, at::kByte).contiguous();
   s.keep.assign(keep.const_data_ptr<uint8_t>(), keep.const_data_ptr<uint8_t>() + s.dim);
   s.scale_fn = affine_coupling::parse_scale_fn(true, scale_fn);
   s.clamp = affine_coupling::parse_clamp(s.scale_fn, clamp);
