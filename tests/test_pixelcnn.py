@@ -579,6 +579,7 @@ def test_cuda_cluster_kernel_bad_settings_raise(monkeypatch, variable, value, er
     monkeypatch.setenv(variable, value)
     with pytest.raises(error, match=match):
         tiny_model().cuda().sample(2)
+    monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", "4")
     monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER_SAMPLES", "4")
     with pytest.raises(ValueError, match="float32 weights only"):
         tiny_model().double().cuda().sample(2)
