@@ -33,9 +33,12 @@ def variants(batch: int) -> Iterator[tuple[str, dict[str, str]]]:
     the cluster kernel runs with groups of 4 or 8 samples (float32), so that its clusters do not
     run in many waves."""
     yield "auto", {}
-    if batch > 1:
+    block = {"PYGEN_PIXELCNN_CLUSTER": "1"}
+    if batch == 1:
+        yield "block", block
+    else:
         for samples in ("1", "2", "4", "8"):
-            yield f"block-{samples}", {"PYGEN_PIXELCNN_SAMPLES_PER_BLOCK": samples}
+            yield f"block-{samples}", {**block, "PYGEN_PIXELCNN_SAMPLES_PER_BLOCK": samples}
     if batch > 16:
         for blocks, samples in (("4", "8"), ("8", "8"), ("16", "8"), ("8", "4")):
             yield (

@@ -44,39 +44,46 @@ fi
 step build 240 "$PYTHON" -m pip install --no-build-isolation --no-deps -e .
 step info 15 "$PYTHON" -m pygen info
 step nvidia-smi 5 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
-# The sanitizers run beside the test suite (both only check results; nothing is timed until both
-# end), in a subshell with a log of its own that joins the main log afterwards.
-sanitizers() {
-  LOG="$OUT_DIR/sanitizers.log"
-  : >"$LOG"
-  # The kernels under the sanitizer, not the argument errors (their own tests cover them).
-  step "compute-sanitizer memcheck" 150 compute-sanitizer --tool memcheck --error-exitcode 1 \
-    "$PYTHON" -m pytest tests/test_pixelcnn.py tests/test_pixelrnn.py tests/test_reparam_kl.py \
-    tests/test_affine_coupling.py tests/test_autoregressive_flows.py \
-    -q -p no:cacheprovider -x -k "cuda and not compile and not opcheck and not moments and not gradcheck and not error"
-  # racecheck instruments every shared-memory access: one small case per kernel (the block
-  # kernel's took 16-50 s); the cluster kernel's stores into other blocks go through distributed
-  # shared memory.
-  step "compute-sanitizer racecheck (block kernel)" 50 compute-sanitizer --tool racecheck \
-    --error-exitcode 1 "$PYTHON" -m pytest tests/test_pixelcnn.py -q -p no:cacheprovider -x \
-    -k "cuda_fused_same_noise and 1-None-3-1.0"
-  step "compute-sanitizer racecheck (cluster kernel)" 60 compute-sanitizer --tool racecheck \
-    --error-exitcode 1 "$PYTHON" -m pytest tests/test_pixelcnn.py -q -p no:cacheprovider -x \
-    -k "cluster_kernel_same_noise and 4x2x1 and 1.0"
-  step "compute-sanitizer racecheck (PixelRNN)" 50 compute-sanitizer --tool racecheck \
-    --error-exitcode 1 "$PYTHON" -m pytest tests/test_pixelrnn.py -q -p no:cacheprovider -x \
-    -k "cuda_fused_same_noise and 1.0 and 3-3"
-  return $status
+# The sanitizers run beside the test suite and beside each other (all only check results; nothing
+# is timed until all end), each in a subshell with a log of its own that joins the main log
+# afterwards. (2026-11-27, H200, one after the other: memcheck over these files passed 22 tests in
+# 150 s; racecheck took 25 s on the block kernel's case and more than 60 and 50 s on the cluster
+# kernel's and PixelRNN's.)
+in_background() {  # in_background NAME SECONDS COMMAND...: step, in a subshell with its own log
+  local log="$OUT_DIR/$(echo "$1" | tr -c 'a-zA-Z0-9\n' '_').log"
+  (LOG=$log && : >"$LOG" && step "$@" && exit $status) &
+  background+=($!)
+  background_logs+=("$log")
 }
-sanitizers &
-sanitizers_pid=$!
+background=()
+background_logs=()
+# The kernels under the sanitizer, not the argument errors (their own tests cover them).
+in_background "compute-sanitizer memcheck" 300 compute-sanitizer --tool memcheck --error-exitcode 1 \
+  "$PYTHON" -m pytest tests/test_pixelcnn.py tests/test_pixelrnn.py tests/test_reparam_kl.py \
+  tests/test_affine_coupling.py tests/test_autoregressive_flows.py -q -p no:cacheprovider -x \
+  -k "cuda and not compile and not opcheck and not moments and not gradcheck and not error and not half"
+# racecheck instruments every shared-memory access: one small case per kernel. The cluster
+# kernel's stores into other blocks go through distributed shared memory.
+in_background "compute-sanitizer racecheck (block kernel)" 120 compute-sanitizer --tool racecheck \
+  --error-exitcode 1 "$PYTHON" -m pytest tests/test_pixelcnn.py -q -p no:cacheprovider -x \
+  -k "cuda_fused_same_noise and block and None and 1.0"
+in_background "compute-sanitizer racecheck (cluster kernel)" 300 compute-sanitizer --tool racecheck \
+  --error-exitcode 1 "$PYTHON" -m pytest tests/test_pixelcnn.py -q -p no:cacheprovider -x \
+  -k "cluster_kernel_same_noise and 4x2x1 and 1.0"
+in_background "compute-sanitizer racecheck (PixelRNN)" 300 compute-sanitizer --tool racecheck \
+  --error-exitcode 1 "$PYTHON" -m pytest tests/test_pixelrnn.py -q -p no:cacheprovider -x \
+  -k "cuda_fused_same_noise and 1.0 and 3-3"
 # One line per test, so that a run cut at its limit still names what passed and failed; a test
 # that hangs (a kernel waiting on a barrier) is stopped by pytest-timeout where it is installed.
+# (2026-11-27, H200, beside the sanitizers: 4556 of 4918 tests in 200 s, with many workers lost
+# to the crash since fixed.)
 hang_limit=()
 "$PYTHON" -c "import pytest_timeout" 2>/dev/null && hang_limit=(--timeout 90)
-step tests 200 "$PYTHON" -m pytest tests -v -p no:cacheprovider -n 12 -rfE "${hang_limit[@]}"
-wait $sanitizers_pid || status=1
-cat "$OUT_DIR/sanitizers.log" >>"$LOG"
+step tests 300 "$PYTHON" -m pytest tests -v -p no:cacheprovider -n 10 -rfE "${hang_limit[@]}"
+for i in "${!background[@]}"; do
+  wait "${background[$i]}" || status=1
+  cat "${background_logs[$i]}" >>"$LOG"
+done
 # The sampler's kernels side by side (the block kernel and the opt-in cluster kernel): the numbers
 # that decide which one runs by default; then the suite's rows, the newest kernels' first (a
 # deadline cuts the rows, not the validation).

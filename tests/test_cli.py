@@ -125,7 +125,17 @@ ADVERSARIAL = {
 def test_adversarial_resume_is_bit_for_bit(tmp_path, capsys, model):
     # On the CPU: cuDNN's convolution backward may pick atomics-based algorithms on a GPU, and
     # cyclegan's resumed run there differed from the straight one (H200, 2026-11-27).
-    argv = ["train", model, "--batch-size", "4", "--quiet", "--sample-every", "2", "--device", "cpu"]
+    argv = [
+        "train",
+        model,
+        "--batch-size",
+        "4",
+        "--quiet",
+        "--sample-every",
+        "2",
+        "--device",
+        "cpu",
+    ]
     argv += ADVERSARIAL[model]
     run_json(capsys, [*argv, "--steps", "4", "--out", str(tmp_path / "straight")])
     run_json(capsys, [*argv, "--steps", "2", "--out", str(tmp_path / "resumed")])

@@ -435,11 +435,23 @@ def exact_cuda():
         yield
 
 
+@pytest.fixture(params=["block", "auto"])
+def row_kernels(request, monkeypatch):
+    """The block kernel forced (PYGEN_PIXELCNN_CLUSTER=1), or the sampler's own choice (the
+    cluster kernel for these small batches on sm_90 in float32 and float64)."""
+    if request.param == "block":
+        monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", "1")
+    else:
+        monkeypatch.delenv("PYGEN_PIXELCNN_CLUSTER", raising=False)
+
+
 @requires_cuda
 @pytest.mark.parametrize(
     ("channels", "n_classes", "kernel_size"), [(1, None, 3), (3, None, 3), (1, 4, 5), (3, 2, 5)]
 )
-def test_cuda_fused_logits_equal_full_forward_float32(exact_cuda, channels, n_classes, kernel_size):
+def test_cuda_fused_logits_equal_full_forward_float32(
+    exact_cuda, row_kernels, channels, n_classes, kernel_size
+):
     model = tiny_model(channels, n_classes, kernel_size, size=(6, 5)).cuda()
     y = torch.tensor([0, n_classes - 1, 1], device="cuda") if n_classes else None
     noise = torch.rand(3, channels, 6, 5, device="cuda")
@@ -454,7 +466,9 @@ def test_cuda_fused_logits_equal_full_forward_float32(exact_cuda, channels, n_cl
 @requires_cuda
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
 @pytest.mark.parametrize(("channels", "n_classes", "kernel_size"), [(1, None, 3), (3, 2, 5)])
-def test_cuda_fused_same_noise_same_images_float64(channels, n_classes, kernel_size, temperature):
+def test_cuda_fused_same_noise_same_images_float64(
+    row_kernels, channels, n_classes, kernel_size, temperature
+):
     model = tiny_model(channels, n_classes, kernel_size, size=(5, 4)).double().cuda()
     y = torch.tensor([n_classes - 1, 0], device="cuda") if n_classes else None
     noise = torch.rand(2, channels, 5, 4, dtype=torch.float64, device="cuda")
@@ -472,6 +486,7 @@ def test_cuda_fused_same_noise_same_images_float64(channels, n_classes, kernel_s
 def test_cuda_fused_every_block_size_and_a_7x7_kernel(exact_cuda, monkeypatch, per_block):
     # 11 samples: every samples-per-block variant, with a last block that is only partly used;
     # 256 levels and hidden 32 exercise both matvec paths (outputs < and >= the block's threads).
+    monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", "1")
     if per_block is not None:
         monkeypatch.setenv("PYGEN_PIXELCNN_SAMPLES_PER_BLOCK", per_block)
     torch.manual_seed(0)
@@ -545,7 +560,7 @@ def test_cuda_cluster_kernel_logits_and_seeded_draws(exact_cuda, monkeypatch, cl
     images, logits = model.sample(5, return_logits=True, generator=gen.manual_seed(3))
     with torch.no_grad():
         torch.testing.assert_close(logits, model(images), **LOGIT_TOL)
-    monkeypatch.delenv("PYGEN_PIXELCNN_CLUSTER")
+    monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", "1")
     block = model.sample(5, generator=gen.manual_seed(3))  # the block kernel, same Philox stream
     assert (block != images).float().mean() < 0.02  # only draws within rounding of a CDF step
 
@@ -561,7 +576,7 @@ def test_cuda_cluster_kernel_groups_of_4_and_8_float32(exact_cuda, monkeypatch, 
     images, logits = model.sample(11, y=y, noise=noise, return_logits=True)
     with torch.no_grad():
         torch.testing.assert_close(logits, model(images, y), **LOGIT_TOL)
-    monkeypatch.delenv("PYGEN_PIXELCNN_CLUSTER")
+    monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", "1")
     block = model.sample(11, y=y, noise=noise)
     assert (block != images).float().mean() < 0.02  # only draws within rounding of a CDF step
 
@@ -586,13 +601,13 @@ def test_cuda_cluster_kernel_bad_settings_raise(monkeypatch, variable, value, er
 
 
 @requires_cuda
-@pytest.mark.parametrize("cluster", [None, "4"], ids=["block", "cluster-4"])
+@pytest.mark.parametrize("cluster", ["1", "4"], ids=["block", "cluster-4"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_cuda_fused_half_precision_logits_follow_the_float32_forward(
     exact_cuda, monkeypatch, dtype, cluster
 ):
-    if cluster is not None:  # 16-bit weight slices in shared memory, float32 activations
-        monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", cluster)
+    # The cluster kernel: 16-bit weight slices in shared memory, float32 activations.
+    monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", cluster)
     model = tiny_model(3, 2, kernel_size=5, size=(6, 5)).cuda().to(dtype)
     y = torch.tensor([1, 0, 1, 1], device="cuda")
     images, logits = model.sample(4, y=y, return_logits=True)
@@ -600,6 +615,27 @@ def test_cuda_fused_half_precision_logits_follow_the_float32_forward(
     with torch.no_grad():
         expected = model.float()(images, y)
     torch.testing.assert_close(logits.float(), expected, **HALF_LOGIT_TOL[dtype])
+
+
+@requires_cuda
+def test_cuda_fused_runs_the_cluster_kernel_for_small_float_batches_on_sm90(monkeypatch):
+    monkeypatch.delenv("PYGEN_PIXELCNN_CLUSTER", raising=False)
+    if torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("thread-block clusters need sm_90")
+    torch.manual_seed(0)
+    model = PixelCNN(n_levels=256, n_layers=3, hidden=32, kernel_size=7, image_size=(5, 9))
+    model = model.cuda().eval()
+
+    def runs_cluster_kernel(batch: int, dtype: torch.dtype) -> bool:
+        with torch.profiler.profile() as prof:
+            model.to(dtype).sample(batch)
+            torch.cuda.synchronize()
+        return any("cluster_row_kernel" in e.name for e in prof.events())
+
+    assert runs_cluster_kernel(2, torch.float32)
+    assert runs_cluster_kernel(1, torch.float64)
+    assert not runs_cluster_kernel(2, torch.bfloat16)  # not yet validated on a GPU
+    assert not runs_cluster_kernel(1024, torch.float32)  # more clusters than run at once
 
 
 @requires_cuda

@@ -748,6 +748,56 @@ int active_clusters(const RowPlan& plan, int* ptx) {
   return active;
 }
 
+// The cluster kernel's plan for `blocks` blocks per cluster and `group` samples per cluster, its
+// weight slices resident in shared memory when they fit (unless PYGEN_PIXELCNN_CLUSTER_RESIDENT=0),
+// and how many such clusters the device runs at once (0: none, or more shared memory than a block
+// may have); *ptx: the compiled code's architecture.
+struct ClusterChoice {
+  RowPlan plan;
+  int active = 0, ptx = 0;
+};
+
+ClusterChoice plan_cluster(const Problem& p, const at::Tensor& ref, int64_t blocks, int64_t group,
+                           int64_t smem_optin) {
+  const int64_t elem = ref.scalar_type() == at::kDouble ? 8 : 4;  // the math type's size
+  const ClusterLayout lay(static_cast<int>(p.layers), static_cast<int>(group),
+                          static_cast<int>(p.kernel / 2 + 1), static_cast<int>(p.hidden),
+                          static_cast<int>(p.channels), static_cast<int>(p.levels),
+                          static_cast<int>(blocks));
+  const int64_t t_size = ref.element_size();
+  ClusterChoice choice{RowPlan{group, lay.bytes(elem, t_size, true), smem_optin, blocks, true}};
+  const char* resident = std::getenv("PYGEN_PIXELCNN_CLUSTER_RESIDENT");  // "0": for tuning runs
+  if (choice.plan.smem_bytes > smem_optin || (resident != nullptr && std::string(resident) == "0")) {
+    // Stream the weight rows from L2.
+    choice.plan.resident = false;
+    choice.plan.smem_bytes = lay.bytes(elem, t_size, false);
+  }
+  if (choice.plan.smem_bytes > smem_optin) return choice;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ref.scalar_type(), "pixelcnn_cluster_plan", [&] {
+    with_cluster_samples<scalar_t>(group, [&]<int S>() {
+      choice.active = active_clusters<scalar_t, S>(choice.plan, &choice.ptx);
+    });
+  });
+  return choice;
+}
+
+// Without PYGEN_PIXELCNN_CLUSTER: the cluster kernel when all of its clusters run at once, in
+// float32 and float64 (the dtypes validated on a GPU so far), else the block kernel. Measured on
+// an H200 (benchmarks/NOTES.md, 2026-11-27): 8 blocks with resident weights 24.1 ms against the
+// block kernel's 34.3 at mnist28 b1, 28.8 against 36.1 at b16; weights too large to stay
+// resident are spread over 16 blocks, 314 against 446 ms at rgb32 b1; at b256 (many waves of
+// clusters) the block kernel wins, 51.5 against 124 ms.
+RowPlan auto_plan(const Problem& p, const at::Tensor& ref, const RowPlan& block_plan, int device) {
+  int major = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  const bool validated = ref.scalar_type() == at::kFloat || ref.scalar_type() == at::kDouble;
+  if (major < 9 || !validated) return block_plan;  // clusters of blocks need sm_90
+  const int64_t group = p.batch > 1 ? 2 : 1, groups = (p.batch + group - 1) / group;
+  ClusterChoice choice = plan_cluster(p, ref, 8, group, block_plan.smem_limit);
+  if (!choice.plan.resident) choice = plan_cluster(p, ref, kMaxCluster, group, block_plan.smem_limit);
+  return choice.ptx >= 90 && choice.active >= groups ? choice.plan : block_plan;
+}
+
 }  // namespace
 
 RowPlan plan_cuda_rows(const Problem& p, const at::Tensor& ref) {
@@ -765,10 +815,11 @@ RowPlan plan_cuda_rows(const Problem& p, const at::Tensor& ref) {
   }
   while (samples > 1 && row_smem_bytes(p, samples, elem) > smem_optin) samples /= 2;
   const RowPlan block_plan{samples, row_smem_bytes(p, samples, elem), smem_optin};
-  // The cluster kernel runs only when asked for (a size through PYGEN_PIXELCNN_CLUSTER) until a
-  // GPU run has validated it against the block kernel (benchmarks/NOTES.md).
+  // A cluster size forced through PYGEN_PIXELCNN_CLUSTER (1: the block kernel) for tuning runs
+  // and tests; a setting that cannot run raises.
   const char* forced = std::getenv("PYGEN_PIXELCNN_CLUSTER");
-  const int64_t blocks = forced == nullptr ? 1 : std::atoll(forced);
+  if (forced == nullptr) return auto_plan(p, ref, block_plan, device);
+  const int64_t blocks = std::atoll(forced);
   if (blocks == 1) return block_plan;
   TORCH_CHECK_VALUE(blocks == 2 || blocks == 4 || blocks == 8 || blocks == kMaxCluster,
                     "PYGEN_PIXELCNN_CLUSTER must be 1, 2, 4, 8 or 16, got '", forced, "'");
@@ -780,30 +831,15 @@ RowPlan plan_cuda_rows(const Problem& p, const at::Tensor& ref) {
     TORCH_CHECK_VALUE(group <= 2 || ref.scalar_type() == at::kFloat,
                       "PYGEN_PIXELCNN_CLUSTER_SAMPLES=", group, " is built for float32 weights only");
   }
-  const ClusterLayout lay(static_cast<int>(p.layers), static_cast<int>(group),
-                          static_cast<int>(p.kernel / 2 + 1), static_cast<int>(p.hidden),
-                          static_cast<int>(p.channels), static_cast<int>(p.levels),
-                          static_cast<int>(blocks));
-  const int64_t t_size = ref.element_size();
-  RowPlan plan{group, lay.bytes(elem, t_size, true), smem_optin, blocks, true};
-  const char* resident = std::getenv("PYGEN_PIXELCNN_CLUSTER_RESIDENT");  // "0": for tuning runs
-  if (plan.smem_bytes > smem_optin || (resident != nullptr && std::string(resident) == "0")) {
-    // Stream the weight rows from L2.
-    plan.resident = false;
-    plan.smem_bytes = lay.bytes(elem, t_size, false);
-  }
-  TORCH_CHECK(plan.smem_bytes <= smem_optin, "PYGEN_PIXELCNN_CLUSTER=", blocks, ": the cluster kernel ",
-              "needs ", plan.smem_bytes, " bytes of shared memory per block, more than this GPU's ",
+  const ClusterChoice choice = plan_cluster(p, ref, blocks, group, smem_optin);
+  TORCH_CHECK(choice.plan.smem_bytes <= smem_optin, "PYGEN_PIXELCNN_CLUSTER=", blocks, ": the cluster kernel ",
+              "needs ", choice.plan.smem_bytes, " bytes of shared memory per block, more than this GPU's ",
               smem_optin);
-  int active = 0, ptx = 0;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ref.scalar_type(), "pixelcnn_cluster_plan", [&] {
-    with_cluster_samples<scalar_t>(group, [&]<int S>() { active = active_clusters<scalar_t, S>(plan, &ptx); });
-  });
-  TORCH_CHECK(ptx >= 90, "PYGEN_PIXELCNN_CLUSTER=", blocks, ": the cluster kernel needs a build for ",
-              "sm_90 or newer (this one's code is for sm_", ptx, ")");
-  TORCH_CHECK(active >= 1, "PYGEN_PIXELCNN_CLUSTER=", blocks, ": this GPU cannot run a cluster of ",
-              blocks, " blocks with ", plan.smem_bytes, " bytes of shared memory each");
-  return plan;
+  TORCH_CHECK(choice.ptx >= 90, "PYGEN_PIXELCNN_CLUSTER=", blocks, ": the cluster kernel needs a build for ",
+              "sm_90 or newer (this one's code is for sm_", choice.ptx, ")");
+  TORCH_CHECK(choice.active >= 1, "PYGEN_PIXELCNN_CLUSTER=", blocks, ": this GPU cannot run a cluster of ",
+              blocks, " blocks with ", choice.plan.smem_bytes, " bytes of shared memory each");
+  return choice.plan;
 }
 
 void sample_cuda(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& weights,
