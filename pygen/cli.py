@@ -63,8 +63,8 @@ def init_distributed(device: torch.device) -> None:
 
 
 def _mapped_libstdcxx() -> str | None:
-    """The libstdc++ file this process mapped (Linux): the C++ runtime pygen._C really runs on,
-    which a crash report inside it needs."""
+    """The libstdc++ file this process mapped (Linux): the C++ runtime torch runs on (pygen._C
+    carries its own hidden copy when built with GCC), which a crash report inside it needs."""
     maps = Path("/proc/self/maps")
     if not maps.exists():
         return None
