@@ -21,6 +21,7 @@ from pygen.models import PixelCNN
 
 CASES = [("mnist28", 1), ("mnist28", 16), ("mnist28", 256), ("rgb32", 1), ("rgb32", 256)]
 KNOBS = (
+    "PYGEN_PIXELCNN_FUSED_LINK",
     "PYGEN_PIXELCNN_SAMPLES_PER_BLOCK",
     "PYGEN_PIXELCNN_CLUSTER",
     "PYGEN_PIXELCNN_CLUSTER_SAMPLES",
@@ -33,6 +34,7 @@ def variants(batch: int) -> Iterator[tuple[str, dict[str, str]]]:
     the cluster kernel runs with groups of 4 or 8 samples (float32), so that its clusters do not
     run in many waves."""
     yield "auto", {}
+    yield "auto+fused-link", {"PYGEN_PIXELCNN_FUSED_LINK": "1"}
     block = {"PYGEN_PIXELCNN_CLUSTER": "1"}
     if batch == 1:
         yield "block", block
@@ -104,6 +106,7 @@ def kernel_breakdown(fn) -> list[tuple[str, float]]:
                 "cluster_row_kernel",
                 "row_kernel",
                 "im2col",
+                "bias_gate_link",
                 "bias_gate",
                 "image_row",
                 "gemm",

@@ -435,14 +435,19 @@ def exact_cuda():
         yield
 
 
-@pytest.fixture(params=["block", "auto"])
+@pytest.fixture(params=["block", "auto", "fused-link"])
 def row_kernels(request, monkeypatch):
     """The block kernel forced (PYGEN_PIXELCNN_CLUSTER=1), or the sampler's own choice (the
-    cluster kernel for these small batches on sm_90 in float32 and float64)."""
+    cluster kernel for these small batches on sm_90 in float32 and float64), with the vertical
+    stack's bias, gate and link product in one kernel (PYGEN_PIXELCNN_FUSED_LINK=1) or not."""
     if request.param == "block":
         monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", "1")
     else:
         monkeypatch.delenv("PYGEN_PIXELCNN_CLUSTER", raising=False)
+    if request.param == "fused-link":
+        monkeypatch.setenv("PYGEN_PIXELCNN_FUSED_LINK", "1")
+    else:
+        monkeypatch.delenv("PYGEN_PIXELCNN_FUSED_LINK", raising=False)
 
 
 @requires_cuda

@@ -64,25 +64,82 @@ __global__ void image_row_kernel(const int64_t* __restrict__ images, T* __restri
       static_cast<T>(static_cast<float>(level) * scale - 1.0f);
 }
 
-// v_pre[r, :] += v_b[sample of r, :]; unless v_next is null, the gated output goes to row
-// `row` (padded) of the next layer's vertical input (B, rows, W + 2 pad, h).
+// Pixel r, unit o of the vertical stack: the pre-activations plus the sample's bias, (a, g), as
+// stored in T; unless v_next is null, the gated output goes to row `row` (padded) of the next
+// layer's vertical input (B, rows, W + 2 pad, h).
 template <typename T>
-__global__ void bias_gate_kernel(T* __restrict__ v_pre, const T* __restrict__ v_b,
-                                 T* __restrict__ v_next, int64_t n_pix, int width, int hidden,
-                                 int rows, int pad, int row) {
+__device__ __forceinline__ void bias_gate_at(const T* __restrict__ v_pre, const T* __restrict__ v_b,
+                                             T* __restrict__ v_next, int64_t r, int o, int width,
+                                             int hidden, int rows, int pad, int row, T& a_out,
+                                             T& g_out) {
   using A = at::opmath_type<T>;
-  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (idx >= n_pix * hidden) return;
-  const int64_t r = idx / hidden, b = r / width, w = r % width;
-  const int o = static_cast<int>(idx % hidden), h2 = 2 * hidden;
+  const int64_t b = r / width, w = r % width;
+  const int h2 = 2 * hidden;
   const A a = static_cast<A>(v_pre[r * h2 + o]) + static_cast<A>(v_b[b * h2 + o]);
   const A g = static_cast<A>(v_pre[r * h2 + hidden + o]) + static_cast<A>(v_b[b * h2 + hidden + o]);
-  v_pre[r * h2 + o] = static_cast<T>(a);
-  v_pre[r * h2 + hidden + o] = static_cast<T>(g);
+  a_out = static_cast<T>(a);
+  g_out = static_cast<T>(g);
   if (v_next != nullptr) {
     const int64_t wv = width + 2 * pad;
     v_next[((b * rows + row) * wv + pad + w) * hidden + o] = static_cast<T>(gate_value(a, g));
   }
+}
+
+// v_pre[r, :] += v_b[sample of r, :], and the gated output into v_next (bias_gate_at).
+template <typename T>
+__global__ void bias_gate_kernel(T* __restrict__ v_pre, const T* __restrict__ v_b,
+                                 T* __restrict__ v_next, int64_t n_pix, int width, int hidden,
+                                 int rows, int pad, int row) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= n_pix * hidden) return;
+  const int64_t r = idx / hidden;
+  const int o = static_cast<int>(idx % hidden), h2 = 2 * hidden;
+  T a, g;
+  bias_gate_at(v_pre, v_b, v_next, r, o, width, hidden, rows, pad, row, a, g);
+  v_pre[r * h2 + o] = a;
+  v_pre[r * h2 + hidden + o] = g;
+}
+
+// bias_gate_kernel and the link product link[r, :] = v_pre[r, :] (biased) @ link_w (2h, 2h) in
+// one launch, kLinkPixels pixels per block (PYGEN_PIXELCNN_FUSED_LINK=1): at small batches the
+// product has a few hundred rows, and the bias kernel and cuBLAS took ~12 us per layer and row on
+// an H200 (mnist28 b1, 2026-11-27). Sums in A over k in order; each weight row is read once per
+// block, coalesced across the threads' outputs.
+constexpr int kLinkPixels = 4;
+
+template <typename T>
+__global__ void bias_gate_link_kernel(const T* __restrict__ v_pre, const T* __restrict__ v_b,
+                                      T* __restrict__ v_next, const T* __restrict__ link_w,
+                                      T* __restrict__ link, int64_t n_pix, int width, int hidden,
+                                      int rows, int pad, int row) {
+  using A = at::opmath_type<T>;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  A* biased = reinterpret_cast<A*>(smem_raw);  // [kLinkPixels][2h], zero past the last pixel
+  const int h2 = 2 * hidden;
+  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * kLinkPixels;
+  const int n = static_cast<int>(n_pix - r0 < kLinkPixels ? n_pix - r0 : kLinkPixels);
+  for (int idx = threadIdx.x; idx < kLinkPixels * hidden; idx += blockDim.x) {
+    const int q = idx / hidden, o = idx % hidden;
+    T a = T(0), g = T(0);
+    if (q < n) bias_gate_at(v_pre, v_b, v_next, r0 + q, o, width, hidden, rows, pad, row, a, g);
+    biased[q * h2 + o] = static_cast<A>(a);
+    biased[q * h2 + hidden + o] = static_cast<A>(g);
+  }
+  __syncthreads();
+  for (int j = threadIdx.x; j < h2; j += blockDim.x) {
+    A sums[kLinkPixels] = {};
+    for (int k = 0; k < h2; ++k) {
+      const A wk = static_cast<A>(link_w[static_cast<int64_t>(k) * h2 + j]);
+#pragma unroll
+      for (int q = 0; q < kLinkPixels; ++q) sums[q] += biased[q * h2 + k] * wk;
+    }
+    for (int q = 0; q < n; ++q) link[(r0 + q) * h2 + j] = static_cast<T>(sums[q]);
+  }
+}
+
+// bias_gate_link_kernel's shared memory: kLinkPixels rows of 2h values of the math type.
+inline int64_t link_smem_bytes(const Problem& p, int64_t math_bytes) {
+  return kLinkPixels * 2 * p.hidden * math_bytes;
 }
 
 template <typename T>
@@ -701,13 +758,22 @@ void run(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& w
       const at::Tensor window = v_in[l].narrow(1, i, kh).permute({0, 3, 1, 2});
       at::Tensor v_pre = at::conv2d(window, v_conv[l]).permute({0, 2, 3, 1}).reshape({n_pix, h2});
       const bool last = l + 1 == p.layers;
-      bias_gate_kernel<<<blocks_for(n_pix * h), kThreads, 0, stream>>>(
-          v_pre.mutable_data_ptr<T>(), weights[l * kPerLayer + kVB].const_data_ptr<T>(),
-          last ? nullptr : v_in[l + 1].mutable_data_ptr<T>(), n_pix, static_cast<int>(width),
-          static_cast<int>(h), static_cast<int>(rows), static_cast<int>(pad),
-          static_cast<int>(i + pad));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      T* v_next = last ? nullptr : v_in[l + 1].mutable_data_ptr<T>();
+      const T* v_b = weights[l * kPerLayer + kVB].const_data_ptr<T>();
       at::Tensor link_l = link.select(0, l);
+      if (plan.fused_link) {
+        const auto blocks = static_cast<unsigned>((n_pix + kLinkPixels - 1) / kLinkPixels);
+        bias_gate_link_kernel<<<blocks, kThreads, link_smem_bytes(p, sizeof(at::opmath_type<T>)), stream>>>(
+            v_pre.const_data_ptr<T>(), v_b, v_next, weights[l * kPerLayer + kLinkW].const_data_ptr<T>(),
+            link_l.mutable_data_ptr<T>(), n_pix, static_cast<int>(width), static_cast<int>(h),
+            static_cast<int>(rows), static_cast<int>(pad), static_cast<int>(i + pad));
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        continue;
+      }
+      bias_gate_kernel<<<blocks_for(n_pix * h), kThreads, 0, stream>>>(
+          v_pre.mutable_data_ptr<T>(), v_b, v_next, n_pix, static_cast<int>(width), static_cast<int>(h),
+          static_cast<int>(rows), static_cast<int>(pad), static_cast<int>(i + pad));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
       at::mm_out(link_l, v_pre, weights[l * kPerLayer + kLinkW]);
     }
     args.row = static_cast<int>(i);
@@ -798,10 +864,7 @@ RowPlan auto_plan(const Problem& p, const at::Tensor& ref, const RowPlan& block_
   return choice.ptx >= 90 && choice.active >= groups ? choice.plan : block_plan;
 }
 
-}  // namespace
-
-RowPlan plan_cuda_rows(const Problem& p, const at::Tensor& ref) {
-  const c10::cuda::CUDAGuard guard(ref.device());
+RowPlan plan_row_kernels(const Problem& p, const at::Tensor& ref) {
   const int64_t elem = ref.scalar_type() == at::kDouble ? 8 : 4;  // the math type's size
   int device = 0, sms = 0, smem_optin = 0;
   C10_CUDA_CHECK(cudaGetDevice(&device));
@@ -840,6 +903,20 @@ RowPlan plan_cuda_rows(const Problem& p, const at::Tensor& ref) {
   TORCH_CHECK(choice.active >= 1, "PYGEN_PIXELCNN_CLUSTER=", blocks, ": this GPU cannot run a cluster of ",
               blocks, " blocks with ", choice.plan.smem_bytes, " bytes of shared memory each");
   return choice.plan;
+}
+
+}  // namespace
+
+RowPlan plan_cuda_rows(const Problem& p, const at::Tensor& ref) {
+  const c10::cuda::CUDAGuard guard(ref.device());
+  RowPlan plan = plan_row_kernels(p, ref);
+  // Opt-in until a GPU run has validated and timed it (benchmarks/NOTES.md); within the shared
+  // memory a block has without asking.
+  const char* fused_link = std::getenv("PYGEN_PIXELCNN_FUSED_LINK");
+  const int64_t elem = ref.scalar_type() == at::kDouble ? 8 : 4;
+  plan.fused_link = fused_link != nullptr && std::string(fused_link) == "1" &&
+                    link_smem_bytes(p, elem) <= 48 * 1024;
+  return plan;
 }
 
 void sample_cuda(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& weights,

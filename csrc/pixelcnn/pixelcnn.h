@@ -43,6 +43,7 @@ struct RowPlan {
   int64_t samples, smem_bytes, smem_limit;
   int64_t cluster = 1;
   bool resident = false;
+  bool fused_link = false;  // the vertical stack's bias, gate and link product in one kernel
 };
 RowPlan plan_cuda_rows(const Problem& p, const at::Tensor& ref);
 

@@ -12,7 +12,7 @@ namespace pp = pygen::pixelcnn;
 
 struct Header {
   int64_t batch, channels, height, width, levels, hidden, kernel, layers, seed, return_logits;
-  int64_t cluster, samples, resident, dtype_bytes;  // cluster 1: the block kernel
+  int64_t cluster, samples, resident, fused_link, dtype_bytes;  // cluster 1: the block kernel
 };
 
 template <typename T>
@@ -76,12 +76,21 @@ void run(const Header& hd, double temperature, const std::vector<std::vector<dou
                          static_cast<A>(vw[((dy * k + dx) * cin + ci) * h2 + o]);
             v_pre[(b * width + x) * h2 + o] = static_cast<T>(acc);
           }
-      const bool last = l + 1 == hd.layers;
-      emu::launch_flat(n_pix * h, pp::kThreads, pp::bias_gate_kernel<T>, v_pre.data(),
-                       w[l * pp::kPerLayer + pp::kVB].data(), last ? nullptr : v_in[l + 1].data(),
+      T* v_next = l + 1 == hd.layers ? nullptr : v_in[l + 1].data();
+      const T* v_b = w[l * pp::kPerLayer + pp::kVB].data();
+      const T* lw = w[l * pp::kPerLayer + pp::kLinkW].data();
+      if (hd.fused_link != 0) {
+        const pp::Problem p{bsz, cc, hd.height, width, hd.levels, h, hd.kernel, hd.layers, temperature, false};
+        emu::launch((n_pix + pp::kLinkPixels - 1) / pp::kLinkPixels, 1, pp::kThreads,
+                    pp::link_smem_bytes(p, sizeof(A)), pp::bias_gate_link_kernel<T>,
+                    static_cast<const T*>(v_pre.data()), v_b, v_next, lw, link.data() + l * n_pix * h2, n_pix,
+                    static_cast<int>(width), static_cast<int>(h), static_cast<int>(rows),
+                    static_cast<int>(pad), static_cast<int>(i + pad));
+        continue;
+      }
+      emu::launch_flat(n_pix * h, pp::kThreads, pp::bias_gate_kernel<T>, v_pre.data(), v_b, v_next,
                        n_pix, static_cast<int>(width), static_cast<int>(h), static_cast<int>(rows),
                        static_cast<int>(pad), static_cast<int>(i + pad));
-      const T* lw = w[l * pp::kPerLayer + pp::kLinkW].data();
       for (int64_t r = 0; r < n_pix; ++r)
         for (int64_t o = 0; o < h2; ++o) {
           A acc = 0;
