@@ -3,7 +3,9 @@ kernels side by side (the block kernel at each samples-per-block, the cluster ke
 cluster size, its weight rows resident in shared memory or streamed from L2), and where the time
 goes (CUDA time per kernel, from the profiler).
 
-Usage: ``python -m benchmarks.tune_pixelcnn``. Prints tables; findings go to benchmarks/NOTES.md.
+Usage: ``python -m benchmarks.tune_pixelcnn``. Prints tables and writes each variant's row
+(op ``pixelcnn_tuning``, provider = the variant) to benchmarks/results; findings go to
+benchmarks/NOTES.md.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from collections.abc import Iterator
 import torch
 
 from benchmarks.bench_pixelcnn import MODELS, gflop_per_image
+from benchmarks.common import row as bench_row
+from benchmarks.common import write_results
 from pygen.models import PixelCNN
 
+OP = "pixelcnn_tuning"  # its rows in benchmarks/results, apart from the suite's "pixelcnn"
 CASES = [("mnist28", 1), ("mnist28", 16), ("mnist28", 256), ("rgb32", 1), ("rgb32", 256)]
 KNOBS = (
     "PYGEN_PIXELCNN_FUSED_LINK",
@@ -80,8 +85,9 @@ def environment(settings: dict[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def median_ms(fn, rounds: int = 3) -> float:
-    fn()  # warm-up
+def timing(fn, rounds: int = 5) -> dict:
+    """median_ms, p20, p80 and rounds of fn's time per call, after one warm-up call."""
+    fn()
     times = []
     for _ in range(rounds):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -90,7 +96,8 @@ def median_ms(fn, rounds: int = 3) -> float:
         end.record()
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    p20, _, _, p80 = statistics.quantiles(times, n=5)
+    return {"median_ms": statistics.median(times), "p20": p20, "p80": p80, "rounds": rounds}
 
 
 def kernel_breakdown(fn) -> list[tuple[str, float]]:
@@ -121,6 +128,8 @@ def kernel_breakdown(fn) -> list[tuple[str, float]]:
 
 def main() -> None:
     assert torch.cuda.is_available(), "a GPU run"
+    device = torch.device("cuda")
+    rows = []
     for name, batch in CASES:
         torch.manual_seed(0)
         model = PixelCNN(**MODELS[name]).cuda().eval()
@@ -129,21 +138,30 @@ def main() -> None:
         def sample(model=model, batch=batch):
             return model.sample(batch)
 
-        row, fastest = [], ("auto", {})
+        lines, fastest = [], ("auto", {})
         best = float("inf")
         for label, settings in variants(batch):
             with environment(settings):
                 try:
-                    ms = median_ms(sample)
+                    timed = timing(sample)
                 except (RuntimeError, ValueError) as error:
                     if "PYGEN_PIXELCNN_CLUSTER" not in str(error):
                         raise  # a fault, not the plan's refusal: the context may be unusable
-                    row.append(f"{label}: refused ({str(error).splitlines()[0][:80]})")
+                    lines.append(f"{label}: refused ({str(error).splitlines()[0][:80]})")
                     continue
-            row.append(f"{label}: {ms:.1f} ms ({gflop / ms:.2f} TFLOP/s)")
+            ms = timed["median_ms"]
+            lines.append(f"{label}: {ms:.1f} ms ({gflop / ms:.2f} TFLOP/s)")
+            shape = (batch, model.in_channels, *model.image_size)
+            work = {"images_per_s": batch / ms * 1e3, "tflops": gflop / ms}
+            rows.append(
+                bench_row(OP, label, "sample", shape, torch.float32, device, timed, 0)
+                | {"model": name}
+                | work
+            )
+            write_results(rows, device)  # as they come: a deadline keeps the rows timed
             if ms < best:
                 best, fastest = ms, (label, settings)
-        print(f"{name} b{batch}:\n    " + "\n    ".join(row))
+        print(f"{name} b{batch}:\n    " + "\n    ".join(lines))
         print(f"  kernels of {fastest[0]}:")
         with environment(fastest[1]):
             for kernel, ms in kernel_breakdown(sample):

@@ -91,6 +91,7 @@ done
 # that decide which one runs by default; then the suite's rows, the newest kernels' first (a
 # deadline cuts the rows, not the validation).
 step "tune_pixelcnn" 100 "$PYTHON" -m benchmarks.tune_pixelcnn
+collect
 step "benchmarks (PixelRNN sampler, MADE solve)" 120 "$PYTHON" -m benchmarks.run --ops pixelrnn \
   autoregressive_flows
 collect
