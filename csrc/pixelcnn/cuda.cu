@@ -814,6 +814,9 @@ int active_clusters(const RowPlan& plan, int* ptx) {
   return active;
 }
 
+// The size of the type the kernels compute in for weights like ref (float for 16-bit weights).
+int64_t math_bytes(const at::Tensor& ref) { return ref.scalar_type() == at::kDouble ? 8 : 4; }
+
 // The cluster kernel's plan for `blocks` blocks per cluster and `group` samples per cluster, its
 // weight slices resident in shared memory when they fit (unless PYGEN_PIXELCNN_CLUSTER_RESIDENT=0),
 // and how many such clusters the device runs at once (0: none, or more shared memory than a block
@@ -825,7 +828,7 @@ struct ClusterChoice {
 
 ClusterChoice plan_cluster(const Problem& p, const at::Tensor& ref, int64_t blocks, int64_t group,
                            int64_t smem_optin) {
-  const int64_t elem = ref.scalar_type() == at::kDouble ? 8 : 4;  // the math type's size
+  const int64_t elem = math_bytes(ref);
   const ClusterLayout lay(static_cast<int>(p.layers), static_cast<int>(group),
                           static_cast<int>(p.kernel / 2 + 1), static_cast<int>(p.hidden),
                           static_cast<int>(p.channels), static_cast<int>(p.levels),
@@ -865,7 +868,7 @@ RowPlan auto_plan(const Problem& p, const at::Tensor& ref, const RowPlan& block_
 }
 
 RowPlan plan_row_kernels(const Problem& p, const at::Tensor& ref) {
-  const int64_t elem = ref.scalar_type() == at::kDouble ? 8 : 4;  // the math type's size
+  const int64_t elem = math_bytes(ref);
   int device = 0, sms = 0, smem_optin = 0;
   C10_CUDA_CHECK(cudaGetDevice(&device));
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
@@ -913,9 +916,8 @@ RowPlan plan_cuda_rows(const Problem& p, const at::Tensor& ref) {
   // Opt-in until a GPU run has validated and timed it (benchmarks/NOTES.md); within the shared
   // memory a block has without asking.
   const char* fused_link = std::getenv("PYGEN_PIXELCNN_FUSED_LINK");
-  const int64_t elem = ref.scalar_type() == at::kDouble ? 8 : 4;
   plan.fused_link = fused_link != nullptr && std::string(fused_link) == "1" &&
-                    link_smem_bytes(p, elem) <= 48 * 1024;
+                    link_smem_bytes(p, math_bytes(ref)) <= 48 * 1024;
   return plan;
 }
 
