@@ -66,21 +66,28 @@ in_background() {  # in_background NAME SECONDS COMMAND...: step, in a subshell 
 }
 background=()
 background_logs=()
-# The kernels under the sanitizer, not the argument errors (their own tests cover them).
-in_background "compute-sanitizer memcheck" 300 compute-sanitizer --tool memcheck --error-exitcode 1 \
-  "$PYTHON" -m pytest tests/test_pixelcnn.py tests/test_pixelrnn.py tests/test_reparam_kl.py \
-  tests/test_affine_coupling.py tests/test_autoregressive_flows.py -q -p no:cacheprovider -x \
-  -k "cuda and not compile and not opcheck and not moments and not gradcheck and not error and not half"
+# The kernels under the sanitizer, not the argument errors (their own tests cover them): the
+# PixelCNN sampler's tests in one process, the other kernels' in another (155 tests in all).
+memcheck() {  # memcheck NAME TEST_FILE...
+  local name=$1
+  shift
+  in_background "compute-sanitizer memcheck ($name)" 300 compute-sanitizer --tool memcheck \
+    --error-exitcode 1 "$PYTHON" -m pytest "$@" -v -p no:cacheprovider -x -k "cuda and not compile \
+    and not opcheck and not moments and not gradcheck and not error and not half"
+}
+memcheck "PixelCNN" tests/test_pixelcnn.py
+memcheck "other kernels" tests/test_pixelrnn.py tests/test_reparam_kl.py tests/test_affine_coupling.py \
+  tests/test_autoregressive_flows.py
 # racecheck instruments every shared-memory access: one small case per kernel. The cluster
 # kernel's stores into other blocks go through distributed shared memory.
 in_background "compute-sanitizer racecheck (block kernel)" 120 compute-sanitizer --tool racecheck \
-  --error-exitcode 1 "$PYTHON" -m pytest tests/test_pixelcnn.py -q -p no:cacheprovider -x \
+  --error-exitcode 1 "$PYTHON" -m pytest tests/test_pixelcnn.py -v -p no:cacheprovider -x \
   -k "cuda_fused_same_noise and block and None and 1.0"
 in_background "compute-sanitizer racecheck (cluster kernel)" 300 compute-sanitizer --tool racecheck \
-  --error-exitcode 1 "$PYTHON" -m pytest tests/test_pixelcnn.py -q -p no:cacheprovider -x \
+  --error-exitcode 1 "$PYTHON" -m pytest tests/test_pixelcnn.py -v -p no:cacheprovider -x \
   -k "cluster_kernel_same_noise and 4x2x1 and 1.0"
 in_background "compute-sanitizer racecheck (PixelRNN)" 300 compute-sanitizer --tool racecheck \
-  --error-exitcode 1 "$PYTHON" -m pytest tests/test_pixelrnn.py -q -p no:cacheprovider -x \
+  --error-exitcode 1 "$PYTHON" -m pytest tests/test_pixelrnn.py -v -p no:cacheprovider -x \
   -k "cuda_fused_same_noise and 1.0 and 3-3"
 # One line per test, so that a run cut at its limit still names what passed and failed; a test
 # that hangs (a kernel waiting on a barrier) is stopped by pytest-timeout where it is installed.
