@@ -31,16 +31,19 @@ KNOBS = (
     "PYGEN_PIXELCNN_CLUSTER",
     "PYGEN_PIXELCNN_CLUSTER_SAMPLES",
     "PYGEN_PIXELCNN_CLUSTER_RESIDENT",
+    "PYGEN_PIXELCNN_FOLDED",
 )
 
 
 def variants(batch: int) -> Iterator[tuple[str, dict[str, str]]]:
     """(label, environment) of each kernel variant worth timing at this batch: the sampler's own
-    choice, with and without the fused link kernel, and its rivals. The H200 run of 2026-11-27
+    choice, then with the link kernel forced off and on, and its rivals; at small batches each
+    cluster size also folded (PYGEN_PIXELCNN_FOLDED=1). The H200 run of 2026-11-27
     left out the clear losers: clusters of 2 and 4 blocks at small batches (1.6-3x slower than 8),
     8 samples per block, and at large batches every cluster shape (2.4x or more slower than the
     block kernel)."""
     yield "auto", {}
+    yield "auto+separate-link", {"PYGEN_PIXELCNN_FUSED_LINK": "0"}
     yield "auto+fused-link", {"PYGEN_PIXELCNN_FUSED_LINK": "1"}
     block = {"PYGEN_PIXELCNN_CLUSTER": "1"}
     if batch > 16:
@@ -49,7 +52,9 @@ def variants(batch: int) -> Iterator[tuple[str, dict[str, str]]]:
         return
     yield "block", block
     for blocks in ("8", "16"):
-        yield f"cluster-{blocks}", {"PYGEN_PIXELCNN_CLUSTER": blocks}
+        cluster = {"PYGEN_PIXELCNN_CLUSTER": blocks}
+        yield f"cluster-{blocks}", cluster
+        yield f"cluster-{blocks}+folded", {**cluster, "PYGEN_PIXELCNN_FOLDED": "1"}
     yield (
         "cluster-16-streamed",
         {"PYGEN_PIXELCNN_CLUSTER": "16", "PYGEN_PIXELCNN_CLUSTER_RESIDENT": "0"},

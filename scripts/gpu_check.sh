@@ -55,9 +55,9 @@ step info 15 "$PYTHON" -m pygen info
 step nvidia-smi 5 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
 # The sanitizers run beside the test suite and beside each other (all only check results; nothing
 # is timed until all end), each in a subshell with a log of its own that joins the main log
-# afterwards. (2026-11-27, H200, one after the other: memcheck over these files passed 22 tests in
-# 150 s; racecheck took 25 s on the block kernel's case and more than 60 and 50 s on the cluster
-# kernel's and PixelRNN's.)
+# afterwards. Under them a sampler test takes 15-40 s (H200, 2026-11-27, beside the suite: memcheck
+# passed 16 PixelCNN tests in 300 s; racecheck took 44 s on the block kernel's case and 278 s on
+# the cluster kernel's), so each runs a chosen few cases.
 in_background() {  # in_background NAME SECONDS COMMAND...: step, in a subshell with its own log
   local log="$OUT_DIR/$(echo "$1" | tr -c 'a-zA-Z0-9\n' '_').log"
   (LOG=$log && : >"$LOG" && step "$@" && exit $status) &
@@ -66,29 +66,22 @@ in_background() {  # in_background NAME SECONDS COMMAND...: step, in a subshell 
 }
 background=()
 background_logs=()
-# The kernels under the sanitizer, not the argument errors (their own tests cover them): the
-# PixelCNN sampler's tests in one process, the other kernels' in another (155 tests in all).
-memcheck() {  # memcheck NAME TEST_FILE...
-  local name=$1
-  shift
-  in_background "compute-sanitizer memcheck ($name)" 300 compute-sanitizer --tool memcheck \
-    --error-exitcode 1 "$PYTHON" -m pytest "$@" -v -p no:cacheprovider -x -k "cuda and not compile \
-    and not opcheck and not moments and not gradcheck and not error and not half"
+sanitize() {  # sanitize TOOL NAME TEST_FILE -k EXPRESSION: one background step
+  in_background "compute-sanitizer $1 ($2)" 300 compute-sanitizer --tool "$1" --error-exitcode 1 \
+    "$PYTHON" -m pytest "$3" -v -p no:cacheprovider -x -k "$4"
 }
-memcheck "PixelCNN" tests/test_pixelcnn.py
-memcheck "other kernels" tests/test_pixelrnn.py tests/test_reparam_kl.py tests/test_affine_coupling.py \
-  tests/test_autoregressive_flows.py
+# memcheck: the PixelCNN logits tests on every row kernel variant (grey, RGB class-conditional)
+# and the cluster kernel's same-noise case unfolded and folded; one case of every other kernel.
+cases="cuda_fused_logits_equal_full_forward_float32 and (1-None-3 or 3-2-5)"
+sanitize memcheck "PixelCNN" tests/test_pixelcnn.py "$cases or cluster_kernel_same_noise and 1.0 and 4x2x1"
+cases="cuda_fused_same_noise and 1.0 and 1-2-size0 or fused_solve_on_cuda_equals and float32 and tanh"
+sanitize memcheck "other kernels" tests "$cases or cuda_noise_equals_cpu_noise or cuda_matches_cpu_on_large_inputs"
 # racecheck instruments every shared-memory access: one small case per kernel. The cluster
 # kernel's stores into other blocks go through distributed shared memory.
-in_background "compute-sanitizer racecheck (block kernel)" 120 compute-sanitizer --tool racecheck \
-  --error-exitcode 1 "$PYTHON" -m pytest tests/test_pixelcnn.py -v -p no:cacheprovider -x \
-  -k "cuda_fused_same_noise and block and None and 1.0"
-in_background "compute-sanitizer racecheck (cluster kernel)" 300 compute-sanitizer --tool racecheck \
-  --error-exitcode 1 "$PYTHON" -m pytest tests/test_pixelcnn.py -v -p no:cacheprovider -x \
-  -k "cluster_kernel_same_noise and 4x2x1 and 1.0"
-in_background "compute-sanitizer racecheck (PixelRNN)" 300 compute-sanitizer --tool racecheck \
-  --error-exitcode 1 "$PYTHON" -m pytest tests/test_pixelrnn.py -v -p no:cacheprovider -x \
-  -k "cuda_fused_same_noise and 1.0 and 3-3"
+sanitize racecheck "block kernel" tests/test_pixelcnn.py "cuda_fused_same_noise and block-1-None-3-1.0"
+sanitize racecheck "cluster kernel" tests/test_pixelcnn.py "cluster_kernel_same_noise and 4x2x1x0 and 1.0"
+sanitize racecheck "cluster kernel, folded" tests/test_pixelcnn.py "cluster_kernel_same_noise and 4x2x1x1 and 1.0"
+sanitize racecheck "PixelRNN" tests/test_pixelrnn.py "cuda_fused_same_noise and 1.0 and diagonal-1-2-size0"
 # One line per test, so that a run cut at its limit still names what passed and failed; a test
 # that hangs (a kernel waiting on a barrier) is stopped by pytest-timeout where it is installed.
 # (2026-11-27, H200, beside the sanitizers: 4696 passed in 236 s; the two failures were CPU tests,

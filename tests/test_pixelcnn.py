@@ -435,19 +435,28 @@ def exact_cuda():
         yield
 
 
-@pytest.fixture(params=["block", "auto", "fused-link"])
+@pytest.fixture(
+    params=["block", "block-separate-link", "auto", "auto-separate-link", "auto-folded"]
+)
 def row_kernels(request, monkeypatch):
     """The block kernel forced (PYGEN_PIXELCNN_CLUSTER=1), or the sampler's own choice (the
-    cluster kernel for these small batches on sm_90 in float32 and float64), with the vertical
-    stack's bias, gate and link product in one kernel (PYGEN_PIXELCNN_FUSED_LINK=1) or not."""
-    if request.param == "block":
+    cluster kernel for these small batches on sm_90 in float32 and float64), that one folded
+    (PYGEN_PIXELCNN_FOLDED=1); the vertical stack's bias, gate and link product in one kernel (the
+    plan's choice at these sizes) or, forced (PYGEN_PIXELCNN_FUSED_LINK=0), as a bias kernel and a
+    cuBLAS product."""
+    kernel, _, variant = request.param.partition("-")
+    if kernel == "block":
         monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", "1")
     else:
         monkeypatch.delenv("PYGEN_PIXELCNN_CLUSTER", raising=False)
-    if request.param == "fused-link":
-        monkeypatch.setenv("PYGEN_PIXELCNN_FUSED_LINK", "1")
+    if variant == "separate-link":
+        monkeypatch.setenv("PYGEN_PIXELCNN_FUSED_LINK", "0")
     else:
         monkeypatch.delenv("PYGEN_PIXELCNN_FUSED_LINK", raising=False)
+    if variant == "folded":
+        monkeypatch.setenv("PYGEN_PIXELCNN_FOLDED", "1")
+    else:
+        monkeypatch.delenv("PYGEN_PIXELCNN_FOLDED", raising=False)
 
 
 @requires_cuda
@@ -507,23 +516,26 @@ def test_cuda_fused_every_block_size_and_a_7x7_kernel(exact_cuda, monkeypatch, p
 
 
 # The cluster kernel (PYGEN_PIXELCNN_CLUSTER): (blocks per cluster, samples per group, weight rows
-# resident in shared memory). Hidden 30 and 17 levels leave slices of every size, empty ones among
-# them (16 blocks: 2 hidden units each, the last block none; 2 levels at most).
+# resident in shared memory, folded). Hidden 30 and 17 levels leave slices of every size, empty
+# ones among them (16 blocks: 2 hidden units each, the last block none; 2 levels at most).
 CLUSTER_VARIANTS = [
-    ("2", "1", "1"),
-    ("4", "2", "1"),
-    ("8", "2", "0"),
-    ("16", "1", "1"),
-    ("16", "2", "0"),
+    ("2", "1", "1", "0"),
+    ("4", "2", "1", "0"),
+    ("8", "2", "0", "0"),
+    ("16", "1", "1", "0"),
+    ("16", "2", "0", "0"),
+    ("4", "2", "1", "1"),
+    ("16", "2", "0", "1"),
 ]
 
 
 @pytest.fixture(params=CLUSTER_VARIANTS, ids=["x".join(v) for v in CLUSTER_VARIANTS])
 def cluster_kernel(request, monkeypatch):
-    blocks, samples, resident = request.param
+    blocks, samples, resident, folded = request.param
     monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", blocks)
     monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER_SAMPLES", samples)
     monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER_RESIDENT", resident)
+    monkeypatch.setenv("PYGEN_PIXELCNN_FOLDED", folded)
 
 
 def sliced_model(levels: int, size: tuple[int, int]) -> PixelCNN:
@@ -623,24 +635,27 @@ def test_cuda_fused_half_precision_logits_follow_the_float32_forward(
 
 
 @requires_cuda
-def test_cuda_fused_runs_the_cluster_kernel_for_small_float_batches_on_sm90(monkeypatch):
-    monkeypatch.delenv("PYGEN_PIXELCNN_CLUSTER", raising=False)
+def test_cuda_fused_plans_the_cluster_and_link_kernels_for_small_batches_on_sm90(monkeypatch):
+    for knob in ("PYGEN_PIXELCNN_CLUSTER", "PYGEN_PIXELCNN_FUSED_LINK"):
+        monkeypatch.delenv(knob, raising=False)
     if torch.cuda.get_device_capability()[0] < 9:
         pytest.skip("thread-block clusters need sm_90")
     torch.manual_seed(0)
     model = PixelCNN(n_levels=256, n_layers=3, hidden=32, kernel_size=7, image_size=(5, 9))
     model = model.cuda().eval()
 
-    def runs_cluster_kernel(batch: int, dtype: torch.dtype) -> bool:
+    def kernels(batch: int, dtype: torch.dtype) -> set[str]:
         with torch.profiler.profile() as prof:
             model.to(dtype).sample(batch)
             torch.cuda.synchronize()
-        return any("cluster_row_kernel" in e.name for e in prof.events())
+        names = {"cluster_row_kernel", "bias_gate_link_kernel"}
+        return {n for n in names if any(n in e.name for e in prof.events())}
 
-    assert runs_cluster_kernel(2, torch.float32)
-    assert runs_cluster_kernel(1, torch.float64)
-    assert not runs_cluster_kernel(2, torch.bfloat16)  # not yet validated on a GPU
-    assert not runs_cluster_kernel(1024, torch.float32)  # more clusters than run at once
+    assert kernels(2, torch.float32) == {"cluster_row_kernel", "bias_gate_link_kernel"}
+    assert kernels(1, torch.float64) == {"cluster_row_kernel", "bias_gate_link_kernel"}
+    assert kernels(2, torch.bfloat16) == {"bias_gate_link_kernel"}  # cluster: not yet validated
+    # More clusters than run at once, and more link blocks than multiprocessors: both kernels off.
+    assert kernels(1024, torch.float32) == set()
 
 
 @requires_cuda

@@ -11,7 +11,9 @@
 //    in shared memory as a ring of the kw columns the masked kernel reaches. Samples are
 //    independent, so blocks never wait for each other; the weights stream from L2, shared by the
 //    S samples of a block. Or (PYGEN_PIXELCNN_CLUSTER=N, sm_90+) one launch of cluster_row_kernel:
-//    a cluster of N blocks shares each sample group, every product split across its blocks.
+//    a cluster of N blocks shares each sample group, every product split across its blocks; with
+//    PYGEN_PIXELCNN_FOLDED=1 each layer's output product folded into the next layer's gate product
+//    (fold_gate_kernel), one cluster barrier per layer instead of two.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -101,7 +103,7 @@ __global__ void bias_gate_kernel(T* __restrict__ v_pre, const T* __restrict__ v_
 }
 
 // bias_gate_kernel and the link product link[r, :] = v_pre[r, :] (biased) @ link_w (2h, 2h) in
-// one launch, kLinkPixels pixels per block (PYGEN_PIXELCNN_FUSED_LINK=1): at small batches the
+// one launch, kLinkPixels pixels per block (the plan's choice at small batches): there the
 // product has a few hundred rows, and the bias kernel and cuBLAS took ~12 us per layer and row on
 // an H200 (mnist28 b1, 2026-11-27). Sums in A over k in order; each weight row is read once per
 // block, coalesced across the threads' outputs.
@@ -382,22 +384,24 @@ constexpr int kMaxCluster = 16;
 
 // Offsets into a cluster block's shared memory: activations of type A first (elements), then the
 // block's weight rows of type T (elements from `t_start` bytes). Shared by host and device.
+// Folded, the gate products of layers 1.. take K = (kw + 1) h (fold_gate_kernel), and `gated`
+// holds two layers' gated units (layer l at l % 2: one step reads the one, writes the other).
 struct ClusterLayout {
   int64_t ring, window, gated, top, hid, logit, gate_bias, out_b, b1, b2, a_elems;
   int64_t layer0_rows, layer_rows, w1, w2, t_elems;
   int sh, sl, hm, k0, k;  // output slices (hidden, levels), ring width, K of layer 0 and others
 
   __host__ __device__ ClusterLayout(int layers, int samples, int kw, int hidden, int channels,
-                                    int levels, int blocks) {
+                                    int levels, int blocks, bool folded) {
     sh = (hidden + blocks - 1) / blocks;
     sl = (levels + blocks - 1) / blocks;
     hm = hidden > channels ? hidden : channels;
     k0 = kw * channels;
-    k = kw * hidden;
+    k = (kw + (folded ? 1 : 0)) * hidden;
     ring = 0;
     window = ring + static_cast<int64_t>(layers) * samples * kw * hm;
-    gated = window + static_cast<int64_t>(samples) * kw * hm;
-    top = gated + samples * hidden;
+    gated = window + static_cast<int64_t>(samples) * (k > kw * hm ? k : kw * hm);
+    top = gated + 2 * samples * hidden;
     hid = top + samples * hidden;
     logit = hid + samples * hidden;
     gate_bias = logit + samples * levels;  // [layers][S][2][sh]: h_b + link of this column
@@ -422,9 +426,43 @@ struct ClusterLayout {
 };
 
 // Output-major copies of the horizontal and head weights (a device table): per layer the gate
-// weight (2h, K) and the output weight (h, h), then w1 (h, h) and w2 (C * L, h).
+// weight (2h, K) and the output weight (h, h), then w1 (h, h) and w2 (C * L, h); folded, the gate
+// weights of layers 1.. are fold_gate_kernel's and the fold biases (layers, 2h) follow w2.
 enum TransposedWeight { kTGate, kTOut };
 constexpr int kTPerLayer = 2;
+
+// Layer l >= 1's gate product with layer l - 1's output product folded in. The gate input's
+// current column is layer l - 1's output u = gated' OutW' + b' + u' (u': layer l - 2's output, the
+// residual; none for l = 1), so with C = the rows of HW (kw h, 2h) that multiply the current
+// column, u C = gated' (OutW' C) + u' C + b' C: the current column's term follows from gated'
+// and u' directly, and the barrier between the two products goes. Writes the output-major gate
+// weight ext (2h, (kw + 1) h) = [prev columns of HW, C, OutW' C] transposed, for the input
+// [kw - 1 previous columns, u', gated'], and fold_bias (2h) = b' C. One thread per value, sums in
+// A over m in order.
+template <typename T>
+__global__ void fold_gate_kernel(const T* __restrict__ hw, const T* __restrict__ out_w_prev,
+                                 const T* __restrict__ out_b_prev, T* __restrict__ ext,
+                                 T* __restrict__ fold_bias, int kw, int hidden) {
+  using A = at::opmath_type<T>;
+  const int h2 = 2 * hidden, kx = (kw + 1) * hidden;
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= static_cast<int64_t>(h2) * (kx + 1)) return;
+  const int o = static_cast<int>(idx / (kx + 1)), q = static_cast<int>(idx % (kx + 1));
+  const T* cur = hw + static_cast<int64_t>(kw - 1) * hidden * h2;  // C: (h, 2h)
+  if (q < kw * hidden) {
+    ext[static_cast<int64_t>(o) * kx + q] = hw[static_cast<int64_t>(q) * h2 + o];
+    return;
+  }
+  const bool bias = q == kx;
+  const T* by = bias ? out_b_prev : out_w_prev + static_cast<int64_t>(q - kw * hidden) * hidden;
+  A sum = A(0);
+  for (int m = 0; m < hidden; ++m) sum += static_cast<A>(by[m]) * static_cast<A>(cur[static_cast<int64_t>(m) * h2 + o]);
+  if (bias) {
+    fold_bias[o] = static_cast<T>(sum);
+  } else {
+    ext[static_cast<int64_t>(o) * kx + q] = static_cast<T>(sum);
+  }
+}
 
 // out[r][s] = sum_q x[s * ldx + q] * w[r][q] over q < k, for the S samples and R weight rows:
 // lanes split q, a butterfly reduction leaves the same sums in every lane (a + b == b + a, so
@@ -473,17 +511,20 @@ __device__ __forceinline__ void cluster_store(cooperative_groups::cluster_group&
   }
 }
 
-// Every value of image row p.row for samples [group * S, + S), group = blockIdx.x / N.
+// Every value of image row p.row for samples [group * S, + S), group = blockIdx.x / N. Each value
+// runs as steps that end with a cluster barrier: unfolded, step 2l is layer l's gate product and
+// step 2l + 1 its output product; folded, step l runs layer l - 1's output product and layer l's
+// folded gate product side by side (layers + 1 steps); then the head's two products.
 template <typename T, int S>
 __global__ void __launch_bounds__(kClusterThreads, 1)
-    cluster_row_kernel(RowArgs<T> p, const T* const* wt_t, bool resident) {
+    cluster_row_kernel(RowArgs<T> p, const T* const* wt_t, bool resident, bool folded) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using A = at::opmath_type<T>;
   namespace cg = cooperative_groups;
   cg::cluster_group cluster = cg::this_cluster();
   const int blocks = static_cast<int>(cluster.num_blocks()), rank = static_cast<int>(cluster.block_rank());
   const int h = p.hidden, h2 = 2 * h, kw = p.ring_width, pad = kw - 1, levels = p.levels;
-  const ClusterLayout lay(p.layers, S, kw, h, p.channels, levels, blocks);
+  const ClusterLayout lay(p.layers, S, kw, h, p.channels, levels, blocks, folded);
   const int hm = lay.hm, sh = lay.sh, sl = lay.sl;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   A* smem = reinterpret_cast<A*>(smem_raw);
@@ -509,6 +550,7 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
   const T* const* wt = p.weights;
   const T* head_w1 = wt_t[p.layers * kTPerLayer];
   const T* head_w2 = wt_t[p.layers * kTPerLayer + 1];
+  const T* fold_bias = folded ? wt_t[p.layers * kTPerLayer + 2] : nullptr;
   // Row `g` (of length k) of an output-major weight, or its copy at `local` in shared memory.
   auto row = [&](const T* global, int64_t g, int64_t local, int k) -> const T* {
     return resident ? rows + local : global + g * k;
@@ -565,49 +607,78 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
           A* gb = gate_bias + (static_cast<int64_t>(l) * S + s) * 2 * sh;
           gb[i] = static_cast<A>(hb[o0 + i]) + static_cast<A>(link[o0 + i]);
           gb[sh + i] = static_cast<A>(hb[h + o0 + i]) + static_cast<A>(link[h + o0 + i]);
+          if (folded && l > 0) {
+            gb[i] += static_cast<A>(fold_bias[l * h2 + o0 + i]);
+            gb[sh + i] += static_cast<A>(fold_bias[l * h2 + h + o0 + i]);
+          }
         }
         __syncthreads();
       }
-      for (int l = 0; l < p.layers; ++l) {
-        const int cin = l == 0 ? p.channels : h, k = kw * cin;
-        const int64_t lw = lay.layer(l);
-        A* ring_l = ring + static_cast<int64_t>(l) * S * kw * hm;
-        for (int e = t; e < S * k; e += kClusterThreads) {  // window (s, dj, ci): column j - pad + dj
-          const int s = e / k, q = e % k, dj = q / cin, col = j - pad + dj;
-          window[s * k + q] = col < 0 ? A(0) : ring_l[(s * kw + col % kw) * hm + q % cin];
-        }
-        __syncthreads();
-        const T* gate_w = wt_t[l * kTPerLayer + kTGate];
-        for (int i = warp; i < nh; i += kClusterWarps) {
-          const T* w[2] = {row(gate_w, o0 + i, lw + static_cast<int64_t>(i) * k, k),
-                           row(gate_w, h + o0 + i, lw + static_cast<int64_t>(sh + i) * k, k)};
-          A sums[2][S], v[S];
-          warp_dots<S, 2>(window, k, w, k, sums);
-#pragma unroll
-          for (int s = 0; s < S; ++s) {
-            const A* gb = gate_bias + (static_cast<int64_t>(l) * S + s) * 2 * sh;
-            v[s] = gate_value(sums[0][s] + gb[i], sums[1][s] + gb[sh + i]);
+      const int steps = folded ? p.layers + 1 : 2 * p.layers;
+      for (int step = 0; step < steps; ++step) {
+        // The layer whose gate product (lg) and output product (lo) this step runs, or -1.
+        const int lg = folded ? (step < p.layers ? step : -1) : (step % 2 == 0 ? step / 2 : -1);
+        const int lo = folded ? step - 1 : (step % 2 == 1 ? step / 2 : -1);
+        const bool fold = folded && lg > 0;
+        const int cin = lg == 0 ? p.channels : h, k = lg == 0 ? lay.k0 : lay.k;
+        if (lg >= 0) {
+          // The gate input: kw columns (s, dj, ci), column j - pad + dj of the layer's ring; folded,
+          // its kw - 1 previous columns, then layer lg - 2's output (the residual of layer lg - 1;
+          // none for lg = 1) and layer lg - 1's gated units (fold_gate_kernel).
+          const A* ring_g = ring + static_cast<int64_t>(lg) * S * kw * hm;
+          const A* residual = ring + static_cast<int64_t>(lg - 1) * S * kw * hm + cur * hm;
+          const A* gated_in = gated + ((lg + 1) % 2) * S * h;
+          for (int e = t; e < S * k; e += kClusterThreads) {
+            const int s = e / k, q = e % k, dj = q / cin, col = j - pad + dj;
+            A x;
+            if (!fold || dj < pad) {
+              x = col < 0 ? A(0) : ring_g[(s * kw + col % kw) * hm + q % cin];
+            } else if (dj == pad) {
+              x = lg > 1 ? residual[s * kw * hm + q % cin] : A(0);
+            } else {
+              x = gated_in[s * h + q % cin];
+            }
+            window[s * k + q] = x;
           }
-          cluster_store<S>(cluster, gated + o0 + i, h, v);
+          __syncthreads();
         }
-        cluster.sync();
-        // The layer's output at (i, j) goes to the next layer's ring (current column), the last
-        // layer's to `top`; layers after the first add their input (residual connection).
-        const bool last = l + 1 == p.layers;
-        A* next = last ? top : ring + static_cast<int64_t>(l + 1) * S * kw * hm + cur * hm;
-        const int ld_next = last ? h : kw * hm;
-        const T* out_w = wt_t[l * kTPerLayer + kTOut];
-        for (int i = warp; i < nh; i += kClusterWarps) {
-          const T* w[1] = {row(out_w, o0 + i, lw + static_cast<int64_t>(2 * sh) * k + static_cast<int64_t>(i) * h, h)};
-          A sums[1][S], v[S];
-          warp_dots<S, 1>(gated, h, w, h, sums);
+        if (lo >= 0) {
+          // Layer lo's output at (i, j) goes to the next layer's ring (current column), the last
+          // layer's to `top`; layers after the first add their input (residual connection).
+          const bool last = lo + 1 == p.layers;
+          const A* ring_o = ring + static_cast<int64_t>(lo) * S * kw * hm;
+          A* next = last ? top : ring + static_cast<int64_t>(lo + 1) * S * kw * hm + cur * hm;
+          const int ld_next = last ? h : kw * hm;
+          const T* out_w = wt_t[lo * kTPerLayer + kTOut];
+          const int64_t out_rows = lay.layer(lo) + 2 * static_cast<int64_t>(sh) * (lo == 0 ? lay.k0 : lay.k);
+          for (int i = warp; i < nh; i += kClusterWarps) {
+            const T* w[1] = {row(out_w, o0 + i, out_rows + static_cast<int64_t>(i) * h, h)};
+            A sums[1][S], v[S];
+            warp_dots<S, 1>(gated + (lo % 2) * S * h, h, w, h, sums);
 #pragma unroll
-          for (int s = 0; s < S; ++s) {
-            v[s] = sums[0][s] + out_b[l * sh + i];
-            if (l > 0) v[s] += ring_l[(s * kw + cur) * hm + o0 + i];
-            if (last) v[s] = max(v[s], A(0));  // the head starts with a ReLU
+            for (int s = 0; s < S; ++s) {
+              v[s] = sums[0][s] + out_b[lo * sh + i];
+              if (lo > 0) v[s] += ring_o[(s * kw + cur) * hm + o0 + i];
+              if (last) v[s] = max(v[s], A(0));  // the head starts with a ReLU
+            }
+            cluster_store<S>(cluster, next + o0 + i, ld_next, v);
           }
-          cluster_store<S>(cluster, next + o0 + i, ld_next, v);
+        }
+        if (lg >= 0) {
+          const int64_t lw = lay.layer(lg);
+          const T* gate_w = wt_t[lg * kTPerLayer + kTGate];
+          for (int i = warp; i < nh; i += kClusterWarps) {
+            const T* w[2] = {row(gate_w, o0 + i, lw + static_cast<int64_t>(i) * k, k),
+                             row(gate_w, h + o0 + i, lw + static_cast<int64_t>(sh + i) * k, k)};
+            A sums[2][S], v[S];
+            warp_dots<S, 2>(window, k, w, k, sums);
+#pragma unroll
+            for (int s = 0; s < S; ++s) {
+              const A* gb = gate_bias + (static_cast<int64_t>(lg) * S + s) * 2 * sh;
+              v[s] = gate_value(sums[0][s] + gb[i], sums[1][s] + gb[sh + i]);
+            }
+            cluster_store<S>(cluster, gated + (lg % 2) * S * h + o0 + i, h, v);
+          }
         }
         cluster.sync();
       }
@@ -694,7 +765,7 @@ void launch_cluster(const Problem& p, const RowPlan& plan, const RowArgs<T>& arg
                     const T* const* wt_t, cudaStream_t stream) {
   cudaLaunchAttribute attr;
   const cudaLaunchConfig_t config = cluster_config(plan, (p.batch + S - 1) / S, stream, &attr);
-  C10_CUDA_CHECK(cudaLaunchKernelEx(&config, cluster_row_kernel<T, S>, args, wt_t, plan.resident));
+  C10_CUDA_CHECK(cudaLaunchKernelEx(&config, cluster_row_kernel<T, S>, args, wt_t, plan.resident, plan.folded));
 }
 
 template <typename T>
@@ -709,12 +780,23 @@ void run(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& w
   // One device table of pointers: the weights, then (cluster kernel) their output-major copies.
   std::vector<at::Tensor> transposed;
   if (plan.cluster > 1) {
+    const at::Tensor fold_bias = plan.folded ? at::zeros({p.layers, h2}, opts) : at::Tensor();
     for (int64_t l = 0; l < p.layers; ++l) {
-      transposed.push_back(weights[l * kPerLayer + kHW].t().contiguous());
+      at::Tensor gate = weights[l * kPerLayer + kHW].t().contiguous();
+      if (plan.folded && l > 0) {
+        gate = at::empty({h2, (kh + 1) * h}, opts);
+        fold_gate_kernel<<<blocks_for(h2 * ((kh + 1) * h + 1)), kThreads, 0, stream>>>(
+            weights[l * kPerLayer + kHW].const_data_ptr<T>(), weights[(l - 1) * kPerLayer + kOutW].const_data_ptr<T>(),
+            weights[(l - 1) * kPerLayer + kOutB].const_data_ptr<T>(), gate.mutable_data_ptr<T>(),
+            fold_bias[l].mutable_data_ptr<T>(), static_cast<int>(kh), static_cast<int>(h));
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
+      transposed.push_back(gate);
       transposed.push_back(weights[l * kPerLayer + kOutW].t().contiguous());
     }
     transposed.push_back(weights[p.layers * kPerLayer + kW1].t().contiguous());
     transposed.push_back(weights[p.layers * kPerLayer + kW2].t().contiguous());
+    if (plan.folded) transposed.push_back(fold_bias);
   }
   std::vector<int64_t> addresses;
   for (const auto& t : weights) addresses.push_back(reinterpret_cast<int64_t>(t.const_data_ptr<T>()));
@@ -817,24 +899,25 @@ int active_clusters(const RowPlan& plan, int* ptx) {
 // The size of the type the kernels compute in for weights like ref (float for 16-bit weights).
 int64_t math_bytes(const at::Tensor& ref) { return ref.scalar_type() == at::kDouble ? 8 : 4; }
 
-// The cluster kernel's plan for `blocks` blocks per cluster and `group` samples per cluster, its
-// weight slices resident in shared memory when they fit (unless PYGEN_PIXELCNN_CLUSTER_RESIDENT=0),
-// and how many such clusters the device runs at once (0: none, or more shared memory than a block
-// may have); *ptx: the compiled code's architecture.
+// The cluster kernel's plan for `blocks` blocks per cluster and `group` samples per cluster,
+// folded or not, its weight slices resident in shared memory when they fit (unless
+// PYGEN_PIXELCNN_CLUSTER_RESIDENT=0), and how many such clusters the device runs at once (0: none,
+// or more shared memory than a block may have); *ptx: the compiled code's architecture.
 struct ClusterChoice {
   RowPlan plan;
   int active = 0, ptx = 0;
 };
 
 ClusterChoice plan_cluster(const Problem& p, const at::Tensor& ref, int64_t blocks, int64_t group,
-                           int64_t smem_optin) {
+                           bool folded, int64_t smem_optin) {
   const int64_t elem = math_bytes(ref);
   const ClusterLayout lay(static_cast<int>(p.layers), static_cast<int>(group),
                           static_cast<int>(p.kernel / 2 + 1), static_cast<int>(p.hidden),
                           static_cast<int>(p.channels), static_cast<int>(p.levels),
-                          static_cast<int>(blocks));
+                          static_cast<int>(blocks), folded);
   const int64_t t_size = ref.element_size();
   ClusterChoice choice{RowPlan{group, lay.bytes(elem, t_size, true), smem_optin, blocks, true}};
+  choice.plan.folded = folded;
   const char* resident = std::getenv("PYGEN_PIXELCNN_CLUSTER_RESIDENT");  // "0": for tuning runs
   if (choice.plan.smem_bytes > smem_optin || (resident != nullptr && std::string(resident) == "0")) {
     // Stream the weight rows from L2.
@@ -856,14 +939,14 @@ ClusterChoice plan_cluster(const Problem& p, const at::Tensor& ref, int64_t bloc
 // block kernel's 34.3 at mnist28 b1, 28.8 against 36.1 at b16; weights too large to stay
 // resident are spread over 16 blocks, 314 against 446 ms at rgb32 b1; at b256 (many waves of
 // clusters) the block kernel wins, 51.5 against 124 ms.
-RowPlan auto_plan(const Problem& p, const at::Tensor& ref, const RowPlan& block_plan, int device) {
+RowPlan auto_plan(const Problem& p, const at::Tensor& ref, const RowPlan& block_plan, bool folded, int device) {
   int major = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   const bool validated = ref.scalar_type() == at::kFloat || ref.scalar_type() == at::kDouble;
   if (major < 9 || !validated) return block_plan;  // clusters of blocks need sm_90
   const int64_t group = p.batch > 1 ? 2 : 1, groups = (p.batch + group - 1) / group;
-  ClusterChoice choice = plan_cluster(p, ref, 8, group, block_plan.smem_limit);
-  if (!choice.plan.resident) choice = plan_cluster(p, ref, kMaxCluster, group, block_plan.smem_limit);
+  ClusterChoice choice = plan_cluster(p, ref, 8, group, folded, block_plan.smem_limit);
+  if (!choice.plan.resident) choice = plan_cluster(p, ref, kMaxCluster, group, folded, block_plan.smem_limit);
   return choice.ptx >= 90 && choice.active >= groups ? choice.plan : block_plan;
 }
 
@@ -881,10 +964,14 @@ RowPlan plan_row_kernels(const Problem& p, const at::Tensor& ref) {
   }
   while (samples > 1 && row_smem_bytes(p, samples, elem) > smem_optin) samples /= 2;
   const RowPlan block_plan{samples, row_smem_bytes(p, samples, elem), smem_optin};
+  // The cluster kernel folded (PYGEN_PIXELCNN_FOLDED=1): opt-in until a GPU run has validated
+  // and timed it (benchmarks/NOTES.md).
+  const char* fold = std::getenv("PYGEN_PIXELCNN_FOLDED");
+  const bool folded = fold != nullptr && std::string(fold) == "1";
   // A cluster size forced through PYGEN_PIXELCNN_CLUSTER (1: the block kernel) for tuning runs
   // and tests; a setting that cannot run raises.
   const char* forced = std::getenv("PYGEN_PIXELCNN_CLUSTER");
-  if (forced == nullptr) return auto_plan(p, ref, block_plan, device);
+  if (forced == nullptr) return auto_plan(p, ref, block_plan, folded, device);
   const int64_t blocks = std::atoll(forced);
   if (blocks == 1) return block_plan;
   TORCH_CHECK_VALUE(blocks == 2 || blocks == 4 || blocks == 8 || blocks == kMaxCluster,
@@ -897,7 +984,7 @@ RowPlan plan_row_kernels(const Problem& p, const at::Tensor& ref) {
     TORCH_CHECK_VALUE(group <= 2 || ref.scalar_type() == at::kFloat,
                       "PYGEN_PIXELCNN_CLUSTER_SAMPLES=", group, " is built for float32 weights only");
   }
-  const ClusterChoice choice = plan_cluster(p, ref, blocks, group, smem_optin);
+  const ClusterChoice choice = plan_cluster(p, ref, blocks, group, folded, smem_optin);
   TORCH_CHECK(choice.plan.smem_bytes <= smem_optin, "PYGEN_PIXELCNN_CLUSTER=", blocks, ": the cluster kernel ",
               "needs ", choice.plan.smem_bytes, " bytes of shared memory per block, more than this GPU's ",
               smem_optin);
@@ -913,11 +1000,15 @@ RowPlan plan_row_kernels(const Problem& p, const at::Tensor& ref) {
 RowPlan plan_cuda_rows(const Problem& p, const at::Tensor& ref) {
   const c10::cuda::CUDAGuard guard(ref.device());
   RowPlan plan = plan_row_kernels(p, ref);
-  // Opt-in until a GPU run has validated and timed it (benchmarks/NOTES.md); within the shared
-  // memory a block has without asking.
-  const char* fused_link = std::getenv("PYGEN_PIXELCNN_FUSED_LINK");
-  plan.fused_link = fused_link != nullptr && std::string(fused_link) == "1" &&
-                    link_smem_bytes(p, math_bytes(ref)) <= 48 * 1024;
+  // The fused link kernel re-reads the link weights in every block: it wins while its blocks run
+  // in one wave (H200, 2026-11-27: mnist28 b1 23.4 against 24.5 ms, b16 27.0 against 27.3) and
+  // loses beyond (b256, 1792 blocks of 4 pixels: 54.4 against 51.8). PYGEN_PIXELCNN_FUSED_LINK=1 or
+  // 0 forces it on or off; either way within the shared memory a block has without asking.
+  int sms = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, ref.get_device()));
+  bool fused_link = (p.batch * p.width + kLinkPixels - 1) / kLinkPixels <= sms;
+  if (const char* forced = std::getenv("PYGEN_PIXELCNN_FUSED_LINK")) fused_link = std::string(forced) == "1";
+  plan.fused_link = fused_link && link_smem_bytes(p, math_bytes(ref)) <= 48 * 1024;
   return plan;
 }
 

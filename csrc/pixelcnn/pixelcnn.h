@@ -44,6 +44,7 @@ struct RowPlan {
   int64_t cluster = 1;
   bool resident = false;
   bool fused_link = false;  // the vertical stack's bias, gate and link product in one kernel
+  bool folded = false;      // the cluster kernel with output products folded into gate products
 };
 RowPlan plan_cuda_rows(const Problem& p, const at::Tensor& ref);
 

@@ -12,7 +12,7 @@ namespace pp = pygen::pixelcnn;
 
 struct Header {
   int64_t batch, channels, height, width, levels, hidden, kernel, layers, seed, return_logits;
-  int64_t cluster, samples, resident, fused_link, dtype_bytes;  // cluster 1: the block kernel
+  int64_t cluster, samples, resident, fused_link, folded, dtype_bytes;  // cluster 1: block kernel
 };
 
 template <typename T>
@@ -33,14 +33,27 @@ void run(const Header& hd, double temperature, const std::vector<std::vector<dou
       for (int64_t j = 0; j < c; ++j) t[j * r + i] = m[i * c + j];
     return t;
   };
+  // Folded: the gate weights of layers 1.. and the fold biases from fold_gate_kernel.
+  std::vector<T> fold_bias(hd.layers * h2, T(0));
   for (int64_t l = 0; l < hd.layers; ++l) {
     const int64_t cin = l == 0 ? cc : h;
-    w.push_back(transpose(w[l * pp::kPerLayer + pp::kHW], kh * cin, h2));
+    if (hd.folded != 0 && l > 0) {
+      std::vector<T> gate(h2 * (kh + 1) * h);
+      emu::launch_flat(h2 * ((kh + 1) * h + 1), pp::kThreads, pp::fold_gate_kernel<T>,
+                       static_cast<const T*>(w[l * pp::kPerLayer + pp::kHW].data()),
+                       static_cast<const T*>(w[(l - 1) * pp::kPerLayer + pp::kOutW].data()),
+                       static_cast<const T*>(w[(l - 1) * pp::kPerLayer + pp::kOutB].data()), gate.data(),
+                       fold_bias.data() + l * h2, static_cast<int>(kh), static_cast<int>(h));
+      w.push_back(gate);
+    } else {
+      w.push_back(transpose(w[l * pp::kPerLayer + pp::kHW], kh * cin, h2));
+    }
     w.push_back(transpose(w[l * pp::kPerLayer + pp::kOutW], h, h));
   }
   const int64_t head = hd.layers * pp::kPerLayer;
   w.push_back(transpose(w[head + pp::kW1], h, h));
   w.push_back(transpose(w[head + pp::kW2], h, cc * hd.levels));
+  if (hd.folded != 0) w.push_back(fold_bias);
   std::vector<const T*> table;
   for (const auto& v : w) table.push_back(v.data());
   const T* const* wt_t = table.data() + weights_in.size();
@@ -112,11 +125,11 @@ void run(const Header& hd, double temperature, const std::vector<std::vector<dou
     } else {
       const pp::ClusterLayout lay(static_cast<int>(hd.layers), static_cast<int>(s),
                                   static_cast<int>(kh), static_cast<int>(h), static_cast<int>(cc),
-                                  static_cast<int>(hd.levels), static_cast<int>(hd.cluster));
-      const bool resident = hd.resident != 0;
+                                  static_cast<int>(hd.levels), static_cast<int>(hd.cluster), hd.folded != 0);
+      const bool resident = hd.resident != 0, folded = hd.folded != 0;
       const int64_t smem = lay.bytes(sizeof(A), sizeof(T), resident);
       auto go = [&](auto kernel) {
-        emu::launch(groups, hd.cluster, pp::kClusterThreads, smem, kernel, args, wt_t, resident);
+        emu::launch(groups, hd.cluster, pp::kClusterThreads, smem, kernel, args, wt_t, resident, folded);
       };
       pp::with_cluster_samples<T>(s, [&]<int S>() { go(pp::cluster_row_kernel<T, S>); });
     }
