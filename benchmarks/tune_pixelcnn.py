@@ -24,7 +24,14 @@ from benchmarks.common import write_results
 from pygen.models import PixelCNN
 
 OP = "pixelcnn_tuning"  # its rows in benchmarks/results, apart from the suite's "pixelcnn"
-CASES = [("mnist28", 1), ("mnist28", 16), ("mnist28", 256), ("rgb32", 1), ("rgb32", 256)]
+CASES = [
+    ("mnist28", 1),
+    ("mnist28", 16),
+    ("mnist28", 64),
+    ("mnist28", 256),
+    ("rgb32", 1),
+    ("rgb32", 256),
+]
 KNOBS = (
     "PYGEN_PIXELCNN_FUSED_LINK",
     "PYGEN_PIXELCNN_SAMPLES_PER_BLOCK",
@@ -37,8 +44,8 @@ KNOBS = (
 
 def variants(batch: int) -> Iterator[tuple[str, dict[str, str]]]:
     """(label, environment) of each kernel variant worth timing at this batch: the sampler's own
-    choice, then with the link kernel forced off and on, and its rivals; at small batches each
-    cluster size also folded (PYGEN_PIXELCNN_FOLDED=1). The H200 run of 2026-11-27
+    choice, then with the link kernel forced off and on, and its rivals; each cluster shape also
+    folded (PYGEN_PIXELCNN_FOLDED=1). The H200 run of 2026-11-27
     left out the clear losers: clusters of 2 and 4 blocks at small batches (1.6-3x slower than 8),
     8 samples per block, and at large batches every cluster shape (2.4x or more slower than the
     block kernel)."""
@@ -46,7 +53,14 @@ def variants(batch: int) -> Iterator[tuple[str, dict[str, str]]]:
     yield "auto+separate-link", {"PYGEN_PIXELCNN_FUSED_LINK": "0"}
     yield "auto+fused-link", {"PYGEN_PIXELCNN_FUSED_LINK": "1"}
     block = {"PYGEN_PIXELCNN_CLUSTER": "1"}
-    if batch > 16:
+    if 16 < batch <= 64:
+        # Groups of 4 in clusters of 8: 16 clusters at b64, one wave if the card runs 16 at once
+        # (the block kernel uses 64 of the multiprocessors there).
+        cluster = {"PYGEN_PIXELCNN_CLUSTER": "8", "PYGEN_PIXELCNN_CLUSTER_SAMPLES": "4"}
+        yield "cluster-8x4", cluster
+        yield "cluster-8x4+folded", {**cluster, "PYGEN_PIXELCNN_FOLDED": "1"}
+        return
+    if batch > 64:
         for samples in ("1", "4"):  # auto takes 2 per block here
             yield f"block-{samples}", {**block, "PYGEN_PIXELCNN_SAMPLES_PER_BLOCK": samples}
         return

@@ -92,6 +92,10 @@ hang_limit=()
 # worker would build the emulators again.
 step tests 300 "$PYTHON" -m pytest tests -v -p no:cacheprovider -n 10 -rfE "${hang_limit[@]}" \
   --ignore tests/test_cuda_emulation.py
+# The cluster kernel's counters at batch 1 (what each product waits on; two sessions' runs ended
+# before the profile step), while the sanitizers finish.
+GPU_PROFILE_SECONDS=65 step "gpu_profile (cluster kernel)" 70 scripts/gpu_profile.sh "$OUT_DIR" \
+  pixelcnn-b1-cluster
 for i in "${!background[@]}"; do
   wait "${background[$i]}" || status=1
   cat "${background_logs[$i]}" >>"$LOG" && rm "${background_logs[$i]}"  # few files come back
@@ -111,6 +115,7 @@ collect
 # In the time left, the counters (text reports in OUT_DIR, the most wanted first).
 # gpu_profile.sh keeps to the time left itself (its ncu runs in process groups of their own, which
 # this step's timeout would not reach).
-GPU_PROFILE_SECONDS=$((DEADLINE - SECONDS - 5)) step "gpu_profile" 600 scripts/gpu_profile.sh "$OUT_DIR"
+GPU_PROFILE_SECONDS=$((DEADLINE - SECONDS - 5)) step "gpu_profile" 600 scripts/gpu_profile.sh "$OUT_DIR" \
+  memory-bound pixelcnn-b1-row pixelcnn-b256-block
 grep -E "^(===|---|FAILED|ERROR|SKIPPED)|[0-9]+ (passed|failed)" "$LOG" | tail -60
 exit $status

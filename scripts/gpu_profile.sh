@@ -2,11 +2,13 @@
 # Hardware counters of the CUDA kernels (Nsight Compute), after gpu_check.sh has built the
 # extension: where each kernel's time goes (throughput against the card's peaks, occupancy, what
 # its warps wait on). One text report per job in the output folder.
-# Usage: scripts/gpu_profile.sh [OUT_DIR]   (env: PYTHON; GPU_PROFILE_SECONDS, a deadline for
-# all jobs: each is cut to the time left, and skipped under 20 s)
+# Usage: scripts/gpu_profile.sh [OUT_DIR [JOB...]]   (the named jobs only, default all; env:
+# PYTHON; GPU_PROFILE_SECONDS, a deadline for all jobs: each is cut to the time left, and skipped
+# under 20 s)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-${OUT:-gpu_profile_out}}
+JOBS=("${@:2}")
 PYTHON=${PYTHON:-python3}
 DEADLINE=${GPU_PROFILE_SECONDS:-400}
 mkdir -p "$OUT_DIR"
@@ -17,6 +19,7 @@ NCU=(ncu --clock-control none --kernel-name-base demangled --section SpeedOfLigh
 profile() {  # profile NAME SECONDS JOB NCU_FILTER...: one job of benchmarks.profile_kernels
   local name=$1 limit=$2 job=$3 start=$SECONDS left=$((DEADLINE - SECONDS))
   shift 3
+  [ ${#JOBS[@]} -gt 0 ] && [[ " ${JOBS[*]} " != *" $name "* ]] && return
   if [ $left -lt 20 ]; then
     echo "--- $name: skipped (deadline)"
     return
