@@ -417,7 +417,10 @@ struct ClusterLayout {
     w2 = w1 + static_cast<int64_t>(sh) * hidden;
     t_elems = w2 + static_cast<int64_t>(channels) * sl * hidden;
   }
+  __host__ __device__ int gate_k(int l) const { return l == 0 ? k0 : k; }
   __host__ __device__ int64_t layer(int l) const { return l == 0 ? 0 : layer0_rows + (l - 1) * layer_rows; }
+  // Where layer l's output weight rows start (after its 2 sh gate rows).
+  __host__ __device__ int64_t out_rows(int l) const { return layer(l) + 2 * static_cast<int64_t>(sh) * gate_k(l); }
   __host__ __device__ static int64_t align16(int64_t bytes) { return (bytes + 15) / 16 * 16; }
   __host__ __device__ int64_t t_start(int64_t a_size) const { return align16(a_elems * a_size); }
   __host__ __device__ int64_t bytes(int64_t a_size, int64_t t_size, bool resident) const {
@@ -574,12 +577,12 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
       for (int64_t e = t; e < n; e += kClusterThreads) dst[e] = src[e];
     };
     for (int l = 0; l < p.layers; ++l) {
-      const int k = l == 0 ? lay.k0 : lay.k;
+      const int k = lay.gate_k(l);
       T* dst = rows + lay.layer(l);
       copy(dst, wt_t[l * kTPerLayer + kTGate] + static_cast<int64_t>(o0) * k, static_cast<int64_t>(nh) * k);
       copy(dst + static_cast<int64_t>(sh) * k, wt_t[l * kTPerLayer + kTGate] + static_cast<int64_t>(h + o0) * k,
            static_cast<int64_t>(nh) * k);
-      copy(dst + 2 * static_cast<int64_t>(sh) * k, wt_t[l * kTPerLayer + kTOut] + static_cast<int64_t>(o0) * h,
+      copy(rows + lay.out_rows(l), wt_t[l * kTPerLayer + kTOut] + static_cast<int64_t>(o0) * h,
            static_cast<int64_t>(nh) * h);
     }
     copy(rows + lay.w1, head_w1 + static_cast<int64_t>(o0) * h, static_cast<int64_t>(nh) * h);
@@ -620,7 +623,7 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
         const int lg = folded ? (step < p.layers ? step : -1) : (step % 2 == 0 ? step / 2 : -1);
         const int lo = folded ? step - 1 : (step % 2 == 1 ? step / 2 : -1);
         const bool fold = folded && lg > 0;
-        const int cin = lg == 0 ? p.channels : h, k = lg == 0 ? lay.k0 : lay.k;
+        const int cin = lg == 0 ? p.channels : h, k = lay.gate_k(lg);
         if (lg >= 0) {
           // The gate input: kw columns (s, dj, ci), column j - pad + dj of the layer's ring; folded,
           // its kw - 1 previous columns, then layer lg - 2's output (the residual of layer lg - 1;
@@ -650,9 +653,8 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
           A* next = last ? top : ring + static_cast<int64_t>(lo + 1) * S * kw * hm + cur * hm;
           const int ld_next = last ? h : kw * hm;
           const T* out_w = wt_t[lo * kTPerLayer + kTOut];
-          const int64_t out_rows = lay.layer(lo) + 2 * static_cast<int64_t>(sh) * (lo == 0 ? lay.k0 : lay.k);
           for (int i = warp; i < nh; i += kClusterWarps) {
-            const T* w[1] = {row(out_w, o0 + i, out_rows + static_cast<int64_t>(i) * h, h)};
+            const T* w[1] = {row(out_w, o0 + i, lay.out_rows(lo) + static_cast<int64_t>(i) * h, h)};
             A sums[1][S], v[S];
             warp_dots<S, 1>(gated + (lo % 2) * S * h, h, w, h, sums);
 #pragma unroll
