@@ -3,7 +3,8 @@
 The operator ``pygen::made_affine_solve`` is registered in C++ when pygen._C loads. On the CPU it
 runs the fused kernels ``pygen::_made_affine_solve_fused`` and its backward (their fake
 implementations are below); on CUDA the fused forward too when ``PYGEN_MADE_SOLVE_CUDA=1`` and
-autograd records nothing (its CUDA kernel has not yet run on a GPU); else
+autograd records nothing (its CUDA kernel passes its tests on an H200 but has not been timed
+there); else
 ``pygen::_made_affine_solve_composite``, composed of other
 operators (the MADE's products and ``pygen::affine_coupling``), which give it autograd, every
 device and its fake implementation.
