@@ -45,10 +45,10 @@ KNOBS = (
 def variants(batch: int) -> Iterator[tuple[str, dict[str, str]]]:
     """(label, environment) of each kernel variant worth timing at this batch: the sampler's own
     choice, then with the link kernel forced off and on, and its rivals; each cluster shape also
-    folded (PYGEN_PIXELCNN_FOLDED=1). The H200 run of 2026-11-27
-    left out the clear losers: clusters of 2 and 4 blocks at small batches (1.6-3x slower than 8),
-    8 samples per block, and at large batches every cluster shape (2.4x or more slower than the
-    block kernel)."""
+    folded (PYGEN_PIXELCNN_FOLDED=1). The H200 run of 2026-11-27 left out the clear losers:
+    clusters of 2 and 4 blocks at small batches (1.6-3x slower than 8), 8 samples per block, and
+    at large batches the cluster shapes it timed (clusters of 4 to 16 blocks, 2.4x or more slower
+    than the block kernel)."""
     yield "auto", {}
     yield "auto+separate-link", {"PYGEN_PIXELCNN_FUSED_LINK": "0"}
     yield "auto+fused-link", {"PYGEN_PIXELCNN_FUSED_LINK": "1"}
@@ -63,6 +63,11 @@ def variants(batch: int) -> Iterator[tuple[str, dict[str, str]]]:
     if batch > 64:
         for samples in ("1", "4"):  # auto takes 2 per block here
             yield f"block-{samples}", {**block, "PYGEN_PIXELCNN_SAMPLES_PER_BLOCK": samples}
+        # Pairs of blocks, each reading half of every weight for 4 samples: the block kernel's
+        # L2 traffic halved, one wave at b256, a cluster barrier per product.
+        cluster = {"PYGEN_PIXELCNN_CLUSTER": "2", "PYGEN_PIXELCNN_CLUSTER_SAMPLES": "4"}
+        yield "cluster-2x4", cluster
+        yield "cluster-2x4+folded", {**cluster, "PYGEN_PIXELCNN_FOLDED": "1"}
         return
     yield "block", block
     for blocks in ("8", "16"):
