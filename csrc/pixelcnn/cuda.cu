@@ -472,25 +472,43 @@ __global__ void fold_gate_kernel(const T* __restrict__ hw, const T* __restrict__
 
 // out[r][s] = sum_q x[s * ldx + q] * w[r][q] over q < k, for the S samples and R weight rows:
 // lanes split q, a butterfly reduction leaves the same sums in every lane (a + b == b + a, so
-// the lanes' copies are bitwise equal).
+// the lanes' copies are bitwise equal). Each lane issues a chunk of kDotChunk loads per row before
+// its first use: weight rows streamed from L2 then cost one round trip per 32 x kDotChunk values
+// of K (rgb32's 528) instead of one per 4 x 32 (the H200 run of 2026-11-27: ~2.9 us per product
+// streamed against ~1.4 resident). Each lane still sums its q in order.
+template <typename A>
+constexpr int dot_chunk() {
+  return sizeof(A) > 4 ? 8 : 16;  // registers: kDotChunk x R loads in flight
+}
+
 template <int S, int R, typename T, typename A>
 __device__ __forceinline__ void warp_dots(const A* x, int ldx, const T* const (&w)[R], int k,
                                           A (&out)[R][S]) {
+  constexpr int kDotChunk = dot_chunk<A>();
   const int lane = threadIdx.x & 31;
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int s = 0; s < S; ++s) out[r][s] = A(0);
-#pragma unroll 4
-  for (int q = lane; q < k; q += 32) {
-    A wq[R];
+  for (int q0 = lane; q0 < k; q0 += 32 * kDotChunk) {
+    A wq[kDotChunk][R];
 #pragma unroll
-    for (int r = 0; r < R; ++r) wq[r] = static_cast<A>(w[r][q]);
+    for (int u = 0; u < kDotChunk; ++u) {
+      const int q = q0 + 32 * u;
 #pragma unroll
-    for (int s = 0; s < S; ++s) {
-      const A xv = x[s * ldx + q];
+      for (int r = 0; r < R; ++r) wq[u][r] = q < k ? static_cast<A>(w[r][q]) : A(0);
+    }
 #pragma unroll
-      for (int r = 0; r < R; ++r) out[r][s] += xv * wq[r];
+    for (int u = 0; u < kDotChunk; ++u) {
+      const int q = q0 + 32 * u;
+      if (q < k) {
+#pragma unroll
+        for (int s = 0; s < S; ++s) {
+          const A xv = x[s * ldx + q];
+#pragma unroll
+          for (int r = 0; r < R; ++r) out[r][s] += xv * wq[u][r];
+        }
+      }
     }
   }
 #pragma unroll
