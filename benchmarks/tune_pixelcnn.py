@@ -39,17 +39,16 @@ KNOBS = (
     "PYGEN_PIXELCNN_CLUSTER_SAMPLES",
     "PYGEN_PIXELCNN_CLUSTER_RESIDENT",
     "PYGEN_PIXELCNN_FOLDED",
-    "PYGEN_PIXELCNN_CLUSTER_WARPS",
 )
 
 
 def variants(batch: int) -> Iterator[tuple[str, dict[str, str]]]:
     """(label, environment) of each kernel variant worth timing at this batch: the sampler's own
     choice, then with the link kernel forced off and on, and its rivals; each cluster shape also
-    folded (PYGEN_PIXELCNN_FOLDED=1), at small batches also in blocks of 16 warps. The H200 run
-    of 2026-11-27 left out the clear losers: clusters of 2 and 4 blocks at small batches (1.6-3x
-    slower than 8), 8 samples per block, and at large batches the cluster shapes it timed
-    (clusters of 4 to 16 blocks, 2.4x or more slower than the block kernel)."""
+    folded (PYGEN_PIXELCNN_FOLDED=1). The H200 run of 2026-11-27 left out the clear losers:
+    clusters of 2 and 4 blocks at small batches (1.6-3x slower than 8), 8 samples per block, and
+    at large batches the cluster shapes it timed (clusters of 4 to 16 blocks, 2.4x or more slower
+    than the block kernel)."""
     yield "auto", {}
     yield "auto+separate-link", {"PYGEN_PIXELCNN_FUSED_LINK": "0"}
     yield "auto+fused-link", {"PYGEN_PIXELCNN_FUSED_LINK": "1"}
@@ -74,9 +73,7 @@ def variants(batch: int) -> Iterator[tuple[str, dict[str, str]]]:
     for blocks in ("8", "16"):
         cluster = {"PYGEN_PIXELCNN_CLUSTER": blocks}
         yield f"cluster-{blocks}", cluster
-        folded = {**cluster, "PYGEN_PIXELCNN_FOLDED": "1"}
-        yield f"cluster-{blocks}+folded", folded
-        yield f"cluster-{blocks}+folded+16-warps", {**folded, "PYGEN_PIXELCNN_CLUSTER_WARPS": "16"}
+        yield f"cluster-{blocks}+folded", {**cluster, "PYGEN_PIXELCNN_FOLDED": "1"}
     yield (
         "cluster-16-streamed",
         {"PYGEN_PIXELCNN_CLUSTER": "16", "PYGEN_PIXELCNN_CLUSTER_RESIDENT": "0"},

@@ -47,10 +47,9 @@ def test_emulated_kernels_draw_the_cpu_kernels_images(emulator, tmp_path, dtype,
     assert emulate_cuda.run_case(emulator, tmp_path, "grey", dtype, use_noise, config) is None
 
 
-@pytest.mark.parametrize("config", [(4, 2, 1, 1, 0, 0), (4, 2, 1, 1, 1, 1)], ids=str)
+@pytest.mark.parametrize("config", [(4, 2, 1, 1, 0), (4, 2, 1, 1, 1)], ids=str)
 def test_emulated_cluster_kernel_on_a_class_conditional_rgb_model(emulator, tmp_path, config):
-    # Hidden 30 and 17 levels over 4 blocks: slices partly past the end; unfolded, and folded in
-    # wide blocks.
+    # Hidden 30 and 17 levels over 4 blocks: slices partly past the end; unfolded and folded.
     case = ("rgb-conditional", torch.float64, True, config)
     assert emulate_cuda.run_case(emulator, tmp_path, *case) is None
 

@@ -516,29 +516,26 @@ def test_cuda_fused_every_block_size_and_a_7x7_kernel(exact_cuda, monkeypatch, p
 
 
 # The cluster kernel (PYGEN_PIXELCNN_CLUSTER): (blocks per cluster, samples per group, weight rows
-# resident in shared memory, folded, warps per block). Hidden 30 and 17 levels leave slices of
-# every size, empty ones among them (16 blocks: 2 hidden units each, the last block none; 2 levels
-# at most).
+# resident in shared memory, folded). Hidden 30 and 17 levels leave slices of every size, empty
+# ones among them (16 blocks: 2 hidden units each, the last block none; 2 levels at most).
 CLUSTER_VARIANTS = [
-    ("2", "1", "1", "0", "8"),
-    ("4", "2", "1", "0", "8"),
-    ("8", "2", "0", "0", "8"),
-    ("16", "1", "1", "0", "8"),
-    ("16", "2", "0", "0", "8"),
-    ("4", "2", "1", "1", "8"),
-    ("16", "2", "0", "1", "8"),
-    ("2", "2", "1", "1", "16"),
+    ("2", "1", "1", "0"),
+    ("4", "2", "1", "0"),
+    ("8", "2", "0", "0"),
+    ("16", "1", "1", "0"),
+    ("16", "2", "0", "0"),
+    ("4", "2", "1", "1"),
+    ("16", "2", "0", "1"),
 ]
 
 
 @pytest.fixture(params=CLUSTER_VARIANTS, ids=["x".join(v) for v in CLUSTER_VARIANTS])
 def cluster_kernel(request, monkeypatch):
-    blocks, samples, resident, folded, warps = request.param
+    blocks, samples, resident, folded = request.param
     monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", blocks)
     monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER_SAMPLES", samples)
     monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER_RESIDENT", resident)
     monkeypatch.setenv("PYGEN_PIXELCNN_FOLDED", folded)
-    monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER_WARPS", warps)
 
 
 def sliced_model(levels: int, size: tuple[int, int]) -> PixelCNN:
@@ -607,7 +604,6 @@ def test_cuda_cluster_kernel_groups_of_4_and_8_float32(exact_cuda, monkeypatch, 
     [
         ("PYGEN_PIXELCNN_CLUSTER", "3", ValueError, "must be 1, 2, 4, 8 or 16"),
         ("PYGEN_PIXELCNN_CLUSTER_SAMPLES", "3", ValueError, "must be 1, 2, 4 or 8"),
-        ("PYGEN_PIXELCNN_CLUSTER_WARPS", "17", ValueError, r"must be in \[8, 16\]"),
     ],
 )
 def test_cuda_cluster_kernel_bad_settings_raise(monkeypatch, variable, value, error, match):
@@ -615,7 +611,6 @@ def test_cuda_cluster_kernel_bad_settings_raise(monkeypatch, variable, value, er
     monkeypatch.setenv(variable, value)
     with pytest.raises(error, match=match):
         tiny_model().cuda().sample(2)
-    monkeypatch.delenv(variable)
     monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", "4")
     monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER_SAMPLES", "4")
     with pytest.raises(ValueError, match="float32 weights only"):

@@ -379,10 +379,7 @@ __global__ void __launch_bounds__(kThreads, 1) row_kernel(RowArgs<T> p) {
 // weight rows are copied into its shared memory at launch when they fit ("resident"), else read
 // from the output-major copies in global memory (L2).
 constexpr int kClusterThreads = 256;
-// Wider blocks (PYGEN_PIXELCNN_CLUSTER_WARPS, for tuning runs): one warp per hidden unit of a
-// block's slice where it has more than 8 (rgb32 over 16 blocks: 9, so one warp of 8 did 2 rows
-// per product), fewer logit rows per warp.
-constexpr int kMaxClusterThreads = 2 * kClusterThreads;
+constexpr int kClusterWarps = kClusterThreads / 32;
 constexpr int kMaxCluster = 16;
 
 // Offsets into a cluster block's shared memory: activations of type A first (elements), then the
@@ -540,7 +537,7 @@ __device__ __forceinline__ void cluster_store(cooperative_groups::cluster_group&
 // step 2l + 1 its output product; folded, step l runs layer l - 1's output product and layer l's
 // folded gate product side by side (layers + 1 steps); then the head's two products.
 template <typename T, int S>
-__global__ void __launch_bounds__(kMaxClusterThreads, 1)
+__global__ void __launch_bounds__(kClusterThreads, 1)
     cluster_row_kernel(RowArgs<T> p, const T* const* wt_t, bool resident, bool folded) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using A = at::opmath_type<T>;
@@ -566,7 +563,7 @@ __global__ void __launch_bounds__(kMaxClusterThreads, 1)
   // This block's slices: hidden units (gate pairs and outputs) [o0, o0 + nh), levels [v0, + nl).
   const int o0 = min(h, rank * sh), nh = min(h, o0 + sh) - o0;
   const int v0 = min(levels, rank * sl), nl = min(levels, v0 + sl) - v0;
-  const int t = threadIdx.x, warp = t >> 5, threads = static_cast<int>(blockDim.x), warps = threads >> 5;
+  const int t = threadIdx.x, warp = t >> 5;
   const int64_t b0 = static_cast<int64_t>(blockIdx.x / blocks) * S;
   const int n_here = static_cast<int>(min(static_cast<int64_t>(S), p.batch - b0));
   const uint64_t seed = p.noise == nullptr ? static_cast<uint64_t>(*p.seed) : 0;
@@ -581,21 +578,21 @@ __global__ void __launch_bounds__(kMaxClusterThreads, 1)
   };
 
   // Launch: zero the rings, stage the constant biases and (resident) the weight rows.
-  for (int64_t e = t; e < lay.window - lay.ring; e += threads) ring[e] = 0;  // the rings
-  for (int e = t; e < p.layers * nh; e += threads) {
+  for (int64_t e = t; e < lay.window - lay.ring; e += kClusterThreads) ring[e] = 0;  // the rings
+  for (int e = t; e < p.layers * nh; e += kClusterThreads) {
     const int l = e / nh, i = e % nh;
     out_b[l * sh + i] = static_cast<A>(wt[l * kPerLayer + kOutB][o0 + i]);
   }
-  for (int i = t; i < nh; i += threads) {
+  for (int i = t; i < nh; i += kClusterThreads) {
     b1[i] = static_cast<A>(wt[p.layers * kPerLayer + kB1][o0 + i]);
   }
-  for (int e = t; e < p.channels * nl; e += threads) {
+  for (int e = t; e < p.channels * nl; e += kClusterThreads) {
     const int c = e / nl, i = e % nl;
     b2[c * sl + i] = static_cast<A>(wt[p.layers * kPerLayer + kB2][c * levels + v0 + i]);
   }
   if (resident) {
     auto copy = [&](T* dst, const T* src, int64_t n) {
-      for (int64_t e = t; e < n; e += threads) dst[e] = src[e];
+      for (int64_t e = t; e < n; e += kClusterThreads) dst[e] = src[e];
     };
     for (int l = 0; l < p.layers; ++l) {
       const int k = lay.gate_k(l);
@@ -620,10 +617,10 @@ __global__ void __launch_bounds__(kMaxClusterThreads, 1)
     for (int c = 0; c < p.channels; ++c) {
       if (c == 0) {
         // Layer 0's current column: values of later channels read as zero.
-        for (int e = t; e < S * p.channels; e += threads)
+        for (int e = t; e < S * p.channels; e += kClusterThreads)
           ring[((e / p.channels) * kw + cur) * hm + e % p.channels] = 0;
         // Each gate pair's biases of this column: h_b (per sample) + the vertical stack's link.
-        for (int e = t; e < p.layers * S * nh; e += threads) {
+        for (int e = t; e < p.layers * S * nh; e += kClusterThreads) {
           const int l = e / (S * nh), s = (e / nh) % S, i = e % nh;
           const int64_t b = min(b0 + s, static_cast<int64_t>(p.batch) - 1);
           const T* hb = wt[l * kPerLayer + kHB] + b * h2;
@@ -652,7 +649,7 @@ __global__ void __launch_bounds__(kMaxClusterThreads, 1)
           const A* ring_g = ring + static_cast<int64_t>(lg) * S * kw * hm;
           const A* residual = ring + static_cast<int64_t>(lg - 1) * S * kw * hm + cur * hm;
           const A* gated_in = gated + ((lg + 1) % 2) * S * h;
-          for (int e = t; e < S * k; e += threads) {
+          for (int e = t; e < S * k; e += kClusterThreads) {
             const int s = e / k, q = e % k, dj = q / cin, col = j - pad + dj;
             A x;
             if (!fold || dj < pad) {
@@ -674,7 +671,7 @@ __global__ void __launch_bounds__(kMaxClusterThreads, 1)
           A* next = last ? top : ring + static_cast<int64_t>(lo + 1) * S * kw * hm + cur * hm;
           const int ld_next = last ? h : kw * hm;
           const T* out_w = wt_t[lo * kTPerLayer + kTOut];
-          for (int i = warp; i < nh; i += warps) {
+          for (int i = warp; i < nh; i += kClusterWarps) {
             const T* w[1] = {row(out_w, o0 + i, lay.out_rows(lo) + static_cast<int64_t>(i) * h, h)};
             A sums[1][S], v[S];
             warp_dots<S, 1>(gated + (lo % 2) * S * h, h, w, h, sums);
@@ -690,7 +687,7 @@ __global__ void __launch_bounds__(kMaxClusterThreads, 1)
         if (lg >= 0) {
           const int64_t lw = lay.layer(lg);
           const T* gate_w = wt_t[lg * kTPerLayer + kTGate];
-          for (int i = warp; i < nh; i += warps) {
+          for (int i = warp; i < nh; i += kClusterWarps) {
             const T* w[2] = {row(gate_w, o0 + i, lw + static_cast<int64_t>(i) * k, k),
                              row(gate_w, h + o0 + i, lw + static_cast<int64_t>(sh + i) * k, k)};
             A sums[2][S], v[S];
@@ -706,7 +703,7 @@ __global__ void __launch_bounds__(kMaxClusterThreads, 1)
         cluster.sync();
       }
       // Head: 1x1 -> ReLU -> 1x1, only the logits of channel c.
-      for (int i = warp; i < nh; i += warps) {
+      for (int i = warp; i < nh; i += kClusterWarps) {
         const T* w[1] = {row(head_w1, o0 + i, lay.w1 + static_cast<int64_t>(i) * h, h)};
         A sums[1][S], v[S];
         warp_dots<S, 1>(top, h, w, h, sums);
@@ -715,7 +712,7 @@ __global__ void __launch_bounds__(kMaxClusterThreads, 1)
         cluster_store<S>(cluster, hid + o0 + i, h, v);
       }
       cluster.sync();
-      for (int i = warp; i < nl; i += warps) {
+      for (int i = warp; i < nl; i += kClusterWarps) {
         const int64_t g = static_cast<int64_t>(c) * levels + v0 + i;
         const T* w[1] = {row(head_w2, g, lay.w2 + (static_cast<int64_t>(c) * sl + i) * h, h)};
         A sums[1][S], v[S];
@@ -726,7 +723,7 @@ __global__ void __launch_bounds__(kMaxClusterThreads, 1)
       }
       cluster.sync();
       // Every block draws (the same level); block 0 writes the outputs.
-      for (int s = warp; s < n_here; s += warps) {
+      for (int s = warp; s < n_here; s += kClusterWarps) {
         draw_value(p, logit + s * levels, b0 + s, c, j, seed, ring + (s * kw + cur) * hm + c, rank == 0);
       }
       // The stores into other blocks all precede the last cluster barrier, so a block may exit
@@ -771,7 +768,7 @@ cudaLaunchConfig_t cluster_config(const RowPlan& plan, int64_t clusters, cudaStr
                                   cudaLaunchAttribute* attr) {
   cudaLaunchConfig_t config = {};
   config.gridDim = dim3(static_cast<unsigned>(clusters * plan.cluster));
-  config.blockDim = dim3(static_cast<unsigned>(32 * plan.cluster_warps));
+  config.blockDim = dim3(kClusterThreads);
   config.dynamicSmemBytes = static_cast<size_t>(plan.smem_bytes);
   config.stream = stream;
   attr->id = cudaLaunchAttributeClusterDimension;
@@ -941,13 +938,6 @@ ClusterChoice plan_cluster(const Problem& p, const at::Tensor& ref, int64_t bloc
   const int64_t t_size = ref.element_size();
   ClusterChoice choice{RowPlan{group, lay.bytes(elem, t_size, true), smem_optin, blocks, true}};
   choice.plan.folded = folded;
-  if (const char* warps = std::getenv("PYGEN_PIXELCNN_CLUSTER_WARPS")) {  // for tuning runs
-    choice.plan.cluster_warps = std::atoll(warps);
-    TORCH_CHECK_VALUE(choice.plan.cluster_warps >= kClusterThreads / 32 &&
-                          choice.plan.cluster_warps <= kMaxClusterThreads / 32,
-                      "PYGEN_PIXELCNN_CLUSTER_WARPS must be in [", kClusterThreads / 32, ", ",
-                      kMaxClusterThreads / 32, "], got '", warps, "'");
-  }
   const char* resident = std::getenv("PYGEN_PIXELCNN_CLUSTER_RESIDENT");  // "0": for tuning runs
   if (choice.plan.smem_bytes > smem_optin || (resident != nullptr && std::string(resident) == "0")) {
     // Stream the weight rows from L2.

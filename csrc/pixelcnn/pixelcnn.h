@@ -45,7 +45,6 @@ struct RowPlan {
   bool resident = false;
   bool fused_link = false;  // the vertical stack's bias, gate and link product in one kernel
   bool folded = false;      // the cluster kernel with output products folded into gate products
-  int64_t cluster_warps = 8;  // the cluster kernel's block size in warps
 };
 RowPlan plan_cuda_rows(const Problem& p, const at::Tensor& ref);
 

@@ -12,7 +12,7 @@ namespace pp = pygen::pixelcnn;
 
 struct Header {
   int64_t batch, channels, height, width, levels, hidden, kernel, layers, seed, return_logits;
-  int64_t cluster, samples, resident, fused_link, folded, wide, dtype_bytes;  // cluster 1: block kernel
+  int64_t cluster, samples, resident, fused_link, folded, dtype_bytes;  // cluster 1: block kernel
 };
 
 template <typename T>
@@ -129,8 +129,7 @@ void run(const Header& hd, double temperature, const std::vector<std::vector<dou
       const bool resident = hd.resident != 0, folded = hd.folded != 0;
       const int64_t smem = lay.bytes(sizeof(A), sizeof(T), resident);
       auto go = [&](auto kernel) {
-        const int64_t threads = hd.wide != 0 ? pp::kMaxClusterThreads : pp::kClusterThreads;
-        emu::launch(groups, hd.cluster, threads, smem, kernel, args, wt_t, resident, folded);
+        emu::launch(groups, hd.cluster, pp::kClusterThreads, smem, kernel, args, wt_t, resident, folded);
       };
       pp::with_cluster_samples<T>(s, [&]<int S>() { go(pp::cluster_row_kernel<T, S>); });
     }
