@@ -473,15 +473,16 @@ __global__ void fold_gate_kernel(const T* __restrict__ hw, const T* __restrict__
 // its first use: weight rows streamed from L2 then cost one round trip per 32 x kDotChunk values
 // of K (rgb32's 528) instead of one per 4 x 32 (the H200 run of 2026-11-27: ~2.9 us per product
 // streamed against ~1.4 resident). Each lane still sums its q in order.
-template <typename A>
-constexpr int dot_chunk() {
-  return sizeof(A) > 4 ? 8 : 16;  // registers: kDotChunk x R loads in flight
+template <typename A, int R>
+constexpr int dot_chunk() {  // registers: kDotChunk x R loads in flight, 32 floats or 16 doubles
+  constexpr int chunk = (sizeof(A) > 4 ? 16 : 32) / R;
+  return chunk > 16 ? 16 : (chunk < 4 ? 4 : chunk);
 }
 
 template <int S, int R, typename T, typename A>
 __device__ __forceinline__ void warp_dots(const A* x, int ldx, const T* const (&w)[R], int k,
                                           A (&out)[R][S]) {
-  constexpr int kDotChunk = dot_chunk<A>();
+  constexpr int kDotChunk = dot_chunk<A, R>();
   const int lane = threadIdx.x & 31;
 #pragma unroll
   for (int r = 0; r < R; ++r)
@@ -514,6 +515,17 @@ __device__ __forceinline__ void warp_dots(const A* x, int ldx, const T* const (&
     for (int r = 0; r < R; ++r)
 #pragma unroll
       for (int s = 0; s < S; ++s) out[r][s] += __shfl_xor_sync(0xffffffffu, out[r][s], off);
+}
+
+// fn.template operator()<U>(i) for this warp's units of a product, i, i + kClusterWarps, ... below
+// n, two at a time (U = 2: units i and i + kClusterWarps) while two are left, so that their
+// rows' loads and reductions overlap: a slice wider than the block's warps (rgb32's 9 hidden units
+// over 8 warps, 32 logit rows) took one unit's latency per unit in turn.
+template <typename Fn>
+__device__ __forceinline__ void for_warp_units(int n, int warp, Fn&& fn) {
+  int i = warp;
+  for (; i + kClusterWarps < n; i += 2 * kClusterWarps) fn.template operator()<2>(i);
+  if (i < n) fn.template operator()<1>(i);
 }
 
 // dst[s * ld] = v[s] in every block of the cluster (dst is this block's address of the element;
@@ -671,56 +683,96 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
           A* next = last ? top : ring + static_cast<int64_t>(lo + 1) * S * kw * hm + cur * hm;
           const int ld_next = last ? h : kw * hm;
           const T* out_w = wt_t[lo * kTPerLayer + kTOut];
-          for (int i = warp; i < nh; i += kClusterWarps) {
-            const T* w[1] = {row(out_w, o0 + i, lay.out_rows(lo) + static_cast<int64_t>(i) * h, h)};
-            A sums[1][S], v[S];
-            warp_dots<S, 1>(gated + (lo % 2) * S * h, h, w, h, sums);
+          for_warp_units(nh, warp, [&]<int U>(int i0) {
+            const T* w[U];
 #pragma unroll
-            for (int s = 0; s < S; ++s) {
-              v[s] = sums[0][s] + out_b[lo * sh + i];
-              if (lo > 0) v[s] += ring_o[(s * kw + cur) * hm + o0 + i];
-              if (last) v[s] = max(v[s], A(0));  // the head starts with a ReLU
+            for (int u = 0; u < U; ++u) {
+              const int i = i0 + u * kClusterWarps;
+              w[u] = row(out_w, o0 + i, lay.out_rows(lo) + static_cast<int64_t>(i) * h, h);
             }
-            cluster_store<S>(cluster, next + o0 + i, ld_next, v);
-          }
+            A sums[U][S];
+            warp_dots<S, U>(gated + (lo % 2) * S * h, h, w, h, sums);
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+              const int i = i0 + u * kClusterWarps;
+              A v[S];
+#pragma unroll
+              for (int s = 0; s < S; ++s) {
+                v[s] = sums[u][s] + out_b[lo * sh + i];
+                if (lo > 0) v[s] += ring_o[(s * kw + cur) * hm + o0 + i];
+                if (last) v[s] = max(v[s], A(0));  // the head starts with a ReLU
+              }
+              cluster_store<S>(cluster, next + o0 + i, ld_next, v);
+            }
+          });
         }
         if (lg >= 0) {
           const int64_t lw = lay.layer(lg);
           const T* gate_w = wt_t[lg * kTPerLayer + kTGate];
-          for (int i = warp; i < nh; i += kClusterWarps) {
-            const T* w[2] = {row(gate_w, o0 + i, lw + static_cast<int64_t>(i) * k, k),
-                             row(gate_w, h + o0 + i, lw + static_cast<int64_t>(sh + i) * k, k)};
-            A sums[2][S], v[S];
-            warp_dots<S, 2>(window, k, w, k, sums);
+          for_warp_units(nh, warp, [&]<int U>(int i0) {
+            const T* w[2 * U];  // unit u's gate pair: rows 2u (a) and 2u + 1 (g)
 #pragma unroll
-            for (int s = 0; s < S; ++s) {
-              const A* gb = gate_bias + (static_cast<int64_t>(lg) * S + s) * 2 * sh;
-              v[s] = gate_value(sums[0][s] + gb[i], sums[1][s] + gb[sh + i]);
+            for (int u = 0; u < U; ++u) {
+              const int i = i0 + u * kClusterWarps;
+              w[2 * u] = row(gate_w, o0 + i, lw + static_cast<int64_t>(i) * k, k);
+              w[2 * u + 1] = row(gate_w, h + o0 + i, lw + static_cast<int64_t>(sh + i) * k, k);
             }
-            cluster_store<S>(cluster, gated + (lg % 2) * S * h + o0 + i, h, v);
-          }
+            A sums[2 * U][S];
+            warp_dots<S, 2 * U>(window, k, w, k, sums);
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+              const int i = i0 + u * kClusterWarps;
+              A v[S];
+#pragma unroll
+              for (int s = 0; s < S; ++s) {
+                const A* gb = gate_bias + (static_cast<int64_t>(lg) * S + s) * 2 * sh;
+                v[s] = gate_value(sums[2 * u][s] + gb[i], sums[2 * u + 1][s] + gb[sh + i]);
+              }
+              cluster_store<S>(cluster, gated + (lg % 2) * S * h + o0 + i, h, v);
+            }
+          });
         }
         cluster.sync();
       }
       // Head: 1x1 -> ReLU -> 1x1, only the logits of channel c.
-      for (int i = warp; i < nh; i += kClusterWarps) {
-        const T* w[1] = {row(head_w1, o0 + i, lay.w1 + static_cast<int64_t>(i) * h, h)};
-        A sums[1][S], v[S];
-        warp_dots<S, 1>(top, h, w, h, sums);
+      for_warp_units(nh, warp, [&]<int U>(int i0) {
+        const T* w[U];
 #pragma unroll
-        for (int s = 0; s < S; ++s) v[s] = max(sums[0][s] + b1[i], A(0));
-        cluster_store<S>(cluster, hid + o0 + i, h, v);
-      }
+        for (int u = 0; u < U; ++u) {
+          const int i = i0 + u * kClusterWarps;
+          w[u] = row(head_w1, o0 + i, lay.w1 + static_cast<int64_t>(i) * h, h);
+        }
+        A sums[U][S];
+        warp_dots<S, U>(top, h, w, h, sums);
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const int i = i0 + u * kClusterWarps;
+          A v[S];
+#pragma unroll
+          for (int s = 0; s < S; ++s) v[s] = max(sums[u][s] + b1[i], A(0));
+          cluster_store<S>(cluster, hid + o0 + i, h, v);
+        }
+      });
       cluster.sync();
-      for (int i = warp; i < nl; i += kClusterWarps) {
-        const int64_t g = static_cast<int64_t>(c) * levels + v0 + i;
-        const T* w[1] = {row(head_w2, g, lay.w2 + (static_cast<int64_t>(c) * sl + i) * h, h)};
-        A sums[1][S], v[S];
-        warp_dots<S, 1>(hid, h, w, h, sums);
+      for_warp_units(nl, warp, [&]<int U>(int i0) {
+        const T* w[U];
 #pragma unroll
-        for (int s = 0; s < S; ++s) v[s] = sums[0][s] + b2[c * sl + i];
-        cluster_store<S>(cluster, logit + v0 + i, levels, v);
-      }
+        for (int u = 0; u < U; ++u) {
+          const int i = i0 + u * kClusterWarps;
+          w[u] = row(head_w2, static_cast<int64_t>(c) * levels + v0 + i,
+                     lay.w2 + (static_cast<int64_t>(c) * sl + i) * h, h);
+        }
+        A sums[U][S];
+        warp_dots<S, U>(hid, h, w, h, sums);
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const int i = i0 + u * kClusterWarps;
+          A v[S];
+#pragma unroll
+          for (int s = 0; s < S; ++s) v[s] = sums[u][s] + b2[c * sl + i];
+          cluster_store<S>(cluster, logit + v0 + i, levels, v);
+        }
+      });
       cluster.sync();
       // Every block draws (the same level); block 0 writes the outputs.
       for (int s = warp; s < n_here; s += kClusterWarps) {
