@@ -544,6 +544,29 @@ __device__ __forceinline__ void cluster_store(cooperative_groups::cluster_group&
   }
 }
 
+// A product with one weight row per unit: for this warp's units i < n (for_warp_units), the value
+// epilogue(i, s, x[s] . row_of(i)) of each sample s goes to dst[i + s * ld] in every block.
+template <int S, typename T, typename A, typename RowOf, typename Epilogue>
+__device__ __forceinline__ void unit_products(cooperative_groups::cluster_group& cluster, int n, int warp,
+                                              const A* x, int k, RowOf&& row_of, Epilogue&& epilogue, A* dst,
+                                              int ld) {
+  for_warp_units(n, warp, [&]<int U>(int i0) {
+    const T* w[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) w[u] = row_of(i0 + u * kClusterWarps);
+    A sums[U][S];
+    warp_dots<S, U>(x, k, w, k, sums);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int i = i0 + u * kClusterWarps;
+      A v[S];
+#pragma unroll
+      for (int s = 0; s < S; ++s) v[s] = epilogue(i, s, sums[u][s]);
+      cluster_store<S>(cluster, dst + i, ld, v);
+    }
+  });
+}
+
 // Every value of image row p.row for samples [group * S, + S), group = blockIdx.x / N. Each value
 // runs as steps that end with a cluster barrier: unfolded, step 2l is layer l's gate product and
 // step 2l + 1 its output product; folded, step l runs layer l - 1's output product and layer l's
@@ -683,28 +706,15 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
           A* next = last ? top : ring + static_cast<int64_t>(lo + 1) * S * kw * hm + cur * hm;
           const int ld_next = last ? h : kw * hm;
           const T* out_w = wt_t[lo * kTPerLayer + kTOut];
-          for_warp_units(nh, warp, [&]<int U>(int i0) {
-            const T* w[U];
-#pragma unroll
-            for (int u = 0; u < U; ++u) {
-              const int i = i0 + u * kClusterWarps;
-              w[u] = row(out_w, o0 + i, lay.out_rows(lo) + static_cast<int64_t>(i) * h, h);
-            }
-            A sums[U][S];
-            warp_dots<S, U>(gated + (lo % 2) * S * h, h, w, h, sums);
-#pragma unroll
-            for (int u = 0; u < U; ++u) {
-              const int i = i0 + u * kClusterWarps;
-              A v[S];
-#pragma unroll
-              for (int s = 0; s < S; ++s) {
-                v[s] = sums[u][s] + out_b[lo * sh + i];
-                if (lo > 0) v[s] += ring_o[(s * kw + cur) * hm + o0 + i];
-                if (last) v[s] = max(v[s], A(0));  // the head starts with a ReLU
-              }
-              cluster_store<S>(cluster, next + o0 + i, ld_next, v);
-            }
-          });
+          unit_products<S, T>(
+              cluster, nh, warp, gated + (lo % 2) * S * h, h,
+              [&](int i) { return row(out_w, o0 + i, lay.out_rows(lo) + static_cast<int64_t>(i) * h, h); },
+              [&](int i, int s, A sum) {
+                A v = sum + out_b[lo * sh + i];
+                if (lo > 0) v += ring_o[(s * kw + cur) * hm + o0 + i];
+                return last ? max(v, A(0)) : v;  // the head starts with a ReLU
+              },
+              next + o0, ld_next);
         }
         if (lg >= 0) {
           const int64_t lw = lay.layer(lg);
@@ -735,44 +745,18 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
         cluster.sync();
       }
       // Head: 1x1 -> ReLU -> 1x1, only the logits of channel c.
-      for_warp_units(nh, warp, [&]<int U>(int i0) {
-        const T* w[U];
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-          const int i = i0 + u * kClusterWarps;
-          w[u] = row(head_w1, o0 + i, lay.w1 + static_cast<int64_t>(i) * h, h);
-        }
-        A sums[U][S];
-        warp_dots<S, U>(top, h, w, h, sums);
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-          const int i = i0 + u * kClusterWarps;
-          A v[S];
-#pragma unroll
-          for (int s = 0; s < S; ++s) v[s] = max(sums[u][s] + b1[i], A(0));
-          cluster_store<S>(cluster, hid + o0 + i, h, v);
-        }
-      });
+      unit_products<S, T>(
+          cluster, nh, warp, top, h,
+          [&](int i) { return row(head_w1, o0 + i, lay.w1 + static_cast<int64_t>(i) * h, h); },
+          [&](int i, int, A sum) { return max(sum + b1[i], A(0)); }, hid + o0, h);
       cluster.sync();
-      for_warp_units(nl, warp, [&]<int U>(int i0) {
-        const T* w[U];
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-          const int i = i0 + u * kClusterWarps;
-          w[u] = row(head_w2, static_cast<int64_t>(c) * levels + v0 + i,
-                     lay.w2 + (static_cast<int64_t>(c) * sl + i) * h, h);
-        }
-        A sums[U][S];
-        warp_dots<S, U>(hid, h, w, h, sums);
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-          const int i = i0 + u * kClusterWarps;
-          A v[S];
-#pragma unroll
-          for (int s = 0; s < S; ++s) v[s] = sums[u][s] + b2[c * sl + i];
-          cluster_store<S>(cluster, logit + v0 + i, levels, v);
-        }
-      });
+      unit_products<S, T>(
+          cluster, nl, warp, hid, h,
+          [&](int i) {
+            return row(head_w2, static_cast<int64_t>(c) * levels + v0 + i,
+                       lay.w2 + (static_cast<int64_t>(c) * sl + i) * h, h);
+          },
+          [&](int i, int, A sum) { return sum + b2[c * sl + i]; }, logit + v0, levels);
       cluster.sync();
       // Every block draws (the same level); block 0 writes the outputs.
       for (int s = warp; s < n_here; s += kClusterWarps) {
