@@ -46,9 +46,10 @@ def variants(batch: int) -> Iterator[tuple[str, dict[str, str]]]:
     """(label, environment) of each kernel variant worth timing at this batch: the sampler's own
     choice, then with the link kernel forced off and on, and its rivals; each cluster shape also
     folded (PYGEN_PIXELCNN_FOLDED=1). The H200 run of 2026-11-27 left out the clear losers:
-    clusters of 2 and 4 blocks at small batches (1.6-3x slower than 8), 8 samples per block, and
-    at large batches the cluster shapes it timed (clusters of 4 to 16 blocks, 2.4x or more slower
-    than the block kernel)."""
+    clusters of 2 and 4 blocks at small batches (1.6-3x slower than 8) and 8 samples per block.
+    At large batches it timed clusters of 4 to 16 blocks 2.4x or more slower than the block
+    kernel; two of those shapes come back, timed again since the products' loads and reductions
+    changed (benchmarks/NOTES.md)."""
     yield "auto", {}
     yield "auto+separate-link", {"PYGEN_PIXELCNN_FUSED_LINK": "0"}
     yield "auto+fused-link", {"PYGEN_PIXELCNN_FUSED_LINK": "1"}
@@ -59,6 +60,9 @@ def variants(batch: int) -> Iterator[tuple[str, dict[str, str]]]:
         cluster = {"PYGEN_PIXELCNN_CLUSTER": "8", "PYGEN_PIXELCNN_CLUSTER_SAMPLES": "4"}
         yield "cluster-8x4", cluster
         yield "cluster-8x4+folded", {**cluster, "PYGEN_PIXELCNN_FOLDED": "1"}
+        # Groups of 8 in clusters of 16: 8 clusters, the weight slices resident (62 KB a block).
+        cluster = {"PYGEN_PIXELCNN_CLUSTER": "16", "PYGEN_PIXELCNN_CLUSTER_SAMPLES": "8"}
+        yield "cluster-16x8", cluster
         return
     if batch > 64:
         for samples in ("1", "4"):  # auto takes 2 per block here
@@ -68,6 +72,13 @@ def variants(batch: int) -> Iterator[tuple[str, dict[str, str]]]:
         cluster = {"PYGEN_PIXELCNN_CLUSTER": "2", "PYGEN_PIXELCNN_CLUSTER_SAMPLES": "4"}
         yield "cluster-2x4", cluster
         yield "cluster-2x4+folded", {**cluster, "PYGEN_PIXELCNN_FOLDED": "1"}
+        # Groups of 16 in clusters of 8 (16 clusters at b256, weights streamed) and of 8 in
+        # clusters of 4: each weight row read once per 16 or 8 samples, products reduced by
+        # halving exchanges (reduce_items).
+        for blocks, samples in (("8", "16"), ("4", "8")):
+            cluster = {"PYGEN_PIXELCNN_CLUSTER": blocks, "PYGEN_PIXELCNN_CLUSTER_SAMPLES": samples}
+            yield f"cluster-{blocks}x{samples}", cluster
+            yield f"cluster-{blocks}x{samples}+folded", {**cluster, "PYGEN_PIXELCNN_FOLDED": "1"}
         return
     yield "block", block
     for blocks in ("8", "16"):

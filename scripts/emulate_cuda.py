@@ -43,8 +43,8 @@ SEED = 1234
 
 # PixelCNN kernel configurations: (cluster blocks or 1 for the block kernel, samples per block or
 # group, weights resident, the vertical stack's bias, gate and link product in one kernel, the
-# cluster kernel folded). Groups of 4 and 8 exist for float32 only; batches of 3 leave the last
-# group partial.
+# cluster kernel folded). Groups of 4, 8 and 16 exist for float32 only; batches of 3 leave the
+# last group partial.
 CONFIGS = [
     (1, 1, 0, 0, 0),
     (1, 2, 0, 1, 0),
@@ -60,6 +60,8 @@ CONFIGS = [
     (4, 2, 0, 0, 1),
     (16, 2, 1, 1, 1),
     (4, 8, 1, 0, 1),
+    (8, 16, 0, 0, 0),
+    (2, 16, 1, 1, 1),
 ]
 QUICK_CONFIGS = [(1, 2, 0, 1, 0), (4, 2, 1, 0, 0), (16, 2, 0, 1, 0), (4, 2, 0, 1, 1)]
 PIXELCNN_MODELS = {
@@ -355,7 +357,7 @@ def main() -> int:
             for (label, args), dtype, use_noise in itertools.product(cases, dtypes, noises):
                 if kernel == "pixelcnn" and args[1][0] > 1 and args[1][1] > 2:
                     if dtype != torch.float32:
-                        continue  # groups of 4 and 8: float32 only
+                        continue  # groups of 4, 8 and 16: float32 only
                 start = time.time()
                 if kernel == "pixelcnn":
                     error = run_case(binary, workdir, args[0], dtype, use_noise, args[1])

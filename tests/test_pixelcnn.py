@@ -583,18 +583,18 @@ def test_cuda_cluster_kernel_logits_and_seeded_draws(exact_cuda, monkeypatch, cl
 
 
 @requires_cuda
-@pytest.mark.parametrize(("blocks", "samples"), [("4", "4"), ("16", "8")])
-def test_cuda_cluster_kernel_groups_of_4_and_8_float32(exact_cuda, monkeypatch, blocks, samples):
+@pytest.mark.parametrize(("blocks", "samples"), [("4", "4"), ("16", "8"), ("8", "16"), ("2", "16")])
+def test_cuda_cluster_kernel_groups_of_4_8_and_16_float32(exact_cuda, monkeypatch, blocks, samples):
     monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", blocks)
     monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER_SAMPLES", samples)
     model = sliced_model(levels=250, size=(4, 5)).cuda()
-    y = torch.arange(11, device="cuda") % 2
-    noise = torch.rand(11, 3, 4, 5, device="cuda")  # 11 samples: the last group is partial
-    images, logits = model.sample(11, y=y, noise=noise, return_logits=True)
+    y = torch.arange(19, device="cuda") % 2
+    noise = torch.rand(19, 3, 4, 5, device="cuda")  # 19 samples: the last group is partial
+    images, logits = model.sample(19, y=y, noise=noise, return_logits=True)
     with torch.no_grad():
         torch.testing.assert_close(logits, model(images, y), **LOGIT_TOL)
     monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", "1")
-    block = model.sample(11, y=y, noise=noise)
+    block = model.sample(19, y=y, noise=noise)
     assert (block != images).float().mean() < 0.02  # only draws within rounding of a CDF step
 
 
@@ -603,7 +603,7 @@ def test_cuda_cluster_kernel_groups_of_4_and_8_float32(exact_cuda, monkeypatch, 
     ("variable", "value", "error", "match"),
     [
         ("PYGEN_PIXELCNN_CLUSTER", "3", ValueError, "must be 1, 2, 4, 8 or 16"),
-        ("PYGEN_PIXELCNN_CLUSTER_SAMPLES", "3", ValueError, "must be 1, 2, 4 or 8"),
+        ("PYGEN_PIXELCNN_CLUSTER_SAMPLES", "3", ValueError, "must be 1, 2, 4, 8 or 16"),
     ],
 )
 def test_cuda_cluster_kernel_bad_settings_raise(monkeypatch, variable, value, error, match):

@@ -372,9 +372,9 @@ __global__ void __launch_bounds__(kThreads, 1) row_kernel(RowArgs<T> p) {
 // At small batches one block per sample group leaves the card idle and streams every weight
 // through one multiprocessor per value. Here a thread-block cluster of N blocks shares each group
 // of S samples: block r computes the r-th slice of every product's outputs (one warp per output,
-// lanes splitting K over output-major weight rows, a butterfly reduction) and writes each result
-// into every block's copy of the activations through distributed shared memory; one cluster
-// barrier ends each product (2 per layer, 2 for the head). Every block then draws each value
+// lanes splitting K over output-major weight rows, a reduction by halving exchanges) and writes
+// each result into every block's copy of the activations through distributed shared memory; one
+// cluster barrier ends each product (2 per layer, 2 for the head). Every block then draws each value
 // itself from identical logits and the same uniform, so the draw needs no exchange. The block's
 // weight rows are copied into its shared memory at launch when they fit ("resident"), else read
 // from the output-major copies in global memory (L2).
@@ -467,12 +467,11 @@ __global__ void fold_gate_kernel(const T* __restrict__ hw, const T* __restrict__
   }
 }
 
-// out[r][s] = sum_q x[s * ldx + q] * w[r][q] over q < k, for the S samples and R weight rows:
-// lanes split q, a butterfly reduction leaves the same sums in every lane (a + b == b + a, so
-// the lanes' copies are bitwise equal). Each lane issues a chunk of kDotChunk loads per row before
-// its first use: weight rows streamed from L2 then cost one round trip per 32 x kDotChunk values
-// of K (rgb32's 528) instead of one per 4 x 32 (the H200 run of 2026-11-27: ~2.9 us per product
-// streamed against ~1.4 resident). Each lane still sums its q in order.
+// out[r][s] = this lane's share of sum_q x[s * ldx + q] * w[r][q] over q < k, for the S samples
+// and R weight rows: lanes split q (reduce_items adds the shares). Each lane issues a chunk of
+// kDotChunk loads per row before its first use: weight rows streamed from L2 then cost one round
+// trip per 32 x kDotChunk values of K (rgb32's 528) instead of one per 4 x 32 (the H200 run of
+// 2026-11-27: ~2.9 us per product streamed against ~1.4 resident). Each lane sums its q in order.
 template <typename A, int R>
 constexpr int dot_chunk() {  // registers: kDotChunk x R loads in flight, 32 floats or 16 doubles
   constexpr int chunk = (sizeof(A) > 4 ? 16 : 32) / R;
@@ -480,7 +479,7 @@ constexpr int dot_chunk() {  // registers: kDotChunk x R loads in flight, 32 flo
 }
 
 template <int S, int R, typename T, typename A>
-__device__ __forceinline__ void warp_dots(const A* x, int ldx, const T* const (&w)[R], int k,
+__device__ __forceinline__ void lane_dots(const A* x, int ldx, const T* const (&w)[R], int k,
                                           A (&out)[R][S]) {
   constexpr int kDotChunk = dot_chunk<A, R>();
   const int lane = threadIdx.x & 31;
@@ -509,12 +508,37 @@ __device__ __forceinline__ void warp_dots(const A* x, int ldx, const T* const (&
       }
     }
   }
+}
+
+// Adds the warp's shares of N items of P values each (N a power of two). While a lane holds more
+// than one item, each exchange halves them: the lane keeps one half, sends the other to its
+// partner and adds the partner's share of the half it kept, so N items cost about N P shuffles
+// where a butterfly on every value costs 5 N P (groups of 16 samples: 32 against 160 per pair of
+// rows). Once one item is left the remaining exchanges are a butterfly (a + b == b + a, so the
+// lanes sharing an item hold bitwise equal sums). Afterwards v[j] holds item lane * N / 32 + j
+// (N >= 32), or item lane / (32 / N) (N < 32).
+template <int N, int P, typename A, int n = N, int bit = 4>
+__device__ __forceinline__ void reduce_items(A (&v)[N][P], int lane) {
+  if constexpr (bit >= 0) {
+    const int mask = 1 << bit;
+    if constexpr (n > 1) {
+      constexpr int half = n / 2;
+      const bool upper = lane & mask;
 #pragma unroll
-  for (int off = 16; off > 0; off >>= 1)
+      for (int i = 0; i < half; ++i)
 #pragma unroll
-    for (int r = 0; r < R; ++r)
+        for (int p = 0; p < P; ++p) {
+          const A send = upper ? v[i][p] : v[i + half][p];
+          const A keep = upper ? v[i + half][p] : v[i][p];
+          v[i][p] = keep + __shfl_xor_sync(0xffffffffu, send, mask);
+        }
+      reduce_items<N, P, A, half, bit - 1>(v, lane);
+    } else {
 #pragma unroll
-      for (int s = 0; s < S; ++s) out[r][s] += __shfl_xor_sync(0xffffffffu, out[r][s], off);
+      for (int p = 0; p < P; ++p) v[0][p] += __shfl_xor_sync(0xffffffffu, v[0][p], mask);
+      reduce_items<N, P, A, 1, bit - 1>(v, lane);
+    }
+  }
 }
 
 // fn.template operator()<U>(i) for this warp's units of a product, i, i + kClusterWarps, ... below
@@ -528,41 +552,41 @@ __device__ __forceinline__ void for_warp_units(int n, int warp, Fn&& fn) {
   if (i < n) fn.template operator()<1>(i);
 }
 
-// dst[s * ld] = v[s] in every block of the cluster (dst is this block's address of the element;
-// the layouts are equal). The S x N stores are spread over the warp's lanes.
-template <int S, typename A>
-__device__ __forceinline__ void cluster_store(cooperative_groups::cluster_group& cluster, A* dst,
-                                              int ld, const A (&v)[S]) {
-  const int blocks = static_cast<int>(cluster.num_blocks());
-  for (int e = threadIdx.x & 31; e < S * blocks; e += 32) {
-    const int s = e / blocks, rank = e % blocks;
-    A value = v[0];
-#pragma unroll
-    for (int ss = 1; ss < S; ++ss)
-      if (ss == s) value = v[ss];
-    *cluster.map_shared_rank(dst + s * ld, rank) = value;
-  }
-}
-
-// A product with one weight row per unit: for this warp's units i < n (for_warp_units), the value
-// epilogue(i, s, x[s] . row_of(i)) of each sample s goes to dst[i + s * ld] in every block.
-template <int S, typename T, typename A, typename RowOf, typename Epilogue>
-__device__ __forceinline__ void unit_products(cooperative_groups::cluster_group& cluster, int n, int warp,
-                                              const A* x, int k, RowOf&& row_of, Epilogue&& epilogue, A* dst,
-                                              int ld) {
+// A product of P weight rows per unit (a gate pair: P = 2): for this warp's units i < n
+// (for_warp_units), the value epilogue(i, s, sums) of each sample s, sums[p] = x[s] . row_of(i, p),
+// goes to dst_of(i)[s * ld] in every block of the cluster (dst_of gives this block's address; the
+// layouts are equal). Each lane computes the epilogues of the items reduce_items left it, and the
+// lanes sharing an item split its stores over the blocks.
+template <int S, int P, typename T, typename A, typename RowOf, typename Epilogue, typename DstOf>
+__device__ __forceinline__ void warp_products(cooperative_groups::cluster_group& cluster, int n, int warp,
+                                              const A* x, int k, RowOf&& row_of, Epilogue&& epilogue,
+                                              DstOf&& dst_of, int ld) {
+  const int lane = threadIdx.x & 31, blocks = static_cast<int>(cluster.num_blocks());
   for_warp_units(n, warp, [&]<int U>(int i0) {
-    const T* w[U];
+    constexpr int R = U * P, N = U * S;
+    const T* w[R];
 #pragma unroll
-    for (int u = 0; u < U; ++u) w[u] = row_of(i0 + u * kClusterWarps);
-    A sums[U][S];
-    warp_dots<S, U>(x, k, w, k, sums);
+    for (int u = 0; u < U; ++u)
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int i = i0 + u * kClusterWarps;
-      A v[S];
+      for (int p = 0; p < P; ++p) w[u * P + p] = row_of(i0 + u * kClusterWarps, p);
+    A sums[R][S];
+    lane_dots<S, R>(x, k, w, k, sums);
+    A items[N][P];  // item u * S + s: unit u, sample s
 #pragma unroll
-      for (int s = 0; s < S; ++s) v[s] = epilogue(i, s, sums[u][s]);
-      cluster_store<S>(cluster, dst + i, ld, v);
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int s = 0; s < S; ++s)
+#pragma unroll
+        for (int p = 0; p < P; ++p) items[u * S + s][p] = sums[u * P + p][s];
+    reduce_items<N, P>(items, lane);
+    constexpr int kOwned = N >= 32 ? N / 32 : 1, kSharers = N >= 32 ? 1 : 32 / N;
+    const int first = N >= 32 ? lane * kOwned : lane / kSharers;
+#pragma unroll
+    for (int j = 0; j < kOwned; ++j) {
+      const int item = first + j, s = item % S, i = i0 + (item / S) * kClusterWarps;
+      const A value = epilogue(i, s, items[j]);
+      A* dst = dst_of(i) + s * ld;
+      for (int rank = lane % kSharers; rank < blocks; rank += kSharers) *cluster.map_shared_rank(dst, rank) = value;
     }
   });
 }
@@ -684,17 +708,20 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
           const A* ring_g = ring + static_cast<int64_t>(lg) * S * kw * hm;
           const A* residual = ring + static_cast<int64_t>(lg - 1) * S * kw * hm + cur * hm;
           const A* gated_in = gated + ((lg + 1) % 2) * S * h;
-          for (int e = t; e < S * k; e += kClusterThreads) {
-            const int s = e / k, q = e % k, dj = q / cin, col = j - pad + dj;
-            A x;
+          // A warp per column segment (s, dj), its lanes over ci: one division per segment.
+          const int cols = k / cin;
+          for (int sd = warp; sd < S * cols; sd += kClusterWarps) {
+            const int s = sd / cols, dj = sd % cols, col = j - pad + dj;
+            const A* src = nullptr;  // null: zeros
             if (!fold || dj < pad) {
-              x = col < 0 ? A(0) : ring_g[(s * kw + col % kw) * hm + q % cin];
+              if (col >= 0) src = ring_g + (s * kw + col % kw) * hm;
             } else if (dj == pad) {
-              x = lg > 1 ? residual[s * kw * hm + q % cin] : A(0);
+              if (lg > 1) src = residual + s * kw * hm;
             } else {
-              x = gated_in[s * h + q % cin];
+              src = gated_in + s * h;
             }
-            window[s * k + q] = x;
+            A* dst = window + s * k + dj * cin;
+            for (int ci = t & 31; ci < cin; ci += 32) dst[ci] = src != nullptr ? src[ci] : A(0);
           }
           __syncthreads();
         }
@@ -704,59 +731,49 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
           const bool last = lo + 1 == p.layers;
           const A* ring_o = ring + static_cast<int64_t>(lo) * S * kw * hm;
           A* next = last ? top : ring + static_cast<int64_t>(lo + 1) * S * kw * hm + cur * hm;
-          const int ld_next = last ? h : kw * hm;
           const T* out_w = wt_t[lo * kTPerLayer + kTOut];
-          unit_products<S, T>(
+          warp_products<S, 1, T>(
               cluster, nh, warp, gated + (lo % 2) * S * h, h,
-              [&](int i) { return row(out_w, o0 + i, lay.out_rows(lo) + static_cast<int64_t>(i) * h, h); },
-              [&](int i, int s, A sum) {
-                A v = sum + out_b[lo * sh + i];
+              [&](int i, int) { return row(out_w, o0 + i, lay.out_rows(lo) + static_cast<int64_t>(i) * h, h); },
+              [&](int i, int s, const A(&sum)[1]) {
+                A v = sum[0] + out_b[lo * sh + i];
                 if (lo > 0) v += ring_o[(s * kw + cur) * hm + o0 + i];
                 return last ? max(v, A(0)) : v;  // the head starts with a ReLU
               },
-              next + o0, ld_next);
+              [&](int i) { return next + o0 + i; }, last ? h : kw * hm);
         }
         if (lg >= 0) {
+          // Unit i's gate pair: row p = 0 (a) and p = 1 (g).
           const int64_t lw = lay.layer(lg);
           const T* gate_w = wt_t[lg * kTPerLayer + kTGate];
-          for_warp_units(nh, warp, [&]<int U>(int i0) {
-            const T* w[2 * U];  // unit u's gate pair: rows 2u (a) and 2u + 1 (g)
-#pragma unroll
-            for (int u = 0; u < U; ++u) {
-              const int i = i0 + u * kClusterWarps;
-              w[2 * u] = row(gate_w, o0 + i, lw + static_cast<int64_t>(i) * k, k);
-              w[2 * u + 1] = row(gate_w, h + o0 + i, lw + static_cast<int64_t>(sh + i) * k, k);
-            }
-            A sums[2 * U][S];
-            warp_dots<S, 2 * U>(window, k, w, k, sums);
-#pragma unroll
-            for (int u = 0; u < U; ++u) {
-              const int i = i0 + u * kClusterWarps;
-              A v[S];
-#pragma unroll
-              for (int s = 0; s < S; ++s) {
+          warp_products<S, 2, T>(
+              cluster, nh, warp, window, k,
+              [&](int i, int pair) {
+                return row(gate_w, pair * h + o0 + i, lw + static_cast<int64_t>(pair * sh + i) * k, k);
+              },
+              [&](int i, int s, const A(&sums)[2]) {
                 const A* gb = gate_bias + (static_cast<int64_t>(lg) * S + s) * 2 * sh;
-                v[s] = gate_value(sums[2 * u][s] + gb[i], sums[2 * u + 1][s] + gb[sh + i]);
-              }
-              cluster_store<S>(cluster, gated + (lg % 2) * S * h + o0 + i, h, v);
-            }
-          });
+                return gate_value(sums[0] + gb[i], sums[1] + gb[sh + i]);
+              },
+              [&](int i) { return gated + (lg % 2) * S * h + o0 + i; }, h);
         }
         cluster.sync();
       }
       // Head: 1x1 -> ReLU -> 1x1, only the logits of channel c.
-      unit_products<S, T>(
+      warp_products<S, 1, T>(
           cluster, nh, warp, top, h,
-          [&](int i) { return row(head_w1, o0 + i, lay.w1 + static_cast<int64_t>(i) * h, h); },
-          [&](int i, int, A sum) { return max(sum + b1[i], A(0)); }, hid + o0, h);
+          [&](int i, int) { return row(head_w1, o0 + i, lay.w1 + static_cast<int64_t>(i) * h, h); },
+          [&](int i, int, const A(&sum)[1]) { return max(sum[0] + b1[i], A(0)); },
+          [&](int i) { return hid + o0 + i; }, h);
       cluster.sync();
-      unit_products<S, T>(
+      warp_products<S, 1, T>(
           cluster, nl, warp, hid, h,
-          [&](int i) {
+          [&](int i, int) {
             return row(head_w2, static_cast<int64_t>(c) * levels + v0 + i,
                        lay.w2 + (static_cast<int64_t>(c) * sl + i) * h, h);
           },
-          [&](int i, int, A sum) { return sum + b2[c * sl + i]; }, logit + v0, levels);
+          [&](int i, int, const A(&sum)[1]) { return sum[0] + b2[c * sl + i]; },
+          [&](int i) { return logit + v0 + i; }, levels);
       cluster.sync();
       // Every block draws (the same level); block 0 writes the outputs.
       for (int s = warp; s < n_here; s += kClusterWarps) {
@@ -770,13 +787,14 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
 #endif
 }
 
-// fn.template operator()<S>() for the plan's samples per group: 1 or 2 for every dtype, also 4 or
-// 8 for float (the large-batch variants, built for the sampler's common dtype only).
+// fn.template operator()<S>() for the plan's samples per group: 1 or 2 for every dtype, also 4, 8
+// or 16 for float (the large-batch variants, built for the sampler's common dtype only).
 template <typename T, typename Fn>
 void with_cluster_samples(int64_t samples, Fn&& fn) {
   if constexpr (std::is_same_v<T, float>) {
     if (samples == 4) return fn.template operator()<4>();
     if (samples == 8) return fn.template operator()<8>();
+    if (samples == 16) return fn.template operator()<16>();
   }
   if (samples == 1) return fn.template operator()<1>();
   return fn.template operator()<2>();
@@ -1035,8 +1053,8 @@ RowPlan plan_row_kernels(const Problem& p, const at::Tensor& ref) {
   int64_t group = p.batch > 1 ? 2 : 1;
   if (const char* forced_samples = std::getenv("PYGEN_PIXELCNN_CLUSTER_SAMPLES")) {
     group = std::atoll(forced_samples);
-    TORCH_CHECK_VALUE(group == 1 || group == 2 || group == 4 || group == 8,
-                      "PYGEN_PIXELCNN_CLUSTER_SAMPLES must be 1, 2, 4 or 8, got '", forced_samples, "'");
+    TORCH_CHECK_VALUE(group == 1 || group == 2 || group == 4 || group == 8 || group == 16,
+                      "PYGEN_PIXELCNN_CLUSTER_SAMPLES must be 1, 2, 4, 8 or 16, got '", forced_samples, "'");
     TORCH_CHECK_VALUE(group <= 2 || ref.scalar_type() == at::kFloat,
                       "PYGEN_PIXELCNN_CLUSTER_SAMPLES=", group, " is built for float32 weights only");
   }
