@@ -71,8 +71,6 @@ def test_train_step(benchmark, record, quick, model_type, provider):
 @pytest.mark.parametrize("mode", ["made_solve", "made_solve fwd+bwd"])
 @pytest.mark.parametrize("case", MAF_SAMPLE_CASES, ids=lambda case: f"dim{case[1]}")
 def test_made_solve(benchmark, record, quick, case, mode, provider):
-    if DEVICE.type != "cpu" and mode.endswith("fwd+bwd"):
-        pytest.skip("the fused backward is a CPU kernel: with autograd, CUDA runs the composite")
     model, x = _maf(case)
     layer = next(layer for layer in model.flow if isinstance(layer, MAFLayer))
     weights, biases, units, bounds = layer.made.solve_weights(x)

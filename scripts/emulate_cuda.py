@@ -281,8 +281,13 @@ def made_solve_table(solve_weights, order: list[int], mask: torch.Tensor) -> tor
     return torch.tensor(table, dtype=torch.float64)
 
 
-def run_made_case(binary: Path, workdir: Path, case, dtype, scale_fn: str) -> str | None:
-    """A MADE solve case: None when the emulated kernel gives the CPU kernel's x and params."""
+def run_made_case(
+    binary: Path, workdir: Path, case, dtype, scale_fn: str, backward: bool = False
+) -> str | None:
+    """A MADE solve case: None when the emulated forward kernel gives the CPU kernel's x and
+    params, or (backward) the emulated backward kernel's gradients, completed by the products the
+    operator runs (made_solve.cpp), give the CPU operator's gradients of target, weights and
+    biases."""
     hidden, n_hidden, dim, rows = case
     torch.manual_seed(0)
     made = MADE(dim, hidden, n_hidden, order="random", seed=3).to(dtype)
@@ -294,22 +299,62 @@ def run_made_case(binary: Path, workdir: Path, case, dtype, scale_fn: str) -> st
     mask[2] = 1  # one input passes through
     order = made.order.tolist()
     clamp = 1.5 if scale_fn in ("tanh", "atan") else None
-    solve = made.solve_weights(target)
-    with torch.no_grad():
-        expected = torch.ops.pygen.made_affine_solve(
-            target, solve[0], solve[1], solve[2], solve[3], order, mask, scale_fn, clamp, True
+    weights, biases, units, bounds = solve = made.solve_weights(target)
+    leaves = [t.detach().requires_grad_(backward) for t in (target, *weights, *biases)]
+    layers = len(weights)
+    with torch.set_grad_enabled(backward):
+        x, params = torch.ops.pygen.made_affine_solve(
+            leaves[0],
+            leaves[1 : 1 + layers],
+            leaves[1 + layers :],
+            units,
+            bounds,
+            order,
+            mask,
+            scale_fn,
+            clamp,
+            True,
         )
-    header = [rows, dim, hidden, n_hidden + 1, SCALE_FNS[scale_fn], 1]
-    header.append({torch.float64: 8, torch.float32: 4, torch.bfloat16: 2}[dtype])
-    arrays = [*solve[0], *solve[1], made_solve_table(solve, order, mask), target]
-    raw = run_driver(binary, workdir, header, arrays, value=clamp or 0.0)
+    header = [rows, dim, hidden, layers, SCALE_FNS[scale_fn], 1]
+    header += [{torch.float64: 8, torch.float32: 4, torch.bfloat16: 2}[dtype], int(backward)]
+    arrays = [*weights, *biases, made_solve_table(solve, order, mask), target]
+    tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2}[dtype]
+    if not backward:
+        raw = run_driver(binary, workdir, header, arrays, value=clamp or 0.0)
+        if isinstance(raw, str):
+            return raw
+        got = torch.from_numpy(np.frombuffer(raw, dtype=np.float64).copy())
+        want = torch.cat([t.double().flatten() for t in (x, params)])
+        err = ((got - want).abs() / (1 + want.abs())).max().item()
+        return None if err <= tol else f"x or params differ by {err:.2e} (relative)"
+    grad_x, grad_params = torch.randn_like(x), torch.randn_like(params)
+    want = torch.autograd.grad((x * grad_x).sum() + (params * grad_params).sum(), leaves)
+    # The MADE's activations at x (MADE's units all have degrees 1 .. D - 1: none stays zero).
+    below, acts = x.detach().to(weights[0].dtype), []
+    for w, b in zip(weights[:-1], biases[:-1], strict=True):
+        below = torch.relu(below @ w.T + b)
+        acts.append(below)
+    acts = torch.stack(acts)
+    raw = run_driver(
+        binary, workdir, header, [*arrays, grad_x, grad_params, params, acts], clamp or 0.0
+    )
     if isinstance(raw, str):
         return raw
     got = torch.from_numpy(np.frombuffer(raw, dtype=np.float64).copy())
-    want = torch.cat([t.double().flatten() for t in expected])
-    tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2}[dtype]
-    err = ((got - want).abs() / (1 + want.abs())).max().item()
-    return None if err <= tol else f"x or params differ by {err:.2e} (relative)"
+    grad_target, g_units, g_out = got.split([x.numel(), acts.numel(), params.numel()])
+    g_units, g_out = g_units.view(acts.shape), g_out.view(rows, 2 * dim)
+    gs = [*g_units, g_out]
+    belows = [x.detach().double(), *acts.double()]
+    # The operator's products: each weight's gradient where the forward reads it (here its
+    # nonzero entries, the MADE's mask), each bias's the sum over samples.
+    grads = [g.T @ a * (w != 0) for g, a, w in zip(gs, belows, weights, strict=True)]
+    grads = [grad_target.view(rows, dim), *grads, *(g.sum(0) for g in gs)]
+    for name, a, b in zip(["target", *range(2 * layers)], grads, want, strict=True):
+        b = b.double()
+        err = (a - b).abs().max().item() / (1 + b.abs().max().item())
+        if err > tol:
+            return f"gradient {name} differs by {err:.2e} (relative to its largest entry)"
+    return None
 
 
 def main() -> int:
@@ -339,15 +384,18 @@ def main() -> int:
             elif kernel == "pixelrnn":
                 cases = [(" ".join(map(str, case)), (case,)) for case in PIXELRNN_CASES]
             else:
-                for case, dtype, scale_fn in itertools.product(
-                    MADE_CASES, (torch.float64, torch.float32, torch.bfloat16), SCALE_FNS
+                for case, dtype, scale_fn, backward in itertools.product(
+                    MADE_CASES,
+                    (torch.float64, torch.float32, torch.bfloat16),
+                    SCALE_FNS,
+                    (False, True),
                 ):
                     start = time.time()
-                    error = run_made_case(binary, workdir, case, dtype, scale_fn)
+                    error = run_made_case(binary, workdir, case, dtype, scale_fn, backward)
                     verdict = "ok  " if error is None else "FAIL"
                     print(
                         f"{verdict} made_solve {case} {str(dtype)[6:]} {scale_fn} "
-                        f"({time.time() - start:.1f} s)",
+                        f"{'backward' if backward else 'forward'} ({time.time() - start:.1f} s)",
                         flush=True,
                     )
                     if error is not None:

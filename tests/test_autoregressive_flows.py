@@ -186,10 +186,10 @@ def test_cached_solve_matches_the_naive_one(name, dtype, tol):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("grad", [True, False], ids=["composite", "fused"])
+@pytest.mark.parametrize("grad", [True, False], ids=["grad", "no-grad"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
 def test_cached_solve_on_cuda_matches_the_naive_one(monkeypatch, dtype, grad):
-    # With gradients the operator takes the composite loop on CUDA, without them the fused kernel.
+    # With PYGEN_MADE_SOLVE_CUDA=1 the operator takes the fused kernels on CUDA, autograd or not.
     monkeypatch.setenv("PYGEN_MADE_SOLVE_CUDA", "1")
     layer = perturb(LAYERS["maf"](), scale=0.3).to("cuda", dtype)
     z = inputs((5,), n=8, dtype=dtype).cuda()
@@ -334,41 +334,51 @@ CUDA_SOLVE_TOL = {
 @pytest.mark.parametrize("scale_fn", ["tanh", "exp", "atan", "sigmoid"])
 @pytest.mark.parametrize("dtype", list(CUDA_SOLVE_TOL), ids=str)
 @pytest.mark.parametrize(("hidden", "n_hidden", "dim"), [(3, 1, 6), (40, 3, 20)])
-def test_fused_solve_on_cuda_equals_the_cpu_kernel(
+def test_fused_solve_and_backward_on_cuda_equal_the_cpu_kernels(
     monkeypatch, hidden, n_hidden, dim, dtype, scale_fn, rows
 ):
+    """Values and gradients (target, weights, biases) of both devices' fused kernels."""
     # hidden 3 over 5 degrees: degrees without units; 40 over 19: blocks of 2-3 units, 8 warps.
     monkeypatch.setenv("PYGEN_MADE_SOLVE_CUDA", "1")
     made, _, mask = solve_case(hidden, n_hidden, dim, dtype)
     target = inputs((dim,), n=rows, dtype=dtype)
     mask[2] = 1  # one input passes through
-    with torch.no_grad():
-        cpu = solve_op(made, target, mask, scale_fn)
-        cuda = solve_op(made.cuda(), target.cuda(), mask.cuda(), scale_fn)
-    for a, b in zip(cuda, cpu, strict=True):
-        torch.testing.assert_close(a.cpu(), b, **CUDA_SOLVE_TOL[dtype])
+    probe = torch.randn(rows, dim).to(dtype), torch.randn(rows, 2, dim).to(dtype)
+    results = []
+    for device in ("cpu", "cuda"):
+        made_d = made.to(device)
+        target_d = target.to(device).requires_grad_()
+        x, params = solve_op(made_d, target_d, mask.to(device), scale_fn)
+        loss = (x * probe[0].to(device)).sum() + (params * probe[1].to(device)).sum()
+        grads = torch.autograd.grad(loss, [target_d, *made_d.parameters()])
+        results.append([t.detach().cpu() for t in (x, params, *grads)])
+    for a, b in zip(results[1], results[0], strict=True):
+        scale = 1 + b.abs().max().item()  # gradients summed over samples
+        tol = CUDA_SOLVE_TOL[dtype]
+        torch.testing.assert_close(a, b, rtol=tol["rtol"], atol=tol["atol"] * scale)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_made_affine_solve_on_cuda_runs_the_fused_kernel_when_asked_and_autograd_records_nothing(
-    monkeypatch,
-):
+def test_made_affine_solve_on_cuda_runs_the_fused_kernels_when_asked(monkeypatch):
     made, target, mask = solve_case()
     made, target, mask = made.cuda(), target.cuda(), mask.cuda()
 
-    def kernels(grad: bool) -> tuple[set[str], torch.Tensor]:
+    def kernels(grad: bool) -> str:
+        """The names of the solve's events in one call (and its backward, with grad)."""
         with torch.set_grad_enabled(grad), torch.profiler.profile() as prof:
             x, _ = solve_op(made, target, mask)
+            assert x.requires_grad == grad
+            if grad:
+                x.sum().backward()
             torch.cuda.synchronize()
-        return {e.name for e in prof.events() if "solve_kernel" in e.name}, x
+        return " ".join(e.name for e in prof.events() if "solve" in e.name)
 
-    assert not kernels(grad=False)[0]  # not asked for: the composite loop
+    assert "solve_kernel" not in kernels(grad=True)  # not asked for: the composite loop
     monkeypatch.setenv("PYGEN_MADE_SOLVE_CUDA", "1")
-    fused, x = kernels(grad=False)
-    assert fused and not x.requires_grad
-    composite, x = kernels(grad=True)
-    assert not composite and x.requires_grad
-    x.sum().backward()  # the composite loop's gradients
+    assert "solve_kernel" in kernels(grad=False)
+    made.zero_grad()
+    names = kernels(grad=True)
+    assert "solve_kernel" in names and "solve_backward_kernel" in names
     assert all(p.grad is not None for p in made.parameters())
 
 
@@ -504,7 +514,7 @@ def test_fused_made_solve_derivatives_to_third_order_match_the_composite():
 
 
 def test_fused_made_solve_splits_tiles_across_threads():
-    """Samples split across threads by tiles; each thread sums its own weight gradients."""
+    """Samples split across threads by tiles: the same values and gradients at any thread count."""
     made, _, mask = solve_case(hidden=16, dim=9)
     target = inputs((9,), n=37, dtype=torch.float64).requires_grad_()  # 5 tiles
 

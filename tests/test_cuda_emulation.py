@@ -65,10 +65,14 @@ def test_emulated_pixelrnn_kernel_draws_the_cpu_kernels_images(
     )
 
 
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
 @pytest.mark.parametrize("scale_fn", ["tanh", "sigmoid"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("case", emulate_cuda.MADE_CASES, ids=str)
-def test_emulated_made_solve_kernel_equals_the_cpu_kernel(
-    made_solve_emulator, tmp_path, case, dtype, scale_fn
+def test_emulated_made_solve_kernels_equal_the_cpu_kernels(
+    made_solve_emulator, tmp_path, case, dtype, scale_fn, backward
 ):
-    assert emulate_cuda.run_made_case(made_solve_emulator, tmp_path, case, dtype, scale_fn) is None
+    error = emulate_cuda.run_made_case(
+        made_solve_emulator, tmp_path, case, dtype, scale_fn, backward
+    )
+    assert error is None

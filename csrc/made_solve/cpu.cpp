@@ -46,30 +46,6 @@ inline __attribute__((always_inline)) void dot_rows(const T* w, const T* a, int6
   }
 }
 
-// y[p][j] += sum_r g[p][r] * a[r * lda + j] for j < k and P rows p: weight rows' gradients over
-// the tile (the rows of one step's two outputs share the loads of a).
-template <int64_t P, typename T>
-inline __attribute__((always_inline)) void add_weighted_rows(T* const (&y)[P], const T* const (&g)[P], const T* a,
-                                                             int64_t lda, int64_t k) {
-  constexpr int64_t L = kLanes<T>;
-  int64_t j = 0;
-  for (; j + L <= k; j += L) {
-    Vec<T> acc[P];
-    for (int64_t p = 0; p < P; ++p) acc[p] = load(y[p] + j);
-#pragma GCC unroll 8
-    for (int64_t r = 0; r < kTile; ++r) {
-      const Vec<T> av = load(a + r * lda + j);
-      for (int64_t p = 0; p < P; ++p) acc[p] += g[p][r] * av;
-    }
-    for (int64_t p = 0; p < P; ++p) store(y[p] + j, acc[p]);
-  }
-  for (; j < k; ++j) {
-    for (int64_t r = 0; r < kTile; ++r) {
-      for (int64_t p = 0; p < P; ++p) y[p][j] += g[p][r] * a[r * lda + j];
-    }
-  }
-}
-
 // a[r * lda + j] += sum_p g[p][r] * w[p][j] for j < k and every r: P weight rows' share of the
 // gradients below (the rows of one step's two outputs share the loads and stores of a).
 template <int64_t P, typename T>
@@ -173,38 +149,26 @@ PYGEN_CPU_CLONES void solve_tiles(const Solve& s, const scalar_t* target, scalar
   }
 }
 
-// Gradients of tiles [begin, end): the target's into grad_target, the weights' and biases' added
-// into dw[i] and db[i] (acc_t, laid out like the weights and biases). The forward is replayed
-// from the saved x; then the steps run backwards, each undoing its own forward step: the output
-// of step m reads the activations as they were at step m (units of higher degree already zeroed
-// again), and a unit of degree m has its full gradient when step m is reached, every reader of
-// it (outputs and units of degree >= m) being done. Gradients spread to what a masked-out weight
-// would reach land on values already done with, where nothing reads them.
+// The sequential part of the backward for tiles [begin, end) (made_solve.h): the steps run
+// backwards, each undoing its own forward step. A unit of degree m has its whole gradient when
+// step m is reached, every reader of it (outputs and units of degree >= m) being done; its
+// pre-activation's gradient goes to g_units, the outputs' to g_out. Gradients are spread only
+// over what held values at step m: the rest would land on values already done with, where
+// nothing reads them.
 template <ScaleFn F, typename scalar_t, typename acc_t>
 PYGEN_CPU_CLONES void solve_backward_tiles(const Solve& s, const scalar_t* grad_x, const scalar_t* grad_params,
-                                           const scalar_t* target, const scalar_t* x, const scalar_t* params,
-                                           scalar_t* grad_target, acc_t* const* dw, acc_t* const* db,
-                                           int64_t begin, int64_t end) {
-  Tile<acc_t> tile(s);
+                                           const scalar_t* target, const scalar_t* params, const acc_t* acts,
+                                           scalar_t* grad_target, acc_t* g_units, acc_t* g_out, int64_t begin,
+                                           int64_t end) {
+  Tile<acc_t> tile(s);  // its weights and spans; its buffer holds the gradients of the tile's values
   const int64_t dim = s.dim, hidden = s.hidden, last = tile.layers - 1;
   const acc_t c = static_cast<acc_t>(s.clamp), ic = s.clamp > 0 ? acc_t(1) / c : acc_t(0);
-  // Gradients of the inputs and activations, laid out like them.
-  std::vector<acc_t> grads(tile.buffer.size());
-  acc_t* g_in = grads.data();
-  const auto g_layer = [&](int64_t i) { return g_in + kTile * dim + i * kTile * hidden; };
-  const auto g_below = [&](int64_t i) { return i == 0 ? g_in : g_layer(i - 1); };
   acc_t gs[kTile], gt[kTile], gz[kTile];
   for (int64_t t0 = begin; t0 < end; ++t0) {
     const int64_t n0 = t0 * kTile, rows = std::min(kTile, s.rows - n0);
     std::fill(tile.buffer.begin(), tile.buffer.end(), acc_t(0));
-    std::fill(grads.begin(), grads.end(), acc_t(0));
-    for (int64_t m = 0; m < dim; ++m) {
-      if (m > 0) tile.compute_units(m);
-      const int64_t d = s.order[m];
-      for (int64_t r = 0; r < rows; ++r) tile.in[r * dim + d] = widen<acc_t>(x[(n0 + r) * dim + d]);
-    }
     for (int64_t r = 0; grad_x && r < rows; ++r) {
-      for (int64_t j = 0; j < dim; ++j) g_in[r * dim + j] = widen<acc_t>(grad_x[(n0 + r) * dim + j]);
+      for (int64_t j = 0; j < dim; ++j) tile.in[r * dim + j] = widen<acc_t>(grad_x[(n0 + r) * dim + j]);
     }
     for (int64_t m = dim - 1; m >= 0; --m) {
       // Input d: the affine map, then the two output rows.
@@ -213,7 +177,7 @@ PYGEN_CPU_CLONES void solve_backward_tiles(const Solve& s, const scalar_t* grad_
       std::fill_n(gt, kTile, acc_t(0));
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t n = n0 + r;
-        const acc_t g = g_in[r * dim + d];
+        const acc_t g = tile.in[r * dim + d];
         const acc_t a = widen<acc_t>(params[n * 2 * dim + d]), t = widen<acc_t>(params[n * 2 * dim + dim + d]);
         if (grad_params) {
           gs[r] = widen<acc_t>(grad_params[n * 2 * dim + d]);
@@ -228,36 +192,26 @@ PYGEN_CPU_CLONES void solve_backward_tiles(const Solve& s, const scalar_t* grad_
           gt[r] += dy.t;
         }
         grad_target[n * dim + d] = narrow<scalar_t>(g_target);
-        tile.in[r * dim + d] = 0;  // unfilled before step m
+        g_out[n * 2 * dim + d] = gs[r];
+        g_out[n * 2 * dim + dim + d] = gt[r];
       }
-      // Only what held values at step m: the rest of the activations is zero, and gradients sent
-      // there would land on units already done with.
       const Span top = tile.span(last, m);
-      const int64_t k = top.hi - top.lo;
-      const acc_t* const w_s = tile.w[last] + d * hidden + top.lo;
-      const acc_t* const w_t = tile.w[last] + (dim + d) * hidden + top.lo;
-      add_weighted_rows<2>({dw[last] + d * hidden + top.lo, dw[last] + (dim + d) * hidden + top.lo}, {gs, gt},
-                           tile.below(last) + top.lo, hidden, k);
-      for (int64_t r = 0; r < kTile; ++r) {
-        db[last][d] += gs[r];
-        db[last][dim + d] += gt[r];
-      }
-      spread_rows<2>(g_below(last) + top.lo, hidden, {gs, gt}, {w_s, w_t}, k);
-      // The units of degree m, from the top layer down, each zeroed once done.
+      spread_rows<2>(tile.below(last) + top.lo, hidden, {gs, gt},
+                     {tile.w[last] + d * hidden + top.lo, tile.w[last] + (dim + d) * hidden + top.lo},
+                     top.hi - top.lo);
+      // The units of degree m, from the top layer down (a ReLU passes where the unit is positive).
       for (int64_t i = last - 1; m > 0 && i >= 0; --i) {
         const int64_t k = tile.fan_in(i);
         const Span in = tile.span(i, m);
         for (int64_t j = s.bounds[m - 1]; j < s.bounds[m]; ++j) {
           const int64_t u = s.units[j];
-          for (int64_t r = 0; r < kTile; ++r) {
-            gz[r] = tile.layer(i)[r * hidden + u] > 0 ? g_layer(i)[r * hidden + u] : acc_t(0);
-            db[i][u] += gz[r];
+          std::fill_n(gz, kTile, acc_t(0));
+          for (int64_t r = 0; r < rows; ++r) {
+            const int64_t at = (i * s.rows + n0 + r) * hidden + u;
+            gz[r] = acts[at] > 0 ? tile.layer(i)[r * hidden + u] : acc_t(0);
+            g_units[at] = gz[r];
           }
-          add_weighted_rows<1>({dw[i] + u * k + in.lo}, {gz}, tile.below(i) + in.lo, k, in.hi - in.lo);
-          spread_rows<1>(g_below(i) + in.lo, k, {gz}, {tile.w[i] + u * k + in.lo}, in.hi - in.lo);
-        }
-        for (int64_t j = s.bounds[m - 1]; j < s.bounds[m]; ++j) {
-          for (int64_t r = 0; r < kTile; ++r) tile.layer(i)[r * hidden + s.units[j]] = 0;
+          spread_rows<1>(tile.below(i) + in.lo, k, {gz}, {tile.w[i] + u * k + in.lo}, in.hi - in.lo);
         }
       }
     }
@@ -281,44 +235,19 @@ void solve_cpu(const Solve& s, const at::Tensor& target, at::Tensor& x, at::Tens
 }
 
 void solve_backward_cpu(const Solve& s, const at::Tensor& grad_x, const at::Tensor& grad_params,
-                        const at::Tensor& target, const at::Tensor& x, const at::Tensor& params,
-                        at::Tensor& grad_target, std::vector<at::Tensor>& grad_weights,
-                        std::vector<at::Tensor>& grad_biases) {
-  // One set of weight gradients per chunk of tiles, summed in chunk order at the end: the same
-  // result for the same number of threads.
-  const int64_t chunks = std::min<int64_t>(at::get_num_threads(), tiles(s));
-  const auto dtype = target.scalar_type();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "made_affine_solve_backward_cpu", [&] {
+                        const at::Tensor& target, const at::Tensor& params, const at::Tensor& acts,
+                        at::Tensor& grad_target, at::Tensor& g_units, at::Tensor& g_out) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, target.scalar_type(), "made_affine_solve_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    std::vector<std::vector<at::Tensor>> dw(chunks), db(chunks);
-    for (int64_t k = 0; k < chunks; ++k) {
-      for (size_t i = 0; i < s.weights.size(); ++i) {
-        dw[k].push_back(k == 0 ? grad_weights[i] : at::zeros_like(grad_weights[i]));
-        db[k].push_back(k == 0 ? grad_biases[i] : at::zeros_like(grad_biases[i]));
-      }
-    }
     const auto data = [](const at::Tensor& t) { return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr; };
     affine_coupling::with_scale_fn(s.scale_fn, [&](auto f) {
-      at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t k = begin; k < end; ++k) {
-          std::vector<acc_t*> dw_k, db_k;
-          for (size_t i = 0; i < s.weights.size(); ++i) {
-            dw_k.push_back(dw[k][i].data_ptr<acc_t>());
-            db_k.push_back(db[k][i].data_ptr<acc_t>());
-          }
-          solve_backward_tiles<decltype(f)::value, scalar_t, acc_t>(
-              s, data(grad_x), data(grad_params), target.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-              params.const_data_ptr<scalar_t>(), grad_target.data_ptr<scalar_t>(), dw_k.data(), db_k.data(),
-              tiles(s) * k / chunks, tiles(s) * (k + 1) / chunks);
-        }
+      at::parallel_for(0, tiles(s), 1, [&](int64_t begin, int64_t end) {
+        solve_backward_tiles<decltype(f)::value, scalar_t, acc_t>(
+            s, data(grad_x), data(grad_params), target.const_data_ptr<scalar_t>(), params.const_data_ptr<scalar_t>(),
+            acts.const_data_ptr<acc_t>(), grad_target.data_ptr<scalar_t>(), g_units.data_ptr<acc_t>(),
+            g_out.data_ptr<acc_t>(), begin, end);
       });
     });
-    for (int64_t k = 1; k < chunks; ++k) {
-      for (size_t i = 0; i < s.weights.size(); ++i) {
-        grad_weights[i].add_(dw[k][i]);
-        grad_biases[i].add_(db[k][i]);
-      }
-    }
   });
 }
 

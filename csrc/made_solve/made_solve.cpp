@@ -1,8 +1,7 @@
 // The D-step direction of an autoregressive affine flow (MAF sampling, IAF density) as one
 // operator, pygen::made_affine_solve, on one of two paths:
-// - on the CPU, the fused kernels (cpu.cpp): pygen::_made_affine_solve_fused and its backward,
-//   bound to autograd here; on CUDA the fused forward (cuda.cu) when autograd records nothing
-//   (sampling, density under no_grad: its backward is a CPU kernel) and PYGEN_MADE_SOLVE_CUDA=1;
+// - the fused kernels, pygen::_made_affine_solve_fused and its backward, bound to autograd here:
+//   on the CPU (cpu.cpp), and on CUDA (cuda.cu) when PYGEN_MADE_SOLVE_CUDA=1;
 // - elsewhere, pygen::_made_affine_solve_composite: the loop of
 //   pygen.layers.MADE.solve, its twin (run there with the pure-PyTorch affine), issued from C++ and
 //   composed of ATen ops and pygen::affine_coupling, which give it autograd, every device and
@@ -199,32 +198,91 @@ std::tuple<at::Tensor, at::Tensor> fused_forward(const at::Tensor& target, at::T
   return {x, params};
 }
 
-// pygen::_made_affine_solve_fused_backward on the CPU: the gradients of target, weights and
-// biases (in their dtypes) from those of x and params.
+// When each value of the solve exists and when each weight row reads: input j from the step
+// after the one that fills it, a hidden unit from the step of its degree (units of degree 0 or
+// past the last bound are never computed and stay zero); unit u reads at the step of its degree,
+// output row k D + d at the step of input d. Entry (row, v) of a weight is read, holding v's
+// value, iff available(v) <= step(row): the weights' gradients are zero elsewhere, as the fused
+// forward never reads those entries with a value.
+struct Steps {
+  at::Tensor unit_step, unit_available, input_available, output_step;  // int64, on the CPU
+
+  explicit Steps(const Solve& s) {
+    const auto opts = at::TensorOptions().dtype(at::kLong);
+    unit_step = at::full({s.hidden}, -1, opts);
+    input_available = at::empty({s.dim}, opts);
+    output_step = at::empty({2 * s.dim}, opts);
+    auto unit = unit_step.accessor<int64_t, 1>();
+    auto input = input_available.accessor<int64_t, 1>();
+    auto output = output_step.accessor<int64_t, 1>();
+    for (int64_t m = 0; m < s.dim; ++m) {
+      for (int64_t j = m > 0 ? s.bounds[m - 1] : s.bounds[m]; j < s.bounds[m]; ++j) unit[s.units[j]] = m;
+      const int64_t d = s.order[m];
+      input[d] = m + 1;
+      output[d] = output[s.dim + d] = m;
+    }
+    unit_available = unit_step.where(unit_step > 0, s.dim + 1);
+  }
+
+  // Layer i's read entries as a (out, in) mask of the given dtype and device.
+  at::Tensor mask(int64_t i, int64_t layers, const at::TensorOptions& opts) const {
+    const at::Tensor& available = i == 0 ? input_available : unit_available;
+    const at::Tensor& step = i == layers - 1 ? output_step : unit_step;
+    return available.unsqueeze(0).le(step.unsqueeze(1)).to(opts);
+  }
+};
+
+// pygen::_made_affine_solve_fused_backward: the gradients of target, weights and biases (in their
+// dtypes) from those of x and params. The MADE's activations at x come from one product per layer
+// over all samples (the forward's values, to rounding); the device's kernel runs the D steps
+// backwards for the gradients of target and of every pre-activation; each weight's gradient is
+// then one product over all samples, masked to the entries the forward reads (Steps).
 std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> fused_backward(
     const std::optional<at::Tensor>& grad_x, const std::optional<at::Tensor>& grad_params, const at::Tensor& target,
     const at::Tensor& x, const at::Tensor& params, at::TensorList weights, at::TensorList biases,
     const at::Tensor& units, at::IntArrayRef bounds, at::IntArrayRef order, const at::Tensor& mask,
     c10::string_view scale_fn, std::optional<double> clamp, bool reverse) {
-  TORCH_CHECK(target.is_cpu(), "the fused MADE solve's backward runs on the CPU, got ", target.device(),
-              "; made_affine_solve trains through the composite loop there");
   const Solve s = make_solve(target, weights, biases, units, bounds, order, mask, scale_fn, clamp, reverse);
   check_matches(x, "x", target, "target", target.sizes());
   check_matches(params, "params", target, "target", {s.rows, 2, s.dim});
   if (grad_x) check_matches(*grad_x, "grad_x", target, "target", target.sizes());
   if (grad_params) check_matches(*grad_params, "grad_params", target, "target", {s.rows, 2, s.dim});
+  const auto layers = static_cast<int64_t>(s.weights.size()), last = layers - 1;
+  const auto opts = s.weights[0].options();
+  const Steps steps(s);
+  std::vector<at::Tensor> read;  // each weight's entries the forward reads with a value
+  for (int64_t i = 0; i < layers; ++i) read.push_back(steps.mask(i, layers, opts));
+  const at::Tensor never = steps.unit_step.le(0).to(target.device());
+  const at::Tensor x_acc = x.to(opts.dtype()).contiguous();
+  // Through the read entries only, so that a weight outside them (a finite difference of a
+  // masked-out entry) changes the activations no more than it changes the forward.
+  at::Tensor acts = at::empty({last, s.rows, s.hidden}, opts);
+  for (int64_t i = 0; i < last; ++i) {
+    at::Tensor a = acts.select(0, i);
+    at::addmm_out(a, s.biases[i], i == 0 ? x_acc : acts.select(0, i - 1), (s.weights[i] * read[i]).t());
+    a.relu_().masked_fill_(never, 0);
+  }
   at::Tensor grad_target = at::empty_like(target, at::MemoryFormat::Contiguous);
-  std::vector<at::Tensor> grad_weights, grad_biases;
-  for (const auto& w : s.weights) grad_weights.push_back(at::zeros_like(w));
-  for (const auto& b : s.biases) grad_biases.push_back(at::zeros_like(b));
+  at::Tensor g_units = at::zeros_like(acts), g_out = at::zeros({s.rows, 2 * s.dim}, opts);
   if (s.rows > 0) {
     const auto contiguous = [](const std::optional<at::Tensor>& t) { return t ? t->contiguous() : at::Tensor(); };
-    solve_backward_cpu(s, contiguous(grad_x), contiguous(grad_params), target.contiguous(), x.contiguous(),
-                       params.contiguous(), grad_target, grad_weights, grad_biases);
+    const at::Tensor target_c = target.contiguous(), params_c = params.contiguous();
+    if (on_cuda(target, "the fused MADE solve's backward")) {
+#ifdef PYGEN_WITH_CUDA
+      solve_backward_cuda(s, contiguous(grad_x), contiguous(grad_params), target_c, params_c, acts, grad_target,
+                          g_units, g_out);
+#endif
+    } else {
+      solve_backward_cpu(s, contiguous(grad_x), contiguous(grad_params), target_c, params_c, acts, grad_target,
+                         g_units, g_out);
+    }
   }
-  for (size_t i = 0; i < weights.size(); ++i) {
-    grad_weights[i] = grad_weights[i].to(weights[i].scalar_type());
-    grad_biases[i] = grad_biases[i].to(biases[i].scalar_type());
+  std::vector<at::Tensor> grad_weights, grad_biases;
+  for (int64_t i = 0; i < layers; ++i) {
+    const at::Tensor g = i == last ? g_out : g_units.select(0, i);
+    const at::Tensor below = i == 0 ? x_acc : acts.select(0, i - 1);
+    grad_weights.push_back(g.t().mm(below).mul_(read[i]).to(weights[i].scalar_type()));
+    grad_biases.push_back(g.sum(0).to(biases[i].scalar_type()));
   }
   return {grad_target, grad_weights, grad_biases};
 }
@@ -300,40 +358,25 @@ std::tuple<at::Tensor, at::Tensor> fused_autograd(const at::Tensor& target, at::
 
 }  // namespace
 
-// Whether autograd would record a call on these tensors (grad mode and an input that requires
-// grad, or a forward-mode tangent).
-bool records_autograd(const at::Tensor& target, at::TensorList weights, at::TensorList biases) {
-  const auto records = [](const at::Tensor& t) {
-    return (at::GradMode::is_enabled() && t.requires_grad()) || t._fw_grad(/*level=*/0).defined();
-  };
-  if (records(target)) return true;
-  for (const auto* list : {&weights, &biases}) {
-    for (const auto& t : *list) {
-      if (records(t)) return true;
-    }
-  }
-  return false;
-}
-
-// Whether the CUDA fused forward was asked for (PYGEN_MADE_SOLVE_CUDA=1): it passes its tests and
-// memcheck on an H200 (2026-11-27) and runs only when asked until a GPU run has timed it against
-// the composite loop (benchmarks/NOTES.md).
+// Whether the CUDA fused kernels were asked for (PYGEN_MADE_SOLVE_CUDA=1): the forward passes its
+// tests and memcheck on an H200 (2026-11-27), the backward has run only emulated on the CPU
+// (scripts/emulate_cuda.py); both run only when asked until a GPU run has tested and timed them
+// against the composite loop (benchmarks/NOTES.md).
 bool cuda_fused_enabled() {
   const char* flag = std::getenv("PYGEN_MADE_SOLVE_CUDA");
   return flag != nullptr && std::string(flag) == "1";
 }
 
 // Returns x (N, D) and the MADE's outputs (N, 2, D) at x; see pygen/ops/made_solve.py. The fused
-// kernels on the CPU, and on CUDA when asked for and autograd records nothing; else the composite
-// loop. Each checks the arguments.
+// kernels on the CPU, and on CUDA when asked for; else the composite loop. Each checks the
+// arguments.
 std::tuple<at::Tensor, at::Tensor> made_affine_solve(const at::Tensor& target, at::TensorList weights,
                                                      at::TensorList biases, const at::Tensor& units,
                                                      at::IntArrayRef bounds, at::IntArrayRef order,
                                                      const at::Tensor& mask,
                                                      c10::string_view scale_fn,
                                                      std::optional<double> clamp, bool reverse) {
-  const bool fused = target.is_cpu() ||
-                     (target.is_cuda() && cuda_fused_enabled() && !records_autograd(target, weights, biases));
+  const bool fused = target.is_cpu() || (target.is_cuda() && cuda_fused_enabled());
   const char* path = fused ? "pygen::_made_affine_solve_fused" : "pygen::_made_affine_solve_composite";
   const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(path, "").typed<SolveFn>();
   return op.call(target, weights, biases, units, bounds, order, mask, scale_fn, clamp, reverse);

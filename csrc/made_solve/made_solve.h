@@ -39,13 +39,17 @@ struct Solve {
 void solve_cpu(const Solve& s, const at::Tensor& target, at::Tensor& x, at::Tensor& params);
 void solve_cuda(const Solve& s, const at::Tensor& target, at::Tensor& x, at::Tensor& params);
 
-// On the CPU, from the gradients of x and params (either may be undefined: zero) and the
-// forward's inputs and outputs, writes grad_target (like target) and sets grad_weights[i] and
-// grad_biases[i] (zeros on entry, contiguous, in the accumulation type, shaped like s.weights and
-// s.biases).
+// The sequential part of the backward, the same algorithm on each device (the weights' and
+// biases' gradients then follow from products over all samples: made_solve.cpp). From the
+// gradients of x and params (either may be undefined: zero), the forward's target and params and
+// the MADE's hidden activations at x (acts: (L - 1, rows, hidden), contiguous, accumulation type),
+// writes grad_target (like target), and the gradients of every hidden unit's pre-activation
+// g_units (like acts) and of the outputs g_out (rows, 2 D) (accumulation type, zeros on entry).
 void solve_backward_cpu(const Solve& s, const at::Tensor& grad_x, const at::Tensor& grad_params,
-                        const at::Tensor& target, const at::Tensor& x, const at::Tensor& params,
-                        at::Tensor& grad_target, std::vector<at::Tensor>& grad_weights,
-                        std::vector<at::Tensor>& grad_biases);
+                        const at::Tensor& target, const at::Tensor& params, const at::Tensor& acts,
+                        at::Tensor& grad_target, at::Tensor& g_units, at::Tensor& g_out);
+void solve_backward_cuda(const Solve& s, const at::Tensor& grad_x, const at::Tensor& grad_params,
+                         const at::Tensor& target, const at::Tensor& params, const at::Tensor& acts,
+                         at::Tensor& grad_target, at::Tensor& g_units, at::Tensor& g_out);
 
 }  // namespace pygen::made_solve

@@ -2,12 +2,10 @@
 
 The operator ``pygen::made_affine_solve`` is registered in C++ when pygen._C loads. On the CPU it
 runs the fused kernels ``pygen::_made_affine_solve_fused`` and its backward (their fake
-implementations are below); on CUDA the fused forward too when ``PYGEN_MADE_SOLVE_CUDA=1`` and
-autograd records nothing (its CUDA kernel passes its tests on an H200 but has not been timed
-there); else
-``pygen::_made_affine_solve_composite``, composed of other
-operators (the MADE's products and ``pygen::affine_coupling``), which give it autograd, every
-device and its fake implementation.
+implementations are below); on CUDA too when ``PYGEN_MADE_SOLVE_CUDA=1`` (the forward passes its
+tests on an H200; the backward has run only emulated on the CPU; neither has been timed on a GPU);
+else ``pygen::_made_affine_solve_composite``, composed of other operators (the MADE's products and
+``pygen::affine_coupling``), which give it autograd, every device and its fake implementation.
 Its twin is ``pygen.layers.MADE.solve`` with the pure-PyTorch affine map as the value of each step.
 """
 
@@ -68,8 +66,9 @@ def made_affine_solve(
     with them (``reverse``: ``(target - t) * exp(-s)``, MAF sampling; else ``target * exp(s) +
     t``). Each hidden unit is computed once, at the step that fills the last input it sees, so the
     D steps do the arithmetic of one pass of the MADE. On the CPU the solve and its backward are
-    each one fused kernel (derivatives after the first: through the loop); elsewhere the loop runs
-    over differentiable operators (on CUDA, see the module's note on ``PYGEN_MADE_SOLVE_CUDA``).
+    each one fused kernel (the backward's weight gradients: one product per layer; derivatives
+    after the first: through the loop); elsewhere the loop runs over differentiable operators (on
+    CUDA, see the module's note on ``PYGEN_MADE_SOLVE_CUDA``).
 
     Args:
         target: ``(N, D)``.

@@ -1,9 +1,10 @@
-// The CUDA MADE solve (csrc/made_solve/cuda.cu) over its kernel emulated on CPU threads (shim.h);
-// scripts/emulate_cuda.py compiles it after the kernel's code. Usage: made_solve INPUT OUTPUT.
+// The CUDA MADE solve (csrc/made_solve/cuda.cu) over its kernels emulated on CPU threads (shim.h);
+// scripts/emulate_cuda.py compiles it after the kernels' code. Usage: made_solve INPUT OUTPUT.
 // INPUT: int64 header (see Header), float64 clamp (0 for the unclamped scale functions), then
-// int64 count and float64 values of: each layer's masked weight, each bias, the kernel's int64
-// table (units, bounds, order, filled and computed spans, keep: see Args in cuda.cu), the target.
-// OUTPUT: x then params (float64).
+// int64 count and float64 values of: each layer's masked weight, each bias, the kernels' int64
+// table (units, bounds, order, filled and computed spans, keep: see Args in cuda.cu), the target;
+// for the backward then grad_x, grad_params, params and the activations (L - 1, rows, hidden).
+// OUTPUT (float64): x then params; or (backward) grad_target, g_units and g_out (made_solve.h).
 #include <stdexcept>
 
 #include "driver_io.h"
@@ -11,7 +12,7 @@
 namespace ms = pygen::made_solve;
 
 struct Header {
-  int64_t rows, dim, hidden, layers, scale_fn, reverse, dtype;  // dtype: 8, 4, or 2 (bfloat16)
+  int64_t rows, dim, hidden, layers, scale_fn, reverse, dtype, backward;  // dtype: 8, 4, or 2 (bfloat16)
 };
 
 template <typename scalar_t>
@@ -32,8 +33,43 @@ void run(const Header& hd, double clamp, const std::vector<std::vector<double>>&
                                        scratch.data(), hd.rows, static_cast<int>(hd.dim),
                                        static_cast<int>(hd.hidden), static_cast<int>(hd.layers), c, ic,
                                        hd.reverse != 0};
+  const auto scale_fn = static_cast<pygen::affine_coupling::ScaleFn>(hd.scale_fn);
+  if (hd.backward != 0) {
+    const auto& a = arrays;
+    const int64_t at = 2 * hd.layers + 2;
+    const std::vector<scalar_t> grad_x(a[at].begin(), a[at].end()), grad_params(a[at + 1].begin(), a[at + 1].end());
+    const std::vector<scalar_t> params_in(a[at + 2].begin(), a[at + 2].end());
+    const std::vector<acc_t> acts(a[at + 3].begin(), a[at + 3].end());
+    std::vector<scalar_t> grad_target(hd.rows * hd.dim);
+    std::vector<acc_t> g_units(acts.size(), acc_t(0)), g_out(hd.rows * 2 * hd.dim, acc_t(0));
+    const ms::BackwardArgs<scalar_t, acc_t> bargs{table.data(),
+                                                  meta.data(),
+                                                  grad_x.data(),
+                                                  grad_params.data(),
+                                                  target.data(),
+                                                  params_in.data(),
+                                                  acts.data(),
+                                                  grad_target.data(),
+                                                  g_units.data(),
+                                                  g_out.data(),
+                                                  scratch.data(),
+                                                  hd.rows,
+                                                  static_cast<int>(hd.dim),
+                                                  static_cast<int>(hd.hidden),
+                                                  static_cast<int>(hd.layers),
+                                                  c,
+                                                  ic,
+                                                  hd.reverse != 0};
+    pygen::affine_coupling::with_scale_fn(scale_fn, [&](auto f) {
+      emu::launch(tiles, 1, ms::kThreads, 0, ms::solve_backward_kernel<decltype(f)::value, scalar_t, acc_t>, bargs);
+    });
+    for (const auto& v : grad_target) out.push_back(static_cast<double>(v));
+    for (const auto& v : g_units) out.push_back(static_cast<double>(v));
+    for (const auto& v : g_out) out.push_back(static_cast<double>(v));
+    return;
+  }
   const int64_t smem = 2 * ms::kTile * static_cast<int64_t>(sizeof(acc_t));  // the kernel's __shared__
-  pygen::affine_coupling::with_scale_fn(static_cast<pygen::affine_coupling::ScaleFn>(hd.scale_fn), [&](auto f) {
+  pygen::affine_coupling::with_scale_fn(scale_fn, [&](auto f) {
     emu::launch(tiles, 1, ms::kThreads, smem, ms::solve_kernel<decltype(f)::value, scalar_t, acc_t>, args);
   });
   for (const auto& v : x) out.push_back(static_cast<double>(v));
@@ -46,7 +82,7 @@ int main(int argc, char** argv) {
   double clamp;
   const Header hd = in.header<Header>(&clamp);
   std::vector<std::vector<double>> arrays;
-  for (int64_t i = 0; i < 2 * hd.layers + 2; ++i) arrays.push_back(in.array());
+  for (int64_t i = 0; i < 2 * hd.layers + (hd.backward != 0 ? 6 : 2); ++i) arrays.push_back(in.array());
   std::vector<double> out;
   if (hd.dtype == 8) {
     run<double>(hd, clamp, arrays, out);
