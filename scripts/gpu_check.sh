@@ -74,7 +74,7 @@ sanitize() {  # sanitize TOOL NAME TEST_FILE -k EXPRESSION: one background step
 # and the cluster kernel's same-noise case unfolded and folded; one case of every other kernel.
 cases="cuda_fused_logits_equal_full_forward_float32 and (1-None-3 or 3-2-5)"
 sanitize memcheck "PixelCNN" tests/test_pixelcnn.py "$cases or cluster_kernel_same_noise and 1.0 and 4x2x1"
-cases="cuda_fused_same_noise and 1.0 and 1-2-size0 or fused_solve_on_cuda_equals and float32 and tanh"
+cases="cuda_fused_same_noise and 1.0 and 1-2-size0 or fused_solve_and_backward_on_cuda and float32 and tanh"
 sanitize memcheck "other kernels" tests "$cases or cuda_noise_equals_cpu_noise or cuda_matches_cpu_on_large_inputs"
 # racecheck instruments every shared-memory access: one small case per kernel. The cluster
 # kernel's stores into other blocks go through distributed shared memory.
