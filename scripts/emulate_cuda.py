@@ -100,7 +100,7 @@ SOURCES = {
     ),
     "made_solve": (
         "csrc/made_solve/cuda.cu",
-        "}  // namespace\n\nvoid solve_cuda(",
+        "// What both kernels read beside their arguments",
         ("kThreads",),
         ["made_solve/made_solve.h"],
         "made_solve.cpp",

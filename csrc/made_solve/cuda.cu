@@ -33,13 +33,19 @@ struct Args {
   // units (hidden), then D each: bounds, order, filled (lo, hi pairs: 2 D), computed (2 D), keep.
   const int64_t* meta;
   const scalar_t* target;  // (rows, dim)
-  scalar_t* x;             // (rows, dim)
-  scalar_t* params;        // (rows, 2, dim)
-  acc_t* scratch;          // per tile: inputs (kTile, dim), activations (L - 1, kTile, hidden)
+  acc_t* scratch;  // per tile: inputs (kTile, dim), activations (L - 1, kTile, hidden), or their gradients
   int64_t rows;
   int dim, hidden, layers;
   acc_t clamp, inv_clamp;
   bool reverse;
+  // The forward's outputs.
+  scalar_t* x;       // (rows, dim)
+  scalar_t* params;  // (rows, 2, dim)
+  // The backward's inputs (made_solve.h; grad_x and grad_params may be null) and outputs.
+  const scalar_t *grad_x, *grad_params, *params_in;
+  const acc_t* acts;  // (L - 1, rows, hidden)
+  scalar_t* grad_target;
+  acc_t *g_units, *g_out;  // (L - 1, rows, hidden), (rows, 2 dim)
 };
 
 // sums[r] = sum_{j < k} w[j] * a[r * lda + j] for the kTile rows of a, in every lane of the warp.
@@ -71,26 +77,42 @@ __device__ __forceinline__ acc_t row_of_lane(const acc_t (&sums)[kTile]) {
   return v;
 }
 
+// A block's view of the table (Args::meta) and of its tile's state in the scratch: the inputs
+// (kTile, dim), then every hidden layer (kTile, hidden); values (forward) or their gradients.
+template <typename scalar_t, typename acc_t>
+struct Tile {
+  const int64_t *units, *bounds, *order, *filled, *computed, *keep;
+  acc_t* in;
+  int64_t n0;  // the tile's first sample
+  int dim, hidden, rows;
+
+  __device__ explicit Tile(const Args<scalar_t, acc_t>& p)
+      : units(p.meta), bounds(units + p.hidden), order(bounds + p.dim), filled(order + p.dim),
+        computed(filled + 2 * p.dim), keep(computed + 2 * p.dim),
+        in(p.scratch + static_cast<int64_t>(blockIdx.x) * kTile * (p.dim + static_cast<int64_t>(p.layers - 1) * p.hidden)),
+        n0(static_cast<int64_t>(blockIdx.x) * kTile), dim(p.dim), hidden(p.hidden),
+        rows(static_cast<int>(min(static_cast<int64_t>(kTile), p.rows - n0))) {}
+
+  __device__ acc_t* layer(int i) const { return in + kTile * dim + static_cast<int64_t>(i) * kTile * hidden; }
+  __device__ acc_t* below(int i) const { return i == 0 ? in : layer(i - 1); }
+  // What of layer i's inputs holds values at step m (after the units of degree m): [lo, hi).
+  __device__ const int64_t* span(int i, int m) const { return i == 0 ? filled + 2 * m : computed + 2 * m; }
+};
+
 template <ScaleFn F, typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads) solve_kernel(Args<scalar_t, acc_t> p) {
   __shared__ acc_t outputs[2][kTile];  // the step's log-scales and shifts
-  const int dim = p.dim, hidden = p.hidden, last = p.layers - 1;
+  const Tile tile(p);
+  const int dim = p.dim, hidden = p.hidden, last = p.layers - 1, rows = tile.rows;
   const int t = threadIdx.x, warp = t >> 5, lane = t & 31;
-  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kTile;
-  const int rows = static_cast<int>(min(static_cast<int64_t>(kTile), p.rows - n0));
+  const int64_t n0 = tile.n0;
   const acc_t* const* w = p.w;
   const acc_t* const* b = p.w + p.layers;
-  const int64_t* units = p.meta;
-  const int64_t* bounds = units + hidden;
-  const int64_t* order = bounds + dim;
-  const int64_t* filled = order + dim;
-  const int64_t* computed = filled + 2 * dim;
-  const int64_t* keep = computed + 2 * dim;
-  acc_t* in = p.scratch + static_cast<int64_t>(blockIdx.x) * kTile * (dim + static_cast<int64_t>(last) * hidden);
-  auto layer = [&](int i) { return in + kTile * dim + static_cast<int64_t>(i) * kTile * hidden; };
-  auto below = [&](int i) { return i == 0 ? in : layer(i - 1); };
-  // What of layer i's inputs holds values at step m (after the units of degree m).
-  auto span = [&](int i, int m) { return i == 0 ? filled + 2 * m : computed + 2 * m; };
+  const int64_t *units = tile.units, *bounds = tile.bounds, *order = tile.order, *keep = tile.keep;
+  acc_t* in = tile.in;
+  auto layer = [&](int i) { return tile.layer(i); };
+  auto below = [&](int i) { return tile.below(i); };
+  auto span = [&](int i, int m) { return tile.span(i, m); };
   acc_t sums[kTile];
   for (int m = 0; m < dim; ++m) {
     // The hidden units of degree m > 0, layer by layer: every input they see is filled.
@@ -130,25 +152,6 @@ __global__ void __launch_bounds__(kThreads) solve_kernel(Args<scalar_t, acc_t> p
   }
 }
 
-template <typename scalar_t, typename acc_t>
-struct BackwardArgs {
-  const acc_t* const* w;  // device table: weights[0 .. L)
-  const int64_t* meta;    // as Args::meta
-  const scalar_t* grad_x;       // (rows, dim) or null
-  const scalar_t* grad_params;  // (rows, 2, dim) or null
-  const scalar_t* target;       // (rows, dim)
-  const scalar_t* params;       // (rows, 2, dim)
-  const acc_t* acts;            // (L - 1, rows, hidden)
-  scalar_t* grad_target;        // (rows, dim)
-  acc_t* g_units;               // (L - 1, rows, hidden)
-  acc_t* g_out;                 // (rows, 2 dim)
-  acc_t* scratch;               // per tile: gradients of the inputs (kTile, dim), activations (L - 1, kTile, hidden)
-  int64_t rows;
-  int dim, hidden, layers;
-  acc_t clamp, inv_clamp;
-  bool reverse;
-};
-
 // g[r * ld + j] += sum_q grad_of(q, r) * row_of(q)[j] for j in [lo, hi), q < n and the tile's
 // rows r, one thread per j, adding the rows q in order as the CPU kernel does (spread_rows).
 template <typename acc_t, typename RowOf, typename GradOf>
@@ -171,21 +174,16 @@ __device__ __forceinline__ void spread(acc_t* g, int64_t ld, int64_t lo, int64_t
 }
 
 template <ScaleFn F, typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads) solve_backward_kernel(BackwardArgs<scalar_t, acc_t> p) {
-  const int dim = p.dim, hidden = p.hidden, last = p.layers - 1, t = threadIdx.x;
-  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kTile, two_dim = 2 * static_cast<int64_t>(dim);
-  const int rows = static_cast<int>(min(static_cast<int64_t>(kTile), p.rows - n0));
+__global__ void __launch_bounds__(kThreads) solve_backward_kernel(Args<scalar_t, acc_t> p) {
+  const Tile tile(p);  // its state: the gradients of the tile's values
+  const int dim = p.dim, hidden = p.hidden, last = p.layers - 1, rows = tile.rows, t = threadIdx.x;
+  const int64_t n0 = tile.n0, two_dim = 2 * static_cast<int64_t>(dim);
   const acc_t* const* w = p.w;
-  const int64_t* units = p.meta;
-  const int64_t* bounds = units + hidden;
-  const int64_t* order = bounds + dim;
-  const int64_t* filled = order + dim;
-  const int64_t* computed = filled + 2 * dim;
-  const int64_t* keep = computed + 2 * dim;
-  acc_t* g_in = p.scratch + static_cast<int64_t>(blockIdx.x) * kTile * (dim + static_cast<int64_t>(last) * hidden);
-  auto g_layer = [&](int i) { return g_in + kTile * dim + static_cast<int64_t>(i) * kTile * hidden; };
-  auto g_below = [&](int i) { return i == 0 ? g_in : g_layer(i - 1); };
-  auto span = [&](int i, int m) { return i == 0 ? filled + 2 * m : computed + 2 * m; };
+  const int64_t *units = tile.units, *bounds = tile.bounds, *order = tile.order, *keep = tile.keep;
+  acc_t* g_in = tile.in;
+  auto g_layer = [&](int i) { return tile.layer(i); };
+  auto g_below = [&](int i) { return tile.below(i); };
+  auto span = [&](int i, int m) { return tile.span(i, m); };
   if (p.grad_x != nullptr) {
     for (int64_t e = t; e < static_cast<int64_t>(rows) * dim; e += kThreads)
       g_in[e] = static_cast<acc_t>(p.grad_x[n0 * dim + e]);
@@ -197,8 +195,8 @@ __global__ void __launch_bounds__(kThreads) solve_backward_kernel(BackwardArgs<s
     if (t < rows) {
       const int64_t n = n0 + t;
       const acc_t g = g_in[t * dim + d];
-      const acc_t a = static_cast<acc_t>(p.params[n * two_dim + d]);
-      const acc_t shift = static_cast<acc_t>(p.params[n * two_dim + dim + d]);
+      const acc_t a = static_cast<acc_t>(p.params_in[n * two_dim + d]);
+      const acc_t shift = static_cast<acc_t>(p.params_in[n * two_dim + dim + d]);
       acc_t gs = p.grad_params != nullptr ? static_cast<acc_t>(p.grad_params[n * two_dim + d]) : acc_t(0);
       acc_t gt = p.grad_params != nullptr ? static_cast<acc_t>(p.grad_params[n * two_dim + dim + d]) : acc_t(0);
       acc_t g_target = g;
@@ -240,58 +238,76 @@ __global__ void __launch_bounds__(kThreads) solve_backward_kernel(BackwardArgs<s
   }
 }
 
-// The kernels' int64 table (Args::meta): units, bounds, order, the filled and computed spans, keep.
-std::vector<int64_t> meta_of(const Solve& s) {
-  std::vector<int64_t> meta(s.units);
-  meta.insert(meta.end(), s.bounds.begin(), s.bounds.end());
-  meta.insert(meta.end(), s.order.begin(), s.order.end());
-  for (const auto* spans : {&s.filled, &s.computed}) {
-    for (const Span& span : *spans) {
-      meta.push_back(span.lo);
-      meta.push_back(span.hi);
+// What both kernels read beside their arguments, on the target's device: the int64 table
+// (Args::meta: units, bounds, order, the filled and computed spans, keep), the weights' then the
+// biases' addresses, and a zeroed scratch of one tile's state per block.
+struct Launch {
+  at::Tensor meta, table, scratch;
+  unsigned tiles;
+  int layers;
+
+  Launch(const Solve& s, const at::Device device) {
+    std::vector<int64_t> values(s.units);
+    values.insert(values.end(), s.bounds.begin(), s.bounds.end());
+    values.insert(values.end(), s.order.begin(), s.order.end());
+    for (const auto* spans : {&s.filled, &s.computed}) {
+      for (const Span& span : *spans) {
+        values.push_back(span.lo);
+        values.push_back(span.hi);
+      }
     }
+    values.insert(values.end(), s.keep.begin(), s.keep.end());
+    std::vector<int64_t> addresses;
+    for (const auto* list : {&s.weights, &s.biases}) {
+      for (const auto& t : *list) addresses.push_back(reinterpret_cast<int64_t>(t.const_data_ptr()));
+    }
+    const auto long_opts = at::TensorOptions().dtype(at::kLong);
+    meta = at::tensor(values, long_opts).to(device);
+    table = at::tensor(addresses, long_opts).to(device);
+    layers = static_cast<int>(s.weights.size());
+    const int64_t n_tiles = (s.rows + kTile - 1) / kTile;
+    tiles = static_cast<unsigned>(n_tiles);
+    scratch = at::zeros({n_tiles, kTile * (s.dim + (layers - 1) * s.hidden)}, s.weights[0].options());
   }
-  meta.insert(meta.end(), s.keep.begin(), s.keep.end());
-  return meta;
-}
+
+  // The arguments both kernels read, the outputs and the backward's inputs null.
+  template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+  Args<scalar_t, acc_t> args(const Solve& s, const at::Tensor& target) const {
+    Args<scalar_t, acc_t> a{};
+    a.w = reinterpret_cast<const acc_t* const*>(table.const_data_ptr<int64_t>());
+    a.meta = meta.const_data_ptr<int64_t>();
+    a.target = target.const_data_ptr<scalar_t>();
+    a.scratch = scratch.mutable_data_ptr<acc_t>();
+    a.rows = s.rows;
+    a.dim = static_cast<int>(s.dim);
+    a.hidden = static_cast<int>(s.hidden);
+    a.layers = layers;
+    a.clamp = static_cast<acc_t>(s.clamp);
+    a.inv_clamp = s.clamp > 0 ? acc_t(1) / a.clamp : acc_t(0);
+    a.reverse = s.reverse;
+    return a;
+  }
+
+  // kernel_of(f), the kernel for scale function f, over the tiles.
+  template <typename Args, typename KernelOf>
+  void run(const Solve& s, const Args& args, KernelOf&& kernel_of) const {
+    affine_coupling::with_scale_fn(s.scale_fn, [&](auto f) {
+      kernel_of(f)<<<tiles, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(args);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+};
 
 }  // namespace
 
 void solve_cuda(const Solve& s, const at::Tensor& target, at::Tensor& x, at::Tensor& params) {
   const c10::cuda::CUDAGuard guard(target.device());
-  const auto device = target.device();
-  const auto layers = static_cast<int64_t>(s.weights.size());
-  std::vector<int64_t> addresses;
-  for (const auto* list : {&s.weights, &s.biases}) {
-    for (const auto& t : *list) addresses.push_back(reinterpret_cast<int64_t>(t.const_data_ptr()));
-  }
-  const auto long_opts = at::TensorOptions().dtype(at::kLong);
-  const at::Tensor meta_d = at::tensor(meta_of(s), long_opts).to(device);
-  const at::Tensor table = at::tensor(addresses, long_opts).to(device);
-  const int64_t tiles = (s.rows + kTile - 1) / kTile;
-  const at::Tensor scratch =
-      at::zeros({tiles, kTile * (s.dim + (layers - 1) * s.hidden)}, s.weights[0].options());
+  const Launch launch(s, target.device());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, target.scalar_type(), "made_affine_solve_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const acc_t c = static_cast<acc_t>(s.clamp), ic = s.clamp > 0 ? acc_t(1) / c : acc_t(0);
-    const Args<scalar_t, acc_t> args{reinterpret_cast<const acc_t* const*>(table.const_data_ptr<int64_t>()),
-                                     meta_d.const_data_ptr<int64_t>(),
-                                     target.const_data_ptr<scalar_t>(),
-                                     x.mutable_data_ptr<scalar_t>(),
-                                     params.mutable_data_ptr<scalar_t>(),
-                                     scratch.mutable_data_ptr<acc_t>(),
-                                     s.rows,
-                                     static_cast<int>(s.dim),
-                                     static_cast<int>(s.hidden),
-                                     static_cast<int>(layers),
-                                     c,
-                                     ic,
-                                     s.reverse};
-    affine_coupling::with_scale_fn(s.scale_fn, [&](auto f) {
-      solve_kernel<decltype(f)::value, scalar_t, acc_t>
-          <<<static_cast<unsigned>(tiles), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(args);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
+    auto args = launch.args<scalar_t>(s, target);
+    args.x = x.mutable_data_ptr<scalar_t>();
+    args.params = params.mutable_data_ptr<scalar_t>();
+    launch.run(s, args, [](auto f) { return solve_kernel<decltype(f)::value, scalar_t, at::opmath_type<scalar_t>>; });
   });
 }
 
@@ -299,43 +315,19 @@ void solve_backward_cuda(const Solve& s, const at::Tensor& grad_x, const at::Ten
                          const at::Tensor& target, const at::Tensor& params, const at::Tensor& acts,
                          at::Tensor& grad_target, at::Tensor& g_units, at::Tensor& g_out) {
   const c10::cuda::CUDAGuard guard(target.device());
-  const auto device = target.device();
-  const auto layers = static_cast<int64_t>(s.weights.size());
-  const auto long_opts = at::TensorOptions().dtype(at::kLong);
-  std::vector<int64_t> addresses;
-  for (const auto& t : s.weights) addresses.push_back(reinterpret_cast<int64_t>(t.const_data_ptr()));
-  const at::Tensor meta_d = at::tensor(meta_of(s), long_opts).to(device);
-  const at::Tensor table = at::tensor(addresses, long_opts).to(device);
-  const int64_t tiles = (s.rows + kTile - 1) / kTile;
-  const at::Tensor scratch =
-      at::zeros({tiles, kTile * (s.dim + (layers - 1) * s.hidden)}, s.weights[0].options());
+  const Launch launch(s, target.device());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, target.scalar_type(), "made_affine_solve_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const acc_t c = static_cast<acc_t>(s.clamp), ic = s.clamp > 0 ? acc_t(1) / c : acc_t(0);
     const auto data = [](const at::Tensor& t) { return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr; };
-    const BackwardArgs<scalar_t, acc_t> args{reinterpret_cast<const acc_t* const*>(table.const_data_ptr<int64_t>()),
-                                             meta_d.const_data_ptr<int64_t>(),
-                                             data(grad_x),
-                                             data(grad_params),
-                                             target.const_data_ptr<scalar_t>(),
-                                             params.const_data_ptr<scalar_t>(),
-                                             acts.const_data_ptr<acc_t>(),
-                                             grad_target.mutable_data_ptr<scalar_t>(),
-                                             g_units.mutable_data_ptr<acc_t>(),
-                                             g_out.mutable_data_ptr<acc_t>(),
-                                             scratch.mutable_data_ptr<acc_t>(),
-                                             s.rows,
-                                             static_cast<int>(s.dim),
-                                             static_cast<int>(s.hidden),
-                                             static_cast<int>(layers),
-                                             c,
-                                             ic,
-                                             s.reverse};
-    affine_coupling::with_scale_fn(s.scale_fn, [&](auto f) {
-      solve_backward_kernel<decltype(f)::value, scalar_t, acc_t>
-          <<<static_cast<unsigned>(tiles), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(args);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
+    auto args = launch.args<scalar_t>(s, target);
+    args.grad_x = data(grad_x);
+    args.grad_params = data(grad_params);
+    args.params_in = params.const_data_ptr<scalar_t>();
+    args.acts = acts.const_data_ptr<acc_t>();
+    args.grad_target = grad_target.mutable_data_ptr<scalar_t>();
+    args.g_units = g_units.mutable_data_ptr<acc_t>();
+    args.g_out = g_out.mutable_data_ptr<acc_t>();
+    launch.run(s, args, [](auto f) { return solve_backward_kernel<decltype(f)::value, scalar_t, acc_t>; });
   });
 }
 

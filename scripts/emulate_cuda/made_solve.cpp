@@ -28,11 +28,18 @@ void run(const Header& hd, double clamp, const std::vector<std::vector<double>>&
   const int64_t tiles = (hd.rows + ms::kTile - 1) / ms::kTile;
   std::vector<acc_t> scratch(tiles * ms::kTile * (hd.dim + (hd.layers - 1) * hd.hidden), acc_t(0));
   std::vector<scalar_t> x(hd.rows * hd.dim), params(hd.rows * 2 * hd.dim);
-  const acc_t c = static_cast<acc_t>(clamp), ic = clamp > 0 ? acc_t(1) / c : acc_t(0);
-  const ms::Args<scalar_t, acc_t> args{table.data(), meta.data(), target.data(), x.data(), params.data(),
-                                       scratch.data(), hd.rows, static_cast<int>(hd.dim),
-                                       static_cast<int>(hd.hidden), static_cast<int>(hd.layers), c, ic,
-                                       hd.reverse != 0};
+  ms::Args<scalar_t, acc_t> args{};  // as Launch::args in cuda.cu
+  args.w = table.data();
+  args.meta = meta.data();
+  args.target = target.data();
+  args.scratch = scratch.data();
+  args.rows = hd.rows;
+  args.dim = static_cast<int>(hd.dim);
+  args.hidden = static_cast<int>(hd.hidden);
+  args.layers = static_cast<int>(hd.layers);
+  args.clamp = static_cast<acc_t>(clamp);
+  args.inv_clamp = clamp > 0 ? acc_t(1) / args.clamp : acc_t(0);
+  args.reverse = hd.reverse != 0;
   const auto scale_fn = static_cast<pygen::affine_coupling::ScaleFn>(hd.scale_fn);
   if (hd.backward != 0) {
     const auto& a = arrays;
@@ -42,32 +49,23 @@ void run(const Header& hd, double clamp, const std::vector<std::vector<double>>&
     const std::vector<acc_t> acts(a[at + 3].begin(), a[at + 3].end());
     std::vector<scalar_t> grad_target(hd.rows * hd.dim);
     std::vector<acc_t> g_units(acts.size(), acc_t(0)), g_out(hd.rows * 2 * hd.dim, acc_t(0));
-    const ms::BackwardArgs<scalar_t, acc_t> bargs{table.data(),
-                                                  meta.data(),
-                                                  grad_x.data(),
-                                                  grad_params.data(),
-                                                  target.data(),
-                                                  params_in.data(),
-                                                  acts.data(),
-                                                  grad_target.data(),
-                                                  g_units.data(),
-                                                  g_out.data(),
-                                                  scratch.data(),
-                                                  hd.rows,
-                                                  static_cast<int>(hd.dim),
-                                                  static_cast<int>(hd.hidden),
-                                                  static_cast<int>(hd.layers),
-                                                  c,
-                                                  ic,
-                                                  hd.reverse != 0};
+    args.grad_x = grad_x.data();
+    args.grad_params = grad_params.data();
+    args.params_in = params_in.data();
+    args.acts = acts.data();
+    args.grad_target = grad_target.data();
+    args.g_units = g_units.data();
+    args.g_out = g_out.data();
     pygen::affine_coupling::with_scale_fn(scale_fn, [&](auto f) {
-      emu::launch(tiles, 1, ms::kThreads, 0, ms::solve_backward_kernel<decltype(f)::value, scalar_t, acc_t>, bargs);
+      emu::launch(tiles, 1, ms::kThreads, 0, ms::solve_backward_kernel<decltype(f)::value, scalar_t, acc_t>, args);
     });
     for (const auto& v : grad_target) out.push_back(static_cast<double>(v));
     for (const auto& v : g_units) out.push_back(static_cast<double>(v));
     for (const auto& v : g_out) out.push_back(static_cast<double>(v));
     return;
   }
+  args.x = x.data();
+  args.params = params.data();
   const int64_t smem = 2 * ms::kTile * static_cast<int64_t>(sizeof(acc_t));  // the kernel's __shared__
   pygen::affine_coupling::with_scale_fn(scale_fn, [&](auto f) {
     emu::launch(tiles, 1, ms::kThreads, smem, ms::solve_kernel<decltype(f)::value, scalar_t, acc_t>, args);
