@@ -54,6 +54,13 @@ def test_emulated_cluster_kernel_on_a_class_conditional_rgb_model(emulator, tmp_
     assert emulate_cuda.run_case(emulator, tmp_path, *case) is None
 
 
+def test_emulated_cluster_kernel_with_groups_of_16_float32(emulator, tmp_path):
+    # 16 samples per group (3 in the batch: the group is partial); 8 hidden units per block over
+    # the emulation's 2 warps: passes of 2 units, whose 32 items the halving exchanges reduce.
+    case = ("rgb-conditional", torch.float32, True, (4, 16, 0, 0, 1))
+    assert emulate_cuda.run_case(emulator, tmp_path, *case) is None
+
+
 @pytest.mark.parametrize("case", emulate_cuda.PIXELRNN_CASES, ids=str)
 @pytest.mark.parametrize("use_noise", [True, False], ids=["noise", "seed"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
