@@ -1,5 +1,6 @@
-"""The device's copy bandwidth and matrix throughput: the ceilings every memory-bound and
-compute-bound op is measured against.
+"""The device's copy bandwidth, matrix throughput and (sm_90 GPUs) the latency of one dependent
+step across a thread-block cluster: the ceilings every memory-bound and compute-bound op, and the
+CUDA PixelCNN sampler's chain of steps, are measured against.
 
 GB/s counts bytes read plus bytes written, as the other benchmarks do.
 """
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from benchmarks.common import device_under_test, measure, row
+from pygen.ops.ceilings import cluster_exchange
 
 DEVICE = device_under_test()
 NUMEL = 256 * 2**20 if DEVICE.type == "cuda" else 16 * 2**20  # 1 GiB / 64 MiB of float32
@@ -37,3 +39,26 @@ def test_matmul(benchmark, record, quick, dtype):
     timing = measure(benchmark, lambda: torch.mm(a, b, out=out), DEVICE, quick, rounds=10)
     r = row("matmul", "torch", "mm", (n, n, n), dtype, DEVICE, timing, 3 * n * n * a.element_size())
     record(r | {"tflops": 2 * n**3 / (timing["median_ms"] * 1e-3) / 1e12})
+
+
+EXCHANGE_STEPS = 4096
+
+
+@pytest.mark.skipif(
+    DEVICE.type != "cuda" or torch.cuda.get_device_capability(DEVICE)[0] < 9,
+    reason="thread-block clusters: sm_90 GPUs",
+)
+@pytest.mark.parametrize("blocks", [8, 16])
+def test_cluster_step(benchmark, record, quick, blocks):
+    """One dependent step across a cluster of 8 or 16 blocks (the PixelCNN cluster kernel's
+    sizes): each block writes into every block's shared memory, then the cluster barrier
+    (pygen.ops.ceilings.cluster_exchange, EXCHANGE_STEPS steps per launch)."""
+    out = torch.zeros(1, dtype=torch.int64, device=DEVICE)
+
+    def run():
+        cluster_exchange(out, blocks, EXCHANGE_STEPS)
+
+    timing = measure(benchmark, run, DEVICE, quick)
+    shape = (blocks, EXCHANGE_STEPS)
+    r = row("cluster_step", "pygen", "exchange", shape, torch.int64, DEVICE, timing, 0)
+    record(r | {"us_per_step": timing["median_ms"] * 1e3 / EXCHANGE_STEPS})

@@ -68,6 +68,16 @@ def gflop_per_image(model: PixelCNN) -> float:
     return 2 * n / 1e9
 
 
+def dependent_steps(model: PixelCNN) -> int:
+    """The chain of dependent steps in any cached sampler of the model, whatever the batch: per
+    value, one gate product per layer (its nonlinearity stops a product from reaching past it;
+    each output product can fold into the next gate's), the last layer's output product, the
+    head's two products; per image row, each layer's vertical stack in turn."""
+    height, width = model.image_size
+    layers = len(model.layers)
+    return height * width * model.in_channels * (layers + 3) + height * layers
+
+
 def naive_steps(model: PixelCNN, batch: int, steps: int):
     """The naive sampler's first ``steps`` steps: the full network, one draw each."""
     images = torch.zeros(shape_of(model, batch), dtype=torch.int64, device=DEVICE)
@@ -114,6 +124,7 @@ def record_row(record, provider, mode, model_name, batch, timing, extra=None, dt
     if mode == "sample":
         work["gflop_per_image"] = gflop_per_image(model)
         work["tflops"] = per_s * work["gflop_per_image"] / 1e3
+        work["dependent_steps"] = dependent_steps(model)
     record(r | {"model": model_name} | work | (extra or {}))
 
 

@@ -33,6 +33,17 @@ def matmul_tflops(rows: list[dict], device: str) -> dict[str, float]:
     return {r["dtype"]: r["tflops"] for r in rows if r["op"] == "matmul" and r["device"] == device}
 
 
+def step_us(rows: list[dict], device: str) -> float | None:
+    """The device's measured latency of one dependent step across a thread-block cluster of 8
+    blocks (benchmarks/bench_copy.py), if it was run."""
+    steps = [
+        r["us_per_step"]
+        for r in rows
+        if r["op"] == "cluster_step" and r["device"] == device and r["shape"][0] == 8
+    ]
+    return min(steps) if steps else None
+
+
 def table(rows: list[dict], copy: float | None = None) -> str:
     """Markdown table of rows of one op on one device; ``copy`` adds % of copy bandwidth."""
     lines = [
@@ -54,16 +65,21 @@ def table(rows: list[dict], copy: float | None = None) -> str:
     return "\n".join(lines)
 
 
-def sampler_table(rows: list[dict], matmul: dict[str, float] | None = None) -> str:
+def sampler_table(
+    rows: list[dict], matmul: dict[str, float] | None = None, step: float | None = None
+) -> str:
     """Markdown table of a sampler's rows (they carry images_per_s and the model): throughput,
     arithmetic rate (and its share of the device's measured matrix throughput in that dtype,
-    ``matmul``), and each row's speed over the naive sampler and the cached sampler in one CUDA
-    graph of the same model and shape, measured in the same run."""
+    ``matmul``), the row's floor and its distance from it, and each row's speed over the naive
+    sampler and the cached sampler in one CUDA graph of the same model and shape, measured in the
+    same run. The floor is the larger of the arithmetic at that matrix throughput and the chain of
+    dependent steps (``dependent_steps``) at the measured latency of one step across a cluster
+    (``step``, microseconds)."""
     matmul = matmul or {}
     lines = [
         "| model | mode | shape | dtype | provider | median ms | images/s | TFLOP/s | % mm "
-        "| vs naive | vs graph |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| floor ms | x floor | vs naive | vs graph |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     key = lambda r: (r.get("model"), r["mode"], tuple(r["shape"]), r["dtype"])  # noqa: E731
     base = defaultdict(dict)
@@ -75,10 +91,18 @@ def sampler_table(rows: list[dict], matmul: dict[str, float] | None = None) -> s
         naive, graph = ref.get("naive"), ref.get("cached_graph")
         ceiling = matmul.get(r["dtype"])
         share = 100 * r["tflops"] / ceiling if ceiling and r.get("tflops") else None
+        # On a GPU the chain is the floor at small batches: no floor without its measure.
+        floor = None
+        chain = step is not None and r.get("dependent_steps") is not None
+        if ceiling and r.get("gflop_per_image") and (chain or r.get("device_type") != "cuda"):
+            floor = r["gflop_per_image"] * r["shape"][0] / ceiling
+            if chain:
+                floor = max(floor, r["dependent_steps"] * step / 1e3)
         lines.append(
             f"| {r.get('model', '')} | {r['mode']} | {'x'.join(map(str, r['shape']))} "
             f"| {r['dtype']} | {r['provider']} | {r['median_ms']:.2f} | {r['images_per_s']:.1f} "
-            f"| {_fmt(r.get('tflops'), '.2f')} | {_fmt(share, '.1f')} "
+            f"| {_fmt(r.get('tflops'), '.2f')} | {_fmt(share, '.1f')} | {_fmt(floor, '.2f')} "
+            f"| {_fmt(r['median_ms'] / floor if floor else None, '.1f')} "
             f"| {_fmt(naive / r['median_ms'] if naive else None, '.1f')} "
             f"| {_fmt(graph / r['median_ms'] if graph else None, '.2f')} |"
         )
@@ -131,7 +155,10 @@ def build(rows: list[dict], plots_dir: Path | None = None) -> str:
         "GB/s counts the bytes each op must move at least; `vs eager` is the eager "
         "reference's median over this row's, measured in the same run; `% copy` is GB/s over "
         "the copy bandwidth measured on the same device (bench_copy.py), `% mm` a sampler's "
-        "TFLOP/s over the matrix throughput measured there in the same dtype.",
+        "TFLOP/s over the matrix throughput measured there in the same dtype; a sampler's "
+        "`floor ms` is the larger of its arithmetic at that throughput and (GPU rows) its chain "
+        "of dependent steps at the latency of one step across a thread-block cluster measured "
+        "there (`cluster_step`), `x floor` its time over that floor.",
         "",
     ]
     for (op, device), group in sorted(groups.items()):
@@ -142,7 +169,7 @@ def build(rows: list[dict], plots_dir: Path | None = None) -> str:
             f"torch {meta['torch']}, CUDA {meta.get('cuda')}, commit {meta['commit']}, "
             f"{meta['timestamp']}",
             "",
-            sampler_table(group, matmul_tflops(rows, device))
+            sampler_table(group, matmul_tflops(rows, device), step_us(rows, device))
             if all("images_per_s" in r for r in group)
             else table(group, copy_gbps(rows, device)),
             "",
