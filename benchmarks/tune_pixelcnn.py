@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import torch
 
-from benchmarks.bench_pixelcnn import MODELS, gflop_per_image
+from benchmarks.bench_pixelcnn import MODELS, dependent_steps, gflop_per_image
 from benchmarks.common import row as bench_row
 from benchmarks.common import write_results
 from pygen.models import PixelCNN
@@ -172,6 +172,7 @@ def main() -> None:
             lines.append(f"{label}: {ms:.1f} ms ({gflop / ms:.2f} TFLOP/s)")
             shape = (batch, model.in_channels, *model.image_size)
             work = {"images_per_s": batch / ms * 1e3, "tflops": gflop / ms}
+            work |= {"gflop_per_image": gflop / batch, "dependent_steps": dependent_steps(model)}
             rows.append(
                 bench_row(OP, label, "sample", shape, torch.float32, device, timed, 0)
                 | {"model": name}
