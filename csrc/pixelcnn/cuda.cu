@@ -591,6 +591,19 @@ __device__ __forceinline__ void warp_products(cooperative_groups::cluster_group&
   });
 }
 
+// Asks L1 for the lines of [begin, begin + n) (elements) without waiting for them: the weight rows
+// of a streamed product, issued before the cluster barrier ahead of it, so that its loads find them
+// on chip instead of taking an L2 round trip after the barrier (the barrier's wait covers it).
+template <typename T>
+__device__ __forceinline__ void prefetch_l1(const T* begin, int64_t n) {
+#if defined(__CUDA_ARCH__)
+  constexpr int64_t kLine = 128 / sizeof(T);
+  for (int64_t e = threadIdx.x * kLine; e < n; e += kClusterThreads * kLine) {
+    asm volatile("prefetch.global.L1 [%0];" ::"l"(begin + e));
+  }
+#endif
+}
+
 // Every value of image row p.row for samples [group * S, + S), group = blockIdx.x / N. Each value
 // runs as steps that end with a cluster barrier: unfolded, step 2l is layer l's gate product and
 // step 2l + 1 its output product; folded, step l runs layer l - 1's output product and layer l's
@@ -634,6 +647,24 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
   // Row `g` (of length k) of an output-major weight, or its copy at `local` in shared memory.
   auto row = [&](const T* global, int64_t g, int64_t local, int k) -> const T* {
     return resident ? rows + local : global + g * k;
+  };
+  // Each value runs `steps` steps; step s runs the gate product of layer gate_layer(s) and the
+  // output product of layer out_layer(s) (-1: none).
+  const int steps = folded ? p.layers + 1 : 2 * p.layers;
+  auto gate_layer = [&](int step) { return folded ? (step < p.layers ? step : -1) : (step % 2 == 0 ? step / 2 : -1); };
+  auto out_layer = [&](int step) { return folded ? step - 1 : (step % 2 == 1 ? step / 2 : -1); };
+  // Streamed weights: this block's rows of step s's products, asked for ahead (prefetch_l1).
+  auto prefetch_step = [&](int step) {
+    if (resident) return;
+    if (const int l = gate_layer(step); l >= 0) {
+      const T* gate_w = wt_t[l * kTPerLayer + kTGate];
+      const int k = lay.gate_k(l);
+      prefetch_l1(gate_w + static_cast<int64_t>(o0) * k, static_cast<int64_t>(nh) * k);
+      prefetch_l1(gate_w + static_cast<int64_t>(h + o0) * k, static_cast<int64_t>(nh) * k);
+    }
+    if (const int l = out_layer(step); l >= 0) {
+      prefetch_l1(wt_t[l * kTPerLayer + kTOut] + static_cast<int64_t>(o0) * h, static_cast<int64_t>(nh) * h);
+    }
   };
 
   // Launch: zero the rings, stage the constant biases and (resident) the weight rows.
@@ -694,11 +725,8 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
         }
         __syncthreads();
       }
-      const int steps = folded ? p.layers + 1 : 2 * p.layers;
       for (int step = 0; step < steps; ++step) {
-        // The layer whose gate product (lg) and output product (lo) this step runs, or -1.
-        const int lg = folded ? (step < p.layers ? step : -1) : (step % 2 == 0 ? step / 2 : -1);
-        const int lo = folded ? step - 1 : (step % 2 == 1 ? step / 2 : -1);
+        const int lg = gate_layer(step), lo = out_layer(step);
         const bool fold = folded && lg > 0;
         const int cin = lg == 0 ? p.channels : h, k = lay.gate_k(lg);
         if (lg >= 0) {
@@ -757,6 +785,11 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
               },
               [&](int i) { return gated + (lg % 2) * S * h + o0 + i; }, h);
         }
+        if (step + 1 < steps) {
+          prefetch_step(step + 1);
+        } else if (!resident) {
+          prefetch_l1(head_w1 + static_cast<int64_t>(o0) * h, static_cast<int64_t>(nh) * h);
+        }
         cluster.sync();
       }
       // Head: 1x1 -> ReLU -> 1x1, only the logits of channel c.
@@ -765,6 +798,7 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
           [&](int i, int) { return row(head_w1, o0 + i, lay.w1 + static_cast<int64_t>(i) * h, h); },
           [&](int i, int, const A(&sum)[1]) { return max(sum[0] + b1[i], A(0)); },
           [&](int i) { return hid + o0 + i; }, h);
+      if (!resident) prefetch_l1(head_w2 + (static_cast<int64_t>(c) * levels + v0) * h, static_cast<int64_t>(nl) * h);
       cluster.sync();
       warp_products<S, 1, T>(
           cluster, nl, warp, hid, h,
@@ -774,6 +808,7 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
           },
           [&](int i, int, const A(&sum)[1]) { return sum[0] + b2[c * sl + i]; },
           [&](int i) { return logit + v0 + i; }, levels);
+      prefetch_step(0);  // the next value's
       cluster.sync();
       // Every block draws (the same level); block 0 writes the outputs.
       for (int s = warp; s < n_here; s += kClusterWarps) {
