@@ -224,11 +224,12 @@ struct Steps {
     unit_available = unit_step.where(unit_step > 0, s.dim + 1);
   }
 
-  // Layer i's read entries as a (out, in) mask of the given dtype and device.
+  // Layer i's read entries as a (out, in) mask of the given dtype and device (compared there: only
+  // the two vectors travel).
   at::Tensor mask(int64_t i, int64_t layers, const at::TensorOptions& opts) const {
-    const at::Tensor& available = i == 0 ? input_available : unit_available;
-    const at::Tensor& step = i == layers - 1 ? output_step : unit_step;
-    return available.unsqueeze(0).le(step.unsqueeze(1)).to(opts);
+    const at::Tensor available = (i == 0 ? input_available : unit_available).to(opts.device());
+    const at::Tensor step = (i == layers - 1 ? output_step : unit_step).to(opts.device());
+    return available.unsqueeze(0).le(step.unsqueeze(1)).to(opts.dtype());
   }
 };
 
