@@ -216,7 +216,9 @@ struct Steps {
     auto input = input_available.accessor<int64_t, 1>();
     auto output = output_step.accessor<int64_t, 1>();
     for (int64_t m = 0; m < s.dim; ++m) {
-      for (int64_t j = m > 0 ? s.bounds[m - 1] : s.bounds[m]; j < s.bounds[m]; ++j) unit[s.units[j]] = m;
+      if (m > 0) {
+        for (int64_t j = s.bounds[m - 1]; j < s.bounds[m]; ++j) unit[s.units[j]] = m;
+      }
       const int64_t d = s.order[m];
       input[d] = m + 1;
       output[d] = output[s.dim + d] = m;
