@@ -110,28 +110,25 @@ __global__ void __launch_bounds__(kThreads) solve_kernel(Args<scalar_t, acc_t> p
   const acc_t* const* b = p.w + p.layers;
   const int64_t *units = tile.units, *bounds = tile.bounds, *order = tile.order, *keep = tile.keep;
   acc_t* in = tile.in;
-  auto layer = [&](int i) { return tile.layer(i); };
-  auto below = [&](int i) { return tile.below(i); };
-  auto span = [&](int i, int m) { return tile.span(i, m); };
   acc_t sums[kTile];
   for (int m = 0; m < dim; ++m) {
     // The hidden units of degree m > 0, layer by layer: every input they see is filled.
     if (m > 0 && bounds[m] > bounds[m - 1]) {
       for (int i = 0; i < last; ++i) {
-        const int64_t k = i == 0 ? dim : hidden, lo = span(i, m)[0], hi = span(i, m)[1];
+        const int64_t k = i == 0 ? dim : hidden, lo = tile.span(i, m)[0], hi = tile.span(i, m)[1];
         for (int64_t j = bounds[m - 1] + warp; j < bounds[m]; j += kWarps) {
           const int64_t u = units[j];
-          warp_dot_rows(w[i] + u * k + lo, below(i) + lo, k, hi - lo, sums);
-          if (lane < kTile) layer(i)[lane * hidden + u] = max(row_of_lane(sums) + b[i][u], acc_t(0));
+          warp_dot_rows(w[i] + u * k + lo, tile.below(i) + lo, k, hi - lo, sums);
+          if (lane < kTile) tile.layer(i)[lane * hidden + u] = max(row_of_lane(sums) + b[i][u], acc_t(0));
         }
         __syncthreads();
       }
     }
     // Input d's log-scale and shift (warps 0 and 1), rounded to the target's dtype as the op
     // returns them, then its value.
-    const int64_t d = order[m], lo = span(last, m)[0], hi = span(last, m)[1];
+    const int64_t d = order[m], lo = tile.span(last, m)[0], hi = tile.span(last, m)[1];
     if (warp < 2) {
-      warp_dot_rows(w[last] + (warp * dim + d) * hidden + lo, below(last) + lo, hidden, hi - lo, sums);
+      warp_dot_rows(w[last] + (warp * dim + d) * hidden + lo, tile.below(last) + lo, hidden, hi - lo, sums);
       if (lane < kTile) outputs[warp][lane] = row_of_lane(sums);
     }
     __syncthreads();
@@ -175,15 +172,12 @@ __device__ __forceinline__ void spread(acc_t* g, int64_t ld, int64_t lo, int64_t
 
 template <ScaleFn F, typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads) solve_backward_kernel(Args<scalar_t, acc_t> p) {
-  const Tile tile(p);  // its state: the gradients of the tile's values
+  const Tile tile(p);  // its state (tile.in, tile.layer): the gradients of the tile's values
   const int dim = p.dim, hidden = p.hidden, last = p.layers - 1, rows = tile.rows, t = threadIdx.x;
   const int64_t n0 = tile.n0, two_dim = 2 * static_cast<int64_t>(dim);
   const acc_t* const* w = p.w;
   const int64_t *units = tile.units, *bounds = tile.bounds, *order = tile.order, *keep = tile.keep;
   acc_t* g_in = tile.in;
-  auto g_layer = [&](int i) { return tile.layer(i); };
-  auto g_below = [&](int i) { return tile.below(i); };
-  auto span = [&](int i, int m) { return tile.span(i, m); };
   if (p.grad_x != nullptr) {
     for (int64_t e = t; e < static_cast<int64_t>(rows) * dim; e += kThreads)
       g_in[e] = static_cast<acc_t>(p.grad_x[n0 * dim + e]);
@@ -215,7 +209,7 @@ __global__ void __launch_bounds__(kThreads) solve_backward_kernel(Args<scalar_t,
     __syncthreads();
     const acc_t* g_out = p.g_out + n0 * two_dim + d;
     spread(
-        g_below(last), hidden, span(last, m)[0], span(last, m)[1], rows, 2,
+        tile.below(last), hidden, tile.span(last, m)[0], tile.span(last, m)[1], rows, 2,
         [&](int64_t q) { return w[last] + (q * dim + d) * hidden; },
         [&](int64_t q, int r) { return g_out[r * two_dim + q * dim]; });
     __syncthreads();
@@ -226,11 +220,11 @@ __global__ void __launch_bounds__(kThreads) solve_backward_kernel(Args<scalar_t,
       const acc_t* acts = p.acts + (static_cast<int64_t>(i) * p.rows + n0) * hidden;
       for (int64_t e = t; e < n_units * rows; e += kThreads) {
         const int64_t u = units[u0 + e / rows], r = e % rows;
-        g_units[r * hidden + u] = acts[r * hidden + u] > 0 ? g_layer(i)[r * hidden + u] : acc_t(0);
+        g_units[r * hidden + u] = acts[r * hidden + u] > 0 ? tile.layer(i)[r * hidden + u] : acc_t(0);
       }
       __syncthreads();
       spread(
-          g_below(i), k, span(i, m)[0], span(i, m)[1], rows, n_units,
+          tile.below(i), k, tile.span(i, m)[0], tile.span(i, m)[1], rows, n_units,
           [&](int64_t q) { return w[i] + units[u0 + q] * k; },
           [&](int64_t q, int r) { return g_units[r * hidden + units[u0 + q]]; });
       __syncthreads();
