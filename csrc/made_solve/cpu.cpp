@@ -218,6 +218,16 @@ PYGEN_CPU_CLONES void solve_backward_tiles(const Solve& s, const scalar_t* grad_
   }
 }
 
+// Rows [begin, end) of zero_unread_cpu.
+template <typename T>
+PYGEN_CPU_CLONES void zero_unread_rows(T* t, int64_t in, const int64_t* available, const int64_t* step,
+                                       int64_t begin, int64_t end) {
+  for (int64_t r = begin; r < end; ++r) {
+    T* row = t + r * in;
+    for (int64_t v = 0; v < in; ++v) row[v] = available[v] <= step[r] ? row[v] : T(0);
+  }
+}
+
 }  // namespace
 
 int64_t tiles(const Solve& s) { return (s.rows + kTile - 1) / kTile; }
@@ -247,6 +257,17 @@ void solve_backward_cpu(const Solve& s, const at::Tensor& grad_x, const at::Tens
             acts.const_data_ptr<acc_t>(), grad_target.data_ptr<scalar_t>(), g_units.data_ptr<acc_t>(),
             g_out.data_ptr<acc_t>(), begin, end);
       });
+    });
+  });
+}
+
+void zero_unread_cpu(at::Tensor& t, const at::Tensor& available, const at::Tensor& step) {
+  const int64_t in = t.size(1);
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "made_affine_solve_zero_unread", [&] {
+    const int64_t grain = std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(in, 1));
+    at::parallel_for(0, t.size(0), grain, [&](int64_t begin, int64_t end) {
+      zero_unread_rows(t.data_ptr<scalar_t>(), in, available.const_data_ptr<int64_t>(),
+                       step.const_data_ptr<int64_t>(), begin, end);
     });
   });
 }

@@ -226,12 +226,16 @@ struct Steps {
     unit_available = unit_step.where(unit_step > 0, s.dim + 1);
   }
 
-  // Layer i's read entries as a (out, in) mask of the given dtype and device (compared there: only
-  // the two vectors travel).
-  at::Tensor mask(int64_t i, int64_t layers, const at::TensorOptions& opts) const {
-    const at::Tensor available = (i == 0 ? input_available : unit_available).to(opts.device());
-    const at::Tensor step = (i == layers - 1 ? output_step : unit_step).to(opts.device());
-    return available.unsqueeze(0).le(step.unsqueeze(1)).to(opts.dtype());
+  // Zeroes the entries of layer i's (out, in) t, contiguous, that the forward does not read.
+  void keep_read(int64_t i, int64_t layers, at::Tensor& t) const {
+    const at::Tensor& available = i == 0 ? input_available : unit_available;
+    const at::Tensor& step = i == layers - 1 ? output_step : unit_step;
+    if (t.is_cpu()) {
+      zero_unread_cpu(t, available, step);
+    } else {  // compared on the device: only the two vectors travel
+      const auto to = [&](const at::Tensor& v) { return v.to(t.device()); };
+      t.masked_fill_(to(available).unsqueeze(0).gt(to(step).unsqueeze(1)), 0);
+    }
   }
 };
 
@@ -253,8 +257,11 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> fused_b
   const auto layers = static_cast<int64_t>(s.weights.size()), last = layers - 1;
   const auto opts = s.weights[0].options();
   const Steps steps(s);
-  std::vector<at::Tensor> read;  // each weight's entries the forward reads with a value
-  for (int64_t i = 0; i < layers; ++i) read.push_back(steps.mask(i, layers, opts));
+  std::vector<at::Tensor> read;  // each weight with only the entries the forward reads
+  for (int64_t i = 0; i < layers; ++i) {
+    read.push_back(s.weights[i].clone());
+    steps.keep_read(i, layers, read[i]);
+  }
   const at::Tensor never = steps.unit_step.le(0).to(target.device());
   const at::Tensor x_acc = x.to(opts.dtype()).contiguous();
   // Through the read entries only, so that a weight outside them (a finite difference of a
@@ -262,7 +269,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> fused_b
   at::Tensor acts = at::empty({last, s.rows, s.hidden}, opts);
   for (int64_t i = 0; i < last; ++i) {
     at::Tensor a = acts.select(0, i);
-    at::addmm_out(a, s.biases[i], i == 0 ? x_acc : acts.select(0, i - 1), (s.weights[i] * read[i]).t());
+    at::addmm_out(a, s.biases[i], i == 0 ? x_acc : acts.select(0, i - 1), read[i].t());
     a.relu_().masked_fill_(never, 0);
   }
   at::Tensor grad_target = at::empty_like(target, at::MemoryFormat::Contiguous);
@@ -284,7 +291,9 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> fused_b
   for (int64_t i = 0; i < layers; ++i) {
     const at::Tensor g = i == last ? g_out : g_units.select(0, i);
     const at::Tensor below = i == 0 ? x_acc : acts.select(0, i - 1);
-    grad_weights.push_back(g.t().mm(below).mul_(read[i]).to(weights[i].scalar_type()));
+    at::Tensor grad = g.t().mm(below);
+    steps.keep_read(i, layers, grad);
+    grad_weights.push_back(grad.to(weights[i].scalar_type()));
     grad_biases.push_back(g.sum(0).to(biases[i].scalar_type()));
   }
   return {grad_target, grad_weights, grad_biases};

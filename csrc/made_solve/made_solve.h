@@ -52,4 +52,8 @@ void solve_backward_cuda(const Solve& s, const at::Tensor& grad_x, const at::Ten
                          const at::Tensor& target, const at::Tensor& params, const at::Tensor& acts,
                          at::Tensor& grad_target, at::Tensor& g_units, at::Tensor& g_out);
 
+// Zeroes entry (row, v) of t (out, in), contiguous, float or double, where available[v] > step[row]
+// (int64 vectors on the CPU): the entries of a weight the solve does not read (made_solve.cpp).
+void zero_unread_cpu(at::Tensor& t, const at::Tensor& available, const at::Tensor& step);
+
 }  // namespace pygen::made_solve
