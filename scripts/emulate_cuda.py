@@ -1,18 +1,19 @@
-"""Run the CUDA samplers' kernels on the CPU, without a GPU, under ThreadSanitizer.
+"""Run pygen's CUDA kernels on the CPU, without a GPU, under ThreadSanitizer.
 
 The device code of csrc/pixelcnn/cuda.cu (the block and cluster row kernels, the two small kernels
-of the vertical stack) and of csrc/pixelrnn/cuda.cu is compiled as host C++ with the CUDA built-ins
-of emulate_cuda/shim.h: each CUDA thread is a std::thread, barriers and warp exchanges are real
-synchronisation, a cluster's blocks run at once and see each other's shared memory. Blocks are
-narrowed to 64 threads (2 warps: every loop of the kernels strides by the block size), so that a
-cluster of 16 runs as 1024 threads. A driver per sampler (emulate_cuda/*.cpp: the host code's loop,
-with the PixelCNN vertical stack's convolution and link product as plain loops) feeds them; the
-images and logits are compared with the CPU kernel's for the same weights and noise or seed. TSan
-reports any two accesses of one location that no barrier orders.
+of the vertical stack), csrc/pixelrnn/cuda.cu, csrc/made_solve/cuda.cu and csrc/reparam_kl/cuda.cu
+is compiled as host C++ with the CUDA built-ins of emulate_cuda/shim.h: each CUDA thread is a
+std::thread, barriers and warp exchanges are real synchronisation, a cluster's blocks run at once
+and see each other's shared memory. The samplers' blocks are narrowed to 64 threads (2 warps: every
+loop of the kernels strides by the block size), so that a cluster of 16 runs as 1024 threads. A
+driver per kernel file (emulate_cuda/*.cpp: the host code's loop, with the PixelCNN vertical
+stack's convolution and link product as plain loops) feeds them; the results are compared with the
+CPU kernel's for the same inputs and noise or seed. TSan reports any two accesses of one location
+that no barrier orders.
 
 What it cannot show: the launch (cluster attributes, shared-memory limits, occupancy), the GPU's
 memory model beyond barrier ordering, and speed. Usage: ``python scripts/emulate_cuda.py``
-(``--kernels pixelrnn``: one sampler; ``--quick``: fewer PixelCNN kernel configurations;
+(``--kernels pixelrnn``: one kernel file; ``--quick``: fewer PixelCNN kernel configurations;
 ``--no-tsan``: a faster build without the sanitizer).
 """
 
@@ -105,6 +106,13 @@ SOURCES = {
         ["made_solve/made_solve.h"],
         "made_solve.cpp",
     ),
+    "reparam_kl": (
+        "csrc/reparam_kl/cuda.cu",
+        "template <typename scalar_t>\nconst scalar_t* ptr_or_null(",
+        (),  # blocks of 8 warps as on the GPU
+        ["common/philox.h", "common/vector_io.cuh", "reparam_kl/reparam_kl.h"],
+        "reparam_kl.cpp",
+    ),
 }
 # Static shared arrays, placed at the start of the emulated block's shared memory.
 STATIC_SHARED = re.compile(r"__shared__ (\w+) (\w+)\[(\w+)\]\[(\w+)\];")
@@ -115,11 +123,12 @@ def kernel_source(kernel: str) -> str:
     path, end_marker, block_sizes, headers, driver = SOURCES[kernel]
     text = (ROOT / path).read_text()
     code = text[text.index("namespace {") : text.index(end_marker)]
-    names = "|".join(block_sizes)
-    code, n = re.subn(
-        rf"constexpr int ({names}) = \d+;", rf"constexpr int \1 = {EMULATED_THREADS};", code
-    )
-    assert n == len(block_sizes), f"the block sizes of {path} moved"
+    if block_sizes:
+        names = "|".join(block_sizes)
+        code, n = re.subn(
+            rf"constexpr int ({names}) = \d+;", rf"constexpr int \1 = {EMULATED_THREADS};", code
+        )
+        assert n == len(block_sizes), f"the block sizes of {path} moved"
     code, n = re.subn(
         r"extern __shared__ (__align__\(16\) )?unsigned char smem_raw\[\];",
         "unsigned char* smem_raw = emu::shared_memory();",
@@ -128,7 +137,7 @@ def kernel_source(kernel: str) -> str:
     code, m = STATIC_SHARED.subn(
         r"auto& \2 = *reinterpret_cast<\1(*)[\3][\4]>(emu::shared_memory());", code
     )
-    assert n + m >= 1, f"the shared-memory declarations of {path} moved"
+    assert n + m >= 1 or "__shared__" not in code, f"the shared-memory declarations of {path} moved"
     code = code.replace("#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900", "#if 1")
     namespace = "pygen::" + kernel
     prelude = '#include "shim.h"\n#include <ATen/OpMathType.h>\n'
@@ -357,6 +366,52 @@ def run_made_case(
     return None
 
 
+# Reparameterize + KL cases: (rows, dim, samples). 520 per row: a lane's several groups (the 16-bit
+# rows' loads ahead); 517: the element path; 24: lanes past the row's end. 9 rows: a partial block.
+REPARAM_CASES = [(9, 520, 2), (5, 517, 1), (3, 24, 1)]
+REPARAM_DTYPES = {torch.float64: 8, torch.float32: 4, torch.bfloat16: 2, torch.float16: 1}
+REPARAM_TOLERANCES = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 2e-3}
+
+
+def reparam_vector_paths(case, dtype) -> list[bool]:
+    """The kernels' instantiations a case can run: the vector one only for rows of whole groups."""
+    group = 4 if dtype == torch.float64 else 8  # wide_group in common/vector_io.cuh
+    return [True, False] if case[1] % group == 0 else [False]
+
+
+def run_reparam_case(
+    binary: Path, workdir: Path, case, dtype, use_noise: bool, vector: bool, backward: bool
+) -> str | None:
+    """A reparameterize + KL case: None when the emulated kernel gives the CPU kernel's z and kl,
+    or (backward) its gradients of mu and logvar, within the dtype's rounding."""
+    rows, dim, samples = case
+    torch.manual_seed(0)
+    mu, logvar = torch.randn(2, rows, dim, dtype=torch.float64).to(dtype)
+    z_shape = (samples, rows, dim) if samples > 1 else (rows, dim)
+    noise = torch.randn(z_shape, dtype=torch.float64).to(dtype) if use_noise else None
+    seed = None if use_noise else torch.tensor([SEED])
+    header = [rows, dim, samples, SEED, REPARAM_DTYPES[dtype], int(vector), int(backward)]
+    arrays = [mu, logvar, noise if use_noise else torch.empty(0)]
+    if backward:
+        grad_z = torch.randn(z_shape, dtype=torch.float64).to(dtype)
+        grad_kl = torch.randn(rows, dtype=torch.float64).to(dtype)
+        want = torch.ops.pygen.reparameterize_kl_backward(
+            grad_z, grad_kl, mu, logvar, noise, seed, samples
+        )
+        arrays += [grad_z, grad_kl]
+    else:
+        want = torch.ops.pygen.reparameterize_kl(mu, logvar, noise, seed, samples)
+    raw = run_driver(binary, workdir, header, arrays)
+    if isinstance(raw, str):
+        return raw
+    got = torch.from_numpy(np.frombuffer(raw, dtype=np.float64).copy())
+    want = torch.cat([t.double().flatten() for t in want])
+    err = ((got - want).abs() / (1 + want.abs())).max().item()
+    # Drawn noise is float in every dtype, and the CPU kernel's vector code (FMA) rounds it apart.
+    tol = REPARAM_TOLERANCES[dtype] if use_noise else max(REPARAM_TOLERANCES[dtype], 1e-6)
+    return None if err <= tol else f"outputs differ by {err:.2e} (relative)"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kernels", nargs="+", choices=sorted(SOURCES), default=sorted(SOURCES))
@@ -383,6 +438,26 @@ def main() -> int:
                 ]
             elif kernel == "pixelrnn":
                 cases = [(" ".join(map(str, case)), (case,)) for case in PIXELRNN_CASES]
+            elif kernel == "reparam_kl":
+                for case, dtype, use_noise, backward in itertools.product(
+                    REPARAM_CASES, REPARAM_DTYPES, (True, False), (False, True)
+                ):
+                    for vector in reparam_vector_paths(case, dtype):
+                        error = run_reparam_case(
+                            binary, workdir, case, dtype, use_noise, vector, backward
+                        )
+                        verdict = "ok  " if error is None else "FAIL"
+                        print(
+                            f"{verdict} reparam_kl {case} {str(dtype)[6:]} "
+                            f"{'noise' if use_noise else 'seed'} "
+                            f"{'vector' if vector else 'element'} "
+                            f"{'backward' if backward else 'forward'}",
+                            flush=True,
+                        )
+                        if error is not None:
+                            print(error)
+                            failures += 1
+                continue
             else:
                 for case, dtype, scale_fn, backward in itertools.product(
                     MADE_CASES,

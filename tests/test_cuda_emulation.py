@@ -1,8 +1,7 @@
-"""The CUDA kernels of the samplers (PixelCNN block and cluster kernels, PixelRNN) and of the MADE
-solve run on CPU threads by scripts/emulate_cuda.py, against the CPU kernels: the only run they
-get without a GPU. Here without
-the sanitizer and on the small cases; ``python scripts/emulate_cuda.py`` runs every configuration
-under ThreadSanitizer."""
+"""The CUDA kernels of the samplers (PixelCNN block and cluster kernels, PixelRNN), of the MADE
+solve and of reparameterize + KL run on CPU threads by scripts/emulate_cuda.py, against the CPU
+kernels: the only run they get without a GPU. Here without the sanitizer and on the small cases;
+``python scripts/emulate_cuda.py`` runs every configuration under ThreadSanitizer."""
 
 from __future__ import annotations
 
@@ -38,6 +37,13 @@ def made_solve_emulator(tmp_path_factory) -> Path:
     if shutil.which("g++") is None:
         pytest.skip("needs g++ to build the emulation")
     return emulate_cuda.build(tmp_path_factory.mktemp("emulate_cuda"), "made_solve", tsan=False)
+
+
+@pytest.fixture(scope="module")
+def reparam_kl_emulator(tmp_path_factory) -> Path:
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++ to build the emulation")
+    return emulate_cuda.build(tmp_path_factory.mktemp("emulate_cuda"), "reparam_kl", tsan=False)
 
 
 @pytest.mark.parametrize("config", emulate_cuda.QUICK_CONFIGS, ids=str)
@@ -83,3 +89,19 @@ def test_emulated_made_solve_kernels_equal_the_cpu_kernels(
         made_solve_emulator, tmp_path, case, dtype, scale_fn, backward
     )
     assert error is None
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+@pytest.mark.parametrize("use_noise", [True, False], ids=["noise", "seed"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("case", emulate_cuda.REPARAM_CASES[:2], ids=str)
+def test_emulated_reparam_kl_kernels_equal_the_cpu_kernels(
+    reparam_kl_emulator, tmp_path, case, dtype, use_noise, backward
+):
+    # Both instantiations where the row is whole groups: the vector one (16-bit rows load the
+    # next group ahead) and the element one.
+    for vector in emulate_cuda.reparam_vector_paths(case, dtype):
+        error = emulate_cuda.run_reparam_case(
+            reparam_kl_emulator, tmp_path, case, dtype, use_noise, vector, backward
+        )
+        assert error is None, f"vector={vector}: {error}"
