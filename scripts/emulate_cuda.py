@@ -370,7 +370,12 @@ def run_made_case(
 # rows' loads ahead); 517: the element path; 24: lanes past the row's end. 9 rows: a partial block.
 REPARAM_CASES = [(9, 520, 2), (5, 517, 1), (3, 24, 1)]
 REPARAM_DTYPES = {torch.float64: 8, torch.float32: 4, torch.bfloat16: 2, torch.float16: 1}
-REPARAM_TOLERANCES = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 2e-3}
+REPARAM_TOLERANCES = {
+    torch.float64: 1e-12,
+    torch.float32: 1e-5,
+    torch.bfloat16: 1e-2,
+    torch.float16: 2e-3,
+}
 
 
 def reparam_vector_paths(case, dtype) -> list[bool]:
