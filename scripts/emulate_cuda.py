@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import re
 import subprocess
 import sys
@@ -34,6 +35,7 @@ import torch.utils.cpp_extension as cpp_extension
 
 from pygen.layers import MADE
 from pygen.models import PixelCNN, PixelRNN
+from pygen.ops import channel_mask, checkerboard_mask
 from pygen.sampling import export_pixelrnn_weights, export_weights
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,6 +107,13 @@ SOURCES = {
         ("kThreads",),
         ["made_solve/made_solve.h"],
         "made_solve.cpp",
+    ),
+    "affine_coupling": (
+        "csrc/affine_coupling/cuda.cu",
+        "template <typename scalar_t>\nconst scalar_t* ptr_or_null(",
+        (),
+        ["common/vector_io.cuh", "affine_coupling/affine_coupling.h"],
+        "affine_coupling.cpp",
     ),
     "reparam_kl": (
         "csrc/reparam_kl/cuda.cu",
@@ -369,8 +378,8 @@ def run_made_case(
 # Reparameterize + KL cases: (rows, dim, samples). 520 per row: a lane's several groups (the 16-bit
 # rows' loads ahead); 517: the element path; 24: lanes past the row's end. 9 rows: a partial block.
 REPARAM_CASES = [(9, 520, 2), (5, 517, 1), (3, 24, 1)]
-REPARAM_DTYPES = {torch.float64: 8, torch.float32: 4, torch.bfloat16: 2, torch.float16: 1}
-REPARAM_TOLERANCES = {
+DTYPE_CODES = {torch.float64: 8, torch.float32: 4, torch.bfloat16: 2, torch.float16: 1}
+TOLERANCES = {
     torch.float64: 1e-12,
     torch.float32: 1e-5,
     torch.bfloat16: 1e-2,
@@ -395,7 +404,7 @@ def run_reparam_case(
     z_shape = (samples, rows, dim) if samples > 1 else (rows, dim)
     noise = torch.randn(z_shape, dtype=torch.float64).to(dtype) if use_noise else None
     seed = None if use_noise else torch.tensor([SEED])
-    header = [rows, dim, samples, SEED, REPARAM_DTYPES[dtype], int(vector), int(backward)]
+    header = [rows, dim, samples, SEED, DTYPE_CODES[dtype], int(vector), int(backward)]
     arrays = [mu, logvar, noise if use_noise else torch.empty(0)]
     if backward:
         grad_z = torch.randn(z_shape, dtype=torch.float64).to(dtype)
@@ -413,8 +422,140 @@ def run_reparam_case(
     want = torch.cat([t.double().flatten() for t in want])
     err = ((got - want).abs() / (1 + want.abs())).max().item()
     # Drawn noise is float in every dtype, and the CPU kernel's vector code (FMA) rounds it apart.
-    tol = REPARAM_TOLERANCES[dtype] if use_noise else max(REPARAM_TOLERANCES[dtype], 1e-6)
+    tol = TOLERANCES[dtype] if use_noise else max(TOLERANCES[dtype], 1e-6)
     return None if err <= tol else f"outputs differ by {err:.2e} (relative)"
+
+
+# Affine coupling cases: (per-sample shape, mask kind code as pygen.ops.MaskKind, mask per
+# sample). Widths of 6 (a group across lines) and 48 (one division per group), 2 x 48 x 48: two
+# segments per sample; 5 channels: an odd split and rows of no whole group; a mask read per sample.
+AFFINE_CASES = [
+    ((4, 6, 6), 1, False),
+    ((2, 48, 48), 2, False),
+    ((5, 3, 3), 3, False),
+    ((10,), 0, True),
+]
+AFFINE_SCALE_FNS = {"none": 0, **SCALE_FNS}
+
+
+def affine_problem(shape, code: int, per_sample: bool, scale_fn: str, reverse: bool) -> list[int]:
+    """The kernels' Problem as affine_coupling.cpp's check_inputs makes it (less the clamp)."""
+    row_len = math.prod(shape)
+    kind, parity = (code + 1) // 2, 0 if code == 0 else (code + 1) % 2
+    width, height = shape[-1], shape[-2] if len(shape) >= 2 else 1
+    split = (shape[0] // 2) * (row_len // shape[0])
+    stride = row_len if per_sample else 0
+    return [
+        row_len,
+        AFFINE_SCALE_FNS[scale_fn],
+        int(reverse),
+        kind,
+        parity,
+        width,
+        height,
+        split,
+        stride,
+    ]
+
+
+def run_affine_case(
+    binary: Path,
+    workdir: Path,
+    case,
+    dtype,
+    scale_fn: str,
+    reverse: bool,
+    vector: bool,
+    backward: bool,
+) -> str | None:
+    """An affine coupling case: None when the emulated kernel gives the CPU kernel's y and logdet,
+    or (backward) its gradients, within the dtype's rounding."""
+    shape, code, per_sample = case
+    rows = 3
+    torch.manual_seed(0)
+    x, log_scale, shift = torch.randn(3, rows, *shape, dtype=torch.float64).to(dtype)
+    if code == 0:
+        mask = (torch.rand(rows if per_sample else 1, *shape) < 0.5).to(dtype)
+    else:
+        pattern = checkerboard_mask if code in (1, 2) else channel_mask
+        mask = pattern(shape, (code + 1) % 2).to(dtype)
+    log_scale = None if scale_fn == "none" else log_scale
+    clamp = 1.5 if scale_fn in ("tanh", "atan") else None
+    settings = (mask, code, scale_fn, clamp, reverse)
+    header = [rows, *affine_problem(shape, code, per_sample, scale_fn, reverse)]
+    header += [DTYPE_CODES[dtype], int(vector), int(backward)]
+    kernel_mask = mask.expand(rows, *shape) if per_sample else mask.expand(1, *shape)
+    arrays = [x, torch.empty(0) if log_scale is None else log_scale, shift]
+    arrays.append((kernel_mask != 0).double() if code == 0 else torch.empty(0))
+    if backward:
+        grad_y = torch.randn(rows, *shape, dtype=torch.float64).to(dtype)
+        grad_logdet = torch.randn(rows, dtype=torch.float64).to(
+            torch.promote_types(dtype, torch.float32)
+        )
+        want = torch.ops.pygen.affine_coupling_backward(
+            grad_y, grad_logdet, x, log_scale, shift, *settings
+        )
+        want = [t for t in want if t.numel() > 0]
+        arrays += [grad_y, grad_logdet]
+    else:
+        want = torch.ops.pygen.affine_coupling(x, log_scale, shift, *settings)
+    raw = run_driver(binary, workdir, header, arrays, value=clamp or 0.0)
+    if isinstance(raw, str):
+        return raw
+    got = torch.from_numpy(np.frombuffer(raw, dtype=np.float64).copy())
+    want = torch.cat([t.double().flatten() for t in want])
+    if got.shape != want.shape:
+        return f"{got.numel()} values out, {want.numel()} expected"
+    err = ((got - want).abs() / (1 + want.abs())).max().item()
+    return None if err <= TOLERANCES[dtype] else f"outputs differ by {err:.2e} (relative)"
+
+
+def affine_vector_paths(case) -> list[bool]:
+    """The kernels' paths a case can take: vector loads only for samples of whole groups."""
+    return [True, False] if math.prod(case[0]) % 4 == 0 else [False]  # kVec
+
+
+def emulated_cases(kernel: str, quick: bool):
+    """(label, run, args) for each case of a kernel file: ``run(binary, workdir, *args)`` is None
+    when the case passes, else the failure's message."""
+    dtypes, sources = (torch.float64, torch.float32), {True: "noise", False: "seed"}
+    if kernel == "pixelcnn":
+        labels = ("cluster", "samples", "resident", "fused_link", "folded")
+        configs = QUICK_CONFIGS if quick else CONFIGS
+        for name, config, dtype, use_noise in itertools.product(
+            PIXELCNN_MODELS, configs, dtypes, (True, False)
+        ):
+            if config[0] > 1 and config[1] > 2 and dtype != torch.float32:
+                continue  # groups of 4, 8 and 16: float32 only
+            settings = (f"{k}={v}" for k, v in zip(labels, config, strict=True))
+            label = " ".join([name, *settings, str(dtype)[6:], sources[use_noise]])
+            yield label, run_case, (name, dtype, use_noise, config)
+    elif kernel == "pixelrnn":
+        for case, dtype, use_noise in itertools.product(PIXELRNN_CASES, dtypes, (True, False)):
+            label = f"{case} {str(dtype)[6:]} {sources[use_noise]}"
+            yield label, run_pixelrnn_case, (case, dtype, use_noise)
+    elif kernel == "made_solve":
+        for case, dtype, scale_fn, backward in itertools.product(
+            MADE_CASES, (*dtypes, torch.bfloat16), SCALE_FNS, (False, True)
+        ):
+            label = f"{case} {str(dtype)[6:]} {scale_fn} {'backward' if backward else 'forward'}"
+            yield label, run_made_case, (case, dtype, scale_fn, backward)
+    elif kernel == "affine_coupling":
+        for case, dtype, scale_fn, reverse, backward in itertools.product(
+            AFFINE_CASES, DTYPE_CODES, AFFINE_SCALE_FNS, (False, True), (False, True)
+        ):
+            for vector in affine_vector_paths(case):
+                label = f"{case} {str(dtype)[6:]} {scale_fn} {'reverse' if reverse else 'forward'}"
+                label += f" {'vector' if vector else 'element'} {'backward' if backward else ''}"
+                yield label, run_affine_case, (case, dtype, scale_fn, reverse, vector, backward)
+    else:
+        for case, dtype, use_noise, backward in itertools.product(
+            REPARAM_CASES, DTYPE_CODES, (True, False), (False, True)
+        ):
+            for vector in reparam_vector_paths(case, dtype):
+                label = f"{case} {str(dtype)[6:]} {sources[use_noise]}"
+                label += f" {'vector' if vector else 'element'} {'backward' if backward else ''}"
+                yield label, run_reparam_case, (case, dtype, use_noise, vector, backward)
 
 
 def main() -> int:
@@ -430,74 +571,11 @@ def main() -> int:
             start = time.time()
             binary = build(workdir, kernel, tsan=not opts.no_tsan)
             print(f"{kernel}: built in {time.time() - start:.0f} s", flush=True)
-            dtypes, noises = (torch.float64, torch.float32), (True, False)
-            if kernel == "pixelcnn":
-                configs = QUICK_CONFIGS if opts.quick else CONFIGS
-                labels = ("cluster", "samples", "resident", "fused_link", "folded")
-                cases = [
-                    (
-                        " ".join([name, *(f"{k}={v}" for k, v in zip(labels, c, strict=True))]),
-                        (name, c),
-                    )
-                    for name, c in itertools.product(PIXELCNN_MODELS, configs)
-                ]
-            elif kernel == "pixelrnn":
-                cases = [(" ".join(map(str, case)), (case,)) for case in PIXELRNN_CASES]
-            elif kernel == "reparam_kl":
-                for case, dtype, use_noise, backward in itertools.product(
-                    REPARAM_CASES, REPARAM_DTYPES, (True, False), (False, True)
-                ):
-                    for vector in reparam_vector_paths(case, dtype):
-                        error = run_reparam_case(
-                            binary, workdir, case, dtype, use_noise, vector, backward
-                        )
-                        verdict = "ok  " if error is None else "FAIL"
-                        print(
-                            f"{verdict} reparam_kl {case} {str(dtype)[6:]} "
-                            f"{'noise' if use_noise else 'seed'} "
-                            f"{'vector' if vector else 'element'} "
-                            f"{'backward' if backward else 'forward'}",
-                            flush=True,
-                        )
-                        if error is not None:
-                            print(error)
-                            failures += 1
-                continue
-            else:
-                for case, dtype, scale_fn, backward in itertools.product(
-                    MADE_CASES,
-                    (torch.float64, torch.float32, torch.bfloat16),
-                    SCALE_FNS,
-                    (False, True),
-                ):
-                    start = time.time()
-                    error = run_made_case(binary, workdir, case, dtype, scale_fn, backward)
-                    verdict = "ok  " if error is None else "FAIL"
-                    print(
-                        f"{verdict} made_solve {case} {str(dtype)[6:]} {scale_fn} "
-                        f"{'backward' if backward else 'forward'} ({time.time() - start:.1f} s)",
-                        flush=True,
-                    )
-                    if error is not None:
-                        print(error)
-                        failures += 1
-                continue
-            for (label, args), dtype, use_noise in itertools.product(cases, dtypes, noises):
-                if kernel == "pixelcnn" and args[1][0] > 1 and args[1][1] > 2:
-                    if dtype != torch.float32:
-                        continue  # groups of 4, 8 and 16: float32 only
+            for label, run, args in emulated_cases(kernel, opts.quick):
                 start = time.time()
-                if kernel == "pixelcnn":
-                    error = run_case(binary, workdir, args[0], dtype, use_noise, args[1])
-                else:
-                    error = run_pixelrnn_case(binary, workdir, args[0], dtype, use_noise)
+                error = run(binary, workdir, *args)
                 verdict = "ok  " if error is None else "FAIL"
-                source = "noise" if use_noise else "seed"
-                print(
-                    f"{verdict} {kernel} {label} {str(dtype)[6:]} {source} "
-                    f"({time.time() - start:.1f} s)",
-                    flush=True,
-                )
+                print(f"{verdict} {kernel} {label} ({time.time() - start:.1f} s)", flush=True)
                 if error is not None:
                     print(error)
                     failures += 1

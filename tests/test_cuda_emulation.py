@@ -1,7 +1,8 @@
 """The CUDA kernels of the samplers (PixelCNN block and cluster kernels, PixelRNN), of the MADE
-solve and of reparameterize + KL run on CPU threads by scripts/emulate_cuda.py, against the CPU
-kernels: the only run they get without a GPU. Here without the sanitizer and on the small cases;
-``python scripts/emulate_cuda.py`` runs every configuration under ThreadSanitizer."""
+solve, of reparameterize + KL and of the affine coupling run on CPU threads by
+scripts/emulate_cuda.py, against the CPU kernels: the only run they get without a GPU. Here without
+the sanitizer and on the small cases; ``python scripts/emulate_cuda.py`` runs every configuration
+under ThreadSanitizer."""
 
 from __future__ import annotations
 
@@ -44,6 +45,15 @@ def reparam_kl_emulator(tmp_path_factory) -> Path:
     if shutil.which("g++") is None:
         pytest.skip("needs g++ to build the emulation")
     return emulate_cuda.build(tmp_path_factory.mktemp("emulate_cuda"), "reparam_kl", tsan=False)
+
+
+@pytest.fixture(scope="module")
+def affine_coupling_emulator(tmp_path_factory) -> Path:
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++ to build the emulation")
+    return emulate_cuda.build(
+        tmp_path_factory.mktemp("emulate_cuda"), "affine_coupling", tsan=False
+    )
 
 
 @pytest.mark.parametrize("config", emulate_cuda.QUICK_CONFIGS, ids=str)
@@ -103,5 +113,21 @@ def test_emulated_reparam_kl_kernels_equal_the_cpu_kernels(
     for vector in emulate_cuda.reparam_vector_paths(case, dtype):
         error = emulate_cuda.run_reparam_case(
             reparam_kl_emulator, tmp_path, case, dtype, use_noise, vector, backward
+        )
+        assert error is None, f"vector={vector}: {error}"
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("scale_fn", ["none", "tanh"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", emulate_cuda.AFFINE_CASES, ids=str)
+def test_emulated_affine_coupling_kernels_equal_the_cpu_kernels(
+    affine_coupling_emulator, tmp_path, case, dtype, scale_fn, reverse, backward
+):
+    # Every mask kind; the vector and element paths where the sample is whole groups.
+    for vector in emulate_cuda.affine_vector_paths(case):
+        error = emulate_cuda.run_affine_case(
+            affine_coupling_emulator, tmp_path, case, dtype, scale_fn, reverse, vector, backward
         )
         assert error is None, f"vector={vector}: {error}"

@@ -2,8 +2,12 @@
 // value, then arrays, each an int64 count and float64 values; the output is raw values.
 #pragma once
 
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
 #include <cstdint>
 #include <fstream>
+#include <memory>
 #include <stdexcept>
 #include <vector>
 
@@ -30,6 +34,44 @@ struct Input {
     return v;
   }
 };
+
+// An array in T, aligned for the kernels' vector loads and stores (16-byte groups, 32 for double),
+// or nullptr when empty: the kernels' absent tensor.
+template <typename T>
+struct Array {
+  std::vector<T> storage;
+  T* data = nullptr;
+  explicit Array(size_t n) : storage(n + 64 / sizeof(T)) {
+    void* p = storage.data();
+    size_t space = storage.size() * sizeof(T);
+    if (n > 0) data = static_cast<T*>(std::align(64, n * sizeof(T), p, space));
+  }
+  explicit Array(const std::vector<double>& values) : Array(values.size()) {
+    for (size_t i = 0; i < values.size(); ++i) data[i] = static_cast<T>(values[i]);
+  }
+};
+
+template <typename T>
+void append(std::vector<double>& out, const Array<T>& a, size_t n) {
+  for (size_t i = 0; i < n; ++i) out.push_back(static_cast<double>(a.data[i]));
+}
+
+// fn.template operator()<T>() with T the kernels' dtype of `code`: 8 double, 4 float, 2 bfloat16,
+// 1 half.
+template <typename Fn>
+void with_dtype(int64_t code, Fn&& fn) {
+  switch (code) {
+    case 8:
+      return fn.template operator()<double>();
+    case 4:
+      return fn.template operator()<float>();
+    case 2:
+      return fn.template operator()<c10::BFloat16>();
+    case 1:
+      return fn.template operator()<c10::Half>();
+  }
+  throw std::runtime_error("unknown dtype code");
+}
 
 template <typename V>
 void write(std::ofstream& out, const std::vector<V>& values) {

@@ -3,7 +3,6 @@
 // INPUT: int64 header (see Header), one unused float64, then int64 count and float64 values of:
 // mu, logvar, noise (empty: the Philox stream of `seed`), grad_z and grad_kl (the backward's;
 // empty: absent). OUTPUT (float64): z then kl; or (backward) grad_mu then grad_logvar.
-#include <memory>
 #include <stdexcept>
 
 #include "driver_io.h"
@@ -15,58 +14,27 @@ struct Header {
   int64_t rows, dim, samples, seed, dtype, vector, backward;
 };
 
-// An array in T, aligned for the kernels' vector loads and stores (16-byte groups, 32 for double),
-// or nullptr when empty: the kernels' absent tensor.
-template <typename T>
-struct Array {
-  std::vector<T> storage;
-  T* data = nullptr;
-  explicit Array(size_t n) : storage(n + 64 / sizeof(T)) {
-    void* p = storage.data();
-    size_t space = storage.size() * sizeof(T);
-    if (n > 0) data = static_cast<T*>(std::align(64, n * sizeof(T), p, space));
-  }
-  explicit Array(const std::vector<double>& values) : Array(values.size()) {
-    for (size_t i = 0; i < values.size(); ++i) data[i] = static_cast<T>(values[i]);
-  }
-};
-
-template <typename T>
-void append(std::vector<double>& out, const Array<T>& a, size_t n) {
-  for (size_t i = 0; i < n; ++i) out.push_back(static_cast<double>(a.data[i]));
-}
-
 template <typename T, bool kVector>
 void run(const Header& hd, const std::vector<std::vector<double>>& arrays, std::vector<double>& out) {
   const rk::Problem p{hd.rows, hd.dim, hd.samples};
-  const Array<T> mu(arrays[0]), logvar(arrays[1]), noise(arrays[2]);
+  const emu::Array<T> mu(arrays[0]), logvar(arrays[1]), noise(arrays[2]);
   const int64_t* seed = noise.data ? nullptr : &hd.seed;
   const int blocks = static_cast<int>((hd.rows + rk::kWarpsPerBlock - 1) / rk::kWarpsPerBlock);
   const size_t n = hd.rows * hd.dim, nz = n * hd.samples;
   if (hd.backward == 0) {
-    Array<T> z(nz), kl(hd.rows);
+    emu::Array<T> z(nz), kl(hd.rows);
     emu::launch(blocks, 1, rk::kWarpsPerBlock * 32, 0, rk::forward_kernel<T, kVector>, p, mu.data, logvar.data,
                 noise.data, seed, z.data, kl.data);
-    append(out, z, nz);
-    append(out, kl, hd.rows);
+    emu::append(out, z, nz);
+    emu::append(out, kl, hd.rows);
     return;
   }
-  const Array<T> grad_z(arrays[3]), grad_kl(arrays[4]);
-  Array<T> grad_mu(n), grad_logvar(n);
-  emu::launch(blocks, 1, rk::kWarpsPerBlock * 32, 0, rk::backward_kernel<T, kVector>, p,
-              grad_z.data, grad_kl.data, mu.data, logvar.data,
-              noise.data, seed, grad_mu.data, grad_logvar.data);
-  append(out, grad_mu, n);
-  append(out, grad_logvar, n);
-}
-
-template <typename T>
-void run_dtype(const Header& hd, const std::vector<std::vector<double>>& arrays, std::vector<double>& out) {
-  if (hd.vector != 0) {
-    run<T, true>(hd, arrays, out);
-  } else {
-    run<T, false>(hd, arrays, out);
-  }
+  const emu::Array<T> grad_z(arrays[3]), grad_kl(arrays[4]);
+  emu::Array<T> grad_mu(n), grad_logvar(n);
+  emu::launch(blocks, 1, rk::kWarpsPerBlock * 32, 0, rk::backward_kernel<T, kVector>, p, grad_z.data, grad_kl.data,
+              mu.data, logvar.data, noise.data, seed, grad_mu.data, grad_logvar.data);
+  emu::append(out, grad_mu, n);
+  emu::append(out, grad_logvar, n);
 }
 
 int main(int argc, char** argv) {
@@ -77,19 +45,13 @@ int main(int argc, char** argv) {
   std::vector<std::vector<double>> arrays;
   for (int i = 0; i < (hd.backward != 0 ? 5 : 3); ++i) arrays.push_back(in.array());
   std::vector<double> out;
-  switch (hd.dtype) {
-    case 8:
-      run_dtype<double>(hd, arrays, out);
-      break;
-    case 4:
-      run_dtype<float>(hd, arrays, out);
-      break;
-    case 2:
-      run_dtype<c10::BFloat16>(hd, arrays, out);
-      break;
-    default:
-      run_dtype<c10::Half>(hd, arrays, out);
-  }
+  emu::with_dtype(hd.dtype, [&]<typename T>() {
+    if (hd.vector != 0) {
+      run<T, true>(hd, arrays, out);
+    } else {
+      run<T, false>(hd, arrays, out);
+    }
+  });
   std::ofstream out_file(argv[2], std::ios::binary);
   emu::write(out_file, out);
   return 0;
