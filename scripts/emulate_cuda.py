@@ -8,20 +8,21 @@ and see each other's shared memory. The samplers' blocks are narrowed to 64 thre
 loop of the kernels strides by the block size), so that a cluster of 16 runs as 1024 threads. A
 driver per kernel file (emulate_cuda/*.cpp: the host code's loop, with the PixelCNN vertical
 stack's convolution and link product as plain loops) feeds them; the results are compared with the
-CPU kernel's for the same inputs and noise or seed. TSan reports any two accesses of one location
-that no barrier orders.
+CPU kernel's for the same inputs and noise or seed. Under ThreadSanitizer (the default) any two
+accesses of one location that no barrier orders are reported; under AddressSanitizer
+(``--sanitizer address``) any access outside an array, global or shared, as memcheck would.
 
 What it cannot show: the launch (cluster attributes, shared-memory limits, occupancy), the GPU's
 memory model beyond barrier ordering, and speed. Usage: ``python scripts/emulate_cuda.py``
 (``--kernels pixelrnn``: one kernel file; ``--quick``: fewer PixelCNN kernel configurations;
-``--no-tsan``: a faster build without the sanitizer).
-"""
+``--sanitizer none``: a faster build without a sanitizer)."""
 
 from __future__ import annotations
 
 import argparse
 import itertools
 import math
+import os
 import re
 import subprocess
 import sys
@@ -157,7 +158,22 @@ def kernel_source(kernel: str) -> str:
     )
 
 
-def build(workdir: Path, kernel: str, tsan: bool) -> Path:
+# Compiler flags per sanitizer: ThreadSanitizer reports accesses that no barrier orders;
+# AddressSanitizer reads and writes outside an array (global or a block's shared memory), as
+# compute-sanitizer's memcheck does on the GPU (std::vector's spare capacity included).
+SANITIZER_FLAGS = {
+    "thread": ["-fsanitize=thread", "-O1"],
+    "address": [
+        "-fsanitize=address",
+        "-fno-omit-frame-pointer",
+        "-D_GLIBCXX_SANITIZE_VECTOR",
+        "-O1",
+    ],
+    "none": ["-O2"],
+}
+
+
+def build(workdir: Path, kernel: str, sanitizer: str = "none") -> Path:
     source = workdir / f"{kernel}_emulated.cpp"
     source.write_text(kernel_source(kernel))
     binary = workdir / kernel
@@ -166,7 +182,7 @@ def build(workdir: Path, kernel: str, tsan: bool) -> Path:
         "g++",
         "-std=c++20",
         "-g",
-        *(["-fsanitize=thread", "-O1"] if tsan else ["-O2"]),
+        *SANITIZER_FLAGS[sanitizer],
         "-Wno-unknown-pragmas",
         f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
         f"-I{ROOT / 'csrc'}",
@@ -187,7 +203,7 @@ def run_driver(
     binary: Path, workdir: Path, header: list[int], arrays: list, value: float = TEMPERATURE
 ) -> bytes | str:
     """The driver's output for one problem (its header, one float64 `value`, the arrays), or the
-    failure's message (TSan's report among them)."""
+    failure's message (a sanitizer's report among them)."""
     problem, result = workdir / "problem.bin", workdir / "result.bin"
     with problem.open("wb") as f:
         f.write(np.asarray(header, dtype=np.int64).tobytes())
@@ -196,9 +212,12 @@ def run_driver(
             values = t.detach().double().contiguous().numpy().ravel()
             f.write(np.asarray([values.size], dtype=np.int64).tobytes())
             f.write(values.tobytes())
-    run = subprocess.run([str(binary), str(problem), str(result)], capture_output=True, text=True)
-    if run.returncode != 0 or "WARNING: ThreadSanitizer" in run.stderr:
-        return f"exit {run.returncode}\n{run.stderr[-3000:]}"
+    env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=0"}  # c10's static state outlives main
+    command = [str(binary), str(problem), str(result)]
+    run = subprocess.run(command, capture_output=True, text=True, env=env)
+    if run.returncode != 0 or "Sanitizer" in run.stderr:
+        report = max(0, run.stderr.find("Sanitizer") - 100)  # the report's head: what, where
+        return f"exit {run.returncode}\n{run.stderr[report : report + 3000]}"
     return result.read_bytes()
 
 
@@ -562,14 +581,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kernels", nargs="+", choices=sorted(SOURCES), default=sorted(SOURCES))
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--no-tsan", action="store_true")
+    parser.add_argument("--sanitizer", choices=sorted(SANITIZER_FLAGS), default="thread")
     opts = parser.parse_args()
     failures = 0
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         for kernel in opts.kernels:
             start = time.time()
-            binary = build(workdir, kernel, tsan=not opts.no_tsan)
+            binary = build(workdir, kernel, opts.sanitizer)
             print(f"{kernel}: built in {time.time() - start:.0f} s", flush=True)
             for label, run, args in emulated_cases(kernel, opts.quick):
                 start = time.time()

@@ -1,7 +1,7 @@
 """The CUDA kernels of the samplers (PixelCNN block and cluster kernels, PixelRNN), of the MADE
 solve, of reparameterize + KL and of the affine coupling run on CPU threads by
-scripts/emulate_cuda.py, against the CPU kernels: the only run they get without a GPU. Here without
-the sanitizer and on the small cases; ``python scripts/emulate_cuda.py`` runs every configuration
+scripts/emulate_cuda.py, against the CPU kernels: the only run they get without a GPU. Here under
+AddressSanitizer on the small cases; ``python scripts/emulate_cuda.py`` runs every configuration
 under ThreadSanitizer."""
 
 from __future__ import annotations
@@ -20,71 +20,55 @@ _spec.loader.exec_module(emulate_cuda)
 
 
 @pytest.fixture(scope="module")
-def emulator(tmp_path_factory) -> Path:
+def emulated(tmp_path_factory):
+    """The emulation's binary for a kernel file (built once per module), under AddressSanitizer:
+    an access outside an array, global or shared, fails the case as memcheck would."""
     if shutil.which("g++") is None:
         pytest.skip("needs g++ to build the emulation")
-    return emulate_cuda.build(tmp_path_factory.mktemp("emulate_cuda"), "pixelcnn", tsan=False)
+    built: dict[str, Path] = {}
 
+    def binary(kernel: str) -> Path:
+        if kernel not in built:
+            workdir = tmp_path_factory.mktemp("emulate_cuda")
+            built[kernel] = emulate_cuda.build(workdir, kernel, "address")
+        return built[kernel]
 
-@pytest.fixture(scope="module")
-def pixelrnn_emulator(tmp_path_factory) -> Path:
-    if shutil.which("g++") is None:
-        pytest.skip("needs g++ to build the emulation")
-    return emulate_cuda.build(tmp_path_factory.mktemp("emulate_cuda"), "pixelrnn", tsan=False)
-
-
-@pytest.fixture(scope="module")
-def made_solve_emulator(tmp_path_factory) -> Path:
-    if shutil.which("g++") is None:
-        pytest.skip("needs g++ to build the emulation")
-    return emulate_cuda.build(tmp_path_factory.mktemp("emulate_cuda"), "made_solve", tsan=False)
-
-
-@pytest.fixture(scope="module")
-def reparam_kl_emulator(tmp_path_factory) -> Path:
-    if shutil.which("g++") is None:
-        pytest.skip("needs g++ to build the emulation")
-    return emulate_cuda.build(tmp_path_factory.mktemp("emulate_cuda"), "reparam_kl", tsan=False)
-
-
-@pytest.fixture(scope="module")
-def affine_coupling_emulator(tmp_path_factory) -> Path:
-    if shutil.which("g++") is None:
-        pytest.skip("needs g++ to build the emulation")
-    return emulate_cuda.build(
-        tmp_path_factory.mktemp("emulate_cuda"), "affine_coupling", tsan=False
-    )
+    return binary
 
 
 @pytest.mark.parametrize("config", emulate_cuda.QUICK_CONFIGS, ids=str)
 @pytest.mark.parametrize("use_noise", [True, False], ids=["noise", "seed"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-def test_emulated_kernels_draw_the_cpu_kernels_images(emulator, tmp_path, dtype, use_noise, config):
-    assert emulate_cuda.run_case(emulator, tmp_path, "grey", dtype, use_noise, config) is None
+def test_emulated_kernels_draw_the_cpu_kernels_images(emulated, tmp_path, dtype, use_noise, config):
+    assert (
+        emulate_cuda.run_case(emulated("pixelcnn"), tmp_path, "grey", dtype, use_noise, config)
+        is None
+    )
 
 
 @pytest.mark.parametrize("config", [(4, 2, 1, 1, 0), (4, 2, 1, 1, 1)], ids=str)
-def test_emulated_cluster_kernel_on_a_class_conditional_rgb_model(emulator, tmp_path, config):
+def test_emulated_cluster_kernel_on_a_class_conditional_rgb_model(emulated, tmp_path, config):
     # Hidden 30 and 17 levels over 4 blocks: slices partly past the end; unfolded and folded.
     case = ("rgb-conditional", torch.float64, True, config)
-    assert emulate_cuda.run_case(emulator, tmp_path, *case) is None
+    assert emulate_cuda.run_case(emulated("pixelcnn"), tmp_path, *case) is None
 
 
-def test_emulated_cluster_kernel_with_groups_of_16_float32(emulator, tmp_path):
+def test_emulated_cluster_kernel_with_groups_of_16_float32(emulated, tmp_path):
     # 16 samples per group (3 in the batch: the group is partial); 8 hidden units per block over
     # the emulation's 2 warps: passes of 2 units, whose 32 items the halving exchanges reduce.
     case = ("rgb-conditional", torch.float32, True, (4, 16, 0, 0, 1))
-    assert emulate_cuda.run_case(emulator, tmp_path, *case) is None
+    assert emulate_cuda.run_case(emulated("pixelcnn"), tmp_path, *case) is None
 
 
 @pytest.mark.parametrize("case", emulate_cuda.PIXELRNN_CASES, ids=str)
 @pytest.mark.parametrize("use_noise", [True, False], ids=["noise", "seed"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 def test_emulated_pixelrnn_kernel_draws_the_cpu_kernels_images(
-    pixelrnn_emulator, tmp_path, dtype, use_noise, case
+    emulated, tmp_path, dtype, use_noise, case
 ):
     assert (
-        emulate_cuda.run_pixelrnn_case(pixelrnn_emulator, tmp_path, case, dtype, use_noise) is None
+        emulate_cuda.run_pixelrnn_case(emulated("pixelrnn"), tmp_path, case, dtype, use_noise)
+        is None
     )
 
 
@@ -93,10 +77,10 @@ def test_emulated_pixelrnn_kernel_draws_the_cpu_kernels_images(
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("case", emulate_cuda.MADE_CASES, ids=str)
 def test_emulated_made_solve_kernels_equal_the_cpu_kernels(
-    made_solve_emulator, tmp_path, case, dtype, scale_fn, backward
+    emulated, tmp_path, case, dtype, scale_fn, backward
 ):
     error = emulate_cuda.run_made_case(
-        made_solve_emulator, tmp_path, case, dtype, scale_fn, backward
+        emulated("made_solve"), tmp_path, case, dtype, scale_fn, backward
     )
     assert error is None
 
@@ -106,13 +90,13 @@ def test_emulated_made_solve_kernels_equal_the_cpu_kernels(
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("case", emulate_cuda.REPARAM_CASES[:2], ids=str)
 def test_emulated_reparam_kl_kernels_equal_the_cpu_kernels(
-    reparam_kl_emulator, tmp_path, case, dtype, use_noise, backward
+    emulated, tmp_path, case, dtype, use_noise, backward
 ):
     # Both instantiations where the row is whole groups: the vector one (16-bit rows load the
     # next group ahead) and the element one.
     for vector in emulate_cuda.reparam_vector_paths(case, dtype):
         error = emulate_cuda.run_reparam_case(
-            reparam_kl_emulator, tmp_path, case, dtype, use_noise, vector, backward
+            emulated("reparam_kl"), tmp_path, case, dtype, use_noise, vector, backward
         )
         assert error is None, f"vector={vector}: {error}"
 
@@ -123,11 +107,11 @@ def test_emulated_reparam_kl_kernels_equal_the_cpu_kernels(
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("case", emulate_cuda.AFFINE_CASES, ids=str)
 def test_emulated_affine_coupling_kernels_equal_the_cpu_kernels(
-    affine_coupling_emulator, tmp_path, case, dtype, scale_fn, reverse, backward
+    emulated, tmp_path, case, dtype, scale_fn, reverse, backward
 ):
     # Every mask kind; the vector and element paths where the sample is whole groups.
     for vector in emulate_cuda.affine_vector_paths(case):
         error = emulate_cuda.run_affine_case(
-            affine_coupling_emulator, tmp_path, case, dtype, scale_fn, reverse, vector, backward
+            emulated("affine_coupling"), tmp_path, case, dtype, scale_fn, reverse, vector, backward
         )
         assert error is None, f"vector={vector}: {error}"

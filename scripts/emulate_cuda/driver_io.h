@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <fstream>
 #include <memory>
+#include <new>
 #include <stdexcept>
 #include <vector>
 
@@ -36,15 +37,18 @@ struct Input {
 };
 
 // An array in T, aligned for the kernels' vector loads and stores (16-byte groups, 32 for double),
-// or nullptr when empty: the kernels' absent tensor.
+// or nullptr when empty: the kernels' absent tensor. Allocated to its exact size, so that
+// AddressSanitizer reports an access past its end.
 template <typename T>
 struct Array {
-  std::vector<T> storage;
+  static constexpr std::align_val_t kAlign{64};
+  struct Free {
+    void operator()(T* p) const { ::operator delete(p, kAlign); }
+  };
+  std::unique_ptr<T, Free> owner;
   T* data = nullptr;
-  explicit Array(size_t n) : storage(n + 64 / sizeof(T)) {
-    void* p = storage.data();
-    size_t space = storage.size() * sizeof(T);
-    if (n > 0) data = static_cast<T*>(std::align(64, n * sizeof(T), p, space));
+  explicit Array(size_t n) {
+    if (n > 0) owner.reset(data = static_cast<T*>(::operator new(n * sizeof(T), kAlign)));
   }
   explicit Array(const std::vector<double>& values) : Array(values.size()) {
     for (size_t i = 0; i < values.size(); ++i) data[i] = static_cast<T>(values[i]);
