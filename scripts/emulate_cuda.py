@@ -1,16 +1,17 @@
 """Run pygen's CUDA kernels on the CPU, without a GPU, under ThreadSanitizer.
 
-The device code of csrc/pixelcnn/cuda.cu (the block and cluster row kernels, the two small kernels
-of the vertical stack), csrc/pixelrnn/cuda.cu, csrc/made_solve/cuda.cu and csrc/reparam_kl/cuda.cu
-is compiled as host C++ with the CUDA built-ins of emulate_cuda/shim.h: each CUDA thread is a
-std::thread, barriers and warp exchanges are real synchronisation, a cluster's blocks run at once
-and see each other's shared memory. The samplers' blocks are narrowed to 64 threads (2 warps: every
-loop of the kernels strides by the block size), so that a cluster of 16 runs as 1024 threads. A
-driver per kernel file (emulate_cuda/*.cpp: the host code's loop, with the PixelCNN vertical
-stack's convolution and link product as plain loops) feeds them; the results are compared with the
-CPU kernel's for the same inputs and noise or seed. Under ThreadSanitizer (the default) any two
-accesses of one location that no barrier orders are reported; under AddressSanitizer
-(``--sanitizer address``) any access outside an array, global or shared, as memcheck would.
+The device code of every CUDA kernel of pygen (csrc/pixelcnn/cuda.cu: the block and cluster row
+kernels, the two small kernels of the vertical stack; csrc/pixelrnn, made_solve, reparam_kl,
+affine_coupling and ceilings) is compiled as host C++ with the CUDA built-ins of
+emulate_cuda/shim.h: each CUDA thread is a std::thread, barriers and warp exchanges are real
+synchronisation, a cluster's blocks run at once and see each other's shared memory. The samplers'
+blocks are narrowed to 64 threads (2 warps: every loop of the kernels strides by the block size),
+so that a cluster of 16 runs as 1024 threads. A driver per kernel file (emulate_cuda/*.cpp: the
+host code's loop, with the PixelCNN vertical stack's convolution and link product as plain loops)
+feeds them; the results are compared with the CPU kernel's (or the twin's) for the same inputs
+and noise or seed. Under ThreadSanitizer (the default) any two accesses of one location that no
+barrier orders are reported; under AddressSanitizer (``--sanitizer address``) any access outside
+an array, global or shared, as memcheck would.
 
 What it cannot show: the launch (cluster attributes, shared-memory limits, occupancy), the GPU's
 memory model beyond barrier ordering, and speed. Usage: ``python scripts/emulate_cuda.py``
@@ -37,6 +38,7 @@ import torch.utils.cpp_extension as cpp_extension
 from pygen.layers import MADE
 from pygen.models import PixelCNN, PixelRNN
 from pygen.ops import channel_mask, checkerboard_mask
+from pygen.ops.ceilings import cluster_exchange_expected
 from pygen.sampling import export_pixelrnn_weights, export_weights
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +103,13 @@ SOURCES = {
         ("kThreads",),
         ["common/math.h", "common/philox.h", "common/cuda_draw.cuh", "pixelrnn/pixelrnn.h"],
         "pixelrnn_sampler.cpp",
+    ),
+    "ceilings": (
+        "csrc/ceilings/cuda.cu",
+        "}  // namespace\n\nvoid cluster_exchange_cuda(",
+        ("kThreads",),
+        ["ceilings/ceilings.h"],
+        "ceilings.cpp",
     ),
     "made_solve": (
         "csrc/made_solve/cuda.cu",
@@ -534,6 +543,20 @@ def affine_vector_paths(case) -> list[bool]:
     return [True, False] if math.prod(case[0]) % 4 == 0 else [False]  # kVec
 
 
+# Cluster exchange cases: (blocks, steps); 5 steps reuse each set of slots.
+CEILINGS_CASES = [(2, 1), (4, 5), (8, 5), (16, 5)]
+
+
+def run_ceilings_case(binary: Path, workdir: Path, blocks: int, steps: int) -> str | None:
+    """A cluster exchange: None when the emulated kernel's sum is its twin's."""
+    raw = run_driver(binary, workdir, [blocks, steps], [])
+    if isinstance(raw, str):
+        return raw
+    got = int(np.frombuffer(raw, dtype=np.int64)[0])
+    want = cluster_exchange_expected(blocks, steps)
+    return None if got == want else f"sum {got}, expected {want}"
+
+
 def emulated_cases(kernel: str, quick: bool):
     """(label, run, args) for each case of a kernel file: ``run(binary, workdir, *args)`` is None
     when the case passes, else the failure's message."""
@@ -553,6 +576,9 @@ def emulated_cases(kernel: str, quick: bool):
         for case, dtype, use_noise in itertools.product(PIXELRNN_CASES, dtypes, (True, False)):
             label = f"{case} {str(dtype)[6:]} {sources[use_noise]}"
             yield label, run_pixelrnn_case, (case, dtype, use_noise)
+    elif kernel == "ceilings":
+        for blocks, steps in CEILINGS_CASES:
+            yield f"{blocks} blocks {steps} steps", run_ceilings_case, (blocks, steps)
     elif kernel == "made_solve":
         for case, dtype, scale_fn, backward in itertools.product(
             MADE_CASES, (*dtypes, torch.bfloat16), SCALE_FNS, (False, True)

@@ -1,6 +1,7 @@
-"""The CUDA kernels of the samplers (PixelCNN block and cluster kernels, PixelRNN), of the MADE
-solve, of reparameterize + KL and of the affine coupling run on CPU threads by
-scripts/emulate_cuda.py, against the CPU kernels: the only run they get without a GPU. Here under
+"""Every CUDA kernel of pygen (the samplers' PixelCNN block and cluster kernels and PixelRNN's,
+the MADE solve's, reparameterize + KL's, affine coupling's and the cluster exchange) run on CPU
+threads by scripts/emulate_cuda.py, against the CPU kernels or the twin: the only run they get
+without a GPU. Here under
 AddressSanitizer on the small cases; ``python scripts/emulate_cuda.py`` runs every configuration
 under ThreadSanitizer."""
 
@@ -115,3 +116,9 @@ def test_emulated_affine_coupling_kernels_equal_the_cpu_kernels(
             emulated("affine_coupling"), tmp_path, case, dtype, scale_fn, reverse, vector, backward
         )
         assert error is None, f"vector={vector}: {error}"
+
+
+@pytest.mark.parametrize(("blocks", "steps"), emulate_cuda.CEILINGS_CASES, ids=str)
+def test_emulated_cluster_exchange_equals_its_twin(emulated, tmp_path, blocks, steps):
+    error = emulate_cuda.run_ceilings_case(emulated("ceilings"), tmp_path, blocks, steps)
+    assert error is None
