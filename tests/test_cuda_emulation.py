@@ -1,9 +1,8 @@
 """Every CUDA kernel of pygen (the samplers' PixelCNN block and cluster kernels and PixelRNN's,
 the MADE solve's, reparameterize + KL's, affine coupling's and the cluster exchange) run on CPU
 threads by scripts/emulate_cuda.py, against the CPU kernels or the twin: the only run they get
-without a GPU. Here under
-AddressSanitizer on the small cases; ``python scripts/emulate_cuda.py`` runs every configuration
-under ThreadSanitizer."""
+without a GPU. Here under AddressSanitizer on the small cases; ``python scripts/emulate_cuda.py``
+runs every configuration under ThreadSanitizer."""
 
 from __future__ import annotations
 
