@@ -46,6 +46,15 @@ HERE = Path(__file__).resolve().parent / "emulate_cuda"
 EMULATED_THREADS = 64
 TEMPERATURE = 0.8
 SEED = 1234
+# The drivers' dtype codes (driver_io.h, with_dtype) and the outputs' tolerances against the CPU
+# kernels' (relative), for the kernels that compute in the inputs' dtype (float32 for 16-bit).
+DTYPE_CODES = {torch.float64: 8, torch.float32: 4, torch.bfloat16: 2, torch.float16: 1}
+TOLERANCES = {
+    torch.float64: 1e-12,
+    torch.float32: 1e-5,
+    torch.bfloat16: 1e-2,
+    torch.float16: 2e-3,
+}
 
 # PixelCNN kernel configurations: (cluster blocks or 1 for the block kernel, samples per block or
 # group, weights resident, the vertical stack's bias, gate and link product in one kernel, the
@@ -362,7 +371,7 @@ def run_made_case(
             True,
         )
     header = [rows, dim, hidden, layers, SCALE_FNS[scale_fn], 1]
-    header += [{torch.float64: 8, torch.float32: 4, torch.bfloat16: 2}[dtype], int(backward)]
+    header += [DTYPE_CODES[dtype], int(backward)]
     arrays = [*weights, *biases, made_solve_table(solve, order, mask), target]
     tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2}[dtype]
     if not backward:
@@ -406,13 +415,6 @@ def run_made_case(
 # Reparameterize + KL cases: (rows, dim, samples). 520 per row: a lane's several groups (the 16-bit
 # rows' loads ahead); 517: the element path; 24: lanes past the row's end. 9 rows: a partial block.
 REPARAM_CASES = [(9, 520, 2), (5, 517, 1), (3, 24, 1)]
-DTYPE_CODES = {torch.float64: 8, torch.float32: 4, torch.bfloat16: 2, torch.float16: 1}
-TOLERANCES = {
-    torch.float64: 1e-12,
-    torch.float32: 1e-5,
-    torch.bfloat16: 1e-2,
-    torch.float16: 2e-3,
-}
 
 
 def reparam_vector_paths(case, dtype) -> list[bool]:
@@ -552,7 +554,7 @@ def run_ceilings_case(binary: Path, workdir: Path, blocks: int, steps: int) -> s
     raw = run_driver(binary, workdir, [blocks, steps], [])
     if isinstance(raw, str):
         return raw
-    got = int(np.frombuffer(raw, dtype=np.int64)[0])
+    got = int(np.frombuffer(raw, dtype=np.float64)[0])
     want = cluster_exchange_expected(blocks, steps)
     return None if got == want else f"sum {got}, expected {want}"
 

@@ -4,15 +4,13 @@
 // then int64 count and float64 values of: x, log_scale (empty: the additive coupling), shift, the
 // uint8 mask (empty unless read), and for the backward grad_y and grad_logdet.
 // OUTPUT (float64): y then logdet; or (backward) grad_x, grad_log_scale (if any) and grad_shift.
-#include <stdexcept>
-
 #include "driver_io.h"
 
 namespace ac = pygen::affine_coupling;
 
 struct Header {
   int64_t rows, row_len, scale_fn, reverse, mask_kind, parity, width, height, split, mask_row_stride;
-  int64_t dtype, vector, backward;  // dtype: 8, 4, 2 (bfloat16) or 1 (half)
+  int64_t dtype, vector, backward;  // dtype: as emu::with_dtype
 };
 
 template <typename T, ac::ScaleFn F>
@@ -50,18 +48,11 @@ void run(const Header& hd, double clamp, const std::vector<std::vector<double>>&
 }
 
 int main(int argc, char** argv) {
-  if (argc != 3) throw std::runtime_error("usage: affine_coupling INPUT OUTPUT");
-  emu::Input in(argv[1]);
-  double clamp;
-  const Header hd = in.header<Header>(&clamp);
-  std::vector<std::vector<double>> arrays;
-  for (int i = 0; i < (hd.backward != 0 ? 6 : 4); ++i) arrays.push_back(in.array());
-  std::vector<double> out;
-  emu::with_dtype(hd.dtype, [&]<typename T>() {
-    ac::with_scale_fn(static_cast<ac::ScaleFn>(hd.scale_fn),
-                      [&](auto f) { run<T, decltype(f)::value>(hd, clamp, arrays, out); });
+  const auto count = [](const Header& hd) { return hd.backward != 0 ? 6 : 4; };
+  return emu::kernel_main<Header>(argc, argv, count, [](const Header& hd, double clamp, const auto& arrays, auto& out) {
+    emu::with_dtype(hd.dtype, [&]<typename T>() {
+      ac::with_scale_fn(static_cast<ac::ScaleFn>(hd.scale_fn),
+                        [&](auto f) { run<T, decltype(f)::value>(hd, clamp, arrays, out); });
+    });
   });
-  std::ofstream out_file(argv[2], std::ios::binary);
-  emu::write(out_file, out);
-  return 0;
 }

@@ -1,8 +1,6 @@
 // The cluster exchange (csrc/ceilings/cuda.cu) on CPU threads (shim.h); scripts/emulate_cuda.py
 // compiles it after the kernel's code. Usage: ceilings INPUT OUTPUT. INPUT: int64 header (blocks,
-// steps), one unused float64. OUTPUT: the kernel's out[0] (int64).
-#include <stdexcept>
-
+// steps), one unused float64. OUTPUT (float64): the kernel's out[0].
 #include "driver_io.h"
 
 namespace ce = pygen::ceilings;
@@ -12,15 +10,12 @@ struct Header {
 };
 
 int main(int argc, char** argv) {
-  if (argc != 3) throw std::runtime_error("usage: ceilings INPUT OUTPUT");
-  emu::Input in(argv[1]);
-  double unused;
-  const Header hd = in.header<Header>(&unused);
-  std::vector<int64_t> out(1, -1);
-  const int64_t smem = 2 * ce::kMaxBlocks * static_cast<int64_t>(sizeof(uint32_t));  // the kernel's __shared__
-  emu::launch(1, static_cast<int>(hd.blocks), ce::kThreads, smem, ce::cluster_exchange_kernel,
-              static_cast<int>(hd.steps), out.data());
-  std::ofstream out_file(argv[2], std::ios::binary);
-  emu::write(out_file, out);
-  return 0;
+  const auto count = [](const Header&) { return 0; };
+  return emu::kernel_main<Header>(argc, argv, count, [](const Header& hd, double, const auto&, auto& out) {
+    int64_t sum = -1;
+    const int64_t smem = 2 * ce::kMaxBlocks * static_cast<int64_t>(sizeof(uint32_t));  // the kernel's __shared__
+    emu::launch(1, static_cast<int>(hd.blocks), ce::kThreads, smem, ce::cluster_exchange_kernel,
+                static_cast<int>(hd.steps), &sum);
+    out.push_back(static_cast<double>(sum));
+  });
 }

@@ -82,24 +82,51 @@ void write(std::ofstream& out, const std::vector<V>& values) {
   out.write(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(V));
 }
 
+// What a driver reads from its INPUT (argv[1]): the header, its float64 value, count(header) arrays.
+template <typename Header>
+struct Problem {
+  Header hd;
+  double value;
+  std::vector<std::vector<double>> arrays;
+};
+
+template <typename Header, typename Count>
+Problem<Header> read_problem(int argc, char** argv, Count count) {
+  if (argc != 3) throw std::runtime_error("usage: DRIVER INPUT OUTPUT");
+  Input in(argv[1]);
+  Problem<Header> p;
+  p.hd = in.header<Header>(&p.value);
+  for (int64_t i = 0; i < count(p.hd); ++i) p.arrays.push_back(in.array());
+  return p;
+}
+
+// The main of the drivers that write float64 values: run(header, value, arrays, out), then the
+// values of out written to OUTPUT (argv[2]).
+template <typename Header, typename Count, typename Run>
+int kernel_main(int argc, char** argv, Count count, Run run) {
+  const Problem<Header> p = read_problem<Header>(argc, argv, count);
+  std::vector<double> out;
+  run(p.hd, p.value, p.arrays, out);
+  std::ofstream file(argv[2], std::ios::binary);
+  write(file, out);
+  return 0;
+}
+
 // The samplers' drivers' main: the header, n_weights(header) weights and the noise in; run in
 // float64 or float32 (header.dtype_bytes) as run.template operator()<T>(header, temperature,
 // weights, noise, images, logits); the images and logits out.
 template <typename Header, typename Count, typename Run>
 int sampler_main(int argc, char** argv, Count n_weights, Run run) {
-  if (argc != 3) throw std::runtime_error("usage: DRIVER INPUT OUTPUT");
-  Input in(argv[1]);
-  double temperature;
-  const Header hd = in.header<Header>(&temperature);
-  std::vector<std::vector<double>> weights;
-  for (int64_t i = 0; i < n_weights(hd); ++i) weights.push_back(in.array());
-  const std::vector<double> noise = in.array();
+  Problem<Header> p = read_problem<Header>(argc, argv, [&](const Header& hd) { return n_weights(hd) + 1; });
+  const std::vector<double> noise = std::move(p.arrays.back());
+  p.arrays.pop_back();
+  const Header& hd = p.hd;
   std::vector<int64_t> images(hd.batch * hd.channels * hd.height * hd.width, -1);
   std::vector<double> logits;
   if (hd.dtype_bytes == 8) {
-    run.template operator()<double>(hd, temperature, weights, noise, images, logits);
+    run.template operator()<double>(hd, p.value, p.arrays, noise, images, logits);
   } else {
-    run.template operator()<float>(hd, temperature, weights, noise, images, logits);
+    run.template operator()<float>(hd, p.value, p.arrays, noise, images, logits);
   }
   std::ofstream out(argv[2], std::ios::binary);
   write(out, images);

@@ -5,14 +5,12 @@
 // table (units, bounds, order, filled and computed spans, keep: see Args in cuda.cu), the target;
 // for the backward then grad_x, grad_params, params and the activations (L - 1, rows, hidden).
 // OUTPUT (float64): x then params; or (backward) grad_target, g_units and g_out (made_solve.h).
-#include <stdexcept>
-
 #include "driver_io.h"
 
 namespace ms = pygen::made_solve;
 
 struct Header {
-  int64_t rows, dim, hidden, layers, scale_fn, reverse, dtype, backward;  // dtype: 8, 4, or 2 (bfloat16)
+  int64_t rows, dim, hidden, layers, scale_fn, reverse, dtype, backward;  // dtype: as emu::with_dtype
 };
 
 template <typename scalar_t>
@@ -75,21 +73,8 @@ void run(const Header& hd, double clamp, const std::vector<std::vector<double>>&
 }
 
 int main(int argc, char** argv) {
-  if (argc != 3) throw std::runtime_error("usage: made_solve INPUT OUTPUT");
-  emu::Input in(argv[1]);
-  double clamp;
-  const Header hd = in.header<Header>(&clamp);
-  std::vector<std::vector<double>> arrays;
-  for (int64_t i = 0; i < 2 * hd.layers + (hd.backward != 0 ? 6 : 2); ++i) arrays.push_back(in.array());
-  std::vector<double> out;
-  if (hd.dtype == 8) {
-    run<double>(hd, clamp, arrays, out);
-  } else if (hd.dtype == 4) {
-    run<float>(hd, clamp, arrays, out);
-  } else {
-    run<c10::BFloat16>(hd, clamp, arrays, out);
-  }
-  std::ofstream out_file(argv[2], std::ios::binary);
-  emu::write(out_file, out);
-  return 0;
+  const auto count = [](const Header& hd) { return 2 * hd.layers + (hd.backward != 0 ? 6 : 2); };
+  return emu::kernel_main<Header>(argc, argv, count, [](const Header& hd, double clamp, const auto& arrays, auto& out) {
+    emu::with_dtype(hd.dtype, [&]<typename T>() { run<T>(hd, clamp, arrays, out); });
+  });
 }

@@ -3,14 +3,12 @@
 // INPUT: int64 header (see Header), one unused float64, then int64 count and float64 values of:
 // mu, logvar, noise (empty: the Philox stream of `seed`), grad_z and grad_kl (the backward's;
 // empty: absent). OUTPUT (float64): z then kl; or (backward) grad_mu then grad_logvar.
-#include <stdexcept>
-
 #include "driver_io.h"
 
 namespace rk = pygen::reparam_kl;
 
 struct Header {
-  // dtype: 8, 4, 2 (bfloat16) or 1 (half); vector: the kernels' aligned (vector) instantiation.
+  // dtype: as emu::with_dtype; vector: the kernels' aligned (vector) instantiation.
   int64_t rows, dim, samples, seed, dtype, vector, backward;
 };
 
@@ -38,21 +36,14 @@ void run(const Header& hd, const std::vector<std::vector<double>>& arrays, std::
 }
 
 int main(int argc, char** argv) {
-  if (argc != 3) throw std::runtime_error("usage: reparam_kl INPUT OUTPUT");
-  emu::Input in(argv[1]);
-  double unused;
-  const Header hd = in.header<Header>(&unused);
-  std::vector<std::vector<double>> arrays;
-  for (int i = 0; i < (hd.backward != 0 ? 5 : 3); ++i) arrays.push_back(in.array());
-  std::vector<double> out;
-  emu::with_dtype(hd.dtype, [&]<typename T>() {
-    if (hd.vector != 0) {
-      run<T, true>(hd, arrays, out);
-    } else {
-      run<T, false>(hd, arrays, out);
-    }
+  const auto count = [](const Header& hd) { return hd.backward != 0 ? 5 : 3; };
+  return emu::kernel_main<Header>(argc, argv, count, [](const Header& hd, double, const auto& arrays, auto& out) {
+    emu::with_dtype(hd.dtype, [&]<typename T>() {
+      if (hd.vector != 0) {
+        run<T, true>(hd, arrays, out);
+      } else {
+        run<T, false>(hd, arrays, out);
+      }
+    });
   });
-  std::ofstream out_file(argv[2], std::ios::binary);
-  emu::write(out_file, out);
-  return 0;
 }
