@@ -25,6 +25,8 @@ using affine_coupling::ScaleFn;
 
 // Samples per tile: each dot keeps one vector accumulator per sample, 8 FMA chains in flight.
 constexpr int64_t kTile = 8;
+// Units of one degree whose gradients one pass over the span below spreads (the backward).
+constexpr int64_t kSpreadUnits = 4;
 
 // out[r] = sum_{j < k} w[j] * a[r * lda + j] for the kTile rows of a.
 template <typename T>
@@ -47,10 +49,11 @@ inline __attribute__((always_inline)) void dot_rows(const T* w, const T* a, int6
 }
 
 // a[r * lda + j] += sum_p g[p][r] * w[p][j] for j < k and every r: P weight rows' share of the
-// gradients below (the rows of one step's two outputs share the loads and stores of a).
+// gradients below. The rows of one step (its two outputs, a degree's units) share the loads and
+// stores of a; each element still adds them in row order, as P spreads one after the other would.
 template <int64_t P, typename T>
-inline __attribute__((always_inline)) void spread_rows(T* a, int64_t lda, const T* const (&g)[P],
-                                                       const T* const (&w)[P], int64_t k) {
+inline __attribute__((always_inline)) void spread_rows(T* a, int64_t lda, const T* const* g, const T* const* w,
+                                                       int64_t k) {
   constexpr int64_t L = kLanes<T>;
   int64_t j = 0;
   for (; j + L <= k; j += L) {
@@ -163,7 +166,7 @@ PYGEN_CPU_CLONES void solve_backward_tiles(const Solve& s, const scalar_t* grad_
   Tile<acc_t> tile(s);  // its weights and spans; its buffer holds the gradients of the tile's values
   const int64_t dim = s.dim, hidden = s.hidden, last = tile.layers - 1;
   const acc_t c = static_cast<acc_t>(s.clamp), ic = s.clamp > 0 ? acc_t(1) / c : acc_t(0);
-  acc_t gs[kTile], gt[kTile], gz[kTile];
+  acc_t gs[kTile], gt[kTile], gz[kSpreadUnits][kTile];
   for (int64_t t0 = begin; t0 < end; ++t0) {
     const int64_t n0 = t0 * kTile, rows = std::min(kTile, s.rows - n0);
     std::fill(tile.buffer.begin(), tile.buffer.end(), acc_t(0));
@@ -196,22 +199,38 @@ PYGEN_CPU_CLONES void solve_backward_tiles(const Solve& s, const scalar_t* grad_
         g_out[n * 2 * dim + dim + d] = gt[r];
       }
       const Span top = tile.span(last, m);
-      spread_rows<2>(tile.below(last) + top.lo, hidden, {gs, gt},
-                     {tile.w[last] + d * hidden + top.lo, tile.w[last] + (dim + d) * hidden + top.lo},
-                     top.hi - top.lo);
-      // The units of degree m, from the top layer down (a ReLU passes where the unit is positive).
+      const acc_t* const out_grads[2] = {gs, gt};
+      const acc_t* const out_rows[2] = {tile.w[last] + d * hidden + top.lo,
+                                        tile.w[last] + (dim + d) * hidden + top.lo};
+      spread_rows<2>(tile.below(last) + top.lo, hidden, out_grads, out_rows, top.hi - top.lo);
+      // The units of degree m, from the top layer down (a ReLU passes where the unit is positive),
+      // up to kSpreadUnits of them per pass over the span below.
       for (int64_t i = last - 1; m > 0 && i >= 0; --i) {
         const int64_t k = tile.fan_in(i);
         const Span in = tile.span(i, m);
-        for (int64_t j = s.bounds[m - 1]; j < s.bounds[m]; ++j) {
-          const int64_t u = s.units[j];
-          std::fill_n(gz, kTile, acc_t(0));
-          for (int64_t r = 0; r < rows; ++r) {
-            const int64_t at = (i * s.rows + n0 + r) * hidden + u;
-            gz[r] = acts[at] > 0 ? tile.layer(i)[r * hidden + u] : acc_t(0);
-            g_units[at] = gz[r];
+        for (int64_t j0 = s.bounds[m - 1]; j0 < s.bounds[m]; j0 += kSpreadUnits) {
+          const int64_t n = std::min(kSpreadUnits, s.bounds[m] - j0);
+          const acc_t* unit_grads[kSpreadUnits];
+          const acc_t* unit_rows[kSpreadUnits];
+          for (int64_t q = 0; q < n; ++q) {
+            const int64_t u = s.units[j0 + q];
+            std::fill_n(gz[q], kTile, acc_t(0));
+            for (int64_t r = 0; r < rows; ++r) {
+              const int64_t at = (i * s.rows + n0 + r) * hidden + u;
+              gz[q][r] = acts[at] > 0 ? tile.layer(i)[r * hidden + u] : acc_t(0);
+              g_units[at] = gz[q][r];
+            }
+            unit_grads[q] = gz[q];
+            unit_rows[q] = tile.w[i] + u * k + in.lo;
           }
-          spread_rows<1>(tile.below(i) + in.lo, k, {gz}, {tile.w[i] + u * k + in.lo}, in.hi - in.lo);
+          acc_t* below = tile.below(i) + in.lo;
+          const int64_t span = in.hi - in.lo;
+          switch (n) {
+            case 4: spread_rows<4>(below, k, unit_grads, unit_rows, span); break;
+            case 3: spread_rows<3>(below, k, unit_grads, unit_rows, span); break;
+            case 2: spread_rows<2>(below, k, unit_grads, unit_rows, span); break;
+            default: spread_rows<1>(below, k, unit_grads, unit_rows, span);
+          }
         }
       }
     }
