@@ -239,6 +239,19 @@ def run_driver(
     return result.read_bytes()
 
 
+def compare_values(raw: bytes | str, want, tol: float) -> str | None:
+    """None when the driver's float64 values are the tensors ``want``, flattened one after the
+    other, within ``tol`` relative to 1 + |value|; else what differs (or the failure's message)."""
+    if isinstance(raw, str):
+        return raw
+    got = torch.from_numpy(np.frombuffer(raw, dtype=np.float64).copy())
+    want = torch.cat([t.double().flatten() for t in want])
+    if got.shape != want.shape:
+        return f"{got.numel()} values out, {want.numel()} expected"
+    err = ((got - want).abs() / (1 + want.abs())).max().item()
+    return None if err <= tol else f"values differ by {err:.2e} (relative)"
+
+
 def compare(raw: bytes | str, images: torch.Tensor, logits: torch.Tensor, dtype) -> str | None:
     """None when the driver's images equal the CPU kernel's and its logits are within rounding."""
     if isinstance(raw, str):
@@ -376,12 +389,7 @@ def run_made_case(
     tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2}[dtype]
     if not backward:
         raw = run_driver(binary, workdir, header, arrays, value=clamp or 0.0)
-        if isinstance(raw, str):
-            return raw
-        got = torch.from_numpy(np.frombuffer(raw, dtype=np.float64).copy())
-        want = torch.cat([t.double().flatten() for t in (x, params)])
-        err = ((got - want).abs() / (1 + want.abs())).max().item()
-        return None if err <= tol else f"x or params differ by {err:.2e} (relative)"
+        return compare_values(raw, (x, params), tol)
     grad_x, grad_params = torch.randn_like(x), torch.randn_like(params)
     want = torch.autograd.grad((x * grad_x).sum() + (params * grad_params).sum(), leaves)
     # The MADE's activations at x (MADE's units all have degrees 1 .. D - 1: none stays zero).
@@ -446,14 +454,9 @@ def run_reparam_case(
     else:
         want = torch.ops.pygen.reparameterize_kl(mu, logvar, noise, seed, samples)
     raw = run_driver(binary, workdir, header, arrays)
-    if isinstance(raw, str):
-        return raw
-    got = torch.from_numpy(np.frombuffer(raw, dtype=np.float64).copy())
-    want = torch.cat([t.double().flatten() for t in want])
-    err = ((got - want).abs() / (1 + want.abs())).max().item()
     # Drawn noise is float in every dtype, and the CPU kernel's vector code (FMA) rounds it apart.
     tol = TOLERANCES[dtype] if use_noise else max(TOLERANCES[dtype], 1e-6)
-    return None if err <= tol else f"outputs differ by {err:.2e} (relative)"
+    return compare_values(raw, want, tol)
 
 
 # Affine coupling cases: (per-sample shape, mask kind code as pygen.ops.MaskKind, mask per
@@ -530,14 +533,7 @@ def run_affine_case(
     else:
         want = torch.ops.pygen.affine_coupling(x, log_scale, shift, *settings)
     raw = run_driver(binary, workdir, header, arrays, value=clamp or 0.0)
-    if isinstance(raw, str):
-        return raw
-    got = torch.from_numpy(np.frombuffer(raw, dtype=np.float64).copy())
-    want = torch.cat([t.double().flatten() for t in want])
-    if got.shape != want.shape:
-        return f"{got.numel()} values out, {want.numel()} expected"
-    err = ((got - want).abs() / (1 + want.abs())).max().item()
-    return None if err <= TOLERANCES[dtype] else f"outputs differ by {err:.2e} (relative)"
+    return compare_values(raw, want, TOLERANCES[dtype])
 
 
 def affine_vector_paths(case) -> list[bool]:
@@ -593,7 +589,9 @@ def emulated_cases(kernel: str, quick: bool):
         ):
             for vector in affine_vector_paths(case):
                 label = f"{case} {str(dtype)[6:]} {scale_fn} {'reverse' if reverse else 'forward'}"
-                label += f" {'vector' if vector else 'element'} {'backward' if backward else ''}"
+                label += (
+                    f" {'vector' if vector else 'element'} {'gradients' if backward else 'values'}"
+                )
                 yield label, run_affine_case, (case, dtype, scale_fn, reverse, vector, backward)
     else:
         for case, dtype, use_noise, backward in itertools.product(
@@ -601,7 +599,9 @@ def emulated_cases(kernel: str, quick: bool):
         ):
             for vector in reparam_vector_paths(case, dtype):
                 label = f"{case} {str(dtype)[6:]} {sources[use_noise]}"
-                label += f" {'vector' if vector else 'element'} {'backward' if backward else ''}"
+                label += (
+                    f" {'vector' if vector else 'element'} {'gradients' if backward else 'values'}"
+                )
                 yield label, run_reparam_case, (case, dtype, use_noise, vector, backward)
 
 
