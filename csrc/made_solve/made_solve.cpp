@@ -205,9 +205,10 @@ std::tuple<at::Tensor, at::Tensor> fused_forward(const at::Tensor& target, at::T
 // value, iff available(v) <= step(row): the weights' gradients are zero elsewhere, as the fused
 // forward never reads those entries with a value.
 struct Steps {
-  at::Tensor unit_step, unit_available, input_available, output_step;  // int64, on the CPU
+  at::Tensor unit_step, unit_available, input_available, output_step;  // int64, on the weights' device
 
-  explicit Steps(const Solve& s) {
+  // Built on the CPU and moved once, so that a CUDA backward copies the four vectors once per call.
+  Steps(const Solve& s, at::Device device) {
     const auto opts = at::TensorOptions().dtype(at::kLong);
     unit_step = at::full({s.hidden}, -1, opts);
     input_available = at::empty({s.dim}, opts);
@@ -224,6 +225,7 @@ struct Steps {
       output[d] = output[s.dim + d] = m;
     }
     unit_available = unit_step.where(unit_step > 0, s.dim + 1);
+    for (at::Tensor* v : {&unit_step, &unit_available, &input_available, &output_step}) *v = v->to(device);
   }
 
   // Zeroes the entries of layer i's (out, in) t, contiguous, that the forward does not read.
@@ -232,9 +234,8 @@ struct Steps {
     const at::Tensor& step = i == layers - 1 ? output_step : unit_step;
     if (t.is_cpu()) {
       zero_unread_cpu(t, available, step);
-    } else {  // compared on the device: only the two vectors travel
-      const auto to = [&](const at::Tensor& v) { return v.to(t.device()); };
-      t.masked_fill_(to(available).unsqueeze(0).gt(to(step).unsqueeze(1)), 0);
+    } else {
+      t.masked_fill_(available.unsqueeze(0).gt(step.unsqueeze(1)), 0);
     }
   }
 };
@@ -256,13 +257,13 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> fused_b
   if (grad_params) check_matches(*grad_params, "grad_params", target, "target", {s.rows, 2, s.dim});
   const auto layers = static_cast<int64_t>(s.weights.size()), last = layers - 1;
   const auto opts = s.weights[0].options();
-  const Steps steps(s);
+  const Steps steps(s, target.device());
   std::vector<at::Tensor> read;  // each weight with only the entries the forward reads
   for (int64_t i = 0; i < layers; ++i) {
     read.push_back(s.weights[i].clone());
     steps.keep_read(i, layers, read[i]);
   }
-  const at::Tensor never = steps.unit_step.le(0).to(target.device());
+  const at::Tensor never = steps.unit_step.le(0);
   const at::Tensor x_acc = x.to(opts.dtype()).contiguous();
   // Through the read entries only, so that a weight outside them (a finite difference of a
   // masked-out entry) changes the activations no more than it changes the forward.
