@@ -9,9 +9,12 @@ blocks are narrowed to 64 threads (2 warps: every loop of the kernels strides by
 so that a cluster of 16 runs as 1024 threads. A driver per kernel file (emulate_cuda/*.cpp: the
 host code's loop, with the PixelCNN vertical stack's convolution and link product as plain loops)
 feeds them; the results are compared with the CPU kernel's (or the twin's) for the same inputs
-and noise or seed. Under ThreadSanitizer (the default) any two accesses of one location that no
-barrier orders are reported; under AddressSanitizer (``--sanitizer address``) any access outside
-an array, global or shared, as memcheck would.
+and noise or seed. The samplers' 16-bit cases cannot be: the CUDA kernels round their activations
+between kernels to 16 bits where the CPU kernel computes in float32, so their images part ways;
+there, the logits must follow the float32 forward pass over the emulated images, and each value
+the draw of its noise under them. Under ThreadSanitizer (the default) any two accesses of one
+location that no barrier orders are reported; under AddressSanitizer (``--sanitizer address``) any
+access outside an array, global or shared, as memcheck would.
 
 What it cannot show: the launch (cluster attributes, shared-memory limits, occupancy), the GPU's
 memory model beyond barrier ordering, and speed. Usage: ``python scripts/emulate_cuda.py``
@@ -252,13 +255,17 @@ def compare_values(raw: bytes | str, want, tol: float) -> str | None:
     return None if err <= tol else f"values differ by {err:.2e} (relative)"
 
 
+def sampled(raw: bytes, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A sampler driver's n images values (int64) and its logits (float64), flat."""
+    images = torch.from_numpy(np.frombuffer(raw[: 8 * n], dtype=np.int64).copy())
+    return images, torch.from_numpy(np.frombuffer(raw[8 * n :], dtype=np.float64).copy())
+
+
 def compare(raw: bytes | str, images: torch.Tensor, logits: torch.Tensor, dtype) -> str | None:
     """None when the driver's images equal the CPU kernel's and its logits are within rounding."""
     if isinstance(raw, str):
         return raw
-    n = images.numel()
-    got_images = torch.from_numpy(np.frombuffer(raw[: 8 * n], dtype=np.int64).copy())
-    got_logits = torch.from_numpy(np.frombuffer(raw[8 * n :], dtype=np.float64).copy())
+    got_images, got_logits = sampled(raw, images.numel())
     if not torch.equal(got_images, images.flatten()):
         return f"images differ at {(got_images != images.flatten()).sum().item()} values"
     tol = 1e-9 if dtype == torch.float64 else 1e-4
@@ -266,8 +273,48 @@ def compare(raw: bytes | str, images: torch.Tensor, logits: torch.Tensor, dtype)
     return None if err <= tol else f"logits differ by {err:.2e}"
 
 
-def dtype_bytes(dtype) -> int:
-    return 8 if dtype == torch.float64 else 4
+# 16-bit samplers against the float32 forward pass of the same rounded weights: logits within
+# tol x (1 + |logit|) and each noise value within tol of its level's CDF interval. The cases'
+# models give logits below 1, where the 16-bit activations' rounding came to at most 2.2e-3
+# (bfloat16) and 3.4e-4 (float16): tol leaves ~3x of it.
+HALF_TOL = {torch.float16: 1e-3, torch.bfloat16: 8e-3}
+# The samplers' (dtype, use_noise) cases; 16-bit with noise only, as the seeded draws' Philox
+# stream is the float32 kernels'.
+SAMPLER_CASES = [
+    *itertools.product((torch.float64, torch.float32), (True, False)),
+    (torch.bfloat16, True),
+    (torch.float16, True),
+]
+
+
+def compare_16_bit(raw: bytes | str, model, y, noise, shape, dtype) -> str | None:
+    """None when a 16-bit driver's logits follow the float32 forward pass of the model (its
+    weights already rounded to 16 bits) over the driver's own images, and each value is the draw
+    of its noise under those logits. The CUDA samplers keep their activations between kernels in
+    16 bits where the CPU kernel computes in float32, so the two draw different images: the
+    sampler's contract is checked instead."""
+    if isinstance(raw, str):
+        return raw
+    levels = model.n_levels
+    images, logits = sampled(raw, math.prod(shape))
+    if images.min() < 0 or images.max() >= levels:
+        return f"images outside [0, {levels})"
+    images, logits = images.view(shape), logits.view(shape[0], levels, *shape[1:])
+    with torch.no_grad():
+        want = model.float()(images, y).double()
+    tol = HALF_TOL[dtype]
+    err = ((logits - want).abs() / (1 + want.abs())).max().item()
+    if not err <= tol:  # NaN fails too
+        return f"logits off the float32 forward pass by {err:.2e} (relative)"
+    if noise is None:
+        return None
+    cdf = torch.softmax(logits.movedim(1, -1) / TEMPERATURE, -1).cumsum(-1)
+    cdf = torch.cat([torch.zeros_like(cdf[..., :1]), cdf], -1)
+    low = cdf.gather(-1, images.unsqueeze(-1)).squeeze(-1)
+    high = cdf.gather(-1, images.unsqueeze(-1) + 1).squeeze(-1)
+    u = noise.double()
+    off = ((u < low - tol) | (u > high + tol)).sum().item()
+    return None if off == 0 else f"{off} values are not the draws of their noise"
 
 
 def run_case(binary: Path, workdir: Path, name: str, dtype, use_noise: bool, config) -> str | None:
@@ -285,9 +332,11 @@ def run_case(binary: Path, workdir: Path, name: str, dtype, use_noise: bool, con
     expected = torch.ops.pygen.pixelcnn_sample(
         weights, noise, seed, *dims[:5], spec["kernel_size"], TEMPERATURE, True
     )
-    header = [*dims, SEED, 1, *config, dtype_bytes(dtype)]
+    header = [*dims, SEED, 1, *config, DTYPE_CODES[dtype]]
     noise_array = noise if use_noise else torch.empty(0)
     raw = run_driver(binary, workdir, header, [*weights, noise_array])
+    if dtype.itemsize == 2:
+        return compare_16_bit(raw, model, y, noise, (batch, channels, *size), dtype)
     return compare(raw, *expected, dtype)
 
 
@@ -313,9 +362,11 @@ def run_pixelrnn_case(binary: Path, workdir: Path, case, dtype, use_noise: bool)
     )
     row_kernel = 1 if kind == "diagonal" else weights[2].shape[0] // (6 * channels)
     header = [batch, channels, *size, levels, 6 * channels, kernel_size, row_kernel, 2]
-    header += [int(kind == "diagonal"), SEED, dtype_bytes(dtype), len(weights)]
+    header += [int(kind == "diagonal"), SEED, DTYPE_CODES[dtype], len(weights)]
     noise_array = noise if use_noise else torch.empty(0)
     raw = run_driver(binary, workdir, header, [*weights, noise_array])
+    if dtype.itemsize == 2:
+        return compare_16_bit(raw, model, None, noise, (batch, channels, *size), dtype)
     return compare(raw, *expected, dtype)
 
 
@@ -562,8 +613,8 @@ def emulated_cases(kernel: str, quick: bool):
     if kernel == "pixelcnn":
         labels = ("cluster", "samples", "resident", "fused_link", "folded")
         configs = QUICK_CONFIGS if quick else CONFIGS
-        for name, config, dtype, use_noise in itertools.product(
-            PIXELCNN_MODELS, configs, dtypes, (True, False)
+        for name, config, (dtype, use_noise) in itertools.product(
+            PIXELCNN_MODELS, configs, SAMPLER_CASES
         ):
             if config[0] > 1 and config[1] > 2 and dtype != torch.float32:
                 continue  # groups of 4, 8 and 16: float32 only
@@ -571,7 +622,7 @@ def emulated_cases(kernel: str, quick: bool):
             label = " ".join([name, *settings, str(dtype)[6:], sources[use_noise]])
             yield label, run_case, (name, dtype, use_noise, config)
     elif kernel == "pixelrnn":
-        for case, dtype, use_noise in itertools.product(PIXELRNN_CASES, dtypes, (True, False)):
+        for case, (dtype, use_noise) in itertools.product(PIXELRNN_CASES, SAMPLER_CASES):
             label = f"{case} {str(dtype)[6:]} {sources[use_noise]}"
             yield label, run_pixelrnn_case, (case, dtype, use_noise)
     elif kernel == "ceilings":

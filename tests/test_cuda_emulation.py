@@ -36,10 +36,17 @@ def emulated(tmp_path_factory):
     return binary
 
 
+def sampler_case_id(case) -> str:
+    dtype, use_noise = case
+    return f"{str(dtype)[6:]}-{'noise' if use_noise else 'seed'}"
+
+
 @pytest.mark.parametrize("config", emulate_cuda.QUICK_CONFIGS, ids=str)
-@pytest.mark.parametrize("use_noise", [True, False], ids=["noise", "seed"])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-def test_emulated_kernels_draw_the_cpu_kernels_images(emulated, tmp_path, dtype, use_noise, config):
+@pytest.mark.parametrize("case", emulate_cuda.SAMPLER_CASES, ids=sampler_case_id)
+def test_emulated_kernels_draw_the_cpu_kernels_images(emulated, tmp_path, case, config):
+    # float64 and float32: the CPU kernel's images; 16-bit: logits that follow the float32 forward
+    # pass of the emulated images, and draws that follow the logits.
+    dtype, use_noise = case
     assert (
         emulate_cuda.run_case(emulated("pixelcnn"), tmp_path, "grey", dtype, use_noise, config)
         is None
@@ -61,11 +68,11 @@ def test_emulated_cluster_kernel_with_groups_of_16_float32(emulated, tmp_path):
 
 
 @pytest.mark.parametrize("case", emulate_cuda.PIXELRNN_CASES, ids=str)
-@pytest.mark.parametrize("use_noise", [True, False], ids=["noise", "seed"])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("sampler_case", emulate_cuda.SAMPLER_CASES, ids=sampler_case_id)
 def test_emulated_pixelrnn_kernel_draws_the_cpu_kernels_images(
-    emulated, tmp_path, dtype, use_noise, case
+    emulated, tmp_path, sampler_case, case
 ):
+    dtype, use_noise = sampler_case
     assert (
         emulate_cuda.run_pixelrnn_case(emulated("pixelrnn"), tmp_path, case, dtype, use_noise)
         is None

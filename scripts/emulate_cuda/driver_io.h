@@ -112,8 +112,8 @@ int kernel_main(int argc, char** argv, Count count, Run run) {
   return 0;
 }
 
-// The samplers' drivers' main: the header, n_weights(header) weights and the noise in; run in
-// float64 or float32 (header.dtype_bytes) as run.template operator()<T>(header, temperature,
+// The samplers' drivers' main: the header, n_weights(header) weights and the noise in; run in the
+// dtype of header.dtype (a with_dtype code) as run.template operator()<T>(header, temperature,
 // weights, noise, images, logits); the images and logits out.
 template <typename Header, typename Count, typename Run>
 int sampler_main(int argc, char** argv, Count n_weights, Run run) {
@@ -123,11 +123,7 @@ int sampler_main(int argc, char** argv, Count n_weights, Run run) {
   const Header& hd = p.hd;
   std::vector<int64_t> images(hd.batch * hd.channels * hd.height * hd.width, -1);
   std::vector<double> logits;
-  if (hd.dtype_bytes == 8) {
-    run.template operator()<double>(hd, p.value, p.arrays, noise, images, logits);
-  } else {
-    run.template operator()<float>(hd, p.value, p.arrays, noise, images, logits);
-  }
+  with_dtype(hd.dtype, [&]<typename T>() { run.template operator()<T>(hd, p.value, p.arrays, noise, images, logits); });
   std::ofstream out(argv[2], std::ios::binary);
   write(out, images);
   write(out, logits);

@@ -12,7 +12,7 @@ namespace pp = pygen::pixelcnn;
 
 struct Header {
   int64_t batch, channels, height, width, levels, hidden, kernel, layers, seed, return_logits;
-  int64_t cluster, samples, resident, fused_link, folded, dtype_bytes;  // cluster 1: block kernel
+  int64_t cluster, samples, resident, fused_link, folded, dtype;  // cluster 1: block kernel
 };
 
 template <typename T>

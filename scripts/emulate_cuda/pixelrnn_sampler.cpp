@@ -11,7 +11,7 @@ namespace pr = pygen::pixelrnn;
 
 struct Header {
   int64_t batch, channels, height, width, levels, hidden, kernel, row_kernel, layers, diagonal;
-  int64_t seed, dtype_bytes, n_weights;
+  int64_t seed, dtype, n_weights;
 };
 
 template <typename T>
