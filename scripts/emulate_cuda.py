@@ -318,7 +318,8 @@ def compare_16_bit(raw: bytes | str, model, y, noise, shape, dtype) -> str | Non
 
 
 def run_case(binary: Path, workdir: Path, name: str, dtype, use_noise: bool, config) -> str | None:
-    """A PixelCNN case: None when the emulated kernels draw the CPU kernel's images."""
+    """A PixelCNN case: None when the emulated kernels draw the CPU kernel's images (16-bit: keep
+    the sampler's contract, compare_16_bit)."""
     torch.manual_seed(0)
     spec = PIXELCNN_MODELS[name]
     batch, size = 3, PIXELCNN_SIZES[name]
@@ -328,20 +329,21 @@ def run_case(binary: Path, workdir: Path, name: str, dtype, use_noise: bool, con
     channels, levels = spec["in_channels"], spec["n_levels"]
     noise = torch.rand(batch, channels, *size, dtype=dtype) if use_noise else None
     dims = [batch, channels, *size, levels, spec["hidden"], spec["kernel_size"], spec["n_layers"]]
-    seed = None if use_noise else torch.tensor([SEED])
-    expected = torch.ops.pygen.pixelcnn_sample(
-        weights, noise, seed, *dims[:5], spec["kernel_size"], TEMPERATURE, True
-    )
     header = [*dims, SEED, 1, *config, DTYPE_CODES[dtype]]
     noise_array = noise if use_noise else torch.empty(0)
     raw = run_driver(binary, workdir, header, [*weights, noise_array])
     if dtype.itemsize == 2:
         return compare_16_bit(raw, model, y, noise, (batch, channels, *size), dtype)
+    seed = None if use_noise else torch.tensor([SEED])
+    expected = torch.ops.pygen.pixelcnn_sample(
+        weights, noise, seed, *dims[:5], spec["kernel_size"], TEMPERATURE, True
+    )
     return compare(raw, *expected, dtype)
 
 
 def run_pixelrnn_case(binary: Path, workdir: Path, case, dtype, use_noise: bool) -> str | None:
-    """A PixelRNN case: None when the emulated kernel draws the CPU kernel's images."""
+    """A PixelRNN case: None when the emulated kernel draws the CPU kernel's images (16-bit: keep
+    the sampler's contract, compare_16_bit)."""
     kind, channels, kernel_size = case
     torch.manual_seed(0)
     batch, size, levels = 2, (3, 4), 5
@@ -356,10 +358,6 @@ def run_pixelrnn_case(binary: Path, workdir: Path, case, dtype, use_noise: bool)
     )
     weights = export_pixelrnn_weights(model.eval().to(dtype))
     noise = torch.rand(batch, channels, *size, dtype=dtype) if use_noise else None
-    seed = None if use_noise else torch.tensor([SEED])
-    expected = torch.ops.pygen.pixelrnn_sample(
-        weights, noise, seed, kind, batch, channels, *size, levels, kernel_size, TEMPERATURE, True
-    )
     row_kernel = 1 if kind == "diagonal" else weights[2].shape[0] // (6 * channels)
     header = [batch, channels, *size, levels, 6 * channels, kernel_size, row_kernel, 2]
     header += [int(kind == "diagonal"), SEED, DTYPE_CODES[dtype], len(weights)]
@@ -367,6 +365,10 @@ def run_pixelrnn_case(binary: Path, workdir: Path, case, dtype, use_noise: bool)
     raw = run_driver(binary, workdir, header, [*weights, noise_array])
     if dtype.itemsize == 2:
         return compare_16_bit(raw, model, None, noise, (batch, channels, *size), dtype)
+    seed = None if use_noise else torch.tensor([SEED])
+    expected = torch.ops.pygen.pixelrnn_sample(
+        weights, noise, seed, kind, batch, channels, *size, levels, kernel_size, TEMPERATURE, True
+    )
     return compare(raw, *expected, dtype)
 
 
