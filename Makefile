@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SOURCES := $(shell find csrc -type f) CMakeLists.txt setup.py pyproject.toml
 
-.PHONY: demo test bench lint gpu-check gpu-profile clean
+.PHONY: demo test bench lint gpu-check gpu-prebuild gpu-profile clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ lint: $(VENV)/.deps
 # On a GPU machine (torch preinstalled, no internet): build, CUDA tests, sanitizers, benchmarks.
 gpu-check:
 	scripts/gpu_check.sh $(OUT)
+
+# Here, before a GPU call: the extension built for the GPU machines' image (Python 3.12, torch
+# 2.11) into .prebuilt/, which gpu-check uses where its sources match (carry .prebuilt).
+gpu-prebuild:
+	scripts/build_for_device.sh
 
 # Nsight Compute counters of the kernels (gpu-check runs it too, in the time it has left).
 gpu-profile:

@@ -41,15 +41,35 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   "$PYTHON" -m pip install -q --no-index --no-deps --target /tmp/pygen_wheels .whl/*.whl &&
     export PYTHONPATH=/tmp/pygen_wheels${PYTHONPATH:+:$PYTHONPATH}
 fi
-# A build carried from an earlier call of the same code (its gzip in .prebuilt/, see below) saves
-# the build's two minutes.
-if ls .prebuilt/_C*.so.gz >/dev/null 2>&1; then
-  for f in .prebuilt/_C*.so.gz; do gunzip -c "$f" >"pygen/$(basename "$f" .gz)"; done
+# A carried build (.prebuilt/: from scripts/build_for_device.sh on the CPU machine, or from an
+# earlier call, below) saves the build's two minutes where it was built from these sources (its
+# stamp, source_stamp.sh) and loads here; else it is set aside and the extension built.
+stamp=$(scripts/source_stamp.sh)
+use_prebuilt() {
+  ls .prebuilt/_C*.so.gz >/dev/null 2>&1 || return 1
+  [ "$(cat .prebuilt/source.sha256 2>/dev/null)" = "$stamp" ] || {
+    echo "carried build ignored: built from other sources" | tee -a "$LOG"
+    return 1
+  }
+  local f so=()
+  for f in .prebuilt/_C*.so.gz; do
+    so+=("pygen/$(basename "$f" .gz)")
+    gunzip -c "$f" >"${so[-1]}"
+  done
+  PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} "$PYTHON" -c "import pygen._C" >>"$LOG" 2>&1 || {
+    echo "carried build ignored: it does not load here" | tee -a "$LOG"
+    rm -f "${so[@]}"
+    return 1
+  }
+  echo "carried build used (sources $stamp)" | tee -a "$LOG"
+}
+if use_prebuilt; then
   export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 else
   step build 240 "$PYTHON" -m pip install --no-build-isolation --no-deps -e .
-  # The extension, for a later call of the same commit to carry (git-ignored .prebuilt/).
+  # The extension and its stamp, for a later call of the same sources to carry in .prebuilt/.
   for f in pygen/_C*.so; do gzip -c "$f" >"$OUT_DIR/$(basename "$f").gz"; done
+  echo "$stamp" >"$OUT_DIR/source.sha256"
 fi
 step info 15 "$PYTHON" -m pygen info
 step nvidia-smi 5 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
