@@ -2,9 +2,12 @@
 RealNVP training step with fused vs reference couplings.
 
 Inputs are images with a checkerboard mask (computed from indices by the kernel, read by the
-references) and the RealNVP scale function ``tanh``; on the CPU also with a channel mask (modes
-"... (channel mask)"), whose kernel runs other loops (one span kept, one transformed) than the
-checkerboard's alternating ones; the CUDA kernel tests each element's mask in one loop for both.
+references) and the RealNVP scale function ``tanh``; also with a channel mask (modes "... (channel
+mask)"). On the CPU its kernel runs other loops (one span kept, one transformed) than the
+checkerboard's alternating ones. The CUDA kernel tests each element's mask in one loop for both,
+so there the channel mask's forward (pygen and compile only) is a diagnostic: the same loop
+without the checkerboard's two integer divisions per group, and without the kept half's
+log_scale and shift loads (NOTES.md: the bf16 kernel at ~50 % of copy).
 Bytes: forward and reverse read x, log_scale, shift and write y (4 tensor passes);
 forward+backward adds reading grad_y, x, log_scale and writing the three gradients (10).
 """
@@ -73,8 +76,10 @@ def make_inputs(shape, dtype, gen: torch.Generator, mask_name: str = "checkerboa
 @pytest.mark.parametrize("provider", ["pygen", "eager", "compile"])
 @pytest.mark.parametrize(("shape", "dtype"), CASES, ids=lambda c: str(c))
 def test_affine_coupling(benchmark, record, quick, shape, dtype, provider, mode, mask_name):
-    if mask_name == "channel" and (DEVICE.type == "cuda" or mode == "reverse"):
-        pytest.skip("channel masks: the CPU kernel's own loops, forward and backward")
+    if mask_name == "channel" and mode == "reverse":
+        pytest.skip("channel masks: forward and backward")
+    if mask_name == "channel" and DEVICE.type == "cuda" and (mode != "fwd" or provider == "eager"):
+        pytest.skip("channel masks on a GPU: the forward's diagnostic rows only")
     gen = torch.Generator(DEVICE).manual_seed(0)
     x, log_scale, shift, mask, kind = make_inputs(shape, dtype, gen, mask_name)
     fn = provider_fn(provider)
