@@ -9,10 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${DEVICE_VENV:-.venv-device}
 if [ ! -x "$VENV/bin/python" ]; then
-  PY312=${PYTHON312:-$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3.12 2>/dev/null | tail -1)}
+  pyenv_312=$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3.12 2>/dev/null | tail -1)
+  PY312=${PYTHON312:-$pyenv_312}
   [ -x "$PY312" ] || { echo "no Python 3.12: set PYTHON312" >&2; exit 1; }
   "$PY312" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q "torch==${DEVICE_TORCH:-2.11.0}" numpy setuptools wheel ninja "cmake>=3.26"
+  "$VENV/bin/python" -m pip install -q "torch==${DEVICE_TORCH:-2.11.0}" numpy setuptools wheel \
+    ninja "cmake>=3.26"
 fi
 "$VENV/bin/python" -m pip install -q --no-build-isolation --no-deps -e .
 so=$(ls pygen/_C.cpython-312-*.so)

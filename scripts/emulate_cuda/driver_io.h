@@ -123,7 +123,9 @@ int sampler_main(int argc, char** argv, Count n_weights, Run run) {
   const Header& hd = p.hd;
   std::vector<int64_t> images(hd.batch * hd.channels * hd.height * hd.width, -1);
   std::vector<double> logits;
-  with_dtype(hd.dtype, [&]<typename T>() { run.template operator()<T>(hd, p.value, p.arrays, noise, images, logits); });
+  with_dtype(hd.dtype, [&]<typename T>() {
+    run.template operator()<T>(hd, p.value, p.arrays, noise, images, logits);
+  });
   std::ofstream out(argv[2], std::ios::binary);
   write(out, images);
   write(out, logits);
