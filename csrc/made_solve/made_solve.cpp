@@ -205,7 +205,7 @@ std::tuple<at::Tensor, at::Tensor> fused_forward(const at::Tensor& target, at::T
 // value, iff available(v) <= step(row): the weights' gradients are zero elsewhere, as the fused
 // forward never reads those entries with a value.
 struct Steps {
-  at::Tensor unit_step, unit_available, input_available, output_step;  // int64, on the weights' device
+  at::Tensor unit_step, unit_available, input_available, output_step;  // int64, on the solve's device
 
   // Built on the CPU and moved once, so that a CUDA backward copies the four vectors once per call.
   Steps(const Solve& s, at::Device device) {
