@@ -242,6 +242,11 @@ def run_driver(
     return result.read_bytes()
 
 
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """The largest |got - want| relative to 1 + |want| (NaN where either holds one)."""
+    return ((got - want).abs() / (1 + want.abs())).max().item()
+
+
 def compare_values(raw: bytes | str, want, tol: float) -> str | None:
     """None when the driver's float64 values are the tensors ``want``, flattened one after the
     other, within ``tol`` relative to 1 + |value|; else what differs (or the failure's message)."""
@@ -251,7 +256,7 @@ def compare_values(raw: bytes | str, want, tol: float) -> str | None:
     want = torch.cat([t.double().flatten() for t in want])
     if got.shape != want.shape:
         return f"{got.numel()} values out, {want.numel()} expected"
-    err = ((got - want).abs() / (1 + want.abs())).max().item()
+    err = relative_error(got, want)
     return None if err <= tol else f"values differ by {err:.2e} (relative)"
 
 
@@ -303,7 +308,7 @@ def compare_16_bit(raw: bytes | str, model, y, noise, shape, dtype) -> str | Non
     with torch.no_grad():
         want = model.float()(images, y).double()
     tol = HALF_TOL[dtype]
-    err = ((logits - want).abs() / (1 + want.abs())).max().item()
+    err = relative_error(logits, want)
     if not err <= tol:  # NaN fails too
         return f"logits off the float32 forward pass by {err:.2e} (relative)"
     if noise is None:
