@@ -39,6 +39,7 @@ KNOBS = (
     "PYGEN_PIXELCNN_CLUSTER_SAMPLES",
     "PYGEN_PIXELCNN_CLUSTER_RESIDENT",
     "PYGEN_PIXELCNN_FOLDED",
+    "PYGEN_PIXELCNN_TENSOR_CORES",
 )
 
 
@@ -79,6 +80,14 @@ def variants(batch: int) -> Iterator[tuple[str, dict[str, str]]]:
             cluster = {"PYGEN_PIXELCNN_CLUSTER": blocks, "PYGEN_PIXELCNN_CLUSTER_SAMPLES": samples}
             yield f"cluster-{blocks}x{samples}", cluster
             yield f"cluster-{blocks}x{samples}+folded", {**cluster, "PYGEN_PIXELCNN_FOLDED": "1"}
+        # The groups of 16 with their products on tensor cores (mma.sync, three TF32 products).
+        cluster = {
+            "PYGEN_PIXELCNN_CLUSTER": "8",
+            "PYGEN_PIXELCNN_CLUSTER_SAMPLES": "16",
+            "PYGEN_PIXELCNN_TENSOR_CORES": "1",
+        }
+        yield "cluster-8x16+tensor-cores", cluster
+        yield "cluster-8x16+folded+tensor-cores", {**cluster, "PYGEN_PIXELCNN_FOLDED": "1"}
         return
     yield "block", block
     for blocks in ("8", "16"):

@@ -53,7 +53,7 @@ def test_emulated_kernels_draw_the_cpu_kernels_images(emulated, tmp_path, case, 
     )
 
 
-@pytest.mark.parametrize("config", [(4, 2, 1, 1, 0), (4, 2, 1, 1, 1)], ids=str)
+@pytest.mark.parametrize("config", [(4, 2, 1, 1, 0, 0), (4, 2, 1, 1, 1, 0)], ids=str)
 def test_emulated_cluster_kernel_on_a_class_conditional_rgb_model(emulated, tmp_path, config):
     # Hidden 30 and 17 levels over 4 blocks: slices partly past the end; unfolded and folded.
     case = ("rgb-conditional", torch.float64, True, config)
@@ -63,7 +63,17 @@ def test_emulated_cluster_kernel_on_a_class_conditional_rgb_model(emulated, tmp_
 def test_emulated_cluster_kernel_with_groups_of_16_float32(emulated, tmp_path):
     # 16 samples per group (3 in the batch: the group is partial); 8 hidden units per block over
     # the emulation's 2 warps: passes of 2 units, whose 32 items the halving exchanges reduce.
-    case = ("rgb-conditional", torch.float32, True, (4, 16, 0, 0, 1))
+    case = ("rgb-conditional", torch.float32, True, (4, 16, 0, 0, 1, 0))
+    assert emulate_cuda.run_case(emulated("pixelcnn"), tmp_path, *case) is None
+
+
+@pytest.mark.parametrize("use_noise", [True, False], ids=["noise", "seed"])
+@pytest.mark.parametrize("config", [(2, 16, 1, 1, 1, 1), (8, 16, 0, 0, 0, 1)], ids=str)
+def test_emulated_cluster_kernel_on_tensor_cores(emulated, tmp_path, config, use_noise):
+    # m16n8k8 tiles from the emulated mma.sync (shim.h): hidden 16 over 2 blocks (a whole column
+    # tile per gate half, resident, folded) and over 8 (2 units a block: mostly empty columns,
+    # streamed); the three TF32 products keep the CPU kernel's images.
+    case = ("grey-16", torch.float32, use_noise, config)
     assert emulate_cuda.run_case(emulated("pixelcnn"), tmp_path, *case) is None
 
 

@@ -600,10 +600,48 @@ def test_cuda_cluster_kernel_groups_of_4_8_and_16_float32(exact_cuda, monkeypatc
 
 @requires_cuda
 @pytest.mark.parametrize(
+    ("hidden", "blocks", "folded"), [(48, "8", "0"), (48, "2", "1"), (30, "4", "1")]
+)
+def test_cuda_cluster_kernel_on_tensor_cores_float32(
+    exact_cuda, monkeypatch, hidden, blocks, folded
+):
+    # Groups of 16 on mma.sync tiles in three TF32 products (PYGEN_PIXELCNN_TENSOR_CORES=1).
+    # Hidden 48: every product but layer 0's gate has K a multiple of 8 (gate 144, folded 192,
+    # output and head 48), over 8 blocks (6 units a block: part-empty column tiles) or 2 (24);
+    # hidden 30 mixes them with the warps' products (only the folded gates, K 120, take tiles).
+    monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", blocks)
+    monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER_SAMPLES", "16")
+    monkeypatch.setenv("PYGEN_PIXELCNN_FOLDED", folded)
+    monkeypatch.setenv("PYGEN_PIXELCNN_TENSOR_CORES", "1")
+    torch.manual_seed(0)
+    model = PixelCNN(
+        in_channels=3,
+        n_levels=250,
+        n_layers=3,
+        hidden=hidden,
+        kernel_size=5,
+        n_classes=2,
+        image_size=(4, 5),
+    )
+    model = model.cuda().eval()
+    y = torch.arange(19, device="cuda") % 2
+    noise = torch.rand(19, 3, 4, 5, device="cuda")  # 19 samples: the last group is partial
+    images, logits = model.sample(19, y=y, noise=noise, return_logits=True)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(images, y), **LOGIT_TOL)
+    monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", "1")
+    monkeypatch.setenv("PYGEN_PIXELCNN_TENSOR_CORES", "0")
+    block = model.sample(19, y=y, noise=noise)
+    assert (block != images).float().mean() < 0.02  # only draws within rounding of a CDF step
+
+
+@requires_cuda
+@pytest.mark.parametrize(
     ("variable", "value", "error", "match"),
     [
         ("PYGEN_PIXELCNN_CLUSTER", "3", ValueError, "must be 1, 2, 4, 8 or 16"),
         ("PYGEN_PIXELCNN_CLUSTER_SAMPLES", "3", ValueError, "must be 1, 2, 4, 8 or 16"),
+        ("PYGEN_PIXELCNN_TENSOR_CORES", "1", ValueError, "groups of 16 samples"),
     ],
 )
 def test_cuda_cluster_kernel_bad_settings_raise(monkeypatch, variable, value, error, match):

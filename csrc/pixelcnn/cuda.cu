@@ -13,7 +13,8 @@
 //    S samples of a block. Or (PYGEN_PIXELCNN_CLUSTER=N, sm_90+) one launch of cluster_row_kernel:
 //    a cluster of N blocks shares each sample group, every product split across its blocks; with
 //    PYGEN_PIXELCNN_FOLDED=1 each layer's output product folded into the next layer's gate product
-//    (fold_gate_kernel), one cluster barrier per layer instead of two.
+//    (fold_gate_kernel), one cluster barrier per layer instead of two; with
+//    PYGEN_PIXELCNN_TENSOR_CORES=1 (groups of 16 float32 samples) its products on mma.sync tiles.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -30,6 +31,7 @@
 #include <vector>
 
 #include "common/cuda_draw.cuh"
+#include "common/math.h"
 #include "common/philox.h"
 #include "common/vector_io.cuh"
 #include "pixelcnn/pixelcnn.h"
@@ -382,33 +384,48 @@ constexpr int kClusterThreads = 256;
 constexpr int kClusterWarps = kClusterThreads / 32;
 constexpr int kMaxCluster = 16;
 
+// Tensor-core products (mma_products): a tile is 16 samples x 8 outputs of the math type.
+constexpr int kTileSamples = 16;
+constexpr int kTileValues = kTileSamples * 8;
+
 // Offsets into a cluster block's shared memory: activations of type A first (elements), then the
 // block's weight rows of type T (elements from `t_start` bytes). Shared by host and device.
 // Folded, the gate products of layers 1.. take K = (kw + 1) h (fold_gate_kernel), and `gated`
 // holds two layers' gated units (layer l at l % 2: one step reads the one, writes the other).
+// With tensor cores, `tiles` holds a product's partial tiles (mma_products), and the rows of the
+// products' inputs (window: per sample; gated, top, hid: per sample, `hld` apart) are `xpad`
+// longer than K, so that the 8 rows a tile's loads reach fall in different banks.
 struct ClusterLayout {
-  int64_t ring, window, gated, top, hid, logit, gate_bias, out_b, b1, b2, a_elems;
+  int64_t ring, window, gated, top, hid, logit, gate_bias, out_b, b1, b2, tiles, a_elems;
   int64_t layer0_rows, layer_rows, w1, w2, t_elems;
   int sh, sl, hm, k0, k;  // output slices (hidden, levels), ring width, K of layer 0 and others
+  int xpad, hld;
 
   __host__ __device__ ClusterLayout(int layers, int samples, int kw, int hidden, int channels,
-                                    int levels, int blocks, bool folded) {
+                                    int levels, int blocks, bool folded, bool tensor_cores) {
     sh = (hidden + blocks - 1) / blocks;
     sl = (levels + blocks - 1) / blocks;
     hm = hidden > channels ? hidden : channels;
     k0 = kw * channels;
     k = (kw + (folded ? 1 : 0)) * hidden;
+    xpad = tensor_cores ? 4 : 0;  // a row stride of 4 x odd floats: rows g = 0..7 at banks 4 g (mod 32)
+    hld = hidden + xpad;
     ring = 0;
     window = ring + static_cast<int64_t>(layers) * samples * kw * hm;
-    gated = window + static_cast<int64_t>(samples) * (k > kw * hm ? k : kw * hm);
-    top = gated + 2 * samples * hidden;
-    hid = top + samples * hidden;
-    logit = hid + samples * hidden;
+    gated = window + static_cast<int64_t>(samples) * ((k > kw * hm ? k : kw * hm) + xpad);
+    top = gated + 2 * static_cast<int64_t>(samples) * hld;
+    hid = top + static_cast<int64_t>(samples) * hld;
+    logit = hid + static_cast<int64_t>(samples) * hld;
     gate_bias = logit + samples * levels;  // [layers][S][2][sh]: h_b + link of this column
     out_b = gate_bias + static_cast<int64_t>(layers) * samples * 2 * sh;
     b1 = out_b + static_cast<int64_t>(layers) * sh;
     b2 = b1 + sh;  // [channels][sl]
-    a_elems = b2 + static_cast<int64_t>(channels) * sl;
+    tiles = b2 + static_cast<int64_t>(channels) * sl;
+    // A product's work items: its column tiles (gate pairs: 2 per 8 units), or one per warp.
+    int items = 2 * ((sh + 7) / 8);
+    items = items > (sl + 7) / 8 ? items : (sl + 7) / 8;
+    items = items > kClusterWarps ? items : kClusterWarps;
+    a_elems = tiles + (tensor_cores ? static_cast<int64_t>(items) * kTileValues : 0);
     // Per layer: sh gate rows (a), sh gate rows (g), sh output rows. Head: sh rows of w1, then
     // channels x sl rows of w2.
     layer0_rows = 2 * static_cast<int64_t>(sh) * k0 + static_cast<int64_t>(sh) * hidden;
@@ -553,14 +570,15 @@ __device__ __forceinline__ void for_warp_units(int n, int warp, Fn&& fn) {
 }
 
 // A product of P weight rows per unit (a gate pair: P = 2): for this warp's units i < n
-// (for_warp_units), the value epilogue(i, s, sums) of each sample s, sums[p] = x[s] . row_of(i, p),
+// (for_warp_units), the value epilogue(i, s, sums) of each sample s, sums[p] = x[s] . row_of(i, p)
+// (x[s]: the k values from x + s * ldx),
 // goes to dst_of(i)[s * ld] in every block of the cluster (dst_of gives this block's address; the
 // layouts are equal). Each lane computes the epilogues of the items reduce_items left it, and the
 // lanes sharing an item split its stores over the blocks.
 template <int S, int P, typename T, typename A, typename RowOf, typename Epilogue, typename DstOf>
 __device__ __forceinline__ void warp_products(cooperative_groups::cluster_group& cluster, int n, int warp,
-                                              const A* x, int k, RowOf&& row_of, Epilogue&& epilogue,
-                                              DstOf&& dst_of, int ld) {
+                                              const A* x, int ldx, int k, RowOf&& row_of,
+                                              Epilogue&& epilogue, DstOf&& dst_of, int ld) {
   const int lane = threadIdx.x & 31, blocks = static_cast<int>(cluster.num_blocks());
   for_warp_units(n, warp, [&]<int U>(int i0) {
     constexpr int R = U * P, N = U * S;
@@ -570,7 +588,7 @@ __device__ __forceinline__ void warp_products(cooperative_groups::cluster_group&
 #pragma unroll
       for (int p = 0; p < P; ++p) w[u * P + p] = row_of(i0 + u * kClusterWarps, p);
     A sums[R][S];
-    lane_dots<S, R>(x, k, w, k, sums);
+    lane_dots<S, R>(x, ldx, w, k, sums);
     A items[N][P];  // item u * S + s: unit u, sample s
 #pragma unroll
     for (int u = 0; u < U; ++u)
@@ -604,21 +622,137 @@ __device__ __forceinline__ void prefetch_l1(const T* begin, int64_t n) {
 #endif
 }
 
+// x rounded to TF32 (cvt.rna: to nearest, ties away from zero), the low 13 bits cleared so that
+// the bits read back as that float. The emulation (scripts/emulate_cuda/shim.h) brings its own
+// stand-ins for this and mma_tf32; nvcc's host pass compiles neither into anything it calls.
+__device__ __forceinline__ uint32_t tf32_bits(float x) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  uint32_t bits;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(bits) : "f"(x));
+  return bits & 0xffffe000u;
+#elif defined(PYGEN_EMULATED_CUDA)
+  return emu::tf32_bits(x);
+#else
+  return 0;
+#endif
+}
+
+// d += a b over one m16n8k8 tile of TF32 operands with float32 sums (mma.sync, sm_80+). The
+// fragments as the PTX ISA lays them out, lane = 4 g + t: A (g, t), (g + 8, t), (g, t + 4),
+// (g + 8, t + 4); B (t, g), (t + 4, g); D (g, 2t), (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1).
+__device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#elif defined(PYGEN_EMULATED_CUDA)
+  emu::mma_m16n8k8_tf32(d, a, b);
+#endif
+}
+
+// d += a b to about float32 accuracy from three TF32 products: each operand is its TF32 rounding
+// plus the TF32 rounding of the rest (22 significant bits in all), and the product of the two
+// rests (~2^-22 relative) is left out. The small terms go first.
+__device__ __forceinline__ void mma_tf32x3(float (&d)[4], const float (&a)[4], const float (&b)[2]) {
+  uint32_t a_big[4], a_small[4], b_big[2], b_small[2];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    a_big[i] = tf32_bits(a[i]);
+    a_small[i] = tf32_bits(a[i] - bits_to_float(a_big[i]));
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    b_big[i] = tf32_bits(b[i]);
+    b_small[i] = tf32_bits(b[i] - bits_to_float(b_big[i]));
+  }
+  mma_tf32(d, a_small, b_big);
+  mma_tf32(d, a_big, b_small);
+  mma_tf32(d, a_big, b_big);
+}
+
+// warp_products on tensor cores, for groups of 16 float32 samples and K a multiple of 8
+// (PYGEN_PIXELCNN_TENSOR_CORES=1): the block's product x (16 x k, rows ldx apart) times its P x n
+// weight rows as m16n8k8 tiles, 8 rows a tile (rows past n read as zero). A warp takes a work
+// item, one column tile over a 1/splits share of K, with splits enough to give every warp one;
+// its sums go to `tiles` (ClusterLayout), and then each thread adds one item's shares in order,
+// computes its epilogue (once per block it goes to: cheap beside the stores) and stores it into
+// that block. Begins with a block barrier: the last product's epilogue may still read `tiles`.
+template <int P, typename RowOf, typename Epilogue, typename DstOf>
+__device__ __forceinline__ void mma_products(cooperative_groups::cluster_group& cluster, int n, int warp,
+                                             const float* x, int ldx, int k, RowOf&& row_of,
+                                             Epilogue&& epilogue, DstOf&& dst_of, int ld, float* tiles) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int col_tiles = (n + 7) / 8, n_tiles = P * col_tiles, steps = k / 8;
+  const int splits = n_tiles > 0 ? max(1, kClusterWarps / n_tiles) : 0;
+  __syncthreads();
+  for (int item = warp; item < n_tiles * splits; item += kClusterWarps) {
+    const int tile = item % n_tiles, split = item / n_tiles;
+    const int col = (tile % col_tiles) * 8 + g;
+    const float* w = col < n ? row_of(col, tile / col_tiles) : nullptr;
+    float d[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll 4
+    for (int step = split * steps / splits; step < (split + 1) * steps / splits; ++step) {
+      const int q = step * 8 + t;
+      const float* xg = x + g * ldx + q;
+      const float a[4] = {xg[0], xg[8 * ldx], xg[4], xg[8 * ldx + 4]};
+      const float b[2] = {w != nullptr ? w[q] : 0.f, w != nullptr ? w[q + 4] : 0.f};
+      mma_tf32x3(d, a, b);
+    }
+    float* out = tiles + static_cast<int64_t>(item) * kTileValues;  // row-major 16 x 8
+    out[g * 8 + 2 * t] = d[0];
+    out[g * 8 + 2 * t + 1] = d[1];
+    out[(g + 8) * 8 + 2 * t] = d[2];
+    out[(g + 8) * 8 + 2 * t + 1] = d[3];
+  }
+  __syncthreads();
+  const int items = kTileSamples * n, blocks = static_cast<int>(cluster.num_blocks());
+  for (int e = threadIdx.x; e < items * blocks; e += kClusterThreads) {
+    // Consecutive threads: consecutive units of one sample, into the same block.
+    const int rank = e / items, s = (e % items) / n, i = e % n;
+    float sums[P];
+#pragma unroll
+    for (int p = 0; p < P; ++p) {
+      sums[p] = 0.f;
+      const int tile = p * col_tiles + i / 8;
+      for (int split = 0; split < splits; ++split) {
+        sums[p] += tiles[static_cast<int64_t>(split * n_tiles + tile) * kTileValues + s * 8 + i % 8];
+      }
+    }
+    *cluster.map_shared_rank(dst_of(i) + s * ld, rank) = epilogue(i, s, sums);
+  }
+}
+
+// One product of the cluster kernel: on tensor cores where the plan asks for them (groups of 16
+// float32 samples) and K is a multiple of 8, else by warps.
+template <int S, int P, typename T, typename A, typename RowOf, typename Epilogue, typename DstOf>
+__device__ __forceinline__ void product(bool tensor_cores, A* tiles, cooperative_groups::cluster_group& cluster,
+                                        int n, int warp, const A* x, int ldx, int k, RowOf&& row_of,
+                                        Epilogue&& epilogue, DstOf&& dst_of, int ld) {
+  if constexpr (S == kTileSamples && std::is_same_v<T, float>) {
+    if (tensor_cores && k % 8 == 0) {
+      mma_products<P>(cluster, n, warp, x, ldx, k, row_of, epilogue, dst_of, ld, tiles);
+      return;
+    }
+  }
+  warp_products<S, P, T>(cluster, n, warp, x, ldx, k, row_of, epilogue, dst_of, ld);
+}
+
 // Every value of image row p.row for samples [group * S, + S), group = blockIdx.x / N. Each value
 // runs as steps that end with a cluster barrier: unfolded, step 2l is layer l's gate product and
 // step 2l + 1 its output product; folded, step l runs layer l - 1's output product and layer l's
 // folded gate product side by side (layers + 1 steps); then the head's two products.
 template <typename T, int S>
 __global__ void __launch_bounds__(kClusterThreads, 1)
-    cluster_row_kernel(RowArgs<T> p, const T* const* wt_t, bool resident, bool folded) {
+    cluster_row_kernel(RowArgs<T> p, const T* const* wt_t, bool resident, bool folded, bool tensor_cores) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using A = at::opmath_type<T>;
   namespace cg = cooperative_groups;
   cg::cluster_group cluster = cg::this_cluster();
   const int blocks = static_cast<int>(cluster.num_blocks()), rank = static_cast<int>(cluster.block_rank());
   const int h = p.hidden, h2 = 2 * h, kw = p.ring_width, pad = kw - 1, levels = p.levels;
-  const ClusterLayout lay(p.layers, S, kw, h, p.channels, levels, blocks, folded);
-  const int hm = lay.hm, sh = lay.sh, sl = lay.sl;
+  const ClusterLayout lay(p.layers, S, kw, h, p.channels, levels, blocks, folded, tensor_cores);
+  const int hm = lay.hm, sh = lay.sh, sl = lay.sl, hld = lay.hld;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   A* smem = reinterpret_cast<A*>(smem_raw);
   A* ring = smem + lay.ring;
@@ -631,6 +765,7 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
   A* out_b = smem + lay.out_b;
   A* b1 = smem + lay.b1;
   A* b2 = smem + lay.b2;
+  A* tiles = smem + lay.tiles;
   T* rows = reinterpret_cast<T*>(smem_raw + lay.t_start(sizeof(A)));
   // This block's slices: hidden units (gate pairs and outputs) [o0, o0 + nh), levels [v0, + nl).
   const int o0 = min(h, rank * sh), nh = min(h, o0 + sh) - o0;
@@ -735,7 +870,7 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
           // none for lg = 1) and layer lg - 1's gated units (fold_gate_kernel).
           const A* ring_g = ring + static_cast<int64_t>(lg) * S * kw * hm;
           const A* residual = ring + static_cast<int64_t>(lg - 1) * S * kw * hm + cur * hm;
-          const A* gated_in = gated + ((lg + 1) % 2) * S * h;
+          const A* gated_in = gated + ((lg + 1) % 2) * S * hld;
           // A warp per column segment (s, dj), its lanes over ci: one division per segment.
           const int cols = k / cin;
           for (int sd = warp; sd < S * cols; sd += kClusterWarps) {
@@ -746,9 +881,9 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
             } else if (dj == pad) {
               if (lg > 1) src = residual + s * kw * hm;
             } else {
-              src = gated_in + s * h;
+              src = gated_in + s * hld;
             }
-            A* dst = window + s * k + dj * cin;
+            A* dst = window + s * (k + lay.xpad) + dj * cin;
             for (int ci = t & 31; ci < cin; ci += 32) dst[ci] = src != nullptr ? src[ci] : A(0);
           }
           __syncthreads();
@@ -760,22 +895,22 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
           const A* ring_o = ring + static_cast<int64_t>(lo) * S * kw * hm;
           A* next = last ? top : ring + static_cast<int64_t>(lo + 1) * S * kw * hm + cur * hm;
           const T* out_w = wt_t[lo * kTPerLayer + kTOut];
-          warp_products<S, 1, T>(
-              cluster, nh, warp, gated + (lo % 2) * S * h, h,
+          product<S, 1, T>(
+              tensor_cores, tiles, cluster, nh, warp, gated + (lo % 2) * S * hld, hld, h,
               [&](int i, int) { return row(out_w, o0 + i, lay.out_rows(lo) + static_cast<int64_t>(i) * h, h); },
               [&](int i, int s, const A(&sum)[1]) {
                 A v = sum[0] + out_b[lo * sh + i];
                 if (lo > 0) v += ring_o[(s * kw + cur) * hm + o0 + i];
                 return last ? max(v, A(0)) : v;  // the head starts with a ReLU
               },
-              [&](int i) { return next + o0 + i; }, last ? h : kw * hm);
+              [&](int i) { return next + o0 + i; }, last ? hld : kw * hm);
         }
         if (lg >= 0) {
           // Unit i's gate pair: row p = 0 (a) and p = 1 (g).
           const int64_t lw = lay.layer(lg);
           const T* gate_w = wt_t[lg * kTPerLayer + kTGate];
-          warp_products<S, 2, T>(
-              cluster, nh, warp, window, k,
+          product<S, 2, T>(
+              tensor_cores, tiles, cluster, nh, warp, window, k + lay.xpad, k,
               [&](int i, int pair) {
                 return row(gate_w, pair * h + o0 + i, lw + static_cast<int64_t>(pair * sh + i) * k, k);
               },
@@ -783,7 +918,7 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
                 const A* gb = gate_bias + (static_cast<int64_t>(lg) * S + s) * 2 * sh;
                 return gate_value(sums[0] + gb[i], sums[1] + gb[sh + i]);
               },
-              [&](int i) { return gated + (lg % 2) * S * h + o0 + i; }, h);
+              [&](int i) { return gated + (lg % 2) * S * hld + o0 + i; }, hld);
         }
         if (step + 1 < steps) {
           prefetch_step(step + 1);
@@ -793,15 +928,15 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
         cluster.sync();
       }
       // Head: 1x1 -> ReLU -> 1x1, only the logits of channel c.
-      warp_products<S, 1, T>(
-          cluster, nh, warp, top, h,
+      product<S, 1, T>(
+          tensor_cores, tiles, cluster, nh, warp, top, hld, h,
           [&](int i, int) { return row(head_w1, o0 + i, lay.w1 + static_cast<int64_t>(i) * h, h); },
           [&](int i, int, const A(&sum)[1]) { return max(sum[0] + b1[i], A(0)); },
-          [&](int i) { return hid + o0 + i; }, h);
+          [&](int i) { return hid + o0 + i; }, hld);
       if (!resident) prefetch_l1(head_w2 + (static_cast<int64_t>(c) * levels + v0) * h, static_cast<int64_t>(nl) * h);
       cluster.sync();
-      warp_products<S, 1, T>(
-          cluster, nl, warp, hid, h,
+      product<S, 1, T>(
+          tensor_cores, tiles, cluster, nl, warp, hid, hld, h,
           [&](int i, int) {
             return row(head_w2, static_cast<int64_t>(c) * levels + v0 + i,
                        lay.w2 + (static_cast<int64_t>(c) * sl + i) * h, h);
@@ -874,7 +1009,8 @@ void launch_cluster(const Problem& p, const RowPlan& plan, const RowArgs<T>& arg
                     const T* const* wt_t, cudaStream_t stream) {
   cudaLaunchAttribute attr;
   const cudaLaunchConfig_t config = cluster_config(plan, (p.batch + S - 1) / S, stream, &attr);
-  C10_CUDA_CHECK(cudaLaunchKernelEx(&config, cluster_row_kernel<T, S>, args, wt_t, plan.resident, plan.folded));
+  C10_CUDA_CHECK(cudaLaunchKernelEx(&config, cluster_row_kernel<T, S>, args, wt_t, plan.resident, plan.folded,
+                                    plan.tensor_cores));
 }
 
 template <typename T>
@@ -1009,7 +1145,7 @@ int active_clusters(const RowPlan& plan, int* ptx) {
 int64_t math_bytes(const at::Tensor& ref) { return ref.scalar_type() == at::kDouble ? 8 : 4; }
 
 // The cluster kernel's plan for `blocks` blocks per cluster and `group` samples per cluster,
-// folded or not, its weight slices resident in shared memory when they fit (unless
+// folded or not, on tensor cores or not, its weight slices resident in shared memory when they fit (unless
 // PYGEN_PIXELCNN_CLUSTER_RESIDENT=0), and how many such clusters the device runs at once (0: none,
 // or more shared memory than a block may have); *ptx: the compiled code's architecture.
 struct ClusterChoice {
@@ -1018,15 +1154,16 @@ struct ClusterChoice {
 };
 
 ClusterChoice plan_cluster(const Problem& p, const at::Tensor& ref, int64_t blocks, int64_t group,
-                           bool folded, int64_t smem_optin) {
+                           bool folded, bool tensor_cores, int64_t smem_optin) {
   const int64_t elem = math_bytes(ref);
   const ClusterLayout lay(static_cast<int>(p.layers), static_cast<int>(group),
                           static_cast<int>(p.kernel / 2 + 1), static_cast<int>(p.hidden),
                           static_cast<int>(p.channels), static_cast<int>(p.levels),
-                          static_cast<int>(blocks), folded);
+                          static_cast<int>(blocks), folded, tensor_cores);
   const int64_t t_size = ref.element_size();
   ClusterChoice choice{RowPlan{group, lay.bytes(elem, t_size, true), smem_optin, blocks, true}};
   choice.plan.folded = folded;
+  choice.plan.tensor_cores = tensor_cores;
   const char* resident = std::getenv("PYGEN_PIXELCNN_CLUSTER_RESIDENT");  // "0": for tuning runs
   if (choice.plan.smem_bytes > smem_optin || (resident != nullptr && std::string(resident) == "0")) {
     // Stream the weight rows from L2.
@@ -1054,8 +1191,8 @@ RowPlan auto_plan(const Problem& p, const at::Tensor& ref, const RowPlan& block_
   const bool validated = ref.scalar_type() == at::kFloat || ref.scalar_type() == at::kDouble;
   if (major < 9 || !validated) return block_plan;  // clusters of blocks need sm_90
   const int64_t group = p.batch > 1 ? 2 : 1, groups = (p.batch + group - 1) / group;
-  ClusterChoice choice = plan_cluster(p, ref, 8, group, folded, block_plan.smem_limit);
-  if (!choice.plan.resident) choice = plan_cluster(p, ref, kMaxCluster, group, folded, block_plan.smem_limit);
+  ClusterChoice choice = plan_cluster(p, ref, 8, group, folded, false, block_plan.smem_limit);
+  if (!choice.plan.resident) choice = plan_cluster(p, ref, kMaxCluster, group, folded, false, block_plan.smem_limit);
   return choice.ptx >= 90 && choice.active >= groups ? choice.plan : block_plan;
 }
 
@@ -1077,9 +1214,16 @@ RowPlan plan_row_kernels(const Problem& p, const at::Tensor& ref) {
   // and timed it (benchmarks/NOTES.md).
   const char* fold = std::getenv("PYGEN_PIXELCNN_FOLDED");
   const bool folded = fold != nullptr && std::string(fold) == "1";
+  // The cluster kernel's products on tensor cores (PYGEN_PIXELCNN_TENSOR_CORES=1): opt-in, with
+  // a forced shape of groups of 16, until a GPU run has validated and timed them.
+  const char* tc = std::getenv("PYGEN_PIXELCNN_TENSOR_CORES");
+  const bool tensor_cores = tc != nullptr && std::string(tc) == "1";
   // A cluster size forced through PYGEN_PIXELCNN_CLUSTER (1: the block kernel) for tuning runs
   // and tests; a setting that cannot run raises.
   const char* forced = std::getenv("PYGEN_PIXELCNN_CLUSTER");
+  const char* needs = "PYGEN_PIXELCNN_TENSOR_CORES=1 needs the cluster kernel forced (PYGEN_PIXELCNN_CLUSTER "
+                      "of 2 to 16 blocks) with groups of 16 samples (PYGEN_PIXELCNN_CLUSTER_SAMPLES=16)";
+  TORCH_CHECK_VALUE(!tensor_cores || (forced != nullptr && std::atoll(forced) > 1), needs);
   if (forced == nullptr) return auto_plan(p, ref, block_plan, folded, device);
   const int64_t blocks = std::atoll(forced);
   if (blocks == 1) return block_plan;
@@ -1093,7 +1237,8 @@ RowPlan plan_row_kernels(const Problem& p, const at::Tensor& ref) {
     TORCH_CHECK_VALUE(group <= 2 || ref.scalar_type() == at::kFloat,
                       "PYGEN_PIXELCNN_CLUSTER_SAMPLES=", group, " is built for float32 weights only");
   }
-  const ClusterChoice choice = plan_cluster(p, ref, blocks, group, folded, smem_optin);
+  TORCH_CHECK_VALUE(!tensor_cores || group == kTileSamples, needs);
+  const ClusterChoice choice = plan_cluster(p, ref, blocks, group, folded, tensor_cores, smem_optin);
   TORCH_CHECK(choice.plan.smem_bytes <= smem_optin, "PYGEN_PIXELCNN_CLUSTER=", blocks, ": the cluster kernel ",
               "needs ", choice.plan.smem_bytes, " bytes of shared memory per block, more than this GPU's ",
               smem_optin);

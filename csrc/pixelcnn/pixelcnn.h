@@ -45,6 +45,7 @@ struct RowPlan {
   bool resident = false;
   bool fused_link = false;  // the vertical stack's bias, gate and link product in one kernel
   bool folded = false;      // the cluster kernel with output products folded into gate products
+  bool tensor_cores = false;  // the cluster kernel's products on tensor cores (groups of 16)
 };
 RowPlan plan_cuda_rows(const Problem& p, const at::Tensor& ref);
 

@@ -12,7 +12,7 @@ namespace pp = pygen::pixelcnn;
 
 struct Header {
   int64_t batch, channels, height, width, levels, hidden, kernel, layers, seed, return_logits;
-  int64_t cluster, samples, resident, fused_link, folded, dtype;  // cluster 1: block kernel
+  int64_t cluster, samples, resident, fused_link, folded, tensor_cores, dtype;  // cluster 1: block kernel
 };
 
 template <typename T>
@@ -125,11 +125,13 @@ void run(const Header& hd, double temperature, const std::vector<std::vector<dou
     } else {
       const pp::ClusterLayout lay(static_cast<int>(hd.layers), static_cast<int>(s),
                                   static_cast<int>(kh), static_cast<int>(h), static_cast<int>(cc),
-                                  static_cast<int>(hd.levels), static_cast<int>(hd.cluster), hd.folded != 0);
-      const bool resident = hd.resident != 0, folded = hd.folded != 0;
+                                  static_cast<int>(hd.levels), static_cast<int>(hd.cluster), hd.folded != 0,
+                                  hd.tensor_cores != 0);
+      const bool resident = hd.resident != 0, folded = hd.folded != 0, tensor_cores = hd.tensor_cores != 0;
       const int64_t smem = lay.bytes(sizeof(A), sizeof(T), resident);
       auto go = [&](auto kernel) {
-        emu::launch(groups, hd.cluster, pp::kClusterThreads, smem, kernel, args, wt_t, resident, folded);
+        emu::launch(groups, hd.cluster, pp::kClusterThreads, smem, kernel, args, wt_t, resident, folded,
+                    tensor_cores);
       };
       pp::with_cluster_samples<T>(s, [&]<int S>() { go(pp::cluster_row_kernel<T, S>); });
     }

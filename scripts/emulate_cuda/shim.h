@@ -5,6 +5,9 @@
 // run at once with a cluster barrier and each other's shared memory (map_shared_rank).
 #pragma once
 
+// Lets the kernels' sources pick this file's stand-ins for PTX they inline (tensor-core products).
+#define PYGEN_EMULATED_CUDA 1
+
 #include <algorithm>
 #include <barrier>
 #include <cmath>
@@ -84,6 +87,41 @@ V exchange(V v, int src) {
   std::memcpy(&out, &w.slot[src], sizeof(V));
   w.bar.arrive_and_wait();
   return out;
+}
+
+// cvt.rna.tf32.f32 with its low 13 bits cleared (tf32_bits in csrc/pixelcnn/cuda.cu): to nearest,
+// ties away from zero, for finite x.
+inline uint32_t tf32_bits(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  return (bits + 0x1000u) & 0xffffe000u;
+}
+
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 (every lane of the warp must call), with the
+// fragments as the PTX ISA lays them out (mma_tf32 in csrc/pixelcnn/cuda.cu): each lane gathers
+// rows g and g + 8 of A and columns 2t and 2t + 1 of B from the lanes that hold them, then sums
+// its four outputs over k in order (TF32 products are exact in float).
+inline void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  const int lane = static_cast<int>(self.thread.x % 32), g = lane / 4, t = lane % 4;
+  uint32_t rows[2][8], cols[2][8];
+  for (int kk = 0; kk < 4; ++kk) {
+    for (int r = 0; r < 2; ++r) {
+      rows[r][kk] = exchange(a[r], 4 * g + kk);
+      rows[r][kk + 4] = exchange(a[r + 2], 4 * g + kk);
+    }
+    for (int c = 0; c < 2; ++c) {
+      cols[c][kk] = exchange(b[0], 4 * (2 * t + c) + kk);
+      cols[c][kk + 4] = exchange(b[1], 4 * (2 * t + c) + kk);
+    }
+  }
+  auto value = [](uint32_t bits) {
+    float v;
+    std::memcpy(&v, &bits, sizeof(v));
+    return v;
+  };
+  for (int r = 0; r < 2; ++r)
+    for (int c = 0; c < 2; ++c)
+      for (int kk = 0; kk < 8; ++kk) d[2 * r + c] += value(rows[r][kk]) * value(cols[c][kk]);
 }
 
 // Runs kernel(args...) on `clusters` clusters of `per_cluster` blocks of `threads` threads, one
