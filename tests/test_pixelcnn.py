@@ -538,20 +538,34 @@ def cluster_kernel(request, monkeypatch):
     monkeypatch.setenv("PYGEN_PIXELCNN_FOLDED", folded)
 
 
-def sliced_model(levels: int, size: tuple[int, int]) -> PixelCNN:
-    """An RGB class-conditional model whose 30 hidden units and `levels` leave partial and empty
-    slices over a cluster's blocks."""
+def sliced_model(levels: int, size: tuple[int, int], hidden: int = 30) -> PixelCNN:
+    """An RGB class-conditional model whose hidden units (30: partial and empty slices) and
+    `levels` are spread over a cluster's blocks."""
     torch.manual_seed(0)
     model = PixelCNN(
         in_channels=3,
         n_levels=levels,
         n_layers=3,
-        hidden=30,
+        hidden=hidden,
         kernel_size=5,
         n_classes=2,
         image_size=size,
     )
     return model.eval()
+
+
+def check_19_samples_against_the_block_kernel(monkeypatch, model: PixelCNN) -> None:
+    """The sampler as the environment sets it, on 19 samples (a partial last group of 4, 8 or
+    16): logits equal to the full forward pass, draws the block kernel's but within rounding."""
+    y = torch.arange(19, device="cuda") % 2
+    noise = torch.rand(19, 3, *model.image_size, device="cuda")
+    images, logits = model.sample(19, y=y, noise=noise, return_logits=True)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(images, y), **LOGIT_TOL)
+    monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", "1")
+    monkeypatch.delenv("PYGEN_PIXELCNN_TENSOR_CORES", raising=False)
+    block = model.sample(19, y=y, noise=noise)
+    assert (block != images).float().mean() < 0.02  # only draws within rounding of a CDF step
 
 
 @requires_cuda
@@ -587,15 +601,7 @@ def test_cuda_cluster_kernel_logits_and_seeded_draws(exact_cuda, monkeypatch, cl
 def test_cuda_cluster_kernel_groups_of_4_8_and_16_float32(exact_cuda, monkeypatch, blocks, samples):
     monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", blocks)
     monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER_SAMPLES", samples)
-    model = sliced_model(levels=250, size=(4, 5)).cuda()
-    y = torch.arange(19, device="cuda") % 2
-    noise = torch.rand(19, 3, 4, 5, device="cuda")  # 19 samples: the last group is partial
-    images, logits = model.sample(19, y=y, noise=noise, return_logits=True)
-    with torch.no_grad():
-        torch.testing.assert_close(logits, model(images, y), **LOGIT_TOL)
-    monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", "1")
-    block = model.sample(19, y=y, noise=noise)
-    assert (block != images).float().mean() < 0.02  # only draws within rounding of a CDF step
+    check_19_samples_against_the_block_kernel(monkeypatch, sliced_model(250, (4, 5)).cuda())
 
 
 @requires_cuda
@@ -613,26 +619,8 @@ def test_cuda_cluster_kernel_on_tensor_cores_float32(
     monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER_SAMPLES", "16")
     monkeypatch.setenv("PYGEN_PIXELCNN_FOLDED", folded)
     monkeypatch.setenv("PYGEN_PIXELCNN_TENSOR_CORES", "1")
-    torch.manual_seed(0)
-    model = PixelCNN(
-        in_channels=3,
-        n_levels=250,
-        n_layers=3,
-        hidden=hidden,
-        kernel_size=5,
-        n_classes=2,
-        image_size=(4, 5),
-    )
-    model = model.cuda().eval()
-    y = torch.arange(19, device="cuda") % 2
-    noise = torch.rand(19, 3, 4, 5, device="cuda")  # 19 samples: the last group is partial
-    images, logits = model.sample(19, y=y, noise=noise, return_logits=True)
-    with torch.no_grad():
-        torch.testing.assert_close(logits, model(images, y), **LOGIT_TOL)
-    monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", "1")
-    monkeypatch.setenv("PYGEN_PIXELCNN_TENSOR_CORES", "0")
-    block = model.sample(19, y=y, noise=noise)
-    assert (block != images).float().mean() < 0.02  # only draws within rounding of a CDF step
+    model = sliced_model(250, (4, 5), hidden).cuda()
+    check_19_samples_against_the_block_kernel(monkeypatch, model)
 
 
 @requires_cuda
