@@ -392,14 +392,14 @@ constexpr int kTileValues = kTileSamples * 8;
 // block's weight rows of type T (elements from `t_start` bytes). Shared by host and device.
 // Folded, the gate products of layers 1.. take K = (kw + 1) h (fold_gate_kernel), and `gated`
 // holds two layers' gated units (layer l at l % 2: one step reads the one, writes the other).
-// With tensor cores, `tiles` holds a product's partial tiles (mma_products), and the rows of the
-// products' inputs (window: per sample; gated, top, hid: per sample, `hld` apart) are `xpad`
-// longer than K, so that the 8 rows a tile's loads reach fall in different banks.
+// With tensor cores, `tiles` holds a product's partial tiles (mma_products), and rows of K values
+// (the products' inputs: window, gated, top, hid; the resident weight rows) are stride(K) apart.
 struct ClusterLayout {
   int64_t ring, window, gated, top, hid, logit, gate_bias, out_b, b1, b2, tiles, a_elems;
   int64_t layer0_rows, layer_rows, w1, w2, t_elems;
   int sh, sl, hm, k0, k;  // output slices (hidden, levels), ring width, K of layer 0 and others
-  int xpad, hld;
+  bool tensor_cores;
+  int hld;  // stride(hidden): the rows of gated, top and hid
 
   __host__ __device__ ClusterLayout(int layers, int samples, int kw, int hidden, int channels,
                                     int levels, int blocks, bool folded, bool tensor_cores) {
@@ -408,11 +408,11 @@ struct ClusterLayout {
     hm = hidden > channels ? hidden : channels;
     k0 = kw * channels;
     k = (kw + (folded ? 1 : 0)) * hidden;
-    xpad = tensor_cores ? 4 : 0;  // a row stride of 4 x odd floats: rows g = 0..7 at banks 4 g (mod 32)
-    hld = hidden + xpad;
+    this->tensor_cores = tensor_cores;
+    hld = stride(hidden);
     ring = 0;
     window = ring + static_cast<int64_t>(layers) * samples * kw * hm;
-    gated = window + static_cast<int64_t>(samples) * ((k > kw * hm ? k : kw * hm) + xpad);
+    gated = window + static_cast<int64_t>(samples) * (stride(k) > stride(k0) ? stride(k) : stride(k0));
     top = gated + 2 * static_cast<int64_t>(samples) * hld;
     hid = top + static_cast<int64_t>(samples) * hld;
     logit = hid + static_cast<int64_t>(samples) * hld;
@@ -428,16 +428,23 @@ struct ClusterLayout {
     a_elems = tiles + (tensor_cores ? static_cast<int64_t>(items) * kTileValues : 0);
     // Per layer: sh gate rows (a), sh gate rows (g), sh output rows. Head: sh rows of w1, then
     // channels x sl rows of w2.
-    layer0_rows = 2 * static_cast<int64_t>(sh) * k0 + static_cast<int64_t>(sh) * hidden;
-    layer_rows = 2 * static_cast<int64_t>(sh) * k + static_cast<int64_t>(sh) * hidden;
+    layer0_rows = 2 * static_cast<int64_t>(sh) * stride(k0) + static_cast<int64_t>(sh) * hld;
+    layer_rows = 2 * static_cast<int64_t>(sh) * stride(k) + static_cast<int64_t>(sh) * hld;
     w1 = layer0_rows + (layers - 1) * layer_rows;
-    w2 = w1 + static_cast<int64_t>(sh) * hidden;
-    t_elems = w2 + static_cast<int64_t>(channels) * sl * hidden;
+    w2 = w1 + static_cast<int64_t>(sh) * hld;
+    t_elems = w2 + static_cast<int64_t>(channels) * sl * hld;
   }
+  // Rows of k values lie stride(k) apart: k without tensor cores; with them an even stride, so
+  // that a lane's two values of a k-step load as one 8-byte access, and for k a multiple of 8 one
+  // of 8 or 24 words mod 32, so that the 16 lanes of a half-warp's loads (rows g = 0..3, 8 words
+  // each) reach 32 different banks.
+  __host__ __device__ int stride(int n) const { return !tensor_cores ? n : n % 16 == 0 ? n + 8 : n + n % 2; }
   __host__ __device__ int gate_k(int l) const { return l == 0 ? k0 : k; }
   __host__ __device__ int64_t layer(int l) const { return l == 0 ? 0 : layer0_rows + (l - 1) * layer_rows; }
   // Where layer l's output weight rows start (after its 2 sh gate rows).
-  __host__ __device__ int64_t out_rows(int l) const { return layer(l) + 2 * static_cast<int64_t>(sh) * gate_k(l); }
+  __host__ __device__ int64_t out_rows(int l) const {
+    return layer(l) + 2 * static_cast<int64_t>(sh) * stride(gate_k(l));
+  }
   __host__ __device__ static int64_t align16(int64_t bytes) { return (bytes + 15) / 16 * 16; }
   __host__ __device__ int64_t t_start(int64_t a_size) const { return align16(a_elems * a_size); }
   __host__ __device__ int64_t bytes(int64_t a_size, int64_t t_size, bool resident) const {
@@ -651,10 +658,11 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], 
 #endif
 }
 
-// d += a b to about float32 accuracy from three TF32 products: each operand is its TF32 rounding
-// plus the TF32 rounding of the rest (22 significant bits in all), and the product of the two
-// rests (~2^-22 relative) is left out. The small terms go first.
-__device__ __forceinline__ void mma_tf32x3(float (&d)[4], const float (&a)[4], const float (&b)[2]) {
+// a b to about float32 accuracy from three TF32 products: each operand is its TF32 rounding plus
+// the TF32 rounding of the rest (22 significant bits in all), and the product of the two rests
+// (~2^-22 relative) is left out. Each product has its own sums, d[0] and d[1] the small terms,
+// d[2] the large: three independent chains of mma instead of one three times as long.
+__device__ __forceinline__ void mma_tf32x3(float (&d)[3][4], const float (&a)[4], const float (&b)[2]) {
   uint32_t a_big[4], a_small[4], b_big[2], b_small[2];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -666,15 +674,18 @@ __device__ __forceinline__ void mma_tf32x3(float (&d)[4], const float (&a)[4], c
     b_big[i] = tf32_bits(b[i]);
     b_small[i] = tf32_bits(b[i] - bits_to_float(b_big[i]));
   }
-  mma_tf32(d, a_small, b_big);
-  mma_tf32(d, a_big, b_small);
-  mma_tf32(d, a_big, b_big);
+  mma_tf32(d[0], a_small, b_big);
+  mma_tf32(d[1], a_big, b_small);
+  mma_tf32(d[2], a_big, b_big);
 }
 
 // warp_products on tensor cores, for groups of 16 float32 samples and K a multiple of 8
 // (PYGEN_PIXELCNN_TENSOR_CORES=1): the block's product x (16 x k, rows ldx apart) times its P x n
-// weight rows as m16n8k8 tiles, 8 rows a tile (rows past n read as zero). A warp takes a work
-// item, one column tile over a 1/splits share of K, with splits enough to give every warp one;
+// weight rows as m16n8k8 tiles, 8 rows a tile (rows past n read as zero). A tile's k index t
+// stands for this k-step's value 2t and t + 4 for 2t + 1, so that a lane loads its two values of
+// a row as one 8-byte access (x's and the rows' strides even: ClusterLayout::stride; K's order
+// within a tile is free, as long as A and B agree). A warp takes a work item, one column tile
+// over a 1/splits share of K, with splits enough to give every warp one;
 // its sums go to `tiles` (ClusterLayout), and then each thread adds one item's shares in order,
 // computes its epilogue (once per block it goes to: cheap beside the stores) and stores it into
 // that block. Begins with a block barrier: the last product's epilogue may still read `tiles`.
@@ -690,20 +701,22 @@ __device__ __forceinline__ void mma_products(cooperative_groups::cluster_group& 
     const int tile = item % n_tiles, split = item / n_tiles;
     const int col = (tile % col_tiles) * 8 + g;
     const float* w = col < n ? row_of(col, tile / col_tiles) : nullptr;
-    float d[4] = {0.f, 0.f, 0.f, 0.f};
+    using Pair = Vec<float, 2>;
+    float d[3][4] = {};
 #pragma unroll 4
     for (int step = split * steps / splits; step < (split + 1) * steps / splits; ++step) {
-      const int q = step * 8 + t;
-      const float* xg = x + g * ldx + q;
-      const float a[4] = {xg[0], xg[8 * ldx], xg[4], xg[8 * ldx + 4]};
-      const float b[2] = {w != nullptr ? w[q] : 0.f, w != nullptr ? w[q + 4] : 0.f};
+      const int q = step * 8 + 2 * t;
+      const Pair top = *reinterpret_cast<const Pair*>(x + g * ldx + q);
+      const Pair bottom = *reinterpret_cast<const Pair*>(x + (g + 8) * ldx + q);
+      const Pair wq = w != nullptr ? *reinterpret_cast<const Pair*>(w + q) : Pair{};
+      const float a[4] = {top.v[0], bottom.v[0], top.v[1], bottom.v[1]};
+      const float b[2] = {wq.v[0], wq.v[1]};
       mma_tf32x3(d, a, b);
     }
     float* out = tiles + static_cast<int64_t>(item) * kTileValues;  // row-major 16 x 8
-    out[g * 8 + 2 * t] = d[0];
-    out[g * 8 + 2 * t + 1] = d[1];
-    out[(g + 8) * 8 + 2 * t] = d[2];
-    out[(g + 8) * 8 + 2 * t + 1] = d[3];
+    const int at[4] = {g * 8 + 2 * t, g * 8 + 2 * t + 1, (g + 8) * 8 + 2 * t, (g + 8) * 8 + 2 * t + 1};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) out[at[i]] = (d[0][i] + d[1][i]) + d[2][i];
   }
   __syncthreads();
   const int items = kTileSamples * n, blocks = static_cast<int>(cluster.num_blocks());
@@ -816,22 +829,24 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
     b2[c * sl + i] = static_cast<A>(wt[p.layers * kPerLayer + kB2][c * levels + v0 + i]);
   }
   if (resident) {
-    auto copy = [&](T* dst, const T* src, int64_t n) {
-      for (int64_t e = t; e < n; e += kClusterThreads) dst[e] = src[e];
+    // n rows of k values, k apart in global memory and lay.stride(k) here (a flat copy without
+    // tensor cores).
+    auto copy = [&](T* dst, const T* src, int n, int k) {
+      const int ld = lay.stride(k);
+      for (int e = t; e < n * k; e += kClusterThreads) dst[ld == k ? e : e / k * ld + e % k] = src[e];
     };
     for (int l = 0; l < p.layers; ++l) {
       const int k = lay.gate_k(l);
       T* dst = rows + lay.layer(l);
-      copy(dst, wt_t[l * kTPerLayer + kTGate] + static_cast<int64_t>(o0) * k, static_cast<int64_t>(nh) * k);
-      copy(dst + static_cast<int64_t>(sh) * k, wt_t[l * kTPerLayer + kTGate] + static_cast<int64_t>(h + o0) * k,
-           static_cast<int64_t>(nh) * k);
-      copy(rows + lay.out_rows(l), wt_t[l * kTPerLayer + kTOut] + static_cast<int64_t>(o0) * h,
-           static_cast<int64_t>(nh) * h);
+      copy(dst, wt_t[l * kTPerLayer + kTGate] + static_cast<int64_t>(o0) * k, nh, k);
+      copy(dst + static_cast<int64_t>(sh) * lay.stride(k),
+           wt_t[l * kTPerLayer + kTGate] + static_cast<int64_t>(h + o0) * k, nh, k);
+      copy(rows + lay.out_rows(l), wt_t[l * kTPerLayer + kTOut] + static_cast<int64_t>(o0) * h, nh, h);
     }
-    copy(rows + lay.w1, head_w1 + static_cast<int64_t>(o0) * h, static_cast<int64_t>(nh) * h);
+    copy(rows + lay.w1, head_w1 + static_cast<int64_t>(o0) * h, nh, h);
     for (int c = 0; c < p.channels; ++c) {
-      copy(rows + lay.w2 + static_cast<int64_t>(c) * sl * h,
-           head_w2 + (static_cast<int64_t>(c) * levels + v0) * h, static_cast<int64_t>(nl) * h);
+      copy(rows + lay.w2 + static_cast<int64_t>(c) * sl * hld, head_w2 + (static_cast<int64_t>(c) * levels + v0) * h,
+           nl, h);
     }
   }
   // No block may receive another's stores before it has zeroed its rings.
@@ -883,7 +898,7 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
             } else {
               src = gated_in + s * hld;
             }
-            A* dst = window + s * (k + lay.xpad) + dj * cin;
+            A* dst = window + s * lay.stride(k) + dj * cin;
             for (int ci = t & 31; ci < cin; ci += 32) dst[ci] = src != nullptr ? src[ci] : A(0);
           }
           __syncthreads();
@@ -897,7 +912,7 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
           const T* out_w = wt_t[lo * kTPerLayer + kTOut];
           product<S, 1, T>(
               tensor_cores, tiles, cluster, nh, warp, gated + (lo % 2) * S * hld, hld, h,
-              [&](int i, int) { return row(out_w, o0 + i, lay.out_rows(lo) + static_cast<int64_t>(i) * h, h); },
+              [&](int i, int) { return row(out_w, o0 + i, lay.out_rows(lo) + static_cast<int64_t>(i) * hld, h); },
               [&](int i, int s, const A(&sum)[1]) {
                 A v = sum[0] + out_b[lo * sh + i];
                 if (lo > 0) v += ring_o[(s * kw + cur) * hm + o0 + i];
@@ -910,9 +925,9 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
           const int64_t lw = lay.layer(lg);
           const T* gate_w = wt_t[lg * kTPerLayer + kTGate];
           product<S, 2, T>(
-              tensor_cores, tiles, cluster, nh, warp, window, k + lay.xpad, k,
+              tensor_cores, tiles, cluster, nh, warp, window, lay.stride(k), k,
               [&](int i, int pair) {
-                return row(gate_w, pair * h + o0 + i, lw + static_cast<int64_t>(pair * sh + i) * k, k);
+                return row(gate_w, pair * h + o0 + i, lw + static_cast<int64_t>(pair * sh + i) * lay.stride(k), k);
               },
               [&](int i, int s, const A(&sums)[2]) {
                 const A* gb = gate_bias + (static_cast<int64_t>(lg) * S + s) * 2 * sh;
@@ -930,7 +945,7 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
       // Head: 1x1 -> ReLU -> 1x1, only the logits of channel c.
       product<S, 1, T>(
           tensor_cores, tiles, cluster, nh, warp, top, hld, h,
-          [&](int i, int) { return row(head_w1, o0 + i, lay.w1 + static_cast<int64_t>(i) * h, h); },
+          [&](int i, int) { return row(head_w1, o0 + i, lay.w1 + static_cast<int64_t>(i) * hld, h); },
           [&](int i, int, const A(&sum)[1]) { return max(sum[0] + b1[i], A(0)); },
           [&](int i) { return hid + o0 + i; }, hld);
       if (!resident) prefetch_l1(head_w2 + (static_cast<int64_t>(c) * levels + v0) * h, static_cast<int64_t>(nl) * h);
@@ -939,7 +954,7 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
           tensor_cores, tiles, cluster, nl, warp, hid, hld, h,
           [&](int i, int) {
             return row(head_w2, static_cast<int64_t>(c) * levels + v0 + i,
-                       lay.w2 + (static_cast<int64_t>(c) * sl + i) * h, h);
+                       lay.w2 + (static_cast<int64_t>(c) * sl + i) * hld, h);
           },
           [&](int i, int, const A(&sum)[1]) { return sum[0] + b2[c * sl + i]; },
           [&](int i) { return logit + v0 + i; }, levels);

@@ -16,30 +16,15 @@ import torch
 from torch import Tensor
 
 from pygen._extension import _C  # noqa: F401  (registers the pygen:: operators)
-from pygen.ops._random import draw_seed
+from pygen.ops._sampler import call_sampler, empty_samples
 
 _sample = torch.ops.pygen.pixelrnn_sample
 
 
 @torch.library.register_fake("pygen::pixelrnn_sample")
-def _(
-    weights,
-    noise,
-    seed,
-    kind,
-    batch,
-    channels,
-    height,
-    width,
-    n_levels,
-    kernel_size,
-    temperature,
-    return_logits,
-):
-    ref = weights[-1]
-    images = ref.new_empty((batch, channels, height, width), dtype=torch.int64)
-    logits_shape = (batch, n_levels, channels, height, width) if return_logits else (0,)
-    return images, ref.new_empty(logits_shape)
+def _(weights, noise, seed, kind, batch, channels, height, width, n_levels, *rest):
+    # rest: kernel_size, temperature, return_logits
+    return empty_samples(weights, batch, channels, height, width, n_levels, return_logits=rest[-1])
 
 
 def pixelrnn_sample(
@@ -74,19 +59,12 @@ def pixelrnn_sample(
     Returns:
         ``(images, logits)``: int64 levels ``(B, C, H, W)`` and the logits (None unless asked).
     """
-    seed = draw_seed(weights[-1].device, generator) if noise is None else None
-    images, logits = _sample(
-        list(weights),
+    return call_sampler(
+        _sample,
+        weights,
         noise,
-        seed,
-        kind,
-        batch,
-        channels,
-        height,
-        width,
-        n_levels,
-        kernel_size,
-        float(temperature),
+        generator,
+        (kind, batch, channels, height, width, n_levels, kernel_size),
+        temperature,
         return_logits,
     )
-    return images, (logits if return_logits else None)

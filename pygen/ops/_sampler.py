@@ -1,0 +1,44 @@
+"""What the fused samplers' operators (``pixelcnn_sample``, ``pixelrnn_sample``) share: their
+outputs' shapes, for the fake implementations, and the call with an optional in-kernel seed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from pygen.ops._random import draw_seed
+
+
+def empty_samples(
+    weights: Sequence[Tensor],
+    batch: int,
+    channels: int,
+    height: int,
+    width: int,
+    n_levels: int,
+    return_logits: bool,
+) -> tuple[Tensor, Tensor]:
+    """Empty outputs of a sampler: int64 images ``(B, C, H, W)`` and logits ``(B, L, C, H, W)``
+    of the weights' dtype (``(0,)`` unless asked)."""
+    ref = weights[-1]
+    images = ref.new_empty((batch, channels, height, width), dtype=torch.int64)
+    logits_shape = (batch, n_levels, channels, height, width) if return_logits else (0,)
+    return images, ref.new_empty(logits_shape)
+
+
+def call_sampler(
+    op: Callable[..., tuple[Tensor, Tensor]],
+    weights: Sequence[Tensor],
+    noise: Tensor | None,
+    generator: torch.Generator | None,
+    shape_args: tuple,
+    temperature: float,
+    return_logits: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """``op(weights, noise, seed, *shape_args, temperature, return_logits)``, with a seed drawn
+    from ``generator`` when there is no noise; the logits None unless asked."""
+    seed = draw_seed(weights[-1].device, generator) if noise is None else None
+    images, logits = op(list(weights), noise, seed, *shape_args, float(temperature), return_logits)
+    return images, (logits if return_logits else None)
