@@ -24,13 +24,15 @@ from benchmarks.common import write_results
 from pygen.models import PixelCNN
 
 OP = "pixelcnn_tuning"  # its rows in benchmarks/results, apart from the suite's "pixelcnn"
+# (model, batch, weights' dtype): the bfloat16 case times the 16-bit tensor-core tiles at b256.
 CASES = [
-    ("mnist28", 1),
-    ("mnist28", 16),
-    ("mnist28", 64),
-    ("mnist28", 256),
-    ("rgb32", 1),
-    ("rgb32", 256),
+    ("mnist28", 1, torch.float32),
+    ("mnist28", 16, torch.float32),
+    ("mnist28", 64, torch.float32),
+    ("mnist28", 256, torch.float32),
+    ("mnist28", 256, torch.bfloat16),
+    ("rgb32", 1, torch.float32),
+    ("rgb32", 256, torch.float32),
 ]
 KNOBS = (
     "PYGEN_PIXELCNN_FUSED_LINK",
@@ -80,7 +82,8 @@ def variants(batch: int) -> Iterator[tuple[str, dict[str, str]]]:
             cluster = {"PYGEN_PIXELCNN_CLUSTER": blocks, "PYGEN_PIXELCNN_CLUSTER_SAMPLES": samples}
             yield f"cluster-{blocks}x{samples}", cluster
             yield f"cluster-{blocks}x{samples}+folded", {**cluster, "PYGEN_PIXELCNN_FOLDED": "1"}
-        # The groups of 16 with their products on tensor cores (mma.sync, three TF32 products).
+        # The groups of 16 with their products on tensor cores (mma.sync: three TF32 products in
+        # float32, one bf16 or f16 product for 16-bit weights).
         cluster = {
             "PYGEN_PIXELCNN_CLUSTER": "8",
             "PYGEN_PIXELCNN_CLUSTER_SAMPLES": "16",
@@ -158,9 +161,9 @@ def main() -> None:
     assert torch.cuda.is_available(), "a GPU run"
     device = torch.device("cuda")
     rows = []
-    for name, batch in CASES:
+    for name, batch, dtype in CASES:
         torch.manual_seed(0)
-        model = PixelCNN(**MODELS[name]).cuda().eval()
+        model = PixelCNN(**MODELS[name]).cuda().to(dtype).eval()
         gflop = gflop_per_image(model) * batch
 
         def sample(model=model, batch=batch):
@@ -183,14 +186,14 @@ def main() -> None:
             work = {"images_per_s": batch / ms * 1e3, "tflops": gflop / ms}
             work |= {"gflop_per_image": gflop / batch, "dependent_steps": dependent_steps(model)}
             rows.append(
-                bench_row(OP, label, "sample", shape, torch.float32, device, timed, 0)
+                bench_row(OP, label, "sample", shape, dtype, device, timed, 0)
                 | {"model": name}
                 | work
             )
             write_results(rows, device)  # as they come: a deadline keeps the rows timed
             if ms < best:
                 best, fastest = ms, (label, settings)
-        print(f"{name} b{batch}:\n    " + "\n    ".join(lines))
+        print(f"{name} b{batch} {str(dtype)[6:]}:\n    " + "\n    ".join(lines))
         print(f"  kernels of {fastest[0]}:")
         with environment(fastest[1]):
             for kernel, ms in kernel_breakdown(sample):

@@ -97,9 +97,9 @@ sanitize() {  # sanitize TOOL NAME TEST_FILE -k EXPRESSION: one background step
 }
 # memcheck: the PixelCNN logits tests on every row kernel variant (grey, RGB class-conditional),
 # the cluster kernel's same-noise case unfolded and folded and its tensor-core products (2 blocks,
-# folded); one case of every other kernel.
+# folded, float32 and bfloat16); one case of every other kernel.
 cases="cuda_fused_logits_equal_full_forward_float32 and (1-None-3 or 3-2-5)"
-cases="$cases or cluster_kernel_same_noise and 1.0 and 4x2x1 or cluster_kernel_on_tensor_cores and 48-2-1"
+cases="$cases or cluster_kernel_same_noise and 1.0 and 4x2x1 or cluster_kernel_on_tensor_cores and (48-2-1 or bfloat16-2-1)"
 sanitize memcheck "PixelCNN" tests/test_pixelcnn.py "$cases"
 cases="cuda_fused_same_noise and 1.0 and 1-2-size0 or fused_solve_and_backward_on_cuda and float32 and tanh"
 sanitize memcheck "other kernels" tests "$cases or cuda_noise_equals_cpu_noise or cuda_matches_cpu_on_large_inputs"

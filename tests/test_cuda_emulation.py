@@ -77,6 +77,18 @@ def test_emulated_cluster_kernel_on_tensor_cores(emulated, tmp_path, config, use
     assert emulate_cuda.run_case(emulated("pixelcnn"), tmp_path, *case) is None
 
 
+@pytest.mark.parametrize(
+    ("dtype", "config"),
+    [(torch.bfloat16, (2, 16, 1, 1, 1, 1)), (torch.float16, (8, 16, 0, 0, 0, 1))],
+    ids=str,
+)
+def test_emulated_cluster_kernel_on_tensor_cores_16_bit(emulated, tmp_path, dtype, config):
+    # m16n8k16 tiles of 16-bit weights (shim.h's mma.sync): the logits follow the float32
+    # forward pass and every value is the draw of its noise (compare_16_bit).
+    case = ("grey-16", dtype, True, config)
+    assert emulate_cuda.run_case(emulated("pixelcnn"), tmp_path, *case) is None
+
+
 @pytest.mark.parametrize("case", emulate_cuda.PIXELRNN_CASES, ids=str)
 @pytest.mark.parametrize("sampler_case", emulate_cuda.SAMPLER_CASES, ids=sampler_case_id)
 def test_emulated_pixelrnn_kernel_draws_the_cpu_kernels_images(

@@ -624,6 +624,25 @@ def test_cuda_cluster_kernel_on_tensor_cores_float32(
 
 
 @requires_cuda
+@pytest.mark.parametrize(("blocks", "folded"), [("8", "0"), ("2", "1")])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_cuda_cluster_kernel_on_tensor_cores_16_bit(exact_cuda, monkeypatch, dtype, blocks, folded):
+    # m16n8k16 tiles of the 16-bit weights and the activations rounded to them, float32 sums.
+    # Hidden 48 and kernel 5: gate K 144 (folded 192), output and head K 48, all multiples of 16.
+    monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", blocks)
+    monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER_SAMPLES", "16")
+    monkeypatch.setenv("PYGEN_PIXELCNN_FOLDED", folded)
+    monkeypatch.setenv("PYGEN_PIXELCNN_TENSOR_CORES", "1")
+    model = sliced_model(250, (4, 5), 48).cuda().to(dtype)
+    y = torch.arange(19, device="cuda") % 2  # a partial last group of 16
+    images, logits = model.sample(19, y=y, return_logits=True)
+    assert logits.dtype == dtype and images.unique().numel() > 1
+    with torch.no_grad():
+        expected = model.float()(images, y)
+    torch.testing.assert_close(logits.float(), expected, **HALF_LOGIT_TOL[dtype])
+
+
+@requires_cuda
 @pytest.mark.parametrize(
     ("variable", "value", "error", "match"),
     [
@@ -638,9 +657,10 @@ def test_cuda_cluster_kernel_bad_settings_raise(monkeypatch, variable, value, er
     with pytest.raises(error, match=match):
         tiny_model().cuda().sample(2)
     monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER", "4")
-    monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER_SAMPLES", "4")
-    with pytest.raises(ValueError, match="float32 weights only"):
-        tiny_model().double().cuda().sample(2)
+    for samples, dtype in (("4", torch.float16), ("16", torch.float64)):
+        monkeypatch.setenv("PYGEN_PIXELCNN_CLUSTER_SAMPLES", samples)
+        with pytest.raises(ValueError, match="weights only"):
+            tiny_model().to(dtype).cuda().sample(2)
 
 
 @requires_cuda

@@ -14,7 +14,7 @@
 //    a cluster of N blocks shares each sample group, every product split across its blocks; with
 //    PYGEN_PIXELCNN_FOLDED=1 each layer's output product folded into the next layer's gate product
 //    (fold_gate_kernel), one cluster barrier per layer instead of two; with
-//    PYGEN_PIXELCNN_TENSOR_CORES=1 (groups of 16 float32 samples) its products on mma.sync tiles.
+//    PYGEN_PIXELCNN_TENSOR_CORES=1 (groups of 16 samples) its products on mma.sync tiles.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -658,11 +658,50 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], 
 #endif
 }
 
-// a b to about float32 accuracy from three TF32 products: each operand is its TF32 rounding plus
-// the TF32 rounding of the rest (22 significant bits in all), and the product of the two rests
-// (~2^-22 relative) is left out. Each product has its own sums, d[0] and d[1] the small terms,
-// d[2] the large: three independent chains of mma instead of one three times as long.
-__device__ __forceinline__ void mma_tf32x3(float (&d)[3][4], const float (&a)[4], const float (&b)[2]) {
+// d += a b over one m16n8k16 tile of 16-bit operands (T: c10::Half or c10::BFloat16) with float32
+// sums (mma.sync, sm_80+). A register holds two values, the lower k in its low half; lane =
+// 4 g + t: A (g, 2t..2t+1), (g + 8, 2t..), (g, 2t + 8..2t + 9), (g + 8, 2t + 8..); B (2t..2t+1, g),
+// (2t + 8..2t + 9, g); D as m16n8k8's.
+template <typename T>
+__device__ __forceinline__ void mma_16bit(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+#elif defined(PYGEN_EMULATED_CUDA)
+  emu::mma_m16n8k16<T>(d, a, b);
+#endif
+}
+
+// The k values one mma_products step covers: m16n8k8 for float32 weights, m16n8k16 for 16-bit.
+template <typename T>
+constexpr int kTileK = std::is_same_v<T, float> ? 8 : 16;
+
+// One k-step of a tile: d += x (16 rows, ldx apart) times w (this lane's weight row, column g;
+// null: zeros) over k values [8 step, + 8), to about float32 accuracy from three TF32 products:
+// each operand is its TF32 rounding plus the TF32 rounding of the rest (22 significant bits in
+// all), and the product of the two rests (~2^-22 relative) is left out. Each product has its own
+// sums, d[0] and d[1] the small terms, d[2] the large: three independent chains of mma instead of
+// one three times as long. The tile's k = t stands for the step's value 2t and t + 4 for 2t + 1,
+// so that a lane loads its two values of a row as one 8-byte access (the order of K inside a
+// tile is free as long as A and B agree).
+__device__ __forceinline__ void tile_step(float (&d)[3][4], const float* x, int ldx, const float* w, int step,
+                                          int g, int t) {
+  using Pair = Vec<float, 2>;
+  const int q = step * 8 + 2 * t;
+  const Pair top = *reinterpret_cast<const Pair*>(x + g * ldx + q);
+  const Pair bottom = *reinterpret_cast<const Pair*>(x + (g + 8) * ldx + q);
+  const Pair wq = w != nullptr ? *reinterpret_cast<const Pair*>(w + q) : Pair{};
+  const float a[4] = {top.v[0], bottom.v[0], top.v[1], bottom.v[1]};
+  const float b[2] = {wq.v[0], wq.v[1]};
   uint32_t a_big[4], a_small[4], b_big[2], b_small[2];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -679,39 +718,55 @@ __device__ __forceinline__ void mma_tf32x3(float (&d)[3][4], const float (&a)[4]
   mma_tf32(d[2], a_big, b_big);
 }
 
-// warp_products on tensor cores, for groups of 16 float32 samples and K a multiple of 8
-// (PYGEN_PIXELCNN_TENSOR_CORES=1): the block's product x (16 x k, rows ldx apart) times its P x n
-// weight rows as m16n8k8 tiles, 8 rows a tile (rows past n read as zero). A tile's k index t
-// stands for this k-step's value 2t and t + 4 for 2t + 1, so that a lane loads its two values of
-// a row as one 8-byte access (x's and the rows' strides even: ClusterLayout::stride; K's order
-// within a tile is free, as long as A and B agree). A warp takes a work item, one column tile
-// over a 1/splits share of K, with splits enough to give every warp one;
+// The same over k values [16 step, + 16) for 16-bit weights (T), one product into d[2]: the
+// float32 activations are rounded to T at the tile's input, as the 16-bit sampler keeps its
+// activations between kernels (emulated: the logits as far from the float32 forward pass as with
+// the warps' products; a second product for the rounding's rest changed nothing measurable). A
+// lane's values of a row lie in two pairs (2t and 2t + 8), its weights in two 4-byte words.
+template <typename T>
+__device__ __forceinline__ void tile_step(float (&d)[3][4], const float* x, int ldx, const T* w, int step, int g,
+                                          int t) {
+  using Pair = Vec<float, 2>;
+  const int q = step * 16 + 2 * t;
+  const Pair pairs[4] = {*reinterpret_cast<const Pair*>(x + g * ldx + q),
+                         *reinterpret_cast<const Pair*>(x + (g + 8) * ldx + q),
+                         *reinterpret_cast<const Pair*>(x + g * ldx + q + 8),
+                         *reinterpret_cast<const Pair*>(x + (g + 8) * ldx + q + 8)};
+  const uint32_t b[2] = {w != nullptr ? *reinterpret_cast<const uint32_t*>(w + q) : 0u,
+                         w != nullptr ? *reinterpret_cast<const uint32_t*>(w + q + 8) : 0u};
+  uint32_t a[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const T lo = static_cast<T>(pairs[i].v[0]), hi = static_cast<T>(pairs[i].v[1]);
+    a[i] = static_cast<uint32_t>(lo.x) | static_cast<uint32_t>(hi.x) << 16;
+  }
+  mma_16bit<T>(d[2], a, b);
+}
+
+// warp_products on tensor cores, for groups of 16 samples and K a multiple of kTileK<T>
+// (PYGEN_PIXELCNN_TENSOR_CORES=1): the block's product x (16 x k, rows ldx apart, strides even:
+// ClusterLayout::stride) times its P x n weight rows as mma tiles (tile_step), 8 rows a tile
+// (rows past n read as zero). A warp takes a work item, one column tile over a 1/splits share of
+// K, with splits enough to give every warp one;
 // its sums go to `tiles` (ClusterLayout), and then each thread adds one item's shares in order,
 // computes its epilogue (once per block it goes to: cheap beside the stores) and stores it into
 // that block. Begins with a block barrier: the last product's epilogue may still read `tiles`.
-template <int P, typename RowOf, typename Epilogue, typename DstOf>
+template <int P, typename T, typename RowOf, typename Epilogue, typename DstOf>
 __device__ __forceinline__ void mma_products(cooperative_groups::cluster_group& cluster, int n, int warp,
                                              const float* x, int ldx, int k, RowOf&& row_of,
                                              Epilogue&& epilogue, DstOf&& dst_of, int ld, float* tiles) {
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const int col_tiles = (n + 7) / 8, n_tiles = P * col_tiles, steps = k / 8;
+  const int col_tiles = (n + 7) / 8, n_tiles = P * col_tiles, steps = k / kTileK<T>;
   const int splits = n_tiles > 0 ? max(1, kClusterWarps / n_tiles) : 0;
   __syncthreads();
   for (int item = warp; item < n_tiles * splits; item += kClusterWarps) {
     const int tile = item % n_tiles, split = item / n_tiles;
     const int col = (tile % col_tiles) * 8 + g;
-    const float* w = col < n ? row_of(col, tile / col_tiles) : nullptr;
-    using Pair = Vec<float, 2>;
-    float d[3][4] = {};
+    const T* w = col < n ? row_of(col, tile / col_tiles) : nullptr;
+    float d[3][4] = {};  // tile_step's chains (16-bit: d[2] only)
 #pragma unroll 4
     for (int step = split * steps / splits; step < (split + 1) * steps / splits; ++step) {
-      const int q = step * 8 + 2 * t;
-      const Pair top = *reinterpret_cast<const Pair*>(x + g * ldx + q);
-      const Pair bottom = *reinterpret_cast<const Pair*>(x + (g + 8) * ldx + q);
-      const Pair wq = w != nullptr ? *reinterpret_cast<const Pair*>(w + q) : Pair{};
-      const float a[4] = {top.v[0], bottom.v[0], top.v[1], bottom.v[1]};
-      const float b[2] = {wq.v[0], wq.v[1]};
-      mma_tf32x3(d, a, b);
+      tile_step(d, x, ldx, w, step, g, t);
     }
     float* out = tiles + static_cast<int64_t>(item) * kTileValues;  // row-major 16 x 8
     const int at[4] = {g * 8 + 2 * t, g * 8 + 2 * t + 1, (g + 8) * 8 + 2 * t, (g + 8) * 8 + 2 * t + 1};
@@ -737,14 +792,14 @@ __device__ __forceinline__ void mma_products(cooperative_groups::cluster_group& 
 }
 
 // One product of the cluster kernel: on tensor cores where the plan asks for them (groups of 16
-// float32 samples) and K is a multiple of 8, else by warps.
+// samples, float32 or 16-bit weights) and K is a multiple of kTileK<T>, else by warps.
 template <int S, int P, typename T, typename A, typename RowOf, typename Epilogue, typename DstOf>
 __device__ __forceinline__ void product(bool tensor_cores, A* tiles, cooperative_groups::cluster_group& cluster,
                                         int n, int warp, const A* x, int ldx, int k, RowOf&& row_of,
                                         Epilogue&& epilogue, DstOf&& dst_of, int ld) {
-  if constexpr (S == kTileSamples && std::is_same_v<T, float>) {
-    if (tensor_cores && k % 8 == 0) {
-      mma_products<P>(cluster, n, warp, x, ldx, k, row_of, epilogue, dst_of, ld, tiles);
+  if constexpr (S == kTileSamples && std::is_same_v<A, float>) {
+    if (tensor_cores && k % kTileK<T> == 0) {
+      mma_products<P, T>(cluster, n, warp, x, ldx, k, row_of, epilogue, dst_of, ld, tiles);
       return;
     }
   }
@@ -972,14 +1027,17 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
 #endif
 }
 
-// fn.template operator()<S>() for the plan's samples per group: 1 or 2 for every dtype, also 4, 8
-// or 16 for float (the large-batch variants, built for the sampler's common dtype only).
+// fn.template operator()<S>() for the plan's samples per group: 1 or 2 for every dtype, also 4 or
+// 8 for float (the large-batch variants, built for the sampler's common dtype only) and 16 for
+// float and the 16-bit types (the tensor cores' tiles).
 template <typename T, typename Fn>
 void with_cluster_samples(int64_t samples, Fn&& fn) {
   if constexpr (std::is_same_v<T, float>) {
     if (samples == 4) return fn.template operator()<4>();
     if (samples == 8) return fn.template operator()<8>();
-    if (samples == 16) return fn.template operator()<16>();
+  }
+  if constexpr (!std::is_same_v<T, double>) {
+    if (samples == kTileSamples) return fn.template operator()<kTileSamples>();
   }
   if (samples == 1) return fn.template operator()<1>();
   return fn.template operator()<2>();
@@ -1249,8 +1307,10 @@ RowPlan plan_row_kernels(const Problem& p, const at::Tensor& ref) {
     group = std::atoll(forced_samples);
     TORCH_CHECK_VALUE(group == 1 || group == 2 || group == 4 || group == 8 || group == 16,
                       "PYGEN_PIXELCNN_CLUSTER_SAMPLES must be 1, 2, 4, 8 or 16, got '", forced_samples, "'");
-    TORCH_CHECK_VALUE(group <= 2 || ref.scalar_type() == at::kFloat,
-                      "PYGEN_PIXELCNN_CLUSTER_SAMPLES=", group, " is built for float32 weights only");
+    const bool built = ref.scalar_type() == at::kFloat || (group == kTileSamples && ref.scalar_type() != at::kDouble);
+    TORCH_CHECK_VALUE(group <= 2 || built, "PYGEN_PIXELCNN_CLUSTER_SAMPLES=", group,
+                      group == kTileSamples ? " is built for float32, float16 and bfloat16 weights only"
+                                            : " is built for float32 weights only");
   }
   TORCH_CHECK_VALUE(!tensor_cores || group == kTileSamples, needs);
   const ClusterChoice choice = plan_cluster(p, ref, blocks, group, folded, tensor_cores, smem_optin);

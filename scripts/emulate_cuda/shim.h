@@ -124,6 +124,38 @@ inline void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32
       for (int kk = 0; kk < 8; ++kk) d[2 * r + c] += value(rows[r][kk]) * value(cols[c][kk]);
 }
 
+// mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16} (mma_16bit in csrc/pixelcnn/cuda.cu; T:
+// c10::BFloat16 or c10::Half), fragments as the PTX ISA lays them out: each lane gathers rows g and
+// g + 8 of A and columns 2t and 2t + 1 of B, two 16-bit values a register (the lower k in the low
+// half), then sums its four outputs over k in order (16-bit products are exact in float).
+template <typename T>
+inline void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  const int lane = static_cast<int>(self.thread.x % 32), g = lane / 4, t = lane % 4;
+  float rows[2][16], cols[2][16];
+  auto value = [](uint32_t bits, int half) {
+    return static_cast<float>(T(static_cast<uint16_t>(bits >> (16 * half)), T::from_bits()));
+  };
+  auto spread = [&](float* to, int kk, uint32_t low_k, uint32_t high_k) {
+    to[2 * kk] = value(low_k, 0);
+    to[2 * kk + 1] = value(low_k, 1);
+    to[2 * kk + 8] = value(high_k, 0);
+    to[2 * kk + 9] = value(high_k, 1);
+  };
+  for (int kk = 0; kk < 4; ++kk) {
+    for (int r = 0; r < 2; ++r) {
+      const uint32_t low_k = exchange(a[r], 4 * g + kk), high_k = exchange(a[r + 2], 4 * g + kk);
+      spread(rows[r], kk, low_k, high_k);
+    }
+    for (int c = 0; c < 2; ++c) {
+      const uint32_t low_k = exchange(b[0], 4 * (2 * t + c) + kk), high_k = exchange(b[1], 4 * (2 * t + c) + kk);
+      spread(cols[c], kk, low_k, high_k);
+    }
+  }
+  for (int r = 0; r < 2; ++r)
+    for (int c = 0; c < 2; ++c)
+      for (int kk = 0; kk < 16; ++kk) d[2 * r + c] += rows[r][kk] * cols[c][kk];
+}
+
 // Runs kernel(args...) on `clusters` clusters of `per_cluster` blocks of `threads` threads, one
 // cluster at a time (blocks of different clusters never interact), each thread a std::thread.
 template <typename Kernel, typename... Args>
