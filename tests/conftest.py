@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 import torch
 
@@ -43,6 +46,28 @@ def one_thread():
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def cuda_context_lost() -> bool:
+    """True when this process's CUDA context holds a sticky error (a kernel's illegal or misaligned
+    access): every later CUDA call in the process fails with it."""
+    if not torch.cuda.is_initialized():
+        return False
+    try:
+        torch.cuda.synchronize()
+    except RuntimeError:
+        return True
+    return False
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logreport(report):
+    # Under pytest-xdist, a worker whose CUDA context a failed test left unusable ends once the
+    # failure is reported (after xdist's own hook sent it; the pause lets it go out), so that the
+    # tests after it run in a fresh worker instead of failing one by one with the same error.
+    if report.failed and os.environ.get("PYTEST_XDIST_WORKER") and cuda_context_lost():
+        time.sleep(1)
+        os._exit(1)
 
 
 def fit_digits_and_round_trip(make_model, steps: int, lr: float = 5e-3) -> float:
