@@ -12,20 +12,14 @@ from pygen.ops._random import draw_seed
 
 
 def empty_samples(
-    weights: Sequence[Tensor],
-    batch: int,
-    channels: int,
-    height: int,
-    width: int,
-    n_levels: int,
-    return_logits: bool,
+    weights: Sequence[Tensor], shape: tuple[int, int, int, int], n_levels: int, return_logits: bool
 ) -> tuple[Tensor, Tensor]:
-    """Empty outputs of a sampler: int64 images ``(B, C, H, W)`` and logits ``(B, L, C, H, W)``
-    of the weights' dtype (``(0,)`` unless asked)."""
+    """Empty outputs of a sampler of images ``shape = (B, C, H, W)``: int64 images and logits
+    ``(B, L, C, H, W)`` of the weights' dtype (``(0,)`` unless asked)."""
     ref = weights[-1]
-    images = ref.new_empty((batch, channels, height, width), dtype=torch.int64)
-    logits_shape = (batch, n_levels, channels, height, width) if return_logits else (0,)
-    return images, ref.new_empty(logits_shape)
+    images = ref.new_empty(shape, dtype=torch.int64)
+    batch, *rest = shape
+    return images, ref.new_empty((batch, n_levels, *rest) if return_logits else (0,))
 
 
 def call_sampler(

@@ -24,7 +24,7 @@ _sample = torch.ops.pygen.pixelcnn_sample
 @torch.library.register_fake("pygen::pixelcnn_sample")
 def _(weights, noise, seed, batch, channels, height, width, n_levels, *rest):
     # rest: kernel_size, temperature, return_logits
-    return empty_samples(weights, batch, channels, height, width, n_levels, return_logits=rest[-1])
+    return empty_samples(weights, (batch, channels, height, width), n_levels, rest[-1])
 
 
 def pixelcnn_sample(
