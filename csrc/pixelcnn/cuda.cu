@@ -747,10 +747,10 @@ __device__ __forceinline__ void tile_step(float (&d)[3][4], const float* x, int 
 // (PYGEN_PIXELCNN_TENSOR_CORES=1): the block's product x (16 x k, rows ldx apart, strides even:
 // ClusterLayout::stride) times its P x n weight rows as mma tiles (tile_step), 8 rows a tile
 // (rows past n read as zero). A warp takes a work item, one column tile over a 1/splits share of
-// K, with splits enough to give every warp one;
-// its sums go to `tiles` (ClusterLayout), and then each thread adds one item's shares in order,
-// computes its epilogue (once per block it goes to: cheap beside the stores) and stores it into
-// that block. Begins with a block barrier: the last product's epilogue may still read `tiles`.
+// K, with splits enough to give every warp one; its sums go to `tiles` (ClusterLayout), and then
+// each thread adds one item's shares in order, computes its epilogue (once per block it goes to:
+// cheap beside the stores) and stores it into that block. Begins with a block barrier: the last
+// product's epilogue may still read `tiles`.
 template <int P, typename T, typename RowOf, typename Epilogue, typename DstOf>
 __device__ __forceinline__ void mma_products(cooperative_groups::cluster_group& cluster, int n, int warp,
                                              const float* x, int ldx, int k, RowOf&& row_of,
