@@ -1,11 +1,11 @@
 // CUDA kernels of the cached PixelCNN sampler (algorithm and layout: pixelcnn.h). Everything runs
 // on the current stream; the host waits only once per call, for the copy of the weights' pointer
 // table, never per row or value. Per image row:
-//  - the vertical stack of every layer for the whole row and batch: the layer's input rows live
-//    in a zero-padded channels-last buffer; the kh rows its kernel reaches go through one cuDNN
+//  - the vertical stack of every layer for the whole row and batch: the kh input rows its kernel
+//    reaches live in a zero-padded channels-last ring (ring_at) and go through one cuDNN
 //    convolution (at::conv2d: it follows torch.backends.cudnn.allow_tf32, like the model's own
 //    forward pass), bias_gate_kernel adds the per-sample bias and gates into the next layer's
-//    buffer, and cuBLAS computes the link projection;
+//    ring, and cuBLAS computes the link projection;
 //  - one launch of row_kernel: each block owns S samples and runs every value of the row for them
 //    (all layers, the head, softmax and the inverse-CDF draw). The layers' horizontal inputs stay
 //    in shared memory as a ring of the kw columns the masked kernel reaches. Samples are
@@ -50,8 +50,18 @@ __device__ __forceinline__ A gate_value(A a, A b) {
   return tanh(a) / (A(1) + exp(-b));
 }
 
+// Where value c of column w of padded row `row` (image row row - pad) lives in a layer's vertical
+// input: a ring (B, W + 2 pad, kh, C) of the kh = pad + 1 rows its kernel reaches, row r in slot
+// r % kh, the pad columns each side zero. The kh rows of a step are then one contiguous
+// convolution input, whatever the step (see run()).
+__host__ __device__ inline int64_t ring_at(int64_t b, int w, int row, int c, int width, int pad, int channels) {
+  const int kh = pad + 1;
+  return ((b * (width + 2 * pad) + pad + w) * kh + row % kh) * channels + c;
+}
+
 // Row i of layer 0's vertical input is the image's row i - 1, scaled to [-1, 1]: written into
-// row i + pad of v_in (B, H + pad, W + 2 pad, C), whose first pad rows and columns stay zero.
+// padded row i + pad of v_in (ring_at); the ring starts zero, which stands for the rows above
+// the image.
 template <typename T>
 __global__ void image_row_kernel(const int64_t* __restrict__ images, T* __restrict__ v_in,
                                  int64_t batch, int channels, int height, int width, int pad,
@@ -63,18 +73,16 @@ __global__ void image_row_kernel(const int64_t* __restrict__ images, T* __restri
   const int w = static_cast<int>(bw % width);
   const int64_t b = bw / width;
   const int64_t level = images[((b * channels + c) * height + row - 1) * width + w];
-  const int64_t wv = width + 2 * pad;
-  v_in[((b * (height + pad) + row + pad) * wv + pad + w) * channels + c] =
-      static_cast<T>(static_cast<float>(level) * scale - 1.0f);
+  v_in[ring_at(b, w, row + pad, c, width, pad, channels)] = static_cast<T>(static_cast<float>(level) * scale - 1.0f);
 }
 
 // Pixel r, unit o of the vertical stack: the pre-activations plus the sample's bias, (a, g), as
-// stored in T; unless v_next is null, the gated output goes to row `row` (padded) of the next
-// layer's vertical input (B, rows, W + 2 pad, h).
+// stored in T; unless v_next is null, the gated output goes to padded row `row` of the next
+// layer's vertical input (ring_at).
 template <typename T>
 __device__ __forceinline__ void bias_gate_at(const T* __restrict__ v_pre, const T* __restrict__ v_b,
                                              T* __restrict__ v_next, int64_t r, int o, int width,
-                                             int hidden, int rows, int pad, int row, T& a_out,
+                                             int hidden, int pad, int row, T& a_out,
                                              T& g_out) {
   using A = at::opmath_type<T>;
   const int64_t b = r / width, w = r % width;
@@ -84,22 +92,21 @@ __device__ __forceinline__ void bias_gate_at(const T* __restrict__ v_pre, const 
   a_out = static_cast<T>(a);
   g_out = static_cast<T>(g);
   if (v_next != nullptr) {
-    const int64_t wv = width + 2 * pad;
-    v_next[((b * rows + row) * wv + pad + w) * hidden + o] = static_cast<T>(gate_value(a, g));
+    v_next[ring_at(b, static_cast<int>(w), row, o, width, pad, hidden)] = static_cast<T>(gate_value(a, g));
   }
 }
 
 // v_pre[r, :] += v_b[sample of r, :], and the gated output into v_next (bias_gate_at).
 template <typename T>
 __global__ void bias_gate_kernel(T* __restrict__ v_pre, const T* __restrict__ v_b,
-                                 T* __restrict__ v_next, int64_t n_pix, int width, int hidden,
-                                 int rows, int pad, int row) {
+                                 T* __restrict__ v_next, int64_t n_pix, int width, int hidden, int pad,
+                                 int row) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n_pix * hidden) return;
   const int64_t r = idx / hidden;
   const int o = static_cast<int>(idx % hidden), h2 = 2 * hidden;
   T a, g;
-  bias_gate_at(v_pre, v_b, v_next, r, o, width, hidden, rows, pad, row, a, g);
+  bias_gate_at(v_pre, v_b, v_next, r, o, width, hidden, pad, row, a, g);
   v_pre[r * h2 + o] = a;
   v_pre[r * h2 + hidden + o] = g;
 }
@@ -115,7 +122,7 @@ template <typename T>
 __global__ void bias_gate_link_kernel(const T* __restrict__ v_pre, const T* __restrict__ v_b,
                                       T* __restrict__ v_next, const T* __restrict__ link_w,
                                       T* __restrict__ link, int64_t n_pix, int width, int hidden,
-                                      int rows, int pad, int row) {
+                                      int pad, int row) {
   using A = at::opmath_type<T>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   A* biased = reinterpret_cast<A*>(smem_raw);  // [kLinkPixels][2h], zero past the last pixel
@@ -125,7 +132,7 @@ __global__ void bias_gate_link_kernel(const T* __restrict__ v_pre, const T* __re
   for (int idx = threadIdx.x; idx < kLinkPixels * hidden; idx += blockDim.x) {
     const int q = idx / hidden, o = idx % hidden;
     T a = T(0), g = T(0);
-    if (q < n) bias_gate_at(v_pre, v_b, v_next, r0 + q, o, width, hidden, rows, pad, row, a, g);
+    if (q < n) bias_gate_at(v_pre, v_b, v_next, r0 + q, o, width, hidden, pad, row, a, g);
     biased[q * h2 + o] = static_cast<A>(a);
     biased[q * h2 + hidden + o] = static_cast<A>(g);
   }
@@ -1091,7 +1098,7 @@ void run(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& w
          const at::Tensor& noise, const at::Tensor& seed, at::Tensor& images, at::Tensor& logits) {
   const auto opts = weights[0].options();
   const int64_t bsz = p.batch, width = p.width, h = p.hidden, h2 = 2 * h, pad = p.kernel / 2;
-  const int64_t kh = pad + 1, wv = width + 2 * pad, rows = p.height + pad, n_pix = bsz * width;
+  const int64_t kh = pad + 1, wv = width + 2 * pad, n_pix = bsz * width;
   const float scale = static_cast<float>(2.0 / static_cast<double>(p.levels - 1));
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 
@@ -1123,14 +1130,28 @@ void run(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& w
       at::tensor(addresses, at::TensorOptions().dtype(at::kLong)).to(opts.device(), /*non_blocking=*/false);
   const T* const* wt_t = reinterpret_cast<const T* const*>(table.const_data_ptr<int64_t>()) + weights.size();
 
-  // Vertical inputs, channels last, zero-padded (k//2 rows above, k//2 columns each side), and
-  // each layer's vertical kernel as a channels-last (2h, Cin, kh, k) convolution weight.
-  std::vector<at::Tensor> v_in, v_conv;
+  // Vertical inputs: per layer a zero ring (B, W + 2 pad, kh, Cin) of the kh rows its kernel
+  // reaches (ring_at), one contiguous channels-last (B, kh Cin, 1, W + 2 pad) convolution input
+  // at every step. (A window of kh rows of a taller buffer has a batch stride that cuDNN's path
+  // copies away first: a strided copy of every layer's rows at every step, ~1.5 ms at mnist28
+  // b256 on an H200.) The kernel's rows follow the slots instead: at step i slot s holds the
+  // window's row (s - i) mod kh, so each layer has kh channels-last (2h, kh Cin, 1, k) weights,
+  // its (2h, kh, k, Cin) taps rolled by the phase i % kh along the rows.
+  std::vector<at::Tensor> v_in;
+  std::vector<std::vector<at::Tensor>> v_conv;  // [layer][phase]
   for (int64_t l = 0; l < p.layers; ++l) {
     const int64_t cin = l == 0 ? p.channels : h;
-    v_in.push_back(at::zeros({bsz, rows, wv, cin}, opts));
-    const at::Tensor& v_w = weights[l * kPerLayer + kVW];  // (kh * k * Cin, 2h)
-    v_conv.push_back(v_w.t().contiguous().view({h2, kh, p.kernel, cin}).permute({0, 3, 1, 2}));
+    v_in.push_back(at::zeros({bsz, wv, kh, cin}, opts));
+    const at::Tensor taps = weights[l * kPerLayer + kVW].t().contiguous().view({h2, kh, p.kernel, cin});
+    std::vector<at::Tensor> phases;
+    for (int64_t phase = 0; phase < kh; ++phase) {
+      phases.push_back(at::roll(taps, {phase}, {1})
+                           .permute({0, 2, 1, 3})
+                           .contiguous()
+                           .view({h2, 1, p.kernel, kh * cin})
+                           .permute({0, 3, 1, 2}));
+    }
+    v_conv.push_back(std::move(phases));
   }
   at::Tensor link = at::empty({p.layers, n_pix, h2}, opts);
 
@@ -1155,8 +1176,8 @@ void run(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& w
     }
     for (int64_t l = 0; l < p.layers; ++l) {
       // Rows i - pad .. i of the layer's input (padded rows i .. i + pad): output (B, 2h, 1, W).
-      const at::Tensor window = v_in[l].narrow(1, i, kh).permute({0, 3, 1, 2});
-      at::Tensor v_pre = at::conv2d(window, v_conv[l]).permute({0, 2, 3, 1}).reshape({n_pix, h2});
+      const at::Tensor window = v_in[l].view({bsz, 1, wv, -1}).permute({0, 3, 1, 2});
+      at::Tensor v_pre = at::conv2d(window, v_conv[l][i % kh]).permute({0, 2, 3, 1}).reshape({n_pix, h2});
       const bool last = l + 1 == p.layers;
       T* v_next = last ? nullptr : v_in[l + 1].mutable_data_ptr<T>();
       const T* v_b = weights[l * kPerLayer + kVB].const_data_ptr<T>();
@@ -1166,13 +1187,13 @@ void run(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& w
         bias_gate_link_kernel<<<blocks, kThreads, link_smem_bytes(p, sizeof(at::opmath_type<T>)), stream>>>(
             v_pre.const_data_ptr<T>(), v_b, v_next, weights[l * kPerLayer + kLinkW].const_data_ptr<T>(),
             link_l.mutable_data_ptr<T>(), n_pix, static_cast<int>(width), static_cast<int>(h),
-            static_cast<int>(rows), static_cast<int>(pad), static_cast<int>(i + pad));
+            static_cast<int>(pad), static_cast<int>(i + pad));
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         continue;
       }
       bias_gate_kernel<<<blocks_for(n_pix * h), kThreads, 0, stream>>>(
           v_pre.mutable_data_ptr<T>(), v_b, v_next, n_pix, static_cast<int>(width), static_cast<int>(h),
-          static_cast<int>(rows), static_cast<int>(pad), static_cast<int>(i + pad));
+          static_cast<int>(pad), static_cast<int>(i + pad));
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       at::mm_out(link_l, v_pre, weights[l * kPerLayer + kLinkW]);
     }

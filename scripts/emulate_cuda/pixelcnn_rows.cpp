@@ -21,7 +21,7 @@ void run(const Header& hd, double temperature, const std::vector<std::vector<dou
          std::vector<double>& logits_out) {
   using A = at::opmath_type<T>;
   const int64_t bsz = hd.batch, width = hd.width, h = hd.hidden, h2 = 2 * h, pad = hd.kernel / 2;
-  const int64_t kh = pad + 1, wv = width + 2 * pad, rows = hd.height + pad, n_pix = bsz * width;
+  const int64_t kh = pad + 1, wv = width + 2 * pad, n_pix = bsz * width;
   const int64_t cc = hd.channels, k = hd.kernel;
   const float scale = static_cast<float>(2.0 / static_cast<double>(hd.levels - 1));
   std::vector<std::vector<T>> w;
@@ -61,7 +61,7 @@ void run(const Header& hd, double temperature, const std::vector<std::vector<dou
   std::vector<T> noise(noise_in.begin(), noise_in.end()), logits;
   if (hd.return_logits) logits.assign(bsz * hd.levels * cc * hd.height * width, T(0));
   std::vector<std::vector<T>> v_in;
-  for (int64_t l = 0; l < hd.layers; ++l) v_in.emplace_back(bsz * rows * wv * (l == 0 ? cc : h), T(0));
+  for (int64_t l = 0; l < hd.layers; ++l) v_in.emplace_back(bsz * wv * kh * (l == 0 ? cc : h), T(0));
   std::vector<T> link(hd.layers * n_pix * h2), v_pre(n_pix * h2);
   pp::RowArgs<T> args{table.data(), link.data(), noise.empty() ? nullptr : noise.data(), &hd.seed,
                       images.data(), hd.return_logits ? logits.data() : nullptr,
@@ -85,7 +85,10 @@ void run(const Header& hd, double temperature, const std::vector<std::vector<dou
             for (int64_t dy = 0; dy < kh; ++dy)
               for (int64_t dx = 0; dx < k; ++dx)
                 for (int64_t ci = 0; ci < cin; ++ci)
-                  acc += static_cast<A>(v_in[l][((b * rows + i + dy) * wv + x + dx) * cin + ci]) *
+                  acc += static_cast<A>(v_in[l][pp::ring_at(b, static_cast<int>(x + dx - pad),
+                                                            static_cast<int>(i + dy), static_cast<int>(ci),
+                                                            static_cast<int>(width), static_cast<int>(pad),
+                                                            static_cast<int>(cin))]) *
                          static_cast<A>(vw[((dy * k + dx) * cin + ci) * h2 + o]);
             v_pre[(b * width + x) * h2 + o] = static_cast<T>(acc);
           }
@@ -97,13 +100,13 @@ void run(const Header& hd, double temperature, const std::vector<std::vector<dou
         emu::launch((n_pix + pp::kLinkPixels - 1) / pp::kLinkPixels, 1, pp::kThreads,
                     pp::link_smem_bytes(p, sizeof(A)), pp::bias_gate_link_kernel<T>,
                     static_cast<const T*>(v_pre.data()), v_b, v_next, lw, link.data() + l * n_pix * h2, n_pix,
-                    static_cast<int>(width), static_cast<int>(h), static_cast<int>(rows),
-                    static_cast<int>(pad), static_cast<int>(i + pad));
+                    static_cast<int>(width), static_cast<int>(h), static_cast<int>(pad),
+                    static_cast<int>(i + pad));
         continue;
       }
       emu::launch_flat(n_pix * h, pp::kThreads, pp::bias_gate_kernel<T>, v_pre.data(), v_b, v_next,
-                       n_pix, static_cast<int>(width), static_cast<int>(h), static_cast<int>(rows),
-                       static_cast<int>(pad), static_cast<int>(i + pad));
+                       n_pix, static_cast<int>(width), static_cast<int>(h), static_cast<int>(pad),
+                       static_cast<int>(i + pad));
       for (int64_t r = 0; r < n_pix; ++r)
         for (int64_t o = 0; o < h2; ++o) {
           A acc = 0;
