@@ -315,6 +315,33 @@ def test_empty_batch(device):
     assert x.grad.shape == (0, 6)
 
 
+# exp(+-s) overflows: with the gradient of logdet alone, y's terms (zero gradient times an infinite
+# factor) must vanish, as autograd leaves them out of the twin's gradients.
+@pytest.mark.parametrize(
+    ("scale_fn", "value", "reverse"), [("exp", 90.0, False), ("exp", -90.0, True), ("sigmoid", -95.0, True)]
+)
+def test_overflowing_scale_leaves_the_unused_output_out_of_the_gradients(device, scale_fn, value, reverse):
+    x = torch.ones(2, 4, device=device, requires_grad=True)
+    log_scale = torch.full((2, 4), value, device=device, requires_grad=True)
+    mask = checkerboard_mask((4,), device=device)
+    grads = []
+    for ops in (Fused, reference):
+        _, logdet = ops.affine_coupling(x, log_scale, torch.zeros_like(x), mask, scale_fn=scale_fn, reverse=reverse)
+        grads.append(torch.autograd.grad(logdet.sum(), (x, log_scale), materialize_grads=True))
+    for got, want in zip(*grads, strict=True):
+        assert torch.equal(got, want)
+
+
+def test_exp_scale_is_finite_up_to_the_float32_limit(device):
+    x = torch.ones(1, 3, device=device)
+    log_scale = torch.tensor([[-87.0, 88.71, 88.73]], device=device)  # exp(88.7228) is the last finite
+    mask = torch.zeros(3, device=device)
+    y, _ = affine_coupling(x, log_scale, torch.zeros_like(x), mask, scale_fn="exp")
+    y_ref, _ = reference.affine_coupling(x, log_scale, torch.zeros_like(x), mask, scale_fn="exp")
+    torch.testing.assert_close(y, y_ref)
+    assert y[0, 1].isfinite() and y[0, 2].isinf()
+
+
 def test_round_trip_is_exact_on_kept_positions_and_close_elsewhere(device):
     x, log_scale, shift = make_inputs((4, 3, 8, 8), torch.float32, device)
     mask = checkerboard_mask((3, 8, 8), device=device)
@@ -353,9 +380,11 @@ def bad(**changes):
             "batch",
         ),
         (bad(scale_fn="softplus"), ValueError, "unknown scale_fn 'softplus'"),
-        (bad(scale_fn="tanh", clamp=float("inf")), ValueError, "clamp must be finite"),
-        (bad(scale_fn="atan", clamp=float("nan")), ValueError, "clamp must be finite"),
-        (bad(scale_fn="tanh", clamp=-1.0), ValueError, "clamp must be finite and positive"),
+        (bad(scale_fn="tanh", clamp=float("inf")), ValueError, r"clamp must be in \[1e-30, 1e30\]"),
+        (bad(scale_fn="atan", clamp=float("nan")), ValueError, "clamp must be in"),
+        (bad(scale_fn="tanh", clamp=-1.0), ValueError, "clamp must be in"),
+        (bad(scale_fn="tanh", clamp=1e-40), ValueError, "clamp must be in"),
+        (bad(scale_fn="atan", clamp=1e39), ValueError, "clamp must be in"),
         (bad(clamp=1.0), ValueError, "clamp applies only"),
         (bad(mask_kind=7), ValueError, "mask_kind"),
     ],

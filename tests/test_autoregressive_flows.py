@@ -262,6 +262,18 @@ def test_fused_and_reference_layers_agree():
     torch.testing.assert_close(fused.flow.inverse(x)[0], reference.flow.inverse(x)[0])
 
 
+def test_one_dimensional_flows_solve_like_the_reference_layers():
+    # At D = 1 the hidden units have degree 1 and serve no output: the solve has one step.
+    torch.manual_seed(0)
+    for model_type in (MAF, IAF):
+        fused = perturb(model_type(1, n_layers=2, hidden=8), scale=0.1)
+        reference = model_type(1, n_layers=2, hidden=8, reference=True)
+        reference.load_state_dict(fused.state_dict())
+        x = inputs((1,), n=5)
+        torch.testing.assert_close(fused.log_prob(x), reference.log_prob(x))
+        torch.testing.assert_close(fused.flow.inverse(x)[0], reference.flow.inverse(x)[0])
+
+
 # --- the solve operator (pygen.ops.made_affine_solve) against its twin, MADE.solve ---------------
 
 

@@ -146,6 +146,20 @@ def test_fused_and_reference_couplings_agree():
         torch.testing.assert_close(a, b)
 
 
+def test_a_loaded_mask_sets_the_kernels_mask_kind():
+    # The kernels compute the pattern from mask_kind: loading a layer of the other parity must
+    # switch it, or the conditioner and the kernel read different halves.
+    torch.manual_seed(0)
+    layer = AffineCoupling((6,), "checkerboard", 0, hidden=8)
+    other = perturb(AffineCoupling((6,), "checkerboard", 1, hidden=8))
+    layer.load_state_dict(other.state_dict())
+    assert layer.mask_kind == MaskKind.CHECKERBOARD_ODD
+    x = inputs((6,))
+    z, _ = layer(x)
+    torch.testing.assert_close(z, other(x)[0])
+    torch.testing.assert_close(layer.inverse(z)[0], x)
+
+
 def test_actnorm_initializes_from_the_first_batch_and_keeps_it():
     x = 3.0 + 2.0 * inputs((2, 5, 5), n=64)
     layer = ActNorm(2)

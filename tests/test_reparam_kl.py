@@ -260,6 +260,21 @@ def test_non_contiguous_inputs(device):
     torch.testing.assert_close(z, reference.reparameterize_kl(sliced, sliced, sliced)[0])
 
 
+def test_overflowing_variance_leaves_the_unused_output_out_of_the_gradients(device):
+    # exp(logvar) overflows: with the gradient of z alone or of the KL alone, the other output's
+    # terms (zero gradient times an infinite factor) must vanish, as in the twin's gradients.
+    mu = torch.zeros(2, 3, device=device, requires_grad=True)
+    logvar = torch.full((2, 3), 180.0, device=device, requires_grad=True)
+    noise = torch.ones(2, 3, device=device)
+    for output in (0, 1):
+        grads = []
+        for op in (reparameterize_kl, reference.reparameterize_kl):
+            out = op(mu, logvar, noise)[output]
+            grads.append(torch.autograd.grad(out.sum(), (mu, logvar), materialize_grads=True))
+        for got, want in zip(*grads, strict=True):
+            assert torch.equal(got, want)
+
+
 def test_empty_batch(device):
     mu = torch.zeros(0, 5, device=device, requires_grad=True)
     z, kl = reparameterize_kl(mu, mu)

@@ -86,7 +86,8 @@ double parse_clamp(ScaleFn f, std::optional<double> clamp) {
   const bool clamped = f == ScaleFn::kTanh || f == ScaleFn::kAtan;
   if (!clamp) return clamped ? 2.0 : 0.0;
   TORCH_CHECK_VALUE(clamped, "clamp applies only to scale_fn 'tanh' and 'atan'");
-  TORCH_CHECK_VALUE(std::isfinite(*clamp) && *clamp > 0.0, "clamp must be finite and positive, got ", *clamp);
+  // The float32 kernels use clamp and 1 / clamp: both must stay normal floats.
+  TORCH_CHECK_VALUE(*clamp >= 1e-30 && *clamp <= 1e30, "clamp must be in [1e-30, 1e30], got ", *clamp);
   return *clamp;
 }
 

@@ -137,13 +137,11 @@ backward_kernel(Problem p, Segments seg, bool aligned, const scalar_t* __restric
 #pragma unroll
     for (int k = 0; k < kVec; ++k) {
       const acc_t s = scale_log<F>(a[k], c, ic);
-      const acc_t e = F == ScaleFn::kNone ? acc_t(1) : fast_exp(p.reverse ? -s : s);
-      // forward: out = x * exp(s) + t, logdet = sum s; reverse: out = (x - t) * exp(-s), logdet = -sum s
-      const acc_t d_s = p.reverse ? -(g[k] * (xv[k] - t[k]) * e) - gl : g[k] * xv[k] * e + gl;
-      const acc_t d_t = p.reverse ? -(g[k] * e) : g[k];
-      dx[k] = keep[k] ? g[k] : g[k] * e;
-      dt[k] = keep[k] ? acc_t(0) : d_t;
-      ds[k] = keep[k] ? acc_t(0) : d_s * scale_grad<F>(a[k], s, ic);
+      // forward: logdet = sum s; reverse: logdet = -sum s
+      const CoupledGrads<acc_t> d = coupled_grads<F>(g[k], xv[k], s, t[k], p.reverse);
+      dx[k] = keep[k] ? g[k] : d.x;
+      dt[k] = keep[k] ? acc_t(0) : d.t;
+      ds[k] = keep[k] ? acc_t(0) : (d.s + (p.reverse ? -gl : gl)) * scale_grad<F>(a[k], s, ic);
     }
     store_group(grad_x, base + j, n, aligned, dx);
     store_group(grad_shift, base + j, n, aligned, dt);

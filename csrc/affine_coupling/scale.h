@@ -45,8 +45,9 @@ struct CoupledGrads {
 template <ScaleFn F, typename T>
 PYGEN_HD CoupledGrads<T> coupled_grads(T g, T x, T s, T t, bool reverse) {
   const T e = F == ScaleFn::kNone ? T(1) : fast_exp(reverse ? -s : s);
-  if (reverse) return {g * e, -(g * ((x - t) * e)), -(g * e)};  // o = (x - t) * exp(-s)
-  return {g * e, g * x * e, g};                                  // o = x * exp(s) + t
+  const T ge = grad_times(g, e);  // no gradient of o: none of x, s or t, even where e overflows
+  if (reverse) return {ge, -grad_times(g, (x - t) * e), -ge};  // o = (x - t) * exp(-s)
+  return {ge, grad_times(g * x, e), g};                        // o = x * exp(s) + t
 }
 
 // ds/da given a and s = f(a).

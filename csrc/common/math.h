@@ -47,12 +47,13 @@ PYGEN_HD uint32_t float_to_bits(float f) {
 #endif
 }
 
-// exp(x) for float; relative error ~2e-7 on [-87, 88], 0 below, inf above.
+// exp(x) for float; relative error ~2e-7 on [-87.3, 88.7228], 0 below, inf above (ln(FLT_MAX) is
+// 88.72284: the clamp keeps 2^n y below the exponent field's overflow).
 PYGEN_HD float fast_exp(float x) {
 #if defined(__CUDA_ARCH__)
   return expf(x);
 #else
-  const float xc = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
+  const float xc = x < -87.3f ? -87.3f : (x > 88.7228f ? 88.7228f : x);
   const float n = round_small(xc * 1.44269504088896341f);
   float r = xc - n * 0.693359375f;  // ln2 split in two for an exact reduction
   r = r - n * -2.12194440e-4f;
@@ -65,11 +66,18 @@ PYGEN_HD float fast_exp(float x) {
   p = p * r + 5.0000001201e-1f;
   const float y = p * r2 + r + 1.0f;
   const float scaled = bits_to_float(float_to_bits(y) + (static_cast<uint32_t>(static_cast<int32_t>(n)) << 23));
-  return x < -87.3f ? 0.0f : (x > 88.7f ? INFINITY : scaled);
+  return x < -87.3f ? 0.0f : (x > 88.7228f ? INFINITY : scaled);
 #endif
 }
 
 PYGEN_HD double fast_exp(double x) { return ::exp(x); }
+
+// g v for a gradient g, zero where g is zero even if v is infinite: a backward given no gradient
+// for an output gets zeros for it, and its terms must vanish as autograd's would (0 inf is NaN).
+template <typename T>
+PYGEN_HD T grad_times(T g, T v) {
+  return g == T(0) ? T(0) : g * v;
+}
 
 // log(u) for normal positive float u (no zero, denormal, inf or NaN: the noise generator's range).
 PYGEN_HD float positive_log(float u) {

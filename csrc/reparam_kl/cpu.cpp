@@ -118,7 +118,7 @@ PYGEN_CPU_CLONES void backward_rows(const Problem& p, const scalar_t* grad_z, co
         const acc_t sd = fast_exp(acc_t(0.5) * widen<acc_t>(logvar[offset + i]));
         grad_mu[offset + i] = narrow<scalar_t>(gkl * m + sum_g[i]);
         grad_logvar[offset + i] =
-            narrow<scalar_t>(acc_t(0.5) * (gkl * (sd * sd - acc_t(1)) + sd * sum_g_eps[i]));
+            narrow<scalar_t>(acc_t(0.5) * (grad_times(gkl, sd * sd - acc_t(1)) + grad_times(sum_g_eps[i], sd)));
       }
     }
   }

@@ -132,7 +132,7 @@ backward_kernel(Problem p, const scalar_t* __restrict__ grad_z, const scalar_t* 
     for (int k = 0; k < W; ++k) {
       const acc_t sd = fast_exp(acc_t(0.5) * lv[k]);
       out_mu[k] = gkl * m[k] + sum_g[k];
-      out_lv[k] = acc_t(0.5) * (gkl * (sd * sd - acc_t(1)) + sd * sum_g_eps[k]);
+      out_lv[k] = acc_t(0.5) * (grad_times(gkl, sd * sd - acc_t(1)) + grad_times(sum_g_eps[k], sd));
     }
     store_group<W>(grad_mu, base + d, n, kAligned, out_mu);
     store_group<W>(grad_logvar, base + d, n, kAligned, out_lv);

@@ -147,7 +147,8 @@ class MADE(nn.Module):
         linears = [m for m in self.net if isinstance(m, MaskedLinear)]
         degrees = self.hidden_degrees
         units = torch.argsort(degrees, stable=True)
-        bounds = [0, *torch.bincount(degrees, minlength=self.dim)[1:].cumsum(0).tolist()]
+        # D entries: degrees reach D - 1, but at D = 1 the hidden units have degree 1 (and no use).
+        bounds = [0, *torch.bincount(degrees, minlength=self.dim)[1 : self.dim].cumsum(0).tolist()]
         weights = [(layer.weight * layer.mask).to(dtype) for layer in linears]
         return weights, [layer.bias for layer in linears], units, bounds
 

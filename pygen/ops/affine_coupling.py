@@ -147,11 +147,14 @@ def affine_coupling(
             bfloat16; math in float32, float64 for float64) and device. Non-contiguous inputs are
             copied.
         mask: 0/1 tensor (any real or bool dtype) broadcastable to x; 1 marks the positions that
-            pass through unchanged. It receives no gradient.
+            pass through unchanged (the kernels read any nonzero entry as 1; the twin blends
+            ``mask*x + (1-mask)*...``, so only 0/1 masks give the same result). It receives no
+            gradient.
         scale_fn: how ``s`` follows from ``log_scale``: ``"exp"`` s = log_scale; ``"tanh"``
             s = clamp*tanh(log_scale/clamp); ``"atan"`` s = clamp*(2/pi)*atan(log_scale/clamp);
             ``"sigmoid"`` s = log(sigmoid(log_scale + 2)) (Glow).
-        clamp: the soft bound of ``"tanh"`` and ``"atan"`` (default 2.0); an error for the others.
+        clamp: the soft bound of ``"tanh"`` and ``"atan"`` (default 2.0, at most 1e30 and at
+            least 1e-30); an error for the others.
         reverse: compute the inverse ``x = mask*y + (1-mask)*((y - shift)*exp(-s))`` of input
             ``y = x`` instead, with logdet ``-sum s``.
         mask_kind: the ``MaskKind`` of mask, detected from its values when None (which reads

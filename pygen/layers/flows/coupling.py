@@ -22,6 +22,12 @@ def coupling_mask(shape: Sequence[int], mask: str | Tensor, parity: int = 0) -> 
     raise ValueError(f"mask must be 'checkerboard', 'channel' or a tensor, got {mask!r}")
 
 
+def _detect_loaded_mask_kind(module: _Coupling, incompatible_keys) -> None:
+    """A loaded mask may be another pattern than the one the layer was built with, and the kernels
+    compute the pattern from ``mask_kind``, not from the buffer: detect it again."""
+    module.mask_kind = ops.detect_mask_kind(module.mask, (1, *module.shape))
+
+
 class _Coupling(nn.Module):
     """Shared part: the mask (a buffer), its kind for the kernels, and the conditioner that maps
     the masked input to ``n_outputs`` tensors of the input's shape."""
@@ -42,6 +48,7 @@ class _Coupling(nn.Module):
             raise ValueError(f"shape must be (D,) or (C, H, W), got {self.shape}")
         self.register_buffer("mask", coupling_mask(self.shape, mask, parity))
         self.mask_kind = ops.detect_mask_kind(self.mask, (1, *self.shape))
+        self.register_load_state_dict_post_hook(_detect_loaded_mask_kind)
         self.reference = reference
         self.n_outputs = n_outputs
         features = self.shape[0]
