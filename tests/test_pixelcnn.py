@@ -3,15 +3,17 @@ in PyTorch ops, fused in C++) against the full forward pass and each other."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import fit_digits_and_round_trip, requires_cuda
 from scipy import stats
 
 from pygen.data import DIGIT_LEVELS, load_digits
-from pygen.layers import GatedMaskedConv2d, MaskedConv2d
+from pygen.layers import GatedMaskedConv2d, MaskedConv2d, frozen_masked_weights
 from pygen.metrics import independent_pixel_bits
 from pygen.models import PixelCNN
 from pygen.ops import pixelcnn_sample
@@ -77,7 +79,7 @@ def test_masked_conv_is_causal_and_sees_its_whole_window(mask_type, groups, kern
     assert (jac[allowed & near] != 0).all()
 
 
-def test_masked_conv_masks_gradients_and_caches_its_weight_in_eval():
+def test_masked_conv_masks_gradients_and_freezes_its_weight_for_samplers_only():
     torch.manual_seed(0)
     conv = MaskedConv2d(2, 4, 3, "A")
     x = torch.randn(2, 2, 6, 6)
@@ -87,11 +89,29 @@ def test_masked_conv_masks_gradients_and_caches_its_weight_in_eval():
     conv.eval()
     with torch.no_grad():
         assert torch.equal(conv(x), train_out)
-        cached = conv.masked_weight()
-        assert conv.masked_weight() is cached  # no re-multiplication per forward
-        conv.weight.add_(1.0)  # an optimizer step: the cache follows the weight
-        assert torch.equal(conv.masked_weight(), conv.weight * conv.mask)
+        conv.weight.data.add_(1.0)  # no version bump (as a fused optimizer's step): still seen
+        assert torch.equal(conv(x), F.conv2d(x, conv.weight * conv.mask, conv.bias, padding=1))
+        with frozen_masked_weights(conv):
+            frozen = conv.masked_weight()
+            assert conv.masked_weight() is frozen  # no re-multiplication per forward
+        assert conv.masked_weight() is not frozen
     assert "mask_type=A" in repr(conv)
+
+
+def test_samplers_see_weights_changed_without_a_version_bump():
+    # A fused optimizer's step (or a write through .data) leaves the weights' versions alone.
+    torch.manual_seed(0)
+    model = PixelCNN(n_levels=4, n_layers=2, hidden=8, kernel_size=3, image_size=4).eval()
+    noise = torch.rand(1, 1, 4, 4)
+    model.sample(1, method="naive", noise=noise)
+    for p in model.parameters():
+        p.data.mul_(3.0)
+    fresh = copy.deepcopy(model)
+    for method in ("naive", "cached", "fused"):
+        images, logits = model.sample(1, method=method, noise=noise, return_logits=True)
+        images_ref, logits_ref = fresh.sample(1, method=method, noise=noise, return_logits=True)
+        assert torch.equal(images, images_ref)
+        torch.testing.assert_close(logits, logits_ref)
 
 
 def test_layer_argument_errors():

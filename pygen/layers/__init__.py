@@ -22,7 +22,7 @@ from pygen.layers.flows import (
     coupling_mask,
 )
 from pygen.layers.made import MADE, MaskedLinear
-from pygen.layers.masked_conv import GatedMaskedConv2d, MaskedConv2d
+from pygen.layers.masked_conv import GatedMaskedConv2d, MaskedConv2d, frozen_masked_weights
 from pygen.layers.pixelrnn import DiagonalBiLSTM, DiagonalLSTM, RowLSTM, lstm_cell, skew, unskew
 from pygen.layers.reparameterize import GaussianReparameterize
 
@@ -54,6 +54,7 @@ __all__ = [
     "channel_mask",
     "checkerboard_mask",
     "coupling_mask",
+    "frozen_masked_weights",
     "lstm_cell",
     "skew",
     "unskew",

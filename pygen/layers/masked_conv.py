@@ -4,6 +4,8 @@ PixelCNN block GatedMaskedConv2d (van den Oord et al. 2016)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -82,19 +84,13 @@ class MaskedConv2d(nn.Conv2d):
         self.register_buffer("mask", mask, persistent=False)  # derived from the arguments
         with torch.no_grad():
             self.weight.mul_(mask)
-        self._cached_weight: Tensor | None = None
-        self._cache_key: tuple | None = None
+        self._frozen_weight: Tensor | None = None
 
     def masked_weight(self) -> Tensor:
-        """``weight * mask``: recomputed while autograd records the weight, else cached."""
-        w = self.weight
-        if self.training or (torch.is_grad_enabled() and w.requires_grad):
-            return w * self.mask
-        key = (id(w), w.data_ptr(), w._version, w.dtype, w.device, self.mask.device)
-        if key != self._cache_key:
-            self._cached_weight = (w * self.mask).detach()
-            self._cache_key = key
-        return self._cached_weight
+        """``weight * mask``; inside ``frozen_masked_weights``, the product taken on entry."""
+        if self._frozen_weight is not None:
+            return self._frozen_weight
+        return self.weight * self.mask
 
     def forward(self, x: Tensor) -> Tensor:
         return self._conv_forward(x, self.masked_weight(), self.bias)
@@ -103,6 +99,22 @@ class MaskedConv2d(nn.Conv2d):
         return (
             f"{super().extra_repr()}, mask_type={self.mask_type}, color_groups={self.color_groups}"
         )
+
+
+@contextmanager
+def frozen_masked_weights(module: nn.Module) -> Iterator[None]:
+    """Within the block, every ``MaskedConv2d`` of ``module`` uses ``weight * mask`` taken once on
+    entry, detached, instead of once per forward: for the samplers, which run the network many
+    times under no_grad with fixed weights. (A product cached across calls would miss weights
+    changed in place without a version bump: through ``.data``, or by a fused optimizer.)"""
+    convs = [m for m in module.modules() if isinstance(m, MaskedConv2d)]
+    for conv in convs:
+        conv._frozen_weight = (conv.weight * conv.mask).detach()
+    try:
+        yield
+    finally:
+        for conv in convs:
+            conv._frozen_weight = None
 
 
 def gate(pre: Tensor, color_groups: int) -> Tensor:

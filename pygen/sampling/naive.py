@@ -3,20 +3,25 @@ once per generated value."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from pygen.layers import frozen_masked_weights
 from pygen.sampling.draw import inverse_cdf_draw
 
 
 class ImageModel(Protocol):
-    """What the naive sampler reads: logits ``(B, n_levels, C, H, W)`` of integer images."""
+    """What the naive sampler reads: a module giving logits ``(B, n_levels, C, H, W)`` of integer
+    images."""
 
     n_levels: int
 
     def __call__(self, x: Tensor, y: Tensor | None = None) -> Tensor: ...
+
+    def modules(self) -> Iterator[nn.Module]: ...
 
 
 @torch.no_grad()
@@ -34,11 +39,12 @@ def sample_naive(
     b, channels, height, width = noise.shape
     images = torch.zeros(noise.shape, dtype=torch.int64, device=noise.device)
     used = noise.new_empty(b, model.n_levels, channels, height, width) if return_logits else None
-    for i in range(height):
-        for j in range(width):
-            for c in range(channels):
-                logits = model(images, y)[:, :, c, i, j]
-                images[:, c, i, j] = inverse_cdf_draw(logits, noise[:, c, i, j], temperature)
-                if used is not None:
-                    used[:, :, c, i, j] = logits
+    with frozen_masked_weights(model):
+        for i in range(height):
+            for j in range(width):
+                for c in range(channels):
+                    logits = model(images, y)[:, :, c, i, j]
+                    images[:, c, i, j] = inverse_cdf_draw(logits, noise[:, c, i, j], temperature)
+                    if used is not None:
+                        used[:, :, c, i, j] = logits
     return images, used

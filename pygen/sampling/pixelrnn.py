@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from pygen.layers import DiagonalLSTM, MaskedConv2d, RowLSTM, lstm_cell
+from pygen.layers import DiagonalLSTM, MaskedConv2d, RowLSTM, frozen_masked_weights, lstm_cell
 from pygen.sampling.draw import inverse_cdf_draw
 
 
@@ -275,5 +275,6 @@ def sample_pixelrnn_cached(
         if used is not None:
             used[:, :, c, i, j] = logits
 
-    (_row_lstm if model.kind == "row" else _diagonal_bilstm)(model, noise, images, draw)
+    with frozen_masked_weights(model):
+        (_row_lstm if model.kind == "row" else _diagonal_bilstm)(model, noise, images, draw)
     return images, used
