@@ -183,8 +183,12 @@ def test_bad_labels_and_constructor_arguments_raise():
         conditional(x, torch.tensor([0, 3]))
     with pytest.raises(ValueError, match="shape"):
         conditional(x, torch.tensor([0, 1, 2]))
-    with pytest.raises(TypeError, match="integer labels"):
+    with pytest.raises(TypeError, match="int64"):
         conditional(x, torch.tensor([0.0, 1.0]))
+    with pytest.raises(TypeError, match="int64"):
+        conditional(x, torch.tensor([0, 1], dtype=torch.uint8))
+    with pytest.raises(TypeError, match="got list"):
+        conditional(x, [0, 1])
     with pytest.raises(ValueError, match="unconditional"):
         tiny_model()(x, torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="required"):
@@ -195,6 +199,8 @@ def test_bad_labels_and_constructor_arguments_raise():
         PixelCNN(n_levels=1)
     with pytest.raises(ValueError, match="n_layers"):
         PixelCNN(n_layers=0)
+    with pytest.raises(ValueError, match="hidden must be"):
+        PixelCNN(hidden=0)
     with pytest.raises(ValueError, match="image_size"):
         PixelCNN(image_size=(0, 4))
 
@@ -425,10 +431,16 @@ def test_sampler_errors():
         model.sample(2, temperature=0.0)
     with pytest.raises(ValueError, match="n must be"):
         model.sample(0)
+    with pytest.raises(TypeError, match="n must be an int"):
+        model.sample(2.0)
+    with pytest.raises(ValueError, match="n must be"):  # before the labels' shape
+        tiny_model(n_classes=3).sample(-1, y=torch.tensor([0]))
     with pytest.raises(ValueError, match="shape"):
         model.sample(2, noise=torch.rand(2, 1, 4, 4))
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         model.sample(2, noise=torch.ones(2, 1, 5, 4))
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        model.sample(2, noise=torch.full((2, 1, 5, 4), float("nan")))
     with pytest.raises(TypeError, match="floating"):
         model.sample(2, noise=torch.zeros(2, 1, 5, 4, dtype=torch.int64))
     weights = export_weights(model, None, 2)
@@ -443,6 +455,37 @@ def test_sampler_errors():
         pixelcnn_sample(weights, **(dims | {"batch": 3}))
     with pytest.raises(TypeError, match="noise"):
         pixelcnn_sample(weights, noise=torch.rand(2, 1, 5, 4).double(), **dims)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        pixelcnn_sample(weights, noise=torch.full((2, 1, 5, 4), 5.0), **dims)
+
+
+def constant_logits_model(logits: list[float]) -> PixelCNN:
+    """A 2x2 model whose every value is drawn from ``logits`` (weights zero, the head's bias)."""
+    model = PixelCNN(n_levels=len(logits), n_layers=1, hidden=4, kernel_size=3, image_size=2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.head_out.bias.copy_(torch.tensor(logits))
+    return model.eval()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_uniforms_that_round_to_one_in_16_bits_keep_below_it(dtype):
+    # The last level has probability ~1e-13: a uniform of 0.9999 must not draw it, as it would if
+    # the noise rounded to 1.0 in the model's dtype.
+    model = constant_logits_model([0.0, 0.0, 0.0, -30.0]).to(dtype)
+    noise = torch.full((1, 1, 2, 2), 0.9999)
+    for method in ("fused", "cached", "naive"):
+        assert (model.sample(1, method=method, noise=noise) == 2).all()
+
+
+def test_a_tiny_temperature_draws_the_most_likely_level():
+    # The logits over the temperature overflow: every draw subtracts the maximum first.
+    model = constant_logits_model([40.0, 0.0, 0.0])
+    noise = torch.full((1, 1, 2, 2), 0.5)
+    for method in ("fused", "cached", "naive"):
+        for temperature in (1e-30, 1e-37):
+            assert not model.sample(1, method=method, noise=noise, temperature=temperature).any()
 
 
 # ---------------------------------------------------------------- the CUDA fused sampler

@@ -7,17 +7,17 @@ namespace pygen {
 
 // The inverse-CDF draw of pygen/sampling/draw.py by one warp: lane l owns a run of consecutive
 // levels; a warp scan of the runs' sums finds the lane whose run crosses u * total, which then
-// walks its run. Returns the level in every lane.
+// walks its run. Returns the level in every lane. (The maximum goes first, as in the CPU draw.)
 template <typename A>
 __device__ int warp_draw(const A* logits, int levels, A temperature, A u) {
   const int lane = threadIdx.x & 31, per = (levels + 31) / 32;
   const int lo = min(lane * per, levels), hi = min(lo + per, levels);
   A top = -INFINITY;
-  for (int l = lo; l < hi; ++l) top = max(top, logits[l] / temperature);
+  for (int l = lo; l < hi; ++l) top = max(top, logits[l]);
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) top = max(top, __shfl_xor_sync(0xffffffffu, top, off));
   A run = 0;
-  for (int l = lo; l < hi; ++l) run += exp(logits[l] / temperature - top);
+  for (int l = lo; l < hi; ++l) run += exp((logits[l] - top) / temperature);
   A incl = run;
 #pragma unroll
   for (int off = 1; off < 32; off <<= 1) {
@@ -34,7 +34,7 @@ __device__ int warp_draw(const A* logits, int levels, A temperature, A u) {
   if (lane == owner) {
     A cdf = excl;
     for (int l = lo; l < hi; ++l) {
-      cdf += exp(logits[l] / temperature - top);
+      cdf += exp((logits[l] - top) / temperature);
       if (cdf > threshold) {
         level = l;
         break;

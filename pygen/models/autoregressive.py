@@ -52,6 +52,8 @@ class AutoregressiveImageModel(nn.Module):
         n_classes: int | None = None,
     ) -> None:
         """Validate and store the arguments every such model has."""
+        if hidden < 1:
+            raise ValueError(f"hidden must be >= 1, got {hidden}")
         if in_channels < 1 or hidden % in_channels:
             raise ValueError(f"hidden ({hidden}) must be divisible by in_channels ({in_channels})")
         if n_levels < 2:
@@ -97,8 +99,9 @@ class AutoregressiveImageModel(nn.Module):
             raise ValueError(
                 f"the model is class-conditional: y (labels in [0, {self.n_classes})) is required"
             )
-        if y.is_floating_point() or y.dtype == torch.bool:
-            raise TypeError(f"y must hold integer labels, got {y.dtype}")
+        if not isinstance(y, Tensor) or y.dtype not in (torch.int64, torch.int32):
+            got = y.dtype if isinstance(y, Tensor) else type(y).__name__
+            raise TypeError(f"y must be a tensor of int64 (or int32) labels, got {got}")
         if tuple(y.shape) != (batch,):
             raise ValueError(f"y must have shape ({batch},), got {tuple(y.shape)}")
         if batch and (y.min() < 0 or y.max() >= self.n_classes):

@@ -84,6 +84,7 @@ class PixelCNN(AutoregressiveImageModel):
         method). ``return_logits``: also return the logits ``(n, n_levels, C, H, W)`` each value
         was drawn from.
         """
+        sampling.check_sample_args(method, sampling.METHODS, n, temperature)
         self.check_labels(y, n)
         return sampling.sample(
             self,

@@ -8,11 +8,11 @@ from torch import Tensor
 def inverse_cdf_draw(logits: Tensor, u: Tensor, temperature: float = 1.0) -> Tensor:
     """Level drawn from softmax(logits / temperature) over the last dimension with uniforms ``u``.
 
-    With ``e = exp(z - max z)`` and its running sums ``cdf``, the level is the first index whose
+    With ``e = exp((logits - max logits) / temperature)`` (the maximum first: a tiny temperature
+    cannot overflow the quotient) and its running sums ``cdf``, the level is the first index whose
     ``cdf`` exceeds ``u * cdf[-1]`` (the last level if rounding leaves none). ``u`` has the shape of
     ``logits`` without its last dimension; returns int64 levels of that shape.
     """
-    z = logits / temperature
-    cdf = (z - z.amax(-1, keepdim=True)).exp().cumsum(-1)
+    cdf = ((logits - logits.amax(-1, keepdim=True)) / temperature).exp().cumsum(-1)
     below = cdf <= u.unsqueeze(-1) * cdf[..., -1:]
     return below.sum(-1).clamp_(max=logits.shape[-1] - 1)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from pygen import ops
+from pygen.ops._sampler import check_uniforms
 from pygen.sampling.cached import sample_cached
 from pygen.sampling.naive import sample_naive
 from pygen.sampling.weights import GatedPixelCNN, export_weights
@@ -22,6 +23,8 @@ def check_sample_args(method: str, methods: tuple[str, ...], n: int, temperature
         raise ValueError(f"method must be one of {methods}, got {method!r}")
     if not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be positive and finite, got {temperature}")
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
 
@@ -43,9 +46,10 @@ def uniform_noise(
         raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
     if noise.device != device:
         raise ValueError(f"noise is on {noise.device} but the model is on {device}")
-    if noise.numel() and (noise.min() < 0 or noise.max() >= 1):
-        raise ValueError("noise must hold uniforms in [0, 1)")
-    return noise.to(dtype)
+    check_uniforms(noise)
+    # Uniforms near 1 round to 1.0 in a narrower dtype (bfloat16: from 0.998), which every draw
+    # reads as past all levels but the last: they keep the largest value below 1 instead.
+    return noise.to(dtype).clamp_max(1 - torch.finfo(dtype).eps / 2)
 
 
 @torch.no_grad()
