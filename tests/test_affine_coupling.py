@@ -318,15 +318,20 @@ def test_empty_batch(device):
 # exp(+-s) overflows: with the gradient of logdet alone, y's terms (zero gradient times an infinite
 # factor) must vanish, as autograd leaves them out of the twin's gradients.
 @pytest.mark.parametrize(
-    ("scale_fn", "value", "reverse"), [("exp", 90.0, False), ("exp", -90.0, True), ("sigmoid", -95.0, True)]
+    ("scale_fn", "value", "reverse"),
+    [("exp", 90.0, False), ("exp", -90.0, True), ("sigmoid", -95.0, True)],
 )
-def test_overflowing_scale_leaves_the_unused_output_out_of_the_gradients(device, scale_fn, value, reverse):
+def test_overflowing_scale_leaves_the_unused_output_out_of_the_gradients(
+    device, scale_fn, value, reverse
+):
     x = torch.ones(2, 4, device=device, requires_grad=True)
     log_scale = torch.full((2, 4), value, device=device, requires_grad=True)
     mask = checkerboard_mask((4,), device=device)
     grads = []
     for ops in (Fused, reference):
-        _, logdet = ops.affine_coupling(x, log_scale, torch.zeros_like(x), mask, scale_fn=scale_fn, reverse=reverse)
+        _, logdet = ops.affine_coupling(
+            x, log_scale, torch.zeros_like(x), mask, scale_fn=scale_fn, reverse=reverse
+        )
         grads.append(torch.autograd.grad(logdet.sum(), (x, log_scale), materialize_grads=True))
     for got, want in zip(*grads, strict=True):
         assert torch.equal(got, want)
@@ -334,7 +339,8 @@ def test_overflowing_scale_leaves_the_unused_output_out_of_the_gradients(device,
 
 def test_exp_scale_is_finite_up_to_the_float32_limit(device):
     x = torch.ones(1, 3, device=device)
-    log_scale = torch.tensor([[-87.0, 88.71, 88.73]], device=device)  # exp(88.7228) is the last finite
+    # exp(88.7228) is the last finite float32 exponential
+    log_scale = torch.tensor([[-87.0, 88.71, 88.73]], device=device)
     mask = torch.zeros(3, device=device)
     y, _ = affine_coupling(x, log_scale, torch.zeros_like(x), mask, scale_fn="exp")
     y_ref, _ = reference.affine_coupling(x, log_scale, torch.zeros_like(x), mask, scale_fn="exp")
