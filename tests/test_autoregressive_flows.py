@@ -593,6 +593,8 @@ def test_made_affine_solve_errors(path):
         call(biases=biases[:-1])
     with pytest.raises(ValueError, match="mask must have shape"):
         call(mask=mask[:-1])
+    with pytest.raises(TypeError, match="mask must be a real"):
+        call(mask=mask.to(torch.complex64))
     with pytest.raises(TypeError, match="units must be int64"):
         call(units=units.int())
     with pytest.raises(ValueError, match=r"units must have shape \(8\)"):

@@ -447,6 +447,8 @@ def test_sampler_errors():
     dims = {"batch": 2, "channels": 1, "height": 5, "width": 4, "n_levels": 5, "kernel_size": 3}
     with pytest.raises(ValueError, match="7 tensors per gated layer"):
         pixelcnn_sample(weights[:-1], **dims)
+    with pytest.raises(ValueError, match="got none"):
+        pixelcnn_sample([], **dims)
     with pytest.raises(TypeError, match="float32, float64, float16 and bfloat16"):
         pixelcnn_sample([w.int() for w in weights], **dims)
     with pytest.raises(ValueError, match="v_w of layer 0"):

@@ -83,6 +83,8 @@ void check_args(const at::Tensor& target, at::TensorList weights, at::TensorList
                       "bounds must be non-decreasing within [0, ", hidden, "], got ", bounds);
   }
   check_same_device(mask, "mask", target, "target");
+  TORCH_CHECK_TYPE(!at::isComplexType(mask.scalar_type()), "mask must be a real or bool tensor, got ",
+                   mask.scalar_type());
   TORCH_CHECK_VALUE(mask.dim() == 1 && mask.size(0) == dim, "mask must have shape (", dim,
                     "), got ", mask.sizes());
 }

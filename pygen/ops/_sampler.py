@@ -39,6 +39,8 @@ def call_sampler(
 ) -> tuple[Tensor, Tensor | None]:
     """``op(weights, noise, seed, *shape_args, temperature, return_logits)``, with a seed drawn
     from ``generator`` when there is no noise; the logits None unless asked."""
+    if not weights:
+        raise ValueError("weights must hold the exported model's tensors, got none")
     if noise is not None:
         check_uniforms(noise)
     seed = draw_seed(weights[-1].device, generator) if noise is None else None
