@@ -99,6 +99,31 @@ def test_resume_is_bit_for_bit_equal_to_an_uninterrupted_run(tmp_path):
     assert [m["step"] for m in metrics] == list(range(5, 41, 5))
 
 
+def test_resume_with_nothing_written_is_the_run_without_resume(tmp_path):
+    plain, _ = run(tmp_path / "plain", 20)
+    resumed, _ = run(tmp_path / "resumed", 20, resume=True)
+    for (name, a), b in zip(plain.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_resume_from_an_unreadable_checkpoint_fails_instead_of_starting_over(tmp_path):
+    run(tmp_path, 20, checkpoint_every=10)
+    latest = load_checkpoint(tmp_path / "checkpoints").path
+    (latest / "model.safetensors").write_bytes(b"junk")
+    metrics_before = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.raises(CheckpointError, match=r"model\.safetensors"):
+        run(tmp_path, 30, resume=True)
+    assert (tmp_path / "metrics.jsonl").read_text() == metrics_before  # the run left alone
+
+
+def test_resume_skips_a_metrics_line_cut_short(tmp_path):
+    run(tmp_path, 20, checkpoint_every=10)
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 25, "lo')  # a kill mid-write
+    _, metrics = run(tmp_path, 30, resume=True)
+    assert [m["step"] for m in metrics] == list(range(5, 31, 5))
+
+
 def test_resume_reads_the_optimizer_file_of_older_checkpoints(tmp_path):
     straight, _ = run(tmp_path / "straight", 30)
     run(tmp_path / "old", 20)

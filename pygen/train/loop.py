@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from pygen.train.checkpoint import (
-    CheckpointError,
+    LATEST,
+    atomic_write_text,
     load_checkpoint,
     load_weights,
     save_checkpoint,
@@ -153,7 +154,12 @@ class LossSteps:
 def _read_metrics(path: Path, up_to_step: int) -> list[dict]:
     if not path.exists():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by a kill mid-write
+            continue
     return [r for r in rows if r["step"] <= up_to_step]
 
 
@@ -218,26 +224,24 @@ def train_steps(
     ckpt_dir = out_dir / "checkpoints"
     metrics_path = out_dir / "metrics.jsonl"
     start = 0
-    if resume:
-        try:
-            ckpt = load_checkpoint(ckpt_dir)
-        except CheckpointError:
-            ckpt = None  # nothing written yet: start from scratch
-        if ckpt is not None:
-            load_weights(model, ckpt)
-            if ckpt.training_state is not None:
-                steps.load_state_dict(ckpt.training_state)
-            if ckpt.rng_state is not None:
-                set_rng_state(ckpt.rng_state)
-            # The batches of the remaining steps follow the stored run's seed, not a new one.
-            config = replace(config, seed=ckpt.extra.get("train", {}).get("seed", config.seed))
-            start = ckpt.step
+    if resume and (ckpt_dir / LATEST).is_file():
+        # A checkpoint was written: an unreadable one is an error (starting over would overwrite
+        # the run); with none yet, the run is the one without resume.
+        ckpt = load_checkpoint(ckpt_dir)
+        load_weights(model, ckpt)
+        if ckpt.training_state is not None:
+            steps.load_state_dict(ckpt.training_state)
+        if ckpt.rng_state is not None:
+            set_rng_state(ckpt.rng_state)
+        # The batches of the remaining steps follow the stored run's seed, not a new one.
+        config = replace(config, seed=ckpt.extra.get("train", {}).get("seed", config.seed))
+        start = ckpt.step
     else:
         torch.manual_seed(config.seed)
     metrics = _read_metrics(metrics_path, start) if rank == 0 else []
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        metrics_path.write_text("".join(json.dumps(m) + "\n" for m in metrics))
+        atomic_write_text(metrics_path, "".join(json.dumps(m) + "\n" for m in metrics))
 
     def checkpoint(step: int) -> None:
         if rank == 0:
