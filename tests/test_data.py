@@ -92,3 +92,28 @@ def test_image_folders(tmp_path):
         load_image_folder(tmp_path / "bad")
     with pytest.raises(FileNotFoundError, match="nowhere"):
         load_image_folder(tmp_path / "nowhere")
+
+
+def test_image_folder_modes(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from pygen.data import load_image_folder
+
+    grey = tmp_path / "grey"
+    grey.mkdir()
+    pixels = np.array([[0, 128], [200, 255]], dtype=np.uint8)
+    Image.fromarray(pixels).convert("P").save(grey / "a_palette.png")  # grey colours only
+    Image.fromarray(pixels.astype(np.uint16) * 257).save(grey / "b_16bit.png")
+    Image.fromarray(pixels).convert("LA").save(grey / "c_alpha.png")
+    data = load_image_folder(grey)
+    assert data.images.shape == (3, 1, 2, 2)
+    for image in data.images:
+        assert image[0].tolist() == pixels.tolist()
+    colour = np.zeros((2, 2, 3), dtype=np.uint8)
+    colour[0, 0] = (255, 255, 0)
+    Image.fromarray(colour).convert("P").save(grey / "d_colour_palette.png")
+    data = load_image_folder(grey)  # one colour image: every image as RGB
+    assert data.images.shape == (4, 3, 2, 2)
+    assert data.images[0].tolist() == [pixels.tolist()] * 3
+    assert data.images[3, :, 0, 0].tolist() == [255, 255, 0]

@@ -80,8 +80,24 @@ def load_array(path: str | Path) -> ImageData:
     return ImageData(images, labels, n_levels, path.name)
 
 
+def _image_levels(img, file: Path) -> np.ndarray:
+    """A PIL image's 8-bit levels: ``(H, W)`` if it is grey, else ``(H, W, 3)``; alpha dropped,
+    16-bit grey scaled to 8 bits, a palette image grey when all its colours are."""
+    if img.mode.startswith("I"):  # 16-bit (or 32-bit integer) grey: 0..65535 to 0..255
+        return np.rint(np.asarray(img, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8)
+    if img.mode == "F":
+        raise ValueError(f"{file}: floating-point images are not supported")
+    if img.mode in ("1", "L", "LA"):
+        return np.asarray(img.convert("L"))
+    rgb = np.asarray(img.convert("RGB"))
+    if img.mode == "P" and (rgb == rgb[..., :1]).all():
+        return rgb[..., 0]
+    return rgb
+
+
 def load_image_folder(path: str | Path) -> ImageData:
-    """Every image file below ``path``; sub-folders name classes (labels in sorted order)."""
+    """Every image file below ``path``; sub-folders name classes (labels in sorted order). The
+    images are grey unless one of them has colour (then grey ones are repeated over RGB)."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -91,20 +107,21 @@ def load_image_folder(path: str | Path) -> ImageData:
     if not files:
         raise ValueError(f"{path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     classes = sorted({p.parent.relative_to(path).parts[0] for p in files if p.parent != path})
-    arrays, size, mode = [], None, None
+    arrays, size = [], None
     for file in files:
         try:
             with Image.open(file) as img:
                 img.load()
-                mode = mode or ("L" if img.mode in ("L", "1", "P", "I;16") else "RGB")
-                arr = np.asarray(img.convert(mode))
+                arr = _image_levels(img, file)
         except (UnidentifiedImageError, OSError) as err:
             raise ValueError(f"{file}: unreadable image ({err})") from err
         if size is None:
-            size = arr.shape
-        elif arr.shape != size:
-            raise ValueError(f"{file}: size {arr.shape[:2]} differs from the others' {size[:2]}")
+            size = arr.shape[:2]
+        elif arr.shape[:2] != size:
+            raise ValueError(f"{file}: size {arr.shape[:2]} differs from the others' {size}")
         arrays.append(arr)
+    if any(arr.ndim == 3 for arr in arrays):  # one colour image makes the folder RGB
+        arrays = [arr if arr.ndim == 3 else np.repeat(arr[..., None], 3, axis=-1) for arr in arrays]
     images = _as_nchw(torch.as_tensor(np.stack(arrays).astype(np.int64)), str(path))
     labels = None
     if classes:
