@@ -109,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         **{k: v for k, v in train_options.items() if v is not None},
     }
     config = TrainConfig(**train_options)
-    data = recipe.load_data(args.data, args.data_b, "train", args.split_seed)
+    data = _load_data(recipe, args, "train")
     torch.manual_seed(config.seed)
     model_config = recipe.config(data, options)
     model = recipe.model(**model_config).to(device)
@@ -147,9 +147,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.quiet,
         hooks=hooks,
+        extra={"data": _data_args(args)},
     )
     if world()[0] == 0:
-        test = recipe.load_data(args.data, args.data_b, "test", args.split_seed)
+        test = _load_data(recipe, args, "test")
         result = {
             "final_loss": metrics[-1]["loss"] if metrics else None,
             **recipe.evaluate(model, test),
@@ -164,6 +165,20 @@ def _parse_set(item: str) -> tuple[str, Any]:
     if not sep:
         raise ValueError(f"--set takes key=value, got {item!r}")
     return key, _parse_value(value)
+
+
+def _data_args(args: argparse.Namespace, ckpt=None) -> dict[str, Any]:
+    """The data options: those given, else (eval, sample) those the checkpoint was trained on,
+    else the defaults."""
+    trained = ckpt.extra.get("data", {}) if ckpt is not None else {}
+    given = {"data": args.data, "data_b": args.data_b, "split_seed": args.split_seed}
+    defaults = {"data": "digits", "data_b": None, "split_seed": 0}
+    return {k: given[k] if given[k] is not None else trained.get(k, defaults[k]) for k in given}
+
+
+def _load_data(recipe, args: argparse.Namespace, split: str, ckpt=None):
+    d = _data_args(args, ckpt)
+    return recipe.load_data(d["data"], d["data_b"], split, d["split_seed"])
 
 
 def load_model(path: str, device: torch.device):
@@ -185,7 +200,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     gen = torch.Generator(device).manual_seed(args.seed * 7919 + rank)
     inputs = None
     if recipe.translation is not None:
-        inputs = recipe.load_data(args.data, args.data_b, "test", args.split_seed).a
+        inputs = _load_data(recipe, args, "test", ckpt).a
     options = SampleOptions(args.method, args.temperature, args.label, gen, inputs)
     with torch.no_grad():
         images = recipe.sample(model, share, options).float().cpu()
@@ -206,7 +221,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     device = _device(args.device)
     ckpt, model = load_model(args.checkpoint, device)
     recipe = get_recipe(ckpt.model_name)
-    data = recipe.load_data(args.data, args.data_b, args.split, args.split_seed)
+    data = _load_data(recipe, args, args.split, ckpt)
     with torch.no_grad():
         result = recipe.evaluate(model, data)
     print(json.dumps({"checkpoint": str(ckpt.path), "step": ckpt.step, **result}, indent=1))
@@ -238,15 +253,19 @@ def parser() -> argparse.ArgumentParser:
     data = argparse.ArgumentParser(add_help=False)
     data.add_argument(
         "--data",
-        default="digits",
-        help="digits, mnist:ROOT, cifar10:ROOT, an .npy/.npz file or an image folder",
+        help="digits, mnist:ROOT, cifar10:ROOT, an .npy/.npz file or an image folder (default:"
+        " train digits; sample and eval: the checkpoint's)",
     )
     data.add_argument(
         "--data-b",
         help="translation models (cyclegan, pix2pix): domain B, a dataset like --data, or "
         "invert / mirror: --data's images inverted / mirrored left-right (default invert)",
     )
-    data.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split")
+    data.add_argument(
+        "--split-seed",
+        type=int,
+        help="seed of the train/test split (default 0; sample and eval: the checkpoint's)",
+    )
 
     t = sub.add_parser("train", parents=[common, data], help="train a model")
     t.add_argument("model", help="model family (see `pygen info`)")

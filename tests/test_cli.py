@@ -56,6 +56,28 @@ def test_train_sample_eval_and_resume(tmp_path, capsys):
     assert evaluated["step"] == 18 and evaluated["iwae100_nll_nats"] > 0
 
 
+def test_eval_and_sample_default_to_the_data_the_checkpoint_trained_on(tmp_path, capsys):
+    run = tmp_path / "run"
+    tiny = [
+        "--steps",
+        "3",
+        "--batch-size",
+        "8",
+        "--quiet",
+        "--set",
+        "n_layers=1",
+        "--set",
+        "hidden=8",
+    ]
+    run_json(capsys, ["train", "pixelcnn", *tiny, "--split-seed", "3", "--out", str(run)])
+    recorded = load_checkpoint(run / "checkpoints").extra["data"]
+    assert recorded == {"data": "digits", "data_b": None, "split_seed": 3}
+    checkpoints = str(run / "checkpoints")
+    default = run_json(capsys, ["eval", checkpoints])
+    assert default == run_json(capsys, ["eval", checkpoints, "--split-seed", "3"])
+    assert default != run_json(capsys, ["eval", checkpoints, "--split-seed", "0"])
+
+
 def test_config_file(tmp_path, capsys):
     config = tmp_path / "vae.yaml"
     config.write_text(

@@ -209,6 +209,7 @@ def train_steps(
     resume: bool = False,
     progress: bool = True,
     hooks: Sequence[tuple[int, Callable[[int], None]]] = (),
+    extra: dict[str, Any] | None = None,
 ) -> list[dict]:
     """Run ``steps`` (training ``model``) up to ``config.steps``.
 
@@ -217,7 +218,8 @@ def train_steps(
     ``config.checkpoint_every`` steps and at the end; rank 0 only); with ``resume=True``
     continues from the latest one (weights, training state, RNG states and its seed), bit for
     bit as the uninterrupted run. ``hooks`` are ``(every, fn)`` pairs: rank 0 calls ``fn(step)``
-    after every ``every``-th step (sample grids, evaluations). Returns the metrics.
+    after every ``every``-th step (sample grids, evaluations). ``extra``: more to record in each
+    checkpoint's sidecar (the CLI: the data it trained on). Returns the metrics.
     """
     rank = world()[0]
     out_dir = Path(out_dir)
@@ -252,7 +254,7 @@ def train_steps(
                 config=model_config,
                 step=step,
                 training_state=steps.state_dict(),
-                extra={"train": asdict(config)},
+                extra={"train": asdict(config), **(extra or {})},
             )
 
     bar = tqdm(
