@@ -42,7 +42,7 @@ def _read_config(path: str | None) -> dict[str, Any]:
     if path is None:
         return {}
     text = Path(path).read_text()
-    if path.endswith((".yaml", ".yml")):
+    if path.lower().endswith((".yaml", ".yml")):
         import yaml
 
         loaded = yaml.safe_load(text) or {}

@@ -136,6 +136,23 @@ def test_resume_reads_the_optimizer_file_of_older_checkpoints(tmp_path):
         assert torch.equal(a, b), name
 
 
+@pytest.mark.parametrize(
+    ("changes", "error", "match"),
+    [
+        ({"lr": "1e-3"}, TypeError, "write 1.0e-3"),
+        ({"steps": "3"}, TypeError, "train.steps must be a number"),
+        ({"batch_size": 0}, ValueError, "batch_size >= 1"),
+        ({"batch_size": -2}, ValueError, "batch_size >= 1"),
+        ({"steps": -5}, ValueError, "steps >= 0"),
+        ({"log_every": 0}, ValueError, "log_every >= 1"),
+        ({"checkpoint_every": -1}, ValueError, "checkpoint_every"),
+    ],
+)
+def test_bad_train_settings_raise(changes, error, match):
+    with pytest.raises(error, match=match):
+        TrainConfig(**changes)
+
+
 def test_batches_are_seeded_per_step():
     a = batch_indices(100, 10, seed=1, step=7)
     assert torch.equal(a, batch_indices(100, 10, seed=1, step=7))

@@ -45,6 +45,22 @@ class TrainConfig:
     log_every: int = 10
     grad_clip: float | None = None
 
+    def __post_init__(self) -> None:
+        # Config files hold any type: a clear error here, not a failure deep in the loop.
+        for name in ("steps", "batch_size", "lr", "seed", "checkpoint_every", "log_every"):
+            value = getattr(self, name)
+            number = (int, float) if name == "lr" else int
+            if isinstance(value, bool) or not isinstance(value, number):
+                hint = " (YAML reads 1e-3 as text: write 1.0e-3)" if isinstance(value, str) else ""
+                raise TypeError(f"train.{name} must be a number, got {value!r}{hint}")
+        if self.steps < 0 or self.batch_size < 1 or self.lr <= 0 or self.log_every < 1:
+            raise ValueError(
+                "train needs steps >= 0, batch_size >= 1, lr > 0 and log_every >= 1, got "
+                f"{self.steps}, {self.batch_size}, {self.lr} and {self.log_every}"
+            )
+        if self.checkpoint_every < 0:
+            raise ValueError(f"train.checkpoint_every must be >= 0, got {self.checkpoint_every}")
+
 
 class TrainingSteps(Protocol):
     """What the shared loop drives, one step at a time.
