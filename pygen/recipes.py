@@ -8,7 +8,8 @@ model's training loss, its evaluation metrics and how it samples.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,6 +149,17 @@ def _pixelcnn_config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]
     return {**defaults, **options, **_image_config(data)}
 
 
+@contextmanager
+def _repeatable(model: nn.Module) -> Iterator[None]:
+    """Torch's global random stream seeded with 0 inside, and restored after: evaluations that
+    draw (dequantization noise, IWAE samples, a GAN's z) give repeatable numbers, and a training
+    run's stream is left alone."""
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        yield
+
+
 def _autoregressive_evaluate(
     model: AutoregressiveImageModel, data: ImageData, chunk: int = 256
 ) -> dict[str, float]:
@@ -217,7 +229,7 @@ def _vae_config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]:
 
 def _vae_evaluate(model: VAE, data: ImageData, k: int = 100) -> dict[str, float]:
     x = _vae_data(model, data.images.to(next(model.parameters()).device))
-    with torch.no_grad():
+    with torch.no_grad(), _repeatable(model):
         negative_elbo = -model.elbo(x).elbo.mean().item()
         nll = -model.log_likelihood(x, k, chunk_size=25).mean().item()
     dims = math.prod(model.data_shape) * math.log(2.0)
@@ -330,9 +342,9 @@ def _dcgan_steps(
 
 
 def _dcgan_evaluate(model: DCGAN, data: ImageData) -> dict[str, float]:
-    return {
-        "mmd2_to_data": _mmd2_to_data(_dcgan_sample(model, len(data.images), SampleOptions()), data)
-    }
+    with _repeatable(model):
+        samples = _dcgan_sample(model, len(data.images), SampleOptions())
+    return {"mmd2_to_data": _mmd2_to_data(samples, data)}
 
 
 def _dcgan_sample(model: DCGAN, n: int, options: SampleOptions) -> Tensor:
@@ -389,8 +401,7 @@ def _flow_evaluate(model: FlowModel, data: ImageData) -> dict[str, float]:
     """Mean bits/dim. The dequantization noise and the model's own random draws (CNF's
     Hutchinson trace probes) come from a fixed seed: repeatable numbers."""
     device = next(model.parameters()).device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(0)
+    with _repeatable(model):
         bits = torch.cat([model.bits_per_dim(x.to(device)) for x in data.images.split(256)])
     return {"bits_per_dim": bits.mean().item()}
 

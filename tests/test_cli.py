@@ -54,6 +54,7 @@ def test_train_sample_eval_and_resume(tmp_path, capsys):
 
     evaluated = run_json(capsys, ["eval", str(run / "checkpoints"), "--split", "test"])
     assert evaluated["step"] == 18 and evaluated["iwae100_nll_nats"] > 0
+    assert evaluated == run_json(capsys, ["eval", str(run / "checkpoints"), "--split", "test"])
 
 
 def test_eval_and_sample_default_to_the_data_the_checkpoint_trained_on(tmp_path, capsys):
@@ -128,7 +129,9 @@ def test_gan_train_sample_eval(tmp_path, capsys, model):
     run_json(capsys, ["sample", str(run / "checkpoints"), "--n", "3", "--out", str(out)])
     assert np.load(out / "samples.npz")["images"].shape == (3, 1, 8, 8)
     assert (out / "samples.png").read_bytes()[:4] == b"\x89PNG"
-    assert "mmd2_to_data" in run_json(capsys, ["eval", str(run / "checkpoints")])
+    evaluated = run_json(capsys, ["eval", str(run / "checkpoints")])
+    assert "mmd2_to_data" in evaluated
+    assert evaluated == run_json(capsys, ["eval", str(run / "checkpoints")])  # repeatable
 
 
 # Tiny settings of every adversarial recipe; CycleGAN's pools are small enough to fill, so their
