@@ -20,7 +20,15 @@ import torch.distributed as dist
 
 from pygen._extension import build_info
 from pygen.recipes import RECIPES, SampleOptions, build_model, get_recipe
-from pygen.train import LossSteps, TrainConfig, load_checkpoint, load_weights, train_steps
+from pygen.train import (
+    LossSteps,
+    TrainConfig,
+    load_checkpoint,
+    load_sidecar,
+    load_weights,
+    train_steps,
+)
+from pygen.train.checkpoint import LATEST
 from pygen.train.loop import world
 
 
@@ -104,7 +112,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "checkpoint_every": args.checkpoint_every,
     }
+    out = Path(args.out or f"runs/{args.model}")
     train_options = {
+        **(_stored_train_options(out / "checkpoints") if args.resume else {}),
         **file_config.get("train", {}),
         **{k: v for k, v in train_options.items() if v is not None},
     }
@@ -113,7 +123,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     torch.manual_seed(config.seed)
     model_config = recipe.config(data, options)
     model = recipe.model(**model_config).to(device)
-    out = Path(args.out or f"runs/{args.model}")
     hooks = []
     if args.sample_every:
 
@@ -158,6 +167,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         (out / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
         print(json.dumps({"out": str(out), **result}, indent=1))
     return 0
+
+
+def _stored_train_options(ckpt_dir: Path) -> dict[str, Any]:
+    """The train options of the run a resume continues (none before its first checkpoint): the
+    defaults of the options not given again, so that a resumed run keeps its learning rate,
+    batch size and length."""
+    if not (ckpt_dir / LATEST).is_file():
+        return {}
+    return load_sidecar(ckpt_dir).get("extra", {}).get("train", {})
 
 
 def _parse_set(item: str) -> tuple[str, Any]:
@@ -284,7 +302,11 @@ def parser() -> argparse.ArgumentParser:
         help="model hyper-parameter (repeatable), e.g. --set hidden=32",
     )
     t.add_argument("--out", help="run folder (default runs/MODEL)")
-    t.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the run's last checkpoint (train options not given: the run's)",
+    )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(fn=cmd_train)
 

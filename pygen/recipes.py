@@ -45,7 +45,7 @@ from pygen.models import (
     PixelRNN,
     RealNVP,
 )
-from pygen.train import GANTrainer, TrainConfig, TrainingSteps, draw_indices
+from pygen.train import GANTrainer, TrainConfig, TrainingSteps, draw_indices, set_lr
 from pygen.train.loop import world
 
 
@@ -289,6 +289,13 @@ class _AdversarialSteps:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.trainer.load_state_dict(state)
+
+    def set_lr(self, lr: float) -> None:
+        # The recipes build every optimizer of a trainer with the one config.lr.
+        for name in self.trainer.resumable:
+            optimizer = getattr(self.trainer, name)
+            if isinstance(optimizer, torch.optim.Optimizer):
+                set_lr(optimizer, lr)
 
 
 def _device(model: nn.Module) -> torch.device:

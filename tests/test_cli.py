@@ -57,6 +57,30 @@ def test_train_sample_eval_and_resume(tmp_path, capsys):
     assert evaluated == run_json(capsys, ["eval", str(run / "checkpoints"), "--split", "test"])
 
 
+def test_resume_takes_a_given_lr_and_keeps_the_run_options_not_given(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", "vae", "--quiet", "--set", "hidden=16", "--out", str(run)]
+    run_json(capsys, [*argv, "--steps", "4", "--batch-size", "8", "--lr", "2e-3"])
+    run_json(capsys, [*argv, "--steps", "6", "--lr", "5e-4", "--resume"])
+    ckpt = load_checkpoint(run / "checkpoints")
+    assert ckpt.extra["train"]["lr"] == 5e-4 and ckpt.extra["train"]["batch_size"] == 8
+    assert [g["lr"] for g in ckpt.training_state["param_groups"]] == [5e-4]
+    run_json(capsys, [*argv, "--steps", "8", "--resume"])  # no --lr: the run's, not the default
+    ckpt = load_checkpoint(run / "checkpoints")
+    assert ckpt.step == 8 and ckpt.extra["train"]["lr"] == 5e-4
+    assert [g["lr"] for g in ckpt.training_state["param_groups"]] == [5e-4]
+
+
+def test_adversarial_resume_takes_a_given_lr(tmp_path, capsys):
+    argv = ["train", "dcgan", "--quiet", "--set", "width=8", "--batch-size", "4"]
+    argv += ["--device", "cpu", "--out", str(tmp_path / "run")]
+    run_json(capsys, [*argv, "--steps", "2"])
+    run_json(capsys, [*argv, "--steps", "3", "--lr", "1e-4", "--resume"])
+    state = load_checkpoint(tmp_path / "run" / "checkpoints").training_state
+    for optimizer in ("g_opt", "d_opt"):
+        assert [g["lr"] for g in state[optimizer]["param_groups"]] == [1e-4]
+
+
 def test_eval_and_sample_default_to_the_data_the_checkpoint_trained_on(tmp_path, capsys):
     run = tmp_path / "run"
     tiny = [

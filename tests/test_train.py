@@ -51,13 +51,13 @@ def digits():
     return load_digits("train")[0][:256]
 
 
-def run(tmp_path, steps, *, resume=False, checkpoint_every=0, seed=0):
+def run(tmp_path, steps, *, resume=False, checkpoint_every=0, seed=0, lr=1e-2):
     torch.manual_seed(seed)
     model = TinyDensity()
     config = TrainConfig(
         steps=steps,
         batch_size=32,
-        lr=1e-2,
+        lr=lr,
         seed=seed,
         checkpoint_every=checkpoint_every,
         log_every=5,
@@ -97,6 +97,16 @@ def test_resume_is_bit_for_bit_equal_to_an_uninterrupted_run(tmp_path):
     ):
         assert torch.equal(a, b), name
     assert [m["step"] for m in metrics] == list(range(5, 41, 5))
+
+
+def test_a_learning_rate_given_on_resume_takes_effect(tmp_path):
+    run(tmp_path, 20)
+    stored = load_checkpoint(tmp_path / "checkpoints").training_state
+    assert [g["lr"] for g in stored["param_groups"]] == [1e-2]
+    run(tmp_path, 30, resume=True, lr=1e-3)
+    ckpt = load_checkpoint(tmp_path / "checkpoints")
+    assert ckpt.step == 30 and ckpt.extra["train"]["lr"] == 1e-3
+    assert [g["lr"] for g in ckpt.training_state["param_groups"]] == [1e-3]
 
 
 def test_resume_with_nothing_written_is_the_run_without_resume(tmp_path):

@@ -140,16 +140,26 @@ def resolve(path: str | os.PathLike) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint folder (or the latest one under a root); errors name the bad file."""
+def load_sidecar(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON sidecar of a checkpoint folder (or of the latest one under a root), weights left
+    unread: ``model``, ``config``, ``step`` and ``extra``. Errors name the file."""
     path = resolve(path)
     try:
         sidecar = json.loads((path / SIDECAR).read_text())
-        model_name, config, step = sidecar["model"], sidecar["config"], int(sidecar["step"])
+        # Required: the model's name and config and the step (a number).
+        required = {"model": sidecar["model"], "config": sidecar["config"]}
+        sidecar = {**sidecar, **required, "step": int(sidecar["step"])}
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path / SIDECAR}: unreadable sidecar ({err})") from err
     if sidecar.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path / SIDECAR}: unknown format {sidecar.get('format')!r}")
+    return sidecar
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint folder (or the latest one under a root); errors name the bad file."""
+    path = resolve(path)
+    sidecar = load_sidecar(path)
     try:
         state_dict = safetensors.torch.load_file(path / WEIGHTS)
     except Exception as err:  # safetensors raises its own error types for corrupt files
@@ -165,9 +175,9 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
     return Checkpoint(
         path=path,
-        model_name=model_name,
-        config=config,
-        step=step,
+        model_name=sidecar["model"],
+        config=sidecar["config"],
+        step=sidecar["step"],
         state_dict=state_dict,
         # Checkpoints written before the trainers' states held their optimizer's as optimizer.pt.
         training_state=optional(TRAINING) if (path / TRAINING).exists() else optional(OLD_TRAINING),

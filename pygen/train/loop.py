@@ -69,7 +69,9 @@ class TrainingSteps(Protocol):
     seed and the step number, ``step_generator``) and returns the step's metrics, ``loss``
     among them, as numbers or 0-d tensors (read only when logged, so a GPU step need not wait
     for the host). ``state_dict`` / ``load_state_dict`` cover what a resumed run needs besides
-    the model's weights: optimizers, loss scalers, moving averages, image pools.
+    the model's weights: optimizers, loss scalers, moving averages, image pools. ``set_lr(lr)``
+    sets the learning rate of its optimizers; the loop calls it only when a resumed run is given
+    a learning rate other than the stored run's.
     """
 
     def step(self, gen: torch.Generator) -> dict[str, Tensor | float]: ...
@@ -77,6 +79,8 @@ class TrainingSteps(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def set_lr(self, lr: float) -> None: ...
 
 
 class _Objective(nn.Module):
@@ -103,6 +107,13 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     """The CPU generator of step ``step``'s batch: seeded by (seed, step), so a resumed run
     draws the batches the uninterrupted one would have drawn."""
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the learning rate of every parameter group of ``optimizer`` (a loaded optimizer state
+    brings the stored run's)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def draw_indices(n: int, batch_size: int, gen: torch.Generator) -> Tensor:
@@ -165,6 +176,9 @@ class LossSteps:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state)
+
+    def set_lr(self, lr: float) -> None:
+        set_lr(self.optimizer, lr)
 
 
 def _read_metrics(path: Path, up_to_step: int) -> list[dict]:
@@ -233,9 +247,10 @@ def train_steps(
     examples/s), ``out_dir/curves.png`` and checkpoints under ``out_dir/checkpoints`` (every
     ``config.checkpoint_every`` steps and at the end; rank 0 only); with ``resume=True``
     continues from the latest one (weights, training state, RNG states and its seed), bit for
-    bit as the uninterrupted run. ``hooks`` are ``(every, fn)`` pairs: rank 0 calls ``fn(step)``
-    after every ``every``-th step (sample grids, evaluations). ``extra``: more to record in each
-    checkpoint's sidecar (the CLI: the data it trained on). Returns the metrics.
+    bit as the uninterrupted run (a ``config.lr`` other than the stored run's takes effect).
+    ``hooks`` are ``(every, fn)`` pairs: rank 0 calls ``fn(step)`` after every ``every``-th step
+    (sample grids, evaluations). ``extra``: more to record in each checkpoint's sidecar (the CLI:
+    the data it trained on). Returns the metrics.
     """
     rank = world()[0]
     out_dir = Path(out_dir)
@@ -249,6 +264,11 @@ def train_steps(
         load_weights(model, ckpt)
         if ckpt.training_state is not None:
             steps.load_state_dict(ckpt.training_state)
+            # The loaded optimizers run at the stored run's learning rate; a new one given for
+            # the remaining steps wins (and is the one this run's checkpoints record).
+            stored_lr = ckpt.extra.get("train", {}).get("lr")
+            if stored_lr is not None and config.lr != stored_lr:
+                steps.set_lr(config.lr)
         if ckpt.rng_state is not None:
             set_rng_state(ckpt.rng_state)
         # The batches of the remaining steps follow the stored run's seed, not a new one.
