@@ -115,6 +115,14 @@ def test_config_file(tmp_path, capsys):
     assert ckpt.config["latent_dim"] == 4 and ckpt.step == 5
 
 
+def test_two_images_train_and_evaluate_on_one_each(tmp_path, capsys):
+    images = np.random.default_rng(0).integers(0, 256, (2, 8, 8), dtype=np.uint8)
+    np.save(tmp_path / "two.npy", images)
+    argv = ["train", "vae", "--steps", "2", "--batch-size", "2", "--quiet", "--set", "hidden=8"]
+    result = run_json(capsys, [*argv, "--data", str(tmp_path / "two.npy"), "--out", str(tmp_path)])
+    assert np.isfinite(result["negative_elbo_nats"]) and np.isfinite(result["iwae100_nll_nats"])
+
+
 def test_bench_writes_results(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PYGEN_RESULTS_DIR", str(tmp_path / "results"))
     assert main(["bench", "--quick", "--ops", "copy"]) == 0

@@ -38,6 +38,25 @@ def test_split_indices_partition_and_reproduce():
     assert torch.equal(split_indices(4, "all"), torch.arange(4))
 
 
+def test_split_keeps_an_example_on_each_side(tmp_path):
+    import numpy as np
+
+    from pygen.data import load_dataset, split_indices
+
+    for n in (2, 3, 4):
+        train, test = split_indices(n, "train"), split_indices(n, "test")
+        assert len(train) >= 1 and len(test) >= 1
+        assert sorted(train.tolist() + test.tolist()) == list(range(n))
+    for n in (0, 1):
+        with pytest.raises(ValueError, match=f"at least 2 examples .*got {n}"):
+            split_indices(n, "train")
+    assert split_indices(1, "all").tolist() == [0]
+    np.save(tmp_path / "one.npy", np.zeros((1, 4, 4), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"one\.npy: a train/test split needs at least 2"):
+        load_dataset(str(tmp_path / "one.npy"), "train")
+    assert len(load_dataset(str(tmp_path / "one.npy"), "all").images) == 1
+
+
 def test_array_files(tmp_path):
     import numpy as np
 

@@ -164,7 +164,10 @@ def load_dataset(spec: str, split: str = "train", *, seed: int = 0) -> ImageData
         return load_torchvision(name, root, "train" if split == "all" else split)
     path = Path(spec)
     data = load_image_folder(path) if path.is_dir() else load_array(path)
-    chosen = split_indices(len(data.images), split, seed=seed)
+    try:
+        chosen = split_indices(len(data.images), split, seed=seed)
+    except ValueError as err:  # too few images: name the data
+        raise ValueError(f"{spec}: {err}") from err
     labels = data.labels[chosen] if data.labels is not None else None
     return ImageData(data.images[chosen], labels, data.n_levels, data.name)
 

@@ -10,7 +10,8 @@ def split_indices(n: int, split: str, *, test_fraction: float = 0.2, seed: int =
     """Indices of ``split`` ("train", "test" or "all") among ``n`` examples.
 
     The first ``round(test_fraction * n)`` entries of a permutation drawn from ``seed`` are the
-    test set, the rest the training set; "all" is every index in order.
+    test set, the rest the training set, each of at least one example (a train or test split
+    needs ``n >= 2``); "all" is every index in order.
     """
     if split not in ("train", "test", "all"):
         raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
@@ -18,6 +19,9 @@ def split_indices(n: int, split: str, *, test_fraction: float = 0.2, seed: int =
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     if split == "all":
         return torch.arange(n)
+    if n < 2:
+        raise ValueError(f"a train/test split needs at least 2 examples (one of each), got {n}")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_test = round(test_fraction * n)
+    # An empty side would train on nothing or evaluate to NaN.
+    n_test = min(max(round(test_fraction * n), 1), n - 1)
     return order[:n_test] if split == "test" else order[n_test:]
