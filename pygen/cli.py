@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,11 @@ def _read_config(path: str | None) -> dict[str, Any]:
         loaded = yaml.safe_load(text) or {}
     else:
         loaded = json.loads(text)
-    if not isinstance(loaded, dict) or set(loaded) - {"model", "train"}:
-        raise ValueError(f"{path}: expected a mapping with 'model' and/or 'train' sections")
+    sections_ok = isinstance(loaded, dict) and all(isinstance(v, dict) for v in loaded.values())
+    if not sections_ok or set(loaded) - {"model", "train"}:
+        raise ValueError(
+            f"{path}: expected a mapping with 'model' and/or 'train' sections, each a mapping"
+        )
     return loaded
 
 
@@ -118,6 +122,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         **file_config.get("train", {}),
         **{k: v for k, v in train_options.items() if v is not None},
     }
+    _check_options("train", train_options, {f.name for f in fields(TrainConfig)})
+    _check_options(f"{args.model} model", options, recipe.option_names())
     config = TrainConfig(**train_options)
     data = _load_data(recipe, args, "train")
     torch.manual_seed(config.seed)
@@ -167,6 +173,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         (out / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
         print(json.dumps({"out": str(out), **result}, indent=1))
     return 0
+
+
+def _check_options(section: str, options: dict[str, Any], valid: set[str]) -> None:
+    """A clear error for options (from --set or a config file) no constructor takes, naming
+    them and the valid ones, instead of a TypeError traceback from inside it."""
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise ValueError(
+            f"unknown {section} option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}"
+        )
 
 
 def _stored_train_options(ckpt_dir: Path) -> dict[str, Any]:

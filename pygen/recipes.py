@@ -7,6 +7,7 @@ model's training loss, its evaluation metrics and how it samples.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from pygen.data import (
     load_translation_data,
     to_tanh_range,
 )
+from pygen.layers import ContinuousFlow
 from pygen.losses import GANLoss, MMDGANLoss, SinkhornLoss
 from pygen.metrics import mmd2
 from pygen.models import (
@@ -85,7 +87,9 @@ class Recipe:
     ``evaluate(model, data)``
     returns metrics on a dataset; ``sample(model, n, options)`` returns images in [0, 1]
     ``(n, C, H, W)``. ``translation`` (``"paired"`` or ``"unpaired"``) marks a model of two
-    domains: its data is ``Domains`` instead of ``ImageData``.
+    domains: its data is ``Domains`` instead of ``ImageData``. ``kwargs_to``: where the model's
+    constructor passes its ``**kwargs`` (CNF: its ``ContinuousFlow`` layer), for
+    ``option_names``.
     """
 
     model: type[nn.Module]
@@ -96,6 +100,25 @@ class Recipe:
     steps: Callable[[nn.Module, Data, TrainConfig], TrainingSteps] | None = None
     description: str = ""
     translation: str | None = None
+    kwargs_to: Callable[..., Any] | None = None
+
+    def option_names(self) -> set[str]:
+        """The keyword arguments the model's constructor takes (what ``--set`` and a config
+        file's ``model`` section may name): those of the model class, of the mixins before it
+        that pass ``**kwargs`` on (``_FlattenedImages``) and of ``kwargs_to``."""
+        names: set[str] = set()
+        for cls in self.model.__mro__:
+            if "__init__" not in vars(cls):
+                continue
+            keywords, takes_more = _keywords(cls.__init__)
+            names |= keywords
+            if issubclass(cls, nn.Module):  # the model class proper, after the mixins
+                break
+        if takes_more:
+            if self.kwargs_to is None:
+                raise TypeError(f"{cls.__name__} takes **kwargs: the recipe must name kwargs_to")
+            names |= _keywords(self.kwargs_to)[0]
+        return names
 
     def load_data(self, spec: str, spec_b: str | None, split: str, seed: int) -> Data:
         """The ``split`` of dataset ``spec`` (``load_dataset``); for a translation model, domain A
@@ -109,6 +132,14 @@ class Recipe:
         paired = self.translation == "paired"
         a, b = load_translation_data(spec, spec_b, paired, split=split, seed=seed)
         return Domains(a, b, paired or spec_b in SYNTHETIC_DOMAINS)
+
+
+def _keywords(fn: Callable[..., Any]) -> tuple[set[str], bool]:
+    """The names ``fn`` takes by keyword (``self`` aside) and whether it takes ``**kwargs``."""
+    params = inspect.signature(fn).parameters.values()
+    by_keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    names = {p.name for p in params if p.kind in by_keyword} - {"self"}
+    return names, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 RECIPES: dict[str, Recipe] = {}
@@ -480,7 +511,12 @@ RECIPES["realnvp"] = Recipe(
 )
 
 
-def _flattened_recipe(model: type[FlowModel], defaults: dict[str, Any], description: str) -> Recipe:
+def _flattened_recipe(
+    model: type[FlowModel],
+    defaults: dict[str, Any],
+    description: str,
+    kwargs_to: Callable[..., Any] | None = None,
+) -> Recipe:
     """A vector flow trained on flattened images (dequantized levels, bits/dim)."""
     return Recipe(
         model=model,
@@ -489,6 +525,7 @@ def _flattened_recipe(model: type[FlowModel], defaults: dict[str, Any], descript
         evaluate=_flow_evaluate,
         sample=_flow_sample(lambda m: m.image_shape),
         description=description,
+        kwargs_to=kwargs_to,
     )
 
 
@@ -511,6 +548,7 @@ RECIPES["cnf"] = _flattened_recipe(
     _ImageCNF,
     {"hidden": 128, "n_hidden": 2, "trace": "hutchinson", "rtol": 1e-4, "atol": 1e-4},
     "FFJORD-style continuous flow on flattened images (dopri5, Hutchinson trace)",
+    kwargs_to=ContinuousFlow,
 )
 
 

@@ -11,6 +11,7 @@ import torch
 
 from pygen.cli import main
 from pygen.data import load_dataset
+from pygen.recipes import RECIPES
 from pygen.train import CheckpointError, load_checkpoint
 
 TINY_VAE = ["--steps", "12", "--batch-size", "16", "--quiet", "--set", "hidden=32"]
@@ -121,6 +122,26 @@ def test_two_images_train_and_evaluate_on_one_each(tmp_path, capsys):
     argv = ["train", "vae", "--steps", "2", "--batch-size", "2", "--quiet", "--set", "hidden=8"]
     result = run_json(capsys, [*argv, "--data", str(tmp_path / "two.npy"), "--out", str(tmp_path)])
     assert np.isfinite(result["negative_elbo_nats"]) and np.isfinite(result["iwae100_nll_nats"])
+
+
+def test_unknown_options_name_the_key_and_the_valid_ones(tmp_path):
+    out = ["--out", str(tmp_path / "r")]
+    with pytest.raises(ValueError, match=r"unknown vae model option\(s\) hiden; valid: .*hidden"):
+        main(["train", "vae", "--set", "hiden=32", *out])
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  stepz: 5\n")
+    with pytest.raises(ValueError, match=r"unknown train option\(s\) stepz; valid: batch_size"):
+        main(["train", "vae", "--config", str(config), *out])
+    config.write_text("model: [1, 2]\n")
+    with pytest.raises(ValueError, match="sections, each a mapping"):
+        main(["train", "vae", "--config", str(config), *out])
+
+
+@pytest.mark.parametrize("model", sorted(RECIPES))
+def test_every_recipe_lists_the_options_its_config_sets(model):
+    recipe = RECIPES[model]
+    data = recipe.load_data("digits", None, "test", 0)
+    assert set(recipe.config(data, {})) <= recipe.option_names()
 
 
 def test_bench_writes_results(tmp_path, monkeypatch, capsys):
