@@ -18,17 +18,19 @@ class Neighbours(NamedTuple):
 @torch.no_grad()
 def nearest_neighbours(queries: Tensor, reference: Tensor, chunk: int = 1024) -> Neighbours:
     """Euclidean nearest neighbour in ``reference`` ``(M, ...)`` of each query ``(N, ...)``,
-    computed ``chunk`` queries at a time to bound memory."""
+    computed ``chunk`` queries at a time to bound memory, in float64 (distances float64)."""
     if queries.shape[1:] != reference.shape[1:]:
         raise ValueError(
             f"queries and reference differ in shape: {queries.shape[1:]} vs {reference.shape[1:]}"
         )
-    ref = reference.reshape(len(reference), -1).float()
+    ref = reference.reshape(len(reference), -1).double()
     distances, indices = [], []
     for q in queries.split(chunk):
-        q = q.reshape(len(q), -1).float().to(ref.device)
-        # cdist's matrix-product form finds the neighbour fast but loses digits to cancellation
-        # (an exact copy lands at ~1e-3, not 0): the distance to the chosen one is taken directly.
+        q = q.reshape(len(q), -1).double().to(ref.device)
+        # cdist's matrix-product form |q|^2 + |r|^2 - 2 q.r loses digits to cancellation: in
+        # float32, at pixel scale (0..255), more than the gap between an exact copy and a
+        # near-duplicate, so it chose the wrong one. float64 keeps the error ~1e-16 |q|^2; the
+        # distance to the chosen one is then taken directly (an exact copy lands at 0).
         index = torch.cdist(q, ref).argmin(dim=1)
         distances.append((q - ref[index]).norm(dim=1))
         indices.append(index)
