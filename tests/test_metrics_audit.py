@@ -164,6 +164,11 @@ def test_fgan_bound_at_the_optimal_critic_estimates_the_divergence_of_two_gaussi
     exact = torch.trapezoid(q * F_DIVERGENCES[name].f(torch.exp(0.5 - grid)), grid).item()
     closed = {"kl": 0.5, "reverse_kl": 0.5, "pearson": math.e - 1}
     assert exact == pytest.approx(closed.get(name, exact), rel=1e-6)
+    if name == "js":  # twice the Jensen-Shannon divergence, as the docstring says
+        p = torch.exp(-(grid**2) / 2) / math.sqrt(2 * math.pi)
+        m = (p + q) / 2
+        jsd = torch.trapezoid(0.5 * p * (p / m).log() + 0.5 * q * (q / m).log(), grid).item()
+        assert exact == pytest.approx(2 * jsd, rel=1e-6)
     loss, div = FGANLoss(name), F_DIVERGENCES[name]
     v_real, v_fake = critic(real), critic(fake)
     estimate = loss.divergence_estimate(v_real, v_fake).item()

@@ -172,9 +172,12 @@ class FDivergence:
     """One f-divergence of Nowozin et al. 2016 (their Table 2).
 
     ``f``: the convex generator (``f(1) = 0``, except ``-log 4`` for "gan", whose divergence is
-    ``2 JSD - log 4``); ``activation``: ``g_f``, which maps D's raw
-    output into the domain of the conjugate; ``conjugate``: the Fenchel conjugate ``f*``;
-    ``conjugate_of_activation``: ``f*(g_f(v))`` in a form that does not overflow.
+    ``2 JSD - log 4``); ``activation``: ``g_f``, which maps D's raw output into the domain of the
+    conjugate; ``conjugate``: the Fenchel conjugate ``f*``; ``conjugate_of_activation``:
+    ``f*(g_f(v))`` in a form that does not overflow.
+
+    "js" keeps the paper's generator, whose divergence ``E_Q[f(p / q)]`` is ``2 JSD`` (at most
+    ``log 4``), although the paper's table names it JSD: halve the estimate to report JSD.
     """
 
     name: str
