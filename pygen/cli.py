@@ -39,6 +39,18 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    error = argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    try:
+        value = int(text)
+    except ValueError:
+        raise error from None
+    if value < 1:
+        raise error
+    return value
+
+
 def _parse_value(text: str) -> Any:
     try:
         return json.loads(text)
@@ -230,18 +242,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
     rank, world_size = world()
     ckpt, model = load_model(args.checkpoint, device)
     recipe = get_recipe(ckpt.model_name)
+    if args.label is not None and not recipe.conditional(model):
+        raise ValueError(
+            f"--label is for class-conditional models; this {ckpt.model_name} is unconditional"
+        )
     share = args.n // world_size + (1 if rank < args.n % world_size else 0)
     gen = torch.Generator(device).manual_seed(args.seed * 7919 + rank)
     inputs = None
     if recipe.translation is not None:
         inputs = _load_data(recipe, args, "test", ckpt).a
     options = SampleOptions(args.method, args.temperature, args.label, gen, inputs)
-    with torch.no_grad():
-        images = recipe.sample(model, share, options).float().cpu()
+    images = None  # a rank with no share (--n below the rank count) draws nothing
+    if share:
+        with torch.no_grad():
+            images = recipe.sample(model, share, options).float().cpu()
     if world_size > 1:
         parts = [None] * world_size
         dist.all_gather_object(parts, images)
-        images = torch.cat(parts)
+        images = torch.cat([part for part in parts if part is not None])
     if rank == 0:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -333,13 +351,13 @@ def parser() -> argparse.ArgumentParser:
         "and their translations)",
     )
     s.add_argument("checkpoint", help="a run's checkpoints folder or one checkpoint")
-    s.add_argument("--n", type=int, default=16)
+    s.add_argument("--n", type=_positive_int, default=16, help="images to draw (>= 1)")
     s.add_argument("--method", help="sampler (model dependent, e.g. fused, cached, naive)")
     s.add_argument("--temperature", type=float, default=1.0)
     s.add_argument("--label", type=int, help="class label for conditional models")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--nrow", type=int, default=8)
-    s.add_argument("--scale", type=int, default=4, help="pixel enlargement in the PNG")
+    s.add_argument("--nrow", type=_positive_int, default=8)
+    s.add_argument("--scale", type=_positive_int, default=4, help="pixel enlargement in the PNG")
     s.add_argument("--out", default="samples")
     s.set_defaults(fn=cmd_sample)
 

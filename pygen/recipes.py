@@ -86,7 +86,8 @@ class Recipe:
     their trainer's ``TrainingSteps``, metrics ``loss`` (the generator's) and ``d_loss``);
     ``evaluate(model, data)``
     returns metrics on a dataset; ``sample(model, n, options)`` returns images in [0, 1]
-    ``(n, C, H, W)``. ``translation`` (``"paired"`` or ``"unpaired"``) marks a model of two
+    ``(n, C, H, W)``, ``n >= 1``; ``conditional(model)``: whether the model samples the class
+    ``options.label``. ``translation`` (``"paired"`` or ``"unpaired"``) marks a model of two
     domains: its data is ``Domains`` instead of ``ImageData``. ``kwargs_to``: where the model's
     constructor passes its ``**kwargs`` (CNF: its ``ContinuousFlow`` layer), for
     ``option_names``.
@@ -101,6 +102,7 @@ class Recipe:
     description: str = ""
     translation: str | None = None
     kwargs_to: Callable[..., Any] | None = None
+    conditional: Callable[[nn.Module], bool] = lambda model: False
 
     def option_names(self) -> set[str]:
         """The keyword arguments the model's constructor takes (what ``--set`` and a config
@@ -223,6 +225,7 @@ RECIPES["pixelcnn"] = Recipe(
     evaluate=_autoregressive_evaluate,
     sample=_pixelcnn_sample,
     description="Gated PixelCNN (samplers: fused C++, cached, naive)",
+    conditional=lambda model: model.n_classes is not None,
 )
 
 

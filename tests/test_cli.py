@@ -321,14 +321,12 @@ def test_flow_recipes(tmp_path, capsys, model):
     )
 
 
-def test_sample_shards_across_two_ranks(tmp_path, capsys):
+def sample_on_two_ranks(checkpoints, n: int, out) -> list[str]:
+    """``pygen sample`` under two gloo ranks (as torchrun starts them); their outputs."""
     import os
     import socket
     import subprocess
-    import sys
 
-    run = tmp_path / "vae"
-    run_json(capsys, ["train", "vae", *TINY_VAE, "--out", str(run)])
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -339,19 +337,8 @@ def test_sample_shards_across_two_ranks(tmp_path, capsys):
         WORLD_SIZE="2",
         OMP_NUM_THREADS="1",
     )
-    argv = [
-        sys.executable,
-        "-m",
-        "pygen",
-        "sample",
-        str(run / "checkpoints"),
-        "--n",
-        "5",
-        "--device",
-        "cpu",
-        "--out",
-        str(tmp_path / "sharded"),
-    ]
+    argv = [sys.executable, "-m", "pygen", "sample", str(checkpoints), "--n", str(n)]
+    argv += ["--device", "cpu", "--out", str(out)]
     procs = [
         subprocess.Popen(
             argv, env=dict(env, RANK=str(r), LOCAL_RANK=str(r)), stdout=subprocess.PIPE, text=True
@@ -360,10 +347,49 @@ def test_sample_shards_across_two_ranks(tmp_path, capsys):
     ]
     outputs = [p.communicate(timeout=240)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
+    return outputs
+
+
+def test_sample_shards_across_two_ranks(tmp_path, capsys):
+    run = tmp_path / "vae"
+    run_json(capsys, ["train", "vae", *TINY_VAE, "--out", str(run)])
+    outputs = sample_on_two_ranks(run / "checkpoints", 5, tmp_path / "sharded")
     assert json.loads(outputs[0])["n"] == 5 and outputs[1] == ""  # rank 0 writes, rank 1 is quiet
     images = np.load(tmp_path / "sharded" / "samples.npz")["images"]
     assert images.shape == (5, 1, 8, 8)
     assert not np.array_equal(images[0], images[3])  # ranks draw with different seeds
+
+
+def test_sample_fewer_images_than_ranks(tmp_path, capsys):
+    # A PixelCNN refuses to draw 0 images: the rank with no share must not ask it to.
+    run = tmp_path / "pixelcnn"
+    tiny = [
+        "--steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--quiet",
+        "--set",
+        "n_layers=1",
+        "--set",
+        "hidden=8",
+    ]
+    run_json(capsys, ["train", "pixelcnn", *tiny, "--out", str(run)])
+    outputs = sample_on_two_ranks(run / "checkpoints", 1, tmp_path / "one")
+    assert json.loads(outputs[0])["n"] == 1
+    assert np.load(tmp_path / "one" / "samples.npz")["images"].shape == (1, 1, 8, 8)
+
+
+def test_sample_rejects_n_below_one_and_a_label_for_an_unconditional_model(tmp_path, capsys):
+    run = tmp_path / "vae"
+    run_json(capsys, ["train", "vae", *TINY_VAE, "--out", str(run)])
+    for n in ("0", "-3"):
+        with pytest.raises(SystemExit):
+            main(["sample", str(run / "checkpoints"), "--n", n, "--out", str(tmp_path / "s")])
+        assert "--n: must be an integer >= 1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--label is for class-conditional models"):
+        main(["sample", str(run / "checkpoints"), "--label", "3", "--out", str(tmp_path / "s")])
+    assert not (tmp_path / "s").exists()
 
 
 def test_cnf_recipe(tmp_path, capsys):
