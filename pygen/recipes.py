@@ -266,12 +266,13 @@ def _vae_evaluate(model: VAE, data: ImageData, k: int = 100) -> dict[str, float]
     with torch.no_grad(), _repeatable(model):
         negative_elbo = -model.elbo(x).elbo.mean().item()
         nll = -model.log_likelihood(x, k, chunk_size=25).mean().item()
-    dims = math.prod(model.data_shape) * math.log(2.0)
-    return {
-        "negative_elbo_nats": negative_elbo,
-        f"iwae{k}_nll_nats": nll,
-        f"iwae{k}_bits_per_dim": nll / dims,
-    }
+    result = {"negative_elbo_nats": negative_elbo, f"iwae{k}_nll_nats": nll}
+    # Bits/dim of the data's levels, comparable with the other models', needs a distribution over
+    # the levels: the categorical likelihood. A Gaussian density of levels scaled to [0, 1] (it
+    # can be negative) or a Bernoulli of binarized pixels scores other data.
+    if model.config["likelihood"] == "categorical":
+        result[f"iwae{k}_bits_per_dim"] = nll / (math.prod(model.data_shape) * math.log(2.0))
+    return result
 
 
 def _vae_sample(model: VAE, n: int, options: SampleOptions) -> Tensor:

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from pygen.data import ImageData
 from pygen.losses import F_DIVERGENCES, FGANLoss, get_gan_loss
 from pygen.metrics import median_bandwidth, mmd_permutation_test, nearest_neighbours
-from pygen.models import PixelCNN, RealNVP
+from pygen.models import VAE, PixelCNN, RealNVP
+from pygen.recipes import RECIPES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -224,3 +226,24 @@ def test_flow_bits_per_dim_by_hand_with_the_jacobian(shape):
         log_p = -0.5 * (z.square().sum() + dims * math.log(2 * math.pi)) + logdet
         want = -(log_p - dims * math.log(256)) / (dims * math.log(2))
         assert bits[i].item() == pytest.approx(want.item(), rel=1e-10)
+
+
+@pytest.mark.parametrize("likelihood", ["categorical", "gaussian", "bernoulli"])
+def test_vae_evaluation_reports_bits_per_dim_of_the_levels_only(likelihood):
+    # A Gaussian density of levels scaled to [0, 1] is no distribution over the levels (its
+    # "bits/dim" goes negative once the std is small) and a Bernoulli scores binarized pixels:
+    # neither is the bits/dim that the autoregressive models and flows report for the levels.
+    torch.manual_seed(0)
+    images = torch.randint(0, 17, (6, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+    data = ImageData(images, None, 17, "tiny")
+    recipe = RECIPES["vae"]
+    config = recipe.config(data, {"likelihood": likelihood, "latent_dim": 2, "hidden": 8})
+    if likelihood == "gaussian":
+        config["std"] = 0.01  # a density far above 1 on [0, 1]
+    result = recipe.evaluate(VAE(**config), data, k=4)
+    assert np.isfinite(result["iwae4_nll_nats"])
+    if likelihood == "categorical":
+        want = result["iwae4_nll_nats"] / (16 * math.log(2.0))
+        assert result["iwae4_bits_per_dim"] == pytest.approx(want)
+    else:
+        assert "iwae4_bits_per_dim" not in result
