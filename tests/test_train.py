@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -188,6 +190,60 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint(tmp_path, monkeypat
     assert ckpt.step == 1
     assert all(torch.equal(ckpt.state_dict[k], v) for k, v in before.items())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step-00000001"]
+
+
+def test_re_saving_a_step_replaces_it_whole_or_not_at_all(tmp_path, monkeypatch):
+    model = TinyDensity()
+    save_checkpoint(tmp_path, model, model_name="tiny", config={}, step=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.prior.add_(1.0)
+    replace, crashed = os.replace, []
+
+    def crash_moving_the_new_folder_in(src, dst):
+        if Path(dst).name == "step-00000001" and Path(src).name.startswith(".") and not crashed:
+            crashed.append(src)
+            raise KeyboardInterrupt("simulated crash while re-saving")
+        replace(src, dst)
+
+    monkeypatch.setattr(checkpoint_module.os, "replace", crash_moving_the_new_folder_in)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, model, model_name="tiny", config={}, step=1)
+    ckpt = load_checkpoint(tmp_path)
+    assert all(torch.equal(ckpt.state_dict[k], v) for k, v in before.items())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step-00000001"]
+    monkeypatch.undo()
+    save_checkpoint(tmp_path, model, model_name="tiny", config={}, step=1)
+    ckpt = load_checkpoint(tmp_path)
+    assert all(torch.equal(ckpt.state_dict[k], v) for k, v in model.state_dict().items())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step-00000001"]
+
+
+def test_a_save_removes_what_a_killed_save_left(tmp_path):
+    model = TinyDensity()
+    save_checkpoint(tmp_path, model, model_name="tiny", config={}, step=1)
+    for name in (".step-00000002.tmp-dead", ".step-00000001.old-dead", ".step-00000003.x1y2"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"partial")
+    (tmp_path / ".latest.tmp-dead").write_text("step-00000002\n")
+    save_checkpoint(tmp_path, model, model_name="tiny", config={}, step=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "latest",
+        "step-00000001",
+        "step-00000002",
+    ]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+def test_checkpoints_get_the_permissions_of_the_umask(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path, TinyDensity(), model_name="tiny", config={}, step=1)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755
+    for file in (path / "checkpoint.json", path / "model.safetensors", tmp_path / "latest"):
+        assert stat.S_IMODE(file.stat().st_mode) == 0o644, file.name
 
 
 def test_corrupt_or_mismatched_checkpoints_name_the_file(tmp_path):

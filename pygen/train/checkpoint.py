@@ -6,7 +6,11 @@ A checkpoint is a folder ``<root>/step-<N>/`` holding ``model.safetensors``, ``c
 ``training.pt`` and ``rng.pt``. It is written under a temporary name and renamed into place, and
 ``<root>/latest`` (a one-line file naming the newest folder) is replaced with an atomic rename
 last, so a crash at any moment leaves the previous checkpoint intact and ``latest`` pointing at a
-complete one.
+complete one. A re-save of a step renames its old folder aside (never deleting it in place) just
+before renaming the new one in: readers see one or the other whole, and only a kill between those
+two renames leaves the step under its hidden set-aside name. What a killed save leaves (hidden
+``.step-*`` and ``.latest.*`` names) goes at the next save. Folders and files get the permissions
+the umask gives.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import json
 import os
 import random
 import shutil
-import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,14 +78,53 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _hidden_name(path: Path, tag: str) -> Path:
+    """A fresh hidden name next to ``path``: ``.<name>.<tag>-<random>``."""
+    return path.with_name(f".{path.name}.{tag}-{uuid.uuid4().hex[:12]}")
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` in one rename: a crash leaves the old file or the new one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = _hidden_name(path, "tmp")
+    # Not mkstemp, whose 0600 the file would keep: 0666 less the umask, as open() gives.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _remove_stale(root: Path) -> None:
+    """Delete what a killed save left in ``root``: temporary and set-aside folders and files. A
+    root has one writer (rank 0 of one run), so none of them belongs to a save in progress."""
+    for path in root.iterdir():
+        if path.name.startswith((".step-", f".{LATEST}.")):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
+def _put_in_place(tmp: Path, final: Path) -> None:
+    """Rename the complete folder ``tmp`` to ``final``. A ``final`` already there (a re-save of
+    its step) is renamed aside, not deleted in place, so no reader finds it half removed; it goes
+    back if the rename fails."""
+    if not final.exists():
+        os.replace(tmp, final)
+        return
+    old = _hidden_name(final, "old")
+    os.replace(final, old)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        os.replace(old, final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)  # the save is done; a leftover goes at the next one
 
 
 def save_checkpoint(
@@ -99,11 +142,15 @@ def save_checkpoint(
     ``state_dict()``: optimizers, loss scalers, ...)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    _remove_stale(root)
     final = root / f"step-{step:08d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
+    tmp = _hidden_name(final, "tmp")
+    tmp.mkdir()  # not mkdtemp, whose 0700 the checkpoint would keep: the umask decides
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         safetensors.torch.save_file(state, tmp / WEIGHTS)
+        # safetensors writes 0600: the folder's permissions (0777 less the umask) less execute.
+        os.chmod(tmp / WEIGHTS, tmp.stat().st_mode & 0o666)
         sidecar = {
             "format": FORMAT_VERSION,
             "model": model_name,
@@ -115,9 +162,7 @@ def save_checkpoint(
         if training_state is not None:
             torch.save(training_state, tmp / TRAINING)
         torch.save(rng_state(), tmp / RNG)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        _put_in_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
