@@ -7,10 +7,10 @@ A checkpoint is a folder ``<root>/step-<N>/`` holding ``model.safetensors``, ``c
 ``<root>/latest`` (a one-line file naming the newest folder) is replaced with an atomic rename
 last, so a crash at any moment leaves the previous checkpoint intact and ``latest`` pointing at a
 complete one. A re-save of a step renames its old folder aside (never deleting it in place) just
-before renaming the new one in: readers see one or the other whole, and only a kill between those
-two renames leaves the step under its hidden set-aside name. What a killed save leaves (hidden
-``.step-*`` and ``.latest.*`` names) goes at the next save. Folders and files get the permissions
-the umask gives.
+before renaming the new one in: readers find the old folder or the new one, never one half
+deleted, and only a kill between those two renames leaves the step under its hidden set-aside
+name. What a killed save leaves (hidden ``.step-*`` and ``.latest.*`` names) goes at the next
+save. Folders and files get the permissions the umask gives.
 """
 
 from __future__ import annotations
