@@ -136,3 +136,13 @@ def test_image_folder_modes(tmp_path):
     assert data.images.shape == (4, 3, 2, 2)
     assert data.images[0].tolist() == [pixels.tolist()] * 3
     assert data.images[3, :, 0, 0].tolist() == [255, 255, 0]
+
+
+def test_torchvision_datasets_say_how_to_install_torchvision(tmp_path, monkeypatch):
+    import sys
+
+    from pygen.data import load_dataset
+
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # as if it were not installed
+    with pytest.raises(ImportError, match=r"pip install 'pygen\[vision\]'"):
+        load_dataset(f"mnist:{tmp_path}")

@@ -137,7 +137,9 @@ def load_torchvision(name: str, root: str | Path, split: str = "train") -> Image
     try:
         import torchvision
     except ImportError as err:
-        raise ImportError(f"loading {name} needs torchvision installed") from err
+        raise ImportError(
+            f"loading {name} needs torchvision: pip install 'pygen[vision]' (or torchvision)"
+        ) from err
     classes = {"mnist": torchvision.datasets.MNIST, "cifar10": torchvision.datasets.CIFAR10}
     if name not in classes:
         raise ValueError(f"unknown torchvision dataset {name!r}; known: {sorted(classes)}")
