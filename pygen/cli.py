@@ -129,17 +129,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         "checkpoint_every": args.checkpoint_every,
     }
     out = Path(args.out or f"runs/{args.model}")
+    stored = _resumed_run(out / "checkpoints", args.model) if args.resume else None
     train_options = {
-        **(_stored_train_options(out / "checkpoints") if args.resume else {}),
+        **(stored["extra"].get("train", {}) if stored else {}),
         **file_config.get("train", {}),
         **{k: v for k, v in train_options.items() if v is not None},
     }
     _check_options("train", train_options, {f.name for f in fields(TrainConfig)})
     _check_options(f"{args.model} model", options, recipe.option_names())
     config = TrainConfig(**train_options)
-    data = _load_data(recipe, args, "train")
+    trained_on = stored["extra"].get("data", {}) if stored else {}
+    data = _load_data(recipe, args, "train", trained_on)
     torch.manual_seed(config.seed)
-    model_config = recipe.config(data, options)
+    model_config = _model_config(recipe, data, options, stored["config"] if stored else None)
     model = recipe.model(**model_config).to(device)
     hooks = []
     if args.sample_every:
@@ -174,10 +176,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.quiet,
         hooks=hooks,
-        extra={"data": _data_args(args)},
+        extra={"data": _data_args(args, trained_on)},
     )
     if world()[0] == 0:
-        test = _load_data(recipe, args, "test")
+        test = _load_data(recipe, args, "test", trained_on)
         result = {
             "final_loss": metrics[-1]["loss"] if metrics else None,
             **recipe.evaluate(model, test),
@@ -197,13 +199,36 @@ def _check_options(section: str, options: dict[str, Any], valid: set[str]) -> No
         )
 
 
-def _stored_train_options(ckpt_dir: Path) -> dict[str, Any]:
-    """The train options of the run a resume continues (none before its first checkpoint): the
-    defaults of the options not given again, so that a resumed run keeps its learning rate,
-    batch size and length."""
+def _resumed_run(ckpt_dir: Path, model_name: str) -> dict[str, Any] | None:
+    """The sidecar of the run a resume continues (None before its first checkpoint): its model
+    config, and the train options and data that options not given again default to."""
     if not (ckpt_dir / LATEST).is_file():
-        return {}
-    return load_sidecar(ckpt_dir).get("extra", {}).get("train", {})
+        return None
+    sidecar = load_sidecar(ckpt_dir)
+    if sidecar["model"] != model_name:
+        raise ValueError(f"{ckpt_dir} holds a {sidecar['model']} run, not {model_name}")
+    return sidecar
+
+
+def _model_config(recipe, data, options: dict[str, Any], stored: dict[str, Any] | None):
+    """The model's constructor arguments: the recipe's for the data and options, or a resumed
+    run's own. An option the data decides (``image_size``, ``channels``) or one that would change
+    a resumed model is an error, not silently dropped."""
+    built = recipe.config(data, options)
+    fixed = {k: built[k] for k in options if _plain(built.get(k)) != _plain(options[k])}
+    if fixed:
+        raise ValueError(f"option(s) fixed by the data: {fixed}; leave them out")
+    if stored is None:
+        return built
+    changed = {k: stored.get(k) for k in options if _plain(stored.get(k)) != _plain(options[k])}
+    if changed:
+        raise ValueError(f"a resumed run keeps its model; it was trained with {changed}")
+    return stored
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists: a config read back from JSON compares equal to the one given."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def _parse_set(item: str) -> tuple[str, Any]:
@@ -213,17 +238,16 @@ def _parse_set(item: str) -> tuple[str, Any]:
     return key, _parse_value(value)
 
 
-def _data_args(args: argparse.Namespace, ckpt=None) -> dict[str, Any]:
-    """The data options: those given, else (eval, sample) those the checkpoint was trained on,
-    else the defaults."""
-    trained = ckpt.extra.get("data", {}) if ckpt is not None else {}
+def _data_args(args: argparse.Namespace, trained: dict[str, Any]) -> dict[str, Any]:
+    """The data options: those given, else (resume, eval, sample) those the checkpoint was
+    trained on (``trained``, its sidecar's ``extra["data"]``), else the defaults."""
     given = {"data": args.data, "data_b": args.data_b, "split_seed": args.split_seed}
     defaults = {"data": "digits", "data_b": None, "split_seed": 0}
     return {k: given[k] if given[k] is not None else trained.get(k, defaults[k]) for k in given}
 
 
-def _load_data(recipe, args: argparse.Namespace, split: str, ckpt=None):
-    d = _data_args(args, ckpt)
+def _load_data(recipe, args: argparse.Namespace, split: str, trained: dict[str, Any]):
+    d = _data_args(args, trained)
     return recipe.load_data(d["data"], d["data_b"], split, d["split_seed"])
 
 
@@ -250,7 +274,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     gen = torch.Generator(device).manual_seed(args.seed * 7919 + rank)
     inputs = None
     if recipe.translation is not None:
-        inputs = _load_data(recipe, args, "test", ckpt).a
+        inputs = _load_data(recipe, args, "test", ckpt.extra.get("data", {})).a
     options = SampleOptions(args.method, args.temperature, args.label, gen, inputs)
     images = None  # a rank with no share (--n below the rank count) draws nothing
     if share:
@@ -273,7 +297,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     device = _device(args.device)
     ckpt, model = load_model(args.checkpoint, device)
     recipe = get_recipe(ckpt.model_name)
-    data = _load_data(recipe, args, args.split, ckpt)
+    data = _load_data(recipe, args, args.split, ckpt.extra.get("data", {}))
     with torch.no_grad():
         result = recipe.evaluate(model, data)
     print(json.dumps({"checkpoint": str(ckpt.path), "step": ckpt.step, **result}, indent=1))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pygen.cli import main
+from pygen.cli import _model_config, main
 from pygen.data import load_dataset
 from pygen.recipes import RECIPES
 from pygen.train import CheckpointError, load_checkpoint
@@ -70,6 +70,36 @@ def test_resume_takes_a_given_lr_and_keeps_the_run_options_not_given(tmp_path, c
     ckpt = load_checkpoint(run / "checkpoints")
     assert ckpt.step == 8 and ckpt.extra["train"]["lr"] == 5e-4
     assert [g["lr"] for g in ckpt.training_state["param_groups"]] == [5e-4]
+
+
+def test_resume_keeps_the_runs_model_and_data(tmp_path, capsys):
+    images = np.random.default_rng(0).integers(0, 4, size=(12, 1, 6, 6), dtype=np.uint8)
+    np.savez(tmp_path / "x.npz", images=images)
+    run = ["--quiet", "--batch-size", "4", "--out", str(tmp_path / "run")]
+    first = ["--set", "hidden=8", "--data", str(tmp_path / "x.npz")]
+    run_json(capsys, ["train", "vae", *run, *first, "--steps", "2"])
+    run_json(capsys, ["train", "vae", *run, "--steps", "3", "--resume"])  # no --set, no --data
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints")
+    assert ckpt.step == 3 and ckpt.config["hidden"] == 8
+    assert ckpt.extra["data"]["data"] == str(tmp_path / "x.npz")
+    with pytest.raises(ValueError, match=r"resumed run keeps its model.*'hidden': 8"):
+        main(["train", "vae", *run, "--steps", "4", "--resume", "--set", "hidden=16"])
+    with pytest.raises(ValueError, match="holds a vae run, not nice"):
+        main(["train", "nice", *run, "--steps", "4", "--resume"])
+
+
+def test_options_the_data_fixes_are_an_error_not_ignored(tmp_path):
+    with pytest.raises(ValueError, match=r"fixed by the data: \{'image_size': \[8, 8\]\}"):
+        main(["train", "dcgan", "--set", "image_size=32", "--out", str(tmp_path / "r")])
+
+
+@pytest.mark.parametrize("model", sorted(RECIPES))
+def test_every_recipe_takes_its_own_config_back_as_options(model):
+    # What a resumed or reproduced run passes: no option of its own config reads as changed.
+    recipe = RECIPES[model]
+    data = recipe.load_data("digits", None, "test", 0)
+    config = json.loads(json.dumps(recipe.config(data, {})))  # as a sidecar gives it back
+    assert _model_config(recipe, data, config, config) == config
 
 
 def test_adversarial_resume_takes_a_given_lr(tmp_path, capsys):
