@@ -89,7 +89,7 @@ def test_resume_keeps_the_runs_model_and_data(tmp_path, capsys):
 
 
 def test_options_the_data_fixes_are_an_error_not_ignored(tmp_path):
-    with pytest.raises(ValueError, match=r"fixed by the data: \{'image_size': \[8, 8\]\}"):
+    with pytest.raises(ValueError, match=r"fixed by the data: \{'image_size': 8\}"):
         main(["train", "dcgan", "--set", "image_size=32", "--out", str(tmp_path / "r")])
 
 

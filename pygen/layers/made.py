@@ -10,6 +10,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 
+def _read_loaded_order(module: MADE, incompatible_keys) -> None:
+    """A loaded ``order`` buffer sets ``order_list``."""
+    module.order_list = module.order.tolist()
+
+
 class MaskedLinear(nn.Linear):
     """``nn.Linear`` with a fixed 0/1 mask ``(out_features, in_features)`` on its weight."""
 
@@ -38,6 +43,10 @@ class MADE(nn.Module):
             for one drawn with ``seed``, or None for ``0, 1, ..., D-1``.
         seed: the seed of a random order.
         zero_init: start the output layer at zero (a flow built on it starts as the identity).
+
+    The order is the buffer ``order`` and, as Python ints, ``order_list`` (kept equal to it, also by
+    ``load_state_dict``), which the solves read: ``torch.compile`` traces them without a graph
+    break.
     """
 
     def __init__(
@@ -65,13 +74,20 @@ class MADE(nn.Module):
                 raise ValueError(f"order must be a permutation of range({dim}), got {list(order)}")
         self.dim, self.n_outputs = dim, n_outputs
         self.register_buffer("order", order_t)
+        self.order_list = order_t.tolist()
+        self.register_load_state_dict_post_hook(_read_loaded_order)
         degrees = torch.empty(dim, dtype=torch.long)
         degrees[order_t] = torch.arange(1, dim + 1)
         self.register_buffer("degrees", degrees)
 
         # Hidden degrees cycle through [1, D-1] so that every degree is present in every layer.
         hidden_degrees = torch.arange(hidden) % max(dim - 1, 1) + 1
-        self.register_buffer("hidden_degrees", hidden_degrees, persistent=False)  # for ``solve``
+        # What ``solve`` reads (see ``solve_weights``), fixed by the arguments: the hidden units
+        # sorted by degree and, as Python ints, the bounds of each degree's block. D entries:
+        # degrees reach D - 1, but at D = 1 the hidden units have degree 1 (and no use).
+        self.register_buffer("units", torch.argsort(hidden_degrees, stable=True), persistent=False)
+        counts = torch.bincount(hidden_degrees, minlength=dim)[1:dim]
+        self.bounds = [0, *counts.cumsum(0).tolist()]
         layers: list[nn.Module] = []
         previous = degrees
         for _ in range(n_hidden):
@@ -118,7 +134,7 @@ class MADE(nn.Module):
         # vmap they are batched as the columns added into them are.
         zeros = torch.zeros_like(like.flatten(1)[:, :1], dtype=acc)
         pre = [zeros + bias.to(acc) for bias in biases]
-        order = self.order.tolist()
+        order = self.order_list
         columns: dict[int, Tensor] = {}
         outs: dict[int, Tensor] = {}
         for step, d in enumerate(order):
@@ -145,12 +161,8 @@ class MADE(nn.Module):
         else the inputs' own."""
         dtype = torch.promote_types(like.dtype, torch.float32)
         linears = [m for m in self.net if isinstance(m, MaskedLinear)]
-        degrees = self.hidden_degrees
-        units = torch.argsort(degrees, stable=True)
-        # D entries: degrees reach D - 1, but at D = 1 the hidden units have degree 1 (and no use).
-        bounds = [0, *torch.bincount(degrees, minlength=self.dim)[1 : self.dim].cumsum(0).tolist()]
         weights = [(layer.weight * layer.mask).to(dtype) for layer in linears]
-        return weights, [layer.bias for layer in linears], units, bounds
+        return weights, [layer.bias for layer in linears], self.units, self.bounds
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, n_outputs={self.n_outputs}, order={self.order.tolist()}"
+        return f"dim={self.dim}, n_outputs={self.n_outputs}, order={self.order_list}"

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
+
+
+def _read_loaded_flag(module: ActNorm, incompatible_keys) -> None:
+    """A loaded ``initialized`` buffer sets the flag that forward reads."""
+    module._initialized = bool(module.initialized)
 
 
 class ActNorm(nn.Module):
     """``z = (x + bias) * exp(log_scale)`` per channel (dimension 1) of ``(N, C)`` or
     ``(N, C, H, W)`` inputs. The first forward pass in training mode sets bias and log_scale so
-    that the batch's output has zero mean and unit variance per channel (data-dependent init)."""
+    that the batch's output has zero mean and unit variance per channel (data-dependent init); that
+    batch needs at least two values per channel.
+
+    Whether it has run is the buffer ``initialized`` (saved with the state dict) and a Python flag
+    that forward reads, kept equal to it (also by ``load_state_dict``): reading the buffer would
+    synchronize with a GPU and break a ``torch.compile`` graph at every step."""
 
     def __init__(self, num_features: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -17,23 +29,32 @@ class ActNorm(nn.Module):
         self.log_scale = nn.Parameter(torch.zeros(num_features))
         self.eps = eps
         self.register_buffer("initialized", torch.tensor(False))
+        self._initialized = False
+        self.register_load_state_dict_post_hook(_read_loaded_flag)
 
     def _view(self, p: Tensor, x: Tensor) -> Tensor:
         return p.view(1, -1, *[1] * (x.dim() - 2))
 
     @torch.no_grad()
     def _initialize(self, x: Tensor) -> None:
+        values = x.numel() // x.shape[1] if x.dim() >= 2 and x.shape[1] else 0
+        if values < 2:
+            raise ValueError(
+                "ActNorm initializes from its first training batch, which needs at least two "
+                f"values per channel, got x of shape {tuple(x.shape)}"
+            )
         dims = [d for d in range(x.dim()) if d != 1]
         self.bias.copy_(-x.mean(dims))
         self.log_scale.copy_(-torch.log(x.std(dims) + self.eps))
         self.initialized.fill_(True)
+        self._initialized = True
 
     def _logdet(self, x: Tensor) -> Tensor:
-        positions = x[0, 0].numel()  # H * W for images, 1 for vectors
+        positions = math.prod(x.shape[2:])  # H * W for images, 1 for vectors
         return (self.log_scale.sum() * positions).expand(x.shape[0])
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self.training and not self.initialized:
+        if self.training and not self._initialized:
             self._initialize(x)
         z = (x + self._view(self.bias, x)) * self._view(self.log_scale, x).exp()
         return z, self._logdet(x)

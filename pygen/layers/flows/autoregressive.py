@@ -128,7 +128,7 @@ class _AutoregressiveAffine(nn.Module):
                 biases,
                 units,
                 bounds,
-                self.made.order.tolist(),
+                self.made.order_list,
                 self.mask,
                 scale_fn=self.scale_fn,
                 clamp=self.clamp,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -35,10 +37,14 @@ class Invertible1x1Conv(nn.Module):
         return nn.functional.conv2d(x, w[:, :, None, None])
 
     def _logdet(self, x: Tensor) -> Tensor:
-        return (self.log_s.sum() * x[0, 0].numel()).expand(x.shape[0])
+        positions = math.prod(x.shape[2:])  # H * W for images, 1 for vectors
+        return (self.log_s.sum() * positions).expand(x.shape[0])
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self._mix(x, self.weight()), self._logdet(x)
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return self._mix(z, torch.linalg.inv(self.weight())), -self._logdet(z)
+        # torch inverts no 16-bit matrix: invert a float32 copy of a 16-bit weight.
+        w = self.weight()
+        w_inv = torch.linalg.inv(w.to(torch.promote_types(w.dtype, torch.float32))).to(w.dtype)
+        return self._mix(z, w_inv), -self._logdet(z)
