@@ -1,0 +1,171 @@
+"""The layers dropped into a user's model: torch.compile, 16-bit dtypes, empty batches,
+checkpoints and clear errors for misuse."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch._dynamo
+from torch._dynamo.utils import counters
+
+from pygen.layers import (
+    ActNorm,
+    AdditiveCoupling,
+    AffineCoupling,
+    FlowSequential,
+    IAFLayer,
+    Invertible1x1Conv,
+    LogitTransform,
+    MAFLayer,
+    MultiScaleSplit,
+    Permutation,
+    Squeeze,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def perturb(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Every parameter moved off its initial value (zero last layers make fresh flows the
+    identity, which would test nothing)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    return module
+
+
+def randn(*shape, seed: int = 1, dtype=torch.float32) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+# (name, layer factory, per-sample shape); every flow layer of pygen.layers but the continuous one
+FLOWS = [
+    ("affine-vec", lambda: AffineCoupling((4,), hidden=8), (4,)),
+    ("affine-img", lambda: AffineCoupling((2, 2, 2), "channel", hidden=4, n_blocks=1), (2, 2, 2)),
+    ("additive", lambda: AdditiveCoupling((4,), hidden=8), (4,)),
+    ("actnorm-vec", lambda: ActNorm(3), (3,)),
+    ("actnorm-img", lambda: ActNorm(2), (2, 2, 2)),
+    ("invconv-vec", lambda: Invertible1x1Conv(3), (3,)),
+    ("invconv-img", lambda: Invertible1x1Conv(2), (2, 2, 2)),
+    ("maf", lambda: MAFLayer(3, hidden=8), (3,)),
+    ("iaf", lambda: IAFLayer(3, hidden=8, order=[2, 0, 1]), (3,)),
+    ("permutation", lambda: Permutation([2, 0, 1]), (3,)),
+    ("squeeze", Squeeze, (1, 2, 2)),
+    ("logit", LogitTransform, (3,)),
+    ("split", lambda: MultiScaleSplit(AffineCoupling((1, 2, 2), hidden=4)), (2, 2, 2)),
+    ("sequential", lambda: FlowSequential(ActNorm(3), Invertible1x1Conv(3)), (3,)),
+]
+FLOW_IDS = [case[0] for case in FLOWS]
+
+
+def ready(make, shape, dtype=torch.float32):
+    """A perturbed layer, initialized (ActNorm) on a batch of 4, in ``dtype``, and that batch."""
+    torch.manual_seed(0)
+    layer = perturb(make())
+    x = torch.rand(4, *shape) * 0.8 + 0.1 if isinstance(layer, LogitTransform) else randn(4, *shape)
+    layer(x)
+    return layer.to(dtype), x.to(dtype)
+
+
+@pytest.mark.parametrize(("name", "make", "shape"), FLOWS, ids=FLOW_IDS)
+def test_empty_batch_both_directions_and_backward(name, make, shape):
+    layer, _ = ready(make, shape)
+    x = torch.zeros(0, *shape, requires_grad=True)
+    z, logdet = layer(x)
+    back, back_logdet = layer.inverse(z)
+    assert logdet.shape == back_logdet.shape == (0,) and back.shape == x.shape
+    (back.sum() + logdet.sum() + back_logdet.sum()).backward()
+    assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(3,), (3, 2, 2)], ids=["vec", "img"])
+def test_invertible_1x1_conv_inverts_in_16_bit(dtype, shape):
+    layer, x = ready(lambda: Invertible1x1Conv(3), shape, dtype)
+    z, logdet = layer(x)
+    back, back_logdet = layer.inverse(z)
+    assert back.dtype == back_logdet.dtype == dtype
+    torch.testing.assert_close(back.float(), x.float(), rtol=0, atol=0.05)
+    torch.testing.assert_close((logdet + back_logdet).float(), torch.zeros(4), rtol=0, atol=0)
+
+
+def test_actnorm_init_needs_two_values_per_channel():
+    for x in (torch.zeros(1, 3), torch.zeros(0, 3, 2, 2)):
+        layer = ActNorm(3)
+        with pytest.raises(ValueError, match="at least two values per channel"):
+            layer(x)
+        assert not layer.initialized
+    layer = ActNorm(3)
+    z, _ = layer(randn(1, 3, 2, 2))  # one image: four values per channel
+    assert layer.initialized and torch.isfinite(z).all()
+
+
+def test_actnorm_compiles_whole_in_training_and_initializes_once():
+    x = randn(4, 3, 2, 2) * 3 + 1
+    eager = ActNorm(3)
+    z_eager, logdet_eager = eager(x)
+    torch._dynamo.reset()
+    layer = ActNorm(3)
+    compiled = torch.compile(layer, fullgraph=True)
+    z, logdet = compiled(x)
+    torch.testing.assert_close(z, z_eager)
+    torch.testing.assert_close(logdet, logdet_eager)
+    assert layer.initialized
+    torch.testing.assert_close(layer.bias, eager.bias)
+    x2 = randn(4, 3, 2, 2, seed=2)
+    torch.testing.assert_close(compiled(x2)[0], eager(x2)[0])  # the first batch's init kept
+    # A loaded initialized state is not initialized again; a loaded fresh one is.
+    restored = ActNorm(3)
+    restored.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(restored(x2)[0], eager(x2)[0])
+    restored.load_state_dict(ActNorm(3).state_dict())
+    restored(x2)
+    torch.testing.assert_close(restored(x2)[0].mean((0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("make", "direction"),
+    [(lambda: MAFLayer(4, hidden=8, order="random"), "inverse"), (lambda: IAFLayer(4), "forward")],
+    ids=["maf-sampling", "iaf-density"],
+)
+def test_autoregressive_d_step_direction_compiles_whole(make, direction):
+    torch.manual_seed(0)
+    layer = perturb(make())
+    run = getattr(layer, direction)
+    z = randn(5, 4)
+    torch._dynamo.reset()
+    assert torch._dynamo.explain(run)(z).graph_break_count == 0
+
+    def loss(out):
+        return out[0].square().sum() + out[1].sum()
+
+    z_eager = z.clone().requires_grad_()
+    out_eager = run(z_eager)
+    loss(out_eager).backward()
+    grads_eager = [z_eager.grad] + [p.grad.clone() for p in layer.parameters()]
+    layer.zero_grad()
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(run, fullgraph=True)
+    z_compiled = z.clone().requires_grad_()
+    out = compiled(z_compiled)
+    loss(out).backward()
+    torch.testing.assert_close(out, out_eager)
+    grads = [z_compiled.grad] + [p.grad for p in layer.parameters()]
+    torch.testing.assert_close(grads, grads_eager)
+    for n in (3, 6, 7):  # one more graph, with a dynamic batch size
+        torch.testing.assert_close(compiled(randn(n, 4)), run(randn(n, 4)))
+    assert counters["stats"]["unique_graphs"] == 2
+
+
+def test_made_order_follows_a_loaded_state_dict():
+    torch.manual_seed(0)
+    source = perturb(MAFLayer(5, hidden=8, order="random", seed=1))
+    target = MAFLayer(5, hidden=8, order="random", seed=2)
+    assert target.made.order_list != source.made.order_list
+    target.load_state_dict(source.state_dict())
+    assert target.made.order_list == source.made.order.tolist()
+    x = randn(3, 5)
+    z, _ = target(x)
+    torch.testing.assert_close(target.inverse(z)[0], x)
