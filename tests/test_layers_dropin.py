@@ -12,7 +12,10 @@ from pygen.layers import (
     ActNorm,
     AdditiveCoupling,
     AffineCoupling,
+    ContinuousFlow,
+    DiagonalBiLSTM,
     FlowSequential,
+    GatedMaskedConv2d,
     IAFLayer,
     Invertible1x1Conv,
     LogitTransform,
@@ -169,3 +172,52 @@ def test_made_order_follows_a_loaded_state_dict():
     x = randn(3, 5)
     z, _ = target(x)
     torch.testing.assert_close(target.inverse(z)[0], x)
+
+
+@pytest.mark.parametrize("trace", ["exact", "hutchinson"])
+def test_continuous_flow_runs_under_inference_mode(trace):
+    torch.manual_seed(0)
+    layer = ContinuousFlow(3, hidden=8, trace=trace, euler_steps=3)
+    x = randn(4, 3)
+    for direction in ("forward", "inverse"):
+        torch.manual_seed(1)
+        with torch.no_grad():
+            expected = getattr(layer, direction)(x)
+        torch.manual_seed(1)
+        with torch.inference_mode():
+            out = getattr(layer, direction)(x)
+        torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: Squeeze()(torch.zeros(2, 4, 4)), r"\(N, C, H, W\)"),
+        (lambda: Squeeze()(torch.zeros(1, 1, 3, 4)), "even"),
+        (lambda: Squeeze().inverse(torch.zeros(1, 3, 2, 2)), "multiple of 4"),
+        (lambda: Permutation([1, 1, 0]), "permutation of range"),
+        (lambda: GatedMaskedConv2d(2, 2, 3, n_classes=3)(*[torch.zeros(1, 2, 3, 3)] * 2), "y"),
+        (
+            lambda: GatedMaskedConv2d(2, 2, 3)(*[torch.zeros(1, 2, 3, 3)] * 2, torch.tensor([0])),
+            "n_classes=None",
+        ),
+        (lambda: DiagonalBiLSTM(2, image_channels=1)(torch.zeros(1, 2, 3, 3)), "image"),
+        (
+            lambda: DiagonalBiLSTM(2)(torch.zeros(1, 2, 3, 3), torch.zeros(1, 1, 3, 3)),
+            "image_channels",
+        ),
+    ],
+    ids=[
+        "squeeze-3d",
+        "squeeze-odd",
+        "unsqueeze-channels",
+        "permutation",
+        "gated-no-labels",
+        "gated-unexpected-labels",
+        "bilstm-no-image",
+        "bilstm-unexpected-image",
+    ],
+)
+def test_misuse_raises_a_clear_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

@@ -186,6 +186,12 @@ class GatedMaskedConv2d(nn.Module):
 
     def forward(self, v: Tensor, h: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(v, h) -> (v', h')``; ``y`` are the labels ``(B,)`` of a conditional layer."""
+        if (y is None) != (self.v_cond is None):
+            n_classes = None if self.v_cond is None else self.v_cond.num_embeddings
+            raise ValueError(
+                "y (labels) must be given exactly when the layer has n_classes: got "
+                f"{'no labels' if y is None else 'labels'} with n_classes={n_classes}"
+            )
         pad = self.kernel_size // 2
         v_pre = self.v_conv(F.pad(v, (pad, pad, pad, 0)))  # rows i - k//2 .. i of v
         if self.v_cond is not None:

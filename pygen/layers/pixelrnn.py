@@ -97,6 +97,12 @@ class DiagonalLSTM(nn.Module):
 
     def forward(self, x: Tensor, extra: Tensor | None = None) -> Tensor:
         """States ``(B, hidden, H, W)`` of inputs ``x`` ``(B, hidden, H, W)``."""
+        if (extra is None) != (self.extra_to_state is None):
+            channels = 0 if self.extra_to_state is None else self.extra_to_state.in_channels
+            raise ValueError(
+                "extra (a DiagonalBiLSTM's image) must be given exactly when extra_channels "
+                f"(image_channels) > 0: got {'no' if extra is None else 'a'} tensor with {channels}"
+            )
         pre = self.input_to_state(x)
         if self.extra_to_state is not None:
             pre = pre + self.extra_to_state(extra)

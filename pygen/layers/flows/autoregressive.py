@@ -34,6 +34,9 @@ class Permutation(nn.Module):
     def __init__(self, perm: Sequence[int]) -> None:
         super().__init__()
         perm_t = torch.as_tensor(list(perm))
+        size = len(perm_t)
+        if sorted(perm_t.tolist()) != list(range(size)):
+            raise ValueError(f"perm must be a permutation of range({size}), got {list(perm)}")
         self.register_buffer("perm", perm_t)
         self.register_buffer("inverse_perm", torch.argsort(perm_t))
 

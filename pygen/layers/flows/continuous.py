@@ -126,6 +126,11 @@ class ContinuousFlow(nn.Module):
 
     def _solve(self, z: Tensor, t0: float, t1: float) -> tuple[Tensor, Tensor]:
         """``(z(t1), integral from t0 to t1 of tr(dg/dz))`` from ``z(t0) = z``."""
+        if torch.is_inference_mode_enabled():
+            # The trace takes autograd, which inference mode turns off: solve outside it, without
+            # a graph (the results are ordinary tensors).
+            with torch.inference_mode(False), torch.no_grad():
+                return self._solve(z.clone(), t0, t1)
         self.dynamics.probe = self._draw_probe(z)
         times = torch.tensor([t0, t1], dtype=z.dtype, device=z.device)
         state = (z, z.new_zeros(len(z)))

@@ -11,13 +11,17 @@ class Squeeze(nn.Module):
     (a permutation: logdet 0)."""
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if x.dim() != 4 or x.shape[2] % 2 or x.shape[3] % 2:
+            raise ValueError(f"Squeeze needs (N, C, H, W) with H and W even, got {tuple(x.shape)}")
         n, c, h, w = x.shape
-        if h % 2 or w % 2:
-            raise ValueError(f"Squeeze needs an even height and width, got {h}x{w}")
         z = x.reshape(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
         return z.reshape(n, 4 * c, h // 2, w // 2), x.new_zeros(n)
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        if z.dim() != 4 or z.shape[1] % 4:
+            raise ValueError(
+                f"Squeeze.inverse needs (N, C, H, W) with C a multiple of 4, got {tuple(z.shape)}"
+            )
         n, c, h, w = z.shape
         x = z.reshape(n, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
         return x.reshape(n, c // 4, 2 * h, 2 * w), z.new_zeros(n)
