@@ -221,3 +221,11 @@ def test_continuous_flow_runs_under_inference_mode(trace):
 def test_misuse_raises_a_clear_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_made_builds_on_the_meta_device():
+    with torch.device("meta"):
+        layer = MAFLayer(5, hidden=8, order="random", seed=1)
+    built = MAFLayer(5, hidden=8, order="random", seed=1)
+    assert layer.made.order.is_meta and layer.made.order_list == built.made.order.tolist()
+    assert layer.made.bounds == built.made.bounds

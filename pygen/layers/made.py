@@ -3,6 +3,8 @@ before d in a chosen order, so one pass gives every conditional of an autoregres
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Callable, Sequence
 
 import torch
@@ -44,9 +46,8 @@ class MADE(nn.Module):
         seed: the seed of a random order.
         zero_init: start the output layer at zero (a flow built on it starts as the identity).
 
-    The order is the buffer ``order`` and, as Python ints, ``order_list`` (kept equal to it, also by
-    ``load_state_dict``), which the solves read: ``torch.compile`` traces them without a graph
-    break.
+    The order is the buffer ``order`` (saved with the state dict) and, as Python ints,
+    ``order_list``, kept equal to it (also by ``load_state_dict``).
     """
 
     def __init__(
@@ -62,32 +63,39 @@ class MADE(nn.Module):
         super().__init__()
         if n_hidden < 1:
             raise ValueError(f"n_hidden must be at least 1, got {n_hidden}")
+        # The order and the blocks of hidden units by degree as Python ints, which the solves read
+        # (``torch.compile`` traces them without a graph break), computed without reading a
+        # tensor (so that a model can be built on the meta device).
         if order is None:
-            order_t = torch.arange(dim)
+            order_list = list(range(dim))
         elif isinstance(order, str):
             if order != "random":
                 raise ValueError(f"order must be a sequence, 'random' or None, got {order!r}")
-            order_t = torch.randperm(dim, generator=torch.Generator().manual_seed(seed))
+            generator = torch.Generator().manual_seed(seed)
+            order_list = torch.randperm(dim, generator=generator, device="cpu").tolist()
         else:
-            order_t = torch.as_tensor(list(order))
-            if sorted(order_t.tolist()) != list(range(dim)):
+            order_list = [operator.index(d) for d in order]
+            if sorted(order_list) != list(range(dim)):
                 raise ValueError(f"order must be a permutation of range({dim}), got {list(order)}")
         self.dim, self.n_outputs = dim, n_outputs
+        self.order_list = order_list
+        order_t = torch.tensor(order_list, dtype=torch.long)
         self.register_buffer("order", order_t)
-        self.order_list = order_t.tolist()
         self.register_load_state_dict_post_hook(_read_loaded_order)
         degrees = torch.empty(dim, dtype=torch.long)
         degrees[order_t] = torch.arange(1, dim + 1)
         self.register_buffer("degrees", degrees)
 
-        # Hidden degrees cycle through [1, D-1] so that every degree is present in every layer.
-        hidden_degrees = torch.arange(hidden) % max(dim - 1, 1) + 1
-        # What ``solve`` reads (see ``solve_weights``), fixed by the arguments: the hidden units
-        # sorted by degree and, as Python ints, the bounds of each degree's block. D entries:
-        # degrees reach D - 1, but at D = 1 the hidden units have degree 1 (and no use).
+        # Hidden degrees cycle through [1, D-1] so that every degree is present in every layer:
+        # unit j has degree j % span + 1.
+        span = max(dim - 1, 1)
+        hidden_degrees = torch.arange(hidden) % span + 1
+        # What ``solve`` reads (see ``solve_weights``): the hidden units sorted by degree, and the
+        # bounds of each degree's block, D entries (degrees reach D - 1; at D = 1 the hidden units
+        # have degree 1, and no use). The units of degree m are m - 1, m - 1 + span, ...
         self.register_buffer("units", torch.argsort(hidden_degrees, stable=True), persistent=False)
-        counts = torch.bincount(hidden_degrees, minlength=dim)[1:dim]
-        self.bounds = [0, *counts.cumsum(0).tolist()]
+        counts = [len(range(m - 1, hidden, span)) for m in range(1, dim)]
+        self.bounds = [0, *itertools.accumulate(counts)]
         layers: list[nn.Module] = []
         previous = degrees
         for _ in range(n_hidden):
