@@ -196,6 +196,7 @@ def test_continuous_flow_runs_under_inference_mode(trace):
         (lambda: Squeeze()(torch.zeros(1, 1, 3, 4)), "even"),
         (lambda: Squeeze().inverse(torch.zeros(1, 3, 2, 2)), "multiple of 4"),
         (lambda: Permutation([1, 1, 0]), "permutation of range"),
+        (lambda: AffineCoupling((2, 2, 2), torch.ones(3, 1, 1)), "does not broadcast"),
         (lambda: GatedMaskedConv2d(2, 2, 3, n_classes=3)(*[torch.zeros(1, 2, 3, 3)] * 2), "y"),
         (
             lambda: GatedMaskedConv2d(2, 2, 3)(*[torch.zeros(1, 2, 3, 3)] * 2, torch.tensor([0])),
@@ -212,6 +213,7 @@ def test_continuous_flow_runs_under_inference_mode(trace):
         "squeeze-odd",
         "unsqueeze-channels",
         "permutation",
+        "coupling-mask",
         "gated-no-labels",
         "gated-unexpected-labels",
         "bilstm-no-image",

@@ -14,6 +14,11 @@ def coupling_mask(shape: Sequence[int], mask: str | Tensor, parity: int = 0) -> 
     """The 0/1 mask of the per-sample ``shape``: ``"checkerboard"``, ``"channel"`` (see
     ``pygen.ops.checkerboard_mask`` / ``channel_mask``) or a given tensor (1 = pass through)."""
     if isinstance(mask, Tensor):
+        pairs = zip(reversed(mask.shape), reversed(shape), strict=False)  # trailing dims
+        if mask.dim() > len(shape) or any(m not in (1, s) for m, s in pairs):
+            raise ValueError(
+                f"mask of shape {tuple(mask.shape)} does not broadcast to the shape {tuple(shape)}"
+            )
         return mask.float()
     if mask == "checkerboard":
         return ops.checkerboard_mask(shape, parity)
