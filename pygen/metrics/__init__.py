@@ -1,8 +1,9 @@
-"""Sample-quality metrics that need no downloaded weights: MMD test, coverage, neighbours, and
-the independent-pixel likelihood baseline."""
+"""Sample-quality metrics that need no downloaded weights: MMD test, coverage, neighbours, k-NN
+precision/recall/density/coverage, and the independent-pixel likelihood baseline."""
 
 from pygen.metrics.baselines import independent_pixel_bits
 from pygen.metrics.coverage import ModeCoverage, mode_coverage
+from pygen.metrics.manifold import ManifoldMetrics, precision_recall_density_coverage
 from pygen.metrics.mmd import (
     KERNELS,
     RQ_ALPHAS,
@@ -25,6 +26,7 @@ __all__ = [
     "KERNELS",
     "RQ_ALPHAS",
     "MMDTest",
+    "ManifoldMetrics",
     "ModeCoverage",
     "Neighbours",
     "gaussian_kernel",
@@ -37,5 +39,6 @@ __all__ = [
     "mode_coverage",
     "nearest_neighbours",
     "neighbour_pairs",
+    "precision_recall_density_coverage",
     "rational_quadratic_kernel",
 ]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+from pygen.metrics.mmd import squared_distances
 
 
 class Neighbours(NamedTuple):
@@ -13,6 +16,34 @@ class Neighbours(NamedTuple):
 
     distances: Tensor
     indices: Tensor
+
+
+def flat_float64(x: Tensor) -> Tensor:
+    """Samples ``(N, ...)`` as float64 feature vectors ``(N, D)``."""
+    return x.reshape(len(x), -1).double()
+
+
+def squared_distance_chunks(
+    queries: Tensor, reference: Tensor, chunk: int
+) -> Iterator[tuple[slice, Tensor]]:
+    """``(rows, block)`` for each ``chunk`` of the feature vectors ``queries`` ``(N, D)``:
+    ``block[i, j]`` is the squared distance from ``queries[rows][i]`` to ``reference[j]``
+    ``(M, D)``, a ``(chunk, M)`` block at a time to bound memory.
+
+    The blocks come from the matrix product ``|q|^2 + |r|^2 - 2 q.r``, which loses digits to
+    cancellation: in float32, at pixel scale (0..255), more than the gap between an exact copy
+    and a near-duplicate. Pass float64 (error ~1e-16 ``|q|^2``) and take the distances that
+    decide something again with :func:`exact_squared_distances`.
+    """
+    for start in range(0, len(queries), chunk):
+        rows = slice(start, start + chunk)
+        yield rows, squared_distances(queries[rows], reference)
+
+
+def exact_squared_distances(a: Tensor, b: Tensor) -> Tensor:
+    """``|a_i - b_i|^2`` for each row pair of ``a``, ``b`` ``(P, D)``, from the differences: an
+    exact copy lands at 0 and equal pairs give equal values (the matrix product gives neither)."""
+    return (a - b).square().sum(1)
 
 
 @torch.no_grad()
@@ -23,16 +54,12 @@ def nearest_neighbours(queries: Tensor, reference: Tensor, chunk: int = 1024) ->
         raise ValueError(
             f"queries and reference differ in shape: {queries.shape[1:]} vs {reference.shape[1:]}"
         )
-    ref = reference.reshape(len(reference), -1).double()
+    ref = flat_float64(reference)
+    queries = flat_float64(queries).to(ref.device)
     distances, indices = [], []
-    for q in queries.split(chunk):
-        q = q.reshape(len(q), -1).double().to(ref.device)
-        # cdist's matrix-product form |q|^2 + |r|^2 - 2 q.r loses digits to cancellation: in
-        # float32, at pixel scale (0..255), more than the gap between an exact copy and a
-        # near-duplicate, so it chose the wrong one. float64 keeps the error ~1e-16 |q|^2; the
-        # distance to the chosen one is then taken directly (an exact copy lands at 0).
-        index = torch.cdist(q, ref).argmin(dim=1)
-        distances.append((q - ref[index]).norm(dim=1))
+    for rows, block in squared_distance_chunks(queries, ref, chunk):
+        index = block.argmin(dim=1)
+        distances.append(exact_squared_distances(queries[rows], ref[index]).sqrt())
         indices.append(index)
     return Neighbours(torch.cat(distances), torch.cat(indices))
 
