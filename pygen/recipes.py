@@ -27,7 +27,7 @@ from pygen.data import (
 )
 from pygen.layers import ContinuousFlow
 from pygen.losses import GANLoss, MMDGANLoss, SinkhornLoss
-from pygen.metrics import mmd2
+from pygen.metrics import mmd2, precision_recall_density_coverage
 from pygen.models import (
     CNF,
     DCGAN,
@@ -337,10 +337,15 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _mmd2_to_data(samples: Tensor, data: ImageData) -> float:
-    """Unbiased MMD^2 (Gaussian kernel, median bandwidth) between samples in [0, 1] and the
-    data."""
-    return mmd2(samples.flatten(1), _to_unit(data.images, data.n_levels).flatten(1)).item()
+def _sample_metrics(samples: Tensor, data: ImageData) -> dict[str, float]:
+    """How samples in [0, 1] match the data, in pixel space: unbiased MMD^2 (Gaussian kernel,
+    median bandwidth), and k-NN precision, recall, density and coverage (k = 5)."""
+    real = _to_unit(data.images, data.n_levels).flatten(1)
+    fake = samples.flatten(1)
+    return {
+        "mmd2_to_data": mmd2(fake, real).item(),
+        **precision_recall_density_coverage(real, fake)._asdict(),
+    }
 
 
 def _dcgan_config(
@@ -386,7 +391,7 @@ def _dcgan_steps(
 def _dcgan_evaluate(model: DCGAN, data: ImageData) -> dict[str, float]:
     with _repeatable(model):
         samples = _dcgan_sample(model, len(data.images), SampleOptions())
-    return {"mmd2_to_data": _mmd2_to_data(samples, data)}
+    return _sample_metrics(samples, data)
 
 
 def _dcgan_sample(model: DCGAN, n: int, options: SampleOptions) -> Tensor:
@@ -581,14 +586,14 @@ def _bigan_sample(model: _ImageBiGAN, n: int, options: SampleOptions) -> Tensor:
 
 
 def _bigan_evaluate(model: _ImageBiGAN, data: ImageData) -> dict[str, float]:
-    """MMD^2 of samples to the data, and the mean squared pixel error (in [0, 1]) of the
-    reconstructions G(E(x)) next to that of G(z) for random z: the first is the smaller as far
-    as the encoder inverts the generator."""
+    """Sample metrics against the data (``_sample_metrics``), and the mean squared pixel error
+    (in [0, 1]) of the reconstructions G(E(x)) next to that of G(z) for random z: the first is
+    the smaller as far as the encoder inverts the generator."""
     x = to_tanh_range(data).flatten(1).to(next(model.parameters()).device)
     samples = model.sample(len(x), generator=torch.Generator().manual_seed(0))
     target = _from_tanh(x)
     return {
-        "mmd2_to_data": _mmd2_to_data(_from_tanh(samples), data),
+        **_sample_metrics(_from_tanh(samples), data),
         "reconstruction_mse": (_from_tanh(model.reconstruct(x)) - target).square().mean().item(),
         "random_z_mse": (_from_tanh(samples) - target).square().mean().item(),
     }

@@ -11,7 +11,7 @@ import torch
 
 from pygen.cli import _model_config, main
 from pygen.data import load_dataset
-from pygen.recipes import RECIPES
+from pygen.recipes import RECIPES, _sample_metrics
 from pygen.train import CheckpointError, load_checkpoint
 
 TINY_VAE = ["--steps", "12", "--batch-size", "16", "--quiet", "--set", "hidden=32"]
@@ -213,8 +213,19 @@ def test_gan_train_sample_eval(tmp_path, capsys, model):
     assert np.load(out / "samples.npz")["images"].shape == (3, 1, 8, 8)
     assert (out / "samples.png").read_bytes()[:4] == b"\x89PNG"
     evaluated = run_json(capsys, ["eval", str(run / "checkpoints")])
-    assert "mmd2_to_data" in evaluated
+    assert {"mmd2_to_data", "precision", "recall", "density", "coverage"} <= set(evaluated)
     assert evaluated == run_json(capsys, ["eval", str(run / "checkpoints")])  # repeatable
+
+
+def test_sample_metrics_tell_the_data_from_a_collapsed_generator():
+    data = load_dataset("digits", "test")
+    real = data.images.float() / (data.n_levels - 1)
+    copies = _sample_metrics(real, data)
+    assert copies["precision"] == copies["recall"] == copies["coverage"] == 1.0
+    assert abs(copies["mmd2_to_data"]) < 1e-2
+    collapsed = _sample_metrics(real[:1].expand_as(real), data)  # one image, every time
+    assert collapsed["precision"] == 1.0 and collapsed["recall"] < 0.05
+    assert collapsed["coverage"] < 0.05 and collapsed["mmd2_to_data"] > 0.1
 
 
 # Tiny settings of every adversarial recipe; CycleGAN's pools are small enough to fill, so their
