@@ -417,7 +417,7 @@ def test_fused_op_opcheck():
     )
     half = [w.bfloat16() for w in weights]
     torch.library.opcheck(
-        fused, (half, noise.bfloat16(), None, *args, 1.0, True), test_utils=checks
+        fused, (half, noise.clamp_max(0.99).bfloat16(), None, *args, 1.0, True), test_utils=checks
     )
     images, logits = pixelcnn_sample(weights, noise=noise, **dims)
     assert logits is None and images.shape == (2, 3, 5, 4)
@@ -457,8 +457,27 @@ def test_sampler_errors():
         pixelcnn_sample(weights, **(dims | {"batch": 3}))
     with pytest.raises(TypeError, match="noise"):
         pixelcnn_sample(weights, noise=torch.rand(2, 1, 5, 4).double(), **dims)
+    for bad in (5.0, 1.0, -1e-7, float("nan")):  # checked by the operator itself
+        with pytest.raises(ValueError, match=r"\[0, 1\)"):
+            torch.ops.pygen.pixelcnn_sample(
+                weights, torch.full((2, 1, 5, 4), bad), None, *dims.values(), 1.0, False
+            )
+
+
+def test_fused_op_compiles_whole_with_explicit_noise():
+    # The noise check lives in the operator: no data-dependent branch breaks the graph.
+    model = tiny_model(3, 2)
+    weights = export_weights(model, torch.tensor([1, 0]), 2)
+    noise = torch.rand(2, 3, 5, 4)
+    dims = {"batch": 2, "channels": 3, "height": 5, "width": 4, "n_levels": 5, "kernel_size": 3}
+
+    def draw(weights, noise):
+        return pixelcnn_sample(weights, noise=noise, **dims)[0]
+
+    compiled = torch.compile(draw, fullgraph=True, backend="eager")
+    assert torch.equal(compiled(weights, noise), draw(weights, noise))
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
-        pixelcnn_sample(weights, noise=torch.full((2, 1, 5, 4), 5.0), **dims)
+        compiled(weights, noise + 1)
 
 
 def constant_logits_model(logits: list[float]) -> PixelCNN:

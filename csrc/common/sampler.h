@@ -45,6 +45,10 @@ inline SamplerTensors sampler_tensors(at::TensorList weights,
                     "exactly one of noise and seed must be given");
   if (noise) {
     check_matches(*noise, "noise", ref, "weights", {batch, channels, height, width});
+    // Checked here rather than in Python, where a data-dependent test breaks a compiled graph;
+    // on CUDA it is one reduction and one sync per image-sized call. NaN fails it.
+    const bool uniforms = noise->ge(0).logical_and(noise->lt(1)).all().item<bool>();
+    TORCH_CHECK_VALUE(uniforms, "noise must hold uniforms in [0, 1)");
   } else {
     check_seed(*seed, ref);
   }

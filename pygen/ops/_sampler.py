@@ -11,12 +11,6 @@ from torch import Tensor
 from pygen.ops._random import draw_seed
 
 
-def check_uniforms(noise: Tensor) -> None:
-    """Raises ValueError unless every entry of ``noise`` is in [0, 1) (NaN is not)."""
-    if noise.numel() and not ((noise >= 0) & (noise < 1)).all():
-        raise ValueError("noise must hold uniforms in [0, 1)")
-
-
 def empty_samples(
     weights: Sequence[Tensor], shape: tuple[int, int, int, int], n_levels: int, return_logits: bool
 ) -> tuple[Tensor, Tensor]:
@@ -41,8 +35,6 @@ def call_sampler(
     from ``generator`` when there is no noise; the logits None unless asked."""
     if not weights:
         raise ValueError("weights must hold the exported model's tensors, got none")
-    if noise is not None:
-        check_uniforms(noise)
     seed = draw_seed(weights[-1].device, generator) if noise is None else None
     images, logits = op(list(weights), noise, seed, *shape_args, float(temperature), return_logits)
     return images, (logits if return_logits else None)
