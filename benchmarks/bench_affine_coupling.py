@@ -8,8 +8,10 @@ checkerboard's alternating ones. The CUDA kernel tests each element's mask in on
 so there the channel mask's forward (pygen and compile only) is a diagnostic: the same loop
 without the checkerboard's two integer divisions per group, and without the kept half's
 log_scale and shift loads (NOTES.md: the bf16 kernel at ~50 % of copy).
-Bytes: forward and reverse read x, log_scale, shift and write y (4 tensor passes);
-forward+backward adds reading grad_y, x, log_scale and writing the three gradients (10).
+Bytes (benchmarks/floors.py): forward and reverse read x, log_scale, shift and write y (4 tensor
+passes); forward+backward adds reading grad_y, x, log_scale and writing the three gradients (10);
+a channel mask skips the kept half's log_scale and shift (forward) and x and log_scale
+(backward): 3 and 8. Before timing, pygen and compile are checked against the float32 reference.
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.common import adam_step, device_under_test, measure, row
+from benchmarks import floors
+from benchmarks.common import (
+    adam_step,
+    check_close,
+    compile_reference,
+    device_under_test,
+    measure,
+    row,
+)
 from pygen.models import RealNVP
 from pygen.ops import affine_coupling, channel_mask, checkerboard_mask, detect_mask_kind, reference
 
@@ -45,21 +55,26 @@ def provider_fn(provider: str):
     if provider == "eager":
         return reference.affine_coupling
     if "fn" not in _compiled:
-        _compiled["fn"] = torch.compile(reference.affine_coupling, dynamic=False)
+        _compiled["fn"] = compile_reference(reference.affine_coupling)
     return _compiled["fn"]
 
 
 def floor_bytes(shape, dtype, mode: str, mask_name: str = "checkerboard") -> int:
-    """Bytes the op must move: whole tensor passes (see the module docstring); with a channel mask
-    log_scale and shift are read for the transformed half only (-1 pass forward, -0.5 backward)."""
-    item = torch.empty((), dtype=dtype).element_size()
-    numel = 1
-    for size in shape:
-        numel *= size
-    passes = 10 if mode == "fwd+bwd" else 4
-    if mask_name == "channel":
-        passes -= 1.5 if mode == "fwd+bwd" else 1
-    return int(passes * numel * item)
+    """Bytes the op must move (benchmarks.floors.affine_coupling_bytes)."""
+    return floors.affine_coupling_bytes(shape, str(dtype).removeprefix("torch."), mode, mask_name)
+
+
+def expected(x, log_scale, shift, mask, mode, grad_y=None, grad_logdet=None):
+    """The reference's result of the timed step in float32: (y, logdet), or the gradients of
+    (x, log_scale, shift)."""
+    wide = [t.detach().float().requires_grad_(mode == "fwd+bwd") for t in (x, log_scale, shift)]
+    with torch.set_grad_enabled(mode == "fwd+bwd"):
+        y, logdet = reference.affine_coupling(
+            *wide, mask, scale_fn=SCALE_FN, reverse=mode == "reverse"
+        )
+        if mode != "fwd+bwd":
+            return y, logdet
+        return torch.autograd.grad((y, logdet), wide, (grad_y.float(), grad_logdet.float()))
 
 
 def make_inputs(shape, dtype, gen: torch.Generator, mask_name: str = "checkerboard"):
@@ -104,20 +119,35 @@ def test_affine_coupling(benchmark, record, quick, shape, dtype, provider, mode,
             y, logdet = call()
             return torch.autograd.grad((y, logdet), (x, log_scale, shift), (grad_y, grad_logdet))
 
-    timing = measure(benchmark, step, DEVICE, quick)
     label = mode if mask_name == "checkerboard" else f"{mode} (channel mask)"
+    if provider != "eager":  # eager is the reference itself
+        grads = (grad_y, grad_logdet) if mode == "fwd+bwd" else ()
+        names = ("grad_x", "grad_log_scale", "grad_shift") if grads else ("y", "logdet")
+        want = expected(x, log_scale, shift, mask, mode, *grads)
+        for name, got, ref in zip(names, step(), want, strict=True):
+            check_close(f"{provider} {label} {name}", got, ref, dtype)
+    timing = measure(benchmark, step, DEVICE, quick)
     nbytes = floor_bytes(shape, dtype, mode, mask_name)
     record(row(OP, provider, label, shape, dtype, DEVICE, timing, nbytes))
 
 
 @pytest.mark.parametrize("provider", ["pygen", "eager"])
 def test_realnvp_train_step(benchmark, record, quick, provider):
-    """One Adam step of a multi-scale RealNVP; ``eager`` uses the reference couplings."""
+    """One Adam step of a multi-scale RealNVP; ``eager`` uses the reference couplings. Checked
+    first: the fused model's log-density equals the reference model's (same weights)."""
     (batch, *image), hidden = STEP_CASE
-    torch.manual_seed(0)
-    model = RealNVP(image, n_scales=2, hidden=hidden, n_blocks=1, reference=provider == "eager")
-    model = model.to(DEVICE)
+
+    def realnvp(reference: bool) -> RealNVP:
+        torch.manual_seed(0)
+        model = RealNVP(image, n_scales=2, hidden=hidden, n_blocks=1, reference=reference)
+        return model.to(DEVICE)
+
+    model = realnvp(provider == "eager")
     x = torch.rand((batch, *image), device=DEVICE)
+    if provider != "eager":
+        with torch.no_grad():
+            want = realnvp(True).log_prob(x)
+            check_close("RealNVP log_prob", model.log_prob(x), want, torch.float32)
     step = adam_step(model, lambda: -model.log_prob(x).mean(), lr=1e-4)
     timing = measure(benchmark, step, DEVICE, quick)
     shape = (batch, *image)

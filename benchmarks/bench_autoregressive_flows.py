@@ -14,7 +14,10 @@
   Hutchinson estimator (one), with a fixed-step solve so that both make the same number of field
   evaluations.
 
-Whole-model rows: the GB/s column does not apply and is left empty.
+Whole-model rows: the GB/s column does not apply and is left empty. Before timing, each fused
+path is checked: the MADE solve against its composite loop, a fused model's log-density against
+the reference model's (same weights), and sampling by mapping the samples back to the prior
+draws they came from (the density direction).
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ import os
 import pytest
 import torch
 
-from benchmarks.common import adam_step, device_under_test, measure, row
+from benchmarks.common import adam_step, check_close, device_under_test, measure, row
 from pygen import ops
 from pygen.layers import MAFLayer
 from pygen.models import CNF, IAF, MAF
+from pygen.utils.random import standard_normal
 
 OP = "autoregressive_flows"
 DEVICE = device_under_test()
@@ -60,6 +64,10 @@ def _maf(
 @pytest.mark.parametrize("model_type", [MAF, IAF], ids=lambda cls: cls.__name__)
 def test_train_step(benchmark, record, quick, model_type, provider):
     model, x = _maf(reference=provider == "eager", model_type=model_type)
+    if provider != "eager":
+        with torch.no_grad():
+            want = _maf(reference=True, model_type=model_type)[0].log_prob(x)
+            check_close(f"{model_type.__name__} log_prob", model.log_prob(x), want, x.dtype)
     step = adam_step(model, lambda: -model.log_prob(x).mean(), lr=1e-4)
     # IAF's density runs D steps per layer: a few rounds (seconds per step off the CPU).
     timing = measure(benchmark, step, DEVICE, quick, rounds=5 if model_type is IAF else 0)
@@ -80,12 +88,16 @@ def test_made_solve(benchmark, record, quick, case, mode, provider):
     op = {"pygen": ops.made_affine_solve, "composite": _composite}[provider]
     args = (units, bounds, layer.made.order.tolist(), layer.mask)
 
-    def step():
+    def step(op=op):
         with torch.set_grad_enabled(backward):
             out, params = op(x, weights, biases, *args, scale_fn=layer.scale_fn, clamp=layer.clamp)
             if backward:
-                torch.autograd.grad(out.sum() + params.sum(), leaves)
+                return torch.autograd.grad(out.sum() + params.sum(), leaves)
+            return out, params
 
+    if provider != "composite":
+        for k, (got, want) in enumerate(zip(step(), step(_composite), strict=True)):
+            check_close(f"made_solve {mode} output {k}", got, want, x.dtype)
     timing = measure(benchmark, step, DEVICE, quick, rounds=5 if provider == "composite" else 0)
     record(row(OP, provider, mode, x.shape, x.dtype, DEVICE, timing, 0))
 
@@ -114,6 +126,15 @@ def test_maf_density_vs_sampling(benchmark, record, quick, case, mode, provider)
     solver = "naive" if provider in ("naive", "eager") else "cached"
     model, x = _maf(case, reference=provider in ("twin", "eager"), solver=solver)
     model.eval()
+    with torch.no_grad():
+        if mode == "maf_density" and provider == "pygen":
+            want = _maf(case, reference=True)[0].eval().log_prob(x)
+            check_close("MAF log_prob", model.log_prob(x), want, x.dtype)
+        if mode == "maf_sample" and provider != "eager":
+            gen = torch.Generator(x.device)
+            z, _ = model(model.sample(len(x), generator=gen.manual_seed(1)))
+            want = standard_normal(tuple(x.shape), gen.manual_seed(1), device=x.device)
+            check_close(f"{provider} MAF sample mapped back", z, want, x.dtype)
 
     def step():
         with torch.no_grad():

@@ -6,7 +6,9 @@ algorithm's arithmetic (``gflop_per_image``) and the rate it reached (``tflops``
 The naive sampler runs the full network once per value (784 forward passes per 28x28 image); on
 a CPU that is minutes per batch, so for the 28x28 model it is timed over ``NAIVE_STEPS`` steps and
 extrapolated to the whole image (every step costs the same full forward pass): such rows carry
-``extrapolated_from_steps``. Every row has ``images_per_s``; ``gbps`` is 0 (compute-bound).
+``extrapolated_from_steps``. Every row has ``images_per_s``; ``gbps`` is None (compute-bound).
+Before the fused sampler is timed, its logits are checked against the full forward pass at the
+images it drew (``benchmarks.common.check_sampler``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 import pytest
 import torch
 
-from benchmarks.common import adam_step, device_under_test, measure, row
+from benchmarks.common import adam_step, check_sampler, device_under_test, measure, row
 from pygen.models import PixelCNN
 from pygen.sampling import export_weights, inverse_cdf_draw, sample_cached
 
@@ -153,6 +155,8 @@ def test_pixelcnn_sample(benchmark, record, quick, model_name, batch, provider):
         extra = {"capture_s": capture_s}
     else:
         method = provider
+        if method == "fused":
+            check_sampler(model, batch)
 
         def fn():
             return model.sample(batch, method=method, generator=gen.manual_seed(0))
@@ -169,6 +173,7 @@ def test_pixelcnn_sample(benchmark, record, quick, model_name, batch, provider):
 def test_pixelcnn_sample_bf16(benchmark, record, quick, model_name, batch):
     torch.manual_seed(0)
     model = PixelCNN(**MODELS[model_name]).to(DEVICE, torch.bfloat16).eval()
+    check_sampler(model, batch)
     gen = torch.Generator(DEVICE)
     timing = measure(
         benchmark, lambda: model.sample(batch, generator=gen.manual_seed(0)), DEVICE, quick

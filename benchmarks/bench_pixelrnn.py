@@ -8,7 +8,9 @@ rows or H + W - 1 diagonals of recurrence per layer) runs on ``digits8`` only: a
 minutes. Sample rows carry the cached algorithm's arithmetic (``gflop_per_image``) and the rate it
 reached (``tflops``); the forward pass of the same batch does the same arithmetic, so it is what a
 sampler is measured against (its eager form is overhead-bound: many small recurrent steps).
-Every row has ``images_per_s``; ``gbps`` is 0 (compute-bound).
+Every row has ``images_per_s``; ``gbps`` is None (compute-bound). Before the fused sampler is
+timed, its logits are checked against the full forward pass at the images it drew
+(``benchmarks.common.check_sampler``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.common import adam_step, device_under_test, measure, row
+from benchmarks.common import adam_step, check_sampler, device_under_test, measure, row
 from pygen.models import PixelRNN
 
 OP = "pixelrnn"
@@ -87,6 +89,8 @@ def record_row(record, provider, mode, name, kind, batch, timing):
 )
 def test_pixelrnn_sample(benchmark, record, quick, name, batch, provider, kind):
     model = get_model(name, kind)
+    if provider == "fused":
+        check_sampler(model, batch)
     gen = torch.Generator(DEVICE)
     timing = measure(
         benchmark,

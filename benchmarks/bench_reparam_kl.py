@@ -1,8 +1,10 @@
 """reparameterize + KL: fused kernel vs eager reference vs torch.compile(reference).
 
 All providers draw their own noise (the kernel with Philox, the references with torch's
-generator), as a training step does. Bytes: forward reads mu, logvar and writes z, kl (3 tensor
-passes); forward+backward adds reading grad_z, mu, logvar and writing grad_mu, grad_logvar (8).
+generator), as a training step does. Bytes (benchmarks/floors.py): forward reads mu, logvar and
+writes z, kl (3 tensor passes); forward+backward adds reading grad_z, mu, logvar and writing
+grad_mu, grad_logvar (8). Before timing, each provider other than eager is checked against the
+float32 reference (``check``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.common import device_under_test, measure, row
+from benchmarks import floors
+from benchmarks.common import check_close, compile_reference, device_under_test, measure, row
 from pygen.ops import reference, reparameterize_kl
 
 OP = "reparam_kl"
@@ -29,15 +32,48 @@ def provider_fn(provider: str):
     if provider == "eager":
         return reference.reparameterize_kl
     if "fn" not in _compiled:
-        _compiled["fn"] = torch.compile(reference.reparameterize_kl, dynamic=False)
+        _compiled["fn"] = compile_reference(reference.reparameterize_kl)
     return _compiled["fn"]
 
 
 def floor_bytes(shape, dtype, mode: str) -> int:
-    rows, dim = shape
-    item = torch.empty((), dtype=dtype).element_size()
-    passes, small = (3, 1) if mode == "fwd" else (8, 3)
-    return (passes * rows * dim + small * rows) * item
+    return floors.reparam_kl_bytes(shape, str(dtype).removeprefix("torch."), mode)
+
+
+def check(provider, fn, mu, logvar, grad_z, grad_kl) -> None:
+    """The provider's result against the float32 reference (benchmarks.common.check_close).
+    pygen with given noise: z and kl. Each provider as timed (its own noise): kl; the noise its
+    z implies, (z - mu) / exp(logvar / 2), standard normal in mean and spread; with a backward
+    (grad_z given), grad_mu = grad_z + grad_kl mu and grad_logvar = grad_z (z - mu) / 2 +
+    grad_kl (exp(logvar) - 1) / 2 at the same call's z (a backward must regenerate the
+    forward's noise)."""
+    if provider == "eager":
+        return  # the reference itself
+    dtype, (m, lv) = mu.dtype, (t.detach().float() for t in (mu, logvar))
+    ref_kl = 0.5 * (m.square() + lv.exp() - 1.0 - lv).sum(-1)
+    if provider == "pygen":
+        noise = torch.randn(
+            mu.shape, device=DEVICE, generator=torch.Generator(DEVICE).manual_seed(1)
+        )
+        with torch.no_grad():
+            z, kl = fn(mu, logvar, noise.to(dtype))
+        check_close(
+            "z with given noise", z, m + torch.exp(0.5 * lv) * noise.to(dtype).float(), dtype
+        )
+        check_close("kl with given noise", kl, ref_kl, dtype)
+    leaves = [t.detach().requires_grad_(grad_z is not None) for t in (mu, logvar)]
+    with torch.set_grad_enabled(grad_z is not None):
+        z, kl = fn(*leaves)
+        grads = grad_z is not None and torch.autograd.grad((z, kl), leaves, (grad_z, grad_kl))
+    check_close("kl", kl, ref_kl, dtype)
+    eps = (z.detach().float() - m) * torch.exp(-0.5 * lv)
+    spread = (eps.mean().item(), eps.std().item())
+    assert abs(spread[0]) < 0.05 and abs(spread[1] - 1) < 0.05, f"z's noise: mean, std {spread}"
+    if grads:
+        gz, gkl = grad_z.float(), grad_kl.float()[..., None]
+        check_close("grad_mu", grads[0], gz + gkl * m, dtype)
+        expected = 0.5 * gz * (z.detach().float() - m) + 0.5 * gkl * (lv.exp() - 1.0)
+        check_close("grad_logvar", grads[1], expected, dtype)
 
 
 def make_inputs(shape, dtype, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,6 +90,7 @@ def test_reparam_kl(benchmark, record, quick, shape, dtype, provider, mode):
     gen = torch.Generator(DEVICE).manual_seed(0)
     mu, logvar = make_inputs(shape, dtype, gen)
     fn = provider_fn(provider)
+    grad_z = grad_kl = None
     if mode == "fwd":
 
         def step():
@@ -70,5 +107,6 @@ def test_reparam_kl(benchmark, record, quick, shape, dtype, provider, mode):
             z, kl = fn(mu, logvar)
             return torch.autograd.grad((z, kl), (mu, logvar), (grad_z, grad_kl))
 
+    check(provider, fn, mu, logvar, grad_z, grad_kl)
     timing = measure(benchmark, step, DEVICE, quick)
     record(row(OP, provider, mode, shape, dtype, DEVICE, timing, floor_bytes(shape, dtype, mode)))

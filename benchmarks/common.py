@@ -3,6 +3,7 @@ results schema (one row per op x provider x mode x shape x dtype) and where resu
 
 from __future__ import annotations
 
+import copy
 import datetime
 import functools
 import json
@@ -63,10 +64,16 @@ def cuda_driver() -> str:
 # What a benchmark run writes itself: it does not make the code that ran differ from HEAD.
 OUTPUTS = ("benchmarks/results", "benchmarks/REPORT.md", "benchmarks/plots")
 
+# One id per process (a benchmark run, a tuning run): the report divides rows only by rows of
+# the same run, and names the run of each ceiling (copy, matmul) it measures rows against.
+RUN = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + f"-{os.getpid()}"
 
+
+@functools.cache
 def commit() -> str:
     """HEAD's short hash, "-dirty" when tracked files other than the run's outputs differ from
-    it."""
+    it; taken once per run, when its first row is recorded (the code the run imported: files
+    edited while it runs do not relabel its later rows)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
@@ -155,6 +162,80 @@ def adam_step(
     return step
 
 
+def compile_reference(fn: Callable) -> Callable:
+    """``torch.compile(fn)`` for a "compile" provider, whole or not at all. Every benchmark case
+    (shape, dtype, grad mode, flag) is a recompilation of the same function, and past dynamo's
+    recompile limit (8) dynamo runs the function eagerly without an error: such rows would time
+    eager code as "compile" (it did: the CPU affine_coupling fwd+bwd rows at 4096x1024, 0.93x
+    eager). The limit is raised for the suite's cases, hitting it is an error, and a graph break
+    too (fullgraph)."""
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(config, name):
+            setattr(config, name, max(getattr(config, name), 64))
+            break
+    if hasattr(config, "fail_on_recompile_limit_hit"):
+        config.fail_on_recompile_limit_hit = True
+    return torch.compile(fn, dynamic=False, fullgraph=True)
+
+
+# Relative tolerance of a provider's result against the reference computed in float32 (16-bit:
+# the rounding of inputs, outputs and intermediates).
+TOLERANCE = {torch.float64: 1e-4, torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 3e-2}
+
+
+def check_close(what: str, actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype):
+    """Before a provider is timed: its result ``actual`` equals ``expected`` (the reference's,
+    in float32 where it can be) within ``TOLERANCE[dtype]`` of each value and of the largest
+    value (sums and near-zero values), or AssertionError naming ``what``. A fast wrong kernel
+    must not produce a speed claim."""
+    tol = TOLERANCE[dtype]
+    expected = expected.detach().float()
+    scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
+    torch.testing.assert_close(
+        actual.detach().float(),
+        expected,
+        rtol=tol,
+        atol=tol * scale,
+        msg=lambda m: f"benchmark check: {what} differs from the reference: {m}",
+    )
+
+
+# A sampler's logits against the full forward pass at the images it drew (tests/test_pixelcnn.py):
+# float32 kernels within 1e-4; 16-bit weights against the float32 forward of the same rounded
+# weights (the CUDA sampler keeps its activations in the weights' dtype).
+SAMPLER_TOLERANCE = {
+    torch.float64: (1e-4, 1e-4),
+    torch.float32: (1e-4, 1e-4),
+    torch.float16: (1e-2, 2e-2),
+    torch.bfloat16: (5e-2, 1e-1),
+}
+
+
+@torch.no_grad()
+def check_sampler(model: torch.nn.Module, batch: int, method: str = "fused") -> None:
+    """Before a sampler is timed: with fixed noise, the logits each value was drawn from equal
+    the model's full forward pass at the images drawn (the design's oracle; float32 convolutions,
+    no TF32), or AssertionError. One more sampler call and one forward pass."""
+    param = next(model.parameters())
+    shape = (batch, model.in_channels, *model.image_size)
+    gen = torch.Generator(param.device).manual_seed(1)
+    noise = torch.rand(shape, generator=gen, device=param.device)
+    images, logits = model.sample(batch, method=method, noise=noise, return_logits=True)
+    wide = param.dtype in (torch.float32, torch.float64)
+    reference = model if wide else copy.deepcopy(model).float()
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        expected = reference(images)
+    rtol, atol = SAMPLER_TOLERANCE[param.dtype]
+    torch.testing.assert_close(
+        logits.float(),
+        expected.float(),
+        rtol=rtol,
+        atol=atol,
+        msg=lambda m: f"benchmark check: {method} sampler logits differ from the forward: {m}",
+    )
+
+
 def row(
     op: str,
     provider: str,
@@ -165,7 +246,9 @@ def row(
     timing: dict,
     nbytes: int,
 ) -> dict:
-    """One results row; gbps counts the bytes the op must move at least (its floor)."""
+    """One results row; gbps counts the bytes the op must move at least (its floor,
+    benchmarks/floors.py), None where there is none (``nbytes`` 0: a whole model, a
+    compute-bound op)."""
     return {
         "op": op,
         "provider": provider,
@@ -175,20 +258,31 @@ def row(
         "device": device_name(device),
         "device_type": device.type,
         **timing,
-        "gbps": nbytes / (timing["median_ms"] * 1e-3) / 1e9,
+        "nbytes": nbytes or None,
+        "gbps": nbytes / (timing["median_ms"] * 1e-3) / 1e9 if nbytes else None,
         "torch": torch.__version__,
+        "python": platform.python_version(),
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "driver": cuda_driver() if device.type == "cuda" else None,
         "commit": commit(),
         "csrc_tree": kernel_tree(),
+        "run": RUN,
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
 def add_speedups(rows: list[dict]) -> None:
-    """speedup_vs_eager: the eager row of the same op/model/mode/shape/dtype/device over this
-    one."""
-    key = lambda r: (r["op"], r.get("model"), r["mode"], tuple(r["shape"]), r["dtype"], r["device"])  # noqa: E731
+    """speedup_vs_eager: the eager row of the same run/op/model/mode/shape/dtype/device over
+    this one."""
+    key = lambda r: (  # noqa: E731
+        r.get("run"),
+        r["op"],
+        r.get("model"),
+        r["mode"],
+        tuple(r["shape"]),
+        r["dtype"],
+        r["device"],
+    )
     eager = {key(r): r["median_ms"] for r in rows if r["provider"] == "eager"}
     for r in rows:
         base = eager.get(key(r))

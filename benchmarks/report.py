@@ -1,5 +1,11 @@
 """Builds benchmarks/REPORT.md from benchmarks/results/*.json: per op and device, a table and a
-PNG plot (benchmarks/plots/) of each provider's speedup over eager per case."""
+PNG plot (benchmarks/plots/) of each provider's speedup over eager per case.
+
+Every ratio between rows (vs eager, vs naive, vs graph) divides rows of the same run only. A
+ceiling (copy bandwidth, matrix throughput, cluster step) may come from another run on the same
+device: each table names the run of the ceilings it used. GB/s is recomputed from each row's
+median time and its op's floor (benchmarks/floors.py), so that a corrected count reads here
+without rerunning."""
 
 from __future__ import annotations
 
@@ -8,7 +14,8 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from benchmarks.common import results_dir
+from benchmarks import floors
+from benchmarks.common import add_speedups, results_dir
 
 
 def load_rows() -> list[dict]:
@@ -22,26 +29,73 @@ def _fmt(value, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
+def run_key(r: dict) -> tuple:
+    """The run a row came from: its ``run`` id; rows written before runs had ids, by commit (a
+    run's rows could carry HEAD with and without "-dirty") and kernel tree."""
+    if r.get("run"):
+        return (r["run"],)
+    return ("legacy", r.get("commit", "").removesuffix("-dirty"), r.get("csrc_tree"))
+
+
+def gbps(r: dict) -> float | None:
+    """GB/s of a row: its op's floor (benchmarks/floors.py) over its median time; else the
+    stored value; None (not 0) where there is no floor."""
+    nbytes = floors.floor_bytes(r)
+    if nbytes is None:
+        return r.get("gbps") or None
+    return nbytes / (r["median_ms"] * 1e-3) / 1e9
+
+
+def _ceiling(rows: list[dict], device: str, op: str, keep=lambda r: True) -> list[dict]:
+    return [r for r in rows if r["op"] == op and r["device"] == device and keep(r)]
+
+
+def copy_row(rows: list[dict], device: str) -> dict | None:
+    """The device's copy row (benchmarks/bench_copy.py) of the fastest copy, if one was run."""
+    copies = [r for r in _ceiling(rows, device, "copy") if gbps(r)]
+    return max(copies, key=gbps) if copies else None
+
+
 def copy_gbps(rows: list[dict], device: str) -> float | None:
     """The device's measured copy bandwidth (benchmarks/bench_copy.py), if it was run."""
-    copies = [r["gbps"] for r in rows if r["op"] == "copy" and r["device"] == device]
-    return max(copies) if copies else None
+    found = copy_row(rows, device)
+    return gbps(found) if found else None
 
 
 def matmul_tflops(rows: list[dict], device: str) -> dict[str, float]:
     """The device's measured matrix throughput per dtype (benchmarks/bench_copy.py)."""
-    return {r["dtype"]: r["tflops"] for r in rows if r["op"] == "matmul" and r["device"] == device}
+    return {r["dtype"]: r["tflops"] for r in _ceiling(rows, device, "matmul")}
+
+
+def step_row(rows: list[dict], device: str) -> dict | None:
+    """The device's fastest dependent step across a thread-block cluster of 8 blocks
+    (benchmarks/bench_copy.py), if it was run."""
+    steps = _ceiling(rows, device, "cluster_step", lambda r: r["shape"][0] == 8)
+    return min(steps, key=lambda r: r["us_per_step"]) if steps else None
 
 
 def step_us(rows: list[dict], device: str) -> float | None:
     """The device's measured latency of one dependent step across a thread-block cluster of 8
     blocks (benchmarks/bench_copy.py), if it was run."""
-    steps = [
-        r["us_per_step"]
-        for r in rows
-        if r["op"] == "cluster_step" and r["device"] == device and r["shape"][0] == 8
-    ]
-    return min(steps) if steps else None
+    found = step_row(rows, device)
+    return found["us_per_step"] if found else None
+
+
+def provenance(ceilings: list[tuple[str, dict]], group: list[dict]) -> str:
+    """One line naming each ceiling a table used and whether it came from the table's run."""
+    runs = {run_key(r) for r in group}
+    parts = []
+    for what, r in ceilings:
+        where = "this run" if run_key(r) in runs else "another run"
+        parts.append(f"{what}: {where} (commit {r['commit']}, {r['timestamp']})")
+    return "Ceilings: " + "; ".join(parts) + "." if parts else ""
+
+
+def with_speedups(rows: list[dict]) -> list[dict]:
+    """Copies of rows with speedup_vs_eager recomputed over the eager row of the same run."""
+    copies = [r | {"run": run_key(r)} for r in rows]
+    add_speedups(copies)
+    return [r | {"run": orig.get("run")} for r, orig in zip(copies, rows, strict=True)]
 
 
 def table(rows: list[dict], copy: float | None = None) -> str:
@@ -54,12 +108,13 @@ def table(rows: list[dict], copy: float | None = None) -> str:
     rows = sorted(
         rows, key=lambda r: (r["mode"], r["shape"], r["dtype"], order.get(r["provider"], 9))
     )
-    for r in rows:
+    for r in with_speedups(rows):
         shape = "x".join(map(str, r["shape"]))
+        rate = gbps(r)
         lines.append(
             f"| {r['mode']} | {shape} | {r['dtype']} | {r['provider']} | {r['median_ms']:.3f} "
-            f"| {r['p20']:.3f} | {r['p80']:.3f} | {_fmt(r.get('gbps'), '.1f')} "
-            f"| {_fmt(100 * r['gbps'] / copy if copy and r.get('gbps') else None, '.0f')} "
+            f"| {r['p20']:.3f} | {r['p80']:.3f} | {_fmt(rate, '.1f')} "
+            f"| {_fmt(100 * rate / copy if copy and rate else None, '.0f')} "
             f"| {_fmt(r.get('speedup_vs_eager'), '.2f')} |"
         )
     return "\n".join(lines)
@@ -72,16 +127,16 @@ def sampler_table(
     arithmetic rate (and its share of the device's measured matrix throughput in that dtype,
     ``matmul``), the row's floor and its distance from it, and each row's speed over the naive
     sampler and the cached sampler in one CUDA graph of the same model and shape, measured in the
-    same run. The floor is the larger of the arithmetic at that matrix throughput and the chain of
-    dependent steps (``dependent_steps``) at the measured latency of one step across a cluster
-    (``step``, microseconds)."""
+    same run (rows of another run are never divided). The floor is the larger of the arithmetic
+    at that matrix throughput and the chain of dependent steps (``dependent_steps``) at the
+    measured latency of one step across a cluster (``step``, microseconds)."""
     matmul = matmul or {}
     lines = [
         "| model | mode | shape | dtype | provider | median ms | images/s | TFLOP/s | % mm "
         "| floor ms | x floor | vs naive | vs graph |",
         "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    key = lambda r: (r.get("model"), r["mode"], tuple(r["shape"]), r["dtype"])  # noqa: E731
+    key = lambda r: (run_key(r), r.get("model"), r["mode"], tuple(r["shape"]), r["dtype"])  # noqa: E731
     base = defaultdict(dict)
     for r in rows:
         base[key(r)][r["provider"]] = r["median_ms"]
@@ -144,6 +199,32 @@ def plot(rows: list[dict], path: Path) -> Path | None:
     return path
 
 
+def _listed(values) -> str:
+    return ", ".join(sorted({str(v) for v in values}))
+
+
+def op_table(rows: list[dict], group: list[dict], device: str) -> tuple[str, list]:
+    """The table of one op's rows (``group``) on ``device`` against the device's ceilings among
+    ``rows``, and the (label, row) of each ceiling it used."""
+    ceilings = []
+    if all("images_per_s" in r for r in group):
+        step = step_row(rows, device)
+        dtypes = {r["dtype"] for r in group if r.get("tflops")}
+        ceilings += [
+            (f"matmul {r['dtype']} {r['tflops']:.3g} TFLOP/s", r)
+            for r in _ceiling(rows, device, "matmul")
+            if r["dtype"] in dtypes
+        ]
+        if step and any(r.get("dependent_steps") for r in group):
+            ceilings.append((f"cluster step {step['us_per_step']:.3g} us", step))
+        step_time = step["us_per_step"] if step else None
+        return sampler_table(group, matmul_tflops(rows, device), step_time), ceilings
+    copy = copy_row(rows, device) if any(gbps(r) for r in group) else None
+    if copy and group[0]["op"] != "copy":
+        ceilings.append((f"copy {gbps(copy):.1f} GB/s", copy))
+    return table(group, gbps(copy) if copy else None), ceilings
+
+
 def build(rows: list[dict], plots_dir: Path | None = None) -> str:
     groups = defaultdict(list)
     for r in rows:
@@ -152,30 +233,37 @@ def build(rows: list[dict], plots_dir: Path | None = None) -> str:
         "# pygen benchmark report",
         "",
         "Generated by `python -m benchmarks.report` from `benchmarks/results/*.json`. "
-        "GB/s counts the bytes each op must move at least; `vs eager` is the eager "
-        "reference's median over this row's, measured in the same run; `% copy` is GB/s over "
-        "the copy bandwidth measured on the same device (bench_copy.py), `% mm` a sampler's "
+        "GB/s counts the bytes each op must move at least (`benchmarks/floors.py`, over the "
+        "median); `vs eager` is the eager reference's median over this row's, measured in the "
+        "same run; `% copy` is GB/s over the copy bandwidth measured on the same device "
+        "(bench_copy.py), `% mm` a sampler's "
         "TFLOP/s over the matrix throughput measured there in the same dtype; a sampler's "
         "`floor ms` is the larger of its arithmetic at that throughput and (GPU rows) its chain "
         "of dependent steps at the latency of one step across a thread-block cluster measured "
-        "there (`cluster_step`), `x floor` its time over that floor.",
+        "there (`cluster_step`), `x floor` its time over that floor. Ratios between rows "
+        "(`vs eager`, `vs naive`, `vs graph`) divide rows of the same run only; each table "
+        "names the run of the ceilings it used, which may be another run on that device.",
         "",
     ]
     for (op, device), group in sorted(groups.items()):
-        meta = group[0]
+        stamps = sorted(r["timestamp"] for r in group)
+        span = stamps[0] if stamps[0] == stamps[-1] else f"{stamps[0]} to {stamps[-1]}"
+        runs = len({run_key(r) for r in group})
         parts += [
             f"## {op} on {device}",
             "",
-            f"torch {meta['torch']}, CUDA {meta.get('cuda')}, commit {meta['commit']}, "
-            f"{meta['timestamp']}",
-            "",
-            sampler_table(group, matmul_tflops(rows, device), step_us(rows, device))
-            if all("images_per_s" in r for r in group)
-            else table(group, copy_gbps(rows, device)),
+            f"torch {_listed(r['torch'] for r in group)}, "
+            f"CUDA {_listed(r.get('cuda') for r in group)}, "
+            f"commit {_listed(r['commit'] for r in group)}, {span}"
+            + (f" ({runs} runs)" if runs > 1 else ""),
             "",
         ]
+        body, ceilings = op_table(rows, group, device)
+        line = provenance(ceilings, group)
+        parts += [line, ""] if line else []
+        parts += [body, ""]
         slug = re.sub(r"[^a-z0-9]+", "-", f"{op}-{device}".lower()).strip("-")
-        png = plot(group, plots_dir / f"{slug}.png") if plots_dir else None
+        png = plot(with_speedups(group), plots_dir / f"{slug}.png") if plots_dir else None
         if png:
             parts += [f"![{op} on {device}](plots/{png.name})", ""]
     return "\n".join(parts)

@@ -54,10 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     report.main()
     rows = json.loads(results_file(device_under_test()).read_text())
     ran = {f.stem.removeprefix("bench_") for f in files}
+    device = rows[0]["device"]
     for op in sorted(ran):
-        print(f"\n{op} on {rows[0]['device']}\n")
-        copy = report.copy_gbps(rows, rows[0]["device"])
-        print(report.table([r for r in rows if r["op"] == op], copy))
+        group = [r for r in rows if r["op"] == op]
+        if not group:
+            continue
+        body, ceilings = report.op_table(rows, group, device)
+        print(f"\n{op} on {device}\n\n{report.provenance(ceilings, group)}\n\n{body}")
     return 0
 
 

@@ -5,7 +5,8 @@ goes (CUDA time per kernel, from the profiler).
 
 Usage: ``python -m benchmarks.tune_pixelcnn``. Prints tables and writes each variant's row
 (op ``pixelcnn_tuning``, provider = the variant) to benchmarks/results; findings go to
-benchmarks/NOTES.md.
+benchmarks/NOTES.md. A variant whose logits differ from the forward pass at the images it drew
+(``benchmarks.common.check_sampler``, before it is timed) is reported wrong and gets no row.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from collections.abc import Iterator
 import torch
 
 from benchmarks.bench_pixelcnn import MODELS, dependent_steps, gflop_per_image
+from benchmarks.common import check_sampler, write_results
 from benchmarks.common import row as bench_row
-from benchmarks.common import write_results
 from pygen.models import PixelCNN
 
 OP = "pixelcnn_tuning"  # its rows in benchmarks/results, apart from the suite's "pixelcnn"
@@ -174,7 +175,11 @@ def main() -> None:
         for label, settings in variants(batch):
             with environment(settings):
                 try:
+                    check_sampler(model, batch)
                     timed = timing(sample)
+                except AssertionError as error:
+                    lines.append(f"{label}: WRONG, not timed ({str(error).splitlines()[0][:80]})")
+                    continue
                 except (RuntimeError, ValueError) as error:
                     if "PYGEN_PIXELCNN_CLUSTER" not in str(error):
                         raise  # a fault, not the plan's refusal: the context may be unusable

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from benchmarks.common import add_speedups
-from benchmarks.report import sampler_table
+import pytest
+import torch
+
+from benchmarks import floors
+from benchmarks.common import RUN, add_speedups, check_close, check_sampler, compile_reference, row
+from benchmarks.report import build, run_key, sampler_table, table
 
 
 def _row(model, provider, median_ms, mode="sample", shape=(16, 1, 8, 8)):
@@ -70,3 +74,135 @@ def test_speedup_over_eager_takes_the_eager_row_of_its_own_model():
     rows = [_row("a", "pygen", 10.0), _row("a", "eager", 30.0), _row("b", "eager", 90.0)]
     add_speedups(rows)
     assert [r["speedup_vs_eager"] for r in rows] == [3.0, 1.0, 1.0]
+
+
+# ---------------------------------------------------------------- floors, runs and ceilings
+
+
+def _mem_row(provider, median_ms, run="a", mode="fwd+bwd (channel mask)", **extra):
+    return {
+        "op": "affine_coupling",
+        "provider": provider,
+        "mode": mode,
+        "shape": [4, 2, 8, 8],
+        "dtype": "float32",
+        "device": "cpu",
+        "median_ms": median_ms,
+        "p20": median_ms,
+        "p80": median_ms,
+        "run": run,
+        "commit": "abc1234",
+        "torch": "2.14.1",
+        "timestamp": "2026-11-28T00:00:00+00:00",
+    } | extra
+
+
+def test_floor_bytes_counted_by_hand():
+    # reparam+KL (rows 256, dim 64, float32): forward mu, logvar read, z written + kl per row;
+    # forward+backward also grad_z, mu, logvar read, grad_mu, grad_logvar written, grad_kl read.
+    assert floors.reparam_kl_bytes((256, 64), "float32", "fwd") == (3 * 256 * 64 + 256) * 4
+    assert floors.reparam_kl_bytes((256, 64), "float32", "fwd+bwd") == (8 * 256 * 64 + 2 * 256) * 4
+    n = 4 * 2 * 8 * 8
+    # Checkerboard: x, log_scale, shift read, y written; backward grad_y, x, log_scale read and
+    # three gradients written. Channel mask: the kept half reads no log_scale/shift (forward),
+    # no x/log_scale (backward, where grad_x = grad_y).
+    assert floors.affine_coupling_bytes((4, 2, 8, 8), "bfloat16", "fwd") == 4 * n * 2
+    assert floors.affine_coupling_bytes((4, 2, 8, 8), "float32", "fwd+bwd") == 10 * n * 4
+    assert floors.affine_coupling_bytes((4, 2, 8, 8), "float32", "fwd", "channel") == 3 * n * 4
+    channel = floors.affine_coupling_bytes((4, 2, 8, 8), "float32", "fwd+bwd", "channel")
+    assert channel == (3 + 1 + 0.5 + 0.5 + 3) * n * 4
+    assert floors.floor_bytes(_mem_row("pygen", 1.0)) == channel
+
+
+def test_report_recomputes_gb_per_s_from_the_floor_and_leaves_rows_without_one_empty():
+    stale = _mem_row("pygen", 1e-3, gbps=123.0)  # a count since corrected
+    model = _mem_row("pygen", 2.0, mode="realnvp_train_step", gbps=0.0)
+    cells = {c["mode"]: c for c in _cells(table([stale, model]))}
+    assert cells["fwd+bwd (channel mask)"]["GB/s"] == f"{8 * 512 * 4 / 1e-6 / 1e9:.1f}"
+    assert cells["realnvp_train_step"]["GB/s"] == ""  # no floor: empty, not "0.0"
+
+
+def test_report_never_divides_rows_of_different_runs():
+    rows = [_mem_row("pygen", 1.0, run="a"), _mem_row("eager", 4.0, run="b")]
+    assert {c["vs eager"] for c in _cells(table(rows))} == {"", "1.00"}
+    rows.append(_mem_row("eager", 2.0, run="a"))
+    cells = {(c["provider"], c["median ms"]): c for c in _cells(table(rows))}
+    assert cells["pygen", "1.000"]["vs eager"] == "2.00"  # its own run's eager, not 4.0
+    samplers = [_row("m", "fused", 10.0) | {"run": "a"}, _row("m", "naive", 90.0) | {"run": "b"}]
+    assert _cells(sampler_table(samplers))[0]["vs naive"] == ""
+
+
+def test_rows_written_before_run_ids_are_one_run_per_commit_with_or_without_dirty():
+    old = {k: v for k, v in _mem_row("pygen", 1.0).items() if k != "run"}
+    assert run_key(old) == run_key(old | {"commit": "abc1234-dirty"})
+    assert run_key(old) != run_key(old | {"commit": "def5678"})
+
+
+def test_report_names_the_run_of_the_copy_ceiling_it_used():
+    copy = {
+        "op": "copy",
+        "provider": "torch",
+        "mode": "copy",
+        "shape": [2**20],
+        "dtype": "float32",
+        "device": "cpu",
+        "median_ms": 1.0,
+        "p20": 1.0,
+        "p80": 1.0,
+        "run": "b",
+        "commit": "def5678",
+        "torch": "2.14.1",
+        "timestamp": "2026-11-27T00:00:00+00:00",
+    }
+    op = _mem_row("pygen", 1.0, run="a")
+    text = build([op, copy])
+    assert "Ceilings: copy 8.4 GB/s: another run (commit def5678" in text
+    assert "Ceilings: copy 8.4 GB/s: this run" in build([op, copy | {"run": "a"}])
+
+
+def test_a_row_without_a_byte_floor_has_no_gb_per_s_and_carries_its_run():
+    timing = {"median_ms": 2.0, "p20": 2.0, "p80": 2.0, "rounds": 5}
+    r = row("gan", "wgan", "train_step", (4, 1), torch.float32, torch.device("cpu"), timing, 0)
+    assert r["gbps"] is None and r["nbytes"] is None
+    assert r["run"] == RUN and r["python"]
+    r = row("copy", "torch", "copy", (8,), torch.float32, torch.device("cpu"), timing, 64)
+    assert r["gbps"] == 64 / 2e-3 / 1e9
+
+
+# ---------------------------------------------------------------- checks before timing
+
+
+def test_check_close_rejects_a_wrong_result_and_takes_16_bit_rounding():
+    want = torch.linspace(-3, 3, 101)
+    check_close("ok", want.to(torch.bfloat16), want, torch.bfloat16)
+    wrong = want.clone()
+    wrong[-1] += 0.01  # one element off (a vector tail, say)
+    with pytest.raises(AssertionError, match="benchmark check: tail"):
+        check_close("tail", wrong, want, torch.float32)
+
+
+def test_check_sampler_passes_the_fused_sampler_and_rejects_wrong_logits(monkeypatch):
+    from pygen.models import PixelCNN
+
+    torch.manual_seed(0)
+    model = PixelCNN(n_levels=5, n_layers=2, hidden=8, kernel_size=3, image_size=4).eval()
+    check_sampler(model, 2)
+    sample = model.sample
+
+    def off_by_a_bit(*args, **kwargs):
+        images, logits = sample(*args, **kwargs)
+        return images, logits + 1e-3
+
+    monkeypatch.setattr(model, "sample", off_by_a_bit)
+    with pytest.raises(AssertionError, match="fused sampler logits"):
+        check_sampler(model, 2)
+
+
+def test_compile_provider_cannot_fall_back_to_eager(monkeypatch):
+    # Past dynamo's recompile limit (8) a compiled function runs eagerly without an error: the
+    # CPU affine_coupling fwd+bwd "compile" rows at 4096x1024 timed eager code (0.93x eager).
+    config = torch._dynamo.config
+    monkeypatch.setattr(config, "recompile_limit", 8)
+    monkeypatch.setattr(config, "fail_on_recompile_limit_hit", False)
+    compile_reference(lambda x: x + 1)
+    assert config.recompile_limit >= 64 and config.fail_on_recompile_limit_hit
