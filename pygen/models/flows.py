@@ -48,8 +48,15 @@ class FlowModel(nn.Module):
         """``(z, logdet)`` of the flow."""
         return self.flow(x)
 
+    def _check_batch(self, x: Tensor) -> None:
+        if tuple(x.shape[1:]) != self.shape:
+            dims = ", ".join(map(str, self.shape))
+            raise ValueError(f"expected a batch of shape (N, {dims}), got {tuple(x.shape)}")
+
     def log_prob(self, x: Tensor) -> Tensor:
-        """``log p(x)`` per sample (nats). Image models expect x in [0, 1]."""
+        """``log p(x)`` per sample (nats) of a batch ``(N, *shape)``. Image models expect x in
+        [0, 1]."""
+        self._check_batch(x)
         z, logdet = self.flow(x)
         prior = -0.5 * (z.square() + math.log(2 * math.pi)).flatten(1).sum(1)
         return prior + logdet
@@ -71,13 +78,37 @@ class FlowModel(nn.Module):
         expectation)."""
         if self.levels is None:
             raise ValueError("bits_per_dim needs an image model (levels set)")
-        x = x.reshape(len(x), *self.shape)  # flattened images for vector models (NICE)
+        if len(self.shape) == 1 and x.dim() > 1 and x[0].numel() == self.shape[0]:
+            x = x.reshape(len(x), *self.shape)  # flattened images for vector models (NICE)
+        self._check_batch(x)
+        if x.numel() and (
+            x.min() < 0
+            or x.max() > self.levels - 1
+            or (x.is_floating_point() and (x != x.round()).any())
+        ):
+            raise ValueError(
+                f"bits_per_dim takes integer pixel levels in [0, {self.levels - 1}], got values in "
+                f"[{x.min().item()}, {x.max().item()}] ({x.dtype}); log_prob takes pixels in [0, 1]"
+            )
         noise = torch.rand(x.shape, generator=generator, dtype=torch.float32).to(x.device)
         dtype = next(self.parameters()).dtype
         scaled = ((x.to(noise.dtype) + noise) / self.levels).to(dtype)
-        dims = x[0].numel()
+        dims = math.prod(self.shape)
         log_likelihood = self.log_prob(scaled) - dims * math.log(self.levels)
         return -log_likelihood / (dims * math.log(2))
+
+
+def _check_scales(model: str, shape: tuple[int, ...], n_scales: int, squeezes: int) -> None:
+    """A clear error for a multi-scale image model that ``shape`` cannot hold: ``n_scales`` >= 1
+    and H, W divisible by ``2^squeezes`` (the squeezes the scales take)."""
+    if n_scales < 1:
+        raise ValueError(f"{model} needs n_scales >= 1, got {n_scales}")
+    factor = 2**squeezes
+    if shape[1] % factor or shape[2] % factor:
+        raise ValueError(
+            f"{model} with n_scales={n_scales} needs H and W divisible by {factor}, got the "
+            f"image shape {shape}"
+        )
 
 
 def _alternating(n: int, make) -> list[nn.Module]:
@@ -174,6 +205,7 @@ class RealNVP(FlowModel):
             )
             super().__init__(FlowSequential(*layers), shape)
         elif len(shape) == 3:
+            _check_scales("RealNVP", shape, n_scales, n_scales - 1)
             flow = _realnvp_scale(shape, n_scales, hidden, n_blocks, **coupling)
             super().__init__(FlowSequential(LogitTransform(), *flow), shape, levels)
         else:
@@ -209,7 +241,8 @@ def _glow_scale(shape, n_scales: int, steps: int, hidden: int) -> FlowSequential
 
 class Glow(FlowModel):
     """A small multi-scale Glow for images ``(C, H, W)`` in [0, 1]: per scale a squeeze,
-    ``steps`` ``GlowStep``s and a split; logit pre-processing first."""
+    ``steps`` ``GlowStep``s and a split; logit pre-processing first. H and W must be divisible by
+    ``2^n_scales`` (every scale squeezes)."""
 
     def __init__(
         self,
@@ -221,5 +254,8 @@ class Glow(FlowModel):
         levels: int = 256,
     ):
         shape = tuple(shape)
+        if len(shape) != 3:
+            raise ValueError(f"Glow needs an image shape (C, H, W), got {shape}")
+        _check_scales("Glow", shape, n_scales, n_scales)
         flow = _glow_scale(shape, n_scales, steps, hidden)
         super().__init__(FlowSequential(LogitTransform(), *flow), shape, levels)

@@ -126,6 +126,8 @@ class ContinuousFlow(nn.Module):
 
     def _solve(self, z: Tensor, t0: float, t1: float) -> tuple[Tensor, Tensor]:
         """``(z(t1), integral from t0 to t1 of tr(dg/dz))`` from ``z(t0) = z``."""
+        if len(z) == 0:  # nothing to solve (torchdiffeq's step-size search fails on no values)
+            return z.clone(), z.new_zeros(0)
         if torch.is_inference_mode_enabled():
             # The trace takes autograd, which inference mode turns off: solve outside it, without
             # a graph (the results are ordinary tensors).

@@ -1,0 +1,95 @@
+"""The model classes used from Python the way a researcher would: odd inputs, dtypes, edge sizes.
+
+Each test pins a bug that was found by probing the public API (a crash, a silently wrong answer
+or a bare traceback where a clear error is due)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pygen.models import CNF, NICE, Glow, RealNVP
+
+# ----------------------------------------------------------------------------- flows
+
+
+def test_flow_log_prob_rejects_a_batch_of_the_wrong_shape():
+    # NICE broadcast a (N, 1, D) batch through its ActNorm to (N, D, D) and returned numbers.
+    torch.manual_seed(0)
+    nice = NICE(6, n_couplings=2, hidden=8, n_blocks=1).eval()
+    with pytest.raises(ValueError, match=r"expected a batch of shape \(N, 6\)"):
+        nice.log_prob(torch.rand(2, 1, 6))
+    realnvp = RealNVP((4,), n_couplings=2, hidden=8)
+    with pytest.raises(ValueError, match=r"\(N, 4\)"):
+        realnvp.log_prob(torch.rand(4))
+    assert nice.log_prob(torch.rand(3, 6)).shape == (3,)
+
+
+@pytest.mark.parametrize("bad", [17, -1])
+def test_bits_per_dim_rejects_levels_out_of_range(bad):
+    # Out-of-range levels gave NaN (logit models) or finite nonsense (NICE, no logit).
+    torch.manual_seed(0)
+    for model in (
+        NICE(16, n_couplings=2, hidden=8, n_blocks=1, levels=17).eval(),
+        RealNVP((1, 4, 4), n_scales=1, hidden=4, n_blocks=1, levels=17),
+    ):
+        images = torch.randint(0, 17, (2, 1, 4, 4))
+        assert torch.isfinite(model.bits_per_dim(images)).all()
+        images[1, 0, 2, 3] = bad
+        with pytest.raises(ValueError, match=r"integer pixel levels in \[0, 16\]"):
+            model.bits_per_dim(images)
+
+
+def test_bits_per_dim_rejects_pixels_scaled_to_the_unit_interval():
+    # A common slip: log_prob's [0, 1] floats passed to bits_per_dim gave a plausible number.
+    torch.manual_seed(0)
+    model = RealNVP((1, 4, 4), n_scales=1, hidden=4, n_blocks=1, levels=17)
+    levels = torch.randint(0, 17, (2, 1, 4, 4))
+    with pytest.raises(ValueError, match="log_prob takes pixels in"):
+        model.bits_per_dim(levels / 16)
+    gen = torch.Generator
+    torch.testing.assert_close(  # integer-valued floats are levels too
+        model.bits_per_dim(levels.float(), gen().manual_seed(0)),
+        model.bits_per_dim(levels, gen().manual_seed(0)),
+    )
+    assert model.bits_per_dim(levels[:0]).shape == (0,)  # was an IndexError
+
+
+def test_bits_per_dim_of_flattened_images_checks_the_pixel_count():
+    nice = NICE(16, n_couplings=2, hidden=8, n_blocks=1, levels=17).eval()
+    assert nice.bits_per_dim(torch.randint(0, 17, (2, 1, 4, 4))).shape == (2,)
+    with pytest.raises(ValueError, match="expected a batch of shape"):
+        nice.bits_per_dim(torch.randint(0, 17, (2, 1, 4, 5)))  # was a bare reshape error
+
+
+def test_multiscale_flows_check_n_scales_and_image_size_at_construction():
+    # RealNVP(n_scales=0) recursed without end (memory grew until the process was killed);
+    # Glow(n_scales=0) silently built one scale; sizes the squeezes cannot halve failed only at
+    # the first forward.
+    with pytest.raises(ValueError, match="n_scales >= 1"):
+        Glow((1, 8, 8), n_scales=0)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        RealNVP((1, 6, 6), n_scales=3)
+    with pytest.raises(ValueError, match="divisible by 16"):
+        Glow((1, 8, 8), n_scales=4)
+    with pytest.raises(ValueError, match="divisible by 2"):
+        Glow((1, 5, 5), n_scales=1)
+    with pytest.raises(ValueError, match="n_scales >= 1"):  # last: it never returned before
+        RealNVP((1, 8, 8), n_scales=0)
+    # Allowed: odd sizes at one RealNVP scale (no squeeze), non-square images.
+    for model, shape in [
+        (RealNVP((1, 5, 5), n_scales=1, hidden=4, n_blocks=1), (1, 5, 5)),
+        (RealNVP((3, 8, 4), n_scales=2, hidden=4, n_blocks=1), (3, 8, 4)),
+        (Glow((1, 8, 4), n_scales=2, steps=1, hidden=4), (1, 8, 4)),
+    ]:
+        assert model.log_prob(torch.rand(2, *shape)).shape == (2,)
+        assert model.sample(1).shape == (1, *shape)
+
+
+def test_cnf_takes_an_empty_batch():
+    # sample(0) and log_prob of no rows were torchdiffeq's "AssertionError: underflow in dt 0.0".
+    torch.manual_seed(0)
+    cnf = CNF(3, hidden=8, n_hidden=1)
+    assert cnf.sample(0).shape == (0, 3)
+    assert cnf.log_prob(torch.rand(0, 3)).shape == (0,)
+    assert cnf.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 3)
