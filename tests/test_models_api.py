@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pygen.models import CNF, NICE, Glow, RealNVP
+from pygen.models import CNF, NICE, VAE, GaussianLikelihood, Glow, RealNVP
 
 # ----------------------------------------------------------------------------- flows
 
@@ -93,3 +93,48 @@ def test_cnf_takes_an_empty_batch():
     assert cnf.sample(0).shape == (0, 3)
     assert cnf.log_prob(torch.rand(0, 3)).shape == (0,)
     assert cnf.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 3)
+
+
+# ----------------------------------------------------------------------------- VAE
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "conv"])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "categorical"])
+def test_vae_in_float64_and_bfloat16(architecture, likelihood):
+    # The encoder input, the prior draw of sample() and interpolate's weights were float32
+    # whatever the model's dtype: a .double() or bfloat16 VAE raised a dtype mismatch everywhere.
+    torch.manual_seed(0)
+    model = VAE((1, 8, 8), 4, likelihood=likelihood, architecture=architecture, hidden=8)
+    if likelihood == "bernoulli":
+        x = torch.rand(3, 1, 8, 8).round()
+    else:
+        x = torch.randint(0, 17, (3, 1, 8, 8))
+    noise = torch.randn(3, 4)
+    expected = model.elbo(x, noise).elbo
+    double = model.double()
+    x64 = x.double() if x.is_floating_point() else x
+    torch.testing.assert_close(double.elbo(x64, noise.double()).elbo.float(), expected)
+    assert double.log_likelihood(x64, k=3).dtype == torch.float64
+    assert double.interpolate(x64, x64.flip(0), steps=3).shape == (3, 3, 1, 8, 8)
+    gen = torch.Generator
+    first = double.sample(2, generator=gen().manual_seed(1))
+    assert torch.equal(first, double.sample(2, generator=gen().manual_seed(1)))
+    assert double.sample(1, mean=True).dtype == torch.float64
+
+    half = model.to(torch.bfloat16)
+    assert half.sample(2, mean=True).dtype == torch.bfloat16
+    assert half.sample(1).shape == (1, 1, 8, 8)
+    assert torch.isfinite(half.elbo(x.bfloat16() if x.is_floating_point() else x).elbo).all()
+
+
+def test_gaussian_vae_rejects_data_outside_its_clamp_range():
+    # Data outside [0, 1] was accepted while means and draws were clipped to [0, 1]: sample()
+    # and reconstruct() could never reach the data (here they stayed in [0, 0.2] for N(0, 9)).
+    torch.manual_seed(0)
+    model = VAE((5,), 2, likelihood="gaussian", hidden=8)
+    data = 3 * torch.randn(4, 5)
+    with pytest.raises(ValueError, match=r"clamp=None"):
+        model.elbo(data)
+    assert model.elbo(torch.rand(4, 5)).elbo.shape == (4,)
+    unbounded = VAE((5,), 2, likelihood=GaussianLikelihood(clamp=None), hidden=8)
+    assert torch.isfinite(unbounded.elbo(data).elbo).all()

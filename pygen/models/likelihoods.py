@@ -125,7 +125,7 @@ class GaussianLikelihood(Likelihood):
             a per-pixel learned variance collapses on pixels that never change).
         min_std: floor of the learned std, which keeps the density bounded.
         clamp: the data range ``(low, high)`` that means and draws are clipped to (images live in
-            [0, 1]); None for unbounded data.
+            [0, 1]) and that data must lie in; None for unbounded data.
     """
 
     def __init__(
@@ -150,6 +150,15 @@ class GaussianLikelihood(Likelihood):
         if not x.is_floating_point():
             raise ValueError(f"Gaussian data must be floating point, got {x.dtype}")
         _check_finite(x)
+        # Means and draws are clipped to the clamp range: data outside it would be modelled by a
+        # density whose samples and reconstructions can never reach it.
+        if self.clamp is not None and ((x < self.clamp[0]) | (x > self.clamp[1])).any():
+            low, high = self.clamp
+            raise ValueError(
+                f"Gaussian data must lie in the likelihood's clamp range [{low}, {high}], got "
+                f"values in [{x.min().item():.4g}, {x.max().item():.4g}]; use "
+                "GaussianLikelihood(clamp=None) for unbounded data"
+            )
 
     def std(self) -> Tensor:
         return self.log_std.clamp(min=self.min_log_std).exp()

@@ -115,7 +115,8 @@ class VAE(nn.Module):
     """Variational autoencoder with MLP or convolutional encoder/decoder and a choice of p(x|z).
 
     Data: Bernoulli takes floats in [0, 1] (binarized images), categorical integer levels
-    ``0 .. n_levels - 1``, Gaussian floats; ``model.likelihood.from_levels(images, n_levels)``
+    ``0 .. n_levels - 1``, Gaussian floats in [0, 1] (``GaussianLikelihood(clamp=None)`` for
+    unbounded data); ``model.likelihood.from_levels(images, n_levels)``
     converts integer images such as the bundled digits.
 
     Args:
@@ -226,6 +227,10 @@ class VAE(nn.Module):
     def _device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def _dtype(self) -> torch.dtype:
+        """The floating-point dtype of the weights (``.double()``, ``.to(torch.bfloat16)``)."""
+        return next(p.dtype for p in self.parameters() if p.is_floating_point())
+
     def _check(self, x: Tensor) -> None:
         if x.dim() != len(self.data_shape) + 1 or tuple(x.shape[1:]) != self.data_shape:
             raise ValueError(
@@ -237,7 +242,7 @@ class VAE(nn.Module):
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and log-variance of q(z|x), each ``(N, latent_dim)``, for a checked batch x."""
         self._check(x)
-        mu, logvar = self.encoder(self.likelihood.to_unit(x)).chunk(2, dim=-1)
+        mu, logvar = self.encoder(self.likelihood.to_unit(x).to(self._dtype())).chunk(2, dim=-1)
         return mu, logvar
 
     def _decoder_params(self, z: Tensor) -> Tensor:
@@ -376,7 +381,9 @@ class VAE(nn.Module):
         self, n: int, *, mean: bool = False, generator: torch.Generator | None = None
     ) -> Tensor:
         """n examples: z ~ N(0, I), then a draw from p(x|z) (its mean if ``mean``)."""
-        z = torch.randn(n, self.latent_dim, generator=generator, device=self._device())
+        z = torch.randn(
+            n, self.latent_dim, generator=generator, device=self._device(), dtype=self._dtype()
+        )
         return self.decode(z, sample=not mean, generator=generator)
 
     @torch.no_grad()
@@ -388,7 +395,7 @@ class VAE(nn.Module):
         if x1.shape != x2.shape:
             raise ValueError(f"x1 and x2 differ in shape: {tuple(x1.shape)}, {tuple(x2.shape)}")
         start, end = self.encode(x1)[0], self.encode(x2)[0]
-        t = torch.linspace(0.0, 1.0, steps, device=start.device).view(-1, 1, 1)
+        t = torch.linspace(0.0, 1.0, steps, device=start.device, dtype=start.dtype).view(-1, 1, 1)
         return self.decode(torch.lerp(start, end, t))
 
     @torch.no_grad()
@@ -422,6 +429,7 @@ class VAE(nn.Module):
         if self.latent_dim != 2:
             raise ValueError(f"the manifold figure needs latent_dim == 2, got {self.latent_dim}")
         q = torch.special.ndtri(torch.linspace(0.05, 0.95, n, device=self._device()))
+        q = q.to(self._dtype())
         z1, z2 = torch.meshgrid(q, q.flip(0), indexing="xy")
         z = torch.stack([z1, z2], dim=-1).reshape(-1, 2)
         images = self.likelihood.to_unit(self.decode(z))
