@@ -7,8 +7,21 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
-from pygen.models import CNF, NICE, VAE, GaussianLikelihood, Glow, RealNVP
+from pygen.models import (
+    CNF,
+    DCGAN,
+    MLPGAN,
+    NICE,
+    VAE,
+    BiGAN,
+    GaussianLikelihood,
+    Glow,
+    RealNVP,
+    interpolate,
+    spectral_norm_,
+)
 
 # ----------------------------------------------------------------------------- flows
 
@@ -138,3 +151,86 @@ def test_gaussian_vae_rejects_data_outside_its_clamp_range():
     assert model.elbo(torch.rand(4, 5)).elbo.shape == (4,)
     unbounded = VAE((5,), 2, likelihood=GaussianLikelihood(clamp=None), hidden=8)
     assert torch.isfinite(unbounded.elbo(data).elbo).all()
+
+
+# ----------------------------------------------------------------------------- GANs
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: DCGAN(image_size=8, channels=1, latent_dim=4, width=4),
+        lambda: MLPGAN(hidden=8),
+        lambda: BiGAN(data_dim=3, hidden=8),
+    ],
+    ids=["dcgan", "mlpgan", "bigan"],
+)
+def test_gan_sample_in_float64_and_bfloat16(make):
+    # The prior draw was float32 whatever the generator's dtype: a dtype error.
+    torch.manual_seed(0)
+    model = make().eval()
+    gen = torch.Generator
+    expected = model.sample(2, generator=gen().manual_seed(0))
+    double = model.double()
+    got = double.sample(2, generator=gen().manual_seed(0))
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got.float(), expected, rtol=1e-5, atol=1e-5)
+    half = model.to(torch.bfloat16).sample(1)
+    assert half.dtype == torch.bfloat16 and torch.isfinite(half).all()
+
+
+def test_bigan_trains_in_float64_and_rejects_unflattened_images():
+    torch.manual_seed(0)
+    model = BiGAN(data_dim=4, hidden=8).double()
+    history = model.fit(torch.rand(16, 4, dtype=torch.float64), steps=2, batch_size=4)
+    assert len(history) == 2  # losses() drew float32 latents: a dtype error
+    # encode() of (N, 1, 4) gave codes (N, 1, latent_dim); the losses a bare cat error.
+    images = torch.rand(3, 1, 2, 2, dtype=torch.float64)
+    for call in (model.encode, model.reconstruct, model.losses):
+        with pytest.raises(ValueError, match=r"vectors \(N, 4\)"):
+            call(images)
+    assert model.encode(images.flatten(1)).shape == (3, 2)
+
+
+def test_dcgan_discriminator_rejects_another_image_size():
+    # A 16x16 batch of 2 through an 8x8 discriminator gave 50 scores (a 5x5 map each, flattened
+    # into the batch); a non-square one 10.
+    torch.manual_seed(0)
+    discriminator = DCGAN(image_size=8, channels=1, latent_dim=4, width=4).discriminator
+    assert discriminator(torch.rand(2, 1, 8, 8)).shape == (2,)
+    for shape in [(2, 1, 16, 16), (2, 1, 8, 16), (2, 3, 8, 8)]:
+        with pytest.raises(ValueError, match=r"expects images \(N, 1, 8, 8\)"):
+            discriminator(torch.rand(shape))
+
+
+def test_spectral_norm_covers_the_module_itself_and_is_idempotent():
+    # A bare layer was left unnormalized (only children were visited); a second call stacked a
+    # second spectral norm on every layer (and changed the state dict's keys).
+    torch.manual_seed(0)
+    layer = spectral_norm_(nn.Linear(6, 4))
+    assert len(layer.parametrizations.weight) == 1
+    model = MLPGAN(hidden=8)
+    spectral_norm_(model.discriminator)
+    keys = set(model.discriminator.state_dict())
+    spectral_norm_(model)  # the whole model: the discriminator keeps its one
+    for module in model.discriminator.modules():
+        if isinstance(module, nn.Linear):
+            assert len(module.parametrizations.weight) == 1
+    assert keys == set(model.discriminator.state_dict())
+    for _ in range(30):  # power iterations
+        layer(torch.randn(2, 6))
+    assert torch.linalg.matrix_norm(layer.weight, 2).item() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_interpolate_checks_its_endpoints():
+    # (D,) endpoints gave a (D, steps) "path", transposed from the documented (B, steps, D).
+    z0, z1 = torch.randn(3, 5), torch.randn(3, 5)
+    for method in ("lerp", "slerp"):
+        path = interpolate(z0, z1, 4, method)
+        assert path.shape == (3, 4, 5)
+        torch.testing.assert_close(path[:, 0], z0)
+        torch.testing.assert_close(path[:, -1], z1)
+        with pytest.raises(ValueError, match=r"\(B, D\)"):
+            interpolate(z0[0], z1[0], 4, method)
+        with pytest.raises(ValueError, match=r"\(B, D\)"):
+            interpolate(z0, z1[:2], 4, method)

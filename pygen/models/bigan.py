@@ -33,7 +33,7 @@ class BiGAN(nn.Module):
         self, data_dim: int = 2, latent_dim: int = 2, hidden: int = 128, depth: int = 3
     ) -> None:
         super().__init__()
-        self.latent_dim = latent_dim
+        self.data_dim, self.latent_dim = data_dim, latent_dim
         self.generator = MLPGenerator(latent_dim, data_dim, hidden, depth)
         self.encoder = _mlp([data_dim, *[hidden] * depth, latent_dim], nn.ReLU)
         self.discriminator = JointDiscriminator(data_dim, latent_dim, hidden, depth)
@@ -41,26 +41,40 @@ class BiGAN(nn.Module):
     def _device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def _check(self, x: Tensor) -> None:
+        # The MLP encoder maps the last dimension only: an image batch gave codes of a wrong shape.
+        if x.dim() != 2 or x.shape[1] != self.data_dim:
+            raise ValueError(
+                f"BiGAN takes vectors (N, {self.data_dim}) (flatten images first), "
+                f"got {tuple(x.shape)}"
+            )
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` samples G(z), ``z ~ N(0, I)``."""
-        z = standard_normal((n, self.latent_dim), generator, device=self._device())
+        weight = next(self.parameters())
+        z = standard_normal(
+            (n, self.latent_dim), generator, device=weight.device, dtype=weight.dtype
+        )
         return self.generator(z)
 
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
         """E(x): the inferred latent codes ``(N, latent_dim)``."""
+        self._check(x)
         return self.encoder(x)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
         """G(E(x))."""
+        self._check(x)
         return self.generator(self.encoder(x))
 
     def losses(self, real: Tensor) -> tuple[Tensor, Tensor]:
         """(D loss, G+E loss) on a real batch and as many prior draws, both non-saturating:
         G and E minimize D's loss with the labels of the two kinds of pairs swapped."""
-        z = torch.randn(len(real), self.latent_dim, device=real.device)
+        self._check(real)
+        z = torch.randn(len(real), self.latent_dim, device=real.device, dtype=real.dtype)
         data_out = self.discriminator(real, self.encoder(real))
         fake_out = self.discriminator(self.generator(z), z)
         loss = NonSaturatingLoss()

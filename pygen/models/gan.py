@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import _SpectralNorm
 
 from pygen.utils.png import save_image_grid
 from pygen.utils.random import standard_normal
@@ -107,6 +109,7 @@ class DCGANDiscriminator(nn.Module):
         super().__init__()
         stages = _stages(image_size)
         self.num_classes, self.features = num_classes, features
+        self.image_shape = (channels, image_size, image_size)
         layers: list[nn.Module] = [
             nn.Conv2d(channels + num_classes, width, 4, 2, 1),
             nn.LeakyReLU(0.2),
@@ -122,6 +125,13 @@ class DCGANDiscriminator(nn.Module):
         self.apply(_dcgan_init)
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        # Another image size runs through the convolutions too, to a map of scores per sample
+        # that the flattening would mix into the batch dimension.
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(
+                f"DCGANDiscriminator expects images (N, {', '.join(map(str, self.image_shape))}), "
+                f"got {tuple(x.shape)}"
+            )
         out = self.net(_with_labels(x, labels, self.num_classes)).flatten(1)
         return out.flatten() if self.features == 1 else out
 
@@ -216,8 +226,10 @@ class GAN(nn.Module):
         self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None
     ) -> Tensor:
         """``n`` samples of G (in its current train/eval mode)."""
-        device = next(self.generator.parameters()).device
-        z = standard_normal((n, self.latent_dim), generator, device=device)
+        weight = next(self.generator.parameters())
+        z = standard_normal(
+            (n, self.latent_dim), generator, device=weight.device, dtype=weight.dtype
+        )
         return self.generator(z, labels)
 
 
@@ -269,13 +281,30 @@ class MLPGAN(GAN):
         )
 
 
+_WEIGHT_LAYERS = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+
+
+def _has_spectral_norm(layer: nn.Module) -> bool:
+    return parametrize.is_parametrized(layer, "weight") and any(
+        isinstance(p, _SpectralNorm) for p in layer.parametrizations.weight
+    )
+
+
 def spectral_norm_(module: nn.Module) -> nn.Module:
-    """Spectral normalization (Miyato et al. 2018) on every conv and linear layer, in place."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
-            setattr(module, name, nn.utils.parametrizations.spectral_norm(child))
-        else:
-            spectral_norm_(child)
+    """Spectral normalization (Miyato et al. 2018) on every conv and linear layer of ``module``
+    (``module`` itself included), in place. A layer that has it already keeps its one: calling
+    this again (on the model, then on a part of it) changes nothing."""
+    for layer in list(module.modules()):
+        if isinstance(layer, _WEIGHT_LAYERS) and not _has_spectral_norm(layer):
+            nn.utils.parametrizations.spectral_norm(layer)  # registers in place
     return module
 
 
@@ -306,6 +335,10 @@ def interpolate(z0: Tensor, z1: Tensor, steps: int, method: str = "slerp") -> Te
     """``steps`` points from ``z0`` to ``z1`` (both ``(B, D)``), inclusive: ``(B, steps, D)``."""
     if method not in ("lerp", "slerp"):
         raise ValueError(f"method must be 'lerp' or 'slerp', got {method!r}")
+    if z0.dim() != 2 or z0.shape != z1.shape:
+        raise ValueError(
+            f"z0 and z1 must both be (B, D), got {tuple(z0.shape)} and {tuple(z1.shape)}"
+        )
     if steps < 2:
         raise ValueError(f"steps must be >= 2, got {steps}")
     fn = lerp if method == "lerp" else slerp
