@@ -16,8 +16,10 @@ from pygen.models import (
     NICE,
     VAE,
     BiGAN,
+    CycleGAN,
     GaussianLikelihood,
     Glow,
+    Pix2Pix,
     RealNVP,
     interpolate,
     spectral_norm_,
@@ -234,3 +236,22 @@ def test_interpolate_checks_its_endpoints():
             interpolate(z0[0], z1[0], 4, method)
         with pytest.raises(ValueError, match=r"\(B, D\)"):
             interpolate(z0, z1[:2], 4, method)
+
+
+# ----------------------------------------------------------------------------- translation
+
+
+def test_translation_generators_reject_sizes_they_would_resize():
+    # CycleGAN's ResNet generator (2 stride-2 steps) turned a 10x10 image into a 12x12 one
+    # without a word; pix2pix's U-Net failed with a bare concatenation error on 12x12.
+    torch.manual_seed(0)
+    cycle = CycleGAN(channels=1, image_size=8, width=4, n_blocks=1, d_width=4)
+    assert cycle.translate_ab(torch.rand(2, 1, 8, 12) * 2 - 1).shape == (2, 1, 8, 12)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        cycle.translate_ab(torch.rand(2, 1, 10, 10))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        CycleGAN(channels=1, image_size=10, width=4, n_blocks=1, d_width=4)
+    pix = Pix2Pix(1, 1, image_size=8, width=4, d_width=4)
+    assert pix.translate(torch.rand(2, 1, 16, 8)).shape == (2, 1, 16, 8)
+    with pytest.raises(ValueError, match="divisible by 8"):
+        pix.translate(torch.rand(2, 1, 12, 12))

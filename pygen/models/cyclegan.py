@@ -47,6 +47,7 @@ class ResnetGenerator(nn.Module):
         self, channels: int = 3, width: int = 64, n_blocks: int = 9, n_down: int = 2
     ) -> None:
         super().__init__()
+        self.n_down = n_down
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
             nn.Conv2d(channels, width, 7),
@@ -66,7 +67,18 @@ class ResnetGenerator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
+        # The downsamplings round odd sizes up and the upsamplings double: another size would come
+        # back silently resized (10x10 -> 12x12).
+        _check_divisible(x, 2**self.n_down, "ResnetGenerator", f"n_down={self.n_down}")
         return self.net(x)
+
+
+def _check_divisible(x: Tensor, factor: int, name: str, why: str) -> None:
+    if x.dim() != 4 or x.shape[2] % factor or x.shape[3] % factor:
+        raise ValueError(
+            f"{name} ({why}) needs images (N, C, H, W) with H and W divisible by {factor}, "
+            f"got {tuple(x.shape)}"
+        )
 
 
 class UNetGenerator(nn.Module):
@@ -79,6 +91,7 @@ class UNetGenerator(nn.Module):
         self, in_channels: int = 3, out_channels: int = 3, width: int = 64, depth: int = 8
     ) -> None:
         super().__init__()
+        self.depth = depth
         chs = [min(width * 2**i, width * 8) for i in range(depth)]
         self.down = nn.ModuleList()
         prev = in_channels
@@ -105,6 +118,7 @@ class UNetGenerator(nn.Module):
             )
 
     def forward(self, x: Tensor) -> Tensor:
+        _check_divisible(x, 2**self.depth, "UNetGenerator", f"depth={self.depth}")
         skips = []
         for i, layer in enumerate(self.down):
             x = layer(x if i == 0 else F.leaky_relu(x, 0.2))
@@ -208,6 +222,11 @@ class CycleGAN(nn.Module):
         pool_size: int = 50,
     ) -> None:
         super().__init__()
+        if image_size % 2**n_down:
+            raise ValueError(
+                f"CycleGAN with n_down={n_down} needs image_size divisible by {2**n_down}, "
+                f"got {image_size}"
+            )
         self.g_ab = ResnetGenerator(channels, width, n_blocks, n_down)
         self.g_ba = ResnetGenerator(channels, width, n_blocks, n_down)
         layers = patch_layers(image_size)
