@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from pygen.layers import ContinuousFlow, FlowSequential, LogitTransform
@@ -35,6 +36,14 @@ class CNF(FlowModel):
         layers: list[nn.Module] = [LogitTransform()] if levels is not None else []
         layers.append(ContinuousFlow(dim, hidden, n_hidden, **solver))
         super().__init__(FlowSequential(*layers), (dim,), levels)
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None):
+        """As ``FlowModel.sample``, solved without the trace (sampling discards the
+        log-determinant): the same generator seed gives the same samples, and torch's global
+        random stream is left alone (the Hutchinson probe was drawn from it)."""
+        with self.ode.without_logdet():
+            return super().sample(n, temperature, generator)
 
     @property
     def ode(self) -> ContinuousFlow:

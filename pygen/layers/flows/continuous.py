@@ -10,6 +10,9 @@ is the Euler solve backwards in time, exact only in that limit).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
@@ -55,9 +58,12 @@ class _Dynamics(nn.Module):
         super().__init__()
         self.field = field
         self.probe: Tensor | None = None  # Hutchinson probe, fixed for one solve; None: exact
+        self.with_trace = True  # False: the trace is 0 (solves whose log-det nobody reads)
 
     def forward(self, t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         z = state[0]
+        if not self.with_trace:
+            return self.field(z, t), z.new_zeros(len(z))
         # The trace must be differentiable when the loss is (direct backprop or the adjoint).
         create_graph = torch.is_grad_enabled()
         with torch.enable_grad():
@@ -117,8 +123,21 @@ class ContinuousFlow(nn.Module):
         self.adjoint = adjoint
         self.euler_steps = euler_steps
 
+    @contextlib.contextmanager
+    def without_logdet(self) -> Iterator[None]:
+        """Solves inside it skip the trace and return a log-determinant of 0: for sampling, which
+        discards it. Cheaper, and no Hutchinson probe is drawn from torch's global stream (its
+        draw steered the adaptive steps through the log-det, so that samples from one generator
+        seed differed between calls)."""
+        previous = self.dynamics.with_trace
+        self.dynamics.with_trace = False
+        try:
+            yield
+        finally:
+            self.dynamics.with_trace = previous
+
     def _draw_probe(self, z: Tensor) -> Tensor | None:
-        if self.exact:
+        if self.exact or not self.dynamics.with_trace:
             return None
         if self.probe == "gaussian":
             return torch.randn_like(z)
