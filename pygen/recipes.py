@@ -235,8 +235,9 @@ def _pixelrnn_config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]
 
 
 def _pixelrnn_sample(model: PixelRNN, n: int, options: SampleOptions) -> Tensor:
+    method = options.method or "fused"
     images = model.sample(
-        n, method=options.method, temperature=options.temperature, generator=options.generator
+        n, method=method, temperature=options.temperature, generator=options.generator
     )
     return _to_unit(images, model.n_levels)
 

@@ -173,7 +173,7 @@ def test_every_method_same_noise_same_images_float64(
     options = {"noise": noise, "temperature": temperature, "return_logits": True}
     naive = model.sample(2, method="naive", **options)
     assert naive[0].unique().numel() > 1  # the draws are not degenerate
-    for method in ("cached", None):  # None: the default, the fused kernel on the CPU
+    for method in ("cached", "fused"):
         images, logits = model.sample(2, method=method, **options)
         assert torch.equal(images, naive[0])
         torch.testing.assert_close(logits, naive[1], rtol=1e-12, atol=1e-12)

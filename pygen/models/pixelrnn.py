@@ -69,7 +69,7 @@ class PixelRNN(AutoregressiveImageModel):
         self,
         n: int,
         *,
-        method: str | None = None,
+        method: str = "fused",
         noise: Tensor | None = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
@@ -83,13 +83,10 @@ class PixelRNN(AutoregressiveImageModel):
         every method. ``method``: ``"fused"`` (the kernel ``pygen.ops.pixelrnn_sample``, C++ or
         CUDA), ``"cached"`` (its PyTorch twin ``pygen.sampling.sample_pixelrnn_cached``: the
         recurrent states carried along) or ``"naive"`` (the full network per value); the default
-        is ``"fused"`` on the CPU and ``"cached"`` elsewhere (the CUDA kernel has not yet run on a
-        GPU: ask for it by name). ``return_logits``: also return the
-        logits ``(n, n_levels, C, H, W)`` each value was drawn from.
+        is ``"fused"``. ``return_logits``: also return the logits ``(n, n_levels, C, H, W)`` each
+        value was drawn from.
         """
         weight = self.head_out.weight
-        if method is None:
-            method = "fused" if weight.device.type == "cpu" else "cached"
         sampling.check_sample_args(method, METHODS, n, temperature)
         shape = (n, self.in_channels, *self.image_size)
         noise = sampling.uniform_noise(noise, shape, weight.dtype, weight.device, generator)
