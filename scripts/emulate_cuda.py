@@ -344,6 +344,17 @@ def compare_16_bit(raw: bytes | str, model, y, noise, shape, dtype) -> str | Non
     return None if off == 0 else f"{off} values are not the draws of their noise"
 
 
+def given_levels(shape: tuple[int, ...], levels: int, use_noise: bool) -> torch.Tensor | None:
+    """The seeded cases' given levels: each sample's first row and, in sample 0, its last value
+    (kept without conditioning what comes before); None in the cases with noise."""
+    if use_noise:
+        return None
+    given = torch.full(shape, -1, dtype=torch.int64)
+    given[:, :, 0] = torch.randint(levels, given[:, :, 0].shape)
+    given[0, -1, -1, -1] = levels - 1
+    return given
+
+
 def run_case(binary: Path, workdir: Path, name: str, dtype, use_noise: bool, config) -> str | None:
     """A PixelCNN case: None when the emulated kernels draw the CPU kernel's images (16-bit: keep
     the sampler's contract, compare_16_bit)."""
@@ -355,15 +366,17 @@ def run_case(binary: Path, workdir: Path, name: str, dtype, use_noise: bool, con
     weights = export_weights(model, y, batch)
     channels, levels = spec["in_channels"], spec["n_levels"]
     noise = torch.rand(batch, channels, *size, dtype=dtype) if use_noise else None
+    given = given_levels((batch, channels, *size), levels, use_noise)
     dims = [batch, channels, *size, levels, spec["hidden"], spec["kernel_size"], spec["n_layers"]]
     header = [*dims, SEED, 1, *config, DTYPE_CODES[dtype]]
     noise_array = noise if use_noise else torch.empty(0)
-    raw = run_driver(binary, workdir, header, [*weights, noise_array])
+    given_array = torch.empty(0) if given is None else given
+    raw = run_driver(binary, workdir, header, [*weights, noise_array, given_array])
     if dtype.itemsize == 2:
         return compare_16_bit(raw, model, y, noise, (batch, channels, *size), dtype)
     seed = None if use_noise else torch.tensor([SEED])
     expected = torch.ops.pygen.pixelcnn_sample(
-        weights, noise, seed, *dims[:5], spec["kernel_size"], TEMPERATURE, True
+        weights, noise, seed, given, *dims[:5], spec["kernel_size"], TEMPERATURE, True
     )
     return compare(raw, *expected, dtype)
 
@@ -385,16 +398,29 @@ def run_pixelrnn_case(binary: Path, workdir: Path, case, dtype, use_noise: bool)
     )
     weights = export_pixelrnn_weights(model.eval().to(dtype))
     noise = torch.rand(batch, channels, *size, dtype=dtype) if use_noise else None
+    given = given_levels((batch, channels, *size), levels, use_noise)
     row_kernel = 1 if kind == "diagonal" else weights[2].shape[0] // (6 * channels)
     header = [batch, channels, *size, levels, 6 * channels, kernel_size, row_kernel, 2]
     header += [int(kind == "diagonal"), SEED, DTYPE_CODES[dtype], len(weights)]
     noise_array = noise if use_noise else torch.empty(0)
-    raw = run_driver(binary, workdir, header, [*weights, noise_array])
+    given_array = torch.empty(0) if given is None else given
+    raw = run_driver(binary, workdir, header, [*weights, noise_array, given_array])
     if dtype.itemsize == 2:
         return compare_16_bit(raw, model, None, noise, (batch, channels, *size), dtype)
     seed = None if use_noise else torch.tensor([SEED])
     expected = torch.ops.pygen.pixelrnn_sample(
-        weights, noise, seed, kind, batch, channels, *size, levels, kernel_size, TEMPERATURE, True
+        weights,
+        noise,
+        seed,
+        given,
+        kind,
+        batch,
+        channels,
+        *size,
+        levels,
+        kernel_size,
+        TEMPERATURE,
+        True,
     )
     return compare(raw, *expected, dtype)
 

@@ -411,13 +411,13 @@ def test_fused_op_opcheck():
     # Not test_aot_dispatch_dynamic: its harness sums every output into one accumulator, which the
     # int64 images make integer before the float logits are added.
     checks = ("test_schema", "test_autograd_registration", "test_faketensor")
-    torch.library.opcheck(fused, (weights, noise, None, *args, 1.0, True), test_utils=checks)
+    torch.library.opcheck(fused, (weights, noise, None, None, *args, 1.0, True), test_utils=checks)
     torch.library.opcheck(
-        fused, (weights, None, torch.tensor([4]), *args, 0.8, False), test_utils=checks
+        fused, (weights, None, torch.tensor([4]), None, *args, 0.8, False), test_utils=checks
     )
     half = [w.bfloat16() for w in weights]
     torch.library.opcheck(
-        fused, (half, noise.clamp_max(0.99).bfloat16(), None, *args, 1.0, True), test_utils=checks
+        fused, (half, noise.clamp_max(0.99).bfloat16(), None, None, *args, 1.0, True), test_utils=checks
     )
     images, logits = pixelcnn_sample(weights, noise=noise, **dims)
     assert logits is None and images.shape == (2, 3, 5, 4)
@@ -460,7 +460,7 @@ def test_sampler_errors():
     for bad in (5.0, 1.0, -1e-7, float("nan")):  # checked by the operator itself
         with pytest.raises(ValueError, match=r"\[0, 1\)"):
             torch.ops.pygen.pixelcnn_sample(
-                weights, torch.full((2, 1, 5, 4), bad), None, *dims.values(), 1.0, False
+                weights, torch.full((2, 1, 5, 4), bad), None, None, *dims.values(), 1.0, False
             )
 
 
@@ -817,9 +817,9 @@ def test_cuda_fused_op_opcheck():
     checks = ("test_schema", "test_autograd_registration", "test_faketensor")
     fused = torch.ops.pygen.pixelcnn_sample
     args = [*CUDA_DIMS.values()]
-    torch.library.opcheck(fused, (weights, noise, None, *args, 1.0, True), test_utils=checks)
+    torch.library.opcheck(fused, (weights, noise, None, None, *args, 1.0, True), test_utils=checks)
     seed = torch.tensor([4], device="cuda")
-    torch.library.opcheck(fused, (weights, None, seed, *args, 0.8, False), test_utils=checks)
+    torch.library.opcheck(fused, (weights, None, seed, None, *args, 0.8, False), test_utils=checks)
 
 
 @requires_cuda

@@ -323,14 +323,14 @@ def test_fused_op_opcheck():
         model = tiny_model(kind, channels=3)
         weights, noise = export_pixelrnn_weights(model), torch.rand(2, 3, 5, 4)
         args = [*dims_of(model, 2).values()]
-        torch.library.opcheck(fused, (weights, noise, None, *args, 1.0, True), test_utils=checks)
+        torch.library.opcheck(fused, (weights, noise, None, None, *args, 1.0, True), test_utils=checks)
         torch.library.opcheck(
-            fused, (weights, None, torch.tensor([4]), *args, 0.8, False), test_utils=checks
+            fused, (weights, None, torch.tensor([4]), None, *args, 0.8, False), test_utils=checks
         )
         half = [w.bfloat16() for w in weights]
         torch.library.opcheck(
             fused,
-            (half, noise.clamp_max(0.99).bfloat16(), None, *args, 1.0, True),
+            (half, noise.clamp_max(0.99).bfloat16(), None, None, *args, 1.0, True),
             test_utils=checks,
         )
 
@@ -430,9 +430,9 @@ def test_cuda_fused_op_opcheck():
     weights, noise = export_pixelrnn_weights(model), torch.rand(2, 3, 5, 4, device="cuda")
     args = [*dims_of(model, 2).values()]
     fused = torch.ops.pygen.pixelrnn_sample
-    torch.library.opcheck(fused, (weights, noise, None, *args, 1.0, True), test_utils=checks)
+    torch.library.opcheck(fused, (weights, noise, None, None, *args, 1.0, True), test_utils=checks)
     seed = torch.tensor([4], device="cuda")
-    torch.library.opcheck(fused, (weights, None, seed, *args, 0.8, False), test_utils=checks)
+    torch.library.opcheck(fused, (weights, None, seed, None, *args, 0.8, False), test_utils=checks)
 
 
 @requires_cuda

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "common/math.h"
+#include "common/philox.h"
 
 namespace pygen {
 
@@ -29,5 +30,20 @@ inline __attribute__((always_inline)) int64_t draw(const T* logits, int64_t leve
   }
   return levels - 1;
 }
+
+// Where a CPU sampler's values come from: value g = ((b * C + c) * H + i) * W + j keeps its given
+// level (a completion of the given part of the images), else is drawn with its uniform.
+template <typename T>
+struct ValueSource {
+  const T* noise;        // (B, C, H, W) uniforms, or null: Philox uniform g of `seed`
+  uint64_t seed;
+  const int64_t* given;  // (B, C, H, W) levels, -1 where drawn; or null: every value drawn
+
+  int64_t level(int64_t g, const T* logits, int64_t levels, T temperature, T* scratch) const {
+    if (given != nullptr && given[g] >= 0) return given[g];
+    const T u = noise != nullptr ? noise[g] : static_cast<T>(uniform_at(g, seed));
+    return draw(logits, levels, temperature, u, scratch);
+  }
+};
 
 }  // namespace pygen

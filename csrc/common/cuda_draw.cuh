@@ -2,6 +2,9 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
+
+#include "common/philox.h"
 
 namespace pygen {
 
@@ -42,6 +45,17 @@ __device__ int warp_draw(const A* logits, int levels, A temperature, A u) {
     }
   }
   return __shfl_sync(0xffffffffu, level, owner);
+}
+
+// The level of value g = ((b * C + c) * H + i) * W + j by one warp: its given level (a completion
+// of the given part of the images; `given` null or -1: none), else the draw from `logits` with
+// noise[g] or (noise null) Philox uniform g of `seed`. The branch is the same in every lane.
+template <typename A, typename T>
+__device__ __forceinline__ int warp_level(const T* noise, uint64_t seed, const int64_t* given,
+                                          int64_t g, const A* logits, int levels, A temperature) {
+  if (given != nullptr && given[g] >= 0) return static_cast<int>(given[g]);
+  const A u = noise != nullptr ? static_cast<A>(noise[g]) : static_cast<A>(uniform_at(g, seed));
+  return warp_draw(logits, levels, temperature, u);
 }
 
 }  // namespace pygen

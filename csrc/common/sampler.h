@@ -27,17 +27,20 @@ inline void check_sampler_sizes(int64_t batch, int64_t channels, int64_t height,
 }
 
 // A sampler call's tensors as its kernel takes them: contiguous weights, the noise (undefined when
-// the seed is used) or the seed (on the weights' device), and the outputs: images int64
-// (B, C, H, W) and logits (B, L, C, H, W), or an empty tensor without return_logits.
+// the seed is used) or the seed (on the weights' device), the given values (undefined when every
+// value is drawn), and the outputs: images int64 (B, C, H, W) and logits (B, L, C, H, W), or an
+// empty tensor without return_logits.
 struct SamplerTensors {
   std::vector<at::Tensor> weights;
-  at::Tensor noise, seed, images, logits;
+  at::Tensor noise, seed, given, images, logits;
 };
 
-// Checks the noise or the seed against the (already checked) weights and makes the tensors above.
+// Checks the noise or the seed and the given values against the (already checked) weights and
+// makes the tensors above.
 inline SamplerTensors sampler_tensors(at::TensorList weights,
                                       const std::optional<at::Tensor>& noise,
-                                      const std::optional<at::Tensor>& seed, int64_t batch,
+                                      const std::optional<at::Tensor>& seed,
+                                      const std::optional<at::Tensor>& given, int64_t batch,
                                       int64_t channels, int64_t height, int64_t width,
                                       int64_t n_levels, bool return_logits) {
   const at::Tensor& ref = weights[0];
@@ -52,11 +55,23 @@ inline SamplerTensors sampler_tensors(at::TensorList weights,
   } else {
     check_seed(*seed, ref);
   }
+  if (given) {
+    // Levels to keep, -1 where the value is drawn: a completion of the given part of the images.
+    TORCH_CHECK_TYPE(given->scalar_type() == at::kLong, "given must be int64 levels, got ",
+                     given->scalar_type());
+    check_same_device(*given, "given", ref, "weights");
+    const std::vector<int64_t> shape{batch, channels, height, width};
+    TORCH_CHECK_VALUE(given->sizes() == at::IntArrayRef(shape), "given must have shape ",
+                      at::IntArrayRef(shape), ", got ", given->sizes());
+    const bool levels = given->ge(-1).logical_and(given->lt(n_levels)).all().item<bool>();
+    TORCH_CHECK_VALUE(levels, "given must hold levels in [0, ", n_levels, ") or -1 (drawn)");
+  }
   SamplerTensors t;
   t.weights.reserve(weights.size());
   for (const auto& w : weights) t.weights.push_back(w.contiguous());
   if (noise) t.noise = noise->contiguous();
   if (seed) t.seed = seed->to(ref.device()).contiguous();
+  if (given) t.given = given->contiguous();
   t.images = at::zeros({batch, channels, height, width}, ref.options().dtype(at::kLong));
   t.logits = return_logits ? at::empty({batch, n_levels, channels, height, width}, ref.options())
                            : at::empty({0}, ref.options());

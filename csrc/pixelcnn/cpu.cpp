@@ -28,7 +28,6 @@
 #include "common/cpu_draw.h"
 #include "common/cpu_matmul.h"
 #include "common/math.h"
-#include "common/philox.h"
 #include "common/sampler.h"
 #include "pixelcnn/pixelcnn.h"
 
@@ -127,7 +126,7 @@ struct Team {
 // member of the team computes its share of the outputs of every product; the first one draws.
 template <typename T>
 PYGEN_MATMUL_CLONES void horizontal_row(const Problem& p, const Net<T>& net, const Rows<T>& buf,
-                                 const Team& team, const T* noise, uint64_t seed, int64_t i,
+                                 const Team& team, const ValueSource<T>& source, int64_t i,
                                  int64_t b0, int64_t b1, int64_t* images, T* logits_out) {
   constexpr int64_t kTile = 2 * kLanes<T>;  // matmul_acc's tile width
   const int64_t rows = b1 - b0, h = p.hidden, h2 = 2 * h, pad = p.kernel / 2, kw = pad + 1;
@@ -205,9 +204,8 @@ PYGEN_MATMUL_CLONES void horizontal_row(const Problem& p, const Net<T>& net, con
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t b = b0 + r;
           const int64_t g = ((b * p.channels + c) * p.height + i) * p.width + j;
-          const T u = noise != nullptr ? noise[g] : static_cast<T>(uniform_at(g, seed));
           const T* lg = logits + r * levels;
-          const int64_t level = draw(lg, levels, temperature, u, buf.scratch + b0 * levels);
+          const int64_t level = source.level(g, lg, levels, temperature, buf.scratch + b0 * levels);
           images[g] = level;
           buf.h_in[0][(b * wp + j + pad) * p.channels + c] = static_cast<T>(level) * scale - T(1);
           if (logits_out != nullptr) {  // logits (B, L, C, H, W)
@@ -276,7 +274,7 @@ void in_parallel(int64_t threads, const F& f) {
 
 template <typename T>
 void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Tensor& noise,
-         uint64_t seed, at::Tensor& images, at::Tensor& logits) {
+         uint64_t seed, const at::Tensor& given, at::Tensor& images, at::Tensor& logits) {
   const Net<T> net(weights, p.layers);
   const int64_t bsz = p.batch, width = p.width, h = p.hidden, h2 = 2 * h, pad = p.kernel / 2;
   const int64_t kh = pad + 1, wv = width + 2 * pad, wp = width + pad, n_pix = bsz * width;
@@ -299,7 +297,8 @@ void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Ten
   at::Tensor v_pre = at::empty({n_pix, h2}, opts);
   T* vp = v_pre.mutable_data_ptr<T>();
   int64_t* img = images.mutable_data_ptr<int64_t>();
-  const T* noise_p = noise.defined() ? noise.const_data_ptr<T>() : nullptr;
+  const ValueSource<T> source{noise.defined() ? noise.const_data_ptr<T>() : nullptr, seed,
+                              given.defined() ? given.const_data_ptr<int64_t>() : nullptr};
   T* logits_p = p.return_logits ? logits.mutable_data_ptr<T>() : nullptr;
   const int64_t pix_grain = std::max<int64_t>(1, 4096 / h2);
   at::Tensor scratch = at::empty({bsz, h2 + 3 * h + 2 * p.levels}, opts);
@@ -366,7 +365,7 @@ void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Ten
       const int64_t group = thread / split.team;
       if (group >= split.groups) return;
       const Team team{&barriers[group], thread % split.team, split.team};
-      horizontal_row(p, net, buf, team, noise_p, seed, i, group * bsz / split.groups,
+      horizontal_row(p, net, buf, team, source, i, group * bsz / split.groups,
                      (group + 1) * bsz / split.groups, img, logits_p);
     });
   }
@@ -375,11 +374,12 @@ void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Ten
 }  // namespace
 
 void sample_cpu(const Problem& p, const std::vector<at::Tensor>& weights, const at::Tensor& noise,
-                const at::Tensor& seed, at::Tensor& images, at::Tensor& logits) {
+                const at::Tensor& seed, const at::Tensor& given, at::Tensor& images,
+                at::Tensor& logits) {
   const uint64_t seed_v = noise.defined() ? 0 : static_cast<uint64_t>(seed.item<int64_t>());
   dispatch_sampler(weights, noise, logits,
                        [&]<typename T>(const std::vector<at::Tensor>& w, const at::Tensor& u,
-                                       at::Tensor& out) { run<T>(p, w, u, seed_v, images, out); });
+                                       at::Tensor& out) { run<T>(p, w, u, seed_v, given, images, out); });
 }
 
 }  // namespace pygen::pixelcnn

@@ -159,6 +159,7 @@ struct RowArgs {
   const T* link;            // (layers, B * W, 2h): link projections of the row's vertical stack
   const T* noise;           // (B, C, H, W) uniforms, or null: Philox uniforms of *seed
   const int64_t* seed;
+  const int64_t* given;     // (B, C, H, W) levels kept, -1 where drawn; or null: all drawn
   int64_t* images;  // (B, C, H, W)
   T* logits;        // (B, L, C, H, W) or null
   int batch, channels, height, width, levels, hidden, layers, row, ring_width;
@@ -262,16 +263,17 @@ __device__ void matvec(const A* x, int ldx, const T* __restrict__ w, int ldw, in
 }
 
 // One warp draws value (c, p.row, j) of sample b from its logits `lg` (with the given uniform or
-// Philox uniform of `seed`) and writes its scaled level to `ring_slot`, the layer-0 input of the
-// values after it; with `outputs`, also the level into the images and the logits.
+// Philox uniform of `seed`; a given level is kept) and writes its scaled level to `ring_slot`, the
+// layer-0 input of the values after it; with `outputs`, also the level into the images and the
+// logits.
 template <typename T, typename A>
 __device__ __forceinline__ void draw_value(const RowArgs<T>& p, const A* lg, int64_t b, int c, int j,
                                            uint64_t seed, A* ring_slot, bool outputs) {
   const int64_t plane = static_cast<int64_t>(p.channels) * p.height * p.width;
   const int64_t at_c = (static_cast<int64_t>(c) * p.height + p.row) * p.width + j;
   const int64_t g = b * plane + at_c;
-  const A u = p.noise != nullptr ? static_cast<A>(p.noise[g]) : static_cast<A>(uniform_at(g, seed));
-  const int level = warp_draw(lg, p.levels, static_cast<A>(p.temperature), u);
+  const int level =
+      warp_level(p.noise, seed, p.given, g, lg, p.levels, static_cast<A>(p.temperature));
   const int lane = threadIdx.x & 31;
   if (lane == 0) {
     *ring_slot = static_cast<A>(level) * static_cast<A>(p.scale) - A(1);
@@ -1095,7 +1097,8 @@ void launch_cluster(const Problem& p, const RowPlan& plan, const RowArgs<T>& arg
 
 template <typename T>
 void run(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& weights,
-         const at::Tensor& noise, const at::Tensor& seed, at::Tensor& images, at::Tensor& logits) {
+         const at::Tensor& noise, const at::Tensor& seed, const at::Tensor& given, at::Tensor& images,
+         at::Tensor& logits) {
   const auto opts = weights[0].options();
   const int64_t bsz = p.batch, width = p.width, h = p.hidden, h2 = 2 * h, pad = p.kernel / 2;
   const int64_t kh = pad + 1, wv = width + 2 * pad, n_pix = bsz * width;
@@ -1159,6 +1162,7 @@ void run(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& w
                   link.const_data_ptr<T>(),
                   noise.defined() ? noise.const_data_ptr<T>() : nullptr,
                   seed.defined() ? seed.const_data_ptr<int64_t>() : nullptr,
+                  given.defined() ? given.const_data_ptr<int64_t>() : nullptr,
                   images.mutable_data_ptr<int64_t>(),
                   p.return_logits ? logits.mutable_data_ptr<T>() : nullptr,
                   static_cast<int>(bsz), static_cast<int>(p.channels), static_cast<int>(p.height),
@@ -1363,12 +1367,12 @@ RowPlan plan_cuda_rows(const Problem& p, const at::Tensor& ref) {
 }
 
 void sample_cuda(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& weights,
-                 const at::Tensor& noise, const at::Tensor& seed, at::Tensor& images,
-                 at::Tensor& logits) {
+                 const at::Tensor& noise, const at::Tensor& seed, const at::Tensor& given,
+                 at::Tensor& images, at::Tensor& logits) {
   const c10::cuda::CUDAGuard guard(weights[0].device());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, weights[0].scalar_type(),
                                   "pixelcnn_sample_cuda", [&] {
-                                    run<scalar_t>(p, plan, weights, noise, seed, images, logits);
+                                    run<scalar_t>(p, plan, weights, noise, seed, given, images, logits);
                                   });
 }
 

@@ -55,7 +55,8 @@ void check_weights(Problem& p, at::TensorList w) {
 
 std::tuple<at::Tensor, at::Tensor> sample(at::TensorList weights,
                                           const std::optional<at::Tensor>& noise,
-                                          const std::optional<at::Tensor>& seed, int64_t batch,
+                                          const std::optional<at::Tensor>& seed,
+                                          const std::optional<at::Tensor>& given, int64_t batch,
                                           int64_t channels, int64_t height, int64_t width,
                                           int64_t n_levels, int64_t kernel_size, double temperature,
                                           bool return_logits) {
@@ -64,8 +65,8 @@ std::tuple<at::Tensor, at::Tensor> sample(at::TensorList weights,
   TORCH_CHECK_VALUE(!weights.empty(), "weights is empty");
   check_weights(p, weights);
   const at::Tensor& ref = weights[0];
-  SamplerTensors t = sampler_tensors(weights, noise, seed, batch, channels, height, width, n_levels,
-                                     return_logits);
+  SamplerTensors t = sampler_tensors(weights, noise, seed, given, batch, channels, height, width,
+                                     n_levels, return_logits);
   const bool cuda = on_cuda(ref, "the PixelCNN sampler");
   if (cuda) {
 #ifdef PYGEN_WITH_CUDA
@@ -74,17 +75,17 @@ std::tuple<at::Tensor, at::Tensor> sample(at::TensorList weights,
                 " layers x hidden ", p.hidden, " of horizontal state in shared memory: ",
                 plan.smem_bytes, " bytes, more than this GPU's ", plan.smem_limit,
                 "; use method='cached'");
-    sample_cuda(p, plan, t.weights, t.noise, t.seed, t.images, t.logits);
+    sample_cuda(p, plan, t.weights, t.noise, t.seed, t.given, t.images, t.logits);
 #endif
   } else {
-    sample_cpu(p, t.weights, t.noise, t.seed, t.images, t.logits);
+    sample_cpu(p, t.weights, t.noise, t.seed, t.given, t.images, t.logits);
   }
   return {t.images, t.logits};
 }
 
 TORCH_LIBRARY_FRAGMENT(pygen, m) {
-  m.def("pixelcnn_sample(Tensor[] weights, Tensor? noise, Tensor? seed, int batch, int channels,"
-        " int height, int width, int n_levels, int kernel_size, float temperature,"
+  m.def("pixelcnn_sample(Tensor[] weights, Tensor? noise, Tensor? seed, Tensor? given, int batch,"
+        " int channels, int height, int width, int n_levels, int kernel_size, float temperature,"
         " bool return_logits) -> (Tensor, Tensor)");
 }
 

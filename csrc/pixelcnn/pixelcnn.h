@@ -2,7 +2,9 @@
 // generation step. Per image row the vertical stack runs once for the whole row (it sees rows above
 // only); per value the horizontal stack and the head run at that pixel only, from rolling buffers
 // of the rows each layer's kernel reaches; then softmax(logits / temperature) and the inverse-CDF
-// draw with a given uniform or Philox uniform ((b * C + c) * H + i) * W + j of `seed`.
+// draw with a given uniform or Philox uniform ((b * C + c) * H + i) * W + j of `seed`, except where
+// the caller gives the value's level (a completion: those values are kept, the rest conditioned on
+// them).
 // The weight layout is documented in pygen/sampling/weights.py; the PyTorch twin of this kernel is
 // pygen/sampling/cached.py.
 #pragma once
@@ -29,7 +31,8 @@ struct Problem {
 // Returns (images int64 (B, C, H, W), logits (B, L, C, H, W) or an empty tensor).
 std::tuple<at::Tensor, at::Tensor> sample(at::TensorList weights,
                                           const std::optional<at::Tensor>& noise,
-                                          const std::optional<at::Tensor>& seed, int64_t batch,
+                                          const std::optional<at::Tensor>& seed,
+                                          const std::optional<at::Tensor>& given, int64_t batch,
                                           int64_t channels, int64_t height, int64_t width,
                                           int64_t n_levels, int64_t kernel_size, double temperature,
                                           bool return_logits);
@@ -49,11 +52,13 @@ struct RowPlan {
 };
 RowPlan plan_cuda_rows(const Problem& p, const at::Tensor& ref);
 
-// Device kernels. Weights and noise are contiguous; noise is undefined when the seed is used.
+// Device kernels. Weights, noise and given are contiguous; noise is undefined when the seed is
+// used, given when every value is drawn.
 void sample_cpu(const Problem& p, const std::vector<at::Tensor>& weights, const at::Tensor& noise,
-                const at::Tensor& seed, at::Tensor& images, at::Tensor& logits);
+                const at::Tensor& seed, const at::Tensor& given, at::Tensor& images,
+                at::Tensor& logits);
 void sample_cuda(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& weights,
-                 const at::Tensor& noise, const at::Tensor& seed, at::Tensor& images,
-                 at::Tensor& logits);
+                 const at::Tensor& noise, const at::Tensor& seed, const at::Tensor& given,
+                 at::Tensor& images, at::Tensor& logits);
 
 }  // namespace pygen::pixelcnn

@@ -13,7 +13,6 @@
 #include "common/cpu_draw.h"
 #include "common/cpu_matmul.h"
 #include "common/math.h"
-#include "common/philox.h"
 #include "common/sampler.h"
 #include "pixelrnn/pixelrnn.h"
 
@@ -134,14 +133,13 @@ std::vector<T> boundary_states(const Problem& p, const Direction<T>& d) {
 template <typename T>
 class Group {
  public:
-  Group(const Problem& p, const Net<T>& net, int64_t b0, int64_t rows, const T* noise,
-        uint64_t seed, int64_t* images, T* logits_out)
+  Group(const Problem& p, const Net<T>& net, int64_t b0, int64_t rows,
+        const ValueSource<T>& source, int64_t* images, T* logits_out)
       : p_(p),
         net_(net),
         b0_(b0),
         rows_(rows),
-        noise_(noise),
-        seed_(seed),
+        source_(source),
         images_(images),
         logits_out_(logits_out),
         pad_(p.kernel / 2),
@@ -200,9 +198,8 @@ class Group {
     for (int64_t r = 0; r < rows_; ++r) {
       const int64_t b = b0_ + r;
       const int64_t g = ((b * p_.channels + c) * p_.height + i) * p_.width + j;
-      const T u = noise_ != nullptr ? noise_[g] : static_cast<T>(uniform_at(g, seed_));
       const T* lg = logits_.data() + r * levels;
-      const int64_t level = draw(lg, levels, temperature, u, scratch_.data());
+      const int64_t level = source_.level(g, lg, levels, temperature, scratch_.data());
       images_[g] = level;
       img_at(r, i + pad_, j + pad_)[c] = static_cast<T>(level) * scale - T(1);
       if (logits_out_ != nullptr) {  // logits (B, L, C, H, W)
@@ -222,8 +219,7 @@ class Group {
   const Problem& p_;
   const Net<T>& net_;
   const int64_t b0_, rows_;
-  const T* noise_;
-  const uint64_t seed_;
+  const ValueSource<T> source_;
   int64_t* images_;
   T* logits_out_;
   const int64_t pad_, img_width_, img_stride_;
@@ -389,7 +385,7 @@ PYGEN_MATMUL_CLONES void Group<T>::run_diagonal_bilstm(const std::vector<std::ve
 
 template <typename T>
 void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Tensor& noise,
-         uint64_t seed, at::Tensor& images, at::Tensor& logits) {
+         uint64_t seed, const at::Tensor& given, at::Tensor& images, at::Tensor& logits) {
   const Net<T> net(weights, p);
   std::vector<std::vector<T>> ltr_edges, rtl_edges;
   if (p.diagonal) {
@@ -402,12 +398,13 @@ void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Ten
   const int64_t group = std::clamp<int64_t>((p.batch + threads - 1) / threads, 1, kGroup);
   const int64_t n_groups = (p.batch + group - 1) / group;
   int64_t* img = images.mutable_data_ptr<int64_t>();
-  const T* noise_p = noise.defined() ? noise.const_data_ptr<T>() : nullptr;
+  const ValueSource<T> source{noise.defined() ? noise.const_data_ptr<T>() : nullptr, seed,
+                              given.defined() ? given.const_data_ptr<int64_t>() : nullptr};
   T* logits_p = p.return_logits ? logits.mutable_data_ptr<T>() : nullptr;
   at::parallel_for(0, n_groups, 1, [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g) {
       const int64_t b0 = g * group;
-      Group<T> samples(p, net, b0, std::min(group, p.batch - b0), noise_p, seed, img, logits_p);
+      Group<T> samples(p, net, b0, std::min(group, p.batch - b0), source, img, logits_p);
       if (p.diagonal) {
         samples.run_diagonal_bilstm(ltr_edges, rtl_edges);
       } else {
@@ -420,11 +417,12 @@ void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Ten
 }  // namespace
 
 void sample_cpu(const Problem& p, const std::vector<at::Tensor>& weights, const at::Tensor& noise,
-                const at::Tensor& seed, at::Tensor& images, at::Tensor& logits) {
+                const at::Tensor& seed, const at::Tensor& given, at::Tensor& images,
+                at::Tensor& logits) {
   const uint64_t seed_v = noise.defined() ? 0 : static_cast<uint64_t>(seed.item<int64_t>());
   dispatch_sampler(weights, noise, logits,
                        [&]<typename T>(const std::vector<at::Tensor>& w, const at::Tensor& u,
-                                       at::Tensor& out) { run<T>(p, w, u, seed_v, images, out); });
+                                       at::Tensor& out) { run<T>(p, w, u, seed_v, given, images, out); });
 }
 
 }  // namespace pygen::pixelrnn

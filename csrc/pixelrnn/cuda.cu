@@ -28,6 +28,7 @@ struct Args {
   const T* const* w;  // device table of the flat weight list (pixelrnn.h)
   const T* noise;     // (B, C, H, W) uniforms, or null: Philox uniforms of *seed
   const int64_t* seed;
+  const int64_t* given;  // (B, C, H, W) levels kept, -1 where drawn; or null: all drawn
   int64_t* images;  // (B, C, H, W)
   T* logits;        // (B, L, C, H, W) or null
   T* scratch;       // (B, scratch_per_sample), zeros
@@ -148,8 +149,8 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(Args<T> p) {
     products(hid, 0, head[kW2] + c * levels, cc * levels, h, levels, logit, 0, 1);
     if (t < 32) {
       const int64_t g = ((b * cc + c) * p.height + i) * width + j;
-      const T un = p.noise != nullptr ? p.noise[g] : static_cast<T>(uniform_at(g, seed));
-      const int level = warp_draw(logit, levels, static_cast<T>(p.temperature), un);
+      const int level =
+          warp_level(p.noise, seed, p.given, g, logit, levels, static_cast<T>(p.temperature));
       if (t == 0) {
         p.images[g] = level;
         img_at(i + pad, j + pad)[c] = static_cast<T>(level) * scale - T(1);
@@ -304,7 +305,8 @@ int64_t scratch_per_sample(const Problem& p) {
 
 template <typename T>
 void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Tensor& noise,
-         const at::Tensor& seed, at::Tensor& images, at::Tensor& logits) {
+         const at::Tensor& seed, const at::Tensor& given, at::Tensor& images,
+         at::Tensor& logits) {
   const auto opts = weights[0].options();
   std::vector<int64_t> addresses;
   for (const auto& w : weights) addresses.push_back(reinterpret_cast<int64_t>(w.const_data_ptr<T>()));
@@ -315,6 +317,7 @@ void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Ten
   const Args<T> args{reinterpret_cast<const T* const*>(table.const_data_ptr<int64_t>()),
                      noise.defined() ? noise.const_data_ptr<T>() : nullptr,
                      seed.defined() ? seed.const_data_ptr<int64_t>() : nullptr,
+                     given.defined() ? given.const_data_ptr<int64_t>() : nullptr,
                      images.mutable_data_ptr<int64_t>(),
                      p.return_logits ? logits.mutable_data_ptr<T>() : nullptr,
                      scratch.mutable_data_ptr<T>(), per_sample,
@@ -334,11 +337,12 @@ void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Ten
 }  // namespace
 
 void sample_cuda(const Problem& p, const std::vector<at::Tensor>& weights, const at::Tensor& noise,
-                 const at::Tensor& seed, at::Tensor& images, at::Tensor& logits) {
+                 const at::Tensor& seed, const at::Tensor& given, at::Tensor& images,
+                 at::Tensor& logits) {
   const c10::cuda::CUDAGuard guard(weights[0].device());
   dispatch_sampler(weights, noise, logits,
                    [&]<typename T>(const std::vector<at::Tensor>& w, const at::Tensor& u,
-                                   at::Tensor& out) { run<T>(p, w, u, seed, images, out); });
+                                   at::Tensor& out) { run<T>(p, w, u, seed, given, images, out); });
 }
 
 }  // namespace pygen::pixelrnn

@@ -81,6 +81,7 @@ void check_weights(Problem& p, at::TensorList w) {
 std::tuple<at::Tensor, at::Tensor> sample(at::TensorList weights,
                                           const std::optional<at::Tensor>& noise,
                                           const std::optional<at::Tensor>& seed,
+                                          const std::optional<at::Tensor>& given,
                                           c10::string_view kind, int64_t batch, int64_t channels,
                                           int64_t height, int64_t width, int64_t n_levels,
                                           int64_t kernel_size, double temperature,
@@ -92,22 +93,22 @@ std::tuple<at::Tensor, at::Tensor> sample(at::TensorList weights,
   Problem p{kind == "diagonal", batch, channels, height, width, n_levels, 0, kernel_size, 0, 0,
             temperature, return_logits};
   check_weights(p, weights);
-  SamplerTensors t = sampler_tensors(weights, noise, seed, batch, channels, height, width, n_levels,
-                                     return_logits);
+  SamplerTensors t = sampler_tensors(weights, noise, seed, given, batch, channels, height, width,
+                                     n_levels, return_logits);
   if (on_cuda(weights[0], "the PixelRNN sampler")) {
 #ifdef PYGEN_WITH_CUDA
-    sample_cuda(p, t.weights, t.noise, t.seed, t.images, t.logits);
+    sample_cuda(p, t.weights, t.noise, t.seed, t.given, t.images, t.logits);
 #endif
   } else {
-    sample_cpu(p, t.weights, t.noise, t.seed, t.images, t.logits);
+    sample_cpu(p, t.weights, t.noise, t.seed, t.given, t.images, t.logits);
   }
   return {t.images, t.logits};
 }
 
 TORCH_LIBRARY_FRAGMENT(pygen, m) {
-  m.def("pixelrnn_sample(Tensor[] weights, Tensor? noise, Tensor? seed, str kind, int batch,"
-        " int channels, int height, int width, int n_levels, int kernel_size, float temperature,"
-        " bool return_logits) -> (Tensor, Tensor)");
+  m.def("pixelrnn_sample(Tensor[] weights, Tensor? noise, Tensor? seed, Tensor? given, str kind,"
+        " int batch, int channels, int height, int width, int n_levels, int kernel_size,"
+        " float temperature, bool return_logits) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(pygen, CPU, m) { m.impl("pixelrnn_sample", &sample); }

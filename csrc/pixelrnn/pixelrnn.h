@@ -2,7 +2,8 @@
 // layers, every generation step in C++. Per image row, each layer's recurrence from the row above
 // runs once for the whole row; per value, each layer computes only the column being drawn, then
 // the head, softmax(logits / temperature) and the inverse-CDF draw with a given uniform or Philox
-// uniform ((b * C + c) * H + i) * W + j of `seed`. The PyTorch twin, which documents the
+// uniform ((b * C + c) * H + i) * W + j of `seed`, except where the caller gives the value's level
+// (a completion: those values are kept, the rest conditioned on them). The PyTorch twin, which documents the
 // algorithm step by step, is pygen/sampling/pixelrnn.py; the weight layout is documented at its
 // export_pixelrnn_weights.
 #pragma once
@@ -36,15 +37,19 @@ struct Problem {
 std::tuple<at::Tensor, at::Tensor> sample(at::TensorList weights,
                                           const std::optional<at::Tensor>& noise,
                                           const std::optional<at::Tensor>& seed,
+                                          const std::optional<at::Tensor>& given,
                                           c10::string_view kind, int64_t batch, int64_t channels,
                                           int64_t height, int64_t width, int64_t n_levels,
                                           int64_t kernel_size, double temperature,
                                           bool return_logits);
 
-// Device kernels. Weights and noise are contiguous; noise is undefined when the seed is used.
+// Device kernels. Weights, noise and given are contiguous; noise is undefined when the seed is
+// used, given when every value is drawn.
 void sample_cpu(const Problem& p, const std::vector<at::Tensor>& weights, const at::Tensor& noise,
-                const at::Tensor& seed, at::Tensor& images, at::Tensor& logits);
+                const at::Tensor& seed, const at::Tensor& given, at::Tensor& images,
+                at::Tensor& logits);
 void sample_cuda(const Problem& p, const std::vector<at::Tensor>& weights, const at::Tensor& noise,
-                 const at::Tensor& seed, at::Tensor& images, at::Tensor& logits);
+                 const at::Tensor& seed, const at::Tensor& given, at::Tensor& images,
+                 at::Tensor& logits);
 
 }  // namespace pygen::pixelrnn

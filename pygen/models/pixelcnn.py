@@ -73,6 +73,7 @@ class PixelCNN(AutoregressiveImageModel):
         noise: Tensor | None = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        given: Tensor | None = None,
         return_logits: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Draw ``n`` images ``(n, C, H, W)`` (int64 levels); see ``pygen.sampling.sample``.
@@ -81,7 +82,9 @@ class PixelCNN(AutoregressiveImageModel):
         ``"cached"`` (its pure-PyTorch twin) or
         ``"naive"`` (the full network per value). ``noise``: uniforms ``(n, C, H, W)`` in
         ``[0, 1)`` driving the inverse-CDF draws (the same noise gives the same images with every
-        method). ``return_logits``: also return the logits ``(n, n_levels, C, H, W)`` each value
+        method). ``given``: int64 levels ``(n, C, H, W)`` to keep, ``-1`` where drawn: completions
+        (given top rows give exact samples of the rest of the image given them).
+        ``return_logits``: also return the logits ``(n, n_levels, C, H, W)`` each value
         was drawn from.
         """
         sampling.check_sample_args(method, sampling.METHODS, n, temperature)
@@ -94,5 +97,6 @@ class PixelCNN(AutoregressiveImageModel):
             noise=noise,
             temperature=temperature,
             generator=generator,
+            given=given,
             return_logits=return_logits,
         )

@@ -27,14 +27,17 @@ def call_sampler(
     weights: Sequence[Tensor],
     noise: Tensor | None,
     generator: torch.Generator | None,
+    given: Tensor | None,
     shape_args: tuple,
     temperature: float,
     return_logits: bool,
 ) -> tuple[Tensor, Tensor | None]:
-    """``op(weights, noise, seed, *shape_args, temperature, return_logits)``, with a seed drawn
-    from ``generator`` when there is no noise; the logits None unless asked."""
+    """``op(weights, noise, seed, given, *shape_args, temperature, return_logits)``, with a seed
+    drawn from ``generator`` when there is no noise; the logits None unless asked."""
     if not weights:
         raise ValueError("weights must hold the exported model's tensors, got none")
     seed = draw_seed(weights[-1].device, generator) if noise is None else None
-    images, logits = op(list(weights), noise, seed, *shape_args, float(temperature), return_logits)
+    images, logits = op(
+        list(weights), noise, seed, given, *shape_args, float(temperature), return_logits
+    )
     return images, (logits if return_logits else None)

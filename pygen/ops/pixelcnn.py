@@ -22,7 +22,7 @@ _sample = torch.ops.pygen.pixelcnn_sample
 
 
 @torch.library.register_fake("pygen::pixelcnn_sample")
-def _(weights, noise, seed, batch, channels, height, width, n_levels, *rest):
+def _(weights, noise, seed, given, batch, channels, height, width, n_levels, *rest):
     # rest: kernel_size, temperature, return_logits
     return empty_samples(weights, (batch, channels, height, width), n_levels, rest[-1])
 
@@ -39,6 +39,7 @@ def pixelcnn_sample(
     noise: Tensor | None = None,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
+    given: Tensor | None = None,
     return_logits: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Sample ``batch`` images of a Gated PixelCNN in one C++ call.
@@ -55,6 +56,11 @@ def pixelcnn_sample(
             kernel when None (Philox uniform ``((b * C + c) * H + i) * W + j`` of a seed drawn
             from ``generator`` or torch's default generator).
         temperature: softmax temperature.
+        given: int64 levels ``(B, C, H, W)`` to keep, ``-1`` where a value is drawn: a
+            completion of the given values. Each drawn value is conditioned on the values before
+            it in raster and channel order, given or drawn; so a given raster prefix (say the top
+            rows) gives exact samples of the rest given it, while a value given after a drawn
+            one is kept but does not condition it.
         return_logits: also return the logits ``(B, L, C, H, W)`` each value was drawn from.
 
     Returns:
@@ -65,6 +71,7 @@ def pixelcnn_sample(
         weights,
         noise,
         generator,
+        given,
         (batch, channels, height, width, n_levels, kernel_size),
         temperature,
         return_logits,

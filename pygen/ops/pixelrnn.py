@@ -1,11 +1,10 @@
 """The fused cached PixelRNN sampler: ``pygen.ops.pixelrnn_sample``.
 
 One call runs the whole generation loop of a Row LSTM or Diagonal BiLSTM PixelRNN in one kernel:
-C++ on the CPU, CUDA on a GPU (not yet run on a GPU: the model's default there is still the
-PyTorch twin). The operator ``pygen::pixelrnn_sample`` is
-registered in C++ (csrc/pixelrnn/pixelrnn.cpp); this module adds its fake implementation and the
-public function. Its PyTorch twin is ``pygen.sampling.sample_pixelrnn_cached``; the flat weights
-come from ``pygen.sampling.export_pixelrnn_weights``.
+C++ on the CPU, CUDA on a GPU. The operator ``pygen::pixelrnn_sample`` is registered in C++
+(csrc/pixelrnn/pixelrnn.cpp); this module adds its fake implementation and the public function.
+Its PyTorch twin is ``pygen.sampling.sample_pixelrnn_cached``; the flat weights come from
+``pygen.sampling.export_pixelrnn_weights``.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ _sample = torch.ops.pygen.pixelrnn_sample
 
 
 @torch.library.register_fake("pygen::pixelrnn_sample")
-def _(weights, noise, seed, kind, batch, channels, height, width, n_levels, *rest):
+def _(weights, noise, seed, given, kind, batch, channels, height, width, n_levels, *rest):
     # rest: kernel_size, temperature, return_logits
     return empty_samples(weights, (batch, channels, height, width), n_levels, rest[-1])
 
@@ -40,6 +39,7 @@ def pixelrnn_sample(
     noise: Tensor | None = None,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
+    given: Tensor | None = None,
     return_logits: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Sample ``batch`` images of a PixelRNN in one kernel call (CPU or CUDA tensors).
@@ -54,6 +54,11 @@ def pixelrnn_sample(
             kernel when None (Philox uniform ``((b * C + c) * H + i) * W + j`` of a seed drawn
             from ``generator`` or torch's default generator).
         temperature: softmax temperature.
+        given: int64 levels ``(B, C, H, W)`` to keep, ``-1`` where a value is drawn: a
+            completion of the given values. Each drawn value is conditioned on the values before
+            it in raster and channel order, given or drawn; so a given raster prefix (say the top
+            rows) gives exact samples of the rest given it, while a value given after a drawn
+            one is kept but does not condition it.
         return_logits: also return the logits ``(B, L, C, H, W)`` each value was drawn from.
 
     Returns:
@@ -64,6 +69,7 @@ def pixelrnn_sample(
         weights,
         noise,
         generator,
+        given,
         (kind, batch, channels, height, width, n_levels, kernel_size),
         temperature,
         return_logits,

@@ -2,15 +2,17 @@
 (PixelCNN, Row LSTM PixelRNN) and the shared draw."""
 
 from pygen.sampling.cached import sample_cached
-from pygen.sampling.draw import inverse_cdf_draw
+from pygen.sampling.draw import draw_or_keep, inverse_cdf_draw
 from pygen.sampling.naive import sample_naive
 from pygen.sampling.pixelrnn import export_pixelrnn_weights, sample_pixelrnn_cached
-from pygen.sampling.sampler import METHODS, check_sample_args, sample, uniform_noise
+from pygen.sampling.sampler import METHODS, check_given, check_sample_args, sample, uniform_noise
 from pygen.sampling.weights import export_weights
 
 __all__ = [
     "METHODS",
+    "check_given",
     "check_sample_args",
+    "draw_or_keep",
     "export_pixelrnn_weights",
     "export_weights",
     "inverse_cdf_draw",

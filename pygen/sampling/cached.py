@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from pygen.sampling.draw import inverse_cdf_draw
+from pygen.sampling.draw import draw_or_keep
 from pygen.sampling.weights import HEAD, PER_LAYER
 
 
@@ -31,9 +31,11 @@ def sample_cached(
     kernel_size: int,
     temperature: float = 1.0,
     return_logits: bool = False,
+    given: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Images ``(B, C, H, W)`` from the flat ``weights`` (``pygen.sampling.weights``) and
-    uniforms ``noise`` ``(B, C, H, W)``; logits ``(B, L, C, H, W)`` too with ``return_logits``.
+    uniforms ``noise`` ``(B, C, H, W)``, keeping the levels of ``given`` (``-1``: drawn; None:
+    every value drawn); logits ``(B, L, C, H, W)`` too with ``return_logits``.
     """
     batch, channels, height, width = noise.shape
     levels, pad = n_levels, kernel_size // 2
@@ -75,7 +77,8 @@ def sample_cached(
                 hid = torch.relu(torch.relu(out) @ w1 + b1)
                 cols = slice(c * levels, (c + 1) * levels)
                 logits = hid @ w2[:, cols] + b2[cols]
-                level = inverse_cdf_draw(logits, noise[:, c, i, j], temperature)
+                kept = None if given is None else given[:, c, i, j]
+                level = draw_or_keep(logits, noise[:, c, i, j], temperature, kept)
                 images[:, c, i, j] = level
                 h_in[0][:, j + pad, c] = level.to(noise.dtype) * scale - 1.0
                 if used is not None:

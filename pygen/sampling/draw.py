@@ -1,7 +1,9 @@
-"""The inverse-CDF draw shared by every PixelCNN sampler (the C++ kernel does the same)."""
+"""The inverse-CDF draw shared by every PixelCNN and PixelRNN sampler (the C++ and CUDA kernels do
+the same)."""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
@@ -16,3 +18,12 @@ def inverse_cdf_draw(logits: Tensor, u: Tensor, temperature: float = 1.0) -> Ten
     cdf = ((logits - logits.amax(-1, keepdim=True)) / temperature).exp().cumsum(-1)
     below = cdf <= u.unsqueeze(-1) * cdf[..., -1:]
     return below.sum(-1).clamp_(max=logits.shape[-1] - 1)
+
+
+def draw_or_keep(
+    logits: Tensor, u: Tensor, temperature: float = 1.0, given: Tensor | None = None
+) -> Tensor:
+    """``inverse_cdf_draw(logits, u, temperature)``, except where ``given`` (int64 levels of the
+    shape of ``u``, ``-1`` where drawn; None: everywhere drawn) holds a level: that level."""
+    level = inverse_cdf_draw(logits, u, temperature)
+    return level if given is None else torch.where(given >= 0, given, level)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from pygen.layers import frozen_masked_weights
-from pygen.sampling.draw import inverse_cdf_draw
+from pygen.sampling.draw import draw_or_keep
 
 
 class ImageModel(Protocol):
@@ -31,8 +31,10 @@ def sample_naive(
     y: Tensor | None = None,
     temperature: float = 1.0,
     return_logits: bool = False,
+    given: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """Images ``(B, C, H, W)`` drawn value by value with uniforms ``noise`` ``(B, C, H, W)``.
+    """Images ``(B, C, H, W)`` drawn value by value with uniforms ``noise`` ``(B, C, H, W)``,
+    keeping the levels of ``given`` (``-1``: drawn; None: every value drawn).
 
     Returns ``(images, logits)``; logits ``(B, L, C, H, W)`` only with ``return_logits``.
     """
@@ -44,7 +46,8 @@ def sample_naive(
             for j in range(width):
                 for c in range(channels):
                     logits = model(images, y)[:, :, c, i, j]
-                    images[:, c, i, j] = inverse_cdf_draw(logits, noise[:, c, i, j], temperature)
+                    kept = None if given is None else given[:, c, i, j]
+                    images[:, c, i, j] = draw_or_keep(logits, noise[:, c, i, j], temperature, kept)
                     if used is not None:
                         used[:, :, c, i, j] = logits
     return images, used

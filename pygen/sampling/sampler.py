@@ -53,6 +53,22 @@ def uniform_noise(
     return noise.to(dtype).clamp_max(1 - torch.finfo(dtype).eps / 2)
 
 
+def check_given(given: Tensor | None, shape: tuple[int, ...], n_levels: int, device) -> None:
+    """Raise a clear error unless ``given`` is None or int64 levels of ``shape`` on ``device`` in
+    ``[0, n_levels)`` or ``-1`` (drawn). The PyTorch samplers' check; the fused operators check
+    their own arguments in C++."""
+    if given is None:
+        return
+    if given.dtype != torch.int64:
+        raise TypeError(f"given must be int64 levels, got {given.dtype}")
+    if tuple(given.shape) != shape:
+        raise ValueError(f"given must have shape {shape}, got {tuple(given.shape)}")
+    if given.device != device:
+        raise ValueError(f"given is on {given.device} but the model is on {device}")
+    if given.numel() and not ((given >= -1) & (given < n_levels)).all():
+        raise ValueError(f"given must hold levels in [0, {n_levels}) or -1 (drawn)")
+
+
 @torch.no_grad()
 def sample(
     model: GatedPixelCNN,
@@ -63,6 +79,7 @@ def sample(
     noise: Tensor | None = None,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
+    given: Tensor | None = None,
     return_logits: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """``n`` images ``(n, C, H, W)`` (int64 levels) from ``model`` in raster and channel order.
@@ -82,6 +99,11 @@ def sample(
         noise: uniforms in ``[0, 1)``, cast to the model's dtype.
         temperature: softmax temperature (> 0).
         generator: torch generator of the noise.
+        given: int64 levels ``(n, C, H, W)`` to keep, ``-1`` where a value is drawn: completions
+            of the given values. Each drawn value is conditioned on every value before it in
+            raster and channel order, given or drawn: given top rows (a raster prefix) give exact
+            samples of the rest of the image given them; a value given after a drawn one is kept
+            but does not condition it.
         return_logits: also return the logits ``(n, L, C, H, W)`` each value was drawn from
             (the network's, before the temperature).
     """
@@ -91,8 +113,10 @@ def sample(
     shape = (n, model.in_channels, height, width)
     if noise is not None or method != "fused":  # the fused kernel draws its own uniforms
         noise = uniform_noise(noise, shape, weight.dtype, weight.device, generator)
+    if method != "fused":  # the operator checks its own
+        check_given(given, shape, model.n_levels, weight.device)
     if method == "naive":
-        images, logits = sample_naive(model, noise, y, temperature, return_logits)
+        images, logits = sample_naive(model, noise, y, temperature, return_logits, given)
     elif method == "cached":
         images, logits = sample_cached(
             export_weights(model, y, n),
@@ -101,6 +125,7 @@ def sample(
             kernel_size=model.kernel_size,
             temperature=temperature,
             return_logits=return_logits,
+            given=given,
         )
     else:
         images, logits = ops.pixelcnn_sample(
@@ -114,6 +139,7 @@ def sample(
             noise=noise,
             temperature=temperature,
             generator=generator,
+            given=given,
             return_logits=return_logits,
         )
     return (images, logits) if return_logits else images

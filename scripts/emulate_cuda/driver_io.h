@@ -112,19 +112,22 @@ int kernel_main(int argc, char** argv, Count count, Run run) {
   return 0;
 }
 
-// The samplers' drivers' main: the header, n_weights(header) weights and the noise in; run in the
-// dtype of header.dtype (a with_dtype code) as run.template operator()<T>(header, temperature,
-// weights, noise, images, logits); the images and logits out.
+// The samplers' drivers' main: the header, n_weights(header) weights, the noise and the given
+// levels (empty: none) in; run in the dtype of header.dtype (a with_dtype code) as
+// run.template operator()<T>(header, temperature, weights, noise, given, images, logits); the
+// images and logits out.
 template <typename Header, typename Count, typename Run>
 int sampler_main(int argc, char** argv, Count n_weights, Run run) {
-  Problem<Header> p = read_problem<Header>(argc, argv, [&](const Header& hd) { return n_weights(hd) + 1; });
+  Problem<Header> p = read_problem<Header>(argc, argv, [&](const Header& hd) { return n_weights(hd) + 2; });
+  const std::vector<int64_t> given(p.arrays.back().begin(), p.arrays.back().end());
+  p.arrays.pop_back();
   const std::vector<double> noise = std::move(p.arrays.back());
   p.arrays.pop_back();
   const Header& hd = p.hd;
   std::vector<int64_t> images(hd.batch * hd.channels * hd.height * hd.width, -1);
   std::vector<double> logits;
   with_dtype(hd.dtype, [&]<typename T>() {
-    run.template operator()<T>(hd, p.value, p.arrays, noise, images, logits);
+    run.template operator()<T>(hd, p.value, p.arrays, noise, given, images, logits);
   });
   std::ofstream out(argv[2], std::ios::binary);
   write(out, images);

@@ -2,8 +2,8 @@
 // emulated on CPU threads (shim.h); scripts/emulate_cuda.py compiles it after the kernels' code.
 // The vertical stack's convolution and link product (cuDNN and cuBLAS on the GPU) are plain loops.
 // Usage: pixelcnn_rows INPUT OUTPUT. INPUT: int64 header (see Header), float64 temperature, then
-// for each weight in the export order and then the noise: int64 count, float64 values. OUTPUT:
-// the images (int64) and the logits (float64, when asked for).
+// for each weight in the export order, the noise and the given levels (empty: none): int64 count,
+// float64 values. OUTPUT: the images (int64) and the logits (float64, when asked for).
 #include <stdexcept>
 
 #include "driver_io.h"
@@ -17,8 +17,8 @@ struct Header {
 
 template <typename T>
 void run(const Header& hd, double temperature, const std::vector<std::vector<double>>& weights_in,
-         const std::vector<double>& noise_in, std::vector<int64_t>& images,
-         std::vector<double>& logits_out) {
+         const std::vector<double>& noise_in, const std::vector<int64_t>& given,
+         std::vector<int64_t>& images, std::vector<double>& logits_out) {
   using A = at::opmath_type<T>;
   const int64_t bsz = hd.batch, width = hd.width, h = hd.hidden, h2 = 2 * h, pad = hd.kernel / 2;
   const int64_t kh = pad + 1, wv = width + 2 * pad, n_pix = bsz * width;
@@ -64,6 +64,7 @@ void run(const Header& hd, double temperature, const std::vector<std::vector<dou
   for (int64_t l = 0; l < hd.layers; ++l) v_in.emplace_back(bsz * wv * kh * (l == 0 ? cc : h), T(0));
   std::vector<T> link(hd.layers * n_pix * h2), v_pre(n_pix * h2);
   pp::RowArgs<T> args{table.data(), link.data(), noise.empty() ? nullptr : noise.data(), &hd.seed,
+                      given.empty() ? nullptr : given.data(),
                       images.data(), hd.return_logits ? logits.data() : nullptr,
                       static_cast<int>(bsz), static_cast<int>(cc), static_cast<int>(hd.height),
                       static_cast<int>(width), static_cast<int>(hd.levels), static_cast<int>(h),

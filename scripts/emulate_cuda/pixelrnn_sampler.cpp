@@ -1,8 +1,8 @@
 // The CUDA PixelRNN sampler (csrc/pixelrnn/cuda.cu) over its kernel emulated on CPU threads
 // (shim.h); scripts/emulate_cuda.py compiles it after the kernel's code. Usage: pixelrnn_sampler
 // INPUT OUTPUT. INPUT: int64 header (see Header), float64 temperature, then for each weight in the
-// export order and then the noise: int64 count, float64 values. OUTPUT: the images (int64) and
-// the logits (float64).
+// export order, the noise and the given levels (empty: none): int64 count, float64 values.
+// OUTPUT: the images (int64) and the logits (float64).
 #include <stdexcept>
 
 #include "driver_io.h"
@@ -16,8 +16,8 @@ struct Header {
 
 template <typename T>
 void run(const Header& hd, double temperature, const std::vector<std::vector<double>>& weights_in,
-         const std::vector<double>& noise_in, std::vector<int64_t>& images,
-         std::vector<double>& logits_out) {
+         const std::vector<double>& noise_in, const std::vector<int64_t>& given,
+         std::vector<int64_t>& images, std::vector<double>& logits_out) {
   std::vector<std::vector<T>> w;
   for (const auto& v : weights_in) w.emplace_back(v.begin(), v.end());
   std::vector<const T*> table;
@@ -28,7 +28,8 @@ void run(const Header& hd, double temperature, const std::vector<std::vector<dou
   std::vector<T> scratch(hd.batch * per_sample, T(0)), noise(noise_in.begin(), noise_in.end());
   std::vector<T> logits(hd.batch * hd.levels * hd.channels * hd.height * hd.width);
   const pr::Args<T> args{table.data(), noise.empty() ? nullptr : noise.data(), &hd.seed,
-                         images.data(), logits.data(), scratch.data(), per_sample,
+                         given.empty() ? nullptr : given.data(), images.data(), logits.data(),
+                         scratch.data(), per_sample,
                          static_cast<int>(hd.channels), static_cast<int>(hd.height),
                          static_cast<int>(hd.width), static_cast<int>(hd.levels),
                          static_cast<int>(hd.hidden), static_cast<int>(hd.kernel),
