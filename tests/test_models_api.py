@@ -12,6 +12,7 @@ from torch import nn
 from pygen.models import (
     CNF,
     DCGAN,
+    MAF,
     MLPGAN,
     NICE,
     VAE,
@@ -68,6 +69,68 @@ def test_bits_per_dim_rejects_pixels_scaled_to_the_unit_interval():
         model.bits_per_dim(levels, gen().manual_seed(0)),
     )
     assert model.bits_per_dim(levels[:0]).shape == (0,)  # was an IndexError
+
+
+IMAGE_FLOWS = {
+    "realnvp": lambda: RealNVP((1, 4, 4), n_scales=2, hidden=4, n_blocks=1, levels=17),
+    "glow": lambda: Glow((1, 4, 4), n_scales=1, steps=2, hidden=4, levels=17),
+    "maf": lambda: MAF(16, n_layers=2, hidden=16, levels=17),
+    "cnf": lambda: CNF(16, hidden=8, n_hidden=1, levels=17, trace="exact", euler_steps=4),
+}
+
+
+@pytest.mark.parametrize("name", list(IMAGE_FLOWS))
+def test_image_flow_log_prob_is_minus_inf_outside_its_support(name):
+    # A pixel outside the logit pre-processing's domain gave a NaN log_prob, and NaN parameter
+    # gradients even for a loss over the batch's other samples only.
+    torch.manual_seed(0)
+    model = IMAGE_FLOWS[name]()
+    shape = (6, *model.shape)
+    model.log_prob(torch.rand(shape) * 0.8 + 0.1)  # ActNorm's data-dependent init
+    x = torch.rand(shape)
+    flat = x.view(6, -1)
+    flat[2, 3], flat[3, 5], flat[4, 0] = -0.2, 1.5, -0.01  # -0.01 lies inside the domain
+    flat[5, 7] = 1.06  # just past 1 + 0.05 / 0.9
+    log_prob = model.log_prob(x)
+    assert log_prob[[3, 2, 5]].eq(-torch.inf).all() and torch.isfinite(log_prob[[0, 1, 4]]).all()
+    alone = model.log_prob(x[[0, 1, 4]])
+    torch.testing.assert_close(log_prob[[0, 1, 4]], alone)
+    bits = model.bits_per_dim(torch.randint(0, 17, (6, 1, 4, 4)))
+    assert torch.isfinite(bits).all()
+
+    def grads(loss):
+        model.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    x_grad = x.clone().requires_grad_()
+    batch_grads = grads(model.log_prob(x_grad)[[0, 1, 4]].sum())
+    assert x_grad.grad[[2, 3, 5]].eq(0).all() and torch.isfinite(x_grad.grad).all()
+    for batch, single in zip(batch_grads, grads(alone.sum()), strict=True):
+        torch.testing.assert_close(batch, single)
+    # The sum with the -inf samples: their gradient is zero, the others' unchanged.
+    for batch, single in zip(grads(model.log_prob(x).sum()), batch_grads, strict=True):
+        torch.testing.assert_close(batch, single)
+
+
+def test_image_flow_log_prob_outside_its_support_compiles_whole():
+    torch.manual_seed(0)
+    model = RealNVP((1, 4, 4), n_scales=1, hidden=4, n_blocks=1, levels=17)
+    x = torch.rand(3, 1, 4, 4)
+    x[1, 0, 2, 2] = 2.0
+    compiled = torch.compile(model.log_prob, fullgraph=True)
+    torch.testing.assert_close(compiled(x), model.log_prob(x))
+    assert compiled(x)[1] == -torch.inf
+
+
+def test_logit_transform_domain_is_the_open_interval_for_alpha_zero():
+    from pygen.layers import LogitTransform
+
+    logit = LogitTransform(0.0)
+    x = torch.tensor([[0.5, 0.5], [0.0, 0.5], [0.5, 1.0], [float("nan"), 0.5]])
+    assert logit.outside(x).tolist() == [False, True, True, False]  # NaN propagates, not -inf
+    z, logdet = logit(x)
+    assert torch.isfinite(z[:3]).all() and torch.isfinite(logdet[:3]).all()
 
 
 def test_bits_per_dim_of_flattened_images_checks_the_pixel_count():
