@@ -270,12 +270,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--label is for class-conditional models; this {ckpt.model_name} is unconditional"
         )
+    if args.complete is not None and not recipe.completes:
+        raise ValueError(f"--complete is for autoregressive image models, not {ckpt.model_name}")
     share = args.n // world_size + (1 if rank < args.n % world_size else 0)
     gen = torch.Generator(device).manual_seed(args.seed * 7919 + rank)
-    inputs = None
+    inputs = labels = None
     if recipe.translation is not None:
         inputs = _load_data(recipe, args, "test", ckpt.extra.get("data", {})).a
-    options = SampleOptions(args.method, args.temperature, args.label, gen, inputs)
+    elif args.complete is not None:
+        data = _load_data(recipe, args, "test", ckpt.extra.get("data", {}))
+        inputs, labels = data.images, data.labels
+    options = SampleOptions(
+        args.method, args.temperature, args.label, gen, inputs, args.complete, labels
+    )
     images = None  # a rank with no share (--n below the rank count) draws nothing
     if share:
         with torch.no_grad():
@@ -287,7 +294,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if rank == 0:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        grid = save_image_grid(images, out / "samples.png", nrow=args.nrow, scale=args.scale)
+        nrow = args.nrow or (9 if args.complete is not None else 8)  # completions: 3 triplets
+        grid = save_image_grid(images, out / "samples.png", nrow=nrow, scale=args.scale)
         np.savez(out / "samples.npz", images=images.numpy())
         print(json.dumps({"grid": str(grid), "npz": str(out / "samples.npz"), "n": len(images)}))
     return 0
@@ -372,15 +380,23 @@ def parser() -> argparse.ArgumentParser:
         "sample",
         parents=[common, data],
         help="sample from a checkpoint (translation models: pairs of test inputs from --data "
-        "and their translations)",
+        "and their translations; --complete: completions of test images)",
     )
     s.add_argument("checkpoint", help="a run's checkpoints folder or one checkpoint")
     s.add_argument("--n", type=_positive_int, default=16, help="images to draw (>= 1)")
     s.add_argument("--method", help="sampler (model dependent, e.g. fused, cached, naive)")
     s.add_argument("--temperature", type=float, default=1.0)
     s.add_argument("--label", type=int, help="class label for conditional models")
+    s.add_argument(
+        "--complete",
+        type=int,
+        metavar="ROWS",
+        help="pixelcnn, pixelrnn: complete --n random test images (--data, default the "
+        "checkpoint's) from their top ROWS rows; the grid shows each as kept rows, completion, "
+        "original",
+    )
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--nrow", type=_positive_int, default=8)
+    s.add_argument("--nrow", type=_positive_int, help="images per grid row (default 8; 9)")
     s.add_argument("--scale", type=_positive_int, default=4, help="pixel enlargement in the PNG")
     s.add_argument("--out", default="samples")
     s.set_defaults(fn=cmd_sample)

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -59,7 +60,11 @@ class SampleOptions:
     temperature: float = 1.0
     label: int | None = None
     generator: torch.Generator | None = None
-    inputs: Tensor | None = None  # translation models: the domain-A images to translate
+    # Translation models: the domain-A images to translate. Completions: the images (levels)
+    # whose top complete_rows rows are kept, the rest drawn; labels: their classes.
+    inputs: Tensor | None = None
+    complete_rows: int | None = None
+    labels: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -87,9 +92,10 @@ class Recipe:
     ``evaluate(model, data)``
     returns metrics on a dataset; ``sample(model, n, options)`` returns images in [0, 1]
     ``(n, C, H, W)``, ``n >= 1``; ``conditional(model)``: whether the model samples the class
-    ``options.label``. ``translation`` (``"paired"`` or ``"unpaired"``) marks a model of two
-    domains: its data is ``Domains`` instead of ``ImageData``. ``kwargs_to``: where the model's
-    constructor passes its ``**kwargs`` (CNF: its ``ContinuousFlow`` layer), for
+    ``options.label``; ``completes``: whether the model completes images (``options.inputs``
+    with ``options.complete_rows``). ``translation`` (``"paired"`` or ``"unpaired"``) marks a
+    model of two domains: its data is ``Domains`` instead of ``ImageData``. ``kwargs_to``: where
+    the model's constructor passes its ``**kwargs`` (CNF: its ``ContinuousFlow`` layer), for
     ``option_names``.
     """
 
@@ -103,6 +109,7 @@ class Recipe:
     translation: str | None = None
     kwargs_to: Callable[..., Any] | None = None
     conditional: Callable[[nn.Module], bool] = lambda model: False
+    completes: bool = False
 
     def option_names(self) -> set[str]:
         """The keyword arguments the model's constructor takes (what ``--set`` and a config
@@ -205,17 +212,43 @@ def _autoregressive_evaluate(
     return {"bits_per_dim": torch.cat(bits).mean().item()}
 
 
-def _pixelcnn_sample(model: PixelCNN, n: int, options: SampleOptions) -> Tensor:
+def _autoregressive_sample(
+    model: AutoregressiveImageModel, n: int, options: SampleOptions
+) -> Tensor:
+    """``n`` images; or, with ``options.complete_rows``, ``3n``: for each of ``n`` random inputs
+    its kept top rows (the rest black), its completion and the input itself."""
     device = next(model.parameters()).device
-    method = options.method or "fused"  # the C++ kernel on a CPU, the CUDA kernels on a GPU
-    y = None
-    if model.n_classes is not None:
-        label = 0 if options.label is None else options.label
-        y = torch.full((n,), label, dtype=torch.long, device=device)
-    images = model.sample(
-        n, y=y, method=method, temperature=options.temperature, generator=options.generator
+    sample = partial(
+        model.sample,
+        n,
+        method=options.method or "fused",  # the C++ kernel on a CPU, the CUDA kernels on a GPU
+        temperature=options.temperature,
+        generator=options.generator,
     )
-    return _to_unit(images, model.n_levels)
+    label = 0 if options.label is None else options.label
+    labels = torch.full((n,), label, dtype=torch.long, device=device)
+    if options.complete_rows is None:
+        images = sample(y=labels) if model.n_classes is not None else sample()
+        return _to_unit(images, model.n_levels)
+    if options.inputs is None or n > len(options.inputs):
+        raise ValueError(f"completing {n} images needs as many inputs")
+    rows = options.complete_rows
+    if not 0 <= rows < model.image_size[0]:
+        raise ValueError(f"complete_rows must be in [0, {model.image_size[0]}), got {rows}")
+    order = torch.randperm(len(options.inputs), generator=options.generator, device=device)
+    pick = order[:n].cpu()
+    originals = options.inputs[pick].to(device)
+    given = originals.clone()
+    given[:, :, rows:] = -1
+    if model.n_classes is None:
+        completions = sample(given=given)
+    else:  # each input's own class unless a label is asked for
+        if options.label is None and options.labels is not None:
+            labels = options.labels[pick].to(device)
+        completions = sample(y=labels, given=given)
+    kept = given.clamp(min=0)
+    triplets = torch.stack([kept, completions, originals], dim=1).flatten(0, 1)
+    return _to_unit(triplets, model.n_levels)
 
 
 RECIPES["pixelcnn"] = Recipe(
@@ -223,9 +256,10 @@ RECIPES["pixelcnn"] = Recipe(
     config=_pixelcnn_config,
     loss=autoregressive_loss,
     evaluate=_autoregressive_evaluate,
-    sample=_pixelcnn_sample,
-    description="Gated PixelCNN (samplers: fused C++, cached, naive)",
+    sample=_autoregressive_sample,
+    description="Gated PixelCNN (samplers: fused C++/CUDA, cached, naive)",
     conditional=lambda model: model.n_classes is not None,
+    completes=True,
 )
 
 
@@ -234,21 +268,14 @@ def _pixelrnn_config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]
     return {**defaults, **options, **_image_config(data)}
 
 
-def _pixelrnn_sample(model: PixelRNN, n: int, options: SampleOptions) -> Tensor:
-    method = options.method or "fused"
-    images = model.sample(
-        n, method=method, temperature=options.temperature, generator=options.generator
-    )
-    return _to_unit(images, model.n_levels)
-
-
 RECIPES["pixelrnn"] = Recipe(
     model=PixelRNN,
     config=_pixelrnn_config,
     loss=autoregressive_loss,
     evaluate=_autoregressive_evaluate,
-    sample=_pixelrnn_sample,
-    description="PixelRNN, Row LSTM or Diagonal BiLSTM (samplers: cached for kind=row, naive)",
+    sample=_autoregressive_sample,
+    description="PixelRNN, Row LSTM or Diagonal BiLSTM (samplers: fused C++/CUDA, cached, naive)",
+    completes=True,
 )
 
 

@@ -274,6 +274,23 @@ def test_adversarial_resume_is_bit_for_bit(tmp_path, capsys, model):
     assert (tmp_path / "resumed" / "samples" / "step-00000004.png").exists()
 
 
+def check_completions(capsys, checkpoints, out) -> None:
+    """``sample --complete 3`` of 4 test digits: triplets of the kept rows, the completion and the
+    test image, the completion equal to it in the kept rows; ``--complete 8`` leaves nothing."""
+    argv = ["sample", str(checkpoints), "--n", "4", "--complete", "3", "--out", str(out)]
+    assert run_json(capsys, argv)["n"] == 12
+    kept, completion, original = (
+        np.load(out / "samples.npz")["images"].reshape(4, 3, 64).swapaxes(0, 1)
+    )
+    test = load_dataset("digits", "test").images.flatten(1).numpy() / 16
+    assert all((test == image).all(1).any() for image in original)
+    assert (kept[:, :24] == original[:, :24]).all() and (kept[:, 24:] == 0).all()
+    assert (completion[:, :24] == original[:, :24]).all()
+    assert not (completion == original).all()  # the rest is drawn, not copied
+    with pytest.raises(ValueError, match=r"complete_rows must be in \[0, 8\)"):
+        main([*argv[:5], "8", "--out", str(out)])
+
+
 def test_pixelcnn_recipe_and_demo(tmp_path, capsys):
     run = tmp_path / "pixelcnn"
     result = run_json(
@@ -311,6 +328,7 @@ def test_pixelcnn_recipe_and_demo(tmp_path, capsys):
         ],
     )
     assert np.load(tmp_path / "s" / "samples.npz")["images"].shape == (2, 1, 8, 8)
+    check_completions(capsys, run / "checkpoints", tmp_path / "c")
 
     assert main(["demo", "--minutes", "0.001", "--out", str(tmp_path / "demo")]) == 0
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
@@ -430,6 +448,8 @@ def test_sample_rejects_n_below_one_and_a_label_for_an_unconditional_model(tmp_p
         assert "--n: must be an integer >= 1" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--label is for class-conditional models"):
         main(["sample", str(run / "checkpoints"), "--label", "3", "--out", str(tmp_path / "s")])
+    with pytest.raises(ValueError, match="--complete is for autoregressive image models"):
+        main(["sample", str(run / "checkpoints"), "--complete", "3", "--out", str(tmp_path / "s")])
     assert not (tmp_path / "s").exists()
 
 

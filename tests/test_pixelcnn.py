@@ -417,7 +417,9 @@ def test_fused_op_opcheck():
     )
     half = [w.bfloat16() for w in weights]
     torch.library.opcheck(
-        fused, (half, noise.clamp_max(0.99).bfloat16(), None, None, *args, 1.0, True), test_utils=checks
+        fused,
+        (half, noise.clamp_max(0.99).bfloat16(), None, None, *args, 1.0, True),
+        test_utils=checks,
     )
     images, logits = pixelcnn_sample(weights, noise=noise, **dims)
     assert logits is None and images.shape == (2, 3, 5, 4)
@@ -507,6 +509,121 @@ def test_a_tiny_temperature_draws_the_most_likely_level():
     for method in ("fused", "cached", "naive"):
         for temperature in (1e-30, 1e-37):
             assert not model.sample(1, method=method, noise=noise, temperature=temperature).any()
+
+
+# ---------------------------------------------------------------- completions (given levels)
+
+
+def given_levels(shape: tuple[int, ...], levels: int, rows: int, seed: int = 0) -> torch.Tensor:
+    """Given levels for completions: the top ``rows`` rows, plus (a value given after drawn ones,
+    kept without conditioning them) sample 0's first channel at the last pixel; -1 elsewhere."""
+    gen = torch.Generator().manual_seed(seed)
+    given = torch.full(shape, -1, dtype=torch.int64)
+    given[:, :, :rows] = torch.randint(levels, given[:, :, :rows].shape, generator=gen)
+    given[0, 0, -1, -1] = levels - 1
+    return given
+
+
+@pytest.mark.parametrize(
+    ("channels", "n_classes", "kernel_size"), [(1, None, 3), (3, None, 3), (3, 2, 5)]
+)
+def test_completions_keep_the_given_levels_and_every_method_agrees_float64(
+    channels, n_classes, kernel_size
+):
+    model = tiny_model(channels, n_classes, kernel_size, size=(5, 4)).double()
+    y = torch.tensor([n_classes - 1, 0]) if n_classes else None
+    noise = torch.rand(2, channels, 5, 4, dtype=torch.float64)
+    given = given_levels((2, channels, 5, 4), 5, rows=2)
+    if channels == 3:  # a pixel's red value given, its green and blue drawn after it
+        given[1, 0, 3, 1] = 0
+    results = {
+        m: model.sample(2, y=y, method=m, noise=noise, given=given, return_logits=True)
+        for m in METHODS
+    }
+    images, logits = results["naive"]
+    kept = given >= 0
+    assert torch.equal(images[kept], given[kept])
+    assert not torch.equal(images, model.sample(2, y=y, method="naive", noise=noise))
+    with torch.no_grad():  # the draws are conditioned on the given values before them
+        torch.testing.assert_close(logits, model(images, y), rtol=1e-12, atol=1e-12)
+    for m in ("cached", "fused"):
+        assert torch.equal(results[m][0], images), m
+        torch.testing.assert_close(results[m][1], logits, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_given_nothing_is_sampling_and_given_everything_is_the_image(method):
+    model = tiny_model(3)
+    noise = torch.rand(2, 3, 5, 4)
+    nothing = torch.full((2, 3, 5, 4), -1, dtype=torch.int64)
+    assert torch.equal(
+        model.sample(2, method=method, noise=noise, given=nothing),
+        model.sample(2, method=method, noise=noise),
+    )
+    everything = torch.randint(5, (2, 3, 5, 4))
+    assert torch.equal(model.sample(2, method=method, given=everything), everything)
+
+
+def test_completions_follow_the_given_rows():
+    # Blank and full 4x4 images in equal parts: a free sample is either, a completion of a given
+    # top row follows that row. The fused sampler draws its uniforms in the kernel (seeded).
+    torch.manual_seed(0)
+    model = PixelCNN(n_levels=4, n_layers=2, hidden=8, kernel_size=3, image_size=4)
+    x = (torch.arange(32) % 2 * 3).view(-1, 1, 1, 1).expand(-1, 1, 4, 4)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        opt.zero_grad()
+        model.bits_per_dim(x).mean().backward()
+        opt.step()
+    model.eval()
+    given = torch.full((16, 1, 4, 4), -1, dtype=torch.int64)
+    given[:8, :, 0] = 0
+    given[8:, :, 0] = 3
+    for method in ("cached", "fused"):
+        torch.manual_seed(1)
+        images = model.sample(16, method=method, given=given)
+        assert (images[:8, :, 1:] == 0).float().mean() > 0.95, method
+        assert (images[8:, :, 1:] == 3).float().mean() > 0.95, method
+        torch.manual_seed(1)
+        assert torch.equal(model.sample(16, method=method, given=given), images), method
+    free = model.sample(64, generator=torch.Generator().manual_seed(2))
+    assert 0.2 < (free[:, :, 1:] == 3).float().mean() < 0.8
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_bad_given_raises(method):
+    model = tiny_model()
+    given = torch.full((2, 1, 5, 4), -1, dtype=torch.int64)
+    cases = [
+        (given.int(), TypeError, "int64"),
+        (given.double(), TypeError, "int64"),
+        (given[:1], ValueError, "shape"),
+        (given.index_fill(3, torch.tensor([1]), 5), ValueError, r"\[0, 5\) or -1"),
+        (given.index_fill(2, torch.tensor([4]), -2), ValueError, r"\[0, 5\) or -1"),
+    ]
+    for bad, error, match in cases:
+        with pytest.raises(error, match=match):
+            model.sample(2, method=method, given=bad)
+
+
+def test_fused_op_with_given_opcheck_and_compiles_whole():
+    model = tiny_model(3, 2)
+    weights = export_weights(model, torch.tensor([1, 0]), 2)
+    noise, given = torch.rand(2, 3, 5, 4), given_levels((2, 3, 5, 4), 5, rows=1)
+    dims = {"batch": 2, "channels": 3, "height": 5, "width": 4, "n_levels": 5, "kernel_size": 3}
+    checks = ("test_schema", "test_autograd_registration", "test_faketensor")
+    fused, args = torch.ops.pygen.pixelcnn_sample, [*dims.values()]
+    torch.library.opcheck(fused, (weights, noise, None, given, *args, 1.0, True), test_utils=checks)
+    seed = torch.tensor([4])
+    torch.library.opcheck(fused, (weights, None, seed, given, *args, 0.8, False), test_utils=checks)
+
+    def complete(weights, noise, given):
+        return pixelcnn_sample(weights, noise=noise, given=given, **dims)[0]
+
+    compiled = torch.compile(complete, fullgraph=True, backend="eager")
+    assert torch.equal(compiled(weights, noise, given), complete(weights, noise, given))
+    with pytest.raises(ValueError, match="or -1"):
+        compiled(weights, noise, given - 1)
 
 
 # ---------------------------------------------------------------- the CUDA fused sampler
