@@ -679,6 +679,28 @@ def test_cuda_fused_logits_equal_full_forward_float32(
 
 
 @requires_cuda
+@pytest.mark.parametrize(("channels", "n_classes", "kernel_size"), [(1, None, 3), (3, 2, 5)])
+def test_cuda_fused_completions_equal_the_cached_twin_float64(
+    row_kernels, channels, n_classes, kernel_size
+):
+    model = tiny_model(channels, n_classes, kernel_size, size=(5, 4)).double().cuda()
+    y = torch.tensor([n_classes - 1, 0], device="cuda") if n_classes else None
+    noise = torch.rand(2, channels, 5, 4, dtype=torch.float64, device="cuda")
+    given = given_levels((2, channels, 5, 4), 5, rows=2).cuda()
+    images, logits = model.sample(2, y=y, noise=noise, given=given, return_logits=True)
+    cached = model.sample(2, y=y, method="cached", noise=noise, given=given, return_logits=True)
+    assert torch.equal(images, cached[0])
+    torch.testing.assert_close(logits, cached[1], rtol=1e-12, atol=1e-12)
+    kept = given >= 0
+    assert torch.equal(images[kept], given[kept])
+    torch.manual_seed(3)  # the in-kernel uniforms: seeded, and given levels kept there too
+    seeded = model.sample(2, y=y, given=given)
+    torch.manual_seed(3)
+    assert torch.equal(model.sample(2, y=y, given=given), seeded)
+    assert torch.equal(seeded[kept], given[kept])
+
+
+@requires_cuda
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
 @pytest.mark.parametrize(("channels", "n_classes", "kernel_size"), [(1, None, 3), (3, 2, 5)])
 def test_cuda_fused_same_noise_same_images_float64(
@@ -946,6 +968,9 @@ def test_cuda_fused_op_errors():
         pixelcnn_sample([w.int() for w in weights], **CUDA_DIMS)
     with pytest.raises(RuntimeError, match="noise is on cpu"):
         pixelcnn_sample(weights, noise=noise.cpu(), **CUDA_DIMS)
+    given = torch.full((2, 3, 5, 4), -1, dtype=torch.int64)
+    with pytest.raises(RuntimeError, match="given is on cpu"):
+        pixelcnn_sample(weights, noise=noise, given=given, **CUDA_DIMS)
 
 
 @requires_cuda
