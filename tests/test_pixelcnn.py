@@ -549,6 +549,8 @@ def test_completions_keep_the_given_levels_and_every_method_agrees_float64(
     for m in ("cached", "fused"):
         assert torch.equal(results[m][0], images), m
         torch.testing.assert_close(results[m][1], logits, rtol=1e-12, atol=1e-12)
+    # Without logits the fused kernels skip the rows given whole (the top two): the same images.
+    assert torch.equal(model.sample(2, y=y, noise=noise, given=given), images)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -693,6 +695,7 @@ def test_cuda_fused_completions_equal_the_cached_twin_float64(
     torch.testing.assert_close(logits, cached[1], rtol=1e-12, atol=1e-12)
     kept = given >= 0
     assert torch.equal(images[kept], given[kept])
+    assert torch.equal(model.sample(2, y=y, noise=noise, given=given), images)  # rows skipped
     torch.manual_seed(3)  # the in-kernel uniforms: seeded, and given levels kept there too
     seeded = model.sample(2, y=y, given=given)
     torch.manual_seed(3)

@@ -274,7 +274,8 @@ void in_parallel(int64_t threads, const F& f) {
 
 template <typename T>
 void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Tensor& noise,
-         uint64_t seed, const at::Tensor& given, at::Tensor& images, at::Tensor& logits) {
+         uint64_t seed, const at::Tensor& given, const std::vector<uint8_t>& given_rows,
+         at::Tensor& images, at::Tensor& logits) {
   const Net<T> net(weights, p.layers);
   const int64_t bsz = p.batch, width = p.width, h = p.hidden, h2 = 2 * h, pad = p.kernel / 2;
   const int64_t kh = pad + 1, wv = width + 2 * pad, wp = width + pad, n_pix = bsz * width;
@@ -360,6 +361,10 @@ void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Ten
         }
       });
     }
+    if (given_rows[i] != 0) {  // nothing to draw: the row as given
+      images.select(2, i).copy_(given.select(2, i));
+      continue;
+    }
     in_parallel(threads, [&](int64_t thread, int64_t n_threads) {
       const ThreadSplit split = n_threads == threads ? plan : split_threads(n_threads, bsz, h);
       const int64_t group = thread / split.team;
@@ -374,12 +379,12 @@ void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Ten
 }  // namespace
 
 void sample_cpu(const Problem& p, const std::vector<at::Tensor>& weights, const at::Tensor& noise,
-                const at::Tensor& seed, const at::Tensor& given, at::Tensor& images,
-                at::Tensor& logits) {
+                const at::Tensor& seed, const at::Tensor& given,
+                const std::vector<uint8_t>& given_rows, at::Tensor& images, at::Tensor& logits) {
   const uint64_t seed_v = noise.defined() ? 0 : static_cast<uint64_t>(seed.item<int64_t>());
   dispatch_sampler(weights, noise, logits,
                        [&]<typename T>(const std::vector<at::Tensor>& w, const at::Tensor& u,
-                                       at::Tensor& out) { run<T>(p, w, u, seed_v, given, images, out); });
+                                       at::Tensor& out) { run<T>(p, w, u, seed_v, given, given_rows, images, out); });
 }
 
 }  // namespace pygen::pixelcnn

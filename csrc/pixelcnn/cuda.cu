@@ -1097,8 +1097,8 @@ void launch_cluster(const Problem& p, const RowPlan& plan, const RowArgs<T>& arg
 
 template <typename T>
 void run(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& weights,
-         const at::Tensor& noise, const at::Tensor& seed, const at::Tensor& given, at::Tensor& images,
-         at::Tensor& logits) {
+         const at::Tensor& noise, const at::Tensor& seed, const at::Tensor& given,
+         const std::vector<uint8_t>& given_rows, at::Tensor& images, at::Tensor& logits) {
   const auto opts = weights[0].options();
   const int64_t bsz = p.batch, width = p.width, h = p.hidden, h2 = 2 * h, pad = p.kernel / 2;
   const int64_t kh = pad + 1, wv = width + 2 * pad, n_pix = bsz * width;
@@ -1200,6 +1200,10 @@ void run(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& w
           static_cast<int>(pad), static_cast<int>(i + pad));
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       at::mm_out(link_l, v_pre, weights[l * kPerLayer + kLinkW]);
+    }
+    if (given_rows[i] != 0) {  // nothing to draw: the row as given (pixelcnn.cpp)
+      images.select(2, i).copy_(given.select(2, i));
+      continue;
     }
     args.row = static_cast<int>(i);
     if (plan.cluster > 1) {
@@ -1368,11 +1372,12 @@ RowPlan plan_cuda_rows(const Problem& p, const at::Tensor& ref) {
 
 void sample_cuda(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& weights,
                  const at::Tensor& noise, const at::Tensor& seed, const at::Tensor& given,
-                 at::Tensor& images, at::Tensor& logits) {
+                 const std::vector<uint8_t>& given_rows, at::Tensor& images, at::Tensor& logits) {
   const c10::cuda::CUDAGuard guard(weights[0].device());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, weights[0].scalar_type(),
                                   "pixelcnn_sample_cuda", [&] {
-                                    run<scalar_t>(p, plan, weights, noise, seed, given, images, logits);
+                                    run<scalar_t>(p, plan, weights, noise, seed, given, given_rows,
+                                                  images, logits);
                                   });
 }
 

@@ -51,6 +51,19 @@ void check_weights(Problem& p, at::TensorList w) {
   check_weight(hw[kB2], "head b2", ref, {p.channels * p.levels});
 }
 
+// Per image row, whether every value of every sample is given. The horizontal stack and the head
+// feed no later row (the vertical stack sees only the image), so the kernels skip them there and
+// copy the given row: a completion of the top half costs about half a sampling. Unless the logits
+// are asked for, which the skipped rows would not have.
+std::vector<uint8_t> fully_given_rows(const at::Tensor& given, int64_t height, bool return_logits) {
+  std::vector<uint8_t> rows(height, 0);
+  if (!given.defined() || return_logits) return rows;
+  const at::Tensor full = given.ge(0).transpose(0, 2).reshape({height, -1}).all(1).cpu();
+  const bool* f = full.const_data_ptr<bool>();
+  for (int64_t i = 0; i < height; ++i) rows[i] = f[i] ? 1 : 0;
+  return rows;
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> sample(at::TensorList weights,
@@ -67,6 +80,7 @@ std::tuple<at::Tensor, at::Tensor> sample(at::TensorList weights,
   const at::Tensor& ref = weights[0];
   SamplerTensors t = sampler_tensors(weights, noise, seed, given, batch, channels, height, width,
                                      n_levels, return_logits);
+  const std::vector<uint8_t> given_rows = fully_given_rows(t.given, height, return_logits);
   const bool cuda = on_cuda(ref, "the PixelCNN sampler");
   if (cuda) {
 #ifdef PYGEN_WITH_CUDA
@@ -75,10 +89,10 @@ std::tuple<at::Tensor, at::Tensor> sample(at::TensorList weights,
                 " layers x hidden ", p.hidden, " of horizontal state in shared memory: ",
                 plan.smem_bytes, " bytes, more than this GPU's ", plan.smem_limit,
                 "; use method='cached'");
-    sample_cuda(p, plan, t.weights, t.noise, t.seed, t.given, t.images, t.logits);
+    sample_cuda(p, plan, t.weights, t.noise, t.seed, t.given, given_rows, t.images, t.logits);
 #endif
   } else {
-    sample_cpu(p, t.weights, t.noise, t.seed, t.given, t.images, t.logits);
+    sample_cpu(p, t.weights, t.noise, t.seed, t.given, given_rows, t.images, t.logits);
   }
   return {t.images, t.logits};
 }

@@ -53,12 +53,13 @@ struct RowPlan {
 RowPlan plan_cuda_rows(const Problem& p, const at::Tensor& ref);
 
 // Device kernels. Weights, noise and given are contiguous; noise is undefined when the seed is
-// used, given when every value is drawn.
+// used, given when every value is drawn; given_rows[i] != 0: row i is given whole, its horizontal
+// stack skipped (pixelcnn.cpp).
 void sample_cpu(const Problem& p, const std::vector<at::Tensor>& weights, const at::Tensor& noise,
-                const at::Tensor& seed, const at::Tensor& given, at::Tensor& images,
-                at::Tensor& logits);
+                const at::Tensor& seed, const at::Tensor& given,
+                const std::vector<uint8_t>& given_rows, at::Tensor& images, at::Tensor& logits);
 void sample_cuda(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& weights,
                  const at::Tensor& noise, const at::Tensor& seed, const at::Tensor& given,
-                 at::Tensor& images, at::Tensor& logits);
+                 const std::vector<uint8_t>& given_rows, at::Tensor& images, at::Tensor& logits);
 
 }  // namespace pygen::pixelcnn
