@@ -166,6 +166,37 @@ def test_pixelcnn_sample(benchmark, record, quick, model_name, batch, provider):
     record_row(record, provider, "sample", model_name, batch, timing, extra)
 
 
+COMPLETE_CASES = [("mnist28", 16), ("mnist28", 256)] if ON_CUDA else [("mnist28", 16)]
+
+
+@pytest.mark.parametrize("provider", ["fused", "cached"])
+@pytest.mark.parametrize(("model_name", "batch"), COMPLETE_CASES, ids=str)
+def test_pixelcnn_complete(benchmark, record, quick, model_name, batch, provider):
+    """Completions of the bottom half from given top rows (``sample(given=...)``): the fused
+    kernels skip the horizontal stack of rows given whole, the cached twin draws nothing there but
+    still runs it. Compare with the same run's ``sample`` rows of the same model and batch."""
+    model = get_model(model_name)
+    if ON_CUDA and provider == "cached" and batch not in SLOW_REFERENCE_BATCHES:
+        pytest.skip("slow reference: timed at the smallest and largest batch")
+    shape = shape_of(model, batch)
+    given = torch.full(shape, -1, dtype=torch.int64, device=DEVICE)
+    top = model.image_size[0] // 2
+    gen = torch.Generator(DEVICE).manual_seed(1)
+    given[:, :, :top] = torch.randint(
+        model.n_levels, given[:, :, :top].shape, generator=gen, device=DEVICE
+    )
+
+    if provider == "fused":
+        check_sampler(model, batch, given=given)
+
+    def fn():
+        return model.sample(batch, method=provider, given=given, generator=gen.manual_seed(0))
+
+    rounds = SLOW_ROUNDS if ON_CUDA and provider == "cached" else 0
+    timing = measure(benchmark, fn, DEVICE, quick, rounds)
+    record_row(record, provider, "complete (top half given)", model_name, batch, timing)
+
+
 @pytest.mark.skipif(not ON_CUDA, reason="16-bit weights: the CUDA sampler")
 @pytest.mark.parametrize(
     ("model_name", "batch"), [("mnist28", 1), ("mnist28", 256), ("rgb32", 256)]

@@ -213,15 +213,22 @@ SAMPLER_TOLERANCE = {
 
 
 @torch.no_grad()
-def check_sampler(model: torch.nn.Module, batch: int, method: str = "fused") -> None:
+def check_sampler(
+    model: torch.nn.Module, batch: int, method: str = "fused", given: torch.Tensor | None = None
+) -> None:
     """Before a sampler is timed: with fixed noise, the logits each value was drawn from equal
     the model's full forward pass at the images drawn (the design's oracle; float32 convolutions,
-    no TF32), or AssertionError. One more sampler call and one forward pass."""
+    no TF32), or AssertionError. One more sampler call and one forward pass. With ``given``
+    (completions): the given levels are kept, and a call without logits (where the fused
+    PixelCNN skips the rows given whole) draws the same images; one more sampler call."""
     param = next(model.parameters())
     shape = (batch, model.in_channels, *model.image_size)
     gen = torch.Generator(param.device).manual_seed(1)
     noise = torch.rand(shape, generator=gen, device=param.device)
-    images, logits = model.sample(batch, method=method, noise=noise, return_logits=True)
+    completion = {} if given is None else {"given": given}
+    images, logits = model.sample(
+        batch, method=method, noise=noise, return_logits=True, **completion
+    )
     wide = param.dtype in (torch.float32, torch.float64)
     reference = model if wide else copy.deepcopy(model).float()
     with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
@@ -234,6 +241,11 @@ def check_sampler(model: torch.nn.Module, batch: int, method: str = "fused") -> 
         atol=atol,
         msg=lambda m: f"benchmark check: {method} sampler logits differ from the forward: {m}",
     )
+    if given is not None:
+        kept = given >= 0
+        assert torch.equal(images[kept], given[kept]), f"{method}: given levels not kept"
+        without_logits = model.sample(batch, method=method, noise=noise, given=given)
+        assert torch.equal(without_logits, images), f"{method}: completions depend on the logits"
 
 
 def row(
