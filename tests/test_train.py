@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import stat
 import sys
@@ -217,6 +218,75 @@ def test_re_saving_a_step_replaces_it_whole_or_not_at_all(tmp_path, monkeypatch)
     ckpt = load_checkpoint(tmp_path)
     assert all(torch.equal(ckpt.state_dict[k], v) for k, v in model.state_dict().items())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step-00000001"]
+
+
+def kill_between_the_swap_renames(monkeypatch) -> None:
+    """Make ``os.replace`` act as a kill right after a re-save renamed the old step folder aside:
+    every later call fails and ``shutil.rmtree`` does nothing, so the handlers that run on the
+    way out rename and delete nothing, as after a real kill."""
+    replace, rmtree, killed = os.replace, shutil.rmtree, []
+
+    def replace_until_killed(src, dst):
+        if killed:
+            raise SystemExit("simulated kill")
+        replace(src, dst)
+        if Path(src).name.startswith("step-"):
+            killed.append(src)
+
+    def rmtree_until_killed(path, *args, **kwargs):
+        if not killed:
+            rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module.os, "replace", replace_until_killed)
+    monkeypatch.setattr(checkpoint_module.shutil, "rmtree", rmtree_until_killed)
+
+
+def test_a_kill_mid_re_save_recovers_the_new_step_folder(tmp_path, monkeypatch):
+    # The kill left the step only as hidden copies: the load failed ("named by 'latest' but
+    # missing") and the next save deleted both copies as leftovers.
+    model = TinyDensity()
+    save_checkpoint(tmp_path, model, model_name="tiny", config={}, step=1)
+    with torch.no_grad():
+        model.prior.add_(1.0)
+    new = {k: v.clone() for k, v in model.state_dict().items()}
+    kill_between_the_swap_renames(monkeypatch)
+    with pytest.raises(SystemExit):
+        save_checkpoint(tmp_path, model, model_name="tiny", config={}, step=1, extra={"v": 2})
+    monkeypatch.undo()
+    assert not (tmp_path / "step-00000001").exists()
+    for path in (tmp_path, tmp_path / "step-00000001"):
+        ckpt = load_checkpoint(path)
+        assert ckpt.step == 1 and ckpt.extra == {"v": 2} and ckpt.rng_state is not None
+        assert all(torch.equal(ckpt.state_dict[k], v) for k, v in new.items())
+    save_checkpoint(tmp_path, model, model_name="tiny", config={}, step=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "latest",
+        "step-00000001",
+        "step-00000002",
+    ]
+    assert load_checkpoint(tmp_path / "step-00000001").extra == {"v": 2}
+
+
+def test_a_kill_mid_re_save_without_the_new_copy_recovers_the_old_one(tmp_path, monkeypatch):
+    # What the kill left before re-saves marked the new copy complete: the old folder set aside
+    # and the new one under its temporary name, which may be partial (not recovered).
+    model = TinyDensity()
+    save_checkpoint(tmp_path, model, model_name="tiny", config={}, step=1, extra={"v": 1})
+    kill_between_the_swap_renames(monkeypatch)
+    with pytest.raises(SystemExit):
+        save_checkpoint(tmp_path, model, model_name="tiny", config={}, step=1, extra={"v": 2})
+    monkeypatch.undo()
+    for copy in tmp_path.glob(".step-00000001.new-*"):
+        copy.rename(tmp_path / ".step-00000001.tmp-partial")
+    assert len(list(tmp_path.glob(".step-00000001.tmp-*"))) == 1
+    assert load_checkpoint(tmp_path).extra == {"v": 1}
+    save_checkpoint(tmp_path, model, model_name="tiny", config={}, step=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "latest",
+        "step-00000001",
+        "step-00000002",
+    ]
+    assert load_checkpoint(tmp_path / "step-00000001").extra == {"v": 1}
 
 
 def test_a_save_removes_what_a_killed_save_left(tmp_path):

@@ -6,11 +6,13 @@ A checkpoint is a folder ``<root>/step-<N>/`` holding ``model.safetensors``, ``c
 ``training.pt`` and ``rng.pt``. It is written under a temporary name and renamed into place, and
 ``<root>/latest`` (a one-line file naming the newest folder) is replaced with an atomic rename
 last, so a crash at any moment leaves the previous checkpoint intact and ``latest`` pointing at a
-complete one. A re-save of a step renames its old folder aside (never deleting it in place) just
-before renaming the new one in: readers find the old folder or the new one, never one half
-deleted, and only a kill between those two renames leaves the step under its hidden set-aside
-name. What a killed save leaves (hidden ``.step-*`` and ``.latest.*`` names) goes at the next
-save. Folders and files get the permissions the umask gives.
+complete one. A re-save of a step renames the finished new folder to a hidden ``.new-`` name,
+renames the old folder aside (never deleting it in place) and then renames the new one in:
+readers find the old folder or the new one, never one half deleted. A kill between the last two
+renames leaves no ``step-<N>`` folder: loads then read the ``.new-`` copy (else the set-aside
+old one), and the next save renames it back into place. What else a killed save leaves (hidden
+``.step-*`` and ``.latest.*`` names) goes at the next save. Folders and files get the
+permissions the umask gives.
 """
 
 from __future__ import annotations
@@ -99,6 +101,30 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def _stranded_copy(final: Path) -> Path | None:
+    """The complete copy of the missing step folder ``final`` that a re-save killed between its
+    renames left under a hidden name: the new folder if it got its ``.new-`` name (written whole),
+    else the old one set aside (a complete checkpoint until then). None while ``final`` exists."""
+    if final.exists():
+        return None
+    for tag in ("new", "old"):
+        copies = sorted(final.parent.glob(f".{final.name}.{tag}-*"))
+        if copies:
+            return copies[0]
+    return None
+
+
+def _recover_stranded(root: Path) -> None:
+    """Rename back into place every step folder that a kill mid re-save left only as a hidden
+    copy (writers only: a reader reads the copy where it lies, racing no save in progress)."""
+    # ".step-00000001.new-<hex>" -> "step-00000001"; names without a tag part match no copy.
+    finals = {root / p.name[1:].rsplit(".", 1)[0] for p in root.glob(".step-*.*")}
+    for final in finals:
+        copy = _stranded_copy(final)
+        if copy is not None:
+            os.replace(copy, final)
+
+
 def _remove_stale(root: Path) -> None:
     """Delete what a killed save left in ``root``: temporary and set-aside folders and files. A
     root has one writer (rank 0 of one run), so none of them belongs to a save in progress."""
@@ -113,16 +139,22 @@ def _remove_stale(root: Path) -> None:
 def _put_in_place(tmp: Path, final: Path) -> None:
     """Rename the complete folder ``tmp`` to ``final``. A ``final`` already there (a re-save of
     its step) is renamed aside, not deleted in place, so no reader finds it half removed; it goes
-    back if the rename fails."""
+    back if the rename fails. Before that, ``tmp`` takes a ``.new-`` name: the mark of a copy
+    written whole, which a kill between the two swap renames leaves for recovery."""
     if not final.exists():
         os.replace(tmp, final)
         return
-    old = _hidden_name(final, "old")
-    os.replace(final, old)
+    new, old = _hidden_name(final, "new"), _hidden_name(final, "old")
+    os.replace(tmp, new)
     try:
-        os.replace(tmp, final)
+        os.replace(final, old)
+        try:
+            os.replace(new, final)
+        except BaseException:
+            os.replace(old, final)
+            raise
     except BaseException:
-        os.replace(old, final)
+        shutil.rmtree(new, ignore_errors=True)  # a failed save leaves the old folder only
         raise
     shutil.rmtree(old, ignore_errors=True)  # the save is done; a leftover goes at the next one
 
@@ -142,6 +174,7 @@ def save_checkpoint(
     ``state_dict()``: optimizers, loss scalers, ...)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    _recover_stranded(root)
     _remove_stale(root)
     final = root / f"step-{step:08d}"
     tmp = _hidden_name(final, "tmp")
@@ -171,13 +204,16 @@ def save_checkpoint(
 
 
 def resolve(path: str | os.PathLike) -> Path:
-    """A checkpoint folder from itself or from its root (through ``latest``)."""
+    """A checkpoint folder from itself or from its root (through ``latest``); for a step folder
+    that a kill mid re-save left missing, its stranded copy (see the module docstring)."""
     path = Path(path)
+    path = _stranded_copy(path) or path
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")
     if (path / LATEST).is_file():
         name = (path / LATEST).read_text().strip()
         path = path / name
+        path = _stranded_copy(path) or path
         if not path.is_dir():
             raise CheckpointError(f"{path}: named by 'latest' but missing")
     if not (path / SIDECAR).is_file():
