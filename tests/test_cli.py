@@ -335,6 +335,7 @@ def test_pixelcnn_recipe_and_demo(tmp_path, capsys):
     assert set(summary["sampling"]) == {"fused", "cached", "naive"}
     assert summary["test_bits_per_dim"] < summary["independent_pixel_bits_per_dim"] + 1.0
     assert (tmp_path / "demo" / "samples.png").exists()
+    assert (tmp_path / "demo" / "completions.png").exists()
 
 
 @pytest.mark.parametrize("kind", ["row", "diagonal"])
