@@ -7,6 +7,7 @@ on GPUs, gloo on CPU); ``sample`` then shards the images across the ranks.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -78,8 +79,15 @@ def _read_config(path: str | None) -> dict[str, Any]:
 
 
 def init_distributed(device: torch.device) -> None:
-    """Join the process group torchrun describes (WORLD_SIZE > 1); no-op otherwise."""
+    """Join the process group torchrun describes (WORLD_SIZE > 1); no-op otherwise. Whoever
+    calls it destroys the group on every exit path (``main`` does)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        # DistributedDataParallel imports torch._dynamo. First imported after the group exists,
+        # it keeps the group alive past destroy_process_group (measured, torch 2.14: gloo's
+        # worker and transport threads, rank 0's store server), to be torn down while the
+        # interpreter shuts down, which can abort the process ("terminate called without an
+        # active exception"). Imported before, the group goes with destroy_process_group.
+        importlib.import_module("torch._dynamo")
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))

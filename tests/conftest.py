@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import tempfile
 import time
 
 import pytest
@@ -68,6 +71,51 @@ def pytest_runtest_logreport(report):
     if report.failed and os.environ.get("PYTEST_XDIST_WORKER") and cuda_context_lost():
         time.sleep(1)
         os._exit(1)
+
+
+def run_two_ranks(argv: list[str], timeout: float = 240) -> list[str]:
+    """Run ``argv`` as ranks 0 and 1 of a two-process group on this machine (the variables
+    torchrun sets) and return their standard outputs; a rank that exits non-zero fails with its
+    standard error. Both ranks are reaped on every path: one that failed or timed out no longer
+    leaves the other running into later tests."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(
+        os.environ,
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE="2",
+        OMP_NUM_THREADS="1",
+    )
+    # Files, not pipes: a rank blocked on a full pipe would stall the other in a collective.
+    outs = [tempfile.TemporaryFile("w+") for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            argv,
+            env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
+            stdout=outs[2 * r],
+            stderr=outs[2 * r + 1],
+            text=True,
+        )
+        for r in range(2)
+    ]
+    try:
+        for p in procs:
+            p.wait(timeout=timeout)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    texts = []
+    for f in outs:
+        f.seek(0)
+        texts.append(f.read())
+        f.close()
+    for r, p in enumerate(procs):
+        assert p.returncode == 0, f"rank {r} exited with {p.returncode}:\n{texts[2 * r + 1]}"
+    return texts[0::2]
 
 
 def fit_digits_and_round_trip(make_model, steps: int, lr: float = 5e-3) -> float:

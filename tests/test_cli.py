@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import run_two_ranks
 
 from pygen.cli import _model_config, main
 from pygen.data import load_dataset
@@ -383,31 +384,8 @@ def test_flow_recipes(tmp_path, capsys, model):
 
 def sample_on_two_ranks(checkpoints, n: int, out) -> list[str]:
     """``pygen sample`` under two gloo ranks (as torchrun starts them); their outputs."""
-    import os
-    import socket
-    import subprocess
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(
-        os.environ,
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        WORLD_SIZE="2",
-        OMP_NUM_THREADS="1",
-    )
     argv = [sys.executable, "-m", "pygen", "sample", str(checkpoints), "--n", str(n)]
-    argv += ["--device", "cpu", "--out", str(out)]
-    procs = [
-        subprocess.Popen(
-            argv, env=dict(env, RANK=str(r), LOCAL_RANK=str(r)), stdout=subprocess.PIPE, text=True
-        )
-        for r in range(2)
-    ]
-    outputs = [p.communicate(timeout=240)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0]
-    return outputs
+    return run_two_ranks([*argv, "--device", "cpu", "--out", str(out)])
 
 
 def test_sample_shards_across_two_ranks(tmp_path, capsys):

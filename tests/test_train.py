@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import stat
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_two_ranks
 from torch import nn
 
 from pygen.train import (
@@ -331,50 +332,56 @@ def test_corrupt_or_mismatched_checkpoints_name_the_file(tmp_path):
         load_checkpoint(tmp_path / "missing")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def group_threads(wait_s: float = 5.0) -> list[str]:
+    """The names of this process's gloo and c10d store threads (Linux; [] elsewhere), waiting up
+    to ``wait_s`` for exiting ones to leave /proc."""
+    tasks = Path("/proc/self/task")
+    deadline = time.monotonic() + wait_s
+    while True:
+        names = []
+        for task in tasks.glob("*") if tasks.is_dir() else []:
+            try:
+                names.append((task / "comm").read_text().strip())
+            except FileNotFoundError:  # a thread that ended meanwhile
+                continue
+        left = [n for n in names if "gloo" in n or "tcpstore" in n]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
 
 
 DDP_WORKER = r"""
-import sys, torch, torch.distributed as dist
-sys.path.insert(0, sys.argv[3])
-from tests.test_train import TinyDensity, gaussian_loss, digits
+import os, sys, torch, torch.distributed as dist
+sys.path[:0] = [sys.argv[3], os.path.join(sys.argv[3], "tests")]  # the repo and conftest
+from tests.test_train import TinyDensity, gaussian_loss, digits, group_threads
+from pygen.cli import init_distributed
 from pygen.train import TrainConfig, train
-dist.init_process_group("gloo")
-torch.manual_seed(0)
-model = TinyDensity(jitter=0.0, dropout=0.0)  # no RNG: ranks draw other numbers than one process
-config = TrainConfig(steps=15, batch_size=32, lr=1e-2, seed=0, log_every=5)
-train(model, gaussian_loss, digits(), None, config, sys.argv[1], model_name="tiny",
-      model_config={}, progress=False)
-if dist.get_rank() == 0:
-    torch.save(model.state_dict(), sys.argv[2])
-dist.destroy_process_group()
+init_distributed(torch.device("cpu"))  # as `pygen train` joins the group torchrun describes
+try:
+    torch.manual_seed(0)
+    # No RNG: ranks would draw other numbers than one process.
+    model = TinyDensity(jitter=0.0, dropout=0.0)
+    config = TrainConfig(steps=15, batch_size=32, lr=1e-2, seed=0, log_every=5)
+    train(model, gaussian_loss, digits(), None, config, sys.argv[1], model_name="tiny",
+          model_config={}, progress=False)
+    if dist.get_rank() == 0:
+        torch.save(model.state_dict(), sys.argv[2])
+finally:
+    dist.destroy_process_group()
+# The group's threads end with it, not in the interpreter's shutdown (where tearing them down
+# can abort the process: "terminate called without an active exception").
+left = group_threads()
+assert not left, f"threads alive after destroy_process_group: {left}"
 """
 
 
 def test_two_process_gloo_training_equals_one_process(tmp_path):
-    import subprocess
-
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     script = tmp_path / "worker.py"
     script.write_text(DDP_WORKER)
-    env = dict(
-        os.environ,
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(_free_port()),
-        WORLD_SIZE="2",
-        OMP_NUM_THREADS="1",
+    run_two_ranks(
+        [sys.executable, str(script), str(tmp_path / "ddp"), str(tmp_path / "w.pt"), root]
     )
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), str(tmp_path / "ddp"), str(tmp_path / "w.pt"), root],
-            env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
-        )
-        for r in range(2)
-    ]
-    assert all(p.wait(timeout=240) == 0 for p in procs)
     torch.manual_seed(0)
     single = TinyDensity(jitter=0.0, dropout=0.0)
     config = TrainConfig(steps=15, batch_size=32, lr=1e-2, seed=0, log_every=5)
