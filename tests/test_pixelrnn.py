@@ -323,7 +323,9 @@ def test_fused_op_opcheck():
         model = tiny_model(kind, channels=3)
         weights, noise = export_pixelrnn_weights(model), torch.rand(2, 3, 5, 4)
         args = [*dims_of(model, 2).values()]
-        torch.library.opcheck(fused, (weights, noise, None, None, *args, 1.0, True), test_utils=checks)
+        torch.library.opcheck(
+            fused, (weights, noise, None, None, *args, 1.0, True), test_utils=checks
+        )
         torch.library.opcheck(
             fused, (weights, None, torch.tensor([4]), None, *args, 0.8, False), test_utils=checks
         )
