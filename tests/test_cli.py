@@ -351,6 +351,7 @@ def test_pixelrnn_recipe(tmp_path, capsys, kind):
     images = np.load(out / "samples.npz")["images"]
     assert images.shape == (2, 1, 8, 8) and images.min() >= 0 and images.max() <= 1
     assert "bits_per_dim" in run_json(capsys, ["eval", str(run / "checkpoints")])
+    check_completions(capsys, run / "checkpoints", tmp_path / "c")
 
 
 @pytest.mark.parametrize("model", ["realnvp", "nice", "maf", "iaf"])

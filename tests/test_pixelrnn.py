@@ -179,6 +179,66 @@ def test_every_method_same_noise_same_images_float64(
         torch.testing.assert_close(logits, naive[1], rtol=1e-12, atol=1e-12)
 
 
+def given_levels(shape: tuple[int, ...], levels: int, rows: int) -> torch.Tensor:
+    """Completions' given levels: the top ``rows`` rows and sample 0's first value of the last
+    pixel (kept without conditioning the values before it); -1 elsewhere."""
+    given = torch.full(shape, -1, dtype=torch.int64)
+    given[:, :, :rows] = torch.randint(levels, given[:, :, :rows].shape)
+    given[0, 0, -1, -1] = levels - 1
+    return given
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("kind", ["row", "diagonal"])
+def test_completions_keep_the_given_levels_and_every_method_agrees_float64(kind, channels):
+    model = tiny_model(kind, channels).double()
+    noise = torch.rand(2, channels, 5, 4, dtype=torch.float64)
+    given = given_levels((2, channels, 5, 4), 5, rows=2)
+    if channels == 3:  # a pixel's red value given, its green and blue drawn after it
+        given[1, 0, 3, 1] = 0
+    options = {"noise": noise, "given": given, "return_logits": True}
+    images, logits = model.sample(2, method="naive", **options)
+    kept = given >= 0
+    assert torch.equal(images[kept], given[kept])
+    assert not torch.equal(images, model.sample(2, method="naive", noise=noise))
+    with torch.no_grad():  # the draws are conditioned on the given values before them
+        torch.testing.assert_close(logits, model(images), rtol=1e-12, atol=1e-12)
+    for method in ("cached", "fused"):
+        result = model.sample(2, method=method, **options)
+        assert torch.equal(result[0], images), method
+        torch.testing.assert_close(result[1], logits, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["fused", "cached", "naive"])
+@pytest.mark.parametrize("kind", ["row", "diagonal"])
+def test_given_nothing_is_sampling_and_given_everything_is_the_image(kind, method):
+    model = tiny_model(kind, channels=3)
+    noise = torch.rand(2, 3, 5, 4)
+    nothing = torch.full((2, 3, 5, 4), -1, dtype=torch.int64)
+    assert torch.equal(
+        model.sample(2, method=method, noise=noise, given=nothing),
+        model.sample(2, method=method, noise=noise),
+    )
+    everything = torch.randint(5, (2, 3, 5, 4))
+    assert torch.equal(model.sample(2, method=method, given=everything), everything)
+
+
+@pytest.mark.parametrize("method", ["fused", "cached", "naive"])
+def test_bad_given_raises(method):
+    model = tiny_model()
+    given = torch.full((2, 1, 5, 4), -1, dtype=torch.int64)
+    cases = [
+        (given.int(), TypeError, "int64"),
+        (given.double(), TypeError, "int64"),
+        (given[:1], ValueError, "shape"),
+        (given.index_fill(3, torch.tensor([1]), 5), ValueError, r"\[0, 5\) or -1"),
+        (given.index_fill(2, torch.tensor([4]), -2), ValueError, r"\[0, 5\) or -1"),
+    ]
+    for bad, error, match in cases:
+        with pytest.raises(error, match=match):
+            model.sample(2, method=method, given=bad)
+
+
 def test_row_lstm_cached_runs_each_rows_recurrence_once():
     # The state-to-state convolution (the row recurrence) runs once per row and layer in the
     # cached sampler; the naive one reruns all H rows for each of the H * W values.
@@ -337,6 +397,26 @@ def test_fused_op_opcheck():
         )
 
 
+@pytest.mark.parametrize("kind", ["row", "diagonal"])
+def test_fused_op_with_given_opcheck_and_compiles_whole(kind):
+    model = tiny_model(kind, channels=3)
+    weights, dims = export_pixelrnn_weights(model), dims_of(model, 2)
+    noise, given = torch.rand(2, 3, 5, 4), given_levels((2, 3, 5, 4), 5, rows=1)
+    checks = ("test_schema", "test_autograd_registration", "test_faketensor")
+    fused, args = torch.ops.pygen.pixelrnn_sample, [*dims.values()]
+    torch.library.opcheck(fused, (weights, noise, None, given, *args, 1.0, True), test_utils=checks)
+    seed = torch.tensor([4])
+    torch.library.opcheck(fused, (weights, None, seed, given, *args, 0.8, False), test_utils=checks)
+
+    def complete(weights, noise, given):
+        return pixelrnn_sample(weights, noise=noise, given=given, **dims)[0]
+
+    compiled = torch.compile(complete, fullgraph=True, backend="eager")
+    assert torch.equal(compiled(weights, noise, given), complete(weights, noise, given))
+    with pytest.raises(ValueError, match="or -1"):
+        compiled(weights, noise, given - 1)
+
+
 def test_fused_errors():
     row, diagonal = tiny_model("row"), tiny_model("diagonal")
     weights, dims = export_pixelrnn_weights(row), dims_of(row, 2)
@@ -395,6 +475,23 @@ def test_cuda_fused_same_noise_same_images_float64(
     assert naive[0].unique().numel() > 1 and fused[0].is_cuda
     assert torch.equal(fused[0], naive[0])
     torch.testing.assert_close(fused[1], naive[1], rtol=1e-12, atol=1e-12)
+
+
+@requires_cuda
+@pytest.mark.parametrize("kind", ["row", "diagonal"])
+def test_cuda_fused_completions_equal_the_naive_sampler_float64(kind):
+    model = tiny_model(kind, channels=3).double().cuda()
+    noise = torch.rand(2, 3, 5, 4, dtype=torch.float64, device="cuda")
+    given = given_levels((2, 3, 5, 4), 5, rows=2).cuda()
+    options = {"noise": noise, "given": given, "return_logits": True}
+    naive = model.sample(2, method="naive", **options)
+    fused = model.sample(2, method="fused", **options)
+    assert torch.equal(fused[0], naive[0])
+    torch.testing.assert_close(fused[1], naive[1], rtol=1e-12, atol=1e-12)
+    kept = given >= 0
+    assert torch.equal(fused[0][kept], given[kept])
+    with pytest.raises(RuntimeError, match="given is on cpu"):
+        model.sample(2, noise=noise, given=given.cpu())
 
 
 @requires_cuda

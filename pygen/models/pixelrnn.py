@@ -73,6 +73,7 @@ class PixelRNN(AutoregressiveImageModel):
         noise: Tensor | None = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        given: Tensor | None = None,
         return_logits: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Draw ``n`` images ``(n, C, H, W)`` (int64 levels) in raster and channel order.
@@ -83,13 +84,17 @@ class PixelRNN(AutoregressiveImageModel):
         every method. ``method``: ``"fused"`` (the kernel ``pygen.ops.pixelrnn_sample``, C++ or
         CUDA), ``"cached"`` (its PyTorch twin ``pygen.sampling.sample_pixelrnn_cached``: the
         recurrent states carried along) or ``"naive"`` (the full network per value); the default
-        is ``"fused"``. ``return_logits``: also return the logits ``(n, n_levels, C, H, W)`` each
-        value was drawn from.
+        is ``"fused"``. ``given``: int64 levels ``(n, C, H, W)`` to keep, ``-1`` where drawn:
+        completions (given top rows give exact samples of the rest of the image given them).
+        ``return_logits``: also return the logits ``(n, n_levels, C, H, W)`` each value was drawn
+        from.
         """
         weight = self.head_out.weight
         sampling.check_sample_args(method, METHODS, n, temperature)
         shape = (n, self.in_channels, *self.image_size)
         noise = sampling.uniform_noise(noise, shape, weight.dtype, weight.device, generator)
+        if method != "fused":  # the operator checks its own
+            sampling.check_given(given, shape, self.n_levels, weight.device)
         if method == "fused":
             images, logits = ops.pixelrnn_sample(
                 sampling.export_pixelrnn_weights(self),
@@ -102,12 +107,15 @@ class PixelRNN(AutoregressiveImageModel):
                 kernel_size=self.kernel_size,
                 noise=noise,
                 temperature=temperature,
+                given=given,
                 return_logits=return_logits,
             )
         elif method == "naive":
-            images, logits = sampling.sample_naive(self, noise, None, temperature, return_logits)
+            images, logits = sampling.sample_naive(
+                self, noise, None, temperature, return_logits, given
+            )
         else:
             images, logits = sampling.sample_pixelrnn_cached(
-                self, noise, temperature, return_logits
+                self, noise, temperature, return_logits, given
             )
         return (images, logits) if return_logits else images

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from pygen.layers import DiagonalLSTM, MaskedConv2d, RowLSTM, frozen_masked_weights, lstm_cell
-from pygen.sampling.draw import inverse_cdf_draw
+from pygen.sampling.draw import draw_or_keep
 
 
 class PixelRNNModel(Protocol):
@@ -260,9 +260,11 @@ def sample_pixelrnn_cached(
     noise: Tensor,
     temperature: float = 1.0,
     return_logits: bool = False,
+    given: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Images ``(B, C, H, W)`` of a PixelRNN (either kind) drawn value by value with uniforms
-    ``noise`` ``(B, C, H, W)``, the recurrent states carried along.
+    ``noise`` ``(B, C, H, W)``, the recurrent states carried along, keeping the levels of
+    ``given`` (``-1``: drawn; None: every value drawn).
 
     Returns ``(images, logits)``; logits ``(B, L, C, H, W)`` only with ``return_logits``.
     """
@@ -271,7 +273,8 @@ def sample_pixelrnn_cached(
 
     def draw(u: Tensor, c: int, i: int, j: int) -> None:
         logits = _logits(model, u, c)
-        images[:, c, i, j] = inverse_cdf_draw(logits, noise[:, c, i, j], temperature)
+        kept = None if given is None else given[:, c, i, j]
+        images[:, c, i, j] = draw_or_keep(logits, noise[:, c, i, j], temperature, kept)
         if used is not None:
             used[:, :, c, i, j] = logits
 
