@@ -223,6 +223,30 @@ def test_given_nothing_is_sampling_and_given_everything_is_the_image(kind, metho
     assert torch.equal(model.sample(2, method=method, given=everything), everything)
 
 
+@pytest.mark.parametrize("kind", ["row", "diagonal"])
+def test_completions_follow_the_given_rows(kind):
+    # Blank and full 4x4 images in equal parts: a free sample is either, a completion of a given
+    # top row follows that row.
+    torch.manual_seed(0)
+    model = PixelRNN(n_levels=4, n_layers=1, hidden=8, kind=kind, kernel_size=3, image_size=4)
+    x = (torch.arange(32) % 2 * 3).view(-1, 1, 1, 1).expand(-1, 1, 4, 4)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        opt.zero_grad()
+        model.bits_per_dim(x).mean().backward()
+        opt.step()
+    model.eval()
+    given = torch.full((16, 1, 4, 4), -1, dtype=torch.int64)
+    given[:8, :, 0] = 0
+    given[8:, :, 0] = 3
+    for method in ("fused", "cached", "naive"):
+        images = model.sample(16, method=method, given=given)
+        assert (images[:8, :, 1:] == 0).float().mean() > 0.95, method
+        assert (images[8:, :, 1:] == 3).float().mean() > 0.95, method
+    free = model.sample(64, generator=torch.Generator().manual_seed(2))
+    assert 0.2 < (free[:, :, 1:] == 3).float().mean() < 0.8
+
+
 @pytest.mark.parametrize("method", ["fused", "cached", "naive"])
 def test_bad_given_raises(method):
     model = tiny_model()
@@ -346,17 +370,24 @@ def test_fused_16_bit_weights_run_the_float32_kernel(kind, dtype):
     torch.testing.assert_close(logits.float(), expected, rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.parametrize("complete", [False, True])
 @pytest.mark.parametrize("kind", ["row", "diagonal"])
-def test_fused_internal_noise_is_seeded_reproducible_and_follows_the_forward(kind):
+def test_fused_internal_noise_is_seeded_reproducible_and_follows_the_forward(kind, complete):
+    # PixelRNN.sample always passes noise (torch.rand): only the operator without noise draws
+    # its uniforms in the kernel, from a seed of torch's generator.
     model = tiny_model(kind, channels=3, size=(4, 5), levels=9)
     weights, dims = export_pixelrnn_weights(model), dims_of(model, 16)
+    given = given_levels((16, 3, 4, 5), 9, rows=2) if complete else None
     torch.manual_seed(5)
-    first, logits = pixelrnn_sample(weights, return_logits=True, **dims)
+    first, logits = pixelrnn_sample(weights, given=given, return_logits=True, **dims)
     torch.manual_seed(5)
-    again = pixelrnn_sample(weights, **dims)[0]
-    other = pixelrnn_sample(weights, **dims)[0]
+    again = pixelrnn_sample(weights, given=given, **dims)[0]
+    other = pixelrnn_sample(weights, given=given, **dims)[0]
     assert torch.equal(first, again) and not torch.equal(first, other)
     assert first.unique().numel() > 4
+    if complete:
+        kept = given >= 0
+        assert torch.equal(first[kept], given[kept])
     with torch.no_grad():
         torch.testing.assert_close(logits, model(first), **LOGIT_TOL)
 
@@ -479,19 +510,41 @@ def test_cuda_fused_same_noise_same_images_float64(
 
 @requires_cuda
 @pytest.mark.parametrize("kind", ["row", "diagonal"])
-def test_cuda_fused_completions_equal_the_naive_sampler_float64(kind):
+def test_cuda_completions_every_method_agrees_and_seeded_ones_are_the_cpu_kernels_float64(kind):
     model = tiny_model(kind, channels=3).double().cuda()
-    noise = torch.rand(2, 3, 5, 4, dtype=torch.float64, device="cuda")
     given = given_levels((2, 3, 5, 4), 5, rows=2).cuda()
-    options = {"noise": noise, "given": given, "return_logits": True}
-    naive = model.sample(2, method="naive", **options)
-    fused = model.sample(2, method="fused", **options)
-    assert torch.equal(fused[0], naive[0])
-    torch.testing.assert_close(fused[1], naive[1], rtol=1e-12, atol=1e-12)
     kept = given >= 0
-    assert torch.equal(fused[0][kept], given[kept])
-    with pytest.raises(RuntimeError, match="given is on cpu"):
-        model.sample(2, noise=noise, given=given.cpu())
+    noise = torch.rand(2, 3, 5, 4, dtype=torch.float64, device="cuda")
+    options = {"noise": noise, "given": given, "return_logits": True}
+    images, logits = model.sample(2, method="naive", **options)
+    assert torch.equal(images[kept], given[kept])
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(images), rtol=1e-12, atol=1e-12)
+    for method in ("cached", "fused"):
+        result = model.sample(2, method=method, **options)
+        assert torch.equal(result[0], images), method
+        torch.testing.assert_close(result[1], logits, rtol=1e-12, atol=1e-12)
+
+    def seeded(device):  # the kernels' own uniforms: a seed is one Philox stream on both
+        weights = [w.to(device) for w in export_pixelrnn_weights(model)]
+        generator = torch.Generator().manual_seed(3)
+        dims = dims_of(model, 2)
+        return pixelrnn_sample(weights, given=given.to(device), generator=generator, **dims)[0]
+
+    on_cuda = seeded("cuda")
+    assert torch.equal(on_cuda.cpu(), seeded("cpu"))
+    assert torch.equal(on_cuda[kept], given[kept])
+
+
+@requires_cuda
+@pytest.mark.parametrize(
+    ("method", "error"), [("fused", RuntimeError), ("cached", ValueError), ("naive", ValueError)]
+)
+def test_cuda_given_on_another_device_raises(method, error):
+    model = tiny_model("diagonal").cuda()
+    given = torch.full((2, 1, 5, 4), -1, dtype=torch.int64)
+    with pytest.raises(error, match="given is on cpu"):
+        model.sample(2, method=method, given=given)
 
 
 @requires_cuda
@@ -532,6 +585,8 @@ def test_cuda_fused_op_opcheck():
     torch.library.opcheck(fused, (weights, noise, None, None, *args, 1.0, True), test_utils=checks)
     seed = torch.tensor([4], device="cuda")
     torch.library.opcheck(fused, (weights, None, seed, None, *args, 0.8, False), test_utils=checks)
+    given = given_levels((2, 3, 5, 4), 5, rows=1).cuda()
+    torch.library.opcheck(fused, (weights, None, seed, given, *args, 1.0, True), test_utils=checks)
 
 
 @requires_cuda
