@@ -2,6 +2,8 @@
 // TORCH_LIBRARY block lives beside its kernels); the module itself reports the build facts.
 #include <torch/extension.h>
 
+#include "common/cpu_matmul.h"
+
 namespace {
 
 pybind11::dict build_info() {
@@ -20,6 +22,8 @@ pybind11::dict build_info() {
 #else
   info["openmp"] = false;
 #endif
+  // Not a build fact but the CPU's: the vector width of the samplers' products here.
+  info["cpu_matmul_vector_bytes"] = pygen::cpu_runs_wide_matmul() ? 64 : 32;
   return info;
 }
 

@@ -37,6 +37,8 @@ def build_info() -> dict:
     Keys: ``cuda`` (CUDA kernels compiled in), ``cuda_arch_list`` (TORCH_CUDA_ARCH_LIST used, empty
     without CUDA), ``torch_version`` (the torch it was built against), ``openmp`` (CPU kernels
     parallelized with OpenMP), ``cxx_compiler`` and ``cuda_compiler`` (what compiled the host and
-    the CUDA units; the latter empty without CUDA).
+    the CUDA units; the latter empty without CUDA), and ``cpu_matmul_vector_bytes``: the vector
+    width of the CPU samplers' matrix products on this machine (64 with AVX-512, unless the
+    environment sets ``PYGEN_CPU_AVX512=0``; else 32).
     """
     return dict(_C.build_info())

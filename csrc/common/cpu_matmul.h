@@ -1,41 +1,71 @@
 // The small matrix product of the CPU samplers (PixelCNN, PixelRNN): y += x @ w for a few rows of
 // x (one per sample or pixel) against weights read in place. At these sizes (1-28 rows) a BLAS call
 // spends a third of its time packing the weights; this register-tiled loop reads them once per
-// tile of rows. Functions built on it are compiled for x86-64-v3 (AVX2 + FMA: the 32-byte Vec is
-// one register) as well as the baseline, picked at load time (PYGEN_MATMUL_CLONES).
+// tile of rows. It is built twice, picked per call by what the CPU runs: with 64-byte vectors for
+// x86-64-v4 (AVX-512: 32 registers hold the tiles below), else with 32-byte vectors for x86-64-v3
+// (AVX2 + FMA) or the baseline (PYGEN_MATMUL_CLONES).
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 #include "common/cpu_vec.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define PYGEN_MATMUL_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define PYGEN_MATMUL_WIDE __attribute__((target("arch=x86-64-v4")))
 #else
 #define PYGEN_MATMUL_CLONES
+#define PYGEN_MATMUL_WIDE
 #endif
 
 namespace pygen {
+
+// Whether the products run in 64-byte vectors: on x86-64-v4 CPUs unless PYGEN_CPU_AVX512=0 (the
+// 32-byte products, for tests and A/B timing on the same machine). Decided once per process.
+inline bool cpu_runs_wide_matmul() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool wide = [] {
+    const char* setting = std::getenv("PYGEN_CPU_AVX512");
+    const bool disabled = setting != nullptr && std::string(setting) == "0";
+    return __builtin_cpu_supports("x86-64-v4") && !disabled;
+  }();
+  return wide;
+#else
+  return false;
+#endif
+}
+
+// The width, in values, of the output tiles of matmul_acc on this CPU (two vectors): callers that
+// split outputs over threads split them in whole tiles.
+template <typename T>
+int64_t matmul_tile_width() {
+  return 2 * (cpu_runs_wide_matmul() ? kLanes<T, 64> : kLanes<T, 32>);
+}
+
+namespace detail {
 
 // y[r, :2 vectors] += x[r, :k] @ w[:k, :2 vectors] for R rows (row strides ldx, ldw, ldy). Each
 // weight row is loaded once for the R rows, into R x 2 accumulators; with few rows, S partial sums
 // over interleaved q keep R * 2 * S >= 8 independent FMA chains in flight (two FMA units with a
 // latency of four cycles), which a single row's two chains would leave mostly idle.
-template <typename T, int64_t R, int64_t S>
+template <typename T, int64_t kBytes, int64_t R, int64_t S>
 inline __attribute__((always_inline)) void matmul_tile(const T* x, int64_t ldx, const T* w,
                                                        int64_t ldw, int64_t k, T* y, int64_t ldy) {
-  constexpr int64_t L = kLanes<T>;
-  Vec<T> acc[S][R][2] = {};
+  using V = Vec<T, kBytes>;
+  constexpr int64_t L = kLanes<T, kBytes>;
+  V acc[S][R][2] = {};
 #pragma GCC unroll 4
   for (int64_t r = 0; r < R; ++r) {
-    acc[0][r][0] = load(y + r * ldy);
-    acc[0][r][1] = load(y + r * ldy + L);
+    acc[0][r][0] = load<T, kBytes>(y + r * ldy);
+    acc[0][r][1] = load<T, kBytes>(y + r * ldy + L);
   }
   int64_t q = 0;
   for (; q + S <= k; q += S) {
 #pragma GCC unroll 4
     for (int64_t s = 0; s < S; ++s) {
-      const Vec<T> w0 = load(w + (q + s) * ldw), w1 = load(w + (q + s) * ldw + L);
+      const V w0 = load<T, kBytes>(w + (q + s) * ldw), w1 = load<T, kBytes>(w + (q + s) * ldw + L);
 #pragma GCC unroll 4
       for (int64_t r = 0; r < R; ++r) {
         const T xv = x[r * ldx + q + s];
@@ -45,7 +75,7 @@ inline __attribute__((always_inline)) void matmul_tile(const T* x, int64_t ldx, 
     }
   }
   for (; q < k; ++q) {
-    const Vec<T> w0 = load(w + q * ldw), w1 = load(w + q * ldw + L);
+    const V w0 = load<T, kBytes>(w + q * ldw), w1 = load<T, kBytes>(w + q * ldw + L);
 #pragma GCC unroll 4
     for (int64_t r = 0; r < R; ++r) {
       acc[0][r][0] += x[r * ldx + q] * w0;
@@ -66,28 +96,56 @@ inline __attribute__((always_inline)) void matmul_tile(const T* x, int64_t ldx, 
 
 // y[r, :n] += x[r, :k] @ w[:k, :n] for r < rows: tiles of two vectors of outputs, by 4 rows (then
 // 2, then 1), then the last n % (2 vectors) outputs one by one.
-template <typename T>
+template <typename T, int64_t kBytes>
 inline __attribute__((always_inline)) void matmul_acc(const T* x, int64_t ldx, const T* w,
                                                       int64_t ldw, int64_t k, int64_t n, T* y,
                                                       int64_t ldy, int64_t rows) {
-  constexpr int64_t kWidth = 2 * kLanes<T>;
+  constexpr int64_t kWidth = 2 * kLanes<T, kBytes>;
   int64_t o = 0;
   for (; o + kWidth <= n; o += kWidth) {
     const T* wo = w + o;
     int64_t r = 0;
     for (; r + 4 <= rows; r += 4) {
-      matmul_tile<T, 4, 1>(x + r * ldx, ldx, wo, ldw, k, y + r * ldy + o, ldy);
+      matmul_tile<T, kBytes, 4, 1>(x + r * ldx, ldx, wo, ldw, k, y + r * ldy + o, ldy);
     }
     for (; r + 2 <= rows; r += 2) {
-      matmul_tile<T, 2, 2>(x + r * ldx, ldx, wo, ldw, k, y + r * ldy + o, ldy);
+      matmul_tile<T, kBytes, 2, 2>(x + r * ldx, ldx, wo, ldw, k, y + r * ldy + o, ldy);
     }
-    for (; r < rows; ++r) matmul_tile<T, 1, 4>(x + r * ldx, ldx, wo, ldw, k, y + r * ldy + o, ldy);
+    for (; r < rows; ++r) {
+      matmul_tile<T, kBytes, 1, 4>(x + r * ldx, ldx, wo, ldw, k, y + r * ldy + o, ldy);
+    }
   }
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t q = 0; q < k; ++q) {
       const T xv = x[r * ldx + q];
       for (int64_t t = o; t < n; ++t) y[r * ldy + t] += xv * w[q * ldw + t];
     }
+  }
+}
+
+template <typename T>
+PYGEN_MATMUL_WIDE void matmul_acc_wide(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t k,
+                                       int64_t n, T* y, int64_t ldy, int64_t rows) {
+  matmul_acc<T, 64>(x, ldx, w, ldw, k, n, y, ldy, rows);
+}
+
+template <typename T>
+PYGEN_MATMUL_CLONES void matmul_acc_narrow(const T* x, int64_t ldx, const T* w, int64_t ldw,
+                                           int64_t k, int64_t n, T* y, int64_t ldy, int64_t rows) {
+  matmul_acc<T, 32>(x, ldx, w, ldw, k, n, y, ldy, rows);
+}
+
+}  // namespace detail
+
+// y[r, :n] += x[r, :k] @ w[:k, :n] for r < rows (row strides ldx, ldw, ldy), in the widest vectors
+// this CPU runs.
+template <typename T>
+void matmul_acc(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t k, int64_t n, T* y,
+                int64_t ldy, int64_t rows) {
+  if (cpu_runs_wide_matmul()) {
+    detail::matmul_acc_wide(x, ldx, w, ldw, k, n, y, ldy, rows);
+  } else {
+    detail::matmul_acc_narrow(x, ldx, w, ldw, k, n, y, ldy, rows);
   }
 }
 

@@ -128,13 +128,13 @@ template <typename T>
 PYGEN_MATMUL_CLONES void horizontal_row(const Problem& p, const Net<T>& net, const Rows<T>& buf,
                                  const Team& team, const ValueSource<T>& source, int64_t i,
                                  int64_t b0, int64_t b1, int64_t* images, T* logits_out) {
-  constexpr int64_t kTile = 2 * kLanes<T>;  // matmul_acc's tile width
+  const int64_t tile = matmul_tile_width<T>();
   const int64_t rows = b1 - b0, h = p.hidden, h2 = 2 * h, pad = p.kernel / 2, kw = pad + 1;
   const int64_t wp = p.width + pad, levels = p.levels, n_out = p.channels * levels;
   const T scale = static_cast<T>(2.0 / static_cast<double>(levels - 1));
   const T temperature = static_cast<T>(p.temperature);
-  const auto [o0, o1] = team.share(h, kTile);
-  const auto [v0, v1] = team.share(levels, kTile);
+  const auto [o0, o1] = team.share(h, tile);
+  const auto [v0, v1] = team.share(levels, tile);
   const int64_t n_o = o1 - o0, n_v = v1 - v0;
   T *pre = buf.pre + b0 * h2, *gated = buf.gated + b0 * h, *top = buf.top + b0 * h;
   T *hid = buf.hid + b0 * h, *logits = buf.logits + b0 * levels;
@@ -313,8 +313,8 @@ void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Ten
   const int64_t threads = plan.groups * plan.team;
   std::vector<SpinBarrier> barriers(plan.groups);
   // The vertical stack's products run in units of one sample's row x one tile of outputs.
-  constexpr int64_t kWidth = 2 * kLanes<T>;
-  const int64_t tiles = (h2 + kWidth - 1) / kWidth;
+  const int64_t tile = matmul_tile_width<T>();
+  const int64_t tiles = (h2 + tile - 1) / tile;
 
   for (int64_t i = 0; i < p.height; ++i) {
     const int64_t slot = i % kh;
@@ -336,9 +336,9 @@ void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Ten
       const T* v_w = net.v_w[l];
       at::parallel_for(0, bsz * tiles, 1, [&](int64_t u0, int64_t u1) {
         for (int64_t u = u0; u < u1; ++u) {
-          const int64_t b = u / tiles, o = u % tiles * kWidth;
+          const int64_t b = u / tiles, o = u % tiles * tile;
           vertical_unit(p, i, cin, vin + b * kh * wv * cin, v_w + o, net.v_b[l] + b * h2 + o,
-                        std::min(kWidth, h2 - o), vp + b * width * h2 + o);
+                        std::min(tile, h2 - o), vp + b * width * h2 + o);
         }
       });
       // Gate into row i of the next layer's vertical input; link = v_pre @ link_w.
@@ -355,8 +355,8 @@ void run(const Problem& p, const std::vector<at::Tensor>& weights, const at::Ten
       const T* link_w = net.link_w[l];
       at::parallel_for(0, bsz * tiles, 1, [&](int64_t u0, int64_t u1) {
         for (int64_t u = u0; u < u1; ++u) {
-          const int64_t b = u / tiles, o = u % tiles * kWidth;
-          link_unit(p, vp + b * width * h2, link_w + o, std::min(kWidth, h2 - o),
+          const int64_t b = u / tiles, o = u % tiles * tile;
+          link_unit(p, vp + b * width * h2, link_w + o, std::min(tile, h2 - o),
                     lk + b * width * h2 + o);
         }
       });

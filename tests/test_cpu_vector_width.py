@@ -1,0 +1,92 @@
+"""The CPU samplers' matrix products (csrc/common/cpu_matmul.h) in both of their widths: 64-byte
+vectors where the CPU has AVX-512, 32-byte ones elsewhere or with PYGEN_CPU_AVX512=0. The width is
+fixed per process, so the 32-byte run is a child process; both give the images of the same noise
+and the logits of the full forward pass."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import pygen
+from pygen.models import PixelCNN, PixelRNN
+
+LOGIT_TOL = {
+    torch.float32: {"rtol": 1e-4, "atol": 1e-4},
+    torch.float64: {"rtol": 1e-10, "atol": 1e-10},
+}
+
+
+def models() -> dict[str, torch.nn.Module]:
+    """Widths that leave partial tiles in both vector widths (gate outputs 48 = 32 + 16, 2h = 96,
+    LSTM gates 4 x 40), RGB channel masks and labels."""
+    torch.manual_seed(0)
+    pixelcnn = PixelCNN(
+        in_channels=3,
+        n_levels=40,
+        n_layers=3,
+        hidden=48,
+        kernel_size=5,
+        n_classes=2,
+        image_size=(5, 6),
+    )
+    rnn = {
+        kind: PixelRNN(
+            n_levels=30, n_layers=2, hidden=40, kind=kind, kernel_size=3, image_size=(5, 6)
+        )
+        for kind in ("row", "diagonal")
+    }
+    return {"pixelcnn": pixelcnn.eval(), **{f"pixelrnn-{k}": m.eval() for k, m in rnn.items()}}
+
+
+def samples() -> dict:
+    """Images and logits of every model's fused sampler, float32 and float64, batch 7 (tiles of
+    4, 2 and 1 rows), one thread and two."""
+    out = {"vector_bytes": pygen.build_info()["cpu_matmul_vector_bytes"]}
+    for name, model in models().items():
+        for dtype in (torch.float32, torch.float64):
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                m = model.to(dtype)
+                noise = torch.rand(
+                    7, m.in_channels, 5, 6, dtype=dtype, generator=torch.Generator().manual_seed(1)
+                )
+                kwargs = {"y": torch.arange(7) % 2} if name == "pixelcnn" else {}
+                out[name, dtype, threads] = m.sample(7, noise=noise, return_logits=True, **kwargs)
+    return out
+
+
+@pytest.mark.skipif(
+    pygen.build_info()["cpu_matmul_vector_bytes"] != 64,
+    reason="this CPU has no AVX-512: every test runs the 32-byte products",
+)
+def test_32_and_64_byte_products_draw_the_same_images(tmp_path):
+    child = tmp_path / "narrow.pt"
+    code = (
+        f"import sys, torch; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        f"from {Path(__file__).stem} import samples; torch.save(samples(), {str(child)!r})"
+    )
+    env = {**os.environ, "PYGEN_CPU_AVX512": "0"}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=600)
+    narrow = torch.load(child, weights_only=False)
+    threads = torch.get_num_threads()
+    try:
+        here = samples()
+    finally:
+        torch.set_num_threads(threads)
+    assert (narrow.pop("vector_bytes"), here.pop("vector_bytes")) == (32, 64)
+    assert here.keys() == narrow.keys()
+    all_models = models()
+    for key, (images, logits) in here.items():
+        name, dtype, _ = key
+        assert torch.equal(narrow[key][0], images), key
+        torch.testing.assert_close(narrow[key][1], logits, **LOGIT_TOL[dtype])
+        model = all_models[name].to(dtype)
+        kwargs = {"y": torch.arange(7) % 2} if name == "pixelcnn" else {}
+        with torch.no_grad():
+            torch.testing.assert_close(logits, model(images, **kwargs), **LOGIT_TOL[dtype])
