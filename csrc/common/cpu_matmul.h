@@ -3,7 +3,8 @@
 // spends a third of its time packing the weights; this register-tiled loop reads them once per
 // tile of rows. It is built twice, picked per call by what the CPU runs: with 64-byte vectors for
 // x86-64-v4 (AVX-512: 32 registers hold the tiles below), else with 32-byte vectors for x86-64-v3
-// (AVX2 + FMA) or the baseline (PYGEN_MATMUL_CLONES).
+// (AVX2 + FMA) or the baseline. The samplers' loops around it are cloned for the same three levels
+// (PYGEN_MATMUL_CLONES), for their element-wise gates.
 #pragma once
 
 #include <cstdint>
@@ -13,11 +14,14 @@
 #include "common/cpu_vec.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#define PYGEN_MATMUL_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define PYGEN_MATMUL_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define PYGEN_MATMUL_WIDE __attribute__((target("arch=x86-64-v4")))
+#define PYGEN_MATMUL_NARROW __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define PYGEN_MATMUL_CLONES
 #define PYGEN_MATMUL_WIDE
+#define PYGEN_MATMUL_NARROW
 #endif
 
 namespace pygen {
@@ -95,7 +99,8 @@ inline __attribute__((always_inline)) void matmul_tile(const T* x, int64_t ldx, 
 }
 
 // y[r, :n] += x[r, :k] @ w[:k, :n] for r < rows: tiles of two vectors of outputs, by 4 rows (then
-// 2, then 1), then the last n % (2 vectors) outputs one by one.
+// 2, then 1); the last n % (2 vectors) outputs in tiles of half the width, down to 16-byte vectors
+// (a width of 2h = 264 leaves 8), then one by one.
 template <typename T, int64_t kBytes>
 inline __attribute__((always_inline)) void matmul_acc(const T* x, int64_t ldx, const T* w,
                                                       int64_t ldw, int64_t k, int64_t n, T* y,
@@ -115,10 +120,14 @@ inline __attribute__((always_inline)) void matmul_acc(const T* x, int64_t ldx, c
       matmul_tile<T, kBytes, 1, 4>(x + r * ldx, ldx, wo, ldw, k, y + r * ldy + o, ldy);
     }
   }
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t q = 0; q < k; ++q) {
-      const T xv = x[r * ldx + q];
-      for (int64_t t = o; t < n; ++t) y[r * ldy + t] += xv * w[q * ldw + t];
+  if constexpr (kBytes > 16) {
+    if (o < n) matmul_acc<T, kBytes / 2>(x, ldx, w + o, ldw, k, n - o, y + o, ldy, rows);
+  } else {
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t q = 0; q < k; ++q) {
+        const T xv = x[r * ldx + q];
+        for (int64_t t = o; t < n; ++t) y[r * ldy + t] += xv * w[q * ldw + t];
+      }
     }
   }
 }
@@ -130,7 +139,7 @@ PYGEN_MATMUL_WIDE void matmul_acc_wide(const T* x, int64_t ldx, const T* w, int6
 }
 
 template <typename T>
-PYGEN_MATMUL_CLONES void matmul_acc_narrow(const T* x, int64_t ldx, const T* w, int64_t ldw,
+PYGEN_MATMUL_NARROW void matmul_acc_narrow(const T* x, int64_t ldx, const T* w, int64_t ldw,
                                            int64_t k, int64_t n, T* y, int64_t ldy, int64_t rows) {
   matmul_acc<T, 32>(x, ldx, w, ldw, k, n, y, ldy, rows);
 }
