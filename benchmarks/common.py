@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+import pygen
+
 
 def results_dir() -> Path:
     """benchmarks/results, or $PYGEN_RESULTS_DIR (tests use it to leave the committed files)."""
@@ -278,6 +280,10 @@ def row(
         "driver": cuda_driver() if device.type == "cuda" else None,
         "commit": commit(),
         "csrc_tree": kernel_tree(),
+        # CPU rows: the width of the samplers' products here (64 bytes with AVX-512).
+        "cpu_matmul_vector_bytes": (
+            pygen.build_info()["cpu_matmul_vector_bytes"] if device.type == "cpu" else None
+        ),
         "run": RUN,
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
