@@ -322,11 +322,10 @@ def test_cached_and_naive_internal_noise_follow_the_generator():
 @pytest.mark.parametrize(
     ("channels", "hidden", "threads", "batch"),
     [
-        # Shares are whole tiles of matmul_acc: float32 tiles of 16 values (32 with AVX-512).
         (3, 6, 2, 5),  # more samples than threads: one thread per group of samples
-        (1, 40, 2, 1),  # a team of 2 shares the sample: 16 + 24 gate outputs (32 + 8)
-        (3, 42, 2, 1),  # RGB channel masks, shares of 16 + 26 (32 + 10)
-        (1, 48, 3, 1),  # a team of 3: one tile each (32 + 16 and an empty share)
+        (1, 40, 2, 1),  # a team of 2 shares the sample: 16 + 24 gate outputs, 16 + 24 levels
+        (3, 42, 2, 1),  # RGB channel masks, shares of 16 + 26
+        (1, 48, 3, 1),  # a team of 3: one 16-wide tile each
         (3, 48, 3, 2),  # 2 groups of one thread, the third thread left out
     ],
 )

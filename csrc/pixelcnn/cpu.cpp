@@ -128,13 +128,15 @@ template <typename T>
 PYGEN_MATMUL_CLONES void horizontal_row(const Problem& p, const Net<T>& net, const Rows<T>& buf,
                                  const Team& team, const ValueSource<T>& source, int64_t i,
                                  int64_t b0, int64_t b1, int64_t* images, T* logits_out) {
-  const int64_t tile = matmul_tile_width<T>();
+  // Shares in tiles of the 32-byte product, which the 64-byte one runs too for a share's last half
+  // tile: a team of 4 on 64 gate outputs then has 16 each, not two members idle.
+  constexpr int64_t kShareTile = 2 * kLanes<T, 32>;
   const int64_t rows = b1 - b0, h = p.hidden, h2 = 2 * h, pad = p.kernel / 2, kw = pad + 1;
   const int64_t wp = p.width + pad, levels = p.levels, n_out = p.channels * levels;
   const T scale = static_cast<T>(2.0 / static_cast<double>(levels - 1));
   const T temperature = static_cast<T>(p.temperature);
-  const auto [o0, o1] = team.share(h, tile);
-  const auto [v0, v1] = team.share(levels, tile);
+  const auto [o0, o1] = team.share(h, kShareTile);
+  const auto [v0, v1] = team.share(levels, kShareTile);
   const int64_t n_o = o1 - o0, n_v = v1 - v0;
   T *pre = buf.pre + b0 * h2, *gated = buf.gated + b0 * h, *top = buf.top + b0 * h;
   T *hid = buf.hid + b0 * h, *logits = buf.logits + b0 * levels;
