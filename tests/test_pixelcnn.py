@@ -608,6 +608,19 @@ def test_bad_given_raises(method):
             model.sample(2, method=method, given=bad)
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_noise_and_given_on_another_device_raise_runtime_error(method):
+    # A device mix raises RuntimeError as torch does, from the Python checks as from the fused
+    # operators' C++ ones (the CUDA tests cover those); a meta tensor stands for another device.
+    model = tiny_model()
+    with pytest.raises(RuntimeError, match="noise is on meta but the model is on cpu"):
+        model.sample(2, method=method, noise=torch.rand(2, 1, 5, 4, device="meta"))
+    if method != "fused":  # the operator sends a meta argument to its fake implementation
+        given = torch.full((2, 1, 5, 4), -1, dtype=torch.int64, device="meta")
+        with pytest.raises(RuntimeError, match="given is on meta but the model is on cpu"):
+            model.sample(2, method=method, given=given)
+
+
 def test_fused_op_with_given_opcheck_and_compiles_whole():
     model = tiny_model(3, 2)
     weights = export_weights(model, torch.tensor([1, 0]), 2)

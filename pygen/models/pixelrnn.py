@@ -79,9 +79,11 @@ class PixelRNN(AutoregressiveImageModel):
         """Draw ``n`` images ``(n, C, H, W)`` (int64 levels) in raster and channel order.
 
         Each value is the inverse-CDF draw (``pygen.sampling.inverse_cdf_draw``) of
-        softmax(logits / temperature) with one uniform of ``noise`` ``(n, C, H, W)`` in [0, 1)
-        (``torch.rand`` with ``generator`` when None); the same noise gives the same images with
-        every method. ``method``: ``"fused"`` (the kernel ``pygen.ops.pixelrnn_sample``, C++ or
+        softmax(logits / temperature) with one uniform of ``noise`` ``(n, C, H, W)`` in [0, 1);
+        the same noise gives the same images with every method. Without noise, ``"fused"`` draws
+        its uniforms inside the kernel (Philox, seeded from ``generator`` or torch's default
+        generator) and the others with ``torch.rand``; ``torch.manual_seed`` makes either
+        reproducible. ``method``: ``"fused"`` (the kernel ``pygen.ops.pixelrnn_sample``, C++ or
         CUDA), ``"cached"`` (its PyTorch twin ``pygen.sampling.sample_pixelrnn_cached``: the
         recurrent states carried along) or ``"naive"`` (the full network per value); the default
         is ``"fused"``. ``given``: int64 levels ``(n, C, H, W)`` to keep, ``-1`` where drawn:
@@ -92,9 +94,9 @@ class PixelRNN(AutoregressiveImageModel):
         weight = self.head_out.weight
         sampling.check_sample_args(method, METHODS, n, temperature)
         shape = (n, self.in_channels, *self.image_size)
-        noise = sampling.uniform_noise(noise, shape, weight.dtype, weight.device, generator)
-        if method != "fused":  # the operator checks its own
-            sampling.check_given(given, shape, self.n_levels, weight.device)
+        noise = sampling.sampler_noise(
+            method, noise, given, shape, self.n_levels, weight, generator
+        )
         if method == "fused":
             images, logits = ops.pixelrnn_sample(
                 sampling.export_pixelrnn_weights(self),
@@ -107,6 +109,7 @@ class PixelRNN(AutoregressiveImageModel):
                 kernel_size=self.kernel_size,
                 noise=noise,
                 temperature=temperature,
+                generator=generator,
                 given=given,
                 return_logits=return_logits,
             )

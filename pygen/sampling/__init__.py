@@ -5,12 +5,11 @@ from pygen.sampling.cached import sample_cached
 from pygen.sampling.draw import draw_or_keep, inverse_cdf_draw
 from pygen.sampling.naive import sample_naive
 from pygen.sampling.pixelrnn import export_pixelrnn_weights, sample_pixelrnn_cached
-from pygen.sampling.sampler import METHODS, check_given, check_sample_args, sample, uniform_noise
+from pygen.sampling.sampler import METHODS, check_sample_args, sample, sampler_noise
 from pygen.sampling.weights import export_weights
 
 __all__ = [
     "METHODS",
-    "check_given",
     "check_sample_args",
     "draw_or_keep",
     "export_pixelrnn_weights",
@@ -20,5 +19,5 @@ __all__ = [
     "sample_cached",
     "sample_naive",
     "sample_pixelrnn_cached",
-    "uniform_noise",
+    "sampler_noise",
 ]

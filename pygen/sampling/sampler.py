@@ -45,7 +45,7 @@ def uniform_noise(
     if tuple(noise.shape) != shape:
         raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
     if noise.device != device:
-        raise ValueError(f"noise is on {noise.device} but the model is on {device}")
+        raise RuntimeError(f"noise is on {noise.device} but the model is on {device}")
     if noise.numel() and not ((noise >= 0) & (noise < 1)).all():
         raise ValueError("noise must hold uniforms in [0, 1)")
     # Uniforms near 1 round to 1.0 in a narrower dtype (bfloat16: from 0.998), which every draw
@@ -56,7 +56,8 @@ def uniform_noise(
 def check_given(given: Tensor | None, shape: tuple[int, ...], n_levels: int, device) -> None:
     """Raise a clear error unless ``given`` is None or int64 levels of ``shape`` on ``device`` in
     ``[0, n_levels)`` or ``-1`` (drawn). The PyTorch samplers' check; the fused operators check
-    their own arguments in C++."""
+    their own arguments in C++, with the same exceptions (dtype: TypeError, shape and values:
+    ValueError, device: RuntimeError, as torch raises for a device mix)."""
     if given is None:
         return
     if given.dtype != torch.int64:
@@ -64,9 +65,29 @@ def check_given(given: Tensor | None, shape: tuple[int, ...], n_levels: int, dev
     if tuple(given.shape) != shape:
         raise ValueError(f"given must have shape {shape}, got {tuple(given.shape)}")
     if given.device != device:
-        raise ValueError(f"given is on {given.device} but the model is on {device}")
+        raise RuntimeError(f"given is on {given.device} but the model is on {device}")
     if given.numel() and not ((given >= -1) & (given < n_levels)).all():
         raise ValueError(f"given must hold levels in [0, {n_levels}) or -1 (drawn)")
+
+
+def sampler_noise(
+    method: str,
+    noise: Tensor | None,
+    given: Tensor | None,
+    shape: tuple[int, ...],
+    n_levels: int,
+    weight: Tensor,
+    generator: torch.Generator | None,
+) -> Tensor | None:
+    """The uniforms sampler ``method`` reads, for a model whose output weight is ``weight``:
+    ``noise`` checked and cast, fresh ``torch.rand`` ones for the PyTorch samplers, or None for
+    the fused kernel, which draws its own from ``generator``. Checks ``given`` for the PyTorch
+    samplers too (the fused operators check theirs in C++)."""
+    if method == "fused" and noise is None:
+        return None
+    if method != "fused":
+        check_given(given, shape, n_levels, weight.device)
+    return uniform_noise(noise, shape, weight.dtype, weight.device, generator)
 
 
 @torch.no_grad()
@@ -111,10 +132,7 @@ def sample(
     weight = model.head_out.weight
     height, width = model.image_size
     shape = (n, model.in_channels, height, width)
-    if noise is not None or method != "fused":  # the fused kernel draws its own uniforms
-        noise = uniform_noise(noise, shape, weight.dtype, weight.device, generator)
-    if method != "fused":  # the operator checks its own
-        check_given(given, shape, model.n_levels, weight.device)
+    noise = sampler_noise(method, noise, given, shape, model.n_levels, weight, generator)
     if method == "naive":
         images, logits = sample_naive(model, noise, y, temperature, return_logits, given)
     elif method == "cached":
