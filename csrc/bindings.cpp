@@ -23,7 +23,7 @@ pybind11::dict build_info() {
   info["openmp"] = false;
 #endif
   // Not a build fact but the CPU's: the vector width of the samplers' products here.
-  info["cpu_matmul_vector_bytes"] = pygen::cpu_runs_wide_matmul() ? 64 : 32;
+  info["cpu_matmul_vector_bytes"] = pygen::cpu_uses_avx512() ? 64 : 32;
   return info;
 }
 

@@ -39,6 +39,7 @@ def build_info() -> dict:
     parallelized with OpenMP), ``cxx_compiler`` and ``cuda_compiler`` (what compiled the host and
     the CUDA units; the latter empty without CUDA), and ``cpu_matmul_vector_bytes``: the vector
     width of the CPU samplers' matrix products on this machine (64 with AVX-512, unless the
-    environment sets ``PYGEN_CPU_AVX512=0``; else 32).
+    environment sets ``PYGEN_CPU_AVX512=0``, which also keeps the Philox generator off AVX-512;
+    else 32).
     """
     return dict(_C.build_info())

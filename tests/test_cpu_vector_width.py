@@ -1,7 +1,8 @@
-"""The CPU samplers' matrix products (csrc/common/cpu_matmul.h) in both of their widths: 64-byte
-vectors where the CPU has AVX-512, 32-byte ones elsewhere or with PYGEN_CPU_AVX512=0. The width is
-fixed per process, so the 32-byte run is a child process; both give the images of the same noise
-and the logits of the full forward pass."""
+"""The CPU kernels' AVX-512 paths and the ones they replace with PYGEN_CPU_AVX512=0 (AVX2 or the
+baseline; what CPUs without AVX-512 run): the samplers' matrix products (csrc/common/cpu_matmul.h)
+in 64-byte and 32-byte vectors give the images of the same noise and the logits of the full forward
+pass, and the Philox lanes (csrc/common/cpu_philox.cpp) of both widths give the stream's normals.
+The choice is fixed per process, so the run without AVX-512 is a child process."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 
 import pygen
 from pygen.models import PixelCNN, PixelRNN
+from pygen.ops import reference
 
 LOGIT_TOL = {
     torch.float32: {"rtol": 1e-4, "atol": 1e-4},
@@ -61,19 +63,27 @@ def samples() -> dict:
     return out
 
 
-@pytest.mark.skipif(
-    pygen.build_info()["cpu_matmul_vector_bytes"] != 64,
-    reason="this CPU has no AVX-512: every test runs the 32-byte products",
-)
-def test_32_and_64_byte_products_draw_the_same_images(tmp_path):
-    child = tmp_path / "narrow.pt"
+def without_avx512(tmp_path: Path, function: str):
+    """What ``function()`` of this module returns in a child process with PYGEN_CPU_AVX512=0."""
+    child = tmp_path / f"{function}.pt"
     code = (
         f"import sys, torch; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-        f"from {Path(__file__).stem} import samples; torch.save(samples(), {str(child)!r})"
+        f"from {Path(__file__).stem} import {function}; torch.save({function}(), {str(child)!r})"
     )
     env = {**os.environ, "PYGEN_CPU_AVX512": "0"}
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=600)
-    narrow = torch.load(child, weights_only=False)
+    return torch.load(child, weights_only=False)
+
+
+needs_avx512 = pytest.mark.skipif(
+    pygen.build_info()["cpu_matmul_vector_bytes"] != 64,
+    reason="this CPU has no AVX-512: every test runs the paths without it",
+)
+
+
+@needs_avx512
+def test_32_and_64_byte_products_draw_the_same_images(tmp_path):
+    narrow = without_avx512(tmp_path, "samples")
     threads = torch.get_num_threads()
     try:
         here = samples()
@@ -90,3 +100,25 @@ def test_32_and_64_byte_products_draw_the_same_images(tmp_path):
         kwargs = {"y": torch.arange(7) % 2} if name == "pixelcnn" else {}
         with torch.no_grad():
             torch.testing.assert_close(logits, model(images, **kwargs), **LOGIT_TOL[dtype])
+
+
+NORMAL_CASES = [((3, 7), 2, 5), ((100, 33), 1, 2**62 - 3), ((4, 256), 3, 123456789012345)]
+
+
+def normals() -> list[torch.Tensor]:
+    """reparameterize_kl's own noise (z with mu = logvar = 0) in NORMAL_CASES."""
+    out = []
+    for shape, n_samples, seed in NORMAL_CASES:
+        zeros = torch.zeros(shape)
+        seed_t = torch.tensor([seed])
+        out.append(torch.ops.pygen.reparameterize_kl(zeros, zeros, None, seed_t, n_samples)[0])
+    return out
+
+
+@needs_avx512
+def test_philox_lanes_of_both_widths_give_the_streams_normals(tmp_path):
+    narrow_normals = without_avx512(tmp_path, "normals")
+    for (_, _, seed), narrow, here in zip(NORMAL_CASES, narrow_normals, normals(), strict=True):
+        expected = reference.philox_normal(seed, here.numel()).view(here.shape)
+        torch.testing.assert_close(here, expected, rtol=0, atol=2e-6)
+        torch.testing.assert_close(narrow, expected, rtol=0, atol=2e-6)

@@ -8,8 +8,6 @@
 #pragma once
 
 #include <cstdint>
-#include <cstdlib>
-#include <string>
 
 #include "common/cpu_vec.h"
 
@@ -26,26 +24,11 @@
 
 namespace pygen {
 
-// Whether the products run in 64-byte vectors: on x86-64-v4 CPUs unless PYGEN_CPU_AVX512=0 (the
-// 32-byte products, for tests and A/B timing on the same machine). Decided once per process.
-inline bool cpu_runs_wide_matmul() {
-#if defined(__x86_64__) && defined(__GNUC__)
-  static const bool wide = [] {
-    const char* setting = std::getenv("PYGEN_CPU_AVX512");
-    const bool disabled = setting != nullptr && std::string(setting) == "0";
-    return __builtin_cpu_supports("x86-64-v4") && !disabled;
-  }();
-  return wide;
-#else
-  return false;
-#endif
-}
-
 // The width, in values, of the output tiles of matmul_acc on this CPU (two vectors): callers that
 // split outputs over threads split them in whole tiles.
 template <typename T>
 int64_t matmul_tile_width() {
-  return 2 * (cpu_runs_wide_matmul() ? kLanes<T, 64> : kLanes<T, 32>);
+  return 2 * (cpu_uses_avx512() ? kLanes<T, 64> : kLanes<T, 32>);
 }
 
 namespace detail {
@@ -151,7 +134,7 @@ PYGEN_MATMUL_NARROW void matmul_acc_narrow(const T* x, int64_t ldx, const T* w, 
 template <typename T>
 void matmul_acc(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t k, int64_t n, T* y,
                 int64_t ldy, int64_t rows) {
-  if (cpu_runs_wide_matmul()) {
+  if (cpu_uses_avx512()) {
     detail::matmul_acc_wide(x, ldx, w, ldw, k, n, y, ldy, rows);
   } else {
     detail::matmul_acc_narrow(x, ldx, w, ldw, k, n, y, ldy, rows);

@@ -4,9 +4,27 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 namespace pygen {
+
+// Whether the CPU kernels take their AVX-512 paths (the samplers' 64-byte products, the Philox
+// generator's 64-byte lanes): on x86-64-v4 CPUs unless PYGEN_CPU_AVX512=0 (the AVX2 or baseline
+// paths, for tests and A/B timing on the same machine). Decided once per process.
+inline bool cpu_uses_avx512() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool wide = [] {
+    const char* setting = std::getenv("PYGEN_CPU_AVX512");
+    const bool disabled = setting != nullptr && std::string(setting) == "0";
+    return __builtin_cpu_supports("x86-64-v4") && !disabled;
+  }();
+  return wide;
+#else
+  return false;
+#endif
+}
 
 template <typename T, int64_t kBytes>
 struct Lanes {

@@ -34,25 +34,24 @@ PYGEN_HD Philox4 philox4x32_10(uint64_t block, uint64_t seed) {
   return {{c0, c1, c2, c3}};
 }
 
-// Four standard normals from one Philox block: Box-Muller on (v0, v1) and (v2, v3), 24-bit
-// uniforms, u1 in (0, 1] so that log never sees 0 (tails reach 5.77 sigma).
+// Two standard normals from two Philox words: Box-Muller with 24-bit uniforms, u1 in (0, 1] so
+// that log never sees 0 (tails reach 5.77 sigma).
+PYGEN_HD void box_muller(uint32_t w1, uint32_t w2, float* first, float* second) {
+  constexpr float kScale = 5.9604644775390625e-8f;  // 2^-24
+  const float u1 = static_cast<float>((w1 >> 8) + 1u) * kScale;
+  const float u2 = static_cast<float>(w2 >> 8) * kScale;
+  const float radius = sqrtf(-2.0f * positive_log(u1));
+  float s, c;
+  sincos_2pi(u2, &s, &c);
+  *first = radius * c;
+  *second = radius * s;
+}
+
+// Four standard normals from one Philox block: Box-Muller on (v0, v1) and (v2, v3).
 PYGEN_HD void normal4(uint64_t block, uint64_t seed, float out[4]) {
   const Philox4 r = philox4x32_10(block, seed);
-  constexpr float kScale = 5.9604644775390625e-8f;  // 2^-24
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#else
-#pragma GCC unroll 2
-#endif
-  for (int pair = 0; pair < 2; ++pair) {
-    const float u1 = static_cast<float>((r.v[2 * pair] >> 8) + 1u) * kScale;
-    const float u2 = static_cast<float>(r.v[2 * pair + 1] >> 8) * kScale;
-    const float radius = sqrtf(-2.0f * positive_log(u1));
-    float s, c;
-    sincos_2pi(u2, &s, &c);
-    out[2 * pair] = radius * c;
-    out[2 * pair + 1] = radius * s;
-  }
+  box_muller(r.v[0], r.v[1], &out[0], &out[1]);
+  box_muller(r.v[2], r.v[3], &out[2], &out[3]);
 }
 
 // Standard normal number g of the stream `seed`.

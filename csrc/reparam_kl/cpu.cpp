@@ -1,6 +1,6 @@
 // CPU kernels: rows split across threads, each row processed in chunks that stay in L1, with the
-// noise generated chunk by chunk. Inner loops are `omp simd` so that the Philox rounds and the
-// polynomial exp/log/sincos vectorize.
+// noise generated chunk by chunk (common/cpu_philox.h). Inner loops are `omp simd` so that the
+// polynomial exp vectorizes.
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/Dispatch.h>
@@ -10,33 +10,24 @@
 #include <type_traits>
 
 #include "common/cpu_convert.h"
-#include "common/philox.h"
+#include "common/cpu_philox.h"
+#include "common/math.h"
 #include "reparam_kl/reparam_kl.h"
 
 namespace pygen::reparam_kl {
 namespace {
 
-constexpr int64_t kChunk = 256;  // columns per chunk (a multiple of 4: one Philox block is 4)
-
-// out[i] = standard normal number (first + i) of the stream `seed`, for i < n <= kChunk.
-PYGEN_CPU_CLONES void fill_normal(uint64_t seed, int64_t first, int64_t n, float* out) {
-  alignas(64) std::array<float, kChunk + 8> buf;
-  const int64_t block0 = first >> 2, skip = first & 3;
-  const int64_t blocks = (skip + n + 3) >> 2;
-#pragma omp simd
-  for (int64_t b = 0; b < blocks; ++b) normal4(static_cast<uint64_t>(block0 + b), seed, &buf[4 * b]);
-  std::copy_n(buf.data() + skip, n, out);
-}
+constexpr int64_t kChunk = kNormalsPerCall;  // columns per chunk
 
 // eps[i] for the chunk of z starting at flat index `first`: given noise or the Philox stream.
 template <typename scalar_t, typename acc_t>
 void load_eps(const scalar_t* noise, uint64_t seed, int64_t first, int64_t n, acc_t* eps) {
   if (noise == nullptr) {
     if constexpr (std::is_same_v<acc_t, float>) {
-      fill_normal(seed, first, n, eps);
+      fill_normals(seed, first, n, eps);
     } else {
       alignas(64) std::array<float, kChunk> buf;
-      fill_normal(seed, first, n, buf.data());
+      fill_normals(seed, first, n, buf.data());
       std::copy_n(buf.data(), n, eps);
     }
     return;
