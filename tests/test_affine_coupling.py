@@ -84,7 +84,7 @@ def test_values_match_reference(device, shape, scale_fn, mask_name, dtype, rever
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("mask_name", ["checkerboard1", "channel0", "per_sample"])
 @pytest.mark.parametrize("scale_fn", SCALE_FNS)
-@pytest.mark.parametrize("shape", [(3, 8), (2, 3, 5, 7)])
+@pytest.mark.parametrize("shape", [(3, 8), (2, 3, 5, 7), (2, 2, 3, 17)])  # 17: the lines' pairs
 def test_gradients_match_reference(device, shape, scale_fn, mask_name, dtype, reverse, used):
     if scale_fn == "additive" and used != "y":
         pytest.skip("the additive coupling's logdet is a constant")
