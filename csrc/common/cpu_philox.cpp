@@ -18,8 +18,9 @@
 namespace pygen {
 namespace {
 
-// Blocks of one call: (3 + kNormalsPerCall + 3) / 4, rounded up to whole vectors of 8 lanes.
-constexpr int64_t kBlocks = 72;
+// Blocks of one call (a start up to 3 values into its first block), rounded up to whole vectors
+// of 8 lanes: philox_blocks writes up to a vector past the blocks asked for.
+constexpr int64_t kBlocks = ((3 + kNormalsPerCall + 3) / 4 + 7) / 8 * 8;
 
 #if PYGEN_PHILOX_LANES
 using Lanes8 = Vec<uint64_t, 64>;
