@@ -3,8 +3,9 @@ RealNVP training step with fused vs reference couplings.
 
 Inputs are images with a checkerboard mask (computed from indices by the kernel, read by the
 references) and the RealNVP scale function ``tanh``; also with a channel mask (modes "... (channel
-mask)"). On the CPU its kernel runs other loops (one span kept, one transformed) than the
-checkerboard's alternating ones. The CUDA kernel tests each element's mask in one loop for both,
+mask)"). On the CPU the channel mask runs as two spans (one kept, one transformed) and the
+checkerboard as element pairs, both computing the scale function for the transformed half only
+(NOTES.md: "checkerboard pairs as words"). The CUDA kernel tests each element's mask in one loop for both,
 so there the channel mask's forward (pygen and compile only) is a diagnostic: the same loop
 without the checkerboard's two integer divisions per group, and without the kept half's
 log_scale and shift loads (NOTES.md: the bf16 kernel at ~50 % of copy).

@@ -21,9 +21,9 @@ SCALE_FNS = ["exp", "tanh", "atan", "sigmoid", "additive"]
 MASKS = ["checkerboard0", "checkerboard1", "channel0", "channel1", "random", "per_sample"]
 # vectors, images, images with odd sizes (checkerboard lines not a multiple of the vector width);
 # 4-wide lines in rows of 32: one 8-element CUDA group (16-bit) spans two lines; the CPU kernel
-# reads a precomputed pattern for checkerboard lines under 16 and walks the lines of wider images
-# (the last shape)
-SHAPES = [(3, 8), (2, 4, 6, 8), (2, 2, 4, 4), (2, 3, 5, 7), (2, 2, 3, 17)]
+# runs checkerboards of even width as element pairs (270 pairs a sample in the last shape: more
+# than one 256-pair chunk of logs) and of odd width (5, 7, 17) as a read pattern
+SHAPES = [(3, 8), (2, 4, 6, 8), (2, 2, 4, 4), (2, 3, 5, 7), (2, 2, 3, 17), (2, 3, 10, 18)]
 fused = torch.ops.pygen.affine_coupling
 
 
@@ -84,7 +84,7 @@ def test_values_match_reference(device, shape, scale_fn, mask_name, dtype, rever
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("mask_name", ["checkerboard1", "channel0", "per_sample"])
 @pytest.mark.parametrize("scale_fn", SCALE_FNS)
-@pytest.mark.parametrize("shape", [(3, 8), (2, 3, 5, 7), (2, 2, 3, 17)])  # 17: the lines' pairs
+@pytest.mark.parametrize("shape", [(3, 8), (2, 3, 5, 7), (2, 2, 3, 17), (2, 3, 4, 6)])  # 17: read pattern; 6: pairs
 def test_gradients_match_reference(device, shape, scale_fn, mask_name, dtype, reverse, used):
     if scale_fn == "additive" and used != "y":
         pytest.skip("the additive coupling's logdet is a constant")
@@ -304,6 +304,28 @@ def test_non_contiguous_inputs(device):
     y_ref, logdet_ref = reference.affine_coupling(*args, mask, scale_fn="tanh")
     torch.testing.assert_close(y, y_ref)
     torch.testing.assert_close(logdet, logdet_ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_inputs_at_an_odd_element_offset_give_the_same_bits(device, dtype):
+    # the CPU kernel loads checkerboard pairs as words: here off their natural alignment
+    shape = (3, 2, 4, 6)
+    gen = torch.Generator().manual_seed(0)
+    offset = [torch.randn(1 + 144, generator=gen).to(device, dtype)[1:].view(shape) for _ in range(4)]
+    aligned = [t.clone() for t in offset]
+    assert offset[0].data_ptr() % (2 * offset[0].element_size()) != 0
+    kind = int(MaskKind.CHECKERBOARD_ODD)
+    mask = checkerboard_mask(shape[1:], 1, device=device)
+    ones = torch.ones(3, device=device)
+    results = []
+    for x, log_scale, shift, grad_y in (offset, aligned):
+        y, logdet = fused(x, log_scale, shift, mask, kind, "tanh", None, False)
+        grads = torch.ops.pygen.affine_coupling_backward(
+            grad_y, ones, x, log_scale, shift, mask, kind, "tanh", None, False
+        )
+        results.append((y, logdet, *grads))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
 
 
 def test_empty_batch(device):

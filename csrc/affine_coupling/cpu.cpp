@@ -1,12 +1,15 @@
 // CPU kernels: samples split across threads; each sample is cut into spans over which the mask is
-// known in closed form (all kept, all transformed, alternating) or read, and every span is one
-// branch-free `omp simd` loop. Kept spans compile down to a copy (forward) or a copy and zero fills
-// (backward): the dead scale math and the log_scale/shift loads are removed by the compiler.
+// known in closed form (all kept, all transformed) or read, and every span is one branch-free
+// `omp simd` loop. Kept spans compile down to a copy (forward) or a copy and zero fills
+// (backward): the dead scale math and the log_scale/shift loads are removed by the compiler. A
+// checkerboard sample of even width is one span of element pairs, one kept and one transformed,
+// so that the scale function runs for the transformed half only.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <bit>
 
 #include "affine_coupling/affine_coupling.h"
 #include "common/cpu_convert.h"
@@ -27,19 +30,17 @@ namespace {
 // mask helpers too made the checkerboard loops slower (measured), so they stay plain.
 #define PYGEN_INLINE inline __attribute__((always_inline))
 
-enum class Span { kKeep, kTransform, kAlternate, kRead };
+// kPairs: a span of element pairs whose mask byte says which element is transformed.
+enum class Span { kKeep, kTransform, kRead, kPairs };
 
-// Whether element i of a span passes through. kAlternate keeps i with (i + q) even; kRead reads
-// the mask. Indices are 32-bit (samples have fewer than 2^31 elements): 64-bit lanes beside float
-// lanes keep GCC from vectorizing.
+// Whether element i of a span passes through (kRead reads the mask). Indices are 32-bit (samples
+// have fewer than 2^31 elements): 64-bit lanes beside float lanes keep GCC from vectorizing.
 template <Span S>
-inline bool kept(int32_t i, int32_t q, const uint8_t* mask) {
+inline bool kept(int32_t i, const uint8_t* mask) {
   if constexpr (S == Span::kKeep) {
     return true;
   } else if constexpr (S == Span::kTransform) {
     return false;
-  } else if constexpr (S == Span::kAlternate) {
-    return ((i + q) & 1) == 0;
   } else {
     return mask[i] != 0;
   }
@@ -78,9 +79,129 @@ struct Ptrs {
   }
 };
 
-// Transforms n elements; returns the sum of s over the transformed ones.
+// A pair of 16- or 32-bit elements as one word (Value: the same without the attributes). A pair loop loads and stores whole words and picks
+// the transformed half with shifts and masks: GCC vectorizes the stride-2 element accesses of the
+// plain form 4 floats wide on AVX-512 and loses the saving. Words alias the tensors' element type
+// and may sit at an odd element offset, hence may_alias and the element's alignment.
+template <int kBytes>
+struct Pair;
+template <>
+struct Pair<2> {
+  typedef uint32_t Word __attribute__((may_alias, aligned(2)));
+  using Value = uint32_t;
+  using Bits = uint16_t;
+};
+template <>
+struct Pair<4> {
+  typedef uint64_t Word __attribute__((may_alias, aligned(4)));
+  using Value = uint64_t;
+  using Bits = uint32_t;
+};
+static_assert(std::endian::native == std::endian::little, "a pair's first element is its low half");
+
+// The transformed element of pair w: its high half where sel is all ones (the second element
+// transformed), its low half where sel is zero.
+template <typename scalar_t, typename acc_t, typename U>
+PYGEN_INLINE acc_t transformed_of(U w, U sel) {
+  using Bits = typename Pair<sizeof(scalar_t)>::Bits;
+  const U half = ((w >> (8 * sizeof(scalar_t))) & sel) | (w & ~sel);
+  return widen<acc_t>(std::bit_cast<scalar_t>(static_cast<Bits>(half)));
+}
+
+// v stored in the transformed half of a pair, zero in the other.
+template <typename scalar_t, typename U, typename acc_t>
+PYGEN_INLINE U placed(acc_t v, U sel) {
+  using Bits = typename Pair<sizeof(scalar_t)>::Bits;
+  const U b = std::bit_cast<Bits>(narrow<scalar_t>(v));
+  return ((b << (8 * sizeof(scalar_t))) & sel) | (b & ~sel);
+}
+
+// The kept half of pair w, zero in the other.
+template <typename scalar_t, typename U>
+PYGEN_INLINE U kept_of(U w, U sel) {
+  constexpr U kLow = (U(1) << (8 * sizeof(scalar_t))) - 1;
+  return w & (kLow ^ ~sel);
+}
+
+// Pairs whose logs are summed at a time: a reduction in the pair loop itself keeps GCC from
+// vectorizing it (a float sum beside 64-bit words), so s goes through a buffer this long.
+constexpr int32_t kPairChunk = 256;
+
+// Transforms n pairs; mask[j] is 1 where the second element of pair j is the transformed one.
+// Returns the sum of s over the transformed elements.
+template <ScaleFn F, bool kReverse, typename scalar_t, typename acc_t>
+PYGEN_INLINE acc_t forward_pairs(const Ptrs<scalar_t>& ptrs, int32_t n, acc_t c, acc_t ic) {
+  using Word = typename Pair<sizeof(scalar_t)>::Word;
+  using U = typename Pair<sizeof(scalar_t)>::Value;
+  const Word* __restrict__ x = reinterpret_cast<const Word*>(ptrs.x);
+  const Word* __restrict__ log_scale = reinterpret_cast<const Word*>(ptrs.log_scale);
+  const Word* __restrict__ shift = reinterpret_cast<const Word*>(ptrs.shift);
+  const uint8_t* __restrict__ second = ptrs.mask;
+  Word* __restrict__ y = reinterpret_cast<Word*>(ptrs.out);
+  acc_t sum = 0;
+  acc_t s_of[kPairChunk];
+  for (int32_t j0 = 0; j0 < n; j0 += kPairChunk) {
+    const int32_t m = std::min(kPairChunk, n - j0);
+#pragma omp simd
+    for (int32_t j = j0; j < j0 + m; ++j) {
+      const U sel = U(0) - U(second[j]);
+      const U xw = x[j];
+      acc_t s = 0;
+      if constexpr (F != ScaleFn::kNone) s = scale_log<F>(transformed_of<scalar_t, acc_t>(U(log_scale[j]), sel), c, ic);
+      const acc_t out = coupled<F>(transformed_of<scalar_t, acc_t>(xw, sel), s,
+                                   transformed_of<scalar_t, acc_t>(U(shift[j]), sel), kReverse);
+      y[j] = kept_of<scalar_t>(xw, sel) | placed<scalar_t>(out, sel);
+      s_of[j - j0] = s;
+    }
+    if constexpr (F != ScaleFn::kNone) {
+#pragma omp simd reduction(+ : sum)
+      for (int32_t j = 0; j < m; ++j) sum += s_of[j];
+    }
+  }
+  return sum;
+}
+
+// The gradients of n pairs, as forward_pairs; gl is the gradient of the sample's logdet.
+template <ScaleFn F, bool kReverse, typename scalar_t, typename acc_t>
+PYGEN_INLINE void backward_pairs(const Ptrs<scalar_t>& ptrs, int32_t n, acc_t gl, acc_t c, acc_t ic) {
+  using Word = typename Pair<sizeof(scalar_t)>::Word;
+  using U = typename Pair<sizeof(scalar_t)>::Value;
+  const Word* __restrict__ x = reinterpret_cast<const Word*>(ptrs.x);
+  const Word* __restrict__ log_scale = reinterpret_cast<const Word*>(ptrs.log_scale);
+  const Word* __restrict__ shift = reinterpret_cast<const Word*>(ptrs.shift);
+  const uint8_t* __restrict__ second = ptrs.mask;
+  const Word* __restrict__ grad_y = reinterpret_cast<const Word*>(ptrs.grad_y);
+  Word* __restrict__ grad_x = reinterpret_cast<Word*>(ptrs.out);
+  Word* __restrict__ grad_log_scale = reinterpret_cast<Word*>(ptrs.grad_log_scale);
+  Word* __restrict__ grad_shift = reinterpret_cast<Word*>(ptrs.grad_shift);
+#pragma omp simd
+  for (int32_t j = 0; j < n; ++j) {
+    const U sel = U(0) - U(second[j]);
+    const U gw = grad_y[j];
+    const acc_t g = transformed_of<scalar_t, acc_t>(gw, sel);
+    acc_t a = 0, s = 0;
+    if constexpr (F != ScaleFn::kNone) {
+      a = transformed_of<scalar_t, acc_t>(U(log_scale[j]), sel);
+      s = scale_log<F>(a, c, ic);
+    }
+    const CoupledGrads<acc_t> d = coupled_grads<F>(g, transformed_of<scalar_t, acc_t>(U(x[j]), sel), s,
+                                                   transformed_of<scalar_t, acc_t>(U(shift[j]), sel), kReverse);
+    grad_x[j] = kept_of<scalar_t>(gw, sel) | placed<scalar_t>(d.x, sel);
+    grad_shift[j] = placed<scalar_t>(d.t, sel);
+    if constexpr (F != ScaleFn::kNone) {
+      const acc_t ds = d.s + (kReverse ? -gl : gl);  // logdet = -sum s (reverse), sum s (forward)
+      grad_log_scale[j] = placed<scalar_t>(ds * scale_grad<F>(a, s, ic), sel);
+    }
+  }
+}
+
+// Transforms n elements (kPairs: n pairs); returns the sum of s over the transformed ones.
 template <ScaleFn F, bool kReverse, Span S, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-PYGEN_INLINE acc_t forward_span(const Ptrs<scalar_t>& ptrs, int32_t n, int32_t q, acc_t c, acc_t ic) {
+PYGEN_INLINE acc_t forward_span(const Ptrs<scalar_t>& ptrs, int32_t n, acc_t c, acc_t ic) {
+  if constexpr (S == Span::kPairs) {
+    if constexpr (sizeof(scalar_t) <= 4) return forward_pairs<F, kReverse>(ptrs, n, c, ic);
+    return acc_t(0);  // not planned: doubles run checkerboards as read spans
+  }
   const scalar_t* __restrict__ x = ptrs.x;
   const scalar_t* __restrict__ log_scale = ptrs.log_scale;
   const scalar_t* __restrict__ shift = ptrs.shift;
@@ -93,16 +214,20 @@ PYGEN_INLINE acc_t forward_span(const Ptrs<scalar_t>& ptrs, int32_t n, int32_t q
     const acc_t t = widen<acc_t>(shift[i]);
     const acc_t s = load_s<F>(log_scale, i, c, ic);
     const acc_t out = coupled<F>(xv, s, t, kReverse);
-    const bool keep = kept<S>(i, q, mask);
+    const bool keep = kept<S>(i, mask);
     y[i] = narrow<scalar_t>(select(keep, xv, out));
     sum += select(keep, acc_t(0), s);
   }
   return sum;
 }
 
-// Gradients of n elements; gl is the gradient of the sample's logdet.
+// Gradients of n elements (kPairs: n pairs); gl is the gradient of the sample's logdet.
 template <ScaleFn F, bool kReverse, Span S, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-PYGEN_INLINE void backward_span(const Ptrs<scalar_t>& ptrs, int32_t n, int32_t q, acc_t gl, acc_t c, acc_t ic) {
+PYGEN_INLINE void backward_span(const Ptrs<scalar_t>& ptrs, int32_t n, acc_t gl, acc_t c, acc_t ic) {
+  if constexpr (S == Span::kPairs) {
+    if constexpr (sizeof(scalar_t) <= 4) backward_pairs<F, kReverse>(ptrs, n, gl, c, ic);
+    return;
+  }
   const scalar_t* __restrict__ x = ptrs.x;
   const scalar_t* __restrict__ log_scale = ptrs.log_scale;
   const scalar_t* __restrict__ shift = ptrs.shift;
@@ -118,7 +243,7 @@ PYGEN_INLINE void backward_span(const Ptrs<scalar_t>& ptrs, int32_t n, int32_t q
     const acc_t s = load_s<F>(log_scale, i, c, ic);
     const CoupledGrads<acc_t> d = coupled_grads<F>(g, xv, s, widen<acc_t>(shift[i]), kReverse);
     const acc_t ds = d.s + (kReverse ? -gl : gl);  // logdet = -sum s (reverse), sum s (forward)
-    const bool keep = kept<S>(i, q, mask);
+    const bool keep = kept<S>(i, mask);
     grad_x[i] = narrow<scalar_t>(select(keep, g, d.x));
     grad_shift[i] = narrow<scalar_t>(select(keep, acc_t(0), d.t));
     if constexpr (F != ScaleFn::kNone) {
@@ -128,39 +253,27 @@ PYGEN_INLINE void backward_span(const Ptrs<scalar_t>& ptrs, int32_t n, int32_t q
   }
 }
 
-// Walks the spans of one sample, calling span(Span tag, ptrs, n, q) on each; returns the sum of
-// what the calls return.
+// Walks the spans of one sample, calling span(Span tag, ptrs, n) on each; returns the sum of what
+// the calls return. A checkerboard comes here planned (see plan): as pairs over a pattern.
 template <typename scalar_t, typename acc_t, typename SpanFn>
 PYGEN_INLINE acc_t over_spans(const Problem& p, const Ptrs<scalar_t>& row, SpanFn&& span) {
   using K = std::integral_constant<Span, Span::kKeep>;
   using T = std::integral_constant<Span, Span::kTransform>;
-  using A = std::integral_constant<Span, Span::kAlternate>;
   using R = std::integral_constant<Span, Span::kRead>;
+  using P = std::integral_constant<Span, Span::kPairs>;
   const auto row_len = static_cast<int32_t>(p.row_len), split = static_cast<int32_t>(p.split);
-  const auto width = static_cast<int32_t>(p.width);
-  acc_t sum = 0;
   switch (p.mask_kind) {
     case MaskKind::kChannel: {
       const Ptrs<scalar_t> second = row.offset(split);
-      if (p.parity == 0) {
-        sum += span(K{}, row, split, 0) + span(T{}, second, row_len - split, 0);
-      } else {
-        sum += span(T{}, row, split, 0) + span(K{}, second, row_len - split, 0);
-      }
-      break;
+      if (p.parity == 0) return span(K{}, row, split) + span(T{}, second, row_len - split);
+      return span(T{}, row, split) + span(K{}, second, row_len - split);
     }
     case MaskKind::kCheckerboard:
-      // Line l is row h = l % height of its plane; keep (h + w + parity) even.
-      for (int32_t l = 0; l * width < row_len; ++l) {
-        const auto q = static_cast<int32_t>((l % p.height + p.parity) & 1);
-        sum += span(A{}, row.offset(static_cast<int64_t>(l) * width), width, q);
-      }
-      break;
+      return span(P{}, row, row_len / 2);
     case MaskKind::kRead:
-      sum += span(R{}, row, row_len, 0);
-      break;
+      return span(R{}, row, row_len);
   }
-  return sum;
+  return acc_t(0);
 }
 
 // ~32k elements per task.
@@ -174,10 +287,10 @@ PYGEN_ROW_LOOP void forward_rows(const Problem& p, const Ptrs<scalar_t>& base, a
   for (int64_t r = begin; r < end; ++r) {
     Ptrs<scalar_t> row = base.offset(r * p.row_len);
     row.mask = base.mask ? base.mask + r * p.mask_row_stride : nullptr;
-    const acc_t sum = over_spans<scalar_t, acc_t>(p, row, [&](auto tag, const Ptrs<scalar_t>& ptrs, int32_t n,
-                                                              int32_t q) __attribute__((always_inline)) {
-      return forward_span<F, kReverse, decltype(tag)::value>(ptrs, n, q, c, ic);
-    });
+    const acc_t sum = over_spans<scalar_t, acc_t>(
+        p, row, [&](auto tag, const Ptrs<scalar_t>& ptrs, int32_t n) __attribute__((always_inline)) {
+          return forward_span<F, kReverse, decltype(tag)::value>(ptrs, n, c, ic);
+        });
     logdet[r] = kReverse ? -sum : sum;
   }
 }
@@ -190,8 +303,8 @@ PYGEN_ROW_LOOP void backward_rows(const Problem& p, const Ptrs<scalar_t>& base, 
     Ptrs<scalar_t> row = base.offset(r * p.row_len);
     row.mask = base.mask ? base.mask + r * p.mask_row_stride : nullptr;
     const acc_t gl = grad_logdet[r];
-    over_spans<scalar_t, acc_t>(p, row, [&](auto tag, const Ptrs<scalar_t>& ptrs, int32_t n, int32_t q) __attribute__((always_inline)) {
-      backward_span<F, kReverse, decltype(tag)::value>(ptrs, n, q, gl, c, ic);
+    over_spans<scalar_t, acc_t>(p, row, [&](auto tag, const Ptrs<scalar_t>& ptrs, int32_t n) __attribute__((always_inline)) {
+      backward_span<F, kReverse, decltype(tag)::value>(ptrs, n, gl, c, ic);
       return acc_t(0);
     });
   }
@@ -219,29 +332,35 @@ void with_variant(const Problem& p, Fn&& fn) {
   });
 }
 
-// Checkerboard lines shorter than this run as one read-mask span over the precomputed pattern of
-// a sample: a span per line of a few elements leaves the vector loop to its scalar remainder
-// (8-wide lines ran 4x slower per element than 16-wide ones).
-constexpr int64_t kShortLine = 16;
-
-// What the row loops run: the problem itself, or for short checkerboard lines a read mask shared
-// by every sample (`pattern`, row_len bytes) in its place.
+// What the row loops run: the problem itself, or for a checkerboard a pattern shared by every sample
+// (`pattern`) in place of the mask. With an even width and 16- or 32-bit elements the checkerboard
+// runs as pairs (row_len / 2 bytes, 1 where a pair's second element is transformed), otherwise as a
+// read mask (row_len bytes, 1 = kept): one span per sample, as a span per line of a few elements
+// leaves the vector loop to its scalar remainder (8-wide lines ran 4x slower per element than
+// 16-wide ones, measured).
 struct CpuPlan {
   Problem p;
   at::Tensor pattern;
 };
 
-CpuPlan plan(const Problem& p) {
-  if (p.mask_kind != MaskKind::kCheckerboard || p.width >= kShortLine) return {p, at::Tensor()};
+CpuPlan plan(const Problem& p, bool pairs) {
+  if (p.mask_kind != MaskKind::kCheckerboard) return {p, at::Tensor()};
+  // Element i sits on line (i / width) % height, column i % width; kept where both and the parity
+  // add up to an even number.
+  const auto kept = [&p](int64_t i) { return (((i / p.width) % p.height + i % p.width + p.parity) & 1) == 0; };
+  Problem run = p;
+  run.mask_row_stride = 0;
+  if (pairs && p.width % 2 == 0) {  // a pair lies on one line: one element kept, the other not
+    at::Tensor pattern = at::empty({p.row_len / 2}, at::TensorOptions().dtype(at::kByte));
+    uint8_t* second = pattern.mutable_data_ptr<uint8_t>();
+    for (int64_t j = 0; j < p.row_len / 2; ++j) second[j] = kept(2 * j);
+    return {run, pattern};
+  }
   at::Tensor pattern = at::empty({p.row_len}, at::TensorOptions().dtype(at::kByte));
   uint8_t* keep = pattern.mutable_data_ptr<uint8_t>();
-  for (int64_t i = 0; i < p.row_len; ++i) {  // as over_spans: keep (h + w + parity) even
-    keep[i] = (((i / p.width) % p.height + i % p.width + p.parity) & 1) == 0;
-  }
-  Problem read = p;
-  read.mask_kind = MaskKind::kRead;
-  read.mask_row_stride = 0;
-  return {read, pattern};
+  for (int64_t i = 0; i < p.row_len; ++i) keep[i] = kept(i);
+  run.mask_kind = MaskKind::kRead;
+  return {run, pattern};
 }
 
 const uint8_t* mask_of(const CpuPlan& run, const at::Tensor& mask) {
@@ -254,7 +373,7 @@ void forward_cpu(const Problem& p, const at::Tensor& x, const at::Tensor& log_sc
                  const at::Tensor& mask, at::Tensor& y, at::Tensor& logdet) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "affine_coupling_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const CpuPlan run = plan(p);
+    const CpuPlan run = plan(p, sizeof(scalar_t) <= 4);
     const Ptrs<scalar_t> base{x.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(log_scale),
                               shift.const_data_ptr<scalar_t>(), mask_of(run, mask),
                               y.mutable_data_ptr<scalar_t>(), nullptr, nullptr, nullptr};
@@ -272,7 +391,7 @@ void backward_cpu(const Problem& p, const at::Tensor& grad_y, const at::Tensor& 
                   at::Tensor& grad_x, at::Tensor& grad_log_scale, at::Tensor& grad_shift) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "affine_coupling_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const CpuPlan run = plan(p);
+    const CpuPlan run = plan(p, sizeof(scalar_t) <= 4);
     const Ptrs<scalar_t> base{x.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(log_scale),
                               shift.const_data_ptr<scalar_t>(),    mask_of(run, mask),
                               grad_x.mutable_data_ptr<scalar_t>(), grad_y.const_data_ptr<scalar_t>(),
