@@ -3,7 +3,8 @@
 // `omp simd` loop. Kept spans compile down to a copy (forward) or a copy and zero fills
 // (backward): the dead scale math and the log_scale/shift loads are removed by the compiler. A
 // checkerboard sample of even width is one span of element pairs, one kept and one transformed,
-// so that the scale function runs for the transformed half only.
+// so that the scale function runs for the transformed half only; the forward loads 16-bit spans
+// two elements to a word, for vectors as wide as float32's.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -79,10 +80,11 @@ struct Ptrs {
   }
 };
 
-// A pair of 16- or 32-bit elements as one word (Value: the same without the attributes). A pair loop loads and stores whole words and picks
-// the transformed half with shifts and masks: GCC vectorizes the stride-2 element accesses of the
-// plain form 4 floats wide on AVX-512 and loses the saving. Words alias the tensors' element type
-// and may sit at an odd element offset, hence may_alias and the element's alignment.
+// A pair of 16- or 32-bit elements as one word (Value: the same without the attributes). A pair
+// loop loads and stores whole words and picks the transformed half with shifts and masks: GCC
+// vectorizes the stride-2 element accesses of the plain form 4 floats wide on AVX-512 and loses the
+// saving. Words alias the tensors' element type and may sit at an odd element offset, hence
+// may_alias and the element's alignment.
 template <int kBytes>
 struct Pair;
 template <>
@@ -99,16 +101,16 @@ struct Pair<4> {
 };
 static_assert(std::endian::native == std::endian::little, "a pair's first element is its low half");
 
-// The transformed element of pair w: its high half where sel is all ones (the second element
-// transformed), its low half where sel is zero.
+// The element of pair w that sel picks: the high half where sel is all ones, the low half where it
+// is zero (the pair loops' sel picks the transformed element).
 template <typename scalar_t, typename acc_t, typename U>
-PYGEN_INLINE acc_t transformed_of(U w, U sel) {
+PYGEN_INLINE acc_t half_of(U w, U sel) {
   using Bits = typename Pair<sizeof(scalar_t)>::Bits;
   const U half = ((w >> (8 * sizeof(scalar_t))) & sel) | (w & ~sel);
   return widen<acc_t>(std::bit_cast<scalar_t>(static_cast<Bits>(half)));
 }
 
-// v stored in the transformed half of a pair, zero in the other.
+// v stored in the half of a pair that sel picks, zero in the other.
 template <typename scalar_t, typename U, typename acc_t>
 PYGEN_INLINE U placed(acc_t v, U sel) {
   using Bits = typename Pair<sizeof(scalar_t)>::Bits;
@@ -116,16 +118,32 @@ PYGEN_INLINE U placed(acc_t v, U sel) {
   return ((b << (8 * sizeof(scalar_t))) & sel) | (b & ~sel);
 }
 
-// The kept half of pair w, zero in the other.
+// The half of pair w that sel does not pick, zero in the other.
 template <typename scalar_t, typename U>
 PYGEN_INLINE U kept_of(U w, U sel) {
   constexpr U kLow = (U(1) << (8 * sizeof(scalar_t))) - 1;
   return w & (kLow ^ ~sel);
 }
 
-// Pairs whose logs are summed at a time: a reduction in the pair loop itself keeps GCC from
-// vectorizing it (a float sum beside 64-bit words), so s goes through a buffer this long.
-constexpr int32_t kPairChunk = 256;
+// Calls body(begin, end, s_of) over chunks of [0, n), each storing the logs of its items at
+// s_of[k - begin], and returns their sum. GCC does not vectorize a float reduction in a loop that
+// also loads bytes (a read mask) or 64-bit words ("no vectype"), and where it did, it sized the
+// reduction's lane buffer for the float lanes alone (a stack overflow, seen standalone); the forward
+// loops therefore keep the sum out, in a plain loop over this buffer.
+constexpr int32_t kSumChunk = 256;
+
+template <typename acc_t, typename Body>
+PYGEN_INLINE acc_t summed_by_chunks(int32_t n, Body&& body) {
+  acc_t sum = 0;
+  acc_t s_of[kSumChunk];
+  for (int32_t begin = 0; begin < n; begin += kSumChunk) {
+    const int32_t end = std::min(n, begin + kSumChunk);
+    body(begin, end, s_of);
+#pragma omp simd reduction(+ : sum)
+    for (int32_t k = 0; k < end - begin; ++k) sum += s_of[k];
+  }
+  return sum;
+}
 
 // Transforms n pairs; mask[j] is 1 where the second element of pair j is the transformed one.
 // Returns the sum of s over the transformed elements.
@@ -138,27 +156,20 @@ PYGEN_INLINE acc_t forward_pairs(const Ptrs<scalar_t>& ptrs, int32_t n, acc_t c,
   const Word* __restrict__ shift = reinterpret_cast<const Word*>(ptrs.shift);
   const uint8_t* __restrict__ second = ptrs.mask;
   Word* __restrict__ y = reinterpret_cast<Word*>(ptrs.out);
-  acc_t sum = 0;
-  acc_t s_of[kPairChunk];
-  for (int32_t j0 = 0; j0 < n; j0 += kPairChunk) {
-    const int32_t m = std::min(kPairChunk, n - j0);
+  return summed_by_chunks<acc_t>(
+      n, [&](int32_t begin, int32_t end, acc_t* __restrict__ s_of) __attribute__((always_inline)) {
 #pragma omp simd
-    for (int32_t j = j0; j < j0 + m; ++j) {
+    for (int32_t j = begin; j < end; ++j) {
       const U sel = U(0) - U(second[j]);
       const U xw = x[j];
       acc_t s = 0;
-      if constexpr (F != ScaleFn::kNone) s = scale_log<F>(transformed_of<scalar_t, acc_t>(U(log_scale[j]), sel), c, ic);
-      const acc_t out = coupled<F>(transformed_of<scalar_t, acc_t>(xw, sel), s,
-                                   transformed_of<scalar_t, acc_t>(U(shift[j]), sel), kReverse);
+      if constexpr (F != ScaleFn::kNone) s = scale_log<F>(half_of<scalar_t, acc_t>(U(log_scale[j]), sel), c, ic);
+      const acc_t out = coupled<F>(half_of<scalar_t, acc_t>(xw, sel), s,
+                                   half_of<scalar_t, acc_t>(U(shift[j]), sel), kReverse);
       y[j] = kept_of<scalar_t>(xw, sel) | placed<scalar_t>(out, sel);
-      s_of[j - j0] = s;
+      s_of[j - begin] = s;
     }
-    if constexpr (F != ScaleFn::kNone) {
-#pragma omp simd reduction(+ : sum)
-      for (int32_t j = 0; j < m; ++j) sum += s_of[j];
-    }
-  }
-  return sum;
+  });
 }
 
 // The gradients of n pairs, as forward_pairs; gl is the gradient of the sample's logdet.
@@ -178,14 +189,14 @@ PYGEN_INLINE void backward_pairs(const Ptrs<scalar_t>& ptrs, int32_t n, acc_t gl
   for (int32_t j = 0; j < n; ++j) {
     const U sel = U(0) - U(second[j]);
     const U gw = grad_y[j];
-    const acc_t g = transformed_of<scalar_t, acc_t>(gw, sel);
+    const acc_t g = half_of<scalar_t, acc_t>(gw, sel);
     acc_t a = 0, s = 0;
     if constexpr (F != ScaleFn::kNone) {
-      a = transformed_of<scalar_t, acc_t>(U(log_scale[j]), sel);
+      a = half_of<scalar_t, acc_t>(U(log_scale[j]), sel);
       s = scale_log<F>(a, c, ic);
     }
-    const CoupledGrads<acc_t> d = coupled_grads<F>(g, transformed_of<scalar_t, acc_t>(U(x[j]), sel), s,
-                                                   transformed_of<scalar_t, acc_t>(U(shift[j]), sel), kReverse);
+    const CoupledGrads<acc_t> d = coupled_grads<F>(g, half_of<scalar_t, acc_t>(U(x[j]), sel), s,
+                                                   half_of<scalar_t, acc_t>(U(shift[j]), sel), kReverse);
     grad_x[j] = kept_of<scalar_t>(gw, sel) | placed<scalar_t>(d.x, sel);
     grad_shift[j] = placed<scalar_t>(d.t, sel);
     if constexpr (F != ScaleFn::kNone) {
@@ -195,39 +206,32 @@ PYGEN_INLINE void backward_pairs(const Ptrs<scalar_t>& ptrs, int32_t n, acc_t gl
   }
 }
 
-// Transforms n elements (kPairs: n pairs); returns the sum of s over the transformed ones.
-template <ScaleFn F, bool kReverse, Span S, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-PYGEN_INLINE acc_t forward_span(const Ptrs<scalar_t>& ptrs, int32_t n, acc_t c, acc_t ic) {
-  if constexpr (S == Span::kPairs) {
-    if constexpr (sizeof(scalar_t) <= 4) return forward_pairs<F, kReverse>(ptrs, n, c, ic);
-    return acc_t(0);  // not planned: doubles run checkerboards as read spans
-  }
+// Transforms n elements; returns the sum of s over the transformed ones.
+template <ScaleFn F, bool kReverse, Span S, typename scalar_t, typename acc_t>
+PYGEN_INLINE acc_t forward_elements(const Ptrs<scalar_t>& ptrs, int32_t n, acc_t c, acc_t ic) {
   const scalar_t* __restrict__ x = ptrs.x;
   const scalar_t* __restrict__ log_scale = ptrs.log_scale;
   const scalar_t* __restrict__ shift = ptrs.shift;
   const uint8_t* __restrict__ mask = ptrs.mask;
   scalar_t* __restrict__ y = ptrs.out;
-  acc_t sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (int32_t i = 0; i < n; ++i) {
-    const acc_t xv = widen<acc_t>(x[i]);
-    const acc_t t = widen<acc_t>(shift[i]);
-    const acc_t s = load_s<F>(log_scale, i, c, ic);
-    const acc_t out = coupled<F>(xv, s, t, kReverse);
-    const bool keep = kept<S>(i, mask);
-    y[i] = narrow<scalar_t>(select(keep, xv, out));
-    sum += select(keep, acc_t(0), s);
-  }
-  return sum;
+  return summed_by_chunks<acc_t>(
+      n, [&](int32_t begin, int32_t end, acc_t* __restrict__ s_of) __attribute__((always_inline)) {
+#pragma omp simd
+    for (int32_t i = begin; i < end; ++i) {
+      const acc_t xv = widen<acc_t>(x[i]);
+      const acc_t t = widen<acc_t>(shift[i]);
+      const acc_t s = load_s<F>(log_scale, i, c, ic);
+      const acc_t out = coupled<F>(xv, s, t, kReverse);
+      const bool keep = kept<S>(i, mask);
+      y[i] = narrow<scalar_t>(select(keep, xv, out));
+      s_of[i - begin] = select(keep, acc_t(0), s);
+    }
+  });
 }
 
-// Gradients of n elements (kPairs: n pairs); gl is the gradient of the sample's logdet.
-template <ScaleFn F, bool kReverse, Span S, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-PYGEN_INLINE void backward_span(const Ptrs<scalar_t>& ptrs, int32_t n, acc_t gl, acc_t c, acc_t ic) {
-  if constexpr (S == Span::kPairs) {
-    if constexpr (sizeof(scalar_t) <= 4) backward_pairs<F, kReverse>(ptrs, n, gl, c, ic);
-    return;
-  }
+// Gradients of n elements; gl is the gradient of the sample's logdet.
+template <ScaleFn F, bool kReverse, Span S, typename scalar_t, typename acc_t>
+PYGEN_INLINE void backward_elements(const Ptrs<scalar_t>& ptrs, int32_t n, acc_t gl, acc_t c, acc_t ic) {
   const scalar_t* __restrict__ x = ptrs.x;
   const scalar_t* __restrict__ log_scale = ptrs.log_scale;
   const scalar_t* __restrict__ shift = ptrs.shift;
@@ -250,6 +254,70 @@ PYGEN_INLINE void backward_span(const Ptrs<scalar_t>& ptrs, int32_t n, acc_t gl,
       const acc_t a = widen<acc_t>(log_scale[i]);
       grad_log_scale[i] = narrow<scalar_t>(select(keep, acc_t(0), ds * scale_grad<F>(a, s, ic)));
     }
+  }
+}
+
+// The forward over 16-bit elements of a transformed or read span, two to a word, each half its own
+// element: over 16-bit loads GCC runs the float math 8 lanes wide on AVX-512, over 32-bit words 16
+// (bfloat16 1.4x, measured standalone; the backward, tried so, did not gain). An odd last element
+// goes through the element loop.
+template <ScaleFn F, bool kReverse, Span S, typename scalar_t, typename acc_t>
+PYGEN_INLINE acc_t forward_words(const Ptrs<scalar_t>& ptrs, int32_t n, acc_t c, acc_t ic) {
+  using Word = Pair<2>::Word;
+  using U = Pair<2>::Value;
+  const Word* __restrict__ x = reinterpret_cast<const Word*>(ptrs.x);
+  const Word* __restrict__ log_scale = reinterpret_cast<const Word*>(ptrs.log_scale);
+  const Word* __restrict__ shift = reinterpret_cast<const Word*>(ptrs.shift);
+  const uint8_t* __restrict__ mask = ptrs.mask;
+  Word* __restrict__ y = reinterpret_cast<Word*>(ptrs.out);
+  const acc_t sum = summed_by_chunks<acc_t>(
+      n / 2, [&](int32_t begin, int32_t end, acc_t* __restrict__ s_of) __attribute__((always_inline)) {
+#pragma omp simd
+    for (int32_t j = begin; j < end; ++j) {
+      const U xw = x[j], tw = shift[j];
+      U yw = 0;
+      acc_t s_pair = 0;
+#pragma GCC unroll 2
+      for (int32_t k = 0; k < 2; ++k) {  // the low element, then the high one
+        const U sel = U(0) - U(k);
+        const acc_t xv = half_of<scalar_t, acc_t>(xw, sel);
+        acc_t s = 0;
+        if constexpr (F != ScaleFn::kNone) s = scale_log<F>(half_of<scalar_t, acc_t>(U(log_scale[j]), sel), c, ic);
+        const acc_t out = coupled<F>(xv, s, half_of<scalar_t, acc_t>(tw, sel), kReverse);
+        const bool keep = kept<S>(2 * j + k, mask);
+        yw |= placed<scalar_t>(select(keep, xv, out), sel);
+        s_pair += select(keep, acc_t(0), s);
+      }
+      y[j] = yw;
+      s_of[j - begin] = s_pair;
+    }
+  });
+  if (n % 2 == 1) return sum + forward_elements<F, kReverse, S>(ptrs.offset(n - 1), 1, c, ic);
+  return sum;
+}
+
+// Transforms the n elements of a span (kPairs: n pairs); returns the sum of s over the transformed
+// ones. Kept spans and 32-bit read or transformed ones run element by element.
+template <ScaleFn F, bool kReverse, Span S, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+PYGEN_INLINE acc_t forward_span(const Ptrs<scalar_t>& ptrs, int32_t n, acc_t c, acc_t ic) {
+  if constexpr (S == Span::kPairs) {
+    if constexpr (sizeof(scalar_t) <= 4) return forward_pairs<F, kReverse>(ptrs, n, c, ic);
+    return acc_t(0);  // not planned: doubles run checkerboards as read spans
+  } else if constexpr (sizeof(scalar_t) == 2 && S != Span::kKeep) {
+    return forward_words<F, kReverse, S>(ptrs, n, c, ic);
+  } else {
+    return forward_elements<F, kReverse, S>(ptrs, n, c, ic);
+  }
+}
+
+// The gradients of a span (kPairs: n pairs; otherwise element by element); gl is the gradient of
+// the sample's logdet.
+template <ScaleFn F, bool kReverse, Span S, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+PYGEN_INLINE void backward_span(const Ptrs<scalar_t>& ptrs, int32_t n, acc_t gl, acc_t c, acc_t ic) {
+  if constexpr (S == Span::kPairs) {
+    if constexpr (sizeof(scalar_t) <= 4) backward_pairs<F, kReverse>(ptrs, n, gl, c, ic);
+  } else {
+    backward_elements<F, kReverse, S>(ptrs, n, gl, c, ic);
   }
 }
 

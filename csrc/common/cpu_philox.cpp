@@ -49,7 +49,7 @@ inline void philox_lanes(uint64_t block0, uint64_t seed, uint32_t* words) {
     c2[ch] = V{};
     c3[ch] = V{};
   }
-  const V m0 = V{} + 0xD2511F53u, m1 = V{} + 0xCD9E8D57u;
+  const V m0 = V{} + kPhiloxMul0, m1 = V{} + kPhiloxMul1;
   uint64_t k0 = static_cast<uint32_t>(seed), k1 = seed >> 32;
 #pragma GCC unroll 10
   for (int round = 0; round < 10; ++round) {
@@ -61,8 +61,8 @@ inline void philox_lanes(uint64_t block0, uint64_t seed, uint32_t* words) {
       c1[ch] = p1;
       c3[ch] = p0;
     }
-    k0 = static_cast<uint32_t>(k0 + 0x9E3779B9u);
-    k1 = static_cast<uint32_t>(k1 + 0xBB67AE85u);
+    k0 = static_cast<uint32_t>(k0 + kPhiloxKeyStep0);
+    k1 = static_cast<uint32_t>(k1 + kPhiloxKeyStep1);
   }
   using Words = Vec<uint32_t, sizeof(V) / 2>;
   for (int ch = 0; ch < kChains; ++ch) {

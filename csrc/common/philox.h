@@ -7,6 +7,11 @@
 
 namespace pygen {
 
+// Philox4x32's round multipliers and key increments (the Weyl constants), shared with the CPU lanes
+// of cpu_philox.cpp.
+constexpr uint32_t kPhiloxMul0 = 0xD2511F53u, kPhiloxMul1 = 0xCD9E8D57u;
+constexpr uint32_t kPhiloxKeyStep0 = 0x9E3779B9u, kPhiloxKeyStep1 = 0xBB67AE85u;
+
 struct Philox4 {
   uint32_t v[4];
 };
@@ -20,16 +25,16 @@ PYGEN_HD Philox4 philox4x32_10(uint64_t block, uint64_t seed) {
 #pragma GCC unroll 10
 #endif
   for (int round = 0; round < 10; ++round) {
-    const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * c0;
-    const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * c2;
+    const uint64_t p0 = static_cast<uint64_t>(kPhiloxMul0) * c0;
+    const uint64_t p1 = static_cast<uint64_t>(kPhiloxMul1) * c2;
     const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1 ^ k0;
     const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3 ^ k1;
     c1 = static_cast<uint32_t>(p1);
     c3 = static_cast<uint32_t>(p0);
     c0 = n0;
     c2 = n2;
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
+    k0 += kPhiloxKeyStep0;
+    k1 += kPhiloxKeyStep1;
   }
   return {{c0, c1, c2, c3}};
 }
