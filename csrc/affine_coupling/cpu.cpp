@@ -1,6 +1,6 @@
 // CPU kernels: samples split across threads; each sample is cut into spans over which the mask is
 // known in closed form (all kept, all transformed) or read, and every span is one branch-free
-// `omp simd` loop. Kept spans compile down to a copy (forward) or a copy and zero fills
+// `omp simd` loop. Kept spans are a copy (forward) or compile down to a copy and zero fills
 // (backward): the dead scale math and the log_scale/shift loads are removed by the compiler. A
 // checkerboard sample of even width is one span of element pairs, one kept and one transformed,
 // so that the scale function runs for the transformed half only; the forward loads 16-bit spans
@@ -297,13 +297,16 @@ PYGEN_INLINE acc_t forward_words(const Ptrs<scalar_t>& ptrs, int32_t n, acc_t c,
 }
 
 // Transforms the n elements of a span (kPairs: n pairs); returns the sum of s over the transformed
-// ones. Kept spans and 32-bit read or transformed ones run element by element.
+// ones. A kept span is a copy; 32-bit read or transformed ones run element by element.
 template <ScaleFn F, bool kReverse, Span S, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 PYGEN_INLINE acc_t forward_span(const Ptrs<scalar_t>& ptrs, int32_t n, acc_t c, acc_t ic) {
-  if constexpr (S == Span::kPairs) {
+  if constexpr (S == Span::kKeep) {
+    std::copy_n(ptrs.x, n, ptrs.out);
+    return acc_t(0);
+  } else if constexpr (S == Span::kPairs) {
     if constexpr (sizeof(scalar_t) <= 4) return forward_pairs<F, kReverse>(ptrs, n, c, ic);
     return acc_t(0);  // not planned: doubles run checkerboards as read spans
-  } else if constexpr (sizeof(scalar_t) == 2 && S != Span::kKeep) {
+  } else if constexpr (sizeof(scalar_t) == 2) {
     return forward_words<F, kReverse, S>(ptrs, n, c, ic);
   } else {
     return forward_elements<F, kReverse, S>(ptrs, n, c, ic);
