@@ -431,6 +431,21 @@ def test_reference_rejects_what_the_op_rejects():
         reference.affine_coupling(x, x, x, mask, clamp=3.0)
 
 
+def test_meta_mix_raises_and_all_meta_gives_the_shapes():
+    # A meta tensor among real ones dispatches to the fake implementation, which must check the
+    # devices as the kernel does (it returned uninitialized CPU tensors before).
+    x, meta = torch.zeros(3, 4), torch.zeros(3, 4, device="meta")
+    mask = checkerboard_mask((4,))
+    with pytest.raises(RuntimeError, match="shift is on meta but x is on cpu"):
+        affine_coupling(x, x, meta, mask)
+    with pytest.raises(RuntimeError, match="log_scale is on cpu but x is on meta"):
+        affine_coupling(meta, x, meta, mask.to("meta"), mask_kind=MaskKind.READ)
+    with pytest.raises(RuntimeError, match="mask is on meta but x is on cpu"):
+        affine_coupling(x, x, x, mask.to("meta"), mask_kind=MaskKind.READ)
+    y, logdet = affine_coupling(meta, meta, meta, mask.to("meta"), mask_kind=MaskKind.READ)
+    assert y.is_meta and y.shape == (3, 4) and logdet.is_meta and logdet.shape == (3,)
+
+
 @requires_cuda
 def test_cpu_cuda_mix_raises():
     x = torch.zeros(3, 4, device="cuda")

@@ -599,6 +599,11 @@ def test_made_affine_solve_errors(path):
         call(units=units.int())
     with pytest.raises(ValueError, match=r"units must have shape \(8\)"):
         call(units=units[:-1])
+    # A meta tensor among CPU ones: the fused path's fake implementation checks the devices.
+    with pytest.raises(RuntimeError, match="mask is on meta but target is on cpu"):
+        call(mask=mask.to("meta"))
+    with pytest.raises(RuntimeError, match=r"weights\[1\] is on meta but target is on cpu"):
+        call(weights=[weights[0], weights[1].to("meta"), *weights[2:]])
     if path == "fused":  # only the fused kernel reads the values (the composite may be traced)
         with pytest.raises(ValueError, match="units must be a permutation"):
             call(units=torch.zeros_like(units))

@@ -257,6 +257,7 @@ def test_bad_given_raises(method):
         (given[:1], ValueError, "shape"),
         (given.index_fill(3, torch.tensor([1]), 5), ValueError, r"\[0, 5\) or -1"),
         (given.index_fill(2, torch.tensor([4]), -2), ValueError, r"\[0, 5\) or -1"),
+        (given.to("meta"), RuntimeError, "given is on meta"),  # fused: the fake's device check
     ]
     for bad, error, match in cases:
         with pytest.raises(error, match=match):

@@ -314,6 +314,18 @@ def test_bad_noise_and_sample_count_raise():
         GaussianReparameterize(n_samples=0)
 
 
+def test_meta_mix_raises_and_all_meta_gives_the_shapes():
+    # A meta tensor among real ones dispatches to the fake implementation, which must check the
+    # devices as the kernel does (it returned uninitialized CPU tensors before).
+    mu, meta = torch.zeros(3, 4), torch.zeros(3, 4, device="meta")
+    with pytest.raises(RuntimeError, match="logvar is on meta but mu is on cpu"):
+        reparameterize_kl(mu, meta)
+    with pytest.raises(RuntimeError, match="noise is on meta but mu is on cpu"):
+        reparameterize_kl(mu, mu, meta)
+    z, kl = reparameterize_kl(meta, meta, meta)
+    assert z.is_meta and z.shape == (3, 4) and kl.is_meta and kl.shape == (3,)
+
+
 @requires_cuda
 def test_cpu_cuda_mix_raises():
     with pytest.raises(RuntimeError, match="logvar is on"):

@@ -8,15 +8,23 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from pygen.ops._fake import check_same_device, indexed
 from pygen.ops._random import draw_seed
 
 
 def empty_samples(
-    weights: Sequence[Tensor], shape: tuple[int, int, int, int], n_levels: int, return_logits: bool
+    weights: Sequence[Tensor],
+    noise: Tensor | None,
+    given: Tensor | None,
+    shape: tuple[int, int, int, int],
+    n_levels: int,
+    return_logits: bool,
 ) -> tuple[Tensor, Tensor]:
     """Empty outputs of a sampler of images ``shape = (B, C, H, W)``: int64 images and logits
-    ``(B, L, C, H, W)`` of the weights' dtype (``(0,)`` unless asked)."""
+    ``(B, L, C, H, W)`` of the weights' dtype (``(0,)`` unless asked), on the device that the
+    weights, ``noise`` and ``given`` share."""
     ref = weights[-1]
+    check_same_device("weights", ref, **indexed("weights", list(weights)), noise=noise, given=given)
     images = ref.new_empty(shape, dtype=torch.int64)
     batch, *rest = shape
     return images, ref.new_empty((batch, n_levels, *rest) if return_logits else (0,))

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from pygen._extension import _C  # noqa: F401  (registers the pygen:: operators)
 from pygen.ops import reference
+from pygen.ops._fake import check_same_device
 from pygen.ops._higher_order import register_twin_backward, under_torch_func, vjp
 
 
@@ -99,11 +100,15 @@ _forward = torch.ops.pygen.affine_coupling
 
 @torch.library.register_fake("pygen::affine_coupling")
 def _(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse):
+    check_same_device("x", x, log_scale=log_scale, shift=shift, mask=mask)
     return x.new_empty(x.shape), x.new_empty(x.shape[:1], dtype=_logdet_dtype(x.dtype))
 
 
 @torch.library.register_fake("pygen::affine_coupling_backward")
 def _(grad_y, grad_logdet, x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse):
+    check_same_device(
+        "x", x, grad_y=grad_y, grad_logdet=grad_logdet, log_scale=log_scale, shift=shift, mask=mask
+    )
     grad_log_scale = x.new_empty(x.shape if log_scale is not None else (0,))
     return x.new_empty(x.shape), grad_log_scale, x.new_empty(x.shape)
 

@@ -17,17 +17,31 @@ import torch
 from torch import Tensor
 
 from pygen._extension import _C  # noqa: F401  (registers the pygen:: operators)
+from pygen.ops._fake import check_same_device, indexed
 from pygen.ops._higher_order import register_twin_backward, vjp
 
 
 @torch.library.register_fake("pygen::_made_affine_solve_fused")
 def _(target, weights, biases, units, bounds, order, mask, scale_fn, clamp, reverse):
+    weights_and_biases = {**indexed("weights", weights), **indexed("biases", biases)}
+    check_same_device("target", target, **weights_and_biases, units=units, mask=mask)
     n, dim = target.shape
     return target.new_empty(n, dim), target.new_empty(n, 2, dim)
 
 
 @torch.library.register_fake("pygen::_made_affine_solve_fused_backward")
 def _(grad_x, grad_params, target, x, params, weights, biases, units, *args):
+    check_same_device(
+        "target",
+        target,
+        grad_x=grad_x,
+        grad_params=grad_params,
+        x=x,
+        params=params,
+        **indexed("weights", weights),
+        **indexed("biases", biases),
+        units=units,
+    )
     return (
         torch.empty_like(target),
         [torch.empty_like(w) for w in weights],

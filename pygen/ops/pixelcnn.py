@@ -23,8 +23,8 @@ _sample = torch.ops.pygen.pixelcnn_sample
 
 @torch.library.register_fake("pygen::pixelcnn_sample")
 def _(weights, noise, seed, given, batch, channels, height, width, n_levels, *rest):
-    # rest: kernel_size, temperature, return_logits
-    return empty_samples(weights, (batch, channels, height, width), n_levels, rest[-1])
+    shape = (batch, channels, height, width)
+    return empty_samples(weights, noise, given, shape, n_levels, return_logits=rest[-1])
 
 
 def pixelcnn_sample(

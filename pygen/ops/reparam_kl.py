@@ -13,6 +13,7 @@ from torch import Tensor
 
 from pygen._extension import _C  # noqa: F401  (registers the pygen:: operators)
 from pygen.ops import reference
+from pygen.ops._fake import check_same_device
 from pygen.ops._higher_order import register_twin_backward, under_torch_func, vjp
 from pygen.ops._random import draw_seed
 
@@ -21,12 +22,14 @@ _forward = torch.ops.pygen.reparameterize_kl
 
 @torch.library.register_fake("pygen::reparameterize_kl")
 def _(mu, logvar, noise, seed, n_samples):
+    check_same_device("mu", mu, logvar=logvar, noise=noise)  # the seed may stay on the CPU
     z_shape = mu.shape if n_samples == 1 else (n_samples, *mu.shape)
     return mu.new_empty(z_shape), mu.new_empty(mu.shape[:-1])
 
 
 @torch.library.register_fake("pygen::reparameterize_kl_backward")
 def _(grad_z, grad_kl, mu, logvar, noise, seed, n_samples):
+    check_same_device("mu", mu, grad_z=grad_z, grad_kl=grad_kl, logvar=logvar, noise=noise)
     return torch.empty_like(mu), torch.empty_like(logvar)
 
 
