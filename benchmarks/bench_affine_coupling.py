@@ -5,9 +5,9 @@ Inputs are images with a checkerboard mask (computed from indices by the kernel,
 references) and the RealNVP scale function ``tanh``; also with a channel mask (modes "... (channel
 mask)"). On the CPU the channel mask runs as two spans (one kept, one transformed) and the
 checkerboard as element pairs, both computing the scale function for the transformed half only
-(NOTES.md: "checkerboard pairs as words"). The CUDA kernel tests each element's mask in one loop for both,
-so there the channel mask's forward (pygen and compile only) is a diagnostic: the same loop
-without the checkerboard's two integer divisions per group, and without the kept half's
+(NOTES.md: "checkerboard pairs as words"). The CUDA kernel tests each element's mask in one loop
+for both, so there the channel mask's forward (pygen and compile only) is a diagnostic: the same
+loop without the checkerboard's two integer divisions per group, and without the kept half's
 log_scale and shift loads (NOTES.md: the bf16 kernel at ~50 % of copy).
 Bytes (benchmarks/floors.py): forward and reverse read x, log_scale, shift and write y (4 tensor
 passes); forward+backward adds reading grad_y, x, log_scale and writing the three gradients (10);

@@ -84,7 +84,8 @@ def test_values_match_reference(device, shape, scale_fn, mask_name, dtype, rever
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("mask_name", ["checkerboard1", "channel0", "per_sample"])
 @pytest.mark.parametrize("scale_fn", SCALE_FNS)
-@pytest.mark.parametrize("shape", [(3, 8), (2, 3, 5, 7), (2, 2, 3, 17), (2, 3, 4, 6)])  # 17: read pattern; 6: pairs
+# width 17: a read pattern; 6: pairs
+@pytest.mark.parametrize("shape", [(3, 8), (2, 3, 5, 7), (2, 2, 3, 17), (2, 3, 4, 6)])
 def test_gradients_match_reference(device, shape, scale_fn, mask_name, dtype, reverse, used):
     if scale_fn == "additive" and used != "y":
         pytest.skip("the additive coupling's logdet is a constant")
@@ -311,7 +312,9 @@ def test_inputs_at_an_odd_element_offset_give_the_same_bits(device, dtype):
     # the CPU kernel loads checkerboard pairs as words: here off their natural alignment
     shape = (3, 2, 4, 6)
     gen = torch.Generator().manual_seed(0)
-    offset = [torch.randn(1 + 144, generator=gen).to(device, dtype)[1:].view(shape) for _ in range(4)]
+    offset = [
+        torch.randn(1 + 144, generator=gen).to(device, dtype)[1:].view(shape) for _ in range(4)
+    ]
     aligned = [t.clone() for t in offset]
     assert offset[0].data_ptr() % (2 * offset[0].element_size()) != 0
     kind = int(MaskKind.CHECKERBOARD_ODD)
@@ -324,7 +327,7 @@ def test_inputs_at_an_odd_element_offset_give_the_same_bits(device, dtype):
             grad_y, ones, x, log_scale, shift, mask, kind, "tanh", None, False
         )
         results.append((y, logdet, *grads))
-    for a, b in zip(*results):
+    for a, b in zip(*results, strict=True):
         assert torch.equal(a, b)
 
 
