@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SOURCES := $(shell find csrc -type f) CMakeLists.txt setup.py pyproject.toml
 
-.PHONY: demo test bench lint gpu-check gpu-prebuild gpu-profile clean
+.PHONY: demo test bench lint cpu-clones-check gpu-check gpu-prebuild gpu-profile clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ bench: $(VENV)/.built
 lint: $(VENV)/.deps
 	$(PY) -m ruff check pygen tests benchmarks scripts setup.py
 	$(PY) -m ruff format --check pygen tests benchmarks scripts setup.py
+
+# On an AVX-512 CPU with valgrind: the kernel tests on the AVX2 code (scripts/cpu_clones_check.sh).
+cpu-clones-check: $(VENV)/.built
+	scripts/cpu_clones_check.sh
 
 # On a GPU machine (torch preinstalled, no internet): build, CUDA tests, sanitizers, benchmarks.
 gpu-check:

@@ -18,13 +18,8 @@
 namespace pygen::affine_coupling {
 namespace {
 
-// The row loops are compiled for AVX-512, AVX2 + FMA and the baseline, picked at load time; the
-// span loops are inlined into each so that they vectorize at the row loop's width.
-#if defined(__x86_64__) && defined(__GNUC__)
-#define PYGEN_ROW_LOOP __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define PYGEN_ROW_LOOP
-#endif
+// The row loops are compiled per instruction set (PYGEN_CPU_CLONES); the span loops are inlined
+// into each so that they vectorize at the row loop's width.
 // The span loops and the scale function they call are forced inline: GCC stops inlining plain
 // `inline` helpers once a row loop has grown, and one out-of-line call per element keeps the loop
 // scalar (load_s did so for tanh and sigmoid over channel masks: 20x slower). Forcing the small
@@ -353,7 +348,7 @@ int64_t grain_rows(const Problem& p) { return std::max<int64_t>(1, 32768 / std::
 // The row loops live in plain functions, outside the parallel_for lambda, where GCC vectorizes
 // them (inside the OpenMP-outlined lambda it does not).
 template <ScaleFn F, bool kReverse, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-PYGEN_ROW_LOOP void forward_rows(const Problem& p, const Ptrs<scalar_t>& base, acc_t* logdet, int64_t begin, int64_t end) {
+PYGEN_CPU_CLONES void forward_rows(const Problem& p, const Ptrs<scalar_t>& base, acc_t* logdet, int64_t begin, int64_t end) {
   const acc_t c = static_cast<acc_t>(p.clamp), ic = p.clamp > 0 ? acc_t(1) / c : acc_t(0);
   for (int64_t r = begin; r < end; ++r) {
     Ptrs<scalar_t> row = base.offset(r * p.row_len);
@@ -367,7 +362,7 @@ PYGEN_ROW_LOOP void forward_rows(const Problem& p, const Ptrs<scalar_t>& base, a
 }
 
 template <ScaleFn F, bool kReverse, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-PYGEN_ROW_LOOP void backward_rows(const Problem& p, const Ptrs<scalar_t>& base, const acc_t* grad_logdet, int64_t begin,
+PYGEN_CPU_CLONES void backward_rows(const Problem& p, const Ptrs<scalar_t>& base, const acc_t* grad_logdet, int64_t begin,
                    int64_t end) {
   const acc_t c = static_cast<acc_t>(p.clamp), ic = p.clamp > 0 ? acc_t(1) / c : acc_t(0);
   for (int64_t r = begin; r < end; ++r) {

@@ -15,10 +15,11 @@
 #define PYGEN_HD inline __attribute__((always_inline))
 #endif
 
-// Host loops that pay for wider vectors are compiled for AVX-512 and AVX2 as well as the baseline;
-// the loader picks the best the CPU supports (GCC function multi-versioning).
+// Host loops that pay for wider vectors are compiled for AVX-512, AVX2 + FMA (x86-64-v3: a plain
+// "avx2" clone has no FMA, and the polynomials are chains of them) and the baseline; the loader
+// picks the best the CPU supports (GCC function multi-versioning).
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
-#define PYGEN_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#define PYGEN_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define PYGEN_CPU_CLONES
 #endif
