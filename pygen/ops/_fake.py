@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import Tensor
 
 
@@ -14,6 +16,6 @@ def check_same_device(ref_name: str, ref: Tensor, **others: Tensor | None) -> No
             raise RuntimeError(f"{name} is on {tensor.device} but {ref_name} is on {ref.device}")
 
 
-def indexed(name: str, tensors: list[Tensor]) -> dict[str, Tensor]:
+def indexed(name: str, tensors: Sequence[Tensor]) -> dict[str, Tensor]:
     """``{"name[i]": tensors[i]}``: a list's tensors for ``check_same_device``."""
     return {f"{name}[{i}]": t for i, t in enumerate(tensors)}

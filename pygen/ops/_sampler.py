@@ -24,7 +24,7 @@ def empty_samples(
     ``(B, L, C, H, W)`` of the weights' dtype (``(0,)`` unless asked), on the device that the
     weights, ``noise`` and ``given`` share."""
     ref = weights[-1]
-    check_same_device("weights", ref, **indexed("weights", list(weights)), noise=noise, given=given)
+    check_same_device("weights", ref, **indexed("weights", weights), noise=noise, given=given)
     images = ref.new_empty(shape, dtype=torch.int64)
     batch, *rest = shape
     return images, ref.new_empty((batch, n_levels, *rest) if return_logits else (0,))

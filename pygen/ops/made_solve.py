@@ -31,17 +31,9 @@ def _(target, weights, biases, units, bounds, order, mask, scale_fn, clamp, reve
 
 @torch.library.register_fake("pygen::_made_affine_solve_fused_backward")
 def _(grad_x, grad_params, target, x, params, weights, biases, units, *args):
-    check_same_device(
-        "target",
-        target,
-        grad_x=grad_x,
-        grad_params=grad_params,
-        x=x,
-        params=params,
-        **indexed("weights", weights),
-        **indexed("biases", biases),
-        units=units,
-    )
+    weights_and_biases = {**indexed("weights", weights), **indexed("biases", biases)}
+    inputs = dict(grad_x=grad_x, grad_params=grad_params, x=x, params=params, units=units)
+    check_same_device("target", target, **inputs, **weights_and_biases)
     return (
         torch.empty_like(target),
         [torch.empty_like(w) for w in weights],
