@@ -23,8 +23,9 @@ def empty_samples(
     """Empty outputs of a sampler of images ``shape = (B, C, H, W)``: int64 images and logits
     ``(B, L, C, H, W)`` of the weights' dtype (``(0,)`` unless asked), on the device that the
     weights, ``noise`` and ``given`` share."""
+    others = dict(noise=noise, given=given)
+    check_same_device("weights[0]", weights[0], **indexed("weights", weights), **others)
     ref = weights[-1]
-    check_same_device("weights", ref, **indexed("weights", weights), noise=noise, given=given)
     images = ref.new_empty(shape, dtype=torch.int64)
     batch, *rest = shape
     return images, ref.new_empty((batch, n_levels, *rest) if return_logits else (0,))
