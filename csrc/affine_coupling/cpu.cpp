@@ -3,8 +3,8 @@
 // `omp simd` loop. Kept spans are a copy (forward) or compile down to a copy and zero fills
 // (backward): the dead scale math and the log_scale/shift loads are removed by the compiler. A
 // checkerboard sample of even width is one span of element pairs, one kept and one transformed,
-// so that the scale function runs for the transformed half only; the forward loads 16-bit spans
-// two elements to a word, for vectors as wide as float32's.
+// so that the scale function runs for the transformed half only; the forward widens 16-bit spans
+// into float buffers by chunks, for vectors as wide as float32's.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -252,42 +252,31 @@ PYGEN_INLINE void backward_elements(const Ptrs<scalar_t>& ptrs, int32_t n, acc_t
   }
 }
 
-// The forward over 16-bit elements of a transformed or read span, two to a word, each half its own
-// element: over 16-bit loads GCC runs the float math 8 lanes wide on AVX-512, over 32-bit words 16
-// (bfloat16 1.4x, measured standalone; the backward, tried so, did not gain). An odd last element
-// goes through the element loop.
+// The forward over 16-bit elements of a transformed or read span, by chunks widened into float
+// buffers: over 16-bit loads GCC runs the float math 8 lanes wide on AVX-512, over the buffers 16
+// (as fast as two elements to a 32-bit word, measured, with none of the word's bit picking).
 template <ScaleFn F, bool kReverse, Span S, typename scalar_t, typename acc_t>
-PYGEN_INLINE acc_t forward_words(const Ptrs<scalar_t>& ptrs, int32_t n, acc_t c, acc_t ic) {
-  using Word = Pair<2>::Word;
-  using U = Pair<2>::Value;
-  const Word* __restrict__ x = reinterpret_cast<const Word*>(ptrs.x);
-  const Word* __restrict__ log_scale = reinterpret_cast<const Word*>(ptrs.log_scale);
-  const Word* __restrict__ shift = reinterpret_cast<const Word*>(ptrs.shift);
-  const uint8_t* __restrict__ mask = ptrs.mask;
-  Word* __restrict__ y = reinterpret_cast<Word*>(ptrs.out);
-  const acc_t sum = summed_by_chunks<acc_t>(
-      n / 2, [&](int32_t begin, int32_t end, acc_t* __restrict__ s_of) __attribute__((always_inline)) {
+PYGEN_INLINE acc_t forward_widened(const Ptrs<scalar_t>& ptrs, int32_t n, acc_t c, acc_t ic) {
+  alignas(64) acc_t xs[kSumChunk], ls[kSumChunk], ts[kSumChunk], ys[kSumChunk];
+  acc_t sum = 0;
+  for (int32_t begin = 0; begin < n; begin += kSumChunk) {
+    const int32_t m = std::min(kSumChunk, n - begin);
+    const Ptrs<scalar_t> p = ptrs.offset(begin);
+    const scalar_t* __restrict__ x = p.x;
+    const scalar_t* __restrict__ log_scale = p.log_scale;
+    const scalar_t* __restrict__ shift = p.shift;
 #pragma omp simd
-    for (int32_t j = begin; j < end; ++j) {
-      const U xw = x[j], tw = shift[j];
-      U yw = 0;
-      acc_t s_pair = 0;
-#pragma GCC unroll 2
-      for (int32_t k = 0; k < 2; ++k) {  // the low element, then the high one
-        const U sel = U(0) - U(k);
-        const acc_t xv = half_of<scalar_t, acc_t>(xw, sel);
-        acc_t s = 0;
-        if constexpr (F != ScaleFn::kNone) s = scale_log<F>(half_of<scalar_t, acc_t>(U(log_scale[j]), sel), c, ic);
-        const acc_t out = coupled<F>(xv, s, half_of<scalar_t, acc_t>(tw, sel), kReverse);
-        const bool keep = kept<S>(2 * j + k, mask);
-        yw |= placed<scalar_t>(select(keep, xv, out), sel);
-        s_pair += select(keep, acc_t(0), s);
-      }
-      y[j] = yw;
-      s_of[j - begin] = s_pair;
+    for (int32_t i = 0; i < m; ++i) {
+      xs[i] = widen<acc_t>(x[i]);
+      ts[i] = widen<acc_t>(shift[i]);
+      if constexpr (F != ScaleFn::kNone) ls[i] = widen<acc_t>(log_scale[i]);
     }
-  });
-  if (n % 2 == 1) return sum + forward_elements<F, kReverse, S>(ptrs.offset(n - 1), 1, c, ic);
+    const Ptrs<acc_t> wide{xs, F == ScaleFn::kNone ? nullptr : ls, ts, p.mask, ys};
+    sum += forward_elements<F, kReverse, S>(wide, m, c, ic);
+    scalar_t* __restrict__ y = p.out;
+#pragma omp simd
+    for (int32_t i = 0; i < m; ++i) y[i] = narrow<scalar_t>(ys[i]);
+  }
   return sum;
 }
 
@@ -302,7 +291,7 @@ PYGEN_INLINE acc_t forward_span(const Ptrs<scalar_t>& ptrs, int32_t n, acc_t c, 
     if constexpr (sizeof(scalar_t) <= 4) return forward_pairs<F, kReverse>(ptrs, n, c, ic);
     return acc_t(0);  // not planned: doubles run checkerboards as read spans
   } else if constexpr (sizeof(scalar_t) == 2) {
-    return forward_words<F, kReverse, S>(ptrs, n, c, ic);
+    return forward_widened<F, kReverse, S>(ptrs, n, c, ic);
   } else {
     return forward_elements<F, kReverse, S>(ptrs, n, c, ic);
   }
