@@ -281,7 +281,8 @@ PYGEN_INLINE acc_t forward_widened(const Ptrs<scalar_t>& ptrs, int32_t n, acc_t 
 }
 
 // Transforms the n elements of a span (kPairs: n pairs); returns the sum of s over the transformed
-// ones. A kept span is a copy; 32-bit read or transformed ones run element by element.
+// ones. A kept span is a copy; 16-bit read or transformed ones widen by chunks, wider ones run
+// element by element.
 template <ScaleFn F, bool kReverse, Span S, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 PYGEN_INLINE acc_t forward_span(const Ptrs<scalar_t>& ptrs, int32_t n, acc_t c, acc_t ic) {
   if constexpr (S == Span::kKeep) {
