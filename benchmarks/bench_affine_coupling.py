@@ -12,7 +12,8 @@ log_scale and shift loads (NOTES.md: the bf16 kernel at ~50 % of copy).
 Bytes (benchmarks/floors.py): forward and reverse read x, log_scale, shift and write y (4 tensor
 passes); forward+backward adds reading grad_y, x, log_scale and writing the three gradients (10);
 a channel mask skips the kept half's log_scale and shift (forward) and x and log_scale
-(backward): 3 and 8. Before timing, pygen and compile are checked against the float32 reference.
+(backward): 3 and 8. Before timing, pygen and compile are checked against the float32 reference;
+then a case's providers are timed side by side (``benchmarks.common.measure_side_by_side``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from benchmarks.common import (
     check_close,
     compile_reference,
     device_under_test,
-    measure,
+    measure_side_by_side,
     row,
 )
 from pygen.models import RealNVP
@@ -87,55 +88,67 @@ def make_inputs(shape, dtype, gen: torch.Generator, mask_name: str = "checkerboa
     return x, log_scale, shift, mask, detect_mask_kind(mask, shape)
 
 
+PROVIDERS = ("pygen", "eager", "compile")
+
+
 @pytest.mark.parametrize("mask_name", list(MASKS))
 @pytest.mark.parametrize("mode", ["fwd", "reverse", "fwd+bwd"])
-@pytest.mark.parametrize("provider", ["pygen", "eager", "compile"])
 @pytest.mark.parametrize(("shape", "dtype"), CASES, ids=lambda c: str(c))
-def test_affine_coupling(benchmark, record, quick, shape, dtype, provider, mode, mask_name):
+def test_affine_coupling(record, quick, shape, dtype, mode, mask_name):
     if mask_name == "channel" and mode == "reverse":
         pytest.skip("channel masks: forward and backward")
-    if mask_name == "channel" and DEVICE.type == "cuda" and (mode != "fwd" or provider == "eager"):
-        pytest.skip("channel masks on a GPU: the forward's diagnostic rows only")
+    providers = PROVIDERS
+    if mask_name == "channel" and DEVICE.type == "cuda":
+        if mode != "fwd":
+            pytest.skip("channel masks on a GPU: the forward's diagnostic rows only")
+        providers = ("pygen", "compile")
     gen = torch.Generator(DEVICE).manual_seed(0)
     x, log_scale, shift, mask, kind = make_inputs(shape, dtype, gen, mask_name)
-    fn = provider_fn(provider)
-
-    def call(reverse=False):
-        return fn(x, log_scale, shift, mask, scale_fn=SCALE_FN, reverse=reverse, mask_kind=kind)
-
-    if mode in ("fwd", "reverse"):
-
-        def step():
-            with torch.no_grad():
-                return call(reverse=mode == "reverse")
-
-    else:
+    grads = ()
+    if mode == "fwd+bwd":
         x.requires_grad_()
         log_scale.requires_grad_()
         shift.requires_grad_()
-        grad_y = torch.randn(shape, device=DEVICE, generator=gen).to(dtype)
-        grad_logdet = torch.randn(shape[0], device=DEVICE, generator=gen)
+        grads = (
+            torch.randn(shape, device=DEVICE, generator=gen).to(dtype),
+            torch.randn(shape[0], device=DEVICE, generator=gen),
+        )
+
+    def step_of(fn):
+        def call(reverse=False):
+            return fn(x, log_scale, shift, mask, scale_fn=SCALE_FN, reverse=reverse, mask_kind=kind)
+
+        if mode != "fwd+bwd":
+
+            def step():
+                with torch.no_grad():
+                    return call(reverse=mode == "reverse")
+
+            return step
 
         def step():
             y, logdet = call()
-            return torch.autograd.grad((y, logdet), (x, log_scale, shift), (grad_y, grad_logdet))
+            return torch.autograd.grad((y, logdet), (x, log_scale, shift), grads)
+
+        return step
 
     label = mode if mask_name == "checkerboard" else f"{mode} (channel mask)"
-    if provider != "eager":  # eager is the reference itself
-        grads = (grad_y, grad_logdet) if mode == "fwd+bwd" else ()
-        names = ("grad_x", "grad_log_scale", "grad_shift") if grads else ("y", "logdet")
-        want = expected(x, log_scale, shift, mask, mode, *grads)
-        for name, got, ref in zip(names, step(), want, strict=True):
-            check_close(f"{provider} {label} {name}", got, ref, dtype)
-    timing = measure(benchmark, step, DEVICE, quick)
+    steps = {provider: step_of(provider_fn(provider)) for provider in providers}
+    names = ("grad_x", "grad_log_scale", "grad_shift") if grads else ("y", "logdet")
+    want = expected(x, log_scale, shift, mask, mode, *grads)
+    for provider, step in steps.items():
+        if provider != "eager":  # eager is the reference itself
+            for name, got, ref in zip(names, step(), want, strict=True):
+                check_close(f"{provider} {label} {name}", got, ref, dtype)
     nbytes = floor_bytes(shape, dtype, mode, mask_name)
-    record(row(OP, provider, label, shape, dtype, DEVICE, timing, nbytes))
+    for provider, timing in measure_side_by_side(steps, DEVICE, quick).items():
+        record(row(OP, provider, label, shape, dtype, DEVICE, timing, nbytes))
 
 
-@pytest.mark.parametrize("provider", ["pygen", "eager"])
-def test_realnvp_train_step(benchmark, record, quick, provider):
-    """One Adam step of a multi-scale RealNVP; ``eager`` uses the reference couplings. Checked
-    first: the fused model's log-density equals the reference model's (same weights)."""
+def test_realnvp_train_step(record, quick):
+    """One Adam step of a multi-scale RealNVP: ``pygen`` with the fused couplings, ``eager`` with
+    the reference couplings. Checked first: the fused model's log-density equals the reference
+    model's (same weights)."""
     (batch, *image), hidden = STEP_CASE
 
     def realnvp(reference: bool) -> RealNVP:
@@ -143,13 +156,15 @@ def test_realnvp_train_step(benchmark, record, quick, provider):
         model = RealNVP(image, n_scales=2, hidden=hidden, n_blocks=1, reference=reference)
         return model.to(DEVICE)
 
-    model = realnvp(provider == "eager")
     x = torch.rand((batch, *image), device=DEVICE)
-    if provider != "eager":
-        with torch.no_grad():
-            want = realnvp(True).log_prob(x)
-            check_close("RealNVP log_prob", model.log_prob(x), want, torch.float32)
-    step = adam_step(model, lambda: -model.log_prob(x).mean(), lr=1e-4)
-    timing = measure(benchmark, step, DEVICE, quick)
+    models = {"pygen": realnvp(False), "eager": realnvp(True)}
+    with torch.no_grad():
+        want = models["eager"].log_prob(x)
+        check_close("RealNVP log_prob", models["pygen"].log_prob(x), want, torch.float32)
+    steps = {
+        provider: adam_step(model, lambda model=model: -model.log_prob(x).mean(), lr=1e-4)
+        for provider, model in models.items()
+    }
     shape = (batch, *image)
-    record(row(OP, provider, "realnvp_train_step", shape, torch.float32, DEVICE, timing, 0))
+    for provider, timing in measure_side_by_side(steps, DEVICE, quick).items():
+        record(row(OP, provider, "realnvp_train_step", shape, torch.float32, DEVICE, timing, 0))

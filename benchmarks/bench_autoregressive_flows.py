@@ -27,7 +27,7 @@ import os
 import pytest
 import torch
 
-from benchmarks.common import adam_step, check_close, device_under_test, measure, row
+from benchmarks.common import adam_step, check_close, device_under_test, measure_side_by_side, row
 from pygen import ops
 from pygen.layers import MAFLayer
 from pygen.models import CNF, IAF, MAF
@@ -60,46 +60,53 @@ def _maf(
     return model.to(DEVICE), torch.randn(batch, dim, device=DEVICE)
 
 
-@pytest.mark.parametrize("provider", ["pygen", "eager"])
 @pytest.mark.parametrize("model_type", [MAF, IAF], ids=lambda cls: cls.__name__)
-def test_train_step(benchmark, record, quick, model_type, provider):
-    model, x = _maf(reference=provider == "eager", model_type=model_type)
-    if provider != "eager":
-        with torch.no_grad():
-            want = _maf(reference=True, model_type=model_type)[0].log_prob(x)
-            check_close(f"{model_type.__name__} log_prob", model.log_prob(x), want, x.dtype)
-    step = adam_step(model, lambda: -model.log_prob(x).mean(), lr=1e-4)
+def test_train_step(record, quick, model_type):
+    models = {p: _maf(reference=p == "eager", model_type=model_type) for p in ("pygen", "eager")}
+    (model, x), (reference, _) = models["pygen"], models["eager"]
+    with torch.no_grad():
+        want = reference.log_prob(x)
+        check_close(f"{model_type.__name__} log_prob", model.log_prob(x), want, x.dtype)
+    steps = {
+        provider: adam_step(model, lambda model=model: -model.log_prob(x).mean(), lr=1e-4)
+        for provider, (model, _) in models.items()
+    }
     # IAF's density runs D steps per layer: a few rounds (seconds per step off the CPU).
-    timing = measure(benchmark, step, DEVICE, quick, rounds=5 if model_type is IAF else 0)
+    rounds = 5 if model_type is IAF else 0
     mode = f"{model_type.__name__.lower()}_train_step"
-    record(row(OP, provider, mode, x.shape, x.dtype, DEVICE, timing, 0))
+    for provider, timing in measure_side_by_side(steps, DEVICE, quick, rounds).items():
+        record(row(OP, provider, mode, x.shape, x.dtype, DEVICE, timing, 0))
 
 
-@pytest.mark.parametrize("provider", ["pygen", "composite"])
 @pytest.mark.parametrize("mode", ["made_solve", "made_solve fwd+bwd"])
 @pytest.mark.parametrize("case", MAF_SAMPLE_CASES, ids=lambda case: f"dim{case[1]}")
-def test_made_solve(benchmark, record, quick, case, mode, provider):
+def test_made_solve(record, quick, case, mode):
     model, x = _maf(case)
     layer = next(layer for layer in model.flow if isinstance(layer, MAFLayer))
     weights, biases, units, bounds = layer.made.solve_weights(x)
     backward = mode.endswith("fwd+bwd")
     leaves = [t.detach().requires_grad_(backward) for t in (x, *weights, *biases)]
     x, weights, biases = leaves[0], leaves[1 : 1 + len(weights)], leaves[1 + len(weights) :]
-    op = {"pygen": ops.made_affine_solve, "composite": _composite}[provider]
     args = (units, bounds, layer.made.order.tolist(), layer.mask)
 
-    def step(op=op):
-        with torch.set_grad_enabled(backward):
-            out, params = op(x, weights, biases, *args, scale_fn=layer.scale_fn, clamp=layer.clamp)
-            if backward:
-                return torch.autograd.grad(out.sum() + params.sum(), leaves)
-            return out, params
+    def step_of(op):
+        def step():
+            with torch.set_grad_enabled(backward):
+                out, params = op(
+                    x, weights, biases, *args, scale_fn=layer.scale_fn, clamp=layer.clamp
+                )
+                if backward:
+                    return torch.autograd.grad(out.sum() + params.sum(), leaves)
+                return out, params
 
-    if provider != "composite":
-        for k, (got, want) in enumerate(zip(step(), step(_composite), strict=True)):
-            check_close(f"made_solve {mode} output {k}", got, want, x.dtype)
-    timing = measure(benchmark, step, DEVICE, quick, rounds=5 if provider == "composite" else 0)
-    record(row(OP, provider, mode, x.shape, x.dtype, DEVICE, timing, 0))
+        return step
+
+    steps = {"pygen": step_of(ops.made_affine_solve), "composite": step_of(_composite)}
+    for k, (got, want) in enumerate(zip(steps["pygen"](), steps["composite"](), strict=True)):
+        check_close(f"made_solve {mode} output {k}", got, want, x.dtype)
+    rounds = {"composite": 5}
+    for provider, timing in measure_side_by_side(steps, DEVICE, quick, rounds).items():
+        record(row(OP, provider, mode, x.shape, x.dtype, DEVICE, timing, 0))
 
 
 def _composite(target, weights, biases, units, bounds, order, mask, scale_fn, clamp):
@@ -108,55 +115,62 @@ def _composite(target, weights, biases, units, bounds, order, mask, scale_fn, cl
     )
 
 
-@pytest.mark.parametrize(
-    ("mode", "provider"),
-    [
-        ("maf_density", "pygen"),
-        ("maf_sample", "pygen"),
-        ("maf_sample", "twin"),
-        ("maf_sample", "naive"),
-        ("maf_sample", "eager"),
-    ],
-)
 @pytest.mark.parametrize("case", MAF_SAMPLE_CASES, ids=lambda case: f"dim{case[1]}")
-def test_maf_density_vs_sampling(benchmark, record, quick, case, mode, provider):
-    """pygen: the cached solve as one operator (pygen.ops.made_affine_solve; on the CPU its fused
-    kernel); twin: its loop in Python (MADE.solve) with the pure-PyTorch affine map; naive: D
-    passes of the fused layer; eager: D passes of the pure-PyTorch layer."""
-    solver = "naive" if provider in ("naive", "eager") else "cached"
-    model, x = _maf(case, reference=provider in ("twin", "eager"), solver=solver)
-    model.eval()
+def test_maf_density_vs_sampling(record, quick, case):
+    """The density pass (``maf_density``, pygen) and sampling (``maf_sample``) of one MAF, side by
+    side. Sampling four ways: pygen, the cached solve as one operator
+    (pygen.ops.made_affine_solve; on the CPU its fused kernel); twin, its loop in Python
+    (MADE.solve) with the pure-PyTorch affine map; naive, D passes of the fused layer; eager, D
+    passes of the pure-PyTorch layer."""
+    models = {}
+    for provider in ("pygen", "twin", "naive", "eager"):
+        solver = "naive" if provider in ("naive", "eager") else "cached"
+        models[provider] = _maf(case, reference=provider in ("twin", "eager"), solver=solver)[0]
+        models[provider].eval()
+    x = _maf(case)[1]
     with torch.no_grad():
-        if mode == "maf_density" and provider == "pygen":
-            want = _maf(case, reference=True)[0].eval().log_prob(x)
-            check_close("MAF log_prob", model.log_prob(x), want, x.dtype)
-        if mode == "maf_sample" and provider != "eager":
-            gen = torch.Generator(x.device)
+        want = _maf(case, reference=True)[0].eval().log_prob(x)
+        check_close("MAF log_prob", models["pygen"].log_prob(x), want, x.dtype)
+        for provider in ("pygen", "twin", "naive"):
+            model, gen = models[provider], torch.Generator(x.device)
             z, _ = model(model.sample(len(x), generator=gen.manual_seed(1)))
             want = standard_normal(tuple(x.shape), gen.manual_seed(1), device=x.device)
             check_close(f"{provider} MAF sample mapped back", z, want, x.dtype)
 
-    def step():
+    def density():
         with torch.no_grad():
-            return model.log_prob(x) if mode == "maf_density" else model.sample(len(x))
+            return models["pygen"].log_prob(x)
 
+    def sample(model):
+        def step():
+            with torch.no_grad():
+                return model.sample(len(x))
+
+        return step
+
+    steps = {"density": density} | {p: sample(model) for p, model in models.items()}
     # The D-pass baselines take seconds per call at dim 784: a few rounds.
-    timing = measure(
-        benchmark, step, DEVICE, quick, rounds=5 if provider in ("naive", "eager") else 0
-    )
-    record(row(OP, provider, mode, x.shape, x.dtype, DEVICE, timing, 0))
+    rounds = {"naive": 5, "eager": 5}
+    for name, timing in measure_side_by_side(steps, DEVICE, quick, rounds).items():
+        provider, mode = ("pygen", "maf_density") if name == "density" else (name, "maf_sample")
+        record(row(OP, provider, mode, x.shape, x.dtype, DEVICE, timing, 0))
 
 
-@pytest.mark.parametrize("trace", ["exact", "hutchinson"])
-def test_cnf_log_prob_trace(benchmark, record, quick, trace):
+def test_cnf_log_prob_trace(record, quick):
+    """CNF log-density with the exact trace and with the Hutchinson estimator, side by side."""
     batch, dim, hidden, steps = CNF_CASE
-    torch.manual_seed(0)
-    model = CNF(dim, hidden=hidden, trace=trace, euler_steps=steps).to(DEVICE)
-    x = torch.randn(batch, dim, device=DEVICE)
+    x = torch.randn(batch, dim, generator=torch.Generator().manual_seed(0)).to(DEVICE)
 
-    def step():
-        with torch.no_grad():
-            return model.log_prob(x)
+    def log_prob(trace):
+        torch.manual_seed(0)
+        model = CNF(dim, hidden=hidden, trace=trace, euler_steps=steps).to(DEVICE)
 
-    timing = measure(benchmark, step, DEVICE, quick)
-    record(row(OP, trace, "cnf_log_prob", x.shape, x.dtype, DEVICE, timing, 0))
+        def step():
+            with torch.no_grad():
+                return model.log_prob(x)
+
+        return step
+
+    timings = measure_side_by_side({t: log_prob(t) for t in ("exact", "hutchinson")}, DEVICE, quick)
+    for trace, timing in timings.items():
+        record(row(OP, trace, "cnf_log_prob", x.shape, x.dtype, DEVICE, timing, 0))

@@ -17,12 +17,11 @@ DEVICE = device_under_test()
 NUMEL = 256 * 2**20 if DEVICE.type == "cuda" else 16 * 2**20  # 1 GiB / 64 MiB of float32
 
 
-@pytest.mark.parametrize("provider", ["torch"])
-def test_copy(benchmark, record, quick, provider):
+def test_copy(record, quick):
     src = torch.randn(NUMEL, device=DEVICE)
     dst = torch.empty_like(src)
-    timing = measure(benchmark, lambda: dst.copy_(src), DEVICE, quick)
-    record(row("copy", provider, "copy", (NUMEL,), torch.float32, DEVICE, timing, 2 * 4 * NUMEL))
+    timing = measure(lambda: dst.copy_(src), DEVICE, quick)
+    record(row("copy", "torch", "copy", (NUMEL,), torch.float32, DEVICE, timing, 2 * 4 * NUMEL))
 
 
 # The GPU's matrix units in float32 (TF32 off) and bf16; the CPU's in float32 (BLAS).
@@ -30,13 +29,13 @@ MATMUL_DTYPES = [torch.float32, torch.bfloat16] if DEVICE.type == "cuda" else [t
 
 
 @pytest.mark.parametrize("dtype", MATMUL_DTYPES, ids=str)
-def test_matmul(benchmark, record, quick, dtype):
+def test_matmul(record, quick, dtype):
     """The device's matrix throughput on random square products (8192^3 on a GPU, 2048^3 on a
     CPU): the ceiling compute-bound kernels (the PixelCNN sampler) are measured against."""
     n = 8192 if DEVICE.type == "cuda" else 2048
     a, b = (torch.randn(n, n, device=DEVICE, dtype=dtype) for _ in range(2))
     out = torch.empty(n, n, device=DEVICE, dtype=dtype)
-    timing = measure(benchmark, lambda: torch.mm(a, b, out=out), DEVICE, quick, rounds=10)
+    timing = measure(lambda: torch.mm(a, b, out=out), DEVICE, quick, rounds=10)
     r = row("matmul", "torch", "mm", (n, n, n), dtype, DEVICE, timing, 3 * n * n * a.element_size())
     record(r | {"tflops": 2 * n**3 / (timing["median_ms"] * 1e-3) / 1e12})
 
@@ -49,7 +48,7 @@ EXCHANGE_STEPS = 4096
     reason="thread-block clusters: sm_90 GPUs",
 )
 @pytest.mark.parametrize("blocks", [8, 16])
-def test_cluster_step(benchmark, record, quick, blocks):
+def test_cluster_step(record, quick, blocks):
     """One dependent step across a cluster of 8 or 16 blocks (the PixelCNN cluster kernel's
     sizes): each block writes into every block's shared memory, then the cluster barrier
     (pygen.ops.ceilings.cluster_exchange, EXCHANGE_STEPS steps per launch)."""
@@ -58,7 +57,7 @@ def test_cluster_step(benchmark, record, quick, blocks):
     def run():
         cluster_exchange(out, blocks, EXCHANGE_STEPS)
 
-    timing = measure(benchmark, run, DEVICE, quick)
+    timing = measure(run, DEVICE, quick)
     shape = (blocks, EXCHANGE_STEPS)
     r = row("cluster_step", "pygen", "exchange", shape, torch.int64, DEVICE, timing, 0)
     record(r | {"us_per_step": timing["median_ms"] * 1e3 / EXCHANGE_STEPS})

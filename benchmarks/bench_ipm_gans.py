@@ -7,10 +7,9 @@ CycleGAN and pix2pix time a one-step ``fit`` (which also builds their Adam optim
 
 from __future__ import annotations
 
-import pytest
 import torch
 
-from benchmarks.common import device_under_test, measure, row
+from benchmarks.common import device_under_test, measure_side_by_side, row
 from pygen.losses import MMDGANLoss, SinkhornLoss
 from pygen.models import BiGAN, CycleGAN, MLPDiscriminator, MLPGenerator, Pix2Pix
 from pygen.train import GANTrainer
@@ -48,11 +47,11 @@ def make_step(provider: str):
     return lambda: model.fit(images, images.flip(-1), 1, batch_size=IMAGE_BATCH), IMAGE_SHAPE
 
 
-@pytest.mark.parametrize("provider", ["mmd_gan", "sinkhorn_gan", "bigan", "cyclegan", "pix2pix"])
-def test_ipm_gans(benchmark, record, quick, provider):
-    torch.manual_seed(0)
-    step, shape = make_step(provider)
-    timing = measure(benchmark, step, DEVICE, quick)
-    result = row(OP, provider, "train_step", shape, torch.float32, DEVICE, timing, 0)
-    result["gbps"] = None
-    record(result)
+def test_ipm_gans(record, quick):
+    """Every model's training step, side by side."""
+    steps, shapes = {}, {}
+    for provider in ("mmd_gan", "sinkhorn_gan", "bigan", "cyclegan", "pix2pix"):
+        torch.manual_seed(0)
+        steps[provider], shapes[provider] = make_step(provider)
+    for provider, timing in measure_side_by_side(steps, DEVICE, quick).items():
+        record(row(OP, provider, "train_step", shapes[provider], torch.float32, DEVICE, timing, 0))

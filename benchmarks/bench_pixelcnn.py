@@ -18,7 +18,14 @@ import time
 import pytest
 import torch
 
-from benchmarks.common import adam_step, check_sampler, device_under_test, measure, row
+from benchmarks.common import (
+    adam_step,
+    check_sampler,
+    device_under_test,
+    measure,
+    measure_side_by_side,
+    row,
+)
 from pygen.models import PixelCNN
 from pygen.sampling import export_weights, inverse_cdf_draw, sample_cached
 
@@ -130,54 +137,64 @@ def record_row(record, provider, mode, model_name, batch, timing, extra=None, dt
     record(r | {"model": model_name} | work | (extra or {}))
 
 
-@pytest.mark.parametrize("provider", ["fused", "cached", "cached_graph", "naive"])
+def sample_providers(model_name: str, batch: int) -> tuple[str, ...]:
+    """The samplers timed at a case: on a GPU the slow pure-PyTorch cached sampler at the
+    smallest and largest batch only (the graph at every mnist28 batch)."""
+    if not ON_CUDA:
+        return ("fused", "cached", "naive")
+    graph = batch in SLOW_REFERENCE_BATCHES or model_name == "mnist28"
+    return (
+        "fused",
+        *(("cached",) if batch in SLOW_REFERENCE_BATCHES else ()),
+        *(("cached_graph",) if graph else ()),
+        "naive",
+    )
+
+
 @pytest.mark.parametrize(("model_name", "batch"), SAMPLE_CASES, ids=str)
-def test_pixelcnn_sample(benchmark, record, quick, model_name, batch, provider):
+def test_pixelcnn_sample(record, quick, model_name, batch):
+    """The case's samplers side by side (``benchmarks.common.measure_side_by_side``); the fused
+    one checked first."""
     model = get_model(model_name)
     gen = torch.Generator(DEVICE)
-    slow_on_gpu = ON_CUDA and provider in ("cached", "cached_graph")
-    if provider == "cached_graph" and not ON_CUDA:
-        pytest.skip("CUDA graphs need a GPU")
-    if slow_on_gpu and batch not in SLOW_REFERENCE_BATCHES:
-        if not (provider == "cached_graph" and model_name == "mnist28"):
-            pytest.skip("slow reference: timed at the smallest and largest batch")
-    if provider == "naive" and (ON_CUDA or model_name == "mnist28"):
-        steps = model.in_channels * model.image_size[0] * model.image_size[1]
-        timing = measure(benchmark, naive_steps(model, batch, NAIVE_STEPS), DEVICE, quick)
-        scale = steps / NAIVE_STEPS
-        timing = {k: v * scale if k != "rounds" else v for k, v in timing.items()}
-        extra = {"extrapolated_from_steps": NAIVE_STEPS}
-        record_row(record, provider, "sample", model_name, batch, timing, extra)
-        return
-    extra = None
-    if provider == "cached_graph":
-        fn, capture_s = cached_in_graph(model, batch)
-        extra = {"capture_s": capture_s}
-    else:
-        method = provider
-        if method == "fused":
-            check_sampler(model, batch)
+    steps, rounds, extra = {}, {}, {}
+    for provider in sample_providers(model_name, batch):
+        if provider == "naive" and (ON_CUDA or model_name == "mnist28"):
+            steps[provider] = naive_steps(model, batch, NAIVE_STEPS)
+            extra[provider] = {"extrapolated_from_steps": NAIVE_STEPS}
+        elif provider == "cached_graph":
+            steps[provider], capture_s = cached_in_graph(model, batch)
+            extra[provider] = {"capture_s": capture_s}
+        else:
+            if provider == "fused":
+                check_sampler(model, batch)
 
-        def fn():
-            return model.sample(batch, method=method, generator=gen.manual_seed(0))
+            def sample(method=provider):
+                return model.sample(batch, method=method, generator=gen.manual_seed(0))
 
-    rounds = SLOW_ROUNDS if slow_on_gpu or (ON_CUDA and model_name == "rgb32") else 0
-    timing = measure(benchmark, fn, DEVICE, quick, rounds)
-    record_row(record, provider, "sample", model_name, batch, timing, extra)
+            steps[provider] = sample
+        slow = provider in ("cached", "cached_graph") or model_name == "rgb32"
+        rounds[provider] = SLOW_ROUNDS if ON_CUDA and slow and provider != "naive" else 0
+    image_steps = model.in_channels * model.image_size[0] * model.image_size[1]
+    for provider, timing in measure_side_by_side(steps, DEVICE, quick, rounds).items():
+        if "extrapolated_from_steps" in extra.get(provider, {}):
+            scale = image_steps / NAIVE_STEPS
+            timing = timing | {k: timing[k] * scale for k in ("median_ms", "p20", "p80")}
+        record_row(record, provider, "sample", model_name, batch, timing, extra.get(provider))
 
 
 COMPLETE_CASES = [("mnist28", 16), ("mnist28", 256)] if ON_CUDA else [("mnist28", 16)]
 
 
-@pytest.mark.parametrize("provider", ["fused", "cached"])
 @pytest.mark.parametrize(("model_name", "batch"), COMPLETE_CASES, ids=str)
-def test_pixelcnn_complete(benchmark, record, quick, model_name, batch, provider):
+def test_pixelcnn_complete(record, quick, model_name, batch):
     """Completions of the bottom half from given top rows (``sample(given=...)``): the fused
     kernels skip the horizontal stack of rows given whole, the cached twin draws nothing there but
     still runs it. Compare with the same run's ``sample`` rows of the same model and batch."""
     model = get_model(model_name)
-    if ON_CUDA and provider == "cached" and batch not in SLOW_REFERENCE_BATCHES:
-        pytest.skip("slow reference: timed at the smallest and largest batch")
+    providers = ("fused", "cached")
+    if ON_CUDA and batch not in SLOW_REFERENCE_BATCHES:
+        providers = ("fused",)  # slow reference: timed at the smallest and largest batch
     shape = shape_of(model, batch)
     given = torch.full(shape, -1, dtype=torch.int64, device=DEVICE)
     top = model.image_size[0] // 2
@@ -185,30 +202,27 @@ def test_pixelcnn_complete(benchmark, record, quick, model_name, batch, provider
     given[:, :, :top] = torch.randint(
         model.n_levels, given[:, :, :top].shape, generator=gen, device=DEVICE
     )
+    check_sampler(model, batch, given=given)
 
-    if provider == "fused":
-        check_sampler(model, batch, given=given)
+    def complete(method):
+        return lambda: model.sample(batch, method=method, given=given, generator=gen.manual_seed(0))
 
-    def fn():
-        return model.sample(batch, method=provider, given=given, generator=gen.manual_seed(0))
-
-    rounds = SLOW_ROUNDS if ON_CUDA and provider == "cached" else 0
-    timing = measure(benchmark, fn, DEVICE, quick, rounds)
-    record_row(record, provider, "complete (top half given)", model_name, batch, timing)
+    steps = {provider: complete(provider) for provider in providers}
+    rounds = {"cached": SLOW_ROUNDS if ON_CUDA else 0}
+    for provider, timing in measure_side_by_side(steps, DEVICE, quick, rounds).items():
+        record_row(record, provider, "complete (top half given)", model_name, batch, timing)
 
 
 @pytest.mark.skipif(not ON_CUDA, reason="16-bit weights: the CUDA sampler")
 @pytest.mark.parametrize(
     ("model_name", "batch"), [("mnist28", 1), ("mnist28", 256), ("rgb32", 256)]
 )
-def test_pixelcnn_sample_bf16(benchmark, record, quick, model_name, batch):
+def test_pixelcnn_sample_bf16(record, quick, model_name, batch):
     torch.manual_seed(0)
     model = PixelCNN(**MODELS[model_name]).to(DEVICE, torch.bfloat16).eval()
     check_sampler(model, batch)
     gen = torch.Generator(DEVICE)
-    timing = measure(
-        benchmark, lambda: model.sample(batch, generator=gen.manual_seed(0)), DEVICE, quick
-    )
+    timing = measure(lambda: model.sample(batch, generator=gen.manual_seed(0)), DEVICE, quick)
     record_row(record, "fused", "sample", model_name, batch, timing, dtype=torch.bfloat16)
 
 
@@ -216,7 +230,7 @@ FORWARD_CASES = SAMPLE_CASES if ON_CUDA else [("mnist28", 16), ("digits8", 16)]
 
 
 @pytest.mark.parametrize(("model_name", "batch"), FORWARD_CASES, ids=str)
-def test_pixelcnn_forward(benchmark, record, quick, model_name, batch):
+def test_pixelcnn_forward(record, quick, model_name, batch):
     model = get_model(model_name)
     x = torch.randint(0, model.n_levels, shape_of(model, batch), device=DEVICE)
 
@@ -224,16 +238,14 @@ def test_pixelcnn_forward(benchmark, record, quick, model_name, batch):
     def forward():
         return model(x)
 
-    record_row(
-        record, "pytorch", "forward", model_name, batch, measure(benchmark, forward, DEVICE, quick)
-    )
+    record_row(record, "pytorch", "forward", model_name, batch, measure(forward, DEVICE, quick))
 
 
 @pytest.mark.parametrize(("model_name", "batch"), [("mnist28", 16), ("digits8", 64)], ids=str)
-def test_pixelcnn_train_step(benchmark, record, quick, model_name, batch):
+def test_pixelcnn_train_step(record, quick, model_name, batch):
     torch.manual_seed(0)
     model = PixelCNN(**MODELS[model_name]).to(DEVICE)
     x = torch.randint(0, model.n_levels, shape_of(model, batch), device=DEVICE)
     step = adam_step(model, lambda: model.bits_per_dim(x).mean())
-    timing = measure(benchmark, step, DEVICE, quick)
+    timing = measure(step, DEVICE, quick)
     record_row(record, "pytorch", "train_step", model_name, batch, timing)

@@ -18,7 +18,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.common import adam_step, check_sampler, device_under_test, measure, row
+from benchmarks.common import (
+    adam_step,
+    check_sampler,
+    device_under_test,
+    measure,
+    measure_side_by_side,
+    row,
+)
 from pygen.models import PixelRNN
 
 OP = "pixelrnn"
@@ -82,29 +89,26 @@ def record_row(record, provider, mode, name, kind, batch, timing):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize(
-    ("name", "batch", "provider"),
-    [(name, batch, p) for name, batch, providers in SAMPLE_CASES for p in providers],
-    ids=str,
-)
-def test_pixelrnn_sample(benchmark, record, quick, name, batch, provider, kind):
+@pytest.mark.parametrize(("name", "batch", "providers"), SAMPLE_CASES, ids=str)
+def test_pixelrnn_sample(record, quick, name, batch, providers, kind):
+    """The case's samplers side by side (``benchmarks.common.measure_side_by_side``); the fused
+    one checked first."""
     model = get_model(name, kind)
-    if provider == "fused":
-        check_sampler(model, batch)
+    check_sampler(model, batch)
     gen = torch.Generator(DEVICE)
-    timing = measure(
-        benchmark,
-        lambda: model.sample(batch, method=provider, generator=gen.manual_seed(0)),
-        DEVICE,
-        quick,
-        SLOW_ROUNDS if name == "mnist28" and provider != "fused" else 0,
-    )
-    record_row(record, provider, "sample", name, kind, batch, timing)
+
+    def sample(method):
+        return lambda: model.sample(batch, method=method, generator=gen.manual_seed(0))
+
+    steps = {provider: sample(provider) for provider in providers}
+    rounds = {p: SLOW_ROUNDS if name == "mnist28" and p != "fused" else 0 for p in providers}
+    for provider, timing in measure_side_by_side(steps, DEVICE, quick, rounds).items():
+        record_row(record, provider, "sample", name, kind, batch, timing)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(("name", "batch"), [("digits8", 16), ("mnist28", 16)], ids=str)
-def test_pixelrnn_forward(benchmark, record, quick, name, batch, kind):
+def test_pixelrnn_forward(record, quick, name, batch, kind):
     model = get_model(name, kind)
     x = torch.randint(0, model.n_levels, shape_of(model, batch), device=DEVICE)
 
@@ -112,16 +116,16 @@ def test_pixelrnn_forward(benchmark, record, quick, name, batch, kind):
     def forward():
         return model(x)
 
-    timing = measure(benchmark, forward, DEVICE, quick)
+    timing = measure(forward, DEVICE, quick)
     record_row(record, "pytorch", "forward", name, kind, batch, timing)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_pixelrnn_train_step(benchmark, record, quick, kind):
+def test_pixelrnn_train_step(record, quick, kind):
     torch.manual_seed(0)
     model = PixelRNN(**MODELS["digits8"], kind=kind).to(DEVICE)
     batch = 64
     x = torch.randint(0, model.n_levels, shape_of(model, batch), device=DEVICE)
     step = adam_step(model, lambda: model.bits_per_dim(x).mean())
-    timing = measure(benchmark, step, DEVICE, quick)
+    timing = measure(step, DEVICE, quick)
     record_row(record, "pytorch", "train_step", "digits8", kind, batch, timing)

@@ -4,7 +4,8 @@ All providers draw their own noise (the kernel with Philox, the references with 
 generator), as a training step does. Bytes (benchmarks/floors.py): forward reads mu, logvar and
 writes z, kl (3 tensor passes); forward+backward adds reading grad_z, mu, logvar and writing
 grad_mu, grad_logvar (8). Before timing, each provider other than eager is checked against the
-float32 reference (``check``).
+float32 reference (``check``); then a case's providers are timed side by side
+(``benchmarks.common.measure_side_by_side``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ import pytest
 import torch
 
 from benchmarks import floors
-from benchmarks.common import check_close, compile_reference, device_under_test, measure, row
+from benchmarks.common import (
+    check_close,
+    compile_reference,
+    device_under_test,
+    measure_side_by_side,
+    row,
+)
 from pygen.ops import reference, reparameterize_kl
 
 OP = "reparam_kl"
@@ -84,29 +91,37 @@ def make_inputs(shape, dtype, gen: torch.Generator) -> tuple[torch.Tensor, torch
 
 
 @pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
-@pytest.mark.parametrize("provider", ["pygen", "eager", "compile"])
 @pytest.mark.parametrize(("shape", "dtype"), CASES, ids=lambda c: str(c))
-def test_reparam_kl(benchmark, record, quick, shape, dtype, provider, mode):
+def test_reparam_kl(record, quick, shape, dtype, mode):
     gen = torch.Generator(DEVICE).manual_seed(0)
     mu, logvar = make_inputs(shape, dtype, gen)
-    fn = provider_fn(provider)
     grad_z = grad_kl = None
-    if mode == "fwd":
-
-        def step():
-            with torch.no_grad():
-                return fn(mu, logvar)
-
-    else:
+    if mode == "fwd+bwd":
         mu.requires_grad_()
         logvar.requires_grad_()
         grad_z = torch.randn(shape, device=DEVICE, generator=gen).to(dtype)
         grad_kl = torch.randn(shape[:-1], device=DEVICE, generator=gen).to(dtype)
 
+    def step_of(fn):
+        if mode == "fwd":
+
+            def step():
+                with torch.no_grad():
+                    return fn(mu, logvar)
+
+            return step
+
         def step():
             z, kl = fn(mu, logvar)
             return torch.autograd.grad((z, kl), (mu, logvar), (grad_z, grad_kl))
 
-    check(provider, fn, mu, logvar, grad_z, grad_kl)
-    timing = measure(benchmark, step, DEVICE, quick)
-    record(row(OP, provider, mode, shape, dtype, DEVICE, timing, floor_bytes(shape, dtype, mode)))
+        return step
+
+    steps = {}
+    for provider in ("pygen", "eager", "compile"):
+        fn = provider_fn(provider)
+        check(provider, fn, mu, logvar, grad_z, grad_kl)
+        steps[provider] = step_of(fn)
+    nbytes = floor_bytes(shape, dtype, mode)
+    for provider, timing in measure_side_by_side(steps, DEVICE, quick).items():
+        record(row(OP, provider, mode, shape, dtype, DEVICE, timing, nbytes))

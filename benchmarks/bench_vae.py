@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.common import adam_step, device_under_test, measure, row
+from benchmarks.common import adam_step, device_under_test, measure_side_by_side, row
 from pygen.models import VAE
 
 OP = "vae"
@@ -27,35 +27,30 @@ IWAE_K = 32
 
 
 @pytest.mark.parametrize("mode", ["train_step", "iwae", "sample"])
-@pytest.mark.parametrize("provider", ["pygen", "eager"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"b{c[0]}-{'x'.join(map(str, c[1]))}")
-def test_vae(benchmark, record, quick, case, provider, mode):
+def test_vae(record, quick, case, mode):
+    """pygen and eager side by side (``benchmarks.common.measure_side_by_side``)."""
     batch, data_shape, latent_dim, hidden = case
-    torch.manual_seed(0)
-    model = VAE(
-        data_shape,
-        latent_dim,
-        architecture="conv",
-        hidden=hidden,
-        reference=provider == "eager",
-    ).to(DEVICE)
-    x = (torch.rand(batch, *data_shape, device=DEVICE) < 0.3).float()
-    shape = [batch, *data_shape]
-    if mode == "train_step":
-        step = adam_step(model, lambda: model.loss(x))
-    elif mode == "iwae":
-        shape = [IWAE_K, *shape]
-
-        def step():
-            return model.log_likelihood(x, k=IWAE_K)
-
-    else:
-
-        def step():
-            return model.sample(batch)
-
-    timing = measure(benchmark, step, DEVICE, quick)
-    result = row(OP, provider, mode, shape, torch.float32, DEVICE, timing, nbytes=0)
-    result["gbps"] = None
-    result["samples_per_s"] = batch / (timing["median_ms"] * 1e-3)
-    record(result)
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(batch, *data_shape, generator=gen) < 0.3).float().to(DEVICE)
+    shape = [batch, *data_shape] if mode != "iwae" else [IWAE_K, batch, *data_shape]
+    steps = {}
+    for provider in ("pygen", "eager"):
+        torch.manual_seed(0)
+        model = VAE(
+            data_shape,
+            latent_dim,
+            architecture="conv",
+            hidden=hidden,
+            reference=provider == "eager",
+        ).to(DEVICE)
+        if mode == "train_step":
+            steps[provider] = adam_step(model, lambda model=model: model.loss(x))
+        elif mode == "iwae":
+            steps[provider] = lambda model=model: model.log_likelihood(x, k=IWAE_K)
+        else:
+            steps[provider] = lambda model=model: model.sample(batch)
+    for provider, timing in measure_side_by_side(steps, DEVICE, quick).items():
+        result = row(OP, provider, mode, shape, torch.float32, DEVICE, timing, nbytes=0)
+        result["samples_per_s"] = batch / (timing["median_ms"] * 1e-3)
+        record(result)

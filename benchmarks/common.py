@@ -1,4 +1,4 @@
-"""What every benchmark shares: the device under test, timing through pytest-benchmark, the
+"""What every benchmark shares: the device under test, timing providers side by side, the
 results schema (one row per op x provider x mode x shape x dtype) and where results are written."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import datetime
 import functools
+import gc
 import json
 import os
 import platform
@@ -13,6 +14,7 @@ import re
 import statistics
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -129,24 +131,75 @@ def timed(fn: Callable[[], object], device: torch.device) -> Callable[[], None]:
     return run
 
 
-def measure(
-    benchmark, fn: Callable[[], object], device: torch.device, quick: bool, rounds: int = 0
-) -> dict:
-    """Time fn with pytest-benchmark (warm-up rounds first); return median/p20/p80 in ms.
-    ``rounds`` > 0 sets a small number of rounds for cases that take seconds each."""
-    target = timed(fn, device)
-    for _ in range(1 if rounds else 3):  # warm-up outside the statistics: compilation, caches
-        target()
-    rounds = rounds or (5 if quick else 30)
-    benchmark.pedantic(target, rounds=rounds, warmup_rounds=1, iterations=1)
-    data = sorted(benchmark.stats.stats.data)
+BLOCKS = 5  # the blocks a case's rounds are split into, providers alternating between them
+
+
+def spread(rounds: int, blocks: int) -> list[int]:
+    """``rounds`` split over ``blocks`` as evenly as whole rounds allow (3 over 5: 0 1 0 1 1)."""
+    return [rounds * (b + 1) // blocks - rounds * b // blocks for b in range(blocks)]
+
+
+def summary(times: list[float], others: list[str]) -> dict:
+    """median/p20/p80 in ms of per-call times in seconds, their count, and the providers timed
+    beside them (``timed_with``)."""
+    data = sorted(times)
     q = statistics.quantiles(data, n=10, method="inclusive") if len(data) > 1 else data * 9
     return {
         "median_ms": statistics.median(data) * 1e3,
         "p20": q[1] * 1e3,
         "p80": q[7] * 1e3,
         "rounds": len(data),
+        "timed_with": others,
     }
+
+
+def measure_side_by_side(
+    steps: dict[str, Callable[[], object]],
+    device: torch.device,
+    quick: bool,
+    rounds: int | dict[str, int] = 0,
+) -> dict[str, dict]:
+    """Time the providers of one case in turn: each one's rounds are split into ``BLOCKS``
+    blocks and the providers alternate block by block (the order rotating), so a machine whose
+    speed drifts over a case (a shared VM swings by up to 2x within minutes, NOTES.md) slows
+    every provider alike and their ratios hold. Timed in one block after the other, each
+    provider once met its own quiet or busy minute. Before the blocks, warm-up calls
+    (compilation, caches) outside the statistics; a provider with more rounds than blocks also
+    makes one untimed call at the start of each block, so that it finds its own data in the
+    caches. ``rounds``: per provider or for all, > 0 for cases that take seconds per call
+    (default 30, 5 with ``quick``). Returns each provider's ``summary``; the garbage collector
+    is off while timing."""
+    counts = {name: (rounds.get(name, 0) if isinstance(rounds, dict) else rounds) for name in steps}
+    targets = {name: timed(fn, device) for name, fn in steps.items()}
+    for name, target in targets.items():
+        for _ in range(1 if counts[name] else 3):
+            target()
+    counts = {name: n or (5 if quick else 30) for name, n in counts.items()}
+    plan = {name: spread(n, BLOCKS) for name, n in counts.items()}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    names = list(steps)
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for block in range(BLOCKS):
+            shift = block % len(names)
+            for name in names[shift:] + names[:shift]:
+                target, n = targets[name], plan[name][block]
+                if n and counts[name] > BLOCKS:
+                    target()
+                for _ in range(n):
+                    start = time.perf_counter()
+                    target()
+                    times[name].append(time.perf_counter() - start)
+    finally:
+        if collecting:
+            gc.enable()
+    return {name: summary(times[name], [o for o in names if o != name]) for name in names}
+
+
+def measure(fn: Callable[[], object], device: torch.device, quick: bool, rounds: int = 0) -> dict:
+    """``measure_side_by_side`` of one step alone (a ceiling, a model's forward pass)."""
+    return measure_side_by_side({"": fn}, device, quick, rounds)[""]
 
 
 def adam_step(

@@ -225,6 +225,21 @@ def op_table(rows: list[dict], group: list[dict], device: str) -> tuple[str, lis
     return table(group, gbps(copy) if copy else None), ceilings
 
 
+def timing_note(group: list[dict]) -> str:
+    """How a table's providers were timed: side by side (``timed_with``, from
+    benchmarks.common.measure_side_by_side) or, in rows written before that, one provider's
+    rounds after another's, where a machine's drift between them moves the ratios; "" for a
+    table of one provider."""
+    if len({r["provider"] for r in group}) < 2:
+        return ""
+    old = sum("timed_with" not in r for r in group)
+    if not old:
+        return "Providers of a case timed side by side."
+    if old == len(group):
+        return "Providers timed one after another (rows from before side-by-side timing)."
+    return f"{old} of {len(group)} rows timed one provider after another (before side-by-side)."
+
+
 def build(rows: list[dict], plots_dir: Path | None = None) -> str:
     groups = defaultdict(list)
     for r in rows:
@@ -242,7 +257,9 @@ def build(rows: list[dict], plots_dir: Path | None = None) -> str:
         "of dependent steps at the latency of one step across a thread-block cluster measured "
         "there (`cluster_step`), `x floor` its time over that floor. Ratios between rows "
         "(`vs eager`, `vs naive`, `vs graph`) divide rows of the same run only; each table "
-        "names the run of the ceilings it used, which may be another run on that device.",
+        "names the run of the ceilings it used, which may be another run on that device. The "
+        "providers of a case are timed side by side: their rounds in alternating blocks, so that "
+        "a machine's drift over a case slows them alike.",
         "",
     ]
     for (op, device), group in sorted(groups.items()):
@@ -255,7 +272,8 @@ def build(rows: list[dict], plots_dir: Path | None = None) -> str:
             f"torch {_listed(r['torch'] for r in group)}, "
             f"CUDA {_listed(r.get('cuda') for r in group)}, "
             f"commit {_listed(r['commit'] for r in group)}, {span}"
-            + (f" ({runs} runs)" if runs > 1 else ""),
+            + (f" ({runs} runs)" if runs > 1 else "")
+            + (f". {note}" if (note := timing_note(group)) else ""),
             "",
         ]
         body, ceilings = op_table(rows, group, device)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -36,19 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         "no:cacheprovider",
         "-o",
         "python_files=bench_*.py",
-        "--benchmark-disable-gc",
         "--rootdir",
         str(HERE.parent),
     ]
     if args.quick:
         pytest_args.append("--quick")
-    # pytest-benchmark turns itself off inside an xdist worker (the test suite run with -n).
-    worker = os.environ.pop("PYTEST_XDIST_WORKER", None)
-    try:
-        code = pytest.main(pytest_args)
-    finally:
-        if worker is not None:
-            os.environ["PYTEST_XDIST_WORKER"] = worker
+    code = pytest.main(pytest_args)
     if code != 0:
         return int(code)
     report.main()

@@ -1,12 +1,24 @@
-"""The benchmark report's arithmetic: each ratio divides rows of the same model and case."""
+"""The benchmark report's arithmetic (each ratio divides rows of the same model and case), the
+checks before timing, and the timing of a case's providers side by side."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from benchmarks import floors
-from benchmarks.common import RUN, add_speedups, check_close, check_sampler, compile_reference, row
+from benchmarks import common, floors
+from benchmarks.common import (
+    RUN,
+    add_speedups,
+    check_close,
+    check_sampler,
+    compile_reference,
+    measure,
+    measure_side_by_side,
+    row,
+)
 from benchmarks.report import build, run_key, sampler_table, table
 
 
@@ -206,3 +218,53 @@ def test_compile_provider_cannot_fall_back_to_eager():
     with config.patch(recompile_limit=8, fail_on_recompile_limit_hit=False):
         compile_reference(lambda x: x + 1)
         assert config.recompile_limit >= 64 and config.fail_on_recompile_limit_hit
+
+
+# ---------------------------------------------------------------- timing side by side
+
+
+def test_providers_alternate_block_by_block_after_their_warm_up():
+    calls = []
+    steps = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    timings = measure_side_by_side(steps, torch.device("cpu"), quick=False, rounds={"c": 3})
+    assert "".join(calls[:7]) == "aaabbbc"  # warm-up: 3 calls, 1 for a slow provider
+    expected = ""
+    for block, order in enumerate(["abc", "bca", "cab", "abc", "bca"]):
+        for name in order:
+            # 30 rounds in blocks of 6, each after one untimed call; c's 3 rounds: 0 1 0 1 1.
+            expected += "c" * [0, 1, 0, 1, 1][block] if name == "c" else name * 7
+    assert "".join(calls[7:]) == expected
+    assert [timings[name]["rounds"] for name in "abc"] == [30, 30, 3]
+    assert timings["a"]["timed_with"] == ["b", "c"]
+    assert measure(lambda: 0, torch.device("cpu"), quick=True)["rounds"] == 5
+
+
+def test_a_machine_that_slows_down_midway_slows_every_provider_alike(monkeypatch):
+    # A fake clock: provider a costs 2 units and b 1, and everything takes twice as long from the
+    # third block on. Timed one after the other, a would meet the fast stretch and b the slow one
+    # (ratio 1); side by side each has 12 of its 30 rounds fast and 18 slow: the ratio stays 2.
+    clock, calls = [0.0], [0]
+    slow_from = 2 * 3 + 2 * 2 * 7  # warm-ups, then two blocks of (1 + 6) calls per provider
+
+    def step(cost):
+        def run():
+            calls[0] += 1
+            clock[0] += cost * (2 if calls[0] > slow_from else 1)
+
+        return run
+
+    monkeypatch.setattr(common, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    timings = measure_side_by_side({"a": step(2.0), "b": step(1.0)}, torch.device("cpu"), False)
+    assert calls[0] == 2 * (3 + 5 * 7)
+    assert timings["a"]["median_ms"] == pytest.approx(2 * timings["b"]["median_ms"])
+    assert timings["b"]["median_ms"] == pytest.approx(2e3) and timings["b"]["p20"] == 1e3
+
+
+def test_report_says_whether_a_tables_providers_were_timed_side_by_side():
+    header = lambda rows: build(rows).split("## ")[1].splitlines()[2]  # noqa: E731
+    pygen, eager = _mem_row("pygen", 1.0), _mem_row("eager", 2.0)
+    beside = [pygen | {"timed_with": ["eager"]}, eager | {"timed_with": ["pygen"]}]
+    assert header(beside).endswith("Providers of a case timed side by side.")
+    assert "timed one after another" in header([pygen, eager])
+    assert "1 of 2 rows" in header([beside[0], eager])
+    assert header([pygen, pygen | {"run": "b"}]).endswith("(2 runs)")  # one provider: no note
