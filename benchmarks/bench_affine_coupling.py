@@ -13,7 +13,8 @@ Bytes (benchmarks/floors.py): forward and reverse read x, log_scale, shift and w
 passes); forward+backward adds reading grad_y, x, log_scale and writing the three gradients (10);
 a channel mask skips the kept half's log_scale and shift (forward) and x and log_scale
 (backward): 3 and 8. Before timing, pygen and compile are checked against the float32 reference;
-then a case's providers are timed side by side (``benchmarks.common.measure_side_by_side``).
+then a case's providers are timed side by side (``benchmarks.common.measure_side_by_side``),
+with a copy of the case's floor bytes (provider ``copy``): its own ceiling.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from benchmarks.common import (
     adam_step,
     check_close,
     compile_reference,
+    copy_of,
     device_under_test,
     measure_side_by_side,
     row,
@@ -141,6 +143,7 @@ def test_affine_coupling(record, quick, shape, dtype, mode, mask_name):
             for name, got, ref in zip(names, step(), want, strict=True):
                 check_close(f"{provider} {label} {name}", got, ref, dtype)
     nbytes = floor_bytes(shape, dtype, mode, mask_name)
+    steps["copy"] = copy_of(nbytes, DEVICE)
     for provider, timing in measure_side_by_side(steps, DEVICE, quick).items():
         record(row(OP, provider, label, shape, dtype, DEVICE, timing, nbytes))
 

@@ -5,7 +5,8 @@ generator), as a training step does. Bytes (benchmarks/floors.py): forward reads
 writes z, kl (3 tensor passes); forward+backward adds reading grad_z, mu, logvar and writing
 grad_mu, grad_logvar (8). Before timing, each provider other than eager is checked against the
 float32 reference (``check``); then a case's providers are timed side by side
-(``benchmarks.common.measure_side_by_side``).
+(``benchmarks.common.measure_side_by_side``), with a copy of the case's floor bytes (provider
+``copy``): its own ceiling.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from benchmarks import floors
 from benchmarks.common import (
     check_close,
     compile_reference,
+    copy_of,
     device_under_test,
     measure_side_by_side,
     row,
@@ -123,5 +125,6 @@ def test_reparam_kl(record, quick, shape, dtype, mode):
         check(provider, fn, mu, logvar, grad_z, grad_kl)
         steps[provider] = step_of(fn)
     nbytes = floor_bytes(shape, dtype, mode)
+    steps["copy"] = copy_of(nbytes, DEVICE)
     for provider, timing in measure_side_by_side(steps, DEVICE, quick).items():
         record(row(OP, provider, mode, shape, dtype, DEVICE, timing, nbytes))

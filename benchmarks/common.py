@@ -202,6 +202,14 @@ def measure(fn: Callable[[], object], device: torch.device, quick: bool, rounds:
     return measure_side_by_side({"": fn}, device, quick, rounds)[""]
 
 
+def copy_of(nbytes: int, device: torch.device) -> Callable[[], object]:
+    """A copy moving ``nbytes`` (read plus write, in float32 words): the ``copy`` provider timed
+    beside a memory-bound case, the ceiling of that case's size measured in its own minutes."""
+    src = torch.randn(max(1, nbytes // 8), device=device)
+    dst = torch.empty_like(src)
+    return lambda: dst.copy_(src)
+
+
 def adam_step(
     model: torch.nn.Module, loss: Callable[[], torch.Tensor], lr: float = 1e-3
 ) -> Callable[[], None]:

@@ -19,7 +19,7 @@ from benchmarks.common import (
     measure_side_by_side,
     row,
 )
-from benchmarks.report import build, run_key, sampler_table, table
+from benchmarks.report import build, gbps, run_key, sampler_table, table
 
 
 def _row(model, provider, median_ms, mode="sample", shape=(16, 1, 8, 8)):
@@ -170,6 +170,32 @@ def test_report_names_the_run_of_the_copy_ceiling_it_used():
     text = build([op, copy])
     assert "Ceilings: copy 8.4 GB/s: another run (commit def5678" in text
     assert "Ceilings: copy 8.4 GB/s: this run" in build([op, copy | {"run": "a"}])
+
+
+def test_percent_of_copy_takes_the_copy_timed_beside_the_case_where_it_has_one():
+    device_copy = {
+        "op": "copy",
+        "provider": "torch",
+        "mode": "copy",
+        "shape": [2**20],
+        "dtype": "float32",
+        "device": "cpu",
+        "median_ms": 1.0,  # 8.4 GB/s
+        "p20": 1.0,
+        "p80": 1.0,
+        "run": "a",
+        "commit": "abc1234",
+        "torch": "2.14.1",
+        "timestamp": "2026-11-28T00:00:00+00:00",
+    }
+    pygen, beside = _mem_row("pygen", 1.0), _mem_row("copy", 0.5)  # the copy twice as fast
+    cells = {c["provider"]: c for c in _cells(table([pygen, beside], copy=1e-9))}
+    assert cells["pygen"]["% copy"] == "50" and cells["copy"]["% copy"] == "100"
+    other_case = _mem_row("pygen", 1.0, mode="fwd")
+    assert _cells(table([other_case, beside], copy=gbps(other_case) * 4))[0]["% copy"] == "25"
+    text = build([pygen, beside, device_copy])
+    assert "Ceilings: copy" not in text  # every case had its own copy
+    assert "Ceilings: copy 8.4 GB/s: this run" in build([other_case, beside, device_copy])
 
 
 def test_a_row_without_a_byte_floor_has_no_gb_per_s_and_carries_its_run():
