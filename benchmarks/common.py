@@ -162,8 +162,8 @@ def measure_side_by_side(
     """Time the providers of one case in turn: each one's rounds are split into ``BLOCKS``
     blocks and the providers alternate block by block (the order rotating), so a machine whose
     speed drifts over a case (a shared VM swings by up to 2x within minutes, NOTES.md) slows
-    every provider alike and their ratios hold. Timed in one block after the other, each
-    provider once met its own quiet or busy minute. Before the blocks, warm-up calls
+    every provider alike and their ratios hold (timed one provider after another, each met its
+    own quiet or busy minute). Before the blocks, warm-up calls
     (compilation, caches) outside the statistics; a provider with more rounds than blocks also
     makes one untimed call at the start of each block, so that it finds its own data in the
     caches. ``rounds``: per provider or for all, > 0 for cases that take seconds per call
