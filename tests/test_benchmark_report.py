@@ -150,52 +150,31 @@ def test_rows_written_before_run_ids_are_one_run_per_commit_with_or_without_dirt
     assert run_key(old) != run_key(old | {"commit": "def5678"})
 
 
-def test_report_names_the_run_of_the_copy_ceiling_it_used():
-    copy = {
+def _device_copy(run: str, commit: str = "abc1234") -> dict:
+    """A bench_copy row of 2^20 float32 values in 1 ms: 8.4 GB/s."""
+    return _mem_row("torch", 1.0, run=run, commit=commit) | {
         "op": "copy",
-        "provider": "torch",
         "mode": "copy",
         "shape": [2**20],
-        "dtype": "float32",
-        "device": "cpu",
-        "median_ms": 1.0,
-        "p20": 1.0,
-        "p80": 1.0,
-        "run": "b",
-        "commit": "def5678",
-        "torch": "2.14.1",
         "timestamp": "2026-11-27T00:00:00+00:00",
     }
+
+
+def test_report_names_the_run_of_the_copy_ceiling_it_used():
     op = _mem_row("pygen", 1.0, run="a")
-    text = build([op, copy])
+    text = build([op, _device_copy("b", commit="def5678")])
     assert "Ceilings: copy 8.4 GB/s: another run (commit def5678" in text
-    assert "Ceilings: copy 8.4 GB/s: this run" in build([op, copy | {"run": "a"}])
+    assert "Ceilings: copy 8.4 GB/s: this run" in build([op, _device_copy("a")])
 
 
 def test_percent_of_copy_takes_the_copy_timed_beside_the_case_where_it_has_one():
-    device_copy = {
-        "op": "copy",
-        "provider": "torch",
-        "mode": "copy",
-        "shape": [2**20],
-        "dtype": "float32",
-        "device": "cpu",
-        "median_ms": 1.0,  # 8.4 GB/s
-        "p20": 1.0,
-        "p80": 1.0,
-        "run": "a",
-        "commit": "abc1234",
-        "torch": "2.14.1",
-        "timestamp": "2026-11-28T00:00:00+00:00",
-    }
     pygen, beside = _mem_row("pygen", 1.0), _mem_row("copy", 0.5)  # the copy twice as fast
     cells = {c["provider"]: c for c in _cells(table([pygen, beside], copy=1e-9))}
     assert cells["pygen"]["% copy"] == "50" and cells["copy"]["% copy"] == "100"
     other_case = _mem_row("pygen", 1.0, mode="fwd")
     assert _cells(table([other_case, beside], copy=gbps(other_case) * 4))[0]["% copy"] == "25"
-    text = build([pygen, beside, device_copy])
-    assert "Ceilings: copy" not in text  # every case had its own copy
-    assert "Ceilings: copy 8.4 GB/s: this run" in build([other_case, beside, device_copy])
+    assert "Ceilings: copy" not in build([pygen, beside, _device_copy("a")])  # its own copy
+    assert "Ceilings: copy 8.4 GB/s: this run" in build([other_case, beside, _device_copy("a")])
 
 
 def test_a_row_without_a_byte_floor_has_no_gb_per_s_and_carries_its_run():
