@@ -8,6 +8,7 @@ import torch
 import torch._dynamo
 from torch._dynamo.utils import counters
 
+from pygen import ops
 from pygen.layers import (
     ActNorm,
     AdditiveCoupling,
@@ -207,6 +208,12 @@ def test_continuous_flow_runs_under_inference_mode(trace):
             lambda: DiagonalBiLSTM(2)(torch.zeros(1, 2, 3, 3), torch.zeros(1, 1, 3, 3)),
             "image_channels",
         ),
+        (
+            lambda: AffineCoupling((2, 4, 4), net=torch.nn.Conv2d(2, 2, 3, padding=1))(
+                torch.zeros(1, 2, 4, 4)
+            ),
+            r"shape \(1, 4, 4, 4\); it returned \(1, 2, 4, 4\)",
+        ),
     ],
     ids=[
         "squeeze-3d",
@@ -218,11 +225,38 @@ def test_continuous_flow_runs_under_inference_mode(trace):
         "gated-unexpected-labels",
         "bilstm-no-image",
         "bilstm-unexpected-image",
+        "coupling-net-output",
     ],
 )
 def test_misuse_raises_a_clear_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("layer_type", [AffineCoupling, AdditiveCoupling])
+def test_coupling_with_a_conditioner_of_ones_own(layer_type):
+    # A user's network in place of the built-in conditioner: the layer is the fused op over its
+    # outputs, inverts, trains the network and round-trips through its state dict.
+    outputs = 2 if layer_type is AffineCoupling else 1
+    net = perturb(torch.nn.Conv2d(3, outputs * 3, 3, padding=1))
+    layer = layer_type((3, 4, 4), "checkerboard", net=net)
+    assert layer.net is net
+    x = randn(5, 3, 4, 4)
+    y, logdet = layer(x)
+    params = net(x * layer.mask).chunk(outputs, dim=1)
+    if layer_type is AffineCoupling:
+        want = ops.affine_coupling(x, *params, layer.mask, scale_fn="tanh")
+    else:
+        want = ops.additive_coupling(x, *params, layer.mask)
+    torch.testing.assert_close((y, logdet), want)
+    x_back, inverse_logdet = layer.inverse(y)
+    torch.testing.assert_close(x_back, x, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(inverse_logdet, -logdet)
+    (y.square().sum() + logdet.sum()).backward()
+    assert net.weight.grad is not None and net.weight.grad.abs().sum() > 0
+    other = layer_type((3, 4, 4), "checkerboard", net=torch.nn.Conv2d(3, outputs * 3, 3, padding=1))
+    other.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(other(x), (y, logdet))
 
 
 def test_made_builds_on_the_meta_device():

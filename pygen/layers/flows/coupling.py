@@ -35,7 +35,8 @@ def _detect_loaded_mask_kind(module: _Coupling, incompatible_keys) -> None:
 
 class _Coupling(nn.Module):
     """Shared part: the mask (a buffer), its kind for the kernels, and the conditioner that maps
-    the masked input to ``n_outputs`` tensors of the input's shape."""
+    the masked input to ``n_outputs`` tensors of the input's shape: a given ``net`` (a user's own
+    network), else an MLP (vectors) or a residual CNN (images) of ``hidden`` and ``n_blocks``."""
 
     def __init__(
         self,
@@ -46,6 +47,7 @@ class _Coupling(nn.Module):
         n_blocks: int,
         n_outputs: int,
         reference: bool,
+        net: nn.Module | None,
     ) -> None:
         super().__init__()
         self.shape = tuple(shape)
@@ -57,14 +59,23 @@ class _Coupling(nn.Module):
         self.reference = reference
         self.n_outputs = n_outputs
         features = self.shape[0]
-        if len(self.shape) == 1:
+        if net is not None:
+            self.net = net
+        elif len(self.shape) == 1:
             self.net = MLP(features, n_outputs * features, hidden, n_blocks)
         else:
             self.net = ResidualCNN(features, n_outputs * features, hidden, n_blocks)
 
     def _conditioner(self, x: Tensor) -> tuple[Tensor, ...]:
         # The pass-through half is the same before and after the coupling: inverse reads it too.
-        return self.net(x * self.mask).chunk(self.n_outputs, dim=1)
+        out = self.net(x * self.mask)
+        want = (x.shape[0], self.n_outputs * self.shape[0], *self.shape[1:])
+        if tuple(out.shape) != want:
+            raise ValueError(
+                f"the conditioner must map (N, *{self.shape}) to {self.n_outputs} tensors of "
+                f"that shape stacked along dim 1, shape {want}; it returned {tuple(out.shape)}"
+            )
+        return out.chunk(self.n_outputs, dim=1)
 
     def _couple(self, x: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -92,6 +103,9 @@ class AffineCoupling(_Coupling):
         hidden, n_blocks: width and depth of the conditioner.
         scale_fn, clamp: as in ``pygen.ops.affine_coupling`` (default ``"tanh"`` with clamp 2).
         reference: use the pure-PyTorch twin instead of the fused kernel (for comparisons).
+        net: a conditioner of one's own instead (``hidden`` and ``n_blocks`` then unused): any
+            module mapping ``(N, *shape)`` to ``(N, 2 * shape[0], *shape[1:])``, log_scale then
+            shift along dim 1; it sees the input with the transformed half zeroed.
     """
 
     def __init__(
@@ -105,8 +119,9 @@ class AffineCoupling(_Coupling):
         scale_fn: str = "tanh",
         clamp: float | None = None,
         reference: bool = False,
+        net: nn.Module | None = None,
     ) -> None:
-        super().__init__(shape, mask, parity, hidden, n_blocks, 2, reference)
+        super().__init__(shape, mask, parity, hidden, n_blocks, 2, reference, net)
         self.scale_fn = scale_fn
         self.clamp = clamp
 
@@ -131,7 +146,8 @@ class AffineCoupling(_Coupling):
 class AdditiveCoupling(_Coupling):
     """NICE's ``y = x + (1-mask)*t`` with ``t = net(mask*x)``; volume preserving (logdet 0).
 
-    Arguments as for ``AffineCoupling`` (without the scale).
+    Arguments as for ``AffineCoupling`` (without the scale; a given ``net`` returns the shift
+    alone, of the input's shape).
     """
 
     def __init__(
@@ -143,8 +159,9 @@ class AdditiveCoupling(_Coupling):
         hidden: int = 64,
         n_blocks: int = 2,
         reference: bool = False,
+        net: nn.Module | None = None,
     ) -> None:
-        super().__init__(shape, mask, parity, hidden, n_blocks, 1, reference)
+        super().__init__(shape, mask, parity, hidden, n_blocks, 1, reference, net)
 
     def _couple(self, x: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
         (shift,) = self._conditioner(x)
