@@ -119,16 +119,30 @@ def kernel_tree() -> str:
     return out.stdout.strip()[:7]
 
 
-def timed(fn: Callable[[], object], device: torch.device) -> Callable[[], None]:
-    """fn, synchronized on CUDA so that the host clock sees the kernels finish."""
+def clocked(fn: Callable[[], object], device: torch.device) -> Callable[[], float]:
+    """fn as a call that returns its seconds. On a CPU the host clock around it; on a GPU CUDA
+    events recorded before and after it on the current stream, waited for: the time from the
+    stream reaching the first event to its reaching the second, including any gaps where the GPU
+    waits for the host's launches, but not the host's wait for the end (a synchronize is ~10 us,
+    a few percent of the shortest kernels timed here)."""
     if device.type != "cuda":
-        return fn
 
-    def run() -> None:
+        def host() -> float:
+            start = time.perf_counter()
+            fn()
+            return time.perf_counter() - start
+
+        return host
+
+    def events() -> float:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
         fn()
-        torch.cuda.synchronize(device)
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
 
-    return run
+    return events
 
 
 BLOCKS = 5  # the blocks a case's rounds are split into, providers alternating between them
@@ -167,10 +181,10 @@ def measure_side_by_side(
     (compilation, caches) outside the statistics; a provider with more rounds than blocks also
     makes one untimed call at the start of each block, so that it finds its own data in the
     caches. ``rounds``: per provider or for all, > 0 for cases that take seconds per call
-    (default 30, 5 with ``quick``). Returns each provider's ``summary``; the garbage collector
-    is off while timing."""
+    (default 30, 5 with ``quick``). Each call is timed by ``clocked``. Returns each provider's
+    ``summary`` and its ``clock``; the garbage collector is off while timing."""
     counts = {name: (rounds.get(name, 0) if isinstance(rounds, dict) else rounds) for name in steps}
-    targets = {name: timed(fn, device) for name, fn in steps.items()}
+    targets = {name: clocked(fn, device) for name, fn in steps.items()}
     for name, target in targets.items():
         for _ in range(1 if counts[name] else 3):
             target()
@@ -187,14 +201,15 @@ def measure_side_by_side(
                 target, n = targets[name], plan[name][block]
                 if n and counts[name] > BLOCKS:
                     target()
-                for _ in range(n):
-                    start = time.perf_counter()
-                    target()
-                    times[name].append(time.perf_counter() - start)
+                times[name] += [target() for _ in range(n)]
     finally:
         if collecting:
             gc.enable()
-    return {name: summary(times[name], [o for o in names if o != name]) for name in names}
+    clock = "cuda events" if device.type == "cuda" else "host"
+    return {
+        name: summary(times[name], [o for o in names if o != name]) | {"clock": clock}
+        for name in names
+    }
 
 
 def measure(fn: Callable[[], object], device: torch.device, quick: bool, rounds: int = 0) -> dict:

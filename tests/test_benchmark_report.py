@@ -273,3 +273,31 @@ def test_report_says_whether_a_tables_providers_were_timed_side_by_side():
     assert "timed one after another" in header([pygen, eager])
     assert "1 of 2 rows" in header([beside[0], eager])
     assert header([pygen, pygen | {"run": "b"}]).endswith("(2 runs)")  # one provider: no note
+
+
+def test_a_gpu_call_is_timed_by_cuda_events_in_seconds(monkeypatch):
+    # No GPU here: CUDA events that read a fake stream clock (milliseconds, as torch's do). The
+    # time between the events is the call's; the host's wait for the end event is not.
+    stream_ms = [0.0]
+
+    class Event:
+        def __init__(self, enable_timing: bool) -> None:
+            assert enable_timing
+
+        def record(self) -> None:
+            self.at = stream_ms[0]
+
+        def synchronize(self) -> None:
+            stream_ms[0] += 5.0  # the host's wait: outside the events
+
+        def elapsed_time(self, end: Event) -> float:
+            return end.at - self.at
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+
+    def kernel() -> None:
+        stream_ms[0] += 2.0
+
+    assert common.clocked(kernel, torch.device("cuda"))() == pytest.approx(2e-3)
+    timing = measure(kernel, torch.device("cuda"), quick=True)
+    assert timing["median_ms"] == pytest.approx(2.0) and timing["clock"] == "cuda events"
