@@ -3,6 +3,8 @@ gradcheck, opcheck, torch.compile, mask detection and errors."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from conftest import FLOAT_DTYPES, assert_close, nested_derivatives, requires_cuda
@@ -371,6 +373,18 @@ def test_exp_scale_is_finite_up_to_the_float32_limit(device):
     y_ref, _ = reference.affine_coupling(x, log_scale, torch.zeros_like(x), mask, scale_fn="exp")
     torch.testing.assert_close(y, y_ref)
     assert y[0, 1].isfinite() and y[0, 2].isinf()
+
+
+def test_tanh_scale_is_accurate_over_the_whole_range(device):
+    # s = tanh(log_scale) (clamp 1) through y = exp(s) (x = 1, no shift), against float64: the CPU
+    # tanh is a rational approximation on a clamped argument (within 6.2 ulp), CUDA's tanhf.
+    log_scale = torch.cat([torch.linspace(-30, 30, 60001), torch.logspace(-30, 1, 301)])[None]
+    x, shift, mask = torch.ones_like(log_scale), torch.zeros_like(log_scale), torch.zeros(1)
+    args = [t.to(device) for t in (x, log_scale, shift, mask)]
+    y, _ = affine_coupling(*args, scale_fn="tanh", clamp=1.0)
+    want = torch.tanh(log_scale.double()).exp()
+    torch.testing.assert_close(y.cpu().double(), want, rtol=1e-6, atol=0)
+    assert y.max() <= math.e and y.min() >= 1 / math.e  # |tanh| <= 1 everywhere
 
 
 def test_round_trip_is_exact_on_kept_positions_and_close_elsewhere(device):
