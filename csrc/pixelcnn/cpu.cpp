@@ -60,15 +60,12 @@ struct Net {
 };
 
 // out[o] = tanh(pre[o]) * sigmoid(pre[h + o]) for o < n (float: through the vectorizable
-// fast_exp).
+// fast_tanh and fast_exp).
 template <typename T>
 inline __attribute__((always_inline)) void gate(const T* pre, int64_t h, int64_t n, T* out) {
   if constexpr (std::is_same_v<T, float>) {
 #pragma omp simd
-    for (int64_t o = 0; o < n; ++o) {
-      const float t = 2.0f / (1.0f + fast_exp(-2.0f * pre[o])) - 1.0f;
-      out[o] = t / (1.0f + fast_exp(-pre[h + o]));
-    }
+    for (int64_t o = 0; o < n; ++o) out[o] = fast_tanh(pre[o]) / (1.0f + fast_exp(-pre[h + o]));
   } else {
     for (int64_t o = 0; o < n; ++o) out[o] = std::tanh(pre[o]) / (T(1) + std::exp(-pre[h + o]));
   }
