@@ -125,11 +125,10 @@ def test_maf_density_vs_sampling(record, quick, case):
     models = {}
     for provider in ("pygen", "twin", "naive", "eager"):
         solver = "naive" if provider in ("naive", "eager") else "cached"
-        models[provider] = _maf(case, reference=provider in ("twin", "eager"), solver=solver)[0]
-        models[provider].eval()
-    x = _maf(case)[1]
+        model, x = _maf(case, reference=provider in ("twin", "eager"), solver=solver)
+        models[provider] = model.eval()
     with torch.no_grad():
-        want = _maf(case, reference=True)[0].eval().log_prob(x)
+        want = models["twin"].log_prob(x)  # the reference layers, same weights
         check_close("MAF log_prob", models["pygen"].log_prob(x), want, x.dtype)
         for provider in ("pygen", "twin", "naive"):
             model, gen = models[provider], torch.Generator(x.device)
