@@ -177,12 +177,12 @@ def measure_side_by_side(
     blocks and the providers alternate block by block (the order rotating), so a machine whose
     speed drifts over a case (a shared VM swings by up to 2x within minutes, NOTES.md) slows
     every provider alike and their ratios hold (timed one provider after another, each met its
-    own quiet or busy minute). Before the blocks, warm-up calls
-    (compilation, caches) outside the statistics; a provider with more rounds than blocks also
-    makes one untimed call at the start of each block, so that it finds its own data in the
-    caches. ``rounds``: per provider or for all, > 0 for cases that take seconds per call
-    (default 30, 5 with ``quick``). Each call is timed by ``clocked``. Returns each provider's
-    ``summary`` and its ``clock``; the garbage collector is off while timing."""
+    own quiet or busy minute). Before the blocks, warm-up calls (compilation, caches) outside the
+    statistics; a provider with more rounds than blocks also makes one untimed call at the start
+    of each block, so that it finds its own data in the caches. ``rounds``: per provider or for
+    all, > 0 for cases that take seconds per call (default 30, 5 with ``quick``). Each call is
+    timed by ``clocked``. Returns each provider's ``summary`` and its ``clock``; the garbage
+    collector is off while timing."""
     counts = {name: (rounds.get(name, 0) if isinstance(rounds, dict) else rounds) for name in steps}
     targets = {name: clocked(fn, device) for name, fn in steps.items()}
     for name, target in targets.items():
