@@ -98,13 +98,14 @@ def with_speedups(rows: list[dict]) -> list[dict]:
     return [r | {"run": orig.get("run")} for r, orig in zip(copies, rows, strict=True)]
 
 
-def _case(r: dict) -> tuple:
-    return (run_key(r), r["mode"], tuple(r["shape"]), r["dtype"])
+def case_key(r: dict) -> tuple:
+    """The case a row belongs to in its run: the rows that may be divided by each other."""
+    return (run_key(r), r.get("model"), r["mode"], tuple(r["shape"]), r["dtype"])
 
 
 def copies_beside(rows: list[dict]) -> dict[tuple, float]:
     """GB/s of each case's own copy (provider ``copy``, timed beside the case's providers)."""
-    return {_case(r): gbps(r) for r in rows if r["provider"] == "copy" and gbps(r)}
+    return {case_key(r): gbps(r) for r in rows if r["provider"] == "copy" and gbps(r)}
 
 
 def table(rows: list[dict], copy: float | None = None) -> str:
@@ -121,7 +122,7 @@ def table(rows: list[dict], copy: float | None = None) -> str:
     beside = copies_beside(rows)
     for r in with_speedups(rows):
         shape = "x".join(map(str, r["shape"]))
-        rate, ceiling = gbps(r), beside.get(_case(r), copy)
+        rate, ceiling = gbps(r), beside.get(case_key(r), copy)
         lines.append(
             f"| {r['mode']} | {shape} | {r['dtype']} | {r['provider']} | {r['median_ms']:.3f} "
             f"| {r['p20']:.3f} | {r['p80']:.3f} | {_fmt(rate, '.1f')} "
@@ -147,13 +148,12 @@ def sampler_table(
         "| floor ms | x floor | vs naive | vs graph |",
         "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    key = lambda r: (run_key(r), r.get("model"), r["mode"], tuple(r["shape"]), r["dtype"])  # noqa: E731
     base = defaultdict(dict)
     for r in rows:
-        base[key(r)][r["provider"]] = r["median_ms"]
+        base[case_key(r)][r["provider"]] = r["median_ms"]
     order = lambda r: (r.get("model") or "", r["mode"], r["shape"][1:], r["shape"][0], r["dtype"])  # noqa: E731
     for r in sorted(rows, key=order):
-        ref = base[key(r)]
+        ref = base[case_key(r)]
         naive, graph = ref.get("naive"), ref.get("cached_graph")
         ceiling = matmul.get(r["dtype"])
         share = 100 * r["tflops"] / ceiling if ceiling and r.get("tflops") else None
@@ -231,7 +231,7 @@ def op_table(rows: list[dict], group: list[dict], device: str) -> tuple[str, lis
         step_time = step["us_per_step"] if step else None
         return sampler_table(group, matmul_tflops(rows, device), step_time), ceilings
     beside = copies_beside(group)
-    alone = any(gbps(r) and _case(r) not in beside for r in group)
+    alone = any(gbps(r) and case_key(r) not in beside for r in group)
     copy = copy_row(rows, device) if alone else None
     if copy and group[0]["op"] != "copy":
         ceilings.append((f"copy {gbps(copy):.1f} GB/s", copy))
