@@ -146,6 +146,42 @@ def clocked(fn: Callable[[], object], device: torch.device) -> Callable[[], floa
 
 
 BLOCKS = 5  # the blocks a case's rounds are split into, providers alternating between them
+DEADLINE_ENV = "PYGEN_BENCH_DEADLINE"
+# Seconds kept for each case still to come when a deadline scales a case's rounds down.
+RESERVE_PER_CASE_S = 2.0
+_cases_left = [1]
+
+
+def deadline() -> float | None:
+    """$PYGEN_BENCH_DEADLINE: the Unix time a run must end by (scripts/gpu_check.sh sets it from
+    each step's time limit), or None."""
+    value = os.environ.get(DEADLINE_ENV)
+    return float(value) if value else None
+
+
+def set_cases_left(n: int) -> None:
+    """The cases still to time, the next one included (benchmarks/conftest.py and tune_pixelcnn
+    set it before each case): the time they keep when a deadline cuts a case's rounds."""
+    _cases_left[0] = max(1, n)
+
+
+def fit_to_deadline(counts: dict[str, int], seconds_per_call: dict[str, float]) -> dict[str, int]:
+    """Round counts scaled down, at least one per provider, so that a case ends before the
+    deadline leaving ``RESERVE_PER_CASE_S`` to each later case (but taking at least an equal
+    share of the time left): a case cut at a step's time limit loses all its rows, a case with
+    fewer rounds keeps them. Unchanged without a deadline or where the case fits."""
+    end = deadline()
+    if end is None:
+        return counts
+    left = end - time.time()
+    later = _cases_left[0] - 1
+    budget = max(left - RESERVE_PER_CASE_S * later, left / (later + 1))
+    # A provider with more rounds than blocks also makes one untimed call per block.
+    cost = sum((n + (BLOCKS if n > BLOCKS else 0)) * seconds_per_call[k] for k, n in counts.items())
+    if cost <= budget:
+        return counts
+    scale = max(budget, 0.0) / cost
+    return {name: max(1, int(n * scale)) for name, n in counts.items()}
 
 
 def spread(rounds: int, blocks: int) -> list[int]:
@@ -180,15 +216,18 @@ def measure_side_by_side(
     own quiet or busy minute). Before the blocks, warm-up calls (compilation, caches) outside the
     statistics; a provider with more rounds than blocks also makes one untimed call at the start
     of each block, so that it finds its own data in the caches. ``rounds``: per provider or for
-    all, > 0 for cases that take seconds per call (default 30, 5 with ``quick``). Each call is
-    timed by ``clocked``. Returns each provider's ``summary`` and its ``clock``; the garbage
+    all, > 0 for cases that take seconds per call (default 30, 5 with ``quick``); under a
+    deadline (``fit_to_deadline``) fewer, and the rows then carry ``rounds_planned``. Each call
+    is timed by ``clocked``. Returns each provider's ``summary`` and its ``clock``; the garbage
     collector is off while timing."""
     counts = {name: (rounds.get(name, 0) if isinstance(rounds, dict) else rounds) for name in steps}
     targets = {name: clocked(fn, device) for name, fn in steps.items()}
-    for name, target in targets.items():
-        for _ in range(1 if counts[name] else 3):
-            target()
-    counts = {name: n or (5 if quick else 30) for name, n in counts.items()}
+    warm = {
+        name: min(target() for _ in range(1 if counts[name] else 3))
+        for name, target in targets.items()
+    }
+    planned = {name: n or (5 if quick else 30) for name, n in counts.items()}
+    counts = fit_to_deadline(planned, warm)
     plan = {name: spread(n, BLOCKS) for name, n in counts.items()}
     times: dict[str, list[float]] = {name: [] for name in steps}
     names = list(steps)
@@ -206,8 +245,13 @@ def measure_side_by_side(
         if collecting:
             gc.enable()
     clock = "cuda events" if device.type == "cuda" else "host"
+    cut = {
+        name: {"rounds_planned": planned[name]} for name in names if counts[name] < planned[name]
+    }
     return {
-        name: summary(times[name], [o for o in names if o != name]) | {"clock": clock}
+        name: summary(times[name], [o for o in names if o != name])
+        | {"clock": clock}
+        | cut.get(name, {})
         for name in names
     }
 

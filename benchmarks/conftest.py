@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from benchmarks.common import device_under_test, write_results
+from benchmarks.common import deadline, device_under_test, set_cases_left, write_results
 
 _ROWS: list[dict] = []
 
@@ -33,6 +35,20 @@ def record():
         write_results(_ROWS, device_under_test())
 
     return keep
+
+
+def pytest_sessionstart(session):
+    _ROWS.clear()  # a second run in one process (pygen bench twice) starts afresh
+
+
+def pytest_runtest_setup(item):
+    """Before each case: the cases left (their share of time under a deadline); past the
+    deadline, the case is skipped, so that the run still ends and rebuilds the report."""
+    items = item.session.items
+    set_cases_left(len(items) - items.index(item))
+    end = deadline()
+    if end is not None and time.time() >= end:
+        pytest.skip("the run's deadline (PYGEN_BENCH_DEADLINE) has passed")
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -242,15 +242,22 @@ def timing_note(group: list[dict]) -> str:
     """How a table's providers were timed: side by side (``timed_with``, from
     benchmarks.common.measure_side_by_side) or, in rows written before that, one provider's
     rounds after another's, where a machine's drift between them moves the ratios; "" for a
-    table of one provider."""
+    table of one provider. Rows whose rounds a run's deadline cut (``rounds_planned``) are
+    counted."""
+    cut = sum("rounds_planned" in r for r in group)
+    cut_note = f" {cut} of {len(group)} rows with fewer rounds than planned (the run's deadline)."
+    cut_note = cut_note if cut else ""
     if len({r["provider"] for r in group}) < 2:
-        return ""
+        return cut_note.strip()
     old = sum("timed_with" not in r for r in group)
     if not old:
-        return "Providers of a case timed side by side."
+        return "Providers of a case timed side by side." + cut_note
     if old == len(group):
         return "Providers timed one after another (rows from before side-by-side timing)."
-    return f"{old} of {len(group)} rows timed one provider after another (before side-by-side)."
+    return (
+        f"{old} of {len(group)} rows timed one provider after another (before side-by-side)."
+        + cut_note
+    )
 
 
 def build(rows: list[dict], plots_dir: Path | None = None) -> str:

@@ -1,19 +1,21 @@
 """Runs the benchmark suite and rebuilds the report.
 
-Usage: ``python -m benchmarks.run [--quick] [--ops OP ...]``.
+Usage: ``python -m benchmarks.run [--quick] [--ops OP ...] [--seconds S]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from benchmarks import report
-from benchmarks.common import device_under_test, results_file
+from benchmarks.common import DEADLINE_ENV, RUN, device_under_test, results_file
 
 HERE = Path(__file__).resolve().parent
 
@@ -22,7 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="few rounds per case")
     parser.add_argument("--ops", nargs="*", help="ops to run (bench_<op>.py), default all")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        help="end within this many seconds: cases take fewer rounds (rows carry rounds_planned) "
+        "and those past it are skipped, rather than a case cut mid-way losing its rows",
+    )
     args = parser.parse_args(argv)
+    if args.seconds is not None:
+        os.environ[DEADLINE_ENV] = str(time.time() + args.seconds)
     files = sorted(HERE.glob("bench_*.py"))
     if args.ops:
         files = [f for f in files if f.stem.removeprefix("bench_") in args.ops]
@@ -44,13 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     if code != 0:
         return int(code)
     report.main()
-    rows = json.loads(results_file(device_under_test()).read_text())
+    path = results_file(device_under_test())
+    rows = json.loads(path.read_text()) if path.exists() else []
     ran = {f.stem.removeprefix("bench_") for f in files}
-    device = rows[0]["device"]
     for op in sorted(ran):
-        group = [r for r in rows if r["op"] == op]
+        # This run's rows only: cases a deadline skipped leave the older rows in the file.
+        group = [r for r in rows if r["op"] == op and r.get("run") == RUN]
         if not group:
             continue
+        device = group[0]["device"]
         body, ceilings = report.op_table(rows, group, device)
         print(f"\n{op} on {device}\n\n{report.provenance(ceilings, group)}\n\n{body}")
     return 0

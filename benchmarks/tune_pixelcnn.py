@@ -1,7 +1,8 @@
 """Tuning run of the CUDA PixelCNN sampler (GPU only): time per call of each variant of the row
-kernels side by side (the block kernel at each samples-per-block, the cluster kernel at each
-cluster size, its weight rows resident in shared memory or streamed from L2), and where the time
-goes (CUDA time per kernel, from the profiler).
+kernels (the block kernel at each samples-per-block, the cluster kernel at each cluster size, its
+weight rows resident in shared memory or streamed from L2), a case's variants timed side by side
+(``benchmarks.common.measure_side_by_side``: the ratios that pick the default come from the same
+minutes), and where the time goes (CUDA time per kernel, from the profiler).
 
 Usage: ``python -m benchmarks.tune_pixelcnn``. Prints tables and writes each variant's row
 (op ``pixelcnn_tuning``, provider = the variant) to benchmarks/results; findings go to
@@ -13,14 +14,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import statistics
+import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
 from benchmarks.bench_pixelcnn import MODELS, dependent_steps, gflop_per_image
-from benchmarks.common import check_sampler, write_results
+from benchmarks.common import (
+    check_sampler,
+    deadline,
+    measure_side_by_side,
+    set_cases_left,
+    write_results,
+)
 from benchmarks.common import row as bench_row
 from pygen.models import PixelCNN
 
@@ -117,19 +124,14 @@ def environment(settings: dict[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def timing(fn, rounds: int = 5) -> dict:
-    """median_ms, p20, p80 and rounds of fn's time per call, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(rounds):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    p20, _, _, p80 = statistics.quantiles(times, n=5)
-    return {"median_ms": statistics.median(times), "p20": p20, "p80": p80, "rounds": rounds}
+def in_environment(fn: Callable[[], object], settings: dict[str, str]) -> Callable[[], object]:
+    """fn, called with the sampler's knobs as given (read by the sampler at each call)."""
+
+    def call() -> object:
+        with environment(settings):
+            return fn()
+
+    return call
 
 
 def kernel_breakdown(fn) -> list[tuple[str, float]]:
@@ -158,51 +160,63 @@ def kernel_breakdown(fn) -> list[tuple[str, float]]:
     return sorted(totals.items(), key=lambda kv: -kv[1])[:8]
 
 
+def tune(name: str, batch: int, dtype: torch.dtype, device: torch.device) -> list[dict]:
+    """One case: every variant checked, then the variants that pass timed side by side; prints
+    their times and the CUDA time per kernel of the fastest. Returns their rows."""
+    torch.manual_seed(0)
+    model = PixelCNN(**MODELS[name]).to(device, dtype).eval()
+    gflop = gflop_per_image(model) * batch
+
+    def sample():
+        return model.sample(batch)
+
+    lines, steps, settings_of = [], {}, {}
+    for label, settings in variants(batch):
+        with environment(settings):
+            try:
+                check_sampler(model, batch)
+            except AssertionError as error:
+                lines.append(f"{label}: WRONG, not timed ({str(error).splitlines()[0][:80]})")
+                continue
+            except (RuntimeError, ValueError) as error:
+                if "PYGEN_PIXELCNN_CLUSTER" not in str(error):
+                    raise  # a fault, not the plan's refusal: the context may be unusable
+                lines.append(f"{label}: refused ({str(error).splitlines()[0][:80]})")
+                continue
+        steps[label], settings_of[label] = in_environment(sample, settings), settings
+    # One warm-up call and 5 rounds each (a round of rgb32 at b256 takes ~0.3 s).
+    timings = measure_side_by_side(steps, device, quick=True, rounds=5) if steps else {}
+    shape = (batch, model.in_channels, *model.image_size)
+    rows = []
+    for label, timed in timings.items():
+        ms = timed["median_ms"]
+        lines.append(f"{label}: {ms:.1f} ms ({gflop / ms:.2f} TFLOP/s)")
+        work = {"images_per_s": batch / ms * 1e3, "tflops": gflop / ms}
+        work |= {"gflop_per_image": gflop / batch, "dependent_steps": dependent_steps(model)}
+        rows.append(
+            bench_row(OP, label, "sample", shape, dtype, device, timed, 0) | {"model": name} | work
+        )
+    print(f"{name} b{batch} {str(dtype)[6:]}:\n    " + "\n    ".join(lines))
+    if timings and device.type == "cuda":
+        fastest = min(timings, key=lambda label: timings[label]["median_ms"])
+        print(f"  kernels of {fastest}:")
+        with environment(settings_of[fastest]):
+            for kernel, ms in kernel_breakdown(sample):
+                print(f"    {ms:9.2f} ms  {kernel}")
+    return rows
+
+
 def main() -> None:
     assert torch.cuda.is_available(), "a GPU run"
     device = torch.device("cuda")
     rows = []
-    for name, batch, dtype in CASES:
-        torch.manual_seed(0)
-        model = PixelCNN(**MODELS[name]).cuda().to(dtype).eval()
-        gflop = gflop_per_image(model) * batch
-
-        def sample(model=model, batch=batch):
-            return model.sample(batch)
-
-        lines, fastest = [], ("auto", {})
-        best = float("inf")
-        for label, settings in variants(batch):
-            with environment(settings):
-                try:
-                    check_sampler(model, batch)
-                    timed = timing(sample)
-                except AssertionError as error:
-                    lines.append(f"{label}: WRONG, not timed ({str(error).splitlines()[0][:80]})")
-                    continue
-                except (RuntimeError, ValueError) as error:
-                    if "PYGEN_PIXELCNN_CLUSTER" not in str(error):
-                        raise  # a fault, not the plan's refusal: the context may be unusable
-                    lines.append(f"{label}: refused ({str(error).splitlines()[0][:80]})")
-                    continue
-            ms = timed["median_ms"]
-            lines.append(f"{label}: {ms:.1f} ms ({gflop / ms:.2f} TFLOP/s)")
-            shape = (batch, model.in_channels, *model.image_size)
-            work = {"images_per_s": batch / ms * 1e3, "tflops": gflop / ms}
-            work |= {"gflop_per_image": gflop / batch, "dependent_steps": dependent_steps(model)}
-            rows.append(
-                bench_row(OP, label, "sample", shape, dtype, device, timed, 0)
-                | {"model": name}
-                | work
-            )
-            write_results(rows, device)  # as they come: a deadline keeps the rows timed
-            if ms < best:
-                best, fastest = ms, (label, settings)
-        print(f"{name} b{batch} {str(dtype)[6:]}:\n    " + "\n    ".join(lines))
-        print(f"  kernels of {fastest[0]}:")
-        with environment(fastest[1]):
-            for kernel, ms in kernel_breakdown(sample):
-                print(f"    {ms:9.2f} ms  {kernel}")
+    for i, (name, batch, dtype) in enumerate(CASES):
+        if (end := deadline()) is not None and time.time() >= end:
+            print(f"the deadline has passed: {len(CASES) - i} cases not timed")
+            break
+        set_cases_left(len(CASES) - i)
+        rows += tune(name, batch, dtype, device)
+        write_results(rows, device)  # case by case: a deadline keeps the cases timed
 
 
 if __name__ == "__main__":

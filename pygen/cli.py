@@ -327,7 +327,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print("pygen bench runs from a source checkout (the benchmarks/ folder)", file=sys.stderr)
         return 2
     return run.main(
-        (["--quick"] if args.quick else []) + (["--ops", *args.ops] if args.ops else [])
+        (["--quick"] if args.quick else [])
+        + (["--ops", *args.ops] if args.ops else [])
+        + (["--seconds", str(args.seconds)] if args.seconds is not None else [])
     )
 
 
@@ -417,6 +419,7 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="run the benchmark suite and rebuild the report")
     b.add_argument("--quick", action="store_true")
     b.add_argument("--ops", nargs="*")
+    b.add_argument("--seconds", type=float, help="end within this many seconds (fewer rounds)")
     b.set_defaults(fn=cmd_bench)
 
     d = sub.add_parser("demo", parents=[common], help="train a PixelCNN on digits, sample, compare")

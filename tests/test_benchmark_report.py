@@ -3,12 +3,14 @@ checks before timing, and the timing of a case's providers side by side."""
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from benchmarks import common, floors
+from benchmarks import conftest as bench_conftest
 from benchmarks.common import (
     RUN,
     add_speedups,
@@ -19,7 +21,15 @@ from benchmarks.common import (
     measure_side_by_side,
     row,
 )
-from benchmarks.report import build, gbps, run_key, sampler_table, table
+from benchmarks.report import build, gbps, run_key, sampler_table, table, timing_note
+
+
+@pytest.fixture(autouse=True)
+def no_deadline(monkeypatch):
+    """These tests count rounds: a deadline in the environment (scripts/gpu_check.sh sets one
+    for every step) would scale them."""
+    monkeypatch.delenv(common.DEADLINE_ENV, raising=False)
+    common.set_cases_left(1)
 
 
 def _row(model, provider, median_ms, mode="sample", shape=(16, 1, 8, 8)):
@@ -301,3 +311,73 @@ def test_a_gpu_call_is_timed_by_cuda_events_in_seconds(monkeypatch):
     assert common.clocked(kernel, torch.device("cuda"))() == pytest.approx(2e-3)
     timing = measure(kernel, torch.device("cuda"), quick=True)
     assert timing["median_ms"] == pytest.approx(2.0) and timing["clock"] == "cuda events"
+
+
+# ---------------------------------------------------------------- a run's deadline
+
+
+def test_rounds_fit_the_time_left_before_the_deadline_leaving_some_to_later_cases(monkeypatch):
+    counts, per_call = {"a": 30, "b": 3}, {"a": 0.1, "b": 1.0}  # (30 + 5) x 0.1 + 3 x 1 = 6.5 s
+    assert common.fit_to_deadline(counts, per_call) == counts  # no deadline
+    monkeypatch.setenv(common.DEADLINE_ENV, str(time.time() + 100))
+    assert common.fit_to_deadline(counts, per_call) == counts  # it fits
+    monkeypatch.setenv(common.DEADLINE_ENV, str(time.time() + 3.25))
+    fitted = common.fit_to_deadline(counts, per_call)
+    assert fitted["b"] == 1 and 13 <= fitted["a"] <= 15  # about half of each
+    common.set_cases_left(3)  # two later cases keep 2 s each, but this one gets a third at least
+    monkeypatch.setenv(common.DEADLINE_ENV, str(time.time() + 9.75))
+    assert common.fit_to_deadline(counts, per_call) == {"a": 26, "b": 2}  # 5.75 s of 6.5
+    monkeypatch.setenv(common.DEADLINE_ENV, str(time.time() + 3.3))
+    assert common.fit_to_deadline(counts, per_call) == {"a": 5, "b": 1}  # 1.1 s: a third
+    monkeypatch.setenv(common.DEADLINE_ENV, str(time.time() - 1))
+    assert common.fit_to_deadline(counts, per_call) == {"a": 1, "b": 1}  # past it: one each
+
+
+def test_a_case_near_the_deadline_takes_fewer_rounds_and_says_so(monkeypatch):
+    clock = [0.0]
+
+    def step() -> None:
+        clock[0] += 0.1
+
+    fake = SimpleNamespace(perf_counter=lambda: clock[0], time=time.time)
+    monkeypatch.setattr(common, "time", fake)
+    monkeypatch.setenv(common.DEADLINE_ENV, str(time.time() + 1.75))
+    timings = measure_side_by_side({"a": step, "b": step}, torch.device("cpu"), quick=False)
+    # 2 x (30 + 5) calls of 0.1 s planned, 1.75 s left: a quarter, 7 rounds each, in every block.
+    for timing in timings.values():
+        assert (timing["rounds"], timing["rounds_planned"]) == (7, 30)
+    group = [
+        row("x", p, "fwd", (1,), torch.float32, torch.device("cpu"), t, 0)
+        for p, t in timings.items()
+    ]
+    assert timing_note(group).endswith(
+        "2 of 2 rows with fewer rounds than planned (the run's deadline)."
+    )
+    monkeypatch.setenv(common.DEADLINE_ENV, str(time.time() + 100))
+    assert "rounds_planned" not in measure(step, torch.device("cpu"), quick=True)
+
+
+def test_cases_past_the_deadline_are_skipped_and_each_case_knows_how_many_are_left(monkeypatch):
+    items = [SimpleNamespace(name=f"case{i}", session=None) for i in range(4)]
+    session = SimpleNamespace(items=items)
+    for item in items:
+        item.session = session
+    bench_conftest.pytest_runtest_setup(items[1])
+    assert common._cases_left[0] == 3
+    monkeypatch.setenv(common.DEADLINE_ENV, str(time.time() - 1))
+    with pytest.raises(pytest.skip.Exception, match="deadline"):
+        bench_conftest.pytest_runtest_setup(items[2])
+
+
+def test_tuning_run_times_a_cases_variants_side_by_side(monkeypatch, tmp_path):
+    # The CUDA tuning run's case on the CPU kernel (the variants' knobs act on CUDA only): every
+    # variant is checked, then timed beside the others.
+    from benchmarks import tune_pixelcnn
+
+    monkeypatch.setenv("PYGEN_RESULTS_DIR", str(tmp_path))
+    rows = tune_pixelcnn.tune("digits8", 2, torch.float32, torch.device("cpu"))
+    labels = [label for label, _ in tune_pixelcnn.variants(2)]
+    assert [r["provider"] for r in rows] == labels
+    for r in rows:
+        assert sorted([r["provider"], *r["timed_with"]]) == sorted(labels)
+        assert r["rounds"] == 5 and r["op"] == "pixelcnn_tuning" and r["images_per_s"] > 0

@@ -183,6 +183,14 @@ def test_bench_writes_results(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "REPORT.md").exists()
 
 
+def test_bench_past_its_deadline_skips_every_case(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PYGEN_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("PYGEN_BENCH_DEADLINE", "")  # restored afterwards: --seconds sets it
+    assert main(["bench", "--quick", "--ops", "copy", "--seconds", "0"]) == 0
+    assert "deadline" in capsys.readouterr().out
+    assert not list((tmp_path / "results").glob("*.json"))
+
+
 def test_bad_input_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         main(["train", "nope", "--out", str(tmp_path / "x")])
