@@ -35,7 +35,8 @@ lint: $(VENV)/.deps
 	$(PY) -m ruff check pygen tests benchmarks scripts setup.py
 	$(PY) -m ruff format --check pygen tests benchmarks scripts setup.py
 
-# On an AVX-512 CPU with valgrind: the kernel tests on the AVX2 code (scripts/cpu_clones_check.sh).
+# On an AVX-512 CPU with valgrind: the kernel tests on the AVX2 code, then on a build for the x86-64
+# baseline (scripts/cpu_clones_check.sh).
 cpu-clones-check: $(VENV)/.built
 	scripts/cpu_clones_check.sh
 

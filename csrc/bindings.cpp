@@ -22,6 +22,11 @@ pybind11::dict build_info() {
 #else
   info["openmp"] = false;
 #endif
+#ifdef PYGEN_CPU_BASELINE
+  info["cpu_baseline_only"] = true;
+#else
+  info["cpu_baseline_only"] = false;
+#endif
   // Not a build fact but the CPU's: the vector width of the samplers' products here.
   info["cpu_matmul_vector_bytes"] = pygen::cpu_uses_avx512() ? 64 : 32;
   return info;

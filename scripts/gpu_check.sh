@@ -70,8 +70,9 @@ if use_prebuilt; then
 else
   step build 240 "$PYTHON" -m pip install --no-build-isolation --no-deps -e .
   # The extension and its stamp, for a later call of the same sources to carry in .prebuilt/.
-  for f in pygen/_C*.so; do gzip -c "$f" >"$OUT_DIR/$(basename "$f").gz"; done
-  echo "$stamp" >"$OUT_DIR/source.sha256"
+  for f in pygen/_C*.so; do
+    [ -e "$f" ] && gzip -c "$f" >"$OUT_DIR/$(basename "$f").gz" && echo "$stamp" >"$OUT_DIR/source.sha256"
+  done
 fi
 step info 15 "$PYTHON" -m pygen info
 step nvidia-smi 5 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv

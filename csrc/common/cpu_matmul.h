@@ -11,7 +11,7 @@
 
 #include "common/cpu_vec.h"
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(PYGEN_CPU_BASELINE)
 #define PYGEN_MATMUL_CLONES \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define PYGEN_MATMUL_WIDE __attribute__((target("arch=x86-64-v4")))

@@ -14,7 +14,7 @@ namespace pygen {
 // generator's 64-byte lanes): on x86-64-v4 CPUs unless PYGEN_CPU_AVX512=0 (the AVX2 or baseline
 // paths, for tests and A/B timing on the same machine). Decided once per process.
 inline bool cpu_uses_avx512() {
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(PYGEN_CPU_BASELINE)
   static const bool wide = [] {
     const char* setting = std::getenv("PYGEN_CPU_AVX512");
     const bool disabled = setting != nullptr && std::string(setting) == "0";
