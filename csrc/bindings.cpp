@@ -28,7 +28,7 @@ pybind11::dict build_info() {
   info["cpu_baseline_only"] = false;
 #endif
   // Not a build fact but the CPU's: the vector width of the samplers' products here.
-  info["cpu_matmul_vector_bytes"] = pygen::cpu_uses_avx512() ? 64 : 32;
+  info["cpu_matmul_vector_bytes"] = pygen::matmul_vector_bytes();
   return info;
 }
 

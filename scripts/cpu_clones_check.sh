@@ -6,9 +6,9 @@
 #    tests are left out: inductor compiles its kernels for the host, AVX-512 included, which
 #    valgrind cannot run.
 # 2. The baseline code (the "default" clones, what a CPU without AVX2 runs, and the Philox
-#    generator's scalar loop): a CPU-only build with PYGEN_CPU_BASELINE=1, which compiles the
-#    kernels for the x86-64 baseline alone, into a copy of the package in build/baseline; the same
-#    tests and the samplers' run natively on it.
+#    generator's scalar loop, the samplers' 16-byte products): a CPU-only build with
+#    PYGEN_CPU_BASELINE=1, which compiles the kernels for the x86-64 baseline alone, into a copy of
+#    the package in build/baseline; the same tests and the samplers' run natively on it.
 # Usage: scripts/cpu_clones_check.sh [pytest args]
 #   default: the affine coupling, reparam+KL, Philox and MADE solve tests (~4 min on 2 cores under
 #   valgrind), then those and the PixelCNN and PixelRNN sampler tests on the baseline build (its
@@ -46,8 +46,9 @@ cmake --build build/cmake-baseline -j "${MAX_JOBS:-$(nproc)}" >/dev/null
 # From the copy's folder, which python puts first on sys.path (ahead of the editable install).
 root=$PWD
 baseline() { (cd "$base" && "$PY" "$@"); }
-found=$(baseline -c "import pygen; print(pygen.__file__, pygen.build_info()['cpu_baseline_only'])")
-if [ "$found" != "$root/$base/pygen/__init__.py True" ]; then
+found=$(baseline -c "import pygen; i = pygen.build_info(); print(pygen.__file__, \
+  i['cpu_baseline_only'], i['cpu_matmul_vector_bytes'])")
+if [ "$found" != "$root/$base/pygen/__init__.py True 16" ]; then
   echo "cpu_clones_check: the tests would not run the baseline build ($found)" >&2
   exit 1
 fi

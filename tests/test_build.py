@@ -22,14 +22,16 @@ def test_build_info_reports_the_build():
     assert info["cxx_compiler"].split()[-1][0].isdigit()  # "GNU 12.2.0"
     assert info["cuda_compiler"].startswith("nvcc ") == info["cuda"]
     # The samplers' CPU products take 64-byte vectors where the CPU is x86-64-v4 (AVX-512 F, BW,
-    # CD, DQ and VL), 32 elsewhere and in a build for the baseline alone (a check build).
+    # CD, DQ and VL), 32 where it is x86-64-v3 (AVX2, FMA, ...), else 16, as in a build for the
+    # baseline alone (a check build).
     assert isinstance(info["cpu_baseline_only"], bool)
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists() and platform.machine() == "x86_64":
         flags = set(re.search(r"^flags\s*:(.*)$", cpuinfo.read_text(), re.M).group(1).split())
-        v4 = {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"} <= flags
-        wide = v4 and not info["cpu_baseline_only"]
-        assert info["cpu_matmul_vector_bytes"] == (64 if wide else 32)
+        v4 = {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}
+        v3 = {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "movbe", "xsave", "abm"}
+        levels = 0 if info["cpu_baseline_only"] else (v3 <= flags) + (v3 | v4 <= flags)
+        assert info["cpu_matmul_vector_bytes"] == [16, 32, 64][levels]
 
 
 @pytest.mark.skipif(not os.environ.get("CI"), reason="CI only: the CUDA sources must compile there")

@@ -1,10 +1,12 @@
 // The small matrix product of the CPU samplers (PixelCNN, PixelRNN): y += x @ w for a few rows of
 // x (one per sample or pixel) against weights read in place. At these sizes (1-28 rows) a BLAS call
 // spends a third of its time packing the weights; this register-tiled loop reads them once per
-// tile of rows. It is built twice, picked per call by what the CPU runs: with 64-byte vectors for
-// x86-64-v4 (AVX-512: 32 registers hold the tiles below), else with 32-byte vectors for x86-64-v3
-// (AVX2 + FMA) or the baseline. The samplers' loops around it are cloned for the same three levels
-// (PYGEN_MATMUL_CLONES), for their element-wise gates.
+// tile of rows. It is built three times, picked per call by what the CPU runs: with 64-byte vectors
+// for x86-64-v4 (AVX-512: 32 registers hold the tiles below), 32-byte ones for x86-64-v3 (AVX2 +
+// FMA), 16-byte ones for the baseline (SSE2: a 32-byte vector there is a pair of registers, and
+// GCC spilled the tiles of pairs and built each broadcast through memory, 25x slower). The
+// samplers' loops around it are cloned for the same three levels (PYGEN_MATMUL_CLONES), for their
+// element-wise gates.
 #pragma once
 
 #include <cstdint>
@@ -15,7 +17,8 @@
 #define PYGEN_MATMUL_CLONES \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define PYGEN_MATMUL_WIDE __attribute__((target("arch=x86-64-v4")))
-#define PYGEN_MATMUL_NARROW __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define PYGEN_MATMUL_NARROW __attribute__((target("arch=x86-64-v3")))
+#define PYGEN_MATMUL_LEVELS 1
 #else
 #define PYGEN_MATMUL_CLONES
 #define PYGEN_MATMUL_WIDE
@@ -24,11 +27,24 @@
 
 namespace pygen {
 
+// The vector width of matmul_acc on this CPU, in bytes: 64 with AVX-512 (cpu_uses_avx512), 32 with
+// AVX2 + FMA, else 16 on x86-64 (32 elsewhere: on Arm, 32 NEON registers hold the 32-byte tiles).
+inline int64_t matmul_vector_bytes() {
+#if PYGEN_MATMUL_LEVELS
+  static const int64_t bytes = cpu_uses_avx512() ? 64 : __builtin_cpu_supports("x86-64-v3") ? 32 : 16;
+  return bytes;
+#elif defined(__x86_64__)
+  return 16;
+#else
+  return 32;
+#endif
+}
+
 // The width, in values, of the output tiles of matmul_acc on this CPU (two vectors): callers that
 // split outputs over threads split them in whole tiles.
 template <typename T>
 int64_t matmul_tile_width() {
-  return 2 * (cpu_uses_avx512() ? kLanes<T, 64> : kLanes<T, 32>);
+  return 2 * matmul_vector_bytes() / static_cast<int64_t>(sizeof(T));
 }
 
 namespace detail {
@@ -127,6 +143,12 @@ PYGEN_MATMUL_NARROW void matmul_acc_narrow(const T* x, int64_t ldx, const T* w, 
   matmul_acc<T, 32>(x, ldx, w, ldw, k, n, y, ldy, rows);
 }
 
+template <typename T>
+void matmul_acc_baseline(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t k, int64_t n,
+                         T* y, int64_t ldy, int64_t rows) {
+  matmul_acc<T, 16>(x, ldx, w, ldw, k, n, y, ldy, rows);
+}
+
 }  // namespace detail
 
 // y[r, :n] += x[r, :k] @ w[:k, :n] for r < rows (row strides ldx, ldw, ldy), in the widest vectors
@@ -134,10 +156,13 @@ PYGEN_MATMUL_NARROW void matmul_acc_narrow(const T* x, int64_t ldx, const T* w, 
 template <typename T>
 void matmul_acc(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t k, int64_t n, T* y,
                 int64_t ldy, int64_t rows) {
-  if (cpu_uses_avx512()) {
-    detail::matmul_acc_wide(x, ldx, w, ldw, k, n, y, ldy, rows);
-  } else {
-    detail::matmul_acc_narrow(x, ldx, w, ldw, k, n, y, ldy, rows);
+  switch (matmul_vector_bytes()) {
+    case 64:
+      return detail::matmul_acc_wide(x, ldx, w, ldw, k, n, y, ldy, rows);
+    case 32:
+      return detail::matmul_acc_narrow(x, ldx, w, ldw, k, n, y, ldy, rows);
+    default:
+      return detail::matmul_acc_baseline(x, ldx, w, ldw, k, n, y, ldy, rows);
   }
 }
 
