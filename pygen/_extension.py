@@ -40,7 +40,8 @@ def build_info() -> dict:
     the CUDA units; the latter empty without CUDA), and ``cpu_matmul_vector_bytes``: the vector
     width of the CPU samplers' matrix products on this machine (64 with AVX-512, unless the
     environment sets ``PYGEN_CPU_AVX512=0``, which also keeps the Philox generator off AVX-512;
-    32 with AVX2 and FMA; else 16); ``cpu_baseline_only``: the CPU kernels built for the x86-64 baseline alone, without
-    their AVX-512 and AVX2 versions (a check build, ``PYGEN_CPU_BASELINE=1``).
+    32 with AVX2 and FMA; else 16); ``cpu_baseline_only``: the CPU kernels built for the x86-64
+    baseline alone, without their AVX-512 and AVX2 versions (a check build,
+    ``PYGEN_CPU_BASELINE=1``).
     """
     return dict(_C.build_info())
