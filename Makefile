@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SOURCES := $(shell find csrc -type f) CMakeLists.txt setup.py pyproject.toml
 
-.PHONY: demo test bench lint cpu-clones-check gpu-check gpu-prebuild gpu-profile clean
+.PHONY: demo test bench lint cpu-clones-check clang-check gpu-check gpu-prebuild gpu-profile clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ lint: $(VENV)/.deps
 # baseline (scripts/cpu_clones_check.sh).
 cpu-clones-check: $(VENV)/.built
 	scripts/cpu_clones_check.sh
+
+# The CPU sources compiled by clang for x86-64 and aarch64 (compile only; scripts/clang_check.sh).
+clang-check: $(VENV)/.built
+	scripts/clang_check.sh
 
 # On a GPU machine (torch preinstalled, no internet): build, CUDA tests, sanitizers, benchmarks.
 gpu-check:

@@ -13,12 +13,11 @@
 
 #include "common/cpu_vec.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(PYGEN_CPU_BASELINE)
+#if PYGEN_X86_LEVELS
 #define PYGEN_MATMUL_CLONES \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define PYGEN_MATMUL_WIDE __attribute__((target("arch=x86-64-v4")))
 #define PYGEN_MATMUL_NARROW __attribute__((target("arch=x86-64-v3")))
-#define PYGEN_MATMUL_LEVELS 1
 #else
 #define PYGEN_MATMUL_CLONES
 #define PYGEN_MATMUL_WIDE
@@ -30,7 +29,7 @@ namespace pygen {
 // The vector width of matmul_acc on this CPU, in bytes: 64 with AVX-512 (cpu_uses_avx512), 32 with
 // AVX2 + FMA, else 16 on x86-64 (32 elsewhere: on Arm, 32 NEON registers hold the 32-byte tiles).
 inline int64_t matmul_vector_bytes() {
-#if PYGEN_MATMUL_LEVELS
+#if PYGEN_X86_LEVELS
   static const int64_t bytes = cpu_uses_avx512() ? 64 : __builtin_cpu_supports("x86-64-v3") ? 32 : 16;
   return bytes;
 #elif defined(__x86_64__)

@@ -10,7 +10,7 @@
 #include "common/cpu_vec.h"
 #include "common/philox.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(PYGEN_CPU_BASELINE)
+#if PYGEN_X86_LEVELS
 #include <immintrin.h>
 #define PYGEN_PHILOX_LANES 1
 #endif

@@ -8,13 +8,22 @@
 #include <cstring>
 #include <string>
 
+// The CPU kernels' paths per x86-64 level (GCC's target_clones and target attributes, and
+// __builtin_cpu_supports of the levels): GCC only (clang takes no target_clones of a template),
+// and not in a check build for the baseline (PYGEN_CPU_BASELINE). Elsewhere one baseline path.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(PYGEN_CPU_BASELINE)
+#define PYGEN_X86_LEVELS 1
+#else
+#define PYGEN_X86_LEVELS 0
+#endif
+
 namespace pygen {
 
 // Whether the CPU kernels take their AVX-512 paths (the samplers' 64-byte products, the Philox
 // generator's 64-byte lanes): on x86-64-v4 CPUs unless PYGEN_CPU_AVX512=0 (the AVX2 or baseline
 // paths, for tests and A/B timing on the same machine). Decided once per process.
 inline bool cpu_uses_avx512() {
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(PYGEN_CPU_BASELINE)
+#if PYGEN_X86_LEVELS
   static const bool wide = [] {
     const char* setting = std::getenv("PYGEN_CPU_AVX512");
     const bool disabled = setting != nullptr && std::string(setting) == "0";
