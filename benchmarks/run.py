@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = json.loads(path.read_text()) if path.exists() else []
     ran = {f.stem.removeprefix("bench_") for f in files}
     for op in sorted(ran):
-        # This run's rows only: cases a deadline skipped leave the older rows in the file.
+        # This run's rows only: an op whose every case a deadline skipped keeps its old rows.
         group = [r for r in rows if r["op"] == op and r.get("run") == RUN]
         if not group:
             continue

@@ -8,14 +8,7 @@
 #include <cstring>
 #include <string>
 
-// The CPU kernels' paths per x86-64 level (GCC's target_clones and target attributes, and
-// __builtin_cpu_supports of the levels): GCC only (clang takes no target_clones of a template),
-// and not in a check build for the baseline (PYGEN_CPU_BASELINE). Elsewhere one baseline path.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(PYGEN_CPU_BASELINE)
-#define PYGEN_X86_LEVELS 1
-#else
-#define PYGEN_X86_LEVELS 0
-#endif
+#include "common/cpu_levels.h"
 
 namespace pygen {
 

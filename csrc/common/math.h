@@ -18,9 +18,7 @@
 // Host loops that pay for wider vectors are compiled for AVX-512, AVX2 + FMA (x86-64-v3: a plain
 // "avx2" clone has no FMA, and the polynomials are chains of them) and the baseline; the loader
 // picks the best the CPU supports (GCC function multi-versioning; PYGEN_X86_LEVELS says where).
-#if !defined(__CUDACC__)
-#include "common/cpu_vec.h"
-#endif
+#include "common/cpu_levels.h"
 #if PYGEN_X86_LEVELS && !defined(__CUDACC__)
 #define PYGEN_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
