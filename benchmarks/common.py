@@ -159,6 +159,12 @@ def deadline() -> float | None:
     return float(value) if value else None
 
 
+def past_deadline() -> bool:
+    """Whether a run's deadline is set and has passed: the cases left are skipped."""
+    end = deadline()
+    return end is not None and time.time() >= end
+
+
 def set_cases_left(n: int) -> None:
     """The cases still to time, the next one included (benchmarks/conftest.py and tune_pixelcnn
     set it before each case): the time they keep when a deadline cuts a case's rounds."""

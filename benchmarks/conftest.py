@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from benchmarks.common import deadline, device_under_test, set_cases_left, write_results
+from benchmarks.common import device_under_test, past_deadline, set_cases_left, write_results
 
 _ROWS: list[dict] = []
 
@@ -46,8 +44,7 @@ def pytest_runtest_setup(item):
     deadline, the case is skipped, so that the run still ends and rebuilds the report."""
     items = item.session.items
     set_cases_left(len(items) - items.index(item))
-    end = deadline()
-    if end is not None and time.time() >= end:
+    if past_deadline():
         pytest.skip("the run's deadline (PYGEN_BENCH_DEADLINE) has passed")
 
 
