@@ -560,6 +560,15 @@ def test_made_affine_solve_gradcheck_and_opcheck():
     args = (target, weights, biases, units, bounds, order, mask, "tanh", None, True)
     for op in ("made_affine_solve", "_made_affine_solve_composite", "_made_affine_solve_fused"):
         torch.library.opcheck(getattr(torch.ops.pygen, op), args)
+    # A transposed target and weights: the backward's gradients are contiguous, fake ones too.
+    target_t = target.t().contiguous().t().requires_grad_()
+    weights_t = [w.t().contiguous().t().requires_grad_() for w in weights]
+    args_t = (target_t, weights_t, biases, units, bounds, order, mask, "tanh", None, True)
+    torch.library.opcheck(torch.ops.pygen._made_affine_solve_fused, args_t)
+    x, params = torch.ops.pygen._made_affine_solve_fused(*args)
+    backward = torch.ops.pygen._made_affine_solve_fused_backward
+    grads = (torch.randn_like(x), torch.randn_like(params))
+    torch.library.opcheck(backward, (*grads, target_t, x, params, weights_t, *args_t[2:]))
 
 
 @pytest.mark.parametrize("path", ["fused", "composite"])

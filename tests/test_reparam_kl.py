@@ -164,6 +164,11 @@ def test_opcheck(device):
     backward = torch.ops.pygen.reparameterize_kl_backward
     torch.library.opcheck(backward, (grad_z, grad_kl, mu, logvar, noise, None, 2))
     torch.library.opcheck(backward, (None, grad_kl, mu, logvar, None, seed_tensor(1, device), 2))
+    # Transposed inputs: the kernels' gradients are contiguous, so must the fake ones be (else a
+    # compiled backward asserts the strides of mu's).
+    mu_t, logvar_t, noise_t = (t.t() for t in make_inputs((6, 4), torch.float32, device))
+    grad_z, grad_kl = torch.randn(4, 6, device=device), torch.randn(4, device=device)
+    torch.library.opcheck(backward, (grad_z, grad_kl, mu_t, logvar_t, noise_t, None, 1))
 
 
 def test_torch_compile_matches_eager(device):

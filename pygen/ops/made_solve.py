@@ -34,10 +34,11 @@ def _(grad_x, grad_params, target, x, params, weights, biases, units, *args):
     weights_and_biases = {**indexed("weights", weights), **indexed("biases", biases)}
     inputs = dict(grad_x=grad_x, grad_params=grad_params, x=x, params=params, units=units)
     check_same_device("target", target, **inputs, **weights_and_biases)
+    # Contiguous, as the kernel's, whatever the inputs' strides.
     return (
-        torch.empty_like(target),
-        [torch.empty_like(w) for w in weights],
-        [torch.empty_like(b) for b in biases],
+        target.new_empty(target.shape),
+        [w.new_empty(w.shape) for w in weights],
+        [b.new_empty(b.shape) for b in biases],
     )
 
 

@@ -30,7 +30,7 @@ def _(mu, logvar, noise, seed, n_samples):
 @torch.library.register_fake("pygen::reparameterize_kl_backward")
 def _(grad_z, grad_kl, mu, logvar, noise, seed, n_samples):
     check_same_device("mu", mu, grad_z=grad_z, grad_kl=grad_kl, logvar=logvar, noise=noise)
-    return torch.empty_like(mu), torch.empty_like(logvar)
+    return mu.new_empty(mu.shape), logvar.new_empty(logvar.shape)  # contiguous, as the kernels'
 
 
 def _twin_backward(grad_z, grad_kl, mu, logvar, noise, seed, n_samples):
