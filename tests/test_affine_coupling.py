@@ -446,6 +446,9 @@ def test_reference_rejects_what_the_op_rejects():
         reference.affine_coupling(x, x, x, mask, scale_fn="relu")
     with pytest.raises(ValueError, match="clamp applies only"):
         reference.affine_coupling(x, x, x, mask, clamp=3.0)
+    for clamp in (0.0, float("nan"), 1e39):
+        with pytest.raises(ValueError, match="clamp must be in"):
+            reference.affine_coupling(x, x, x, mask, scale_fn="tanh", clamp=clamp)
 
 
 def test_meta_mix_raises_and_all_meta_gives_the_shapes():

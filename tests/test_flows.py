@@ -24,7 +24,7 @@ from pygen.layers import (
     coupling_mask,
 )
 from pygen.models import NICE, FlowModel, Glow, GlowStep, RealNVP
-from pygen.ops import MaskKind
+from pygen.ops import MaskKind, channel_mask, checkerboard_mask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -158,6 +158,27 @@ def test_a_loaded_mask_sets_the_kernels_mask_kind():
     z, _ = layer(x)
     torch.testing.assert_close(z, other(x)[0])
     torch.testing.assert_close(layer.inverse(z)[0], x)
+
+
+def test_a_replaced_or_edited_mask_is_read_again():
+    """The kernels compute a pattern from the layer's mask kind: a mask swapped in by
+    functional_call or changed in place must not leave the old kind behind."""
+    torch.manual_seed(0)
+    layer = perturb(AffineCoupling((4, 6, 6), "checkerboard", 0, hidden=8, n_blocks=1))
+    twin = AffineCoupling((4, 6, 6), "checkerboard", 0, hidden=8, n_blocks=1, reference=True)
+    twin.load_state_dict(layer.state_dict())
+    x = inputs((4, 6, 6))
+    other = checkerboard_mask((4, 6, 6), 1)
+    swapped = torch.func.functional_call(layer, {"mask": other}, (x,))
+    expected = torch.func.functional_call(twin, {"mask": other}, (x,))
+    for a, b in zip(swapped, expected, strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(layer(x)[0], twin(x)[0])  # its own mask again
+    for mask in (layer.mask, twin.mask):
+        mask.copy_(channel_mask((4, 6, 6), 0))
+    for a, b in zip(layer(x), twin(x), strict=True):
+        torch.testing.assert_close(a, b)
+    assert layer.mask_kind == MaskKind.CHANNEL_FIRST
 
 
 def test_actnorm_initializes_from_the_first_batch_and_keeps_it():

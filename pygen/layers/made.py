@@ -11,6 +11,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from pygen.ops.reference import made_solve
+
 
 def _read_loaded_order(module: MADE, incompatible_keys) -> None:
     """A loaded ``order`` buffer sets ``order_list``."""
@@ -119,46 +121,11 @@ class MADE(nn.Module):
         ``out_d`` ``(N, n_outputs)`` are this MADE's outputs for input d, which depend only on the
         inputs filled before it. ``like`` ``(N, ...)`` gives the batch size.
 
-        Returns ``x`` ``(N, D)`` and ``out`` ``(N, n_outputs, D)``, ``self(x)`` up to rounding.
-        Cached: a hidden unit is computed once, at the step that fills the last input it sees,
-        and added into the next layer's pre-activations at once, so the D steps together do the
-        arithmetic of one forward pass (re-running the network per input costs D passes).
+        Returns ``x`` ``(N, D)`` and ``out`` ``(N, n_outputs, D)``, ``self(x)`` up to rounding,
+        with the arithmetic of one forward pass (``pygen.ops.reference.made_solve``).
         Differentiable.
         """
-        weights, biases, units, bounds = self.solve_weights(like)
-        acc = weights[0].dtype
-        # Hidden units sorted by degree (a degree's units are one block), each weight transposed to
-        # (in, out) so that an input's (unit's) weights are one row.
-        weights_t = []
-        for i, weight in enumerate(weights):
-            if i < len(weights) - 1:
-                weight = weight.index_select(0, units)  # this layer's units
-            if i > 0:
-                weight = weight.index_select(1, units)  # the units below
-            weights_t.append(weight.T)
-        biases = [b.index_select(0, units) for b in biases[:-1]] + [biases[-1]]
-        # Pre-activations of each layer (the hidden ones, then the output), from the biases up,
-        # updated in place (no product's backward reads them); made from `like`, so that under
-        # vmap they are batched as the columns added into them are.
-        zeros = torch.zeros_like(like.flatten(1)[:, :1], dtype=acc)
-        pre = [zeros + bias.to(acc) for bias in biases]
-        order = self.order_list
-        columns: dict[int, Tensor] = {}
-        outs: dict[int, Tensor] = {}
-        for step, d in enumerate(order):
-            if step > 0:
-                # The input filled last step (degree `step`) completes the units of degree `step`.
-                filled = order[step - 1]
-                pre[0].addr_(columns[filled].to(acc), weights_t[0][filled])
-                block = slice(bounds[step - 1], bounds[step])
-                if block.stop > block.start:  # a degree may have no units
-                    for i in range(1, len(weights_t)):
-                        pre[i].addmm_(F.relu(pre[i - 1][:, block]), weights_t[i][block])
-            # Output k of input d is column k * D + d, copied before the next update.
-            outs[d] = pre[-1][:, d :: self.dim].to(like.dtype, copy=True)
-            columns[d] = value(d, outs[d])
-        dims = range(self.dim)
-        return torch.stack([columns[d] for d in dims], 1), torch.stack([outs[d] for d in dims], 2)
+        return made_solve(value, *self.solve_weights(like), self.order_list, like)
 
     def solve_weights(self, like: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor, list[int]]:
         """What ``solve`` (and ``pygen.ops.made_affine_solve``) read for inputs ``like``: each

@@ -1,6 +1,6 @@
 """Fused ops (torch custom ops over pygen._C); their twins live in ``pygen.ops.reference``
 (the cached PixelCNN sampler's twin: ``pygen.sampling.sample_cached``; the PixelRNN sampler's:
-``pygen.sampling.sample_pixelrnn_cached``; the MADE solve's: ``pygen.layers.MADE.solve``)."""
+``pygen.sampling.sample_pixelrnn_cached``)."""
 
 from pygen.ops import reference
 from pygen.ops._higher_order import under_torch_func

@@ -35,12 +35,18 @@ class MaskKind(enum.IntEnum):
     CHANNEL_SECOND = 4
 
 
+def _check_parity(parity: int) -> None:
+    if parity not in (0, 1):
+        raise ValueError(f"parity must be 0 or 1, got {parity!r}")
+
+
 def checkerboard_mask(
     shape: Sequence[int], parity: int = 0, *, device: torch.device | str | None = None
 ) -> Tensor:
     """Float 0/1 mask of the per-sample ``shape`` (``(D,)`` or ``(C, H, W)``...) that keeps the
     positions whose last two indices (the last one for vectors) sum to an even number (parity 0) or
     an odd one (parity 1)."""
+    _check_parity(parity)
     shape = tuple(shape)
     rows = torch.arange(shape[-2], device=device)[:, None] if len(shape) >= 2 else 0
     index_sum = rows + torch.arange(shape[-1], device=device)
@@ -53,6 +59,7 @@ def channel_mask(
 ) -> Tensor:
     """Float 0/1 mask of the per-sample ``shape`` that keeps the first ``shape[0] // 2`` channels
     (features for vectors) with parity 0, the others with parity 1."""
+    _check_parity(parity)
     shape = tuple(shape)
     first = torch.arange(shape[0], device=device) < shape[0] // 2
     keep = first if parity == 0 else ~first

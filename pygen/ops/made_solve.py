@@ -6,7 +6,7 @@ implementations are below); on CUDA too when ``PYGEN_MADE_SOLVE_CUDA=1`` (the fo
 tests on an H200; the backward has run only emulated on the CPU; neither has been timed on a GPU);
 else ``pygen::_made_affine_solve_composite``, composed of other operators (the MADE's products and
 ``pygen::affine_coupling``), which give it autograd, every device and its fake implementation.
-Its twin is ``pygen.layers.MADE.solve`` with the pure-PyTorch affine map as the value of each step.
+Its twin is ``pygen.ops.reference.made_affine_solve``, the loop in Python (``MADE.solve``'s).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import torch
 from torch import Tensor
 
 from pygen._extension import _C  # noqa: F401  (registers the pygen:: operators)
+from pygen.ops import reference
 from pygen.ops._fake import check_same_device, indexed
-from pygen.ops._higher_order import register_twin_backward, vjp
+from pygen.ops._higher_order import register_twin_backward, under_torch_func, vjp
 
 
 @torch.library.register_fake("pygen::_made_affine_solve_fused")
@@ -80,9 +81,9 @@ def made_affine_solve(
     Args:
         target: ``(N, D)``.
         weights, biases: the MADE's layers as ``MADE.solve_weights(target)`` gives them: masked
-            weights ``(out, in)`` as ``nn.Linear`` holds them, in ``promote_types(target.dtype,
-            float32)``; every hidden layer has the same ``hidden`` units; the last layer has
-            ``2 * D`` outputs, log-scales then shifts.
+            weights ``(out, in)`` as ``nn.Linear`` holds them, converted to the dtype the solve
+            sums in, ``promote_types(target.dtype, float32)``; every hidden layer has the same
+            ``hidden`` units; the last layer has ``2 * D`` outputs, log-scales then shifts.
         units: ``(hidden,)`` int64, the hidden units sorted by degree (a permutation).
         bounds: ``D`` ints; the hidden units of degree m are ``units[bounds[m - 1]:bounds[m]]``.
         order: the MADE's order of the inputs (a permutation of ``range(D)``).
@@ -91,7 +92,23 @@ def made_affine_solve(
 
     Returns:
         ``(x, params)``: ``(N, D)`` and the MADE's outputs at x, ``(N, 2, D)``.
+
+    Under ``torch.func`` transforms (``grad``, ``jacrev``, ``vmap``...) it runs its twin,
+    ``pygen.ops.reference.made_affine_solve``.
     """
+    if under_torch_func():
+        return reference.made_affine_solve(
+            target,
+            weights,
+            biases,
+            units,
+            bounds,
+            order,
+            mask,
+            scale_fn=scale_fn,
+            clamp=clamp,
+            reverse=reverse,
+        )
     return torch.ops.pygen.made_affine_solve(
         target,
         list(weights),

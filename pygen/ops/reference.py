@@ -6,6 +6,7 @@ Each function has the signature of its fused op and depends on torch only.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -28,14 +29,22 @@ def reparameterize_kl(
     return z, kl
 
 
-def _coupling_scale(log_scale: Tensor, scale_fn: str, clamp: float | None) -> Tensor:
-    """s = scale_fn(log_scale) as documented in ``pygen.ops.affine_coupling``."""
+def check_scale_fn(scale_fn: str, clamp: float | None) -> None:
+    """The errors of ``pygen.ops.affine_coupling`` (its kernels check the same) for a
+    ``scale_fn`` and ``clamp`` it does not take; layers check them when they are built."""
     if scale_fn not in ("exp", "tanh", "atan", "sigmoid"):
         raise ValueError(
             f"unknown scale_fn {scale_fn!r}: expected 'exp', 'tanh', 'atan' or 'sigmoid'"
         )
     if clamp is not None and scale_fn not in ("tanh", "atan"):
         raise ValueError("clamp applies only to scale_fn 'tanh' and 'atan'")
+    if clamp is not None and not 1e-30 <= clamp <= 1e30:
+        raise ValueError(f"clamp must be in [1e-30, 1e30], got {clamp}")
+
+
+def _coupling_scale(log_scale: Tensor, scale_fn: str, clamp: float | None) -> Tensor:
+    """s = scale_fn(log_scale) as documented in ``pygen.ops.affine_coupling``."""
+    check_scale_fn(scale_fn, clamp)
     c = 2.0 if clamp is None else clamp
     if scale_fn == "exp":
         return log_scale
@@ -88,6 +97,93 @@ def additive_coupling(
     step = (1 - mask.to(x.dtype)) * shift
     y = x - step if reverse else x + step
     return y, _row_sum(torch.zeros_like(x[:, :1]))
+
+
+def made_solve(
+    value: Callable[[int, Tensor], Tensor],
+    weights: Sequence[Tensor],
+    biases: Sequence[Tensor],
+    units: Tensor,
+    bounds: Sequence[int],
+    order: Sequence[int],
+    like: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """Fill ``x`` one input at a time in ``order``: ``x[:, d] = value(d, out_d)``, where ``out_d``
+    ``(N, n_outputs)`` are the MADE's outputs for input d, which depend only on the inputs filled
+    before it. The MADE is given as ``MADE.solve_weights`` gives it (see
+    ``pygen.ops.made_affine_solve``); ``like`` ``(N, ...)`` gives the batch size and the dtype of
+    x and out; the sums are in ``promote_types(like.dtype, float32)``.
+
+    Returns ``x`` ``(N, D)`` and ``out`` ``(N, n_outputs, D)``, the MADE at x up to rounding.
+    Cached: a hidden unit is computed once, at the step that fills the last input it sees, and
+    added into the next layer's pre-activations at once, so the D steps together do the arithmetic
+    of one forward pass (re-running the network per input costs D passes). Differentiable.
+    """
+    dim = len(order)
+    acc = torch.promote_types(like.dtype, torch.float32)  # as the fused op sums
+    # Hidden units sorted by degree (a degree's units are one block), each weight transposed to
+    # (in, out) so that an input's (unit's) weights are one row.
+    weights_t = []
+    for i, weight in enumerate(w.to(acc) for w in weights):
+        if i < len(weights) - 1:
+            weight = weight.index_select(0, units)  # this layer's units
+        if i > 0:
+            weight = weight.index_select(1, units)  # the units below
+        weights_t.append(weight.T)
+    biases = [b.index_select(0, units) for b in biases[:-1]] + [biases[-1]]
+    # Pre-activations of each layer (the hidden ones, then the output), from the biases up,
+    # updated in place (no product's backward reads them); made from `like`, so that under
+    # vmap they are batched as the columns added into them are.
+    zeros = torch.zeros_like(like.flatten(1)[:, :1], dtype=acc)
+    pre = [zeros + bias.to(acc) for bias in biases]
+    columns: dict[int, Tensor] = {}
+    outs: dict[int, Tensor] = {}
+    for step, d in enumerate(order):
+        if step > 0:
+            # The input filled last step (degree `step`) completes the units of degree `step`.
+            filled = order[step - 1]
+            pre[0].addr_(columns[filled].to(acc), weights_t[0][filled])
+            block = slice(bounds[step - 1], bounds[step])
+            if block.stop > block.start:  # a degree may have no units
+                for i in range(1, len(weights_t)):
+                    pre[i].addmm_(torch.relu(pre[i - 1][:, block]), weights_t[i][block])
+        # Output k of input d is column k * D + d, copied before the next update.
+        outs[d] = pre[-1][:, d::dim].to(like.dtype, copy=True)
+        columns[d] = value(d, outs[d])
+    dims = range(dim)
+    return torch.stack([columns[d] for d in dims], 1), torch.stack([outs[d] for d in dims], 2)
+
+
+def made_affine_solve(
+    target: Tensor,
+    weights: Sequence[Tensor],
+    biases: Sequence[Tensor],
+    units: Tensor,
+    bounds: Sequence[int],
+    order: Sequence[int],
+    mask: Tensor,
+    *,
+    scale_fn: str = "tanh",
+    clamp: float | None = None,
+    reverse: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """``made_solve`` with step d the affine map of ``target[:, d]`` (``affine_coupling`` of that
+    column, ``mask[d]`` passing it through) by the MADE's two outputs for input d."""
+
+    def fill(d: int, params: Tensor) -> Tensor:
+        column = slice(d, d + 1)
+        y, _ = affine_coupling(
+            target[:, column],
+            params[:, 0:1],
+            params[:, 1:2],
+            mask[column],
+            scale_fn=scale_fn,
+            clamp=clamp,
+            reverse=reverse,
+        )
+        return y[:, 0]
+
+    return made_solve(fill, weights, biases, units, bounds, order, target)
 
 
 # The kernels' own noise (csrc/common/philox.h): Philox4x32-10 (Salmon et al. 2011). Number g of

@@ -63,6 +63,7 @@ class _AutoregressiveAffine(nn.Module):
         solver: str = "cached",
     ) -> None:
         super().__init__()
+        ops.reference.check_scale_fn(scale_fn, clamp)
         self.made = MADE(dim, hidden, n_hidden, n_outputs=2, order=order, seed=seed)
         # Every position is transformed: a zero mask that the kernel reads.
         self.register_buffer("mask", torch.zeros(dim))
@@ -111,32 +112,22 @@ class _AutoregressiveAffine(nn.Module):
                 y, logdet = self._one_pass(target, y, reverse)
             return y, logdet
 
-        # The loop in Python, each step's map the pure-PyTorch one; also under torch.func
-        # transforms, which cannot run the operator's C++ autograd.
-        if self.reference or ops.under_torch_func():
-
-            def fill(d: int, params: Tensor) -> Tensor:
-                column = slice(d, d + 1)
-                y, _ = self._affine(
-                    target[:, column], params[..., None], reverse, self.mask[column]
-                )
-                return y[:, 0]
-
-            _, params = self.made.solve(fill, target)
-        else:  # one operator: fused kernels on the CPU, the same loop issued from C++ elsewhere
-            weights, biases, units, bounds = self.made.solve_weights(target)
-            _, params = ops.made_affine_solve(
-                target,
-                weights,
-                biases,
-                units,
-                bounds,
-                self.made.order_list,
-                self.mask,
-                scale_fn=self.scale_fn,
-                clamp=self.clamp,
-                reverse=reverse,
-            )
+        # One operator (fused kernels on the CPU, the same loop issued from C++ elsewhere), or
+        # its twin: the loop in Python, each step's map the pure-PyTorch one.
+        impl = ops.reference if self.reference else ops
+        weights, biases, units, bounds = self.made.solve_weights(target)
+        _, params = impl.made_affine_solve(
+            target,
+            weights,
+            biases,
+            units,
+            bounds,
+            self.made.order_list,
+            self.mask,
+            scale_fn=self.scale_fn,
+            clamp=self.clamp,
+            reverse=reverse,
+        )
         return self._affine(target, params, reverse, self.mask)
 
     def extra_repr(self) -> str:

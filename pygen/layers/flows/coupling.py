@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from pygen import ops
@@ -28,9 +29,10 @@ def coupling_mask(shape: Sequence[int], mask: str | Tensor, parity: int = 0) -> 
 
 
 def _detect_loaded_mask_kind(module: _Coupling, incompatible_keys) -> None:
-    """A loaded mask may be another pattern than the one the layer was built with, and the kernels
-    compute the pattern from ``mask_kind``, not from the buffer: detect it again."""
-    module.mask_kind = ops.detect_mask_kind(module.mask, (1, *module.shape))
+    """A loaded mask may be another pattern than the one the layer was built with: detect it
+    again here, so that a compiled call (which cannot check the mask, see ``_mask_kind``) sees
+    it."""
+    module._detect_mask_kind()
 
 
 class _Coupling(nn.Module):
@@ -54,7 +56,7 @@ class _Coupling(nn.Module):
         if len(self.shape) not in (1, 3):
             raise ValueError(f"shape must be (D,) or (C, H, W), got {self.shape}")
         self.register_buffer("mask", coupling_mask(self.shape, mask, parity))
-        self.mask_kind = ops.detect_mask_kind(self.mask, (1, *self.shape))
+        self._detect_mask_kind()
         self.register_load_state_dict_post_hook(_detect_loaded_mask_kind)
         self.reference = reference
         self.n_outputs = n_outputs
@@ -76,6 +78,23 @@ class _Coupling(nn.Module):
                 f"that shape stacked along dim 1, shape {want}; it returned {tuple(out.shape)}"
             )
         return out.chunk(self.n_outputs, dim=1)
+
+    def _detect_mask_kind(self) -> None:
+        self.mask_kind = ops.detect_mask_kind(self.mask, (1, *self.shape))
+        self._mask_detected = (self.mask, self.mask._version)
+
+    def _mask_kind(self) -> ops.MaskKind:
+        """The kernels compute a pattern from its kind, not from the buffer: a mask replaced
+        (``torch.func.functional_call``) or changed in place since its kind was detected is
+        detected again. A compiled call cannot read a tensor's version and uses the kind of the
+        last eager call or ``load_state_dict``; under ``torch.func`` transforms the ops run their
+        twins, which read the mask."""
+        if torch.compiler.is_compiling() or ops.under_torch_func():
+            return self.mask_kind
+        mask, version = self._mask_detected
+        if self.mask is not mask or self.mask._version != version:
+            self._detect_mask_kind()
+        return self.mask_kind
 
     def _couple(self, x: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -122,6 +141,7 @@ class AffineCoupling(_Coupling):
         net: nn.Module | None = None,
     ) -> None:
         super().__init__(shape, mask, parity, hidden, n_blocks, 2, reference, net)
+        ops.reference.check_scale_fn(scale_fn, clamp)
         self.scale_fn = scale_fn
         self.clamp = clamp
 
@@ -135,7 +155,7 @@ class AffineCoupling(_Coupling):
             scale_fn=self.scale_fn,
             clamp=self.clamp,
             reverse=reverse,
-            mask_kind=self.mask_kind,
+            mask_kind=self._mask_kind(),
         )
         return y, logdet.to(x.dtype)
 
@@ -166,7 +186,7 @@ class AdditiveCoupling(_Coupling):
     def _couple(self, x: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
         (shift,) = self._conditioner(x)
         y, logdet = self._ops().additive_coupling(
-            x, shift, self.mask, reverse=reverse, mask_kind=self.mask_kind
+            x, shift, self.mask, reverse=reverse, mask_kind=self._mask_kind()
         )
         return y, logdet.to(x.dtype)
 
