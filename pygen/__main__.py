@@ -1,5 +1,5 @@
 """``python -m pygen``: the pygen command (also what ``torchrun -m pygen`` runs)."""
 
-from pygen.cli import main
+from pygen.cli import run
 
-raise SystemExit(main())
+raise SystemExit(run())

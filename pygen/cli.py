@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import sys
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from pygen._extension import build_info
+from pygen.data import absolute_spec
 from pygen.recipes import RECIPES, SampleOptions, build_model, get_recipe
 from pygen.train import (
     LossSteps,
@@ -30,7 +32,7 @@ from pygen.train import (
     load_weights,
     train_steps,
 )
-from pygen.train.checkpoint import LATEST
+from pygen.train.checkpoint import LATEST, CheckpointError
 from pygen.train.loop import world
 
 
@@ -40,16 +42,23 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    error = argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    try:
-        value = int(text)
-    except ValueError:
-        raise error from None
-    if value < 1:
-        raise error
-    return value
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        error = argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        try:
+            value = int(text)
+        except ValueError:
+            raise error from None
+        if value < minimum:
+            raise error
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
 
 
 def _parse_value(text: str) -> Any:
@@ -67,9 +76,15 @@ def _read_config(path: str | None) -> dict[str, Any]:
     if path.lower().endswith((".yaml", ".yml")):
         import yaml
 
-        loaded = yaml.safe_load(text) or {}
+        try:
+            loaded = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML ({err})") from err
     else:
-        loaded = json.loads(text)
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from err
     sections_ok = isinstance(loaded, dict) and all(isinstance(v, dict) for v in loaded.values())
     if not sections_ok or set(loaded) - {"model", "train"}:
         raise ValueError(
@@ -146,6 +161,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_options("train", train_options, {f.name for f in fields(TrainConfig)})
     _check_options(f"{args.model} model", options, recipe.option_names())
     config = TrainConfig(**train_options)
+    stored_seed = stored["extra"].get("train", {}).get("seed") if stored else None
+    if args.seed is not None and stored_seed is not None and args.seed != stored_seed:
+        # The remaining batches follow the run's seed (bit-for-bit resume), not a new one.
+        raise ValueError(f"a resumed run keeps its seed, {stored_seed}")
+    if recipe.steps is not None and config.grad_clip is not None:
+        raise ValueError(
+            f"grad_clip is for the likelihood models; the {args.model} trainer does not clip"
+        )
     trained_on = stored["extra"].get("data", {}) if stored else {}
     data = _load_data(recipe, args, "train", trained_on)
     torch.manual_seed(config.seed)
@@ -226,12 +249,41 @@ def _model_config(recipe, data, options: dict[str, Any], stored: dict[str, Any] 
     fixed = {k: built[k] for k in options if _plain(built.get(k)) != _plain(options[k])}
     if fixed:
         raise ValueError(f"option(s) fixed by the data: {fixed}; leave them out")
+    _check_types(options, recipe.config(data, {}))
     if stored is None:
         return built
     changed = {k: stored.get(k) for k in options if _plain(stored.get(k)) != _plain(options[k])}
     if changed:
         raise ValueError(f"a resumed run keeps its model; it was trained with {changed}")
+    # What the data fixes (image size, channels, levels) must be what the run trained on.
+    for_data = recipe.config(data, stored)
+    differ = {k: for_data[k] for k in stored if _plain(for_data.get(k)) != _plain(stored[k])}
+    if differ:
+        trained = {k: stored[k] for k in differ}
+        raise ValueError(f"the run was trained on data with {trained}; this data has {differ}")
     return stored
+
+
+def _check_types(options: dict[str, Any], defaults: dict[str, Any]) -> None:
+    """An option of the wrong type for its default (``hidden=abc``, ``hidden=8.5``): a clear
+    error here, not a failure inside the model's constructor."""
+    for key, value in options.items():
+        default = defaults.get(key)
+        if default is None or value is None:
+            continue
+        if isinstance(default, bool) or isinstance(value, bool):
+            ok = isinstance(value, bool) and isinstance(default, bool)
+        elif isinstance(default, (int, float)):
+            ok = isinstance(value, type(default)) or (
+                isinstance(default, float) and isinstance(value, int)
+            )
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            kind = type(default).__name__
+            raise ValueError(
+                f"option {key} must be {kind} (its default is {default!r}), got {value!r}"
+            )
 
 
 def _plain(value: Any) -> Any:
@@ -249,7 +301,9 @@ def _parse_set(item: str) -> tuple[str, Any]:
 def _data_args(args: argparse.Namespace, trained: dict[str, Any]) -> dict[str, Any]:
     """The data options: those given, else (resume, eval, sample) those the checkpoint was
     trained on (``trained``, its sidecar's ``extra["data"]``), else the defaults."""
-    given = {"data": args.data, "data_b": args.data_b, "split_seed": args.split_seed}
+    specs = {"data": args.data, "data_b": args.data_b}
+    given = {k: absolute_spec(v) if v is not None else None for k, v in specs.items()}
+    given["split_seed"] = args.split_seed
     defaults = {"data": "digits", "data_b": None, "split_seed": 0}
     return {k: given[k] if given[k] is not None else trained.get(k, defaults[k]) for k in given}
 
@@ -260,7 +314,7 @@ def _load_data(recipe, args: argparse.Namespace, split: str, trained: dict[str, 
 
 
 def load_model(path: str, device: torch.device):
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, training=False)
     model = build_model(ckpt.model_name, ckpt.config)
     load_weights(model, ckpt)
     return ckpt, model.to(device).eval()
@@ -280,6 +334,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
         )
     if args.complete is not None and not recipe.completes:
         raise ValueError(f"--complete is for autoregressive image models, not {ckpt.model_name}")
+    if args.method is not None and args.method not in recipe.methods:
+        takes = f"one of {', '.join(recipe.methods)}" if recipe.methods else "none"
+        raise ValueError(f"{ckpt.model_name} takes --method {takes}, got {args.method!r}")
+    if args.temperature is not None and not recipe.tempered:
+        raise ValueError(
+            f"--temperature is for autoregressive models and flows, not {ckpt.model_name}"
+        )
+    if args.temperature is not None and not args.temperature > 0:
+        raise ValueError(f"--temperature must be > 0, got {args.temperature}")
     share = args.n // world_size + (1 if rank < args.n % world_size else 0)
     gen = torch.Generator(device).manual_seed(args.seed * 7919 + rank)
     inputs = labels = None
@@ -288,8 +351,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     elif args.complete is not None:
         data = _load_data(recipe, args, "test", ckpt.extra.get("data", {}))
         inputs, labels = data.images, data.labels
+    temperature = 1.0 if args.temperature is None else args.temperature
     options = SampleOptions(
-        args.method, args.temperature, args.label, gen, inputs, args.complete, labels
+        args.method, temperature, args.label, gen, inputs, args.complete, labels
     )
     images = None  # a rank with no share (--n below the rank count) draws nothing
     if share:
@@ -368,7 +432,12 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float)
     t.add_argument("--seed", type=int)
     t.add_argument("--checkpoint-every", type=int)
-    t.add_argument("--sample-every", type=int, default=0, help="write a sample grid every N steps")
+    t.add_argument(
+        "--sample-every",
+        type=_int_at_least(0),
+        default=0,
+        help="write a sample grid every N steps (0: never)",
+    )
     t.add_argument("--config", help="YAML/JSON file with 'model' and 'train' sections")
     t.add_argument(
         "--set",
@@ -395,7 +464,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("checkpoint", help="a run's checkpoints folder or one checkpoint")
     s.add_argument("--n", type=_positive_int, default=16, help="images to draw (>= 1)")
     s.add_argument("--method", help="sampler (model dependent, e.g. fused, cached, naive)")
-    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument(
+        "--temperature",
+        type=float,
+        help="autoregressive models and flows: softmax / prior temperature (default 1)",
+    )
     s.add_argument("--label", type=int, help="class label for conditional models")
     s.add_argument(
         "--complete",
@@ -433,9 +506,28 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command: parse ``argv`` and run it (errors raise; ``run`` reports them)."""
     args = parser().parse_args(argv)
     try:
         return args.fn(args)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+# What a user's options, files and data can raise: reported as one line by ``run``.
+USER_ERRORS = (ValueError, TypeError, OSError, ImportError, CheckpointError)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """The ``pygen`` executable: ``main``, with a user's error reported as one line and exit
+    status 2 (as argparse reports a bad argument); ``PYGEN_TRACEBACK=1`` shows the traceback."""
+    try:
+        return main(argv)
+    except USER_ERRORS as err:
+        if os.environ.get("PYGEN_TRACEBACK") == "1":
+            raise
+        command = (argv if argv is not None else sys.argv[1:])[:1]
+        print(f"pygen {' '.join(command)}: error: {err}", file=sys.stderr)
+        print("(PYGEN_TRACEBACK=1 shows where it was raised)", file=sys.stderr)
+        return 2

@@ -93,7 +93,9 @@ class Recipe:
     returns metrics on a dataset; ``sample(model, n, options)`` returns images in [0, 1]
     ``(n, C, H, W)``, ``n >= 1``; ``conditional(model)``: whether the model samples the class
     ``options.label``; ``completes``: whether the model completes images (``options.inputs``
-    with ``options.complete_rows``). ``translation`` (``"paired"`` or ``"unpaired"``) marks a
+    with ``options.complete_rows``); ``tempered``: whether it samples at
+    ``options.temperature``; ``methods``: the samplers ``options.method`` may name (the first
+    is the default). ``translation`` (``"paired"`` or ``"unpaired"``) marks a
     model of two domains: its data is ``Domains`` instead of ``ImageData``. ``kwargs_to``: where
     the model's constructor passes its ``**kwargs`` (CNF: its ``ContinuousFlow`` layer), for
     ``option_names``.
@@ -110,6 +112,8 @@ class Recipe:
     kwargs_to: Callable[..., Any] | None = None
     conditional: Callable[[nn.Module], bool] = lambda model: False
     completes: bool = False
+    tempered: bool = False
+    methods: tuple[str, ...] = ()
 
     def option_names(self) -> set[str]:
         """The keyword arguments the model's constructor takes (what ``--set`` and a config
@@ -184,9 +188,17 @@ def _image_config(data: ImageData) -> dict[str, Any]:
     }
 
 
-def _pixelcnn_config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]:
-    defaults = {"n_layers": 5, "hidden": 32, "kernel_size": 5, "n_classes": None}
-    return {**defaults, **options, **_image_config(data)}
+def _autoregressive_config(defaults: dict[str, Any]):
+    """The config of an autoregressive image model; its default ``hidden`` rounded up to a
+    multiple of the data's channels (the channel masks split the hidden units by channel)."""
+
+    def config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]:
+        fixed = _image_config(data)
+        channels = fixed["in_channels"]
+        hidden = -(-defaults["hidden"] // channels) * channels
+        return {**defaults, "hidden": hidden, **options, **fixed}
+
+    return config
 
 
 @contextmanager
@@ -221,7 +233,7 @@ def _autoregressive_sample(
     sample = partial(
         model.sample,
         n,
-        method=options.method or "fused",  # the C++ kernel on a CPU, the CUDA kernels on a GPU
+        method=options.method or AUTOREGRESSIVE_METHODS[0],
         temperature=options.temperature,
         generator=options.generator,
     )
@@ -251,31 +263,33 @@ def _autoregressive_sample(
     return _to_unit(triplets, model.n_levels)
 
 
+AUTOREGRESSIVE_METHODS = ("fused", "cached", "naive")  # fused: the C++ or CUDA kernels
 RECIPES["pixelcnn"] = Recipe(
     model=PixelCNN,
-    config=_pixelcnn_config,
+    config=_autoregressive_config(
+        {"n_layers": 5, "hidden": 32, "kernel_size": 5, "n_classes": None}
+    ),
     loss=autoregressive_loss,
     evaluate=_autoregressive_evaluate,
     sample=_autoregressive_sample,
     description="Gated PixelCNN (samplers: fused C++/CUDA, cached, naive)",
     conditional=lambda model: model.n_classes is not None,
     completes=True,
+    tempered=True,
+    methods=AUTOREGRESSIVE_METHODS,
 )
-
-
-def _pixelrnn_config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]:
-    defaults = {"n_layers": 2, "hidden": 16, "kind": "row", "kernel_size": 5}
-    return {**defaults, **options, **_image_config(data)}
 
 
 RECIPES["pixelrnn"] = Recipe(
     model=PixelRNN,
-    config=_pixelrnn_config,
+    config=_autoregressive_config({"n_layers": 2, "hidden": 16, "kind": "row", "kernel_size": 5}),
     loss=autoregressive_loss,
     evaluate=_autoregressive_evaluate,
     sample=_autoregressive_sample,
     description="PixelRNN, Row LSTM or Diagonal BiLSTM (samplers: fused C++/CUDA, cached, naive)",
     completes=True,
+    tempered=True,
+    methods=AUTOREGRESSIVE_METHODS,
 )
 
 
@@ -384,6 +398,12 @@ def _dcgan_config(
 
     def config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]:
         size = _square_size(data.images, "DCGAN")
+        classes = options.get("num_classes", 0)
+        if classes and (data.labels is None or data.labels.max() >= classes):
+            found = "no labels" if data.labels is None else f"labels up to {data.labels.max()}"
+            raise ValueError(
+                f"num_classes={classes} needs labels in [0, {classes}); data has {found}"
+            )
         return {**defaults, **options, "image_size": size, "channels": data.images.shape[1]}
 
     return config
@@ -406,10 +426,13 @@ def _dcgan_steps(
             seed=config.seed,
         )
         real = to_tanh_range(data)
+        labels = data.labels if model.generator.num_classes else None
 
-        def draw(gen: torch.Generator) -> tuple[Tensor]:
+        def draw(gen: torch.Generator) -> tuple[Tensor, ...]:
             idx = draw_indices(len(real), d_steps * config.batch_size, gen)
-            return (real[idx].to(trainer.device),)
+            if labels is None:
+                return (real[idx].to(trainer.device),)
+            return real[idx].to(trainer.device), labels[idx].to(trainer.device)
 
         return _AdversarialSteps(trainer, draw, "g_loss")
 
@@ -417,14 +440,29 @@ def _dcgan_steps(
 
 
 def _dcgan_evaluate(model: DCGAN, data: ImageData) -> dict[str, float]:
+    """Sample metrics against the data; a conditional model draws the data's classes."""
+    labels = data.labels if model.generator.num_classes else None
     with _repeatable(model):
-        samples = _dcgan_sample(model, len(data.images), SampleOptions())
+        samples = _dcgan_sample(model, len(data.images), SampleOptions(labels=labels))
     return _sample_metrics(samples, data)
 
 
 def _dcgan_sample(model: DCGAN, n: int, options: SampleOptions) -> Tensor:
+    """``n`` images; a conditional model's of class ``options.label``, else of
+    ``options.labels``, else of the classes in turn."""
     model.eval()
-    return (model.sample(n, generator=options.generator).float().cpu() + 1) / 2
+    labels = None
+    if classes := model.generator.num_classes:
+        device = _device(model)
+        if options.label is not None:
+            if not 0 <= options.label < classes:
+                raise ValueError(f"label must be in [0, {classes}), got {options.label}")
+            labels = torch.full((n,), options.label, device=device)
+        elif options.labels is not None:
+            labels = options.labels[:n].to(device)
+        else:
+            labels = torch.arange(n, device=device) % classes
+    return (model.sample(n, labels, generator=options.generator).float().cpu() + 1) / 2
 
 
 def _dcgan_recipe(
@@ -439,6 +477,7 @@ def _dcgan_recipe(
         evaluate=_dcgan_evaluate,
         sample=_dcgan_sample,
         description=description,
+        conditional=lambda model: model.generator.num_classes > 0,
     )
 
 
@@ -545,6 +584,7 @@ RECIPES["realnvp"] = Recipe(
     evaluate=_flow_evaluate,
     sample=_flow_sample(lambda model: model.shape),
     description="RealNVP, multi-scale (fused affine coupling)",
+    tempered=True,
 )
 
 
@@ -563,6 +603,7 @@ def _flattened_recipe(
         sample=_flow_sample(lambda m: m.image_shape),
         description=description,
         kwargs_to=kwargs_to,
+        tempered=True,
     )
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import run_two_ranks
 
-from pygen.cli import _model_config, main
-from pygen.data import load_dataset
+from pygen.cli import _model_config, main, run
+from pygen.data import ImageData, load_dataset
 from pygen.recipes import RECIPES, _sample_metrics
 from pygen.train import CheckpointError, load_checkpoint
 
@@ -87,6 +87,70 @@ def test_resume_keeps_the_runs_model_and_data(tmp_path, capsys):
         main(["train", "vae", *run, "--steps", "4", "--resume", "--set", "hidden=16"])
     with pytest.raises(ValueError, match="holds a vae run, not nice"):
         main(["train", "nice", *run, "--steps", "4", "--resume"])
+    with pytest.raises(ValueError, match="resumed run keeps its seed, 0"):
+        main(["train", "vae", *run, "--steps", "4", "--resume", "--seed", "5"])
+    # Other data: the model's shape and levels come from the data, and the run's must hold.
+    with pytest.raises(ValueError, match=r"trained on data with \{'data_shape': \[1, 6, 6\]"):
+        main(["train", "vae", *run, "--steps", "4", "--resume", "--data", "digits"])
+    assert main(["train", "vae", *run, "--steps", "2", "--resume"]) == 0
+    assert "already at step 3 (steps=2), nothing to train" in capsys.readouterr().err
+
+
+def test_a_relative_data_path_is_recorded_absolute(tmp_path, capsys, monkeypatch):
+    images = np.random.default_rng(0).integers(0, 4, size=(12, 1, 6, 6), dtype=np.uint8)
+    np.savez(tmp_path / "x.npz", images=images)
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "vae", "--quiet", "--batch-size", "4", "--set", "hidden=8", "--steps", "2"]
+    run_json(capsys, [*argv, "--data", "x.npz", "--out", "run"])
+    assert load_checkpoint("run/checkpoints").extra["data"]["data"] == str(tmp_path / "x.npz")
+    monkeypatch.chdir(tmp_path.parent)
+    assert run_json(capsys, ["eval", str(tmp_path / "run" / "checkpoints")])["step"] == 2
+
+
+def test_options_of_the_wrong_type_name_the_option(tmp_path):
+    out = ["--out", str(tmp_path / "r")]
+    with pytest.raises(ValueError, match=r"option hidden must be int \(its default is 32\)"):
+        main(["train", "pixelcnn", "--set", "hidden=abc", *out])
+    with pytest.raises(ValueError, match=r"got 8\.5"):
+        main(["train", "pixelcnn", "--set", "hidden=8.5", *out])
+    with pytest.raises(ValueError, match="option d_autoencoder must be bool"):
+        main(["train", "mmdgan", "--set", "d_autoencoder=1", *out])
+
+
+@pytest.mark.parametrize("model", ["pixelcnn", "pixelrnn"])
+def test_autoregressive_defaults_fit_rgb_data(model):
+    """The channel masks split the hidden units by channel: the default width must divide."""
+    rgb = ImageData(torch.zeros(4, 3, 8, 8, dtype=torch.long), None, 256, "rgb")
+    config = RECIPES[model].config(rgb, {})
+    assert config["hidden"] % 3 == 0
+    RECIPES[model].model(**config)  # builds
+    assert RECIPES[model].config(rgb, {"hidden": 12})["hidden"] == 12
+
+
+def test_grad_clip_is_checked_and_refused_where_unused(tmp_path):
+    config = tmp_path / "c.yaml"
+    out = ["--out", str(tmp_path / "r")]
+    for value, error in (("-1", "must be > 0"), ("abc", "must be a number or null")):
+        config.write_text(f"train: {{grad_clip: {value}}}\n")
+        with pytest.raises((TypeError, ValueError), match=error):
+            main(["train", "vae", "--config", str(config), *out])
+    config.write_text("train: {grad_clip: 1.0}\n")
+    with pytest.raises(ValueError, match="the dcgan trainer does not clip"):
+        main(["train", "dcgan", "--config", str(config), *out])
+
+
+def test_run_reports_a_users_error_in_one_line(tmp_path, capsys, monkeypatch):
+    argv = ["train", "vae", "--set", "hiden=8", "--out", str(tmp_path / "r")]
+    monkeypatch.delenv("PYGEN_TRACEBACK", raising=False)
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pygen train: error: unknown vae model option(s) hiden")
+    assert "Traceback" not in err
+    monkeypatch.setenv("PYGEN_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="hiden"):
+        run(argv)
+    with pytest.raises(SystemExit):  # argparse's own errors stay argparse's
+        run(["train", "vae", "--sample-every", "-1"])
 
 
 def test_options_the_data_fixes_are_an_error_not_ignored(tmp_path):
@@ -438,7 +502,30 @@ def test_sample_rejects_n_below_one_and_a_label_for_an_unconditional_model(tmp_p
         main(["sample", str(run / "checkpoints"), "--label", "3", "--out", str(tmp_path / "s")])
     with pytest.raises(ValueError, match="--complete is for autoregressive image models"):
         main(["sample", str(run / "checkpoints"), "--complete", "3", "--out", str(tmp_path / "s")])
+    with pytest.raises(ValueError, match="--temperature is for autoregressive models and flows"):
+        main(["sample", str(run / "checkpoints"), "--temperature", "0.5"])
+    with pytest.raises(ValueError, match="vae takes --method none, got 'naive'"):
+        main(["sample", str(run / "checkpoints"), "--method", "naive"])
     assert not (tmp_path / "s").exists()
+    # sample and eval never unpickle the training state (only a resume needs it).
+    checkpoint = load_checkpoint(run / "checkpoints").path
+    (checkpoint / "training.pt").write_bytes(b"not a pickle")
+    run_json(capsys, ["sample", str(run / "checkpoints"), "--n", "2", "--out", str(tmp_path / "s")])
+    with pytest.raises(CheckpointError, match=r"training\.pt: unreadable"):
+        load_checkpoint(run / "checkpoints")
+
+
+def test_conditional_dcgan_trains_and_samples_a_class(tmp_path, capsys):
+    argv = ["train", "dcgan", "--quiet", "--set", "width=8", "--batch-size", "8", "--steps", "2"]
+    argv += ["--set", "num_classes=10", "--out", str(tmp_path / "run")]
+    run_json(capsys, argv)
+    checkpoints = str(tmp_path / "run" / "checkpoints")
+    out = ["--n", "4", "--out", str(tmp_path / "s")]
+    assert run_json(capsys, ["sample", checkpoints, "--label", "3", *out])["n"] == 4
+    with pytest.raises(ValueError, match=r"label must be in \[0, 10\), got 12"):
+        main(["sample", checkpoints, "--label", "12", *out])
+    with pytest.raises(ValueError, match=r"num_classes=3 needs labels in \[0, 3\)"):
+        main([*argv[:-1], str(tmp_path / "other"), "--set", "num_classes=3"])
 
 
 def test_cnf_recipe(tmp_path, capsys):

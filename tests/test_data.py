@@ -83,6 +83,21 @@ def test_array_files(tmp_path):
         load_array(tmp_path / "nokey.npz")
     with pytest.raises(FileNotFoundError, match=r"missing\.npy"):
         load_array(tmp_path / "missing.npy")
+    # Class labels are integers; floats of integer values are read as such, others refused.
+    np.savez(tmp_path / "flabels.npz", images=rgb, labels=np.arange(10.0))
+    assert load_array(tmp_path / "flabels.npz").labels.tolist() == list(range(10))
+    np.savez(tmp_path / "halves.npz", images=rgb, labels=np.arange(10) + 0.5)
+    with pytest.raises(TypeError, match="integer class labels"):
+        load_array(tmp_path / "halves.npz")
+
+
+def test_absolute_spec_keeps_names_and_resolves_paths(tmp_path, monkeypatch):
+    from pygen.data import absolute_spec
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_spec("digits") == "digits" and absolute_spec("invert") == "invert"
+    assert absolute_spec("x.npz") == str(tmp_path / "x.npz")
+    assert absolute_spec("mnist:data") == f"mnist:{tmp_path / 'data'}"
 
 
 def test_image_folders(tmp_path):

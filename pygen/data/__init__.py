@@ -5,6 +5,7 @@ from pygen.data.digits import DIGIT_LEVELS, load_digits
 from pygen.data.files import (
     SYNTHETIC_DOMAINS,
     ImageData,
+    absolute_spec,
     load_array,
     load_dataset,
     load_image_folder,
@@ -19,6 +20,7 @@ __all__ = [
     "DIGIT_LEVELS",
     "SYNTHETIC_DOMAINS",
     "ImageData",
+    "absolute_spec",
     "gaussian_ring",
     "load_array",
     "load_dataset",

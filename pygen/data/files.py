@@ -38,6 +38,16 @@ def _levels(array: np.ndarray, source: str) -> tuple[Tensor, int]:
     return torch.as_tensor(array.astype(np.int64)), 256
 
 
+def _class_labels(array: np.ndarray, source: str) -> Tensor:
+    """Class labels: integers, or floats with integer values (a float label is an error, not
+    truncated)."""
+    if np.issubdtype(array.dtype, np.floating) and np.array_equal(array, np.round(array)):
+        array = array.astype(np.int64)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{source}: expected integer class labels, got dtype {array.dtype}")
+    return torch.as_tensor(array.astype(np.int64))
+
+
 def _as_nchw(images: Tensor, source: str) -> Tensor:
     if images.dim() == 3:  # (N, H, W) grey
         images = images.unsqueeze(1)
@@ -70,7 +80,7 @@ def load_array(path: str | Path) -> ImageData:
         array = loaded[key]
         label_key = "labels" if "labels" in keys else "y" if "y" in keys else None
         if label_key is not None:
-            labels = torch.as_tensor(loaded[label_key].astype(np.int64))
+            labels = _class_labels(loaded[label_key], f"{path}: {label_key}")
     else:
         array = loaded
     images, n_levels = _levels(array, str(path))
@@ -172,6 +182,18 @@ def load_dataset(spec: str, split: str = "train", *, seed: int = 0) -> ImageData
         raise ValueError(f"{spec}: {err}") from err
     labels = data.labels[chosen] if data.labels is not None else None
     return ImageData(data.images[chosen], labels, data.n_levels, data.name)
+
+
+def absolute_spec(spec: str) -> str:
+    """``spec`` (as ``load_dataset`` and ``load_translation_data`` read it) with its path made
+    absolute, so that a run records data it can find again from any folder; names (``digits``,
+    ``SYNTHETIC_DOMAINS``) stay as they are."""
+    if spec == "digits" or spec in SYNTHETIC_DOMAINS:
+        return spec
+    name, sep, root = spec.partition(":")
+    if sep and name in ("mnist", "cifar10"):
+        return f"{name}:{Path(root).resolve()}"
+    return str(Path(spec).resolve())
 
 
 def to_tanh_range(data: ImageData) -> Tensor:

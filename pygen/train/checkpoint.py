@@ -237,8 +237,10 @@ def load_sidecar(path: str | os.PathLike) -> dict[str, Any]:
     return sidecar
 
 
-def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint folder (or the latest one under a root); errors name the bad file."""
+def load_checkpoint(path: str | os.PathLike, training: bool = True) -> Checkpoint:
+    """Read a checkpoint folder (or the latest one under a root); errors name the bad file.
+    ``training=False`` reads the model alone (sidecar and safetensors weights), not the training
+    and RNG states, which are pickles (``torch.load``) and only a resumed run needs."""
     path = resolve(path)
     sidecar = load_sidecar(path)
     try:
@@ -247,7 +249,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{path / WEIGHTS}: unreadable weights ({err})") from err
 
     def optional(name: str):
-        if not (path / name).exists():
+        if not training or not (path / name).exists():
             return None
         try:
             return torch.load(path / name, weights_only=False)

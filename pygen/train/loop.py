@@ -10,6 +10,7 @@ would, and under ``torchrun`` each rank takes its slice of the same global batch
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -60,6 +61,12 @@ class TrainConfig:
             )
         if self.checkpoint_every < 0:
             raise ValueError(f"train.checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        if self.grad_clip is not None:
+            # clip_grad_norm_ takes any float: a negative bound would flip every gradient.
+            if isinstance(self.grad_clip, bool) or not isinstance(self.grad_clip, (int, float)):
+                raise TypeError(f"train.grad_clip must be a number or null, got {self.grad_clip!r}")
+            if not self.grad_clip > 0:
+                raise ValueError(f"train.grad_clip must be > 0, got {self.grad_clip}")
 
 
 class TrainingSteps(Protocol):
@@ -274,6 +281,11 @@ def train_steps(
         # The batches of the remaining steps follow the stored run's seed, not a new one.
         config = replace(config, seed=ckpt.extra.get("train", {}).get("seed", config.seed))
         start = ckpt.step
+        if start >= config.steps and rank == 0:
+            message = (
+                f"{ckpt_dir}: already at step {start} (steps={config.steps}), nothing to train"
+            )
+            print(message, file=sys.stderr)
     else:
         torch.manual_seed(config.seed)
     metrics = _read_metrics(metrics_path, start) if rank == 0 else []
