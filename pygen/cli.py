@@ -150,6 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "lr": args.lr,
         "seed": args.seed,
         "checkpoint_every": args.checkpoint_every,
+        "keep_checkpoints": args.keep_checkpoints,
     }
     out = Path(args.out or f"runs/{args.model}")
     stored = _resumed_run(out / "checkpoints", args.model) if args.resume else None
@@ -432,6 +433,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float)
     t.add_argument("--seed", type=int)
     t.add_argument("--checkpoint-every", type=int)
+    t.add_argument("--keep-checkpoints", type=int, help="keep the newest N checkpoints (0: all)")
     t.add_argument(
         "--sample-every",
         type=_int_at_least(0),

@@ -55,7 +55,7 @@ def digits():
     return load_digits("train")[0][:256]
 
 
-def run(tmp_path, steps, *, resume=False, checkpoint_every=0, seed=0, lr=1e-2):
+def run(tmp_path, steps, *, resume=False, checkpoint_every=0, seed=0, lr=1e-2, keep=0):
     torch.manual_seed(seed)
     model = TinyDensity()
     config = TrainConfig(
@@ -64,6 +64,7 @@ def run(tmp_path, steps, *, resume=False, checkpoint_every=0, seed=0, lr=1e-2):
         lr=lr,
         seed=seed,
         checkpoint_every=checkpoint_every,
+        keep_checkpoints=keep,
         log_every=5,
     )
     metrics = train(
@@ -101,6 +102,22 @@ def test_resume_is_bit_for_bit_equal_to_an_uninterrupted_run(tmp_path):
     ):
         assert torch.equal(a, b), name
     assert [m["step"] for m in metrics] == list(range(5, 41, 5))
+
+
+def test_only_the_newest_checkpoints_are_kept_when_asked(tmp_path):
+    straight, _ = run(tmp_path / "straight", 40)
+    run(tmp_path / "kept", 30, checkpoint_every=5, keep=2)
+    folders = sorted(p.name for p in (tmp_path / "kept" / "checkpoints").glob("step-*"))
+    assert folders == ["step-00000025", "step-00000030"]
+    resumed, _ = run(tmp_path / "kept", 40, checkpoint_every=5, keep=2, resume=True)
+    folders = sorted(p.name for p in (tmp_path / "kept" / "checkpoints").glob("step-*"))
+    assert folders == ["step-00000035", "step-00000040"]
+    for (name, a), b in zip(
+        straight.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    run(tmp_path / "all", 20, checkpoint_every=5)  # keep 0: every one
+    assert len(list((tmp_path / "all" / "checkpoints").glob("step-*"))) == 4
 
 
 def test_a_learning_rate_given_on_resume_takes_effect(tmp_path):
@@ -160,6 +177,9 @@ def test_resume_reads_the_optimizer_file_of_older_checkpoints(tmp_path):
         ({"steps": -5}, ValueError, "steps >= 0"),
         ({"log_every": 0}, ValueError, "log_every >= 1"),
         ({"checkpoint_every": -1}, ValueError, "checkpoint_every"),
+        ({"keep_checkpoints": -1}, ValueError, "keep_checkpoints must be >= 0"),
+        ({"grad_clip": 0.0}, ValueError, "grad_clip must be > 0"),
+        ({"grad_clip": "1"}, TypeError, "grad_clip must be a number or null"),
     ],
 )
 def test_bad_train_settings_raise(changes, error, match):

@@ -168,10 +168,12 @@ def save_checkpoint(
     step: int,
     training_state: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    keep: int = 0,
 ) -> Path:
     """Write ``root/step-<step>/`` atomically and point ``root/latest`` at it; return its path.
     ``training_state``: what a resumed run restores besides the weights (a trainer's
-    ``state_dict()``: optimizers, loss scalers, ...)."""
+    ``state_dict()``: optimizers, loss scalers, ...). ``keep > 0``: then delete all but the
+    ``keep`` newest step folders (this one among them)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     _recover_stranded(root)
@@ -200,7 +202,17 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     atomic_write_text(root / LATEST, final.name + "\n")
+    if keep > 0:
+        older = sorted((p for p in root.glob("step-*") if p != final), key=_step_of)
+        for path in older[: max(len(older) - (keep - 1), 0)]:
+            shutil.rmtree(path)  # after `latest` moved on: no reader is sent to it any more
     return final
+
+
+def _step_of(path: Path) -> int:
+    """The step of a ``step-<N>`` folder (-1 for a name that is not one: deleted first)."""
+    digits = path.name.removeprefix("step-")
+    return int(digits) if digits.isdigit() else -1
 
 
 def resolve(path: str | os.PathLike) -> Path:

@@ -43,12 +43,14 @@ class TrainConfig:
     lr: float = 1e-3
     seed: int = 0
     checkpoint_every: int = 0  # 0: only at the end
+    keep_checkpoints: int = 0  # the newest ones kept; 0: all
     log_every: int = 10
     grad_clip: float | None = None
 
     def __post_init__(self) -> None:
         # Config files hold any type: a clear error here, not a failure deep in the loop.
-        for name in ("steps", "batch_size", "lr", "seed", "checkpoint_every", "log_every"):
+        numbers = ("steps", "batch_size", "lr", "seed", "checkpoint_every", "keep_checkpoints")
+        for name in (*numbers, "log_every"):
             value = getattr(self, name)
             number = (int, float) if name == "lr" else int
             if isinstance(value, bool) or not isinstance(value, number):
@@ -59,8 +61,9 @@ class TrainConfig:
                 "train needs steps >= 0, batch_size >= 1, lr > 0 and log_every >= 1, got "
                 f"{self.steps}, {self.batch_size}, {self.lr} and {self.log_every}"
             )
-        if self.checkpoint_every < 0:
-            raise ValueError(f"train.checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        for name in ("checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.grad_clip is not None:
             # clip_grad_norm_ takes any float: a negative bound would flip every gradient.
             if isinstance(self.grad_clip, bool) or not isinstance(self.grad_clip, (int, float)):
@@ -303,6 +306,7 @@ def train_steps(
                 step=step,
                 training_state=steps.state_dict(),
                 extra={"train": asdict(config), **(extra or {})},
+                keep=config.keep_checkpoints,
             )
 
     bar = tqdm(
