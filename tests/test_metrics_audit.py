@@ -110,6 +110,16 @@ def test_nearest_neighbour_of_an_exact_copy_is_the_copy_at_pixel_scale(chunk):
     torch.testing.assert_close(found.distances.double(), brute.min(1).values, rtol=1e-6, atol=0)
 
 
+def test_nearest_neighbour_tells_a_copy_from_a_duplicate_below_the_product_forms_rounding():
+    # In float64 at pixel scale over 3072 values the product form's error (~1e-9 |x|^2 ~ 1e-2)
+    # exceeds a 1e-7 offset's squared distance: only the retaken candidates find the copy.
+    gen = torch.Generator().manual_seed(0)
+    queries = torch.rand(20, 3072, generator=gen, dtype=torch.float64) * 255
+    reference = torch.cat([queries + 1e-7, queries])  # each query's copy is listed second
+    found = nearest_neighbours(queries, reference)
+    assert torch.equal(found.indices, torch.arange(20, 40)) and not found.distances.any()
+
+
 # ----------------------------------------------------------------------------- losses
 
 

@@ -21,6 +21,7 @@ from pygen.models import (
     GaussianLikelihood,
     Glow,
     Pix2Pix,
+    PixelCNN,
     RealNVP,
     interpolate,
     spectral_norm_,
@@ -54,6 +55,15 @@ def test_bits_per_dim_rejects_levels_out_of_range(bad):
         images[1, 0, 2, 3] = bad
         with pytest.raises(ValueError, match=r"integer pixel levels in \[0, 16\]"):
             model.bits_per_dim(images)
+
+
+def test_autoregressive_log_prob_takes_any_integer_dtype():
+    torch.manual_seed(0)
+    model = PixelCNN(1, n_levels=4, n_layers=2, hidden=8, kernel_size=3, image_size=4)
+    x = torch.randint(0, 4, (2, 1, 4, 4))
+    for dtype in (torch.uint8, torch.int16, torch.int32):
+        torch.testing.assert_close(model.log_prob(x.to(dtype)), model.log_prob(x))
+        torch.testing.assert_close(model.bits_per_dim(x.to(dtype)), model.bits_per_dim(x))
 
 
 def test_bits_per_dim_rejects_pixels_scaled_to_the_unit_interval():

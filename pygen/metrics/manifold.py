@@ -14,8 +14,11 @@ import torch
 from torch import Tensor
 
 from pygen.metrics.neighbours import (
-    exact_squared_distances,
+    Samples,
     flat_float64,
+    retake_exactly,
+    rounding_bound,
+    samples_with_ids,
     squared_distance_chunks,
 )
 
@@ -61,7 +64,7 @@ def precision_recall_density_coverage(
     the differences, so copies lie at distance 0 and ties are exact.
     """
     _check(real, fake, k, batch_size)
-    reals, fakes = _samples(flat_float64(real), flat_float64(fake))
+    reals, fakes = samples_with_ids(flat_float64(real), flat_float64(fake))
     real_radii = _kth_neighbour_squared_distances(reals, k, batch_size)
     fake_radii = _kth_neighbour_squared_distances(fakes, k, batch_size)
     real_balls_holding = torch.empty(len(fakes.x), dtype=torch.long, device=reals.x.device)
@@ -69,11 +72,11 @@ def precision_recall_density_coverage(
     recalled = torch.zeros_like(covered)
     for rows, block in squared_distance_chunks(fakes.x, reals.x, batch_size):
         # block[i, j]: squared distance from fake sample i to real sample j
-        bound = _rounding_bound(fakes, rows, reals)
+        bound = rounding_bound(fakes, rows, reals)
         near_radius = ((block - real_radii).abs() <= bound) | (
             (block - fake_radii[rows, None]).abs() <= bound
         )
-        _retake_exactly(block, near_radius, fakes, rows, reals)
+        retake_exactly(block, near_radius, fakes, rows, reals)
         in_real_ball = block <= real_radii
         real_balls_holding[rows] = in_real_ball.sum(1)
         covered |= in_real_ball.any(0)
@@ -110,27 +113,7 @@ def _check(real: Tensor, fake: Tensor, k: int, batch_size: int) -> None:
         )
 
 
-class _Samples(NamedTuple):
-    """Flattened float64 samples ``x`` ``(N, D)``, their squared norms and their ``ids``: equal
-    for identical samples, in either set."""
-
-    x: Tensor
-    norms: Tensor
-    ids: Tensor
-
-
-def _samples(real: Tensor, fake: Tensor) -> tuple[_Samples, _Samples]:
-    fake = fake.to(real.device)
-    # A set of identical samples (mode collapse) ties everywhere: the ids put its pairs at exactly
-    # 0 without taking each one again.
-    ids = torch.unique(torch.cat([real, fake]), dim=0, return_inverse=True)[1]
-    return (
-        _Samples(real, real.square().sum(1), ids[: len(real)]),
-        _Samples(fake, fake.square().sum(1), ids[len(real) :]),
-    )
-
-
-def _kth_neighbour_squared_distances(samples: _Samples, k: int, batch_size: int) -> Tensor:
+def _kth_neighbour_squared_distances(samples: Samples, k: int, batch_size: int) -> Tensor:
     """Squared distance from each sample to its ``k``-th nearest other sample, exactly."""
     radii = []
     for rows, block in squared_distance_chunks(samples.x, samples.x, batch_size):
@@ -138,33 +121,10 @@ def _kth_neighbour_squared_distances(samples: _Samples, k: int, batch_size: int)
         block[torch.arange(len(block), device=block.device), own] = torch.inf
         # The product form's k-th value is within `bound` of the exact one, so every sample among
         # the k nearest lies at most 2 bounds above it: take those again exactly, drop the rest.
-        bound = _rounding_bound(samples, rows, samples)
+        bound = rounding_bound(samples, rows, samples)
         kth = block.topk(k, dim=1, largest=False).values[:, -1:]
         candidates = block <= kth + 2 * bound
         block.masked_fill_(~candidates, torch.inf)
-        _retake_exactly(block, candidates, samples, rows, samples)
+        retake_exactly(block, candidates, samples, rows, samples)
         radii.append(block.topk(k, dim=1, largest=False).values[:, -1])
     return torch.cat(radii)
-
-
-def _rounding_bound(queries: _Samples, rows: slice, reference: _Samples) -> Tensor:
-    """``(rows, 1)``: how far a float64 product-form squared distance from ``queries[rows]`` to
-    any reference sample can be from :func:`exact_squared_distances`. Both forms sum ``D``
-    products, each sum within ``D`` units of roundoff of ``|q|^2 + |r|^2`` (Higham, Accuracy
-    and Stability of Numerical Algorithms, 2002, section 3.1); the constant covers both."""
-    scale = queries.norms[rows, None] + reference.norms.max()
-    return (2 * queries.x.shape[1] + 4) * torch.finfo(torch.float64).eps * scale
-
-
-def _retake_exactly(
-    block: Tensor, where: Tensor, queries: _Samples, rows: slice, reference: _Samples
-) -> None:
-    """Overwrite ``block[i, j]`` where ``where`` holds with the exact squared distance from
-    ``queries[rows][i]`` to ``reference[j]``: 0 for identical samples, from the differences for
-    the others, ``len(reference)`` pairs at a time."""
-    copies = queries.ids[rows, None] == reference.ids
-    block.masked_fill_(where & copies, 0.0)
-    pair_rows, pair_cols = (where & ~copies).nonzero(as_tuple=True)
-    chunk = len(reference.x)
-    for r, c in zip(pair_rows.split(chunk), pair_cols.split(chunk), strict=True):
-        block[r, c] = exact_squared_distances(queries.x[rows][r], reference.x[c])

@@ -46,6 +46,51 @@ def exact_squared_distances(a: Tensor, b: Tensor) -> Tensor:
     return (a - b).square().sum(1)
 
 
+class Samples(NamedTuple):
+    """Flattened float64 samples ``x`` ``(N, D)``, their squared norms and their ``ids``: equal
+    for identical samples, in either set."""
+
+    x: Tensor
+    norms: Tensor
+    ids: Tensor
+
+
+def samples_with_ids(first: Tensor, second: Tensor) -> tuple[Samples, Samples]:
+    """Two sets of feature vectors as ``Samples`` (``second`` moved to ``first``'s device), with
+    ids shared across both sets."""
+    second = second.to(first.device)
+    # A set of identical samples (mode collapse) ties everywhere: the ids put its pairs at exactly
+    # 0 without taking each one again.
+    ids = torch.unique(torch.cat([first, second]), dim=0, return_inverse=True)[1]
+    return (
+        Samples(first, first.square().sum(1), ids[: len(first)]),
+        Samples(second, second.square().sum(1), ids[len(first) :]),
+    )
+
+
+def rounding_bound(queries: Samples, rows: slice, reference: Samples) -> Tensor:
+    """``(rows, 1)``: how far a float64 product-form squared distance from ``queries[rows]`` to
+    any reference sample can be from :func:`exact_squared_distances`. Both forms sum ``D``
+    products, each sum within ``D`` units of roundoff of ``|q|^2 + |r|^2`` (Higham, Accuracy
+    and Stability of Numerical Algorithms, 2002, section 3.1); the constant covers both."""
+    scale = queries.norms[rows, None] + reference.norms.max()
+    return (2 * queries.x.shape[1] + 4) * torch.finfo(torch.float64).eps * scale
+
+
+def retake_exactly(
+    block: Tensor, where: Tensor, queries: Samples, rows: slice, reference: Samples
+) -> None:
+    """Overwrite ``block[i, j]`` where ``where`` holds with the exact squared distance from
+    ``queries[rows][i]`` to ``reference[j]``: 0 for identical samples, from the differences for
+    the others, ``len(reference)`` pairs at a time."""
+    copies = queries.ids[rows, None] == reference.ids
+    block.masked_fill_(where & copies, 0.0)
+    pair_rows, pair_cols = (where & ~copies).nonzero(as_tuple=True)
+    chunk = len(reference.x)
+    for r, c in zip(pair_rows.split(chunk), pair_cols.split(chunk), strict=True):
+        block[r, c] = exact_squared_distances(queries.x[rows][r], reference.x[c])
+
+
 @torch.no_grad()
 def nearest_neighbours(queries: Tensor, reference: Tensor, chunk: int = 1024) -> Neighbours:
     """Euclidean nearest neighbour in ``reference`` ``(M, ...)`` of each query ``(N, ...)``,
@@ -54,12 +99,17 @@ def nearest_neighbours(queries: Tensor, reference: Tensor, chunk: int = 1024) ->
         raise ValueError(
             f"queries and reference differ in shape: {queries.shape[1:]} vs {reference.shape[1:]}"
         )
-    ref = flat_float64(reference)
-    queries = flat_float64(queries).to(ref.device)
+    ref, queries = samples_with_ids(flat_float64(reference), flat_float64(queries))
     distances, indices = [], []
-    for rows, block in squared_distance_chunks(queries, ref, chunk):
-        index = block.argmin(dim=1)
-        distances.append(exact_squared_distances(queries[rows], ref[index]).sqrt())
+    for rows, block in squared_distance_chunks(queries.x, ref.x, chunk):
+        # Every reference within rounding of the product form's nearest is taken again exactly:
+        # an exact copy then wins over a near-duplicate.
+        bound = rounding_bound(queries, rows, ref)
+        candidates = block <= block.min(dim=1, keepdim=True).values + 2 * bound
+        block.masked_fill_(~candidates, torch.inf)
+        retake_exactly(block, candidates, queries, rows, ref)
+        nearest, index = block.min(dim=1)
+        distances.append(nearest.sqrt())
         indices.append(index)
     return Neighbours(torch.cat(distances), torch.cat(indices))
 

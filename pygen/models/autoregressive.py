@@ -130,7 +130,7 @@ class AutoregressiveImageModel(nn.Module):
 
     def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """log p(x) in nats, one value per image ``(B,)``."""
-        nll = F.cross_entropy(self(x, y), x, reduction="none")
+        nll = F.cross_entropy(self(x, y), x.long(), reduction="none")  # any integer dtype
         return -nll.flatten(1).sum(1)
 
     def bits_per_dim(self, x: Tensor, y: Tensor | None = None) -> Tensor:
