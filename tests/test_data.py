@@ -89,6 +89,9 @@ def test_array_files(tmp_path):
     np.savez(tmp_path / "halves.npz", images=rgb, labels=np.arange(10) + 0.5)
     with pytest.raises(TypeError, match="integer class labels"):
         load_array(tmp_path / "halves.npz")
+    np.savez(tmp_path / "negative.npz", images=rgb, labels=np.arange(10) - 1)
+    with pytest.raises(ValueError, match="class labels must be >= 0"):
+        load_array(tmp_path / "negative.npz")
 
 
 def test_absolute_spec_keeps_names_and_resolves_paths(tmp_path, monkeypatch):
@@ -126,6 +129,16 @@ def test_image_folders(tmp_path):
         load_image_folder(tmp_path / "bad")
     with pytest.raises(FileNotFoundError, match="nowhere"):
         load_image_folder(tmp_path / "nowhere")
+    # Hidden names (a notebook's checkpoints, macOS's ._ files) are no images and no classes.
+    (tmp_path / "pets" / ".ipynb_checkpoints").mkdir()
+    Image.fromarray(rng.integers(0, 256, (9, 9), dtype=np.uint8)).save(
+        tmp_path / "pets" / ".ipynb_checkpoints" / "x.png"
+    )
+    (tmp_path / "pets" / "dog" / "._0.png").write_bytes(b"resource fork")
+    (tmp_path / "pets" / "cat" / "x.png").unlink()
+    assert load_image_folder(tmp_path / "pets").labels.tolist() == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(ValueError, match="one image; a dataset is"):
+        load_dataset(str(tmp_path / "pets" / "cat" / "0.png"))
 
 
 def test_image_folder_modes(tmp_path):
@@ -161,3 +174,36 @@ def test_torchvision_datasets_say_how_to_install_torchvision(tmp_path, monkeypat
     monkeypatch.setitem(sys.modules, "torchvision", None)  # as if it were not installed
     with pytest.raises(ImportError, match=r"pip install 'pygen\[vision\]'"):
         load_dataset(f"mnist:{tmp_path}")
+
+
+def test_torchvision_splits(tmp_path, monkeypatch):
+    """train, test, and all = both (not the training set alone); other names are an error.
+    torchvision's dataset classes stand in as the attributes pygen reads."""
+    import sys
+    import types
+
+    import numpy as np
+
+    from pygen.data import load_dataset
+
+    class FakeMNIST:
+        def __init__(self, root, train, download):
+            assert not download
+            if not (tmp_path / "MNIST").exists():
+                raise RuntimeError("Dataset not found.")
+            n = 5 if train else 3
+            self.data = np.full((n, 28, 28), 1 if train else 2, dtype=np.uint8)
+            self.targets = list(range(n))
+
+    datasets = types.SimpleNamespace(MNIST=FakeMNIST, CIFAR10=FakeMNIST)
+    monkeypatch.setitem(sys.modules, "torchvision", types.SimpleNamespace(datasets=datasets))
+    with pytest.raises(FileNotFoundError, match="MNIST/raw/"):
+        load_dataset(f"mnist:{tmp_path}")
+    (tmp_path / "MNIST").mkdir()
+    assert load_dataset(f"mnist:{tmp_path}", "train").images.shape == (5, 1, 28, 28)
+    test = load_dataset(f"mnist:{tmp_path}", "test")
+    assert test.images.shape == (3, 1, 28, 28) and (test.images == 2).all()
+    both = load_dataset(f"mnist:{tmp_path}", "all")
+    assert both.images.shape == (8, 1, 28, 28) and both.labels.tolist() == [0, 1, 2, 3, 4, 0, 1, 2]
+    with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
+        load_dataset(f"mnist:{tmp_path}", "val")

@@ -431,6 +431,9 @@ def test_sampler_errors():
         model.sample(2, method="greedy")
     with pytest.raises(ValueError, match="temperature"):
         model.sample(2, temperature=0.0)
+    for method in ("fused", "cached", "naive"):  # would round to 0 where the draws divide by it
+        with pytest.raises(ValueError, match=r"at least 1\.2e-38"):
+            model.sample(2, method=method, temperature=1e-46)
     with pytest.raises(ValueError, match="n must be"):
         model.sample(0)
     with pytest.raises(TypeError, match="n must be an int"):
@@ -507,7 +510,7 @@ def test_a_tiny_temperature_draws_the_most_likely_level():
     model = constant_logits_model([40.0, 0.0, 0.0])
     noise = torch.full((1, 1, 2, 2), 0.5)
     for method in ("fused", "cached", "naive"):
-        for temperature in (1e-30, 1e-37):
+        for temperature in (1e-30, 1e-37, torch.finfo(torch.float32).tiny):  # the least taken
             assert not model.sample(1, method=method, noise=noise, temperature=temperature).any()
 
 

@@ -484,6 +484,8 @@ def test_fused_errors():
         pixelrnn_sample(weights, noise=torch.rand(2, 1, 4, 5), **dims)
     with pytest.raises(ValueError, match="temperature"):
         pixelrnn_sample(weights, temperature=0.0, **dims)
+    with pytest.raises(ValueError, match=r"at least 1\.2e-38"):
+        pixelrnn_sample(weights, temperature=1e-46, **dims)
     with pytest.raises(ValueError, match="batch, channels, height and width"):
         pixelrnn_sample(weights, **(dims | {"batch": 0}))
 

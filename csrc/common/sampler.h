@@ -7,6 +7,7 @@
 #include <ATen/Dispatch.h>
 
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <vector>
 
@@ -22,8 +23,10 @@ inline void check_sampler_sizes(int64_t batch, int64_t channels, int64_t height,
   TORCH_CHECK_VALUE(n_levels >= 2, "n_levels must be >= 2, got ", n_levels);
   TORCH_CHECK_VALUE(kernel_size >= 1 && kernel_size % 2 == 1,
                     "kernel_size must be odd and positive, got ", kernel_size);
-  TORCH_CHECK_VALUE(temperature > 0 && std::isfinite(temperature),
-                    "temperature must be positive and finite, got ", temperature);
+  // The draws divide by the temperature in float32: one that rounds to 0 there would give NaN.
+  TORCH_CHECK_VALUE(temperature >= std::numeric_limits<float>::min() && std::isfinite(temperature),
+                    "temperature must be finite and at least 1.2e-38 (float32's smallest normal "
+                    "number), got ", temperature);
 }
 
 // A sampler call's tensors as its kernel takes them: contiguous weights, the noise (undefined when

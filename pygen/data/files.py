@@ -45,6 +45,8 @@ def _class_labels(array: np.ndarray, source: str) -> Tensor:
         array = array.astype(np.int64)
     if not np.issubdtype(array.dtype, np.integer):
         raise TypeError(f"{source}: expected integer class labels, got dtype {array.dtype}")
+    if array.size and array.min() < 0:
+        raise ValueError(f"{source}: class labels must be >= 0, got {array.min()}")
     return torch.as_tensor(array.astype(np.int64))
 
 
@@ -67,6 +69,8 @@ def load_array(path: str | Path) -> ImageData:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        raise ValueError(f"{path}: one image; a dataset is an .npy/.npz file or a folder of images")
     try:
         loaded = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as err:
@@ -106,14 +110,21 @@ def _image_levels(img, file: Path) -> np.ndarray:
 
 
 def load_image_folder(path: str | Path) -> ImageData:
-    """Every image file below ``path``; sub-folders name classes (labels in sorted order). The
-    images are grey unless one of them has colour (then grey ones are repeated over RGB)."""
+    """Every image file below ``path`` (hidden names skipped); sub-folders name classes (labels in
+    sorted order). The images are grey unless one of them has colour (then grey ones are repeated
+    over RGB)."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such folder")
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(
+        p
+        for p in path.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        # Hidden files and folders (.ipynb_checkpoints, macOS's ._ files) hold no data.
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
     if not files:
         raise ValueError(f"{path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     classes = sorted({p.parent.relative_to(path).parts[0] for p in files if p.parent != path})
@@ -153,10 +164,17 @@ def load_torchvision(name: str, root: str | Path, split: str = "train") -> Image
     classes = {"mnist": torchvision.datasets.MNIST, "cifar10": torchvision.datasets.CIFAR10}
     if name not in classes:
         raise ValueError(f"unknown torchvision dataset {name!r}; known: {sorted(classes)}")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if not str(root):
+        raise ValueError(f"{name}: needs the folder of its files, {name}:ROOT")
+    expected = {"mnist": "MNIST/raw/ (the four idx files)", "cifar10": "cifar-10-batches-py/"}
     try:
         ds = classes[name](str(root), train=split == "train", download=False)
-    except RuntimeError as err:  # torchvision: "Dataset not found ..."
-        raise FileNotFoundError(f"{root}: {name} files not found ({err})") from err
+    except (RuntimeError, AssertionError) as err:  # torchvision: not found, or a corrupt file
+        raise FileNotFoundError(
+            f"{root}: no readable {name} files (torchvision's {expected[name]} under it): {err}"
+        ) from err
     images = _as_nchw(torch.as_tensor(np.asarray(ds.data).astype(np.int64)), name)
     labels = torch.as_tensor(np.asarray(ds.targets).astype(np.int64))
     return ImageData(images, labels, 256, name)
@@ -173,7 +191,14 @@ def load_dataset(spec: str, split: str = "train", *, seed: int = 0) -> ImageData
         return ImageData(images, labels, DIGIT_LEVELS, "digits")
     name, sep, root = spec.partition(":")
     if sep and name in ("mnist", "cifar10"):
-        return load_torchvision(name, root, "train" if split == "all" else split)
+        if split == "all":  # the dataset's own train and test sets together
+            train, test = (load_torchvision(name, root, part) for part in ("train", "test"))
+            images, labels = (
+                torch.cat([train.images, test.images]),
+                torch.cat([train.labels, test.labels]),
+            )
+            return ImageData(images, labels, 256, name)
+        return load_torchvision(name, root, split)
     path = Path(spec)
     data = load_image_folder(path) if path.is_dir() else load_array(path)
     try:

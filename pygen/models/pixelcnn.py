@@ -83,7 +83,8 @@ class PixelCNN(AutoregressiveImageModel):
         ``"naive"`` (the full network per value). ``noise``: uniforms ``(n, C, H, W)`` in
         ``[0, 1)`` driving the inverse-CDF draws (the same noise gives the same images with every
         method). ``given``: int64 levels ``(n, C, H, W)`` to keep, ``-1`` where drawn: completions
-        (given top rows give exact samples of the rest of the image given them).
+        (given top rows give exact samples of the rest of the image given them; a value given
+        after a drawn one is kept but does not condition it: no inpainting).
         ``return_logits``: also return the logits ``(n, n_levels, C, H, W)`` each value
         was drawn from.
         """

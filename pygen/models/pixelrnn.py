@@ -87,7 +87,8 @@ class PixelRNN(AutoregressiveImageModel):
         CUDA), ``"cached"`` (its PyTorch twin ``pygen.sampling.sample_pixelrnn_cached``: the
         recurrent states carried along) or ``"naive"`` (the full network per value); the default
         is ``"fused"``. ``given``: int64 levels ``(n, C, H, W)`` to keep, ``-1`` where drawn:
-        completions (given top rows give exact samples of the rest of the image given them).
+        completions (given top rows give exact samples of the rest of the image given them; a
+        value given after a drawn one is kept but does not condition it: no inpainting).
         ``return_logits``: also return the logits ``(n, n_levels, C, H, W)`` each value was drawn
         from.
         """

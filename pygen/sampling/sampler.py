@@ -18,11 +18,15 @@ METHODS = ("fused", "cached", "naive")
 
 def check_sample_args(method: str, methods: tuple[str, ...], n: int, temperature: float) -> None:
     """Raise a clear error unless ``method`` is one of ``methods``, ``n >= 1`` and the
-    temperature is positive and finite."""
+    temperature is finite and at least float32's smallest normal number (the draws divide by it
+    in float32, where a smaller one could round to 0)."""
     if method not in methods:
         raise ValueError(f"method must be one of {methods}, got {method!r}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be positive and finite, got {temperature}")
+    if not (math.isfinite(temperature) and temperature >= torch.finfo(torch.float32).tiny):
+        raise ValueError(
+            "temperature must be finite and at least 1.2e-38 (float32's smallest normal "
+            f"number), got {temperature}"
+        )
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
     if n < 1:
