@@ -146,6 +146,10 @@ def clocked(fn: Callable[[], object], device: torch.device) -> Callable[[], floa
 
 
 BLOCKS = 5  # the blocks a case's rounds are split into, providers alternating between them
+# A call faster than this (s) is made once untimed at the start of every block, whatever the
+# rounds: with one round per block (--quick) it would else run after the other providers, with
+# its data gone from the caches (measured: a 40 MB bfloat16 copy at 42 instead of 89 GB/s).
+WARM_CALL_BELOW_S = 0.5
 DEADLINE_ENV = "PYGEN_BENCH_DEADLINE"
 # Seconds kept for each case still to come when a deadline scales a case's rounds down.
 RESERVE_PER_CASE_S = 2.0
@@ -220,9 +224,10 @@ def measure_side_by_side(
     speed drifts over a case (a shared VM swings by up to 2x within minutes, NOTES.md) slows
     every provider alike and their ratios hold (timed one provider after another, each met its
     own quiet or busy minute). Before the blocks, warm-up calls (compilation, caches) outside the
-    statistics; a provider with more rounds than blocks also makes one untimed call at the start
-    of each block, so that it finds its own data in the caches. ``rounds``: per provider or for
-    all, > 0 for cases that take seconds per call (default 30, 5 with ``quick``); under a
+    statistics; at the start of each block a provider also makes one untimed call, so that it
+    finds its own data in the caches, unless a call takes seconds and the block holds one round
+    (``WARM_CALL_BELOW_S``: a sampler case would take twice as long). ``rounds``: per provider
+    or for all, > 0 for cases that take seconds per call (default 30, 5 with ``quick``); under a
     deadline (``fit_to_deadline``) fewer, and the rows then carry ``rounds_planned``. Each call
     is timed by ``clocked``. Returns each provider's ``summary`` and its ``clock``; the garbage
     collector is off while timing."""
@@ -244,7 +249,7 @@ def measure_side_by_side(
             shift = block % len(names)
             for name in names[shift:] + names[:shift]:
                 target, n = targets[name], plan[name][block]
-                if n and counts[name] > BLOCKS:
+                if n and (counts[name] > BLOCKS or warm[name] < WARM_CALL_BELOW_S):
                     target()
                 times[name] += [target() for _ in range(n)]
     finally:

@@ -11,7 +11,9 @@ _ROWS: list[dict] = []
 
 
 def pytest_addoption(parser):
-    parser.addoption("--quick", action="store_true", help="few rounds and the small shapes only")
+    parser.addoption(
+        "--quick", action="store_true", help="few rounds (5 per provider), the same cases"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -127,7 +127,7 @@ def table(rows: list[dict], copy: float | None = None) -> str:
             f"| {r['mode']} | {shape} | {r['dtype']} | {r['provider']} | {r['median_ms']:.3f} "
             f"| {r['p20']:.3f} | {r['p80']:.3f} | {_fmt(rate, '.1f')} "
             f"| {_fmt(100 * rate / ceiling if ceiling and rate else None, '.0f')} "
-            f"| {_fmt(r.get('speedup_vs_eager'), '.2f')} |"
+            f"| {_fmt(None if r['provider'] == 'copy' else r.get('speedup_vs_eager'), '.2f')} |"
         )
     return "\n".join(lines)
 
@@ -164,9 +164,12 @@ def sampler_table(
             floor = r["gflop_per_image"] * r["shape"][0] / ceiling
             if chain:
                 floor = max(floor, r["dependent_steps"] * step / 1e3)
+        provider = r["provider"]
+        if r.get("extrapolated_from_steps"):  # the naive sampler's minutes, scaled from a few steps
+            provider += f" (timed over {r['extrapolated_from_steps']} steps, scaled to the image)"
         lines.append(
             f"| {r.get('model', '')} | {r['mode']} | {'x'.join(map(str, r['shape']))} "
-            f"| {r['dtype']} | {r['provider']} | {r['median_ms']:.2f} | {r['images_per_s']:.1f} "
+            f"| {r['dtype']} | {provider} | {r['median_ms']:.2f} | {r['images_per_s']:.1f} "
             f"| {_fmt(r.get('tflops'), '.2f')} | {_fmt(share, '.1f')} | {_fmt(floor, '.2f')} "
             f"| {_fmt(r['median_ms'] / floor if floor else None, '.1f')} "
             f"| {_fmt(naive / r['median_ms'] if naive else None, '.1f')} "
@@ -177,7 +180,7 @@ def sampler_table(
 
 def plot(rows: list[dict], path: Path) -> Path | None:
     """Grouped bars: speedup over eager of each non-eager provider, one group per case."""
-    rows = [r for r in rows if r.get("speedup_vs_eager") and r["provider"] != "eager"]
+    rows = [r for r in rows if r.get("speedup_vs_eager") and r["provider"] not in ("eager", "copy")]
     if not rows:
         return None
     import matplotlib

@@ -187,6 +187,15 @@ def test_percent_of_copy_takes_the_copy_timed_beside_the_case_where_it_has_one()
     assert "Ceilings: copy 8.4 GB/s: this run" in build([other_case, beside, _device_copy("a")])
 
 
+def test_a_copy_row_has_no_speedup_over_eager_and_an_extrapolated_row_says_so():
+    rows = [_mem_row("pygen", 1.0), _mem_row("copy", 0.5), _mem_row("eager", 4.0)]
+    cells = {c["provider"]: c for c in _cells(table(rows))}
+    assert cells["pygen"]["vs eager"] == "4.00" and cells["copy"]["vs eager"] == ""
+    naive = _row("row", "naive", 200.0) | {"extrapolated_from_steps": 2}
+    provider = _cells(sampler_table([naive]))[0]["provider"]
+    assert provider == "naive (timed over 2 steps, scaled to the image)"
+
+
 def test_a_row_without_a_byte_floor_has_no_gb_per_s_and_carries_its_run():
     timing = {"median_ms": 2.0, "p20": 2.0, "p80": 2.0, "rounds": 5}
     r = row("gan", "wgan", "train_step", (4, 1), torch.float32, torch.device("cpu"), timing, 0)
@@ -238,7 +247,10 @@ def test_compile_provider_cannot_fall_back_to_eager():
 # ---------------------------------------------------------------- timing side by side
 
 
-def test_providers_alternate_block_by_block_after_their_warm_up():
+@pytest.mark.parametrize("c_is_slow", [False, True])
+def test_providers_alternate_block_by_block_after_their_warm_up(monkeypatch, c_is_slow):
+    if c_is_slow:  # a call of seconds: no untimed call before a block of one round
+        monkeypatch.setattr(common, "WARM_CALL_BELOW_S", 0.0)
     calls = []
     steps = {name: (lambda name=name: calls.append(name)) for name in "abc"}
     timings = measure_side_by_side(steps, torch.device("cpu"), quick=False, rounds={"c": 3})
@@ -246,8 +258,10 @@ def test_providers_alternate_block_by_block_after_their_warm_up():
     expected = ""
     for block, order in enumerate(["abc", "bca", "cab", "abc", "bca"]):
         for name in order:
-            # 30 rounds in blocks of 6, each after one untimed call; c's 3 rounds: 0 1 0 1 1.
-            expected += "c" * [0, 1, 0, 1, 1][block] if name == "c" else name * 7
+            # 30 rounds in blocks of 6, each after one untimed call; c's 3 rounds: 0 1 0 1 1,
+            # each after an untimed call unless c is slow.
+            c_calls = [0, 1, 0, 1, 1][block] * (1 if c_is_slow else 2)
+            expected += "c" * c_calls if name == "c" else name * 7
     assert "".join(calls[7:]) == expected
     assert [timings[name]["rounds"] for name in "abc"] == [30, 30, 3]
     assert timings["a"]["timed_with"] == ["b", "c"]
