@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -434,6 +435,12 @@ def test_sampler_errors():
     for method in ("fused", "cached", "naive"):  # would round to 0 where the draws divide by it
         with pytest.raises(ValueError, match=r"at least 1\.2e-38"):
             model.sample(2, method=method, temperature=1e-46)
+        with pytest.raises(TypeError, match="given must be a Tensor or None, got ndarray"):
+            model.sample(2, method=method, given=np.full((2, 1, 5, 4), -1))
+        with pytest.raises(TypeError, match="noise must be a Tensor or None, got list"):
+            model.sample(2, method=method, noise=[0.5])
+        with pytest.raises(TypeError, match="generator must be a Generator or None, got int"):
+            model.sample(2, method=method, generator=0)
     with pytest.raises(ValueError, match="n must be"):
         model.sample(0)
     with pytest.raises(TypeError, match="n must be an int"):
