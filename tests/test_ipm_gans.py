@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -289,6 +290,53 @@ def test_translation_models_shapes_patchgan_sizes_and_image_pool():
     swapped = pool.query(new) != new  # an older image came back in place of the new one
     assert 30 < int(swapped.sum()) < 70  # probability 1/2 each
     assert ImagePool(size=0).query(first) is first
+
+
+def test_translation_losses_weigh_their_terms_as_the_papers():
+    """CycleGAN: each generator's squared error (weight 1) beside the cycle's 10 (LSGAN's own
+    generator loss halves it); pix2pix: D's loss halved, dropout in the generator's inner up
+    layers (training only: translate is deterministic)."""
+    torch.manual_seed(0)
+    cycle = CycleGAN(channels=1, image_size=8, width=4, n_blocks=1, n_down=1, d_width=4)
+    cycle.identity_weight = 0.0
+    a, b = torch.rand(2, 1, 8, 8) * 2 - 1, torch.rand(2, 1, 8, 8) * 2 - 1
+    loss, fake_b, fake_a = cycle.generator_loss(a, b)
+    adversarial = (cycle.d_b(fake_b) - 1).square().mean() + (cycle.d_a(fake_a) - 1).square().mean()
+    cycle_term = (cycle.g_ba(fake_b) - a).abs().mean() + (cycle.g_ab(fake_a) - b).abs().mean()
+    torch.testing.assert_close(loss, adversarial + cycle.cycle_weight * cycle_term)
+
+    pix = Pix2Pix(1, 1, image_size=16, width=4, d_width=4)
+    dropouts = [m for m in pix.generator.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(dropouts) == 3 and all(m.p == 0.5 for m in dropouts)
+    x = torch.rand(4, 1, 16, 16) * 2 - 1
+    pix.train()
+    assert not torch.equal(pix.generator(x), pix.generator(x))  # the noise
+    assert torch.equal(pix.translate(x), pix.translate(x))
+    assert not [
+        m for m in Pix2Pix(1, 1, 16, 4, 4, dropout=0.0).modules() if isinstance(m, torch.nn.Dropout)
+    ]
+
+
+def test_trainers_leave_a_frozen_discriminator_layer_frozen():
+    """The generator step turns D's gradients off and back on: not on for a layer its user froze,
+    which its optimizer would then move."""
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    cycle = CycleGAN(channels=1, image_size=8, width=4, n_blocks=1, n_down=1, d_width=4)
+    pix = Pix2Pix(1, 1, image_size=8, width=4, d_width=4)
+    for model, layer in ((cycle, cycle.d_a.net[0]), (pix, pix.discriminator.net[0])):
+        layer.requires_grad_(False)
+        before = copy.deepcopy(layer.state_dict())
+        model.fit(x, -x, 2, batch_size=2)
+        assert not any(p.requires_grad for p in layer.parameters())
+        for name, value in layer.state_dict().items():
+            assert torch.equal(value, before[name]), name
+    generator, discriminator = MLPGenerator(2, 2, 8, 1), MLPDiscriminator(2, 8, 1)
+    first = discriminator.net[0]
+    first.requires_grad_(False)
+    weight = first.weight.clone()
+    GANTrainer(generator, discriminator).fit(torch.randn(64, 2), 3, batch_size=16)
+    assert not first.weight.requires_grad and torch.equal(first.weight, weight)
 
 
 def test_load_translation_data_from_folders_and_arrays(tmp_path):

@@ -80,6 +80,22 @@ def test_masked_conv_is_causal_and_sees_its_whole_window(mask_type, groups, kern
     assert (jac[allowed & near] != 0).all()
 
 
+@pytest.mark.parametrize("mask_type", ["A", "B"])
+def test_a_dilated_masked_conv_keeps_the_size_and_is_causal(mask_type):
+    torch.manual_seed(0)
+    conv = MaskedConv2d(3, 6, 3, mask_type, 3, dilation=2).double()
+    x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
+    assert conv(x).shape == (1, 6, 6, 6)
+    jac = jacobian(conv, x)  # (6, 6, 6, 3, 6, 6)
+    out_key = order_key(6, 6, 6, 3)[:, :, :, None, None, None]
+    in_key = order_key(3, 6, 6, 3)[None, None, None]
+    allowed = in_key < out_key if mask_type == "A" else in_key <= out_key
+    assert not jac[~allowed].any()
+    assert jac[:, 3, 3, :, 1, 1].any() and not jac[:, 3, 3, :, 2, 2].any()  # taps 2 apart
+    with pytest.raises(ValueError, match="dilation must be positive"):
+        MaskedConv2d(3, 6, 3, dilation=0)
+
+
 def test_masked_conv_masks_gradients_and_freezes_its_weight_for_samplers_only():
     torch.manual_seed(0)
     conv = MaskedConv2d(2, 4, 3, "A")

@@ -52,6 +52,7 @@ class MaskedConv2d(nn.Conv2d):
             RGB): channels form that many contiguous groups, and group g at the centre sees the
             groups before it (A) or up to itself (B).
         bias: add a learnt bias.
+        dilation: spacing of the kernel's taps (int or pair); the padding keeps the size.
 
     Training convolves with ``weight * mask`` (the framework convolution, so gradients of masked
     entries are zero); without autograd on the weight (eval under no_grad) the masked weight is
@@ -66,8 +67,12 @@ class MaskedConv2d(nn.Conv2d):
         mask_type: str = "A",
         color_groups: int = 1,
         bias: bool = True,
+        dilation: int | tuple[int, int] = 1,
     ) -> None:
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        dh, dw = (dilation, dilation) if isinstance(dilation, int) else dilation
+        if dh < 1 or dw < 1:
+            raise ValueError(f"dilation must be positive, got {dilation}")
         if kh % 2 == 0 or kw % 2 == 0 or kh < 1 or kw < 1:
             raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
         if mask_type not in ("A", "B"):
@@ -77,7 +82,11 @@ class MaskedConv2d(nn.Conv2d):
                 f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible "
                 f"by color_groups ({color_groups})"
             )
-        super().__init__(in_channels, out_channels, (kh, kw), padding=(kh // 2, kw // 2), bias=bias)
+        # Zero padding only: another mode would bring later rows into the border a pixel sees.
+        padding = (dh * (kh // 2), dw * (kw // 2))
+        super().__init__(
+            in_channels, out_channels, (kh, kw), padding=padding, dilation=(dh, dw), bias=bias
+        )
         self.mask_type = mask_type
         self.color_groups = color_groups
         mask = causal_mask(out_channels, in_channels, (kh, kw), mask_type, color_groups)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from pygen.losses.gan import NonSaturatingLoss
 from pygen.models.gan import MLPGenerator, _mlp
+from pygen.utils.grad import frozen
 from pygen.utils.random import standard_normal
 from pygen.utils.state import Resumable
 
@@ -121,12 +122,9 @@ class BiGANTrainer(Resumable):
         d_loss.backward()
         self.d_opt.step()
         # D frozen for the G/E step: its gradients would be wasted work.
-        model.discriminator.requires_grad_(False)
-        try:
+        with frozen(model.discriminator):
             _, ge_loss = model.losses(real)
             self.ge_opt.zero_grad(set_to_none=True)
             ge_loss.backward()
             self.ge_opt.step()
-        finally:
-            model.discriminator.requires_grad_(True)
         return {"d_loss": d_loss.item(), "ge_loss": ge_loss.item()}

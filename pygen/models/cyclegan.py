@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pygen.losses.gan import LeastSquaresLoss, NonSaturatingLoss
+from pygen.utils.grad import frozen
 from pygen.utils.state import Resumable
 
 
@@ -85,10 +86,16 @@ class UNetGenerator(nn.Module):
     """pix2pix's U-Net: ``depth`` stride-2 4x4 convolutions down to ``size / 2^depth`` (1x1 when
     ``depth = log2(size)``), then transposed convolutions back up, each concatenating the encoder
     features of its resolution (the skips carry the low-level structure input and output share).
-    Batch norm on inner layers, LeakyReLU(0.2) down, ReLU up, Tanh out."""
+    Batch norm on inner layers, LeakyReLU(0.2) down, ReLU up, Tanh out; ``dropout`` after the
+    first three up layers (those but the output), pix2pix's noise (in training mode only)."""
 
     def __init__(
-        self, in_channels: int = 3, out_channels: int = 3, width: int = 64, depth: int = 8
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        width: int = 64,
+        depth: int = 8,
+        dropout: float = 0.5,
     ) -> None:
         super().__init__()
         self.depth = depth
@@ -109,11 +116,13 @@ class UNetGenerator(nn.Module):
             out = chs[i - 1] if i > 0 else out_channels
             skip_in = chs[i] if i == depth - 1 else 2 * chs[i]  # the innermost has no skip yet
             last = i == 0
+            noisy = not last and i >= depth - 3
             self.up.append(
                 nn.Sequential(
                     nn.ReLU(),
                     nn.ConvTranspose2d(skip_in, out, 4, 2, 1, bias=last),
                     nn.Tanh() if last else nn.BatchNorm2d(out),
+                    *([nn.Dropout(dropout)] if noisy and dropout > 0 else []),
                 )
             )
 
@@ -249,9 +258,10 @@ class CycleGAN(nn.Module):
     def generator_loss(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(G loss, fake B, fake A) on one batch of each domain."""
         fake_b, fake_a = self.g_ab(a), self.g_ba(b)
-        adversarial = self.gan_loss.generator_loss(self.d_b(fake_b)) + self.gan_loss.generator_loss(
-            self.d_a(fake_a)
-        )
+        # The paper's generator term is the squared error itself, weight 1 beside the cycle's
+        # 10; LSGAN's generator loss is half of it.
+        g_loss = self.gan_loss.generator_loss
+        adversarial = 2 * (g_loss(self.d_b(fake_b)) + g_loss(self.d_a(fake_a)))
         cycle = F.l1_loss(self.g_ba(fake_b), a) + F.l1_loss(self.g_ab(fake_a), b)
         loss = adversarial + self.cycle_weight * cycle
         if self.identity_weight > 0:
@@ -298,16 +308,11 @@ class CycleGANTrainer(Resumable):
     def step(self, real_a: Tensor, real_b: Tensor) -> dict[str, float]:
         """One update of each side on a batch of each domain; returns ``g_loss``, ``d_loss``."""
         model = self.model
-        model.d_a.requires_grad_(False)
-        model.d_b.requires_grad_(False)
-        try:
+        with frozen(model.d_a, model.d_b):
             g_loss, fake_b, fake_a = model.generator_loss(real_a, real_b)
             self.g_opt.zero_grad(set_to_none=True)
             g_loss.backward()
             self.g_opt.step()
-        finally:
-            model.d_a.requires_grad_(True)
-            model.d_b.requires_grad_(True)
         past_b, past_a = self.pool_b.query(fake_b), self.pool_a.query(fake_a)
         loss = model.gan_loss.discriminator_loss
         d_loss = loss(model.d_b(real_b), model.d_b(past_b)) + loss(
@@ -322,7 +327,10 @@ class CycleGANTrainer(Resumable):
 class Pix2Pix(nn.Module):
     """Paired translation A -> B: a U-Net generator and a PatchGAN on the concatenated pair
     (input, output); G minimizes the non-saturating GAN loss plus ``l1_weight`` (100 in the
-    paper) times the L1 distance to the paired target."""
+    paper) times the L1 distance to the paired target, D half its GAN loss. The generator's
+    ``dropout`` is its noise in training; ``translate`` runs it in eval mode (deterministic, batch
+    norm's running statistics), where the paper keeps dropout and batch statistics at test time.
+    """
 
     def __init__(
         self,
@@ -332,12 +340,13 @@ class Pix2Pix(nn.Module):
         width: int = 64,
         d_width: int = 64,
         l1_weight: float = 100.0,
+        dropout: float = 0.5,
     ) -> None:
         super().__init__()
         if image_size & (image_size - 1) or image_size < 8:
             raise ValueError(f"pix2pix image_size must be a power of two >= 8, got {image_size}")
         depth = image_size.bit_length() - 1  # down to a 1x1 bottleneck
-        self.generator = UNetGenerator(in_channels, out_channels, width, depth)
+        self.generator = UNetGenerator(in_channels, out_channels, width, depth, dropout)
         self.discriminator = PatchDiscriminator(
             in_channels + out_channels, d_width, patch_layers(image_size)
         )
@@ -393,15 +402,15 @@ class Pix2PixTrainer(Resumable):
         ``g_loss``, ``d_loss``."""
         model = self.model
         fake_b = model.generator(real_a)
-        d_loss = model.gan_loss.discriminator_loss(
+        # Halved, as in the paper, to slow D down relative to G.
+        d_loss = 0.5 * model.gan_loss.discriminator_loss(
             model.discriminator(torch.cat([real_a, real_b], 1)),
             model.discriminator(torch.cat([real_a, fake_b.detach()], 1)),
         )
         self.d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
         self.d_opt.step()
-        model.discriminator.requires_grad_(False)
-        try:
+        with frozen(model.discriminator):
             adversarial = model.gan_loss.generator_loss(
                 model.discriminator(torch.cat([real_a, fake_b], 1))
             )
@@ -409,6 +418,4 @@ class Pix2PixTrainer(Resumable):
             self.g_opt.zero_grad(set_to_none=True)
             g_loss.backward()
             self.g_opt.step()
-        finally:
-            model.discriminator.requires_grad_(True)
         return {"g_loss": g_loss.item(), "d_loss": d_loss.item()}

@@ -16,6 +16,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from pygen.losses.gan import GANLoss, WassersteinGPLoss, r1_penalty
 from pygen.losses.registry import get_gan_loss
 from pygen.models.gan import AutoencoderCritic, spectral_norm_
+from pygen.utils.grad import frozen
 from pygen.utils.png import save_image_grid
 from pygen.utils.state import Resumable
 
@@ -179,8 +180,7 @@ class GANTrainer(Resumable):
     ) -> float:
         """One update of G (D frozen); ``real`` is needed by losses that compare with real data
         (MMD). Updates the EMA of G."""
-        self.discriminator.requires_grad_(False)
-        try:
+        with frozen(self.discriminator):
             with self._autocast():
                 fake_out = self.discriminator(self.generator(self._z(batch_size), labels), labels)
                 real_out = None
@@ -193,8 +193,6 @@ class GANTrainer(Resumable):
             self._g_scaler.scale(loss).backward()
             self._g_scaler.step(self.g_opt)
             self._g_scaler.update()
-        finally:
-            self.discriminator.requires_grad_(True)
         if self.ema is not None:
             self.ema.update_parameters(self.generator)
         return loss.item()
