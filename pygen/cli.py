@@ -464,7 +464,14 @@ def parser() -> argparse.ArgumentParser:
         "and their translations; --complete: completions of test images)",
     )
     s.add_argument("checkpoint", help="a run's checkpoints folder or one checkpoint")
-    s.add_argument("--n", type=_positive_int, default=16, help="images to draw (>= 1)")
+    s.add_argument(
+        "--count",
+        "--n",
+        dest="n",
+        type=_positive_int,
+        default=16,
+        help="images to draw (>= 1; under torchrun write --count: torchrun reads --n as its own)",
+    )
     s.add_argument("--method", help="sampler (model dependent, e.g. fused, cached, naive)")
     s.add_argument(
         "--temperature",

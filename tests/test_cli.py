@@ -139,6 +139,25 @@ def test_grad_clip_is_checked_and_refused_where_unused(tmp_path):
         main(["train", "dcgan", "--config", str(config), *out])
 
 
+def test_no_option_is_a_prefix_of_one_of_torchruns():
+    """torchrun parses its own options anywhere in its arguments, abbreviations included: a pygen
+    option that is the prefix of one of torchrun's (``--n`` of ``--nnodes``) never reaches pygen."""
+    from torch.distributed.run import get_args_parser
+
+    from pygen.cli import parser
+
+    def long_options(actions):
+        return {
+            o for a in actions for o in a.option_strings if o.startswith("--") and o != "--help"
+        }
+
+    theirs = long_options(get_args_parser()._actions)
+    commands = parser()._subparsers._group_actions[0].choices.values()
+    ours = set().union(*(long_options(c._actions) for c in commands))
+    clashes = {o for o in ours for t in theirs if t.startswith(o)} - {"--n"}  # --count's alias
+    assert not clashes
+
+
 def test_run_reports_a_users_error_in_one_line(tmp_path, capsys, monkeypatch):
     argv = ["train", "vae", "--set", "hiden=8", "--out", str(tmp_path / "r")]
     monkeypatch.delenv("PYGEN_TRACEBACK", raising=False)

@@ -15,6 +15,7 @@ import torch
 from conftest import run_two_ranks
 from torch import nn
 
+from pygen.layers import ActNorm
 from pygen.train import (
     CheckpointError,
     TrainConfig,
@@ -384,8 +385,14 @@ try:
     config = TrainConfig(steps=15, batch_size=32, lr=1e-2, seed=0, log_every=5)
     train(model, gaussian_loss, digits(), None, config, sys.argv[1], model_name="tiny",
           model_config={}, progress=False)
-    if dist.get_rank() == 0:
-        torch.save(model.state_dict(), sys.argv[2])
+    rank = dist.get_rank()
+    draw = torch.rand(3)  # each rank's own stream: independent noise across the global batch
+    # ActNorm starts from the global batch's statistics: each rank sees half of it.
+    from pygen.layers import ActNorm
+    act = ActNorm(2)
+    act(torch.arange(8.0).view(4, 2)[2 * rank : 2 * rank + 2] ** 2)
+    result = {"state": model.state_dict(), "draw": draw, "actnorm": act.state_dict()}
+    torch.save(result, f"{sys.argv[2]}.{rank}")
 finally:
     dist.destroy_process_group()
 # The group's threads end with it, not in the interpreter's shutdown (where tearing them down
@@ -416,6 +423,26 @@ def test_two_process_gloo_training_equals_one_process(tmp_path):
         model_config={},
         progress=False,
     )
-    ddp_state = torch.load(tmp_path / "w.pt")
+    ranks = [torch.load(f"{tmp_path / 'w.pt'}.{rank}") for rank in range(2)]
     for name, value in single.state_dict().items():
-        torch.testing.assert_close(ddp_state[name], value, rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(ranks[0]["state"][name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+    # The logged loss is the global batch's, as one process logs it.
+    def losses(run):
+        return [
+            json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
+        ]
+
+    torch.testing.assert_close(
+        losses(tmp_path / "ddp"), losses(tmp_path / "single"), rtol=1e-5, atol=0
+    )
+    assert not torch.equal(ranks[0]["draw"], ranks[1]["draw"])
+    stored = torch.load(
+        tmp_path / "ddp" / "checkpoints" / "step-00000015" / "rng.pt", weights_only=False
+    )
+    assert isinstance(stored, list) and len(stored) == 2  # each rank's generators
+    whole = ActNorm(2)
+    whole(torch.arange(8.0).view(4, 2) ** 2)
+    for rank in ranks:
+        for name, value in whole.state_dict().items():
+            torch.testing.assert_close(rank["actnorm"][name], value, msg=name)

@@ -56,7 +56,8 @@ class Checkpoint:
     step: int
     state_dict: dict[str, torch.Tensor]
     training_state: dict[str, Any] | None = None
-    rng_state: dict[str, Any] | None = None
+    # One process's generator states, or (a distributed run) every rank's, in rank order.
+    rng_state: dict[str, Any] | list[dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -169,11 +170,13 @@ def save_checkpoint(
     training_state: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     keep: int = 0,
+    rng_states: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write ``root/step-<step>/`` atomically and point ``root/latest`` at it; return its path.
     ``training_state``: what a resumed run restores besides the weights (a trainer's
     ``state_dict()``: optimizers, loss scalers, ...). ``keep > 0``: then delete all but the
-    ``keep`` newest step folders (this one among them)."""
+    ``keep`` newest step folders (this one among them). ``rng_states``: every rank's generator
+    states (a distributed run), else this process's are saved."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     _recover_stranded(root)
@@ -196,7 +199,7 @@ def save_checkpoint(
         (tmp / SIDECAR).write_text(json.dumps(sidecar, indent=1) + "\n")
         if training_state is not None:
             torch.save(training_state, tmp / TRAINING)
-        torch.save(rng_state(), tmp / RNG)
+        torch.save(rng_states if rng_states is not None else rng_state(), tmp / RNG)
         _put_in_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

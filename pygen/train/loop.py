@@ -27,6 +27,7 @@ from pygen.train.checkpoint import (
     atomic_write_text,
     load_checkpoint,
     load_weights,
+    rng_state,
     save_checkpoint,
     set_rng_state,
 )
@@ -119,6 +120,13 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of torch's generators on rank ``rank`` of a run seeded with ``seed``: the run's
+    own on rank 0 (a one-process run), another on each other rank, so that the ranks' noise
+    (dequantization, reparameterization) is independent across the global batch."""
+    return seed + 1_000_003 * rank
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set the learning rate of every parameter group of ``optimizer`` (a loaded optimizer state
     brings the stored run's)."""
@@ -143,7 +151,7 @@ class LossSteps:
     """The likelihood models' step: Adam on ``loss_fn(model, x, y)`` (a mean over examples) over
     the step's batch of ``data`` and ``labels``, gradients clipped when the config says so.
     Under torchrun, each rank takes its slice of the same global batch and DistributedDataParallel
-    averages the gradients."""
+    averages the gradients; the loss returned is the global batch's."""
 
     def __init__(
         self,
@@ -153,19 +161,19 @@ class LossSteps:
         labels: Tensor | None,
         config: TrainConfig,
     ) -> None:
-        self.rank, world_size = world()
-        if config.batch_size % world_size:
+        self.rank, self.world_size = world()
+        if config.batch_size % self.world_size:
             raise ValueError(
-                f"batch_size {config.batch_size} must divide by the {world_size} ranks"
+                f"batch_size {config.batch_size} must divide by the {self.world_size} ranks"
             )
         if len(data) == 0:
             raise ValueError("no training data")
         self.model, self.data, self.labels, self.config = model, data, labels, config
-        self.local = config.batch_size // world_size
+        self.local = config.batch_size // self.world_size
         self.device = next(model.parameters()).device
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         self.objective: nn.Module = _Objective(model, loss_fn)
-        if world_size > 1:
+        if self.world_size > 1:
             self.objective = nn.parallel.DistributedDataParallel(self.objective)
 
     def step(self, gen: torch.Generator) -> dict[str, Tensor]:
@@ -179,7 +187,11 @@ class LossSteps:
         if self.config.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
-        return {"loss": loss.detach()}
+        loss = loss.detach().clone()
+        if self.world_size > 1:  # the global batch's loss, not this rank's slice of it
+            dist.all_reduce(loss)
+            loss /= self.world_size
+        return {"loss": loss}
 
     def state_dict(self) -> dict[str, Any]:
         return self.optimizer.state_dict()
@@ -262,7 +274,7 @@ def train_steps(
     (sample grids, evaluations). ``extra``: more to record in each checkpoint's sidecar (the CLI:
     the data it trained on). Returns the metrics.
     """
-    rank = world()[0]
+    rank, world_size = world()
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
     metrics_path = out_dir / "metrics.jsonl"
@@ -280,7 +292,11 @@ def train_steps(
             if stored_lr is not None and config.lr != stored_lr:
                 steps.set_lr(config.lr)
         if ckpt.rng_state is not None:
-            set_rng_state(ckpt.rng_state)
+            states = ckpt.rng_state if isinstance(ckpt.rng_state, list) else [ckpt.rng_state]
+            if rank < len(states):
+                set_rng_state(states[rank])
+            else:  # more ranks than the stored run had: a stream of this rank's own
+                torch.manual_seed(rank_seed(config.seed, rank) + ckpt.step)
         # The batches of the remaining steps follow the stored run's seed, not a new one.
         config = replace(config, seed=ckpt.extra.get("train", {}).get("seed", config.seed))
         start = ckpt.step
@@ -290,13 +306,17 @@ def train_steps(
             )
             print(message, file=sys.stderr)
     else:
-        torch.manual_seed(config.seed)
+        torch.manual_seed(rank_seed(config.seed, rank))
     metrics = _read_metrics(metrics_path, start) if rank == 0 else []
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(metrics_path, "".join(json.dumps(m) + "\n" for m in metrics))
 
     def checkpoint(step: int) -> None:
+        states = None
+        if world_size > 1:  # every rank's generators: each draws its own noise on resume
+            states = [None] * world_size
+            dist.all_gather_object(states, rng_state())
         if rank == 0:
             save_checkpoint(
                 ckpt_dir,
@@ -307,6 +327,7 @@ def train_steps(
                 training_state=steps.state_dict(),
                 extra={"train": asdict(config), **(extra or {})},
                 keep=config.keep_checkpoints,
+                rng_states=states,
             )
 
     bar = tqdm(

@@ -5,7 +5,15 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
+
+
+def _sum_over_ranks(t: Tensor) -> Tensor:
+    """``t`` summed over the processes of a distributed run (``t`` itself in one process)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t
 
 
 def _read_loaded_flag(module: ActNorm, incompatible_keys) -> None:
@@ -17,7 +25,8 @@ class ActNorm(nn.Module):
     """``z = (x + bias) * exp(log_scale)`` per channel (dimension 1) of ``(N, C)`` or
     ``(N, C, H, W)`` inputs. The first forward pass in training mode sets bias and log_scale so
     that the batch's output has zero mean and unit variance per channel (data-dependent init); that
-    batch needs at least two values per channel.
+    batch needs at least two values per channel. Under DistributedDataParallel the statistics are
+    those of the global batch (every rank's), so the ranks start alike.
 
     Whether it has run is the buffer ``initialized`` (saved with the state dict) and a Python flag
     that forward reads, kept equal to it (also by ``load_state_dict``): reading the buffer would
@@ -43,9 +52,16 @@ class ActNorm(nn.Module):
                 "ActNorm initializes from its first training batch, which needs at least two "
                 f"values per channel, got x of shape {tuple(x.shape)}"
             )
+        # Mean and (unbiased) std of the global batch: under DistributedDataParallel each rank
+        # sees its own slice, and a rank initialized from it alone would keep other weights.
         dims = [d for d in range(x.dim()) if d != 1]
-        self.bias.copy_(-x.mean(dims))
-        self.log_scale.copy_(-torch.log(x.std(dims) + self.eps))
+        x64 = x.double()
+        count = _sum_over_ranks(torch.tensor(float(values), dtype=torch.float64, device=x.device))
+        mean = _sum_over_ranks(x64.sum(dims)) / count
+        squares = _sum_over_ranks((x64 - self._view(mean, x64)).square().sum(dims))
+        std = (squares / (count - 1)).sqrt()
+        self.bias.copy_(-mean)
+        self.log_scale.copy_(-torch.log(std + self.eps))
         self.initialized.fill_(True)
         self._initialized = True
 
