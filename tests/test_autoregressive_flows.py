@@ -794,6 +794,8 @@ def test_cnf_options():
         CNF(2, trace="nope")
     with pytest.raises(ValueError, match="probe"):
         CNF(2, probe="nope")
+    with pytest.raises(ValueError, match="adjoint is for the adaptive solve"):
+        CNF(2, adjoint=True, euler_steps=4)
 
 
 def test_exact_trace_is_the_jacobian_trace():

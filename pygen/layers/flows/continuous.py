@@ -115,6 +115,10 @@ class ContinuousFlow(nn.Module):
             raise ValueError(f"trace must be 'auto', 'exact' or 'hutchinson', got {trace!r}")
         if probe not in ("rademacher", "gaussian"):
             raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {probe!r}")
+        if euler_steps is not None and adjoint:
+            raise ValueError(
+                "adjoint is for the adaptive solve; euler_steps backpropagates its steps"
+            )
         self.dim = dim
         self.dynamics = _Dynamics(TimeMLP(dim, hidden, n_hidden))
         self.exact = trace == "exact" or (trace == "auto" and dim <= exact_max_dim)
