@@ -12,7 +12,9 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Callable
+import types
+import typing
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -250,7 +252,7 @@ def _model_config(recipe, data, options: dict[str, Any], stored: dict[str, Any] 
     fixed = {k: built[k] for k in options if _plain(built.get(k)) != _plain(options[k])}
     if fixed:
         raise ValueError(f"option(s) fixed by the data: {fixed}; leave them out")
-    _check_types(options, recipe.config(data, {}))
+    _check_types(options, recipe.option_types())
     if stored is None:
         return built
     changed = {k: stored.get(k) for k in options if _plain(stored.get(k)) != _plain(options[k])}
@@ -265,26 +267,32 @@ def _model_config(recipe, data, options: dict[str, Any], stored: dict[str, Any] 
     return stored
 
 
-def _check_types(options: dict[str, Any], defaults: dict[str, Any]) -> None:
-    """An option of the wrong type for its default (``hidden=abc``, ``hidden=8.5``): a clear
-    error here, not a failure inside the model's constructor."""
+def _check_types(options: dict[str, Any], types: dict[str, Any]) -> None:
+    """An option of a type its constructor's annotation does not allow (``hidden=abc``,
+    ``hidden=8.5``): a clear error here, not a failure inside the constructor."""
     for key, value in options.items():
-        default = defaults.get(key)
-        if default is None or value is None:
-            continue
-        if isinstance(default, bool) or isinstance(value, bool):
-            ok = isinstance(value, bool) and isinstance(default, bool)
-        elif isinstance(default, (int, float)):
-            ok = isinstance(value, type(default)) or (
-                isinstance(default, float) and isinstance(value, int)
-            )
-        else:
-            ok = isinstance(value, type(default))
-        if not ok:
-            kind = type(default).__name__
-            raise ValueError(
-                f"option {key} must be {kind} (its default is {default!r}), got {value!r}"
-            )
+        if key in types and not _allows(types[key], value):
+            hint = getattr(types[key], "__name__", str(types[key]))
+            raise ValueError(f"option {key} must be {hint}, got {value!r}")
+
+
+def _allows(hint: Any, value: Any) -> bool:
+    """Whether ``value`` (as JSON or YAML gives it) fits the annotation ``hint``: an int is a
+    float, a bool is no number, a list is a sequence; Any and callables take anything."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_allows(arg, value) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin in (list, tuple, Sequence):
+        return isinstance(value, (list, tuple))
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(hint, type):  # bool, str, a class (a likelihood object)
+        return isinstance(value, hint)
+    return True  # Any, callables
 
 
 def _plain(value: Any) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -115,23 +116,34 @@ class Recipe:
     tempered: bool = False
     methods: tuple[str, ...] = ()
 
-    def option_names(self) -> set[str]:
-        """The keyword arguments the model's constructor takes (what ``--set`` and a config
-        file's ``model`` section may name): those of the model class, of the mixins before it
-        that pass ``**kwargs`` on (``_FlattenedImages``) and of ``kwargs_to``."""
-        names: set[str] = set()
+    def _constructors(self) -> list[Callable[..., Any]]:
+        """What takes the model's options: the model class's ``__init__``, those of the mixins
+        before it that pass ``**kwargs`` on (``_FlattenedImages``) and ``kwargs_to``'s."""
+        inits = []
         for cls in self.model.__mro__:
             if "__init__" not in vars(cls):
                 continue
-            keywords, takes_more = _keywords(cls.__init__)
-            names |= keywords
+            inits.append(cls.__init__)
             if issubclass(cls, nn.Module):  # the model class proper, after the mixins
                 break
-        if takes_more:
+        if _keywords(inits[-1])[1]:
             if self.kwargs_to is None:
                 raise TypeError(f"{cls.__name__} takes **kwargs: the recipe must name kwargs_to")
-            names |= _keywords(self.kwargs_to)[0]
-        return names
+            target = self.kwargs_to
+            inits.append(target.__init__ if isinstance(target, type) else target)
+        return inits
+
+    def option_names(self) -> set[str]:
+        """The keyword arguments the model's constructor takes (what ``--set`` and a config
+        file's ``model`` section may name)."""
+        return set().union(*(_keywords(fn)[0] for fn in self._constructors()))
+
+    def option_types(self) -> dict[str, Any]:
+        """Each option's annotation (``typing.get_type_hints``), for checking given values."""
+        hints: dict[str, Any] = {}
+        for fn in self._constructors():
+            hints |= {k: v for k, v in typing.get_type_hints(fn).items() if k != "return"}
+        return hints
 
     def load_data(self, spec: str, spec_b: str | None, split: str, seed: int) -> Data:
         """The ``split`` of dataset ``spec`` (``load_dataset``); for a translation model, domain A

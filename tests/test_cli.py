@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import run_two_ranks
 
-from pygen.cli import _model_config, main, run
+from pygen.cli import _check_types, _model_config, main, run
 from pygen.data import ImageData, load_dataset
 from pygen.recipes import RECIPES, _sample_metrics
 from pygen.train import CheckpointError, load_checkpoint
@@ -109,12 +109,25 @@ def test_a_relative_data_path_is_recorded_absolute(tmp_path, capsys, monkeypatch
 
 def test_options_of_the_wrong_type_name_the_option(tmp_path):
     out = ["--out", str(tmp_path / "r")]
-    with pytest.raises(ValueError, match=r"option hidden must be int \(its default is 32\)"):
+    with pytest.raises(ValueError, match=r"option hidden must be int, got 'abc'"):
         main(["train", "pixelcnn", "--set", "hidden=abc", *out])
     with pytest.raises(ValueError, match=r"got 8\.5"):
         main(["train", "pixelcnn", "--set", "hidden=8.5", *out])
     with pytest.raises(ValueError, match="option d_autoencoder must be bool"):
         main(["train", "mmdgan", "--set", "d_autoencoder=1", *out])
+    with pytest.raises(ValueError, match=r"option hidden must be int \| None, got 'abc'"):
+        main(["train", "vae", "--set", "hidden=abc", *out])  # a default of None: the annotation
+    with pytest.raises(ValueError, match=r"option likelihood must be str \| .*Likelihood, got 3"):
+        main(["train", "vae", "--set", "likelihood=3", *out])
+
+
+@pytest.mark.parametrize("model", sorted(RECIPES))
+def test_every_recipe_types_every_option_and_takes_its_own_config(model):
+    recipe = RECIPES[model]
+    assert set(recipe.option_types()) >= recipe.option_names()
+    data = recipe.load_data("digits", None, "test", 0)
+    config = json.loads(json.dumps(recipe.config(data, {})))  # as a sidecar gives it back
+    _check_types(config, recipe.option_types())
 
 
 @pytest.mark.parametrize("model", ["pixelcnn", "pixelrnn"])
