@@ -1,5 +1,8 @@
 """The dependency-free PNG grid writer (and its reader)."""
 
+import struct
+import zlib
+
 import pytest
 import torch
 
@@ -30,3 +33,36 @@ def test_bad_images_and_files(tmp_path):
     (tmp_path / "not.png").write_bytes(b"hello")
     with pytest.raises(ValueError, match="not a PNG"):
         read_png(tmp_path / "not.png")
+    with pytest.raises(ValueError, match="N >= 1"):
+        save_image_grid(torch.rand(0, 1, 4, 4), tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="NaN"):
+        save_image_grid(torch.full((1, 1, 2, 2), float("nan")), tmp_path / "bad.png")
+
+
+def _png(ihdr: bytes, raw: bytes) -> bytes:
+    def chunk(kind, body):
+        crc = struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    idat = zlib.compress(raw)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_files_the_reader_does_not_take_are_a_value_error(tmp_path):
+    """An interlaced 1-pixel-wide image has the bytes of a plain one, in another row order: it was
+    read with its rows shuffled. Truncated files, trailing bytes and bad CRCs too."""
+    rows = b"".join(b"\0" + bytes([v]) for v in (10, 30, 20, 40))  # Adam7's pass order
+    interlaced = _png(struct.pack(">IIBBBBB", 1, 4, 8, 0, 0, 0, 1), rows)
+    plain = _png(struct.pack(">IIBBBBB", 1, 4, 8, 0, 0, 0, 0), rows)
+    cases = {
+        "interlaced": (interlaced, "not interlaced"),
+        "truncated": (plain[:-12], "truncated"),
+        "bad crc": (plain[:29] + bytes([plain[29] ^ 1]) + plain[30:], "CRC"),
+        "short data": (_png(struct.pack(">IIBBBBB", 2, 4, 8, 0, 0, 0, 0), rows), "bytes for 2x4"),
+    }
+    for name, (data, match) in cases.items():
+        (tmp_path / f"{name}.png").write_bytes(data)
+        with pytest.raises(ValueError, match=match):
+            read_png(tmp_path / f"{name}.png")
+    (tmp_path / "plain.png").write_bytes(plain + b"junk after IEND")
+    assert read_png(tmp_path / "plain.png").flatten().tolist() == [10, 30, 20, 40]

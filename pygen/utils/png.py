@@ -48,17 +48,31 @@ def read_png(path: str | Path) -> Tensor:
     if data[:8] != b"\x89PNG\r\n\x1a\n":
         raise ValueError(f"{path}: not a PNG file")
     pos, chunks = 8, {}
-    while pos < len(data):
+    while b"IEND" not in chunks:
+        if pos + 12 > len(data):
+            raise ValueError(f"{path}: truncated (no IEND chunk)")
         (length,) = struct.unpack(">I", data[pos : pos + 4])
         kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length].rjust(4, b"\0"))
+        if len(body) != length or zlib.crc32(kind + body) & 0xFFFFFFFF != crc:
+            raise ValueError(f"{path}: corrupt {kind!r} chunk (length or CRC)")
         chunks[kind] = chunks.get(kind, b"") + body
         pos += 12 + length
-    width, height, depth, colour = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
-    if depth != 8 or colour not in (0, 2):
-        raise ValueError(f"{path}: only 8-bit grey or RGB PNGs are read")
+    if len(chunks.get(b"IHDR", b"")) != 13 or b"IDAT" not in chunks:
+        raise ValueError(f"{path}: no IHDR or IDAT chunk")
+    width, height, depth, colour, compression, filtering, interlace = struct.unpack(
+        ">IIBBBBB", chunks[b"IHDR"]
+    )
+    if depth != 8 or colour not in (0, 2) or (compression, filtering, interlace) != (0, 0, 0):
+        raise ValueError(f"{path}: only 8-bit grey or RGB PNGs, not interlaced, are read")
     channels = 1 if colour == 0 else 3
-    raw = torch.frombuffer(bytearray(zlib.decompress(chunks[b"IDAT"])), dtype=torch.uint8)
-    rows = raw.view(height, 1 + width * channels)
+    try:
+        raw = zlib.decompress(chunks[b"IDAT"])
+    except zlib.error as err:
+        raise ValueError(f"{path}: corrupt image data ({err})") from err
+    if len(raw) != height * (1 + width * channels):
+        raise ValueError(f"{path}: image data of {len(raw)} bytes for {width}x{height}")
+    rows = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(height, 1 + width * channels)
     if rows[:, 0].any():
         raise ValueError(f"{path}: filtered scanlines are not supported")
     return rows[:, 1:].reshape(height, width, channels).permute(2, 0, 1).contiguous()
@@ -91,8 +105,12 @@ def save_image_grid(
     ``C`` is 1 (grey) or 3 (RGB); ``scale`` enlarges every pixel to a ``scale x scale`` block
     (nearest neighbour), which makes tiny images such as 8x8 digits viewable.
     """
-    if images.dim() != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"images must have shape (N, 1 or 3, H, W), got {tuple(images.shape)}")
+    if images.dim() != 4 or images.shape[1] not in (1, 3) or not len(images):
+        raise ValueError(
+            f"images must have shape (N >= 1, 1 or 3, H, W), got {tuple(images.shape)}"
+        )
+    if images.is_floating_point() and torch.isnan(images).any():
+        raise ValueError("images hold NaN, which no pixel value stands for")
     if scale < 1:
         raise ValueError(f"scale must be >= 1, got {scale}")
     grid = image_grid(images.detach(), nrow, padding)
