@@ -348,7 +348,9 @@ def test_cached_and_naive_internal_noise_follow_the_generator():
 )
 def test_fused_threads_change_nothing(channels, hidden, threads, batch, dtype):
     # The CPU kernel splits the batch over groups of threads and, with fewer samples than
-    # threads, each sample's products over a team: every split gives the same images.
+    # threads, each sample's products over a team: every split gives the same images (the logits
+    # within an ulp: a group's size picks its products' summation order, so a uniform within an
+    # ulp of a level's boundary could flip; these noises have none).
     torch.manual_seed(0)
     model = (
         PixelCNN(

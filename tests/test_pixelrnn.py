@@ -330,6 +330,8 @@ def dims_of(model: PixelRNN, batch: int) -> dict:
 def test_fused_threads_and_groups_change_nothing(kind, threads, batch, dtype):
     # The kernel splits the batch into groups of up to 8 samples, one thread each: groups of 1-8
     # (a product's rows tiled by 4, 2 and 1), a last group cut short, several groups per thread.
+    # The tiles sum in different orders (logits within an ulp): the same images here, though a
+    # uniform within an ulp of a level's boundary could flip.
     model = tiny_model(kind, channels=3, size=(4, 5), levels=9).to(dtype)
     noise = torch.rand(batch, 3, 4, 5, dtype=dtype)
     alone = [model.sample(1, noise=noise[b : b + 1], return_logits=True) for b in range(batch)]
