@@ -374,6 +374,8 @@ def test_mode_coverage_and_nearest_neighbours(tmp_path):
     assert collapsed.modes_hit == 3
     centre = mode_coverage(torch.zeros(10, 2), modes, std=0.02)
     assert centre.modes_hit == 0 and centre.high_quality == 0.0 and not centre.counts.any()
+    with pytest.raises(ValueError, match="needs samples and modes"):
+        mode_coverage(torch.zeros(0, 2), modes, std=0.02)
 
     train = torch.randn(50, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     heldout = torch.randn(20, 1, 8, 8, generator=torch.Generator().manual_seed(2))

@@ -139,6 +139,11 @@ def trained(request):
     return model, x_test, before, bound
 
 
+def test_from_levels_needs_two_levels():
+    with pytest.raises(ValueError, match="n_levels must be >= 2"):
+        GaussianLikelihood().from_levels(torch.zeros(2, 3, dtype=torch.long), 1)
+
+
 def test_training_lowers_negative_elbo(trained):
     model, x_test, before, bound = trained
     with torch.no_grad():

@@ -28,6 +28,8 @@ def mode_coverage(
             f"samples (N, D) and modes (K, D) needed, got {tuple(samples.shape)} and "
             f"{tuple(modes.shape)}"
         )
+    if not len(samples) or not len(modes):
+        raise ValueError(f"needs samples and modes, got {len(samples)} and {len(modes)}")
     dist, nearest = torch.cdist(samples.float(), modes.float().to(samples.device)).min(dim=1)
     close = dist <= n_std * std
     counts = torch.bincount(nearest[close].cpu(), minlength=len(modes))

@@ -34,6 +34,8 @@ class Likelihood(nn.Module):
 
     def from_levels(self, levels: Tensor, n_levels: int) -> Tensor:
         """Integer images with values ``0 .. n_levels - 1`` as data of this likelihood."""
+        if n_levels < 2:
+            raise ValueError(f"n_levels must be >= 2, got {n_levels}")
         return levels.float() / (n_levels - 1)
 
     def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
