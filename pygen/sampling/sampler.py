@@ -87,15 +87,10 @@ def sampler_noise(
     ``noise`` checked and cast, fresh ``torch.rand`` ones for the PyTorch samplers, or None for
     the fused kernel, which draws its own from ``generator``. Checks ``given`` for the PyTorch
     samplers too (the fused operators check theirs in C++)."""
-    kinds = {
-        "noise": (noise, Tensor),
-        "given": (given, Tensor),
-        "generator": (generator, torch.Generator),
-    }
-    for name, (
-        value,
-        kind,
-    ) in kinds.items():  # a numpy array, say: one clear error for every method
+    # A numpy array or a list, say: one clear error for every method.
+    kinds = {"noise": (noise, Tensor), "given": (given, Tensor)}
+    kinds["generator"] = (generator, torch.Generator)
+    for name, (value, kind) in kinds.items():
         if value is not None and not isinstance(value, kind):
             raise TypeError(f"{name} must be a {kind.__name__} or None, got {type(value).__name__}")
     if method == "fused" and noise is None:
