@@ -555,3 +555,18 @@ def test_gan_trainer_state_resumes_bit_for_bit():
         assert all(torch.equal(a, b[name]) for name, a in module_a.state_dict().items())
     with pytest.raises(ValueError, match="GANTrainer state lacks ema"):
         resumed.load_state_dict({k: v for k, v in state.items() if k != "ema"})
+
+
+def test_ema_copies_integer_buffers_and_averages_the_rest():
+    # BatchNorm's num_batches_tracked is a count (momentum=None averages by it): the EMA copies
+    # it; running statistics and weights move toward G's by the decay.
+    torch.manual_seed(0)
+    gan = DCGAN(image_size=8, channels=1, latent_dim=4, width=8)
+    trainer = GANTrainer(gan.generator, gan.discriminator, "non_saturating", ema_decay=0.5)
+    trainer.fit(torch.rand(16, 1, 8, 8) * 2 - 1, steps=3, batch_size=8)
+    averaged = dict(trainer.ema.module.named_buffers())
+    counts = {n: b for n, b in gan.generator.named_buffers() if not b.is_floating_point()}
+    assert counts and all(torch.equal(averaged[n], b) for n, b in counts.items())
+    assert all(b.item() > 0 for b in counts.values())
+    means = [n for n, b in gan.generator.named_buffers() if n.endswith("running_mean")]
+    assert not torch.equal(averaged[means[0]], dict(gan.generator.named_buffers())[means[0]])

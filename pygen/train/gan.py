@@ -21,6 +21,22 @@ from pygen.utils.png import save_image_grid
 from pygen.utils.state import Resumable
 
 
+def _ema_update(decay: float):
+    """AveragedModel's update for an EMA of weights and buffers: floating tensors move toward
+    the model's, integer buffers (BatchNorm's ``num_batches_tracked``, which momentum=None
+    averages by) are copied: an average of a count is not a count."""
+    lerp = get_ema_multi_avg_fn(decay)
+
+    def update(averaged: list[Tensor], current: list[Tensor], n_averaged: Tensor) -> None:
+        # AveragedModel groups its tensors by dtype: a list is all floating or all integer.
+        if averaged[0].is_floating_point():
+            lerp(averaged, current, n_averaged)
+        else:
+            torch._foreach_copy_(averaged, current)
+
+    return update
+
+
 class GANTrainer(Resumable):
     """Trains ``generator`` against ``discriminator`` with one of ``pygen.losses``.
 
@@ -40,8 +56,8 @@ class GANTrainer(Resumable):
         betas: Adam betas (DCGAN's (0.5, 0.999); WGAN-GP uses (0.0, 0.9)).
         r1_gamma: weight of the R1 penalty on real data (0: off).
         spectral_norm: spectral-normalize every conv/linear layer of D (in place).
-        ema_decay: keep an exponential moving average of G's weights (and buffers) with this
-            decay and sample from it; None: sample from G itself.
+        ema_decay: keep an exponential moving average of G's weights and floating buffers with
+            this decay (integer buffers are copied) and sample from it; None: sample from G.
         amp: autocast D and G (bfloat16 where supported, else float16 with loss scaling). None:
             on for CUDA; mixed precision needs CUDA.
         n_fixed: size of the fixed-z batch behind ``save_samples`` (its labels cycle classes).
@@ -117,7 +133,7 @@ class GANTrainer(Resumable):
         self.ema = None
         if ema_decay is not None:
             self.ema = AveragedModel(
-                generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True
+                generator, multi_avg_fn=_ema_update(ema_decay), use_buffers=True
             )
         gen = torch.Generator().manual_seed(seed)
         self.fixed_z = torch.randn(n_fixed, generator.latent_dim, generator=gen).to(self.device)
