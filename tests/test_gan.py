@@ -354,6 +354,15 @@ def test_lerp_slerp_and_vector_arithmetic(tmp_path):
     assert read_png(png).shape == (1, 3 * 9 + 1, 5 * 9 + 1)  # 8x8 cells, 1-pixel gaps
     png = arithmetic_grid(g, a, b, c, tmp_path / "arith.png")
     assert read_png(png).shape == (1, 4 * 9 + 1, 4 * 9 + 1)
+    # A conditional generator: one class per row, each cell drawn in its row's class.
+    conditional = DCGAN(image_size=8, channels=1, latent_dim=16, width=8, num_classes=3)
+    g = conditional.generator.eval()
+    labels = torch.tensor([0, 1, 2, 1])
+    png = arithmetic_grid(g, a, b, c, tmp_path / "arith.png", labels=labels)
+    cells = read_png(png)[0, 1 + 9 : 9 + 9, 1 : 1 + 8].float() / 255  # row b, first cell
+    torch.testing.assert_close(cells, (g(b[:1], labels[1:2])[0, 0] + 1) / 2, atol=1 / 255, rtol=0)
+    with pytest.raises(ValueError, match="one class per row"):
+        arithmetic_grid(g, a, b, c, tmp_path / "arith.png", labels=labels[:3])
     with pytest.raises(ValueError, match="method"):
         interpolate(z0, z1, 4, method="cubic")
 

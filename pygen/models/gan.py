@@ -381,16 +381,21 @@ def arithmetic_grid(
     path,
     noise_std: float = 0.25,
     generator_rng: torch.Generator | None = None,
+    labels: Tensor | None = None,
 ) -> Path:
     """PNG of latent vector arithmetic: rows show G(a_i) then G(mean a), the same for b and c,
     then G(y) for ``y = mean(a) - mean(b) + mean(c)`` followed by G at y plus N(0, noise_std^2)
-    jitters (as in the DCGAN paper's figure). ``a``, ``b``, ``c``: ``(k, D)`` each."""
+    jitters (as in the DCGAN paper's figure). ``a``, ``b``, ``c``: ``(k, D)`` each. ``labels``
+    (a conditional generator's): the class of each of the four rows, shape ``(4,)``."""
     if not a.shape == b.shape == c.shape:
         raise ValueError(f"a, b, c must have one shape, got {a.shape}, {b.shape}, {c.shape}")
+    if labels is not None and labels.shape != (4,):
+        raise ValueError(f"labels: one class per row, shape (4,), got {tuple(labels.shape)}")
     y = latent_arithmetic(a, b, c)
     k = len(a)
     jitter = noise_std * torch.randn(k, y.shape[-1], generator=generator_rng).to(y)
     rows = [torch.cat([g, g.mean(0, keepdim=True)]) for g in (a, b, c)]
     rows.append(torch.cat([y[None], y + jitter]))
-    images = generator(torch.cat(rows))
+    cell_labels = None if labels is None else labels.repeat_interleave(k + 1)
+    images = generator(torch.cat(rows), cell_labels)
     return save_image_grid(_to_unit(images), path, nrow=k + 1)
