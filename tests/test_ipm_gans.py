@@ -295,7 +295,7 @@ def test_translation_models_shapes_patchgan_sizes_and_image_pool():
 def test_translation_losses_weigh_their_terms_as_the_papers():
     """CycleGAN: each generator's squared error (weight 1) beside the cycle's 10 (LSGAN's own
     generator loss halves it); pix2pix: D's loss halved, dropout in the generator's inner up
-    layers (training only: translate is deterministic)."""
+    layers (translate is deterministic unless asked for the paper's stochastic test mode)."""
     torch.manual_seed(0)
     cycle = CycleGAN(channels=1, image_size=8, width=4, n_blocks=1, n_down=1, d_width=4)
     cycle.identity_weight = 0.0
@@ -312,6 +312,17 @@ def test_translation_losses_weigh_their_terms_as_the_papers():
     pix.train()
     assert not torch.equal(pix.generator(x), pix.generator(x))  # the noise
     assert torch.equal(pix.translate(x), pix.translate(x))
+    # The paper's test mode: dropout and the batch's own statistics, running ones untouched.
+    buffers = [b.clone() for b in pix.generator.buffers()]
+    pix.eval()
+    torch.manual_seed(1)
+    drawn = pix.translate(x, stochastic=True)
+    assert not torch.equal(drawn, pix.translate(x, stochastic=True))
+    assert all(torch.equal(b, s) for b, s in zip(pix.generator.buffers(), buffers, strict=True))
+    assert not pix.generator.training
+    pix.train()
+    torch.manual_seed(1)
+    torch.testing.assert_close(pix.generator(x), drawn)
     assert not [
         m for m in Pix2Pix(1, 1, 16, 4, 4, dropout=0.0).modules() if isinstance(m, torch.nn.Dropout)
     ]

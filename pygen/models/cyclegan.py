@@ -328,8 +328,8 @@ class Pix2Pix(nn.Module):
     """Paired translation A -> B: a U-Net generator and a PatchGAN on the concatenated pair
     (input, output); G minimizes the non-saturating GAN loss plus ``l1_weight`` (100 in the
     paper) times the L1 distance to the paired target, D half its GAN loss. The generator's
-    ``dropout`` is its noise in training; ``translate`` runs it in eval mode (deterministic, batch
-    norm's running statistics), where the paper keeps dropout and batch statistics at test time.
+    ``dropout`` is its noise: ``translate`` runs G in eval mode by default (deterministic, batch
+    norm's running statistics) or, with ``stochastic=True``, as the paper does at test time.
     """
 
     def __init__(
@@ -354,14 +354,20 @@ class Pix2Pix(nn.Module):
         self.gan_loss = NonSaturatingLoss()
 
     @torch.no_grad()
-    def translate(self, a: Tensor) -> Tensor:
-        """A -> B (eval mode: batch norm uses running statistics)."""
-        was_training = self.generator.training
-        self.generator.eval()
+    def translate(self, a: Tensor, stochastic: bool = False) -> Tensor:
+        """A -> B. Default: eval mode (no dropout, batch norm's running statistics).
+        ``stochastic=True``: as in the paper's tests, dropout on and batch norm over the batch's
+        own statistics, so that repeated calls draw different outputs; the running statistics
+        are left as they were."""
+        generator, was_training = self.generator, self.generator.training
+        running = [(b, b.clone()) for b in generator.buffers()] if stochastic else []
+        generator.train(stochastic)
         try:
-            return self.generator(a)
+            return generator(a)
         finally:
-            self.generator.train(was_training)
+            generator.train(was_training)
+            for buffer, saved in running:
+                buffer.copy_(saved)
 
     def fit(
         self,
