@@ -131,8 +131,8 @@ template <typename acc_t, typename Body>
 PYGEN_INLINE acc_t summed_by_chunks(int32_t n, Body&& body) {
   acc_t sum = 0;
   acc_t s_of[kSumChunk];
-  for (int32_t begin = 0; begin < n; begin += kSumChunk) {
-    const int32_t end = std::min(n, begin + kSumChunk);
+  for (int32_t begin = 0, end; begin < n; begin = end) {
+    end = begin + std::min(n - begin, kSumChunk);  // begin + kSumChunk could pass INT32_MAX
     body(begin, end, s_of);
 #pragma omp simd reduction(+ : sum)
     for (int32_t k = 0; k < end - begin; ++k) sum += s_of[k];
