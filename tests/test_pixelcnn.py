@@ -348,9 +348,9 @@ def test_cached_and_naive_internal_noise_follow_the_generator():
 )
 def test_fused_threads_change_nothing(channels, hidden, threads, batch, dtype):
     # The CPU kernel splits the batch over groups of threads and, with fewer samples than
-    # threads, each sample's products over a team: every split gives the same images (the logits
-    # within an ulp: a group's size picks its products' summation order, so a uniform within an
-    # ulp of a level's boundary could flip; these noises have none).
+    # threads, each sample's products over a team: every split, and a sample drawn alone, give
+    # the same logits bit for bit (every product sums in one order, whatever its tile), hence
+    # the same images.
     torch.manual_seed(0)
     model = (
         PixelCNN(
@@ -368,13 +368,18 @@ def test_fused_threads_change_nothing(channels, hidden, threads, batch, dtype):
     y = torch.arange(batch) % 2
     noise = torch.rand(batch, channels, 5, 6, dtype=dtype)
     one = model.sample(batch, y=y, noise=noise, return_logits=True)
+    alone = [
+        model.sample(1, y=y[b : b + 1], noise=noise[b : b + 1], return_logits=True)
+        for b in range(batch)
+    ]
     torch.set_num_threads(threads)
     try:
         split = model.sample(batch, y=y, noise=noise, return_logits=True)
     finally:
         torch.set_num_threads(1)
-    assert torch.equal(one[0], split[0])
-    torch.testing.assert_close(split[1], one[1], **LOGIT_TOL)
+    for images, logits in [one, [torch.cat(drawn) for drawn in zip(*alone, strict=True)]]:
+        assert torch.equal(split[0], images)
+        assert torch.equal(split[1], logits)
     with torch.no_grad():
         torch.testing.assert_close(split[1], model(split[0], y), **LOGIT_TOL)
 

@@ -48,83 +48,92 @@ int64_t matmul_tile_width() {
 
 namespace detail {
 
-// y[r, :2 vectors] += x[r, :k] @ w[:k, :2 vectors] for R rows (row strides ldx, ldw, ldy). Each
-// weight row is loaded once for the R rows, into R x 2 accumulators; with few rows, S partial sums
-// over interleaved q keep R * 2 * S >= 8 independent FMA chains in flight (two FMA units with a
-// latency of four cycles), which a single row's two chains would leave mostly idle.
-template <typename T, int64_t kBytes, int64_t R, int64_t S>
+// Every sum y[r, o] + x[r, :k] @ w[:k, o] runs in one order, whatever the tile, the vector width or
+// the number of rows: two partial sums, one over the even q starting from y, one over the odd q
+// starting from 0, added at the end. A row's results then do not depend on how a caller splits rows
+// and columns over threads (its samplers draw the same images at every thread count), nor on
+// whether the CPU runs the AVX-512 or the AVX2 code (both contract to FMA).
+constexpr int64_t kSums = 2;
+
+// y[r, :W vectors] += x[r, :k] @ w[:k, :W vectors] for R rows (row strides ldx, ldw, ldy). Each
+// weight row is loaded once for the R rows; R x W x kSums >= 8 independent FMA chains keep two FMA
+// units with a latency of four cycles busy.
+template <typename T, int64_t kBytes, int64_t R, int64_t W>
 inline __attribute__((always_inline)) void matmul_tile(const T* x, int64_t ldx, const T* w,
                                                        int64_t ldw, int64_t k, T* y, int64_t ldy) {
   using V = Vec<T, kBytes>;
   constexpr int64_t L = kLanes<T, kBytes>;
-  V acc[S][R][2] = {};
+  V acc[kSums][R][W] = {};
 #pragma GCC unroll 4
   for (int64_t r = 0; r < R; ++r) {
-    acc[0][r][0] = load<T, kBytes>(y + r * ldy);
-    acc[0][r][1] = load<T, kBytes>(y + r * ldy + L);
-  }
-  int64_t q = 0;
-  for (; q + S <= k; q += S) {
 #pragma GCC unroll 4
-    for (int64_t s = 0; s < S; ++s) {
-      const V w0 = load<T, kBytes>(w + (q + s) * ldw), w1 = load<T, kBytes>(w + (q + s) * ldw + L);
-#pragma GCC unroll 4
-      for (int64_t r = 0; r < R; ++r) {
-        const T xv = x[r * ldx + q + s];
-        acc[s][r][0] += xv * w0;
-        acc[s][r][1] += xv * w1;
-      }
-    }
+    for (int64_t v = 0; v < W; ++v) acc[0][r][v] = load<T, kBytes>(y + r * ldy + v * L);
   }
-  for (; q < k; ++q) {
-    const V w0 = load<T, kBytes>(w + q * ldw), w1 = load<T, kBytes>(w + q * ldw + L);
+  const auto step = [&](int64_t s, int64_t q) __attribute__((always_inline)) {
+    V wq[W];
+#pragma GCC unroll 4
+    for (int64_t v = 0; v < W; ++v) wq[v] = load<T, kBytes>(w + q * ldw + v * L);
 #pragma GCC unroll 4
     for (int64_t r = 0; r < R; ++r) {
-      acc[0][r][0] += x[r * ldx + q] * w0;
-      acc[0][r][1] += x[r * ldx + q] * w1;
+      const T xv = x[r * ldx + q];
+#pragma GCC unroll 4
+      for (int64_t v = 0; v < W; ++v) acc[s][r][v] += xv * wq[v];
     }
+  };
+  int64_t q = 0;
+  for (; q + kSums <= k; q += kSums) {
+    step(0, q);
+    step(1, q + 1);
   }
+  if (q < k) step(0, q);  // q even: the first sum's
 #pragma GCC unroll 4
   for (int64_t r = 0; r < R; ++r) {
 #pragma GCC unroll 4
-    for (int64_t s = 1; s < S; ++s) {
-      acc[0][r][0] += acc[s][r][0];
-      acc[0][r][1] += acc[s][r][1];
-    }
-    store(y + r * ldy, acc[0][r][0]);
-    store(y + r * ldy + L, acc[0][r][1]);
+    for (int64_t v = 0; v < W; ++v) store(y + r * ldy + v * L, acc[0][r][v] + acc[1][r][v]);
   }
 }
 
-// y[r, :n] += x[r, :k] @ w[:k, :n] for r < rows: tiles of two vectors of outputs, by 4 rows (then
-// 2, then 1); the last n % (2 vectors) outputs in tiles of half the width, down to 16-byte vectors
-// (a width of 2h = 264 leaves 8), then one by one.
+// y[r, :n] += x[r, :k] @ w[:k, :n] for r < rows. The columns in whole tiles of two vectors: by 4
+// rows where 32 registers hold the 16 sums (AVX-512), else by 3 (12 sums in 16 registers), then by
+// 2, and a last row left alone in tiles of four vectors; the last n % (2 vectors) columns in
+// vectors of half the width, down to 16 bytes (a width of 2h = 264 leaves 8), then one by one,
+// each summed as the tiles are (kSums).
 template <typename T, int64_t kBytes>
 inline __attribute__((always_inline)) void matmul_acc(const T* x, int64_t ldx, const T* w,
                                                       int64_t ldw, int64_t k, int64_t n, T* y,
                                                       int64_t ldy, int64_t rows) {
-  constexpr int64_t kWidth = 2 * kLanes<T, kBytes>;
-  int64_t o = 0;
-  for (; o + kWidth <= n; o += kWidth) {
-    const T* wo = w + o;
+  constexpr int64_t L = kLanes<T, kBytes>;
+  constexpr int64_t kRows = kBytes == 64 ? 4 : 3;
+  const int64_t tiled = n - n % (2 * L);
+  // Rows [0, multi) in tiles of kRows, then of 2; a row left over goes alone.
+  const int64_t in_tiles = rows - rows % kRows, multi = in_tiles + (rows - in_tiles) / 2 * 2;
+  for (int64_t o = 0; o < tiled; o += 2 * L) {
     int64_t r = 0;
-    for (; r + 4 <= rows; r += 4) {
-      matmul_tile<T, kBytes, 4, 1>(x + r * ldx, ldx, wo, ldw, k, y + r * ldy + o, ldy);
+    for (; r < in_tiles; r += kRows) {
+      matmul_tile<T, kBytes, kRows, 2>(x + r * ldx, ldx, w + o, ldw, k, y + r * ldy + o, ldy);
     }
-    for (; r + 2 <= rows; r += 2) {
-      matmul_tile<T, kBytes, 2, 2>(x + r * ldx, ldx, wo, ldw, k, y + r * ldy + o, ldy);
-    }
-    for (; r < rows; ++r) {
-      matmul_tile<T, kBytes, 1, 4>(x + r * ldx, ldx, wo, ldw, k, y + r * ldy + o, ldy);
+    for (; r < multi; r += 2) {
+      matmul_tile<T, kBytes, 2, 2>(x + r * ldx, ldx, w + o, ldw, k, y + r * ldy + o, ldy);
     }
   }
+  if (multi < rows) {
+    const T* xr = x + multi * ldx;
+    T* yr = y + multi * ldy;
+    int64_t o = 0;
+    for (; o + 4 * L <= tiled; o += 4 * L) {
+      matmul_tile<T, kBytes, 1, 4>(xr, ldx, w + o, ldw, k, yr + o, ldy);
+    }
+    if (o < tiled) matmul_tile<T, kBytes, 1, 2>(xr, ldx, w + o, ldw, k, yr + o, ldy);
+  }
+  if (tiled == n) return;
   if constexpr (kBytes > 16) {
-    if (o < n) matmul_acc<T, kBytes / 2>(x, ldx, w + o, ldw, k, n - o, y + o, ldy, rows);
+    matmul_acc<T, kBytes / 2>(x, ldx, w + tiled, ldw, k, n - tiled, y + tiled, ldy, rows);
   } else {
     for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t q = 0; q < k; ++q) {
-        const T xv = x[r * ldx + q];
-        for (int64_t t = o; t < n; ++t) y[r * ldy + t] += xv * w[q * ldw + t];
+      for (int64_t t = tiled; t < n; ++t) {
+        T sums[kSums] = {y[r * ldy + t], T(0)};
+        for (int64_t q = 0; q < k; ++q) sums[q % kSums] += x[r * ldx + q] * w[q * ldw + t];
+        y[r * ldy + t] = sums[0] + sums[1];
       }
     }
   }

@@ -19,7 +19,7 @@
 namespace pygen::pixelrnn {
 namespace {
 
-constexpr int64_t kGroup = 8;  // samples per group at most (matmul_acc tiles rows by 4)
+constexpr int64_t kGroup = 8;  // samples per group at most (matmul_acc tiles rows by 4 or 3)
 
 // Raw views of one direction's weights: (in, out) matrices, 4h gate columns.
 template <typename T>
