@@ -179,6 +179,25 @@ def test_a_replaced_or_edited_mask_is_read_again():
     for a, b in zip(layer(x), twin(x), strict=True):
         torch.testing.assert_close(a, b)
     assert layer.mask_kind == MaskKind.CHANNEL_FIRST
+    for module in (layer, twin):  # a new storage assigned through .data
+        module.mask.data = checkerboard_mask((4, 6, 6), 1)
+    for a, b in zip(layer(x), twin(x), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_couplings_built_or_moved_in_inference_mode_run():
+    # Inference tensors have no version counter: their mask is read on every call.
+    torch.manual_seed(0)
+    x = inputs((4, 6, 6))
+    with torch.inference_mode():
+        built = AffineCoupling((4, 6, 6), "checkerboard", 0, hidden=8, n_blocks=1)
+        torch.testing.assert_close(built(x)[0][:, 0, 0, 0], x[:, 0, 0, 0])  # checkerboard's
+        built.mask.copy_(channel_mask((4, 6, 6), 0))
+        torch.testing.assert_close(built(x)[0][:, 2:], x[:, 2:])  # the new mask's kept half
+    layer = AffineCoupling((4, 6, 6), "checkerboard", 0, hidden=8, n_blocks=1)
+    with torch.inference_mode():
+        layer = layer.to(torch.float64)
+        torch.testing.assert_close(layer.inverse(layer(x.double())[0])[0], x.double())
 
 
 def test_actnorm_initializes_from_the_first_batch_and_keeps_it():

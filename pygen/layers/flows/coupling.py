@@ -79,20 +79,29 @@ class _Coupling(nn.Module):
             )
         return out.chunk(self.n_outputs, dim=1)
 
+    def _mask_state(self) -> tuple[Tensor, int, int | None]:
+        """The mask, its storage and its version: None for an inference tensor, which has no
+        version counter."""
+        mask = self.mask
+        return mask, mask.data_ptr(), None if mask.is_inference() else mask._version
+
     def _detect_mask_kind(self) -> None:
         self.mask_kind = ops.detect_mask_kind(self.mask, (1, *self.shape))
-        self._mask_detected = (self.mask, self.mask._version)
+        self._mask_detected = self._mask_state()
 
     def _mask_kind(self) -> ops.MaskKind:
         """The kernels compute a pattern from its kind, not from the buffer: a mask replaced
-        (``torch.func.functional_call``) or changed in place since its kind was detected is
-        detected again. A compiled call cannot read a tensor's version and uses the kind of the
-        last eager call or ``load_state_dict``; under ``torch.func`` transforms the ops run their
-        twins, which read the mask."""
+        (``torch.func.functional_call``, ``mask.data = ...``) or changed in place since its kind
+        was detected is detected again, and an inference tensor's (no version counter) on every
+        call. A write through ``mask.data``, which PyTorch does not count, is not seen: replace
+        the buffer or write to it in place instead. A compiled call cannot read a tensor's version
+        and uses the kind of the last eager call or ``load_state_dict``; under ``torch.func``
+        transforms the ops run their twins, which read the mask."""
         if torch.compiler.is_compiling() or ops.under_torch_func():
             return self.mask_kind
-        mask, version = self._mask_detected
-        if self.mask is not mask or self.mask._version != version:
+        mask, pointer, version = self._mask_detected
+        now = self._mask_state()
+        if now[0] is not mask or now[1] != pointer or now[2] is None or now[2] != version:
             self._detect_mask_kind()
         return self.mask_kind
 
