@@ -145,6 +145,19 @@ def test_gradgradcheck_float64(device, scale_fn, reverse):
     assert torch.autograd.gradgradcheck(fn, inputs)
 
 
+def test_a_mask_that_requires_grad_gets_none_at_any_order(device):
+    # "The mask receives no gradient": not at first order, nor through a gradient penalty.
+    shape = (2, 6)
+    x, log_scale, shift = (t.requires_grad_() for t in make_inputs(shape, torch.float64, device))
+    mask = make_mask("checkerboard1", shape, device).to(torch.float64).requires_grad_()
+    y, logdet = affine_coupling(x, log_scale, shift, mask, scale_fn="tanh")
+    assert torch.autograd.grad(y.sum(), mask, allow_unused=True, retain_graph=True)[0] is None
+    loss = y.square().sum() + logdet.sum()
+    grad_x, grad_log_scale = torch.autograd.grad(loss, (x, log_scale), create_graph=True)
+    penalty = grad_x.square().sum() + grad_log_scale.square().sum()
+    assert torch.autograd.grad(penalty, mask, allow_unused=True)[0] is None
+
+
 @pytest.mark.parametrize("scale_fn", ["tanh", "additive"])
 def test_derivatives_to_third_order_match_the_twin(device, scale_fn):
     """A coupling layer's arguments derive from its input (log_scale and shift from the masked

@@ -81,11 +81,14 @@ def _gradient_of(arg, by_id: dict[int, Tensor]):
     return by_id.get(id(arg)) if isinstance(arg, Tensor) else None
 
 
-def register_twin_backward(op: str, twin: Callable[..., Sequence]) -> None:
+def register_twin_backward(
+    op: str, twin: Callable[..., Sequence], constants: Sequence[int] = ()
+) -> None:
     """Registers the autograd of backward op ``op`` (``"pygen::..."``): ``twin`` takes the op's
     arguments (its floating-point tensors as nodes of their own) and returns its outputs (tensors
     or tensor lists) computed by differentiable PyTorch operators; the op's gradient is that of
-    ``twin``."""
+    ``twin``. The arguments at positions ``constants`` get none, as in the first derivative (a
+    mask): ``twin`` sees them detached."""
 
     def setup_context(ctx, inputs, output) -> None:
         # The tensors as saved tensors (checked for in-place changes, seen by saved-tensor
@@ -98,6 +101,7 @@ def register_twin_backward(op: str, twin: Callable[..., Sequence]) -> None:
         with torch.enable_grad():
             saved = iter(ctx.saved_tensors)
             args = _map(ctx.template, lambda v: _own(next(saved)) if v is _SAVED else v)
+            args = [a.detach() if i in constants else a for i, a in enumerate(args)]
             wrt = [v for v in _flat(args) if isinstance(v, Tensor) and v.requires_grad]
             grads = vjp(_flat(twin(*args)), wrt, _flat(cotangents), create_graph=higher)
         by_id = {id(v): g for v, g in zip(wrt, grads, strict=True)}

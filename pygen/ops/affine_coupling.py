@@ -134,7 +134,8 @@ def _twin_backward(
     return vjp(outputs, (x, log_scale, shift), (grad_y, grad_logdet))
 
 
-register_twin_backward("pygen::affine_coupling_backward", _twin_backward)
+# The mask (argument 5) gets no gradient, as in the first derivative.
+register_twin_backward("pygen::affine_coupling_backward", _twin_backward, constants=(5,))
 
 
 def _kind(mask: Tensor, x: Tensor, mask_kind: MaskKind | int | None) -> int:
