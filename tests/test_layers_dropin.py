@@ -10,6 +10,7 @@ from torch._dynamo.utils import counters
 
 from pygen import ops
 from pygen.layers import (
+    MADE,
     ActNorm,
     AdditiveCoupling,
     AffineCoupling,
@@ -25,6 +26,7 @@ from pygen.layers import (
     Permutation,
     Squeeze,
 )
+from pygen.models import MAF
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -275,3 +277,48 @@ def test_made_builds_on_the_meta_device():
     built = MAFLayer(5, hidden=8, order="random", seed=1)
     assert layer.made.order.is_meta and layer.made.order_list == built.made.order.tolist()
     assert layer.made.bounds == built.made.bounds
+    with torch.device("meta"):  # layers with a permutation between them
+        model = MAF(5, n_layers=3, hidden=8)
+    assert all(t.is_meta for t in [*model.parameters(), *model.buffers()])
+    assert [type(m) for m in model.modules()] == [type(m) for m in MAF(5, 3, 8).modules()]
+
+
+def _made_solve(target):
+    made = MADE(4, 6, 1, order="random", seed=2).double()
+    weights, biases, units, bounds = made.solve_weights(target)
+    mask = torch.zeros(4, dtype=target.dtype)
+    return ops.made_affine_solve(target, weights, biases, units, bounds, made.order_list, mask)
+
+
+FORWARD_AD_CASES = {
+    "affine_coupling": (
+        lambda x, s: ops.affine_coupling(
+            x, s, x.flip(1), ops.checkerboard_mask((4,)), scale_fn="tanh"
+        ),
+        lambda: ((3, 4), (3, 4)),
+    ),
+    "made_affine_solve": (_made_solve, lambda: ((3, 4),)),
+    "reparameterize_kl": (
+        lambda mu, logvar: ops.reparameterize_kl(mu, logvar, torch.ones(3, 4, dtype=mu.dtype)),
+        lambda: ((3, 4), (3, 4)),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORWARD_AD_CASES))
+def test_ops_run_their_twin_under_forward_mode_ad(name):
+    # The C++ autograd functions have no forward-mode derivative: under forward_ad the ops run
+    # their twins, whose tangents equal the directional derivatives of the kernels' backward.
+    fn, shapes = FORWARD_AD_CASES[name]
+    gen = torch.Generator().manual_seed(0)
+    primals = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes()]
+    tangents = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes()]
+    with torch.autograd.forward_ad.dual_level():
+        duals = [
+            torch.autograd.forward_ad.make_dual(p, t)
+            for p, t in zip(primals, tangents, strict=True)
+        ]
+        outputs = [torch.autograd.forward_ad.unpack_dual(o) for o in fn(*duals)]
+    _, expected = torch.autograd.functional.jvp(fn, tuple(primals), tuple(tangents))
+    for (_, tangent), reference in zip(outputs, expected, strict=True):
+        torch.testing.assert_close(tangent, reference)

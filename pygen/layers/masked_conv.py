@@ -54,9 +54,8 @@ class MaskedConv2d(nn.Conv2d):
         bias: add a learnt bias.
         dilation: spacing of the kernel's taps (int or pair); the padding keeps the size.
 
-    Training convolves with ``weight * mask`` (the framework convolution, so gradients of masked
-    entries are zero); without autograd on the weight (eval under no_grad) the masked weight is
-    cached until the weight changes.
+    Every call convolves with ``weight * mask`` (the framework convolution, so gradients of masked
+    entries are zero); inside ``frozen_masked_weights`` (the samplers) the product is taken once.
     """
 
     def __init__(

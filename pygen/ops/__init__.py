@@ -3,7 +3,7 @@
 ``pygen.sampling.sample_pixelrnn_cached``)."""
 
 from pygen.ops import reference
-from pygen.ops._higher_order import under_torch_func
+from pygen.ops._higher_order import runs_twins
 from pygen.ops.affine_coupling import (
     MaskKind,
     additive_coupling,
@@ -29,5 +29,5 @@ __all__ = [
     "pixelrnn_sample",
     "reference",
     "reparameterize_kl",
-    "under_torch_func",
+    "runs_twins",
 ]

@@ -5,7 +5,8 @@ itself being differentiated (``create_graph=True``, a gradient penalty, a Hessia
 then the call goes through the backward op's autograd, registered here, which differentiates a
 recomputation of the same gradients by the op's twin. The kernels keep every first derivative;
 the twin gives the derivatives after it, in the twin's arithmetic. Under ``torch.func``
-transforms, which cannot run the ops' C++ autograd, the ops run their twin throughout.
+transforms and forward-mode AD, which cannot run the ops' C++ autograd, the ops run their twin
+throughout.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ import torch
 from torch import Tensor
 
 
-def under_torch_func() -> bool:
-    """Whether a ``torch.func`` transform (grad, jacrev, vmap, ...) is running, under which the
-    ops run their twin: a C++ autograd function refuses to run there."""
-    return torch._C._are_functorch_transforms_active()
+def runs_twins() -> bool:
+    """Whether the ops run their pure-PyTorch twins instead of the kernels: under a ``torch.func``
+    transform (grad, jacrev, vmap, ...) or forward-mode AD (``torch.autograd.forward_ad``), which
+    the ops' C++ autograd functions cannot serve."""
+    return (
+        torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0
+    )
 
 
 def vjp(

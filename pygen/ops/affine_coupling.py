@@ -16,7 +16,7 @@ from torch import Tensor
 from pygen._extension import _C  # noqa: F401  (registers the pygen:: operators)
 from pygen.ops import reference
 from pygen.ops._fake import check_same_device
-from pygen.ops._higher_order import register_twin_backward, under_torch_func, vjp
+from pygen.ops._higher_order import register_twin_backward, runs_twins, vjp
 
 
 class MaskKind(enum.IntEnum):
@@ -178,10 +178,10 @@ def affine_coupling(
         ``(y, logdet)``: y of x's shape (contiguous) and logdet ``(N,)`` = sum of s over the
         transformed positions (negated for reverse), float32 for 16-bit inputs.
 
-    Under ``torch.func`` transforms (``grad``, ``jacrev``, ``vmap``...) it runs its twin,
-    ``pygen.ops.reference.affine_coupling``.
+    Under ``torch.func`` transforms (``grad``, ``jacrev``, ``vmap``...) and forward-mode AD it
+    runs its twin, ``pygen.ops.reference.affine_coupling``.
     """
-    if under_torch_func():
+    if runs_twins():
         return reference.affine_coupling(
             x, log_scale, shift, mask, scale_fn=scale_fn, clamp=clamp, reverse=reverse
         )
@@ -200,7 +200,7 @@ def additive_coupling(
     """Additive (NICE) coupling ``y = x + (1-mask)*shift`` (``y = x - (1-mask)*shift`` for reverse)
     through the affine coupling kernel without a scale; logdet is zero. Arguments as for
     ``affine_coupling``."""
-    if under_torch_func():
+    if runs_twins():
         return reference.additive_coupling(x, shift, mask, reverse=reverse)
     kind = _kind(mask, x, mask_kind)
     return _forward(x, None, shift, mask, kind, "exp", None, reverse)

@@ -19,7 +19,7 @@ from torch import Tensor
 from pygen._extension import _C  # noqa: F401  (registers the pygen:: operators)
 from pygen.ops import reference
 from pygen.ops._fake import check_same_device, indexed
-from pygen.ops._higher_order import register_twin_backward, under_torch_func, vjp
+from pygen.ops._higher_order import register_twin_backward, runs_twins, vjp
 
 
 @torch.library.register_fake("pygen::_made_affine_solve_fused")
@@ -93,10 +93,10 @@ def made_affine_solve(
     Returns:
         ``(x, params)``: ``(N, D)`` and the MADE's outputs at x, ``(N, 2, D)``.
 
-    Under ``torch.func`` transforms (``grad``, ``jacrev``, ``vmap``...) it runs its twin,
-    ``pygen.ops.reference.made_affine_solve``.
+    Under ``torch.func`` transforms (``grad``, ``jacrev``, ``vmap``...) and forward-mode AD it
+    runs its twin, ``pygen.ops.reference.made_affine_solve``.
     """
-    if under_torch_func():
+    if runs_twins():
         return reference.made_affine_solve(
             target,
             weights,

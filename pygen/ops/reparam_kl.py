@@ -14,7 +14,7 @@ from torch import Tensor
 from pygen._extension import _C  # noqa: F401  (registers the pygen:: operators)
 from pygen.ops import reference
 from pygen.ops._fake import check_same_device
-from pygen.ops._higher_order import register_twin_backward, under_torch_func, vjp
+from pygen.ops._higher_order import register_twin_backward, runs_twins, vjp
 from pygen.ops._random import draw_seed
 
 _forward = torch.ops.pygen.reparameterize_kl
@@ -69,10 +69,11 @@ def reparameterize_kl(
         ``(n_samples, *mu.shape)``) and ``kl = 0.5 * sum(mu^2 + exp(logvar) - 1 - logvar, -1)`` of
         shape ``mu.shape[:-1]``.
 
-    Under ``torch.func`` transforms (``grad``, ``jacrev``, ``vmap``...) it runs its twin,
-    ``pygen.ops.reference.reparameterize_kl`` (noise from ``torch.randn`` with ``generator``).
+    Under ``torch.func`` transforms (``grad``, ``jacrev``, ``vmap``...) and forward-mode AD it
+    runs its twin, ``pygen.ops.reference.reparameterize_kl`` (noise from ``torch.randn`` with
+    ``generator``).
     """
-    if under_torch_func():
+    if runs_twins():
         return reference.reparameterize_kl(
             mu, logvar, noise, n_samples=n_samples, generator=generator
         )

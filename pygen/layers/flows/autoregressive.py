@@ -33,10 +33,13 @@ class Permutation(nn.Module):
 
     def __init__(self, perm: Sequence[int]) -> None:
         super().__init__()
-        perm_t = torch.as_tensor(list(perm))
-        size = len(perm_t)
-        if sorted(perm_t.tolist()) != list(range(size)):
-            raise ValueError(f"perm must be a permutation of range({size}), got {list(perm)}")
+        values = [
+            int(i) for i in perm
+        ]  # checked here: a buffer built on the meta device holds none
+        size = len(values)
+        if sorted(values) != list(range(size)):
+            raise ValueError(f"perm must be a permutation of range({size}), got {values}")
+        perm_t = torch.tensor(values)
         self.register_buffer("perm", perm_t)
         self.register_buffer("inverse_perm", torch.argsort(perm_t))
 

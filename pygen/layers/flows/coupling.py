@@ -96,8 +96,8 @@ class _Coupling(nn.Module):
         call. A write through ``mask.data``, which PyTorch does not count, is not seen: replace
         the buffer or write to it in place instead. A compiled call cannot read a tensor's version
         and uses the kind of the last eager call or ``load_state_dict``; under ``torch.func``
-        transforms the ops run their twins, which read the mask."""
-        if torch.compiler.is_compiling() or ops.under_torch_func():
+        transforms and forward-mode AD the ops run their twins, which read the mask."""
+        if torch.compiler.is_compiling() or ops.runs_twins():
             return self.mask_kind
         mask, pointer, version = self._mask_detected
         now = self._mask_state()
