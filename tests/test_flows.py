@@ -279,6 +279,16 @@ def test_model_inverse_checkpoint_and_sample(name):
             model.bits_per_dim(x)
 
 
+def test_dequantized_pixels_stay_inside_their_bin():
+    # In float32, 255 + u rounds to 256 for u within 2^-17 of 1: the top level's pixel then lay
+    # at exactly 1, outside its bin and (0, 1), and a logit without alpha gave inf bits/dim.
+    actnorm = ActNorm(3)  # the identity: a parameter for the model's dtype
+    actnorm.load_state_dict({**actnorm.state_dict(), "initialized": torch.tensor(True)})
+    model = FlowModel(FlowSequential(LogitTransform(alpha=0.0), actnorm), (3, 32, 32), levels=256)
+    bpd = model.bits_per_dim(torch.full((1000, 3, 32, 32), 255), torch.Generator().manual_seed(0))
+    assert torch.isfinite(bpd).all()
+
+
 def test_glow_step_and_model_validation():
     step = perturb(GlowStep((4, 2, 2), hidden=8))
     x = inputs((4, 2, 2))

@@ -102,7 +102,12 @@ class FlowModel(nn.Module):
             )
         noise = torch.rand(x.shape, generator=generator, dtype=torch.float32).to(x.device)
         dtype = next(self.parameters()).dtype
-        scaled = ((x.to(noise.dtype) + noise) / self.levels).to(dtype)
+        # Summed in float64 (in float32, 255 + u rounds to 256 for u within 2^-17 of 1), and
+        # kept below the bin's top where rounding to the model's dtype would reach it.
+        x = x.to(torch.float64)
+        scaled = ((x + noise) / self.levels).to(dtype)
+        top = ((x + 1) / self.levels).to(dtype)
+        scaled = torch.minimum(scaled, torch.nextafter(top, torch.zeros_like(top)))
         dims = math.prod(self.shape)
         log_likelihood = self.log_prob(scaled) - dims * math.log(self.levels)
         return -log_likelihood / (dims * math.log(2))
