@@ -4,8 +4,10 @@
 variables ``d log p(z(t)) / dt = -tr(dg/dz)``, so ``log|det dz(1)/dz(0)| = integral of tr(dg/dz)``.
 The solve is torchdiffeq's (adaptive solvers, tolerances, adjoint backprop as an option). With
 ``euler_steps=K`` it is the fixed-step Euler solve ``z_{k+1} = z_k + g(z_k, t_k) / K``: a K-layer
-residual network, whose log-determinant approaches the adaptive solve's as K grows (its inverse
-is the Euler solve backwards in time, exact only in that limit).
+residual network. Its reported log-determinant is the Euler sum of the traces,
+``sum_k tr(J_k) / K``, a first-order estimate of the network's own ``sum_k log det(I + J_k / K)``
+(off by O(1/K)), so ``log_prob`` is a normalized density only as K grows; likewise the inverse,
+the Euler solve backwards in time.
 """
 
 from __future__ import annotations
@@ -91,8 +93,9 @@ class ContinuousFlow(nn.Module):
         exact_max_dim: the largest D that ``"auto"`` computes exactly.
         method, rtol, atol: the torchdiffeq solver and its tolerances.
         adjoint: backpropagate with the adjoint method (memory constant in the number of steps).
-        euler_steps: solve with K fixed Euler steps instead (the residual-flow view); None: the
-            adaptive ``method``.
+        euler_steps: solve with K fixed Euler steps instead (the residual-flow view, its
+            log-determinant and inverse exact only as K grows; see above); None: the adaptive
+            ``method``.
     """
 
     def __init__(
