@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from pygen.losses import (
     F_DIVERGENCES,
     GAN_LOSSES,
     FGANLoss,
+    MMDGANLoss,
     get_gan_loss,
     gradient_penalty,
     r1_penalty,
@@ -417,6 +419,11 @@ def test_bad_training_configuration_is_a_clear_error():
         GANTrainer(dcgan.generator, dcgan.discriminator, "wgan_gp")
     with pytest.warns(UserWarning, match="batch norm"):
         GANTrainer(dcgan.generator, dcgan.discriminator, r1_gamma=1.0)
+    with pytest.warns(UserWarning, match="batch norm"):  # the witness's gradient penalty
+        GANTrainer(dcgan.generator, dcgan.discriminator, MMDGANLoss())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GANTrainer(dcgan.generator, dcgan.discriminator, MMDGANLoss(gp_weight=0.0))
     trainer = GANTrainer(gan.generator, gan.discriminator, d_steps=2)
     with pytest.raises(ValueError, match="split"):
         trainer.step(torch.randn(5, 2))

@@ -31,12 +31,15 @@ class GANLoss:
         ae_weight: the discriminator is a ``pygen.models.AutoencoderCritic`` and its loss adds
             ``ae_weight`` times its reconstruction error of the real and of the generated batch
             (Li et al. 2017's MMD GAN); 0 for no autoencoder term.
+        penalizes_gradients: ``penalty`` constrains D's gradients with respect to its inputs,
+            per sample (which batch norm in D breaks: the trainer warns).
     """
 
     name = "base"
     clip_value: float | None = None
     generator_needs_real = False
     ae_weight = 0.0
+    penalizes_gradients = False
 
     def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         """Loss of D given its raw outputs on a real and a generated batch."""
@@ -153,6 +156,7 @@ class WassersteinGPLoss(WassersteinLoss):
     """
 
     name = "wgan_gp"
+    penalizes_gradients = True
 
     def __init__(self, weight: float = 10.0) -> None:
         super().__init__(clip_value=None)

@@ -129,6 +129,7 @@ class MMDGANLoss(MMDLoss):
                 raise ValueError(f"{label} must be >= 0, got {weight}")
         self.gp_weight, self.clip_value = gp_weight, clip_value
         self.ae_weight, self.rg_weight = ae_weight, rg_weight
+        self.penalizes_gradients = gp_weight > 0
 
     @classmethod
     def li2017(cls, clip_value: float = 0.01) -> MMDGANLoss:

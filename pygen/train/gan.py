@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from pygen.losses.gan import GANLoss, WassersteinGPLoss, r1_penalty
+from pygen.losses.gan import GANLoss, r1_penalty
 from pygen.losses.registry import get_gan_loss
 from pygen.models.gan import AutoencoderCritic, spectral_norm_
 from pygen.utils.grad import frozen
@@ -95,7 +95,7 @@ class GANTrainer(Resumable):
         has_batch_norm = any(
             isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()
         )
-        if has_batch_norm and (isinstance(self.loss, WassersteinGPLoss) or r1_gamma > 0):
+        if has_batch_norm and (self.loss.penalizes_gradients or r1_gamma > 0):
             warnings.warn(
                 "the discriminator has batch norm, which mixes samples: the gradient penalty "
                 "then constrains batch gradients, not per-sample ones (use batch_norm=False)",
