@@ -12,7 +12,12 @@ import torch
 
 from pygen.data import ImageData
 from pygen.losses import F_DIVERGENCES, FGANLoss, get_gan_loss
-from pygen.metrics import median_bandwidth, mmd_permutation_test, nearest_neighbours
+from pygen.metrics import (
+    median_bandwidth,
+    memorization_ratio,
+    mmd_permutation_test,
+    nearest_neighbours,
+)
 from pygen.models import VAE, PixelCNN, RealNVP
 from pygen.recipes import RECIPES
 
@@ -90,6 +95,13 @@ def test_median_bandwidth_is_the_median_of_the_distinct_pairwise_distances(n):
     assert median_bandwidth(pooled) == pytest.approx(float(np.median(distances)), rel=1e-12)
     odd = torch.tensor([[0.0], [1.0], [3.0]])  # distances 1, 2, 3
     assert median_bandwidth(odd) == pytest.approx(2.0)
+
+
+def test_memorization_ratio_takes_numpys_median():
+    # Nearest-training distances 1, 3 (samples) and 2, 4 (held out): medians 2 and 3.
+    train, samples, heldout = torch.tensor([[0.0], [10.0]]), torch.tensor([[1.0], [3.0]]), None
+    heldout = torch.tensor([[2.0], [4.0]])
+    assert memorization_ratio(samples, train, heldout) == pytest.approx(2 / 3)
 
 
 # ----------------------------------------------------------------------------- neighbours
@@ -224,7 +236,7 @@ def test_flow_bits_per_dim_by_hand_with_the_jacobian(shape):
     x = torch.randint(0, 256, (2, *shape), generator=torch.Generator().manual_seed(1))
     bits = model.bits_per_dim(x, generator=torch.Generator().manual_seed(2))
     noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(2))
-    dequantized = ((x + noise) / 256).double().flatten(1)
+    dequantized = ((x.double() + noise) / 256).flatten(1)  # summed in float64
     dims = math.prod(shape)
 
     def flow(v):

@@ -18,16 +18,19 @@ def _flat(x: Tensor) -> Tensor:
     return x.reshape(len(x), -1)
 
 
+def median(values: Tensor) -> Tensor:
+    """The median of a 1-D tensor as ``numpy.median`` takes it: for an even count the mean of the
+    two middle values (``torch.median`` gives the lower one)."""
+    count = len(values)
+    return 0.5 * (values.kthvalue((count + 1) // 2).values + values.kthvalue(count // 2 + 1).values)
+
+
 def median_bandwidth(pooled: Tensor) -> float:
     """The median heuristic: median pairwise distance of the pooled samples ``(N, ...)``, over
-    the ``N (N - 1) / 2`` distinct pairs; for an even count the mean of the two middle distances
-    (as ``numpy.median``; ``torch.median`` would give the lower one)."""
+    the ``N (N - 1) / 2`` distinct pairs (``median``)."""
     flat = _flat(pooled.detach()).double()
     pairs = torch.ones(len(flat), len(flat), dtype=torch.bool, device=flat.device).triu(1)
-    dist = torch.cdist(flat, flat)[pairs]
-    count = len(dist)
-    middle = dist.kthvalue((count + 1) // 2).values + dist.kthvalue(count // 2 + 1).values
-    return max(0.5 * middle.item(), 1e-12)
+    return max(median(torch.cdist(flat, flat)[pairs]).item(), 1e-12)
 
 
 def squared_distances(x: Tensor, y: Tensor) -> Tensor:

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from pygen.metrics.mmd import squared_distances
+from pygen.metrics.mmd import median, squared_distances
 
 
 class Neighbours(NamedTuple):
@@ -115,13 +115,14 @@ def nearest_neighbours(queries: Tensor, reference: Tensor, chunk: int = 1024) ->
 
 
 def memorization_ratio(samples: Tensor, train: Tensor, heldout: Tensor) -> float:
-    """Median nearest-training distance of generated samples over that of held-out data.
+    """Median nearest-training distance of generated samples over that of held-out data (for an
+    even count the mean of the two middle distances).
 
     Held-out data shows how close fresh samples of the true distribution come to the training set;
     a ratio well below 1 means the generator copies training images.
     """
-    generated = nearest_neighbours(samples, train).distances.median()
-    fresh = nearest_neighbours(heldout, train).distances.median()
+    generated = median(nearest_neighbours(samples, train).distances)
+    fresh = median(nearest_neighbours(heldout, train).distances)
     return (generated / fresh.clamp_min(1e-12)).item()
 
 
