@@ -573,6 +573,15 @@ def test_gan_trainer_state_resumes_bit_for_bit():
         resumed.load_state_dict({k: v for k, v in state.items() if k != "ema"})
 
 
+def test_trainer_draws_z_in_the_generators_dtype():
+    torch.manual_seed(0)
+    gan = DCGAN(image_size=8, channels=1, latent_dim=4, width=8).double()
+    trainer = GANTrainer(gan.generator, gan.discriminator, "hinge", n_fixed=4)
+    record = trainer.step(torch.rand(8, 1, 8, 8, dtype=torch.float64) * 2 - 1)
+    assert math.isfinite(record["d_loss"]) and math.isfinite(record["g_loss"])
+    assert trainer.fixed_z.dtype == torch.float64 and trainer.sample(3).shape == (3, 1, 8, 8)
+
+
 def test_ema_copies_integer_buffers_and_averages_the_rest():
     # BatchNorm's num_batches_tracked is a count (momentum=None averages by it): the EMA copies
     # it; running statistics and weights move toward G's by the decay.

@@ -20,6 +20,7 @@ from pygen.losses import (
     GAN_LOSSES,
     LI_BANDWIDTHS,
     MMDGANLoss,
+    MMDLoss,
     SinkhornLoss,
     get_gan_loss,
     sinkhorn_divergence,
@@ -232,6 +233,28 @@ def test_sinkhorn_gan_covers_the_modes_of_a_ring():
     cov = mode_coverage(trainer.sample(2000), ring_modes(), RING_STD)
     print(f"Sinkhorn GAN: {cov.modes_hit}/8 modes, {cov.high_quality:.1%} high quality")
     assert cov.modes_hit >= 6, cov
+
+
+class IdentityCritic(torch.nn.Module):
+    """No parameters: the MMD loss on the data itself."""
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return x
+
+
+# Measured (CPU, one thread, ~5 s): after 300 steps 8/8 modes for seeds 0-2 (14-16% of samples
+# within 3 std of a mode), MMD^2 to held-out points 0.055-0.058 from 1.84-1.86.
+def test_generative_moment_matching_network_covers_the_modes_of_a_ring():
+    # Li et al. 2015: the MMD loss with a parameter-free identity D, whose steps only report.
+    torch.manual_seed(0)
+    data, _ = gaussian_ring(20000, std=RING_STD, generator=torch.Generator().manual_seed(0))
+    loss = MMDLoss((0.02, 0.05, 0.1, 0.5, 1.0))
+    trainer = GANTrainer(MLPGenerator(latent_dim=8, hidden=128), IdentityCritic(), loss, g_lr=1e-3)
+    assert trainer.d_opt is None and "d_opt" not in trainer.state_dict()
+    trainer.fit(data, 300, batch_size=256)
+    cov = mode_coverage(trainer.sample(2000), ring_modes(), RING_STD)
+    print(f"GMMN: {cov.modes_hit}/8 modes, {cov.high_quality:.1%} high quality")
+    assert cov.modes_hit >= 7, cov
 
 
 # ----------------------------------------------------------------------------- BiGAN

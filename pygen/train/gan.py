@@ -129,14 +129,19 @@ class GANTrainer(Resumable):
         self._clipped = list(clipped.parameters())
         self.d_steps, self.r1_gamma = d_steps, r1_gamma
         self.g_opt = torch.optim.Adam(generator.parameters(), lr=g_lr, betas=betas)
-        self.d_opt = torch.optim.Adam(self.discriminator.parameters(), lr=d_lr, betas=betas)
+        # A parameter-free D (an identity feature map under the MMD loss: a generative
+        # moment-matching network) has nothing to train: its steps only report its loss.
+        d_params = list(self.discriminator.parameters())
+        self.d_opt = torch.optim.Adam(d_params, lr=d_lr, betas=betas) if d_params else None
         self.ema = None
         if ema_decay is not None:
             self.ema = AveragedModel(
                 generator, multi_avg_fn=_ema_update(ema_decay), use_buffers=True
             )
+        self.z_dtype = next(generator.parameters()).dtype  # a .double() G takes float64 z
         gen = torch.Generator().manual_seed(seed)
-        self.fixed_z = torch.randn(n_fixed, generator.latent_dim, generator=gen).to(self.device)
+        fixed_z = torch.randn(n_fixed, generator.latent_dim, generator=gen)
+        self.fixed_z = fixed_z.to(self.device, self.z_dtype)
         classes = generator.num_classes
         self.fixed_labels = torch.arange(n_fixed, device=self.device) % classes if classes else None
         self.steps = 0
@@ -157,16 +162,19 @@ class GANTrainer(Resumable):
         return torch.autocast("cuda", dtype=self.amp_dtype)
 
     def _z(self, n: int) -> Tensor:
-        return torch.randn(n, self.generator.latent_dim, device=self.device)
+        return torch.randn(n, self.generator.latent_dim, device=self.device, dtype=self.z_dtype)
 
     def discriminator_step(self, real: Tensor, labels: Tensor | None = None) -> float:
-        """One update of D on a real batch and as many fresh generated samples."""
+        """One update of D on a real batch and as many fresh generated samples (a parameter-free
+        D: its loss only)."""
         with torch.no_grad(), self._autocast():
             fake = self.generator(self._z(len(real)), labels)
         with self._autocast():
             real_out = self.discriminator(real, labels)
             fake_out = self.discriminator(fake, labels)
         loss = self.loss.discriminator_loss(real_out.float(), fake_out.float())
+        if self.d_opt is None:
+            return loss.item()
 
         def critic(x: Tensor) -> Tensor:
             return self.discriminator(x, labels)
