@@ -19,6 +19,7 @@ from pygen.metrics import independent_pixel_bits
 from pygen.models import PixelCNN
 from pygen.ops import pixelcnn_sample
 from pygen.sampling import export_weights, inverse_cdf_draw
+from pygen.sampling.sampler import uniform_noise
 
 METHODS = ["naive", "cached", "fused"]
 LOGIT_TOL = {"rtol": 1e-4, "atol": 1e-4}  # float32 logits of a sampler vs the full forward pass
@@ -232,6 +233,20 @@ def test_inverse_cdf_draw():
     # temperature -> 0 concentrates on the argmax; large temperature flattens
     assert inverse_cdf_draw(logits, torch.full((6,), 0.25), 1e-3).tolist() == [2] * 6
     assert inverse_cdf_draw(logits, torch.full((6,), 0.3), 1e6).tolist() == [0] * 6
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_16_bit_models_draw_the_top_level_with_its_probability(dtype):
+    # The PyTorch samplers' uniforms and CDF of a 16-bit model are float32 (the kernels' own):
+    # bfloat16 uniforms end at 1 - 2^-8 and a bfloat16 CDF rounds, so a last level of mass 0.003
+    # was never drawn, or drawn at 0.0041.
+    n = 200_000
+    logits = torch.log(torch.tensor([0.997, 0.003])).to(dtype).expand(n, 2)
+    u = uniform_noise(None, (n,), dtype, torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert u.dtype == torch.float32
+    drawn = inverse_cdf_draw(logits, u).float().mean().item()
+    top = torch.softmax(logits[0].float(), 0)[1].item()  # the rounded logits' probability
+    assert abs(drawn - top) < 4 * math.sqrt(top / n)
 
 
 @pytest.mark.parametrize("method", ["cached", "fused"])

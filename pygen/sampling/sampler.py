@@ -41,9 +41,12 @@ def uniform_noise(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """The given ``noise`` checked (uniforms in [0, 1) of ``shape`` on ``device``) and cast to
-    ``dtype``, or, without it, fresh uniforms from ``generator`` (torch's default if None)."""
+    ``dtype``, or, without it, fresh uniforms from ``generator`` (torch's default if None), in
+    float32 for a 16-bit ``dtype`` (as the fused kernels' own): bfloat16 uniforms end at
+    1 - 2^-8, and a level with less mass than that at the top of the CDF would never be drawn."""
     if noise is None:
-        return torch.rand(shape, generator=generator, dtype=dtype, device=device)
+        wide = torch.promote_types(dtype, torch.float32)
+        return torch.rand(shape, generator=generator, dtype=wide, device=device)
     if not noise.is_floating_point():
         raise TypeError(f"noise must be a floating tensor of uniforms in [0, 1), got {noise.dtype}")
     if tuple(noise.shape) != shape:
