@@ -22,6 +22,7 @@ from pygen.models import (
     Glow,
     Pix2Pix,
     PixelCNN,
+    PixelRNN,
     RealNVP,
     interpolate,
     spectral_norm_,
@@ -64,6 +65,21 @@ def test_autoregressive_log_prob_takes_any_integer_dtype():
     for dtype in (torch.uint8, torch.int16, torch.int32):
         torch.testing.assert_close(model.log_prob(x.to(dtype)), model.log_prob(x))
         torch.testing.assert_close(model.bits_per_dim(x.to(dtype)), model.bits_per_dim(x))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autoregressive_log_prob_of_16_bit_models_sums_in_float32(dtype):
+    # A 28x28 image's 784 terms summed in bfloat16 were off by ~8 nats in ~4000.
+    torch.manual_seed(0)
+    for model in (PixelCNN(1, 256, 2, 16, 3, image_size=28), PixelRNN(1, 256, 1, 8, image_size=28)):
+        model = model.to(dtype)
+        x = torch.randint(0, 256, (2, 1, 28, 28))
+        log_prob = model.log_prob(x)
+        with torch.no_grad():
+            logits = model(x).double()
+        want = -torch.nn.functional.cross_entropy(logits, x, reduction="none").sum((1, 2, 3))
+        assert log_prob.dtype == torch.float32
+        torch.testing.assert_close(log_prob.double(), want, rtol=1e-6, atol=0)
 
 
 def test_bits_per_dim_rejects_pixels_scaled_to_the_unit_interval():

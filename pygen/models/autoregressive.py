@@ -129,8 +129,11 @@ class AutoregressiveImageModel(nn.Module):
         return self.forward_scaled(self.scale(x), y)
 
     def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """log p(x) in nats, one value per image ``(B,)``."""
-        nll = F.cross_entropy(self(x, y), x.long(), reduction="none")  # any integer dtype
+        """log p(x) in nats, one value per image ``(B,)``; a 16-bit model's in float32 (its
+        logits' softmax and sum over thousands of values would round to 16 bits)."""
+        logits = self(x, y)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        nll = F.cross_entropy(logits, x.long(), reduction="none")  # any integer dtype
         return -nll.flatten(1).sum(1)
 
     def bits_per_dim(self, x: Tensor, y: Tensor | None = None) -> Tensor:
