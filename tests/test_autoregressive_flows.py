@@ -819,3 +819,18 @@ def test_cnf_logdet_equals_slogdet_of_the_solved_map():
     for i in range(2):
         _, logabsdet = torch.linalg.slogdet(jacobian(model.flow, x[i]))
         torch.testing.assert_close(logdet[i], logabsdet, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fused_solve_backward_inside_an_autocast_region(dtype):
+    # The backward's own products ran under autocast and reached a float-only kernel in 16 bits.
+    torch.manual_seed(0)
+    model = perturb(IAF(8, n_layers=2, hidden=16, n_hidden=1), 0.1)
+    x = torch.randn(4, 8)
+    with torch.autocast("cpu", dtype=dtype):
+        loss = -model.log_prob(x).mean()
+        inside = torch.autograd.grad(loss, list(model.parameters()), retain_graph=True)
+    outside = torch.autograd.grad(loss, list(model.parameters()))
+    for a, b in zip(inside, outside, strict=True):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b)

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "affine_coupling/affine_coupling.h"
+#include "common/autocast.h"
 #include "common/backward_dispatch.h"
 #include "common/checks.h"
 #include "made_solve/made_solve.h"
@@ -252,6 +253,8 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> fused_b
     const at::Tensor& x, const at::Tensor& params, at::TensorList weights, at::TensorList biases,
     const at::Tensor& units, at::IntArrayRef bounds, at::IntArrayRef order, const at::Tensor& mask,
     c10::string_view scale_fn, std::optional<double> clamp, bool reverse) {
+  // A backward run inside an autocast region would cast the products below to 16 bits.
+  const AutocastOff autocast_off;
   const Solve s = make_solve(target, weights, biases, units, bounds, order, mask, scale_fn, clamp, reverse);
   check_matches(x, "x", target, "target", target.sizes());
   check_matches(params, "params", target, "target", {s.rows, 2, s.dim});
