@@ -25,6 +25,7 @@ from pygen.layers import (
     MultiScaleSplit,
     Permutation,
     Squeeze,
+    logdet_dtype,
 )
 from pygen.models import MAF
 
@@ -85,13 +86,25 @@ def test_empty_batch_both_directions_and_backward(name, make, shape):
     assert x.grad.shape == x.shape
 
 
+@pytest.mark.parametrize(("name", "make", "shape"), FLOWS, ids=FLOW_IDS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_logdet_is_float32_for_16_bit_inputs(name, make, shape, dtype):
+    # As the fused ops' (logdet_dtype): a 16-bit sum of many terms, or a layer's hundreds of
+    # nats, rounded to 16 bits would lose whole nats.
+    layer, x = ready(make, shape, dtype)
+    want = torch.float64 if dtype == torch.float64 else torch.float32
+    assert logdet_dtype(dtype) == want
+    z, logdet = layer(x)
+    assert z.dtype == dtype and logdet.dtype == want and layer.inverse(z)[1].dtype == want
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(3,), (3, 2, 2)], ids=["vec", "img"])
 def test_invertible_1x1_conv_inverts_in_16_bit(dtype, shape):
     layer, x = ready(lambda: Invertible1x1Conv(3), shape, dtype)
     z, logdet = layer(x)
     back, back_logdet = layer.inverse(z)
-    assert back.dtype == back_logdet.dtype == dtype
+    assert back.dtype == dtype and back_logdet.dtype == torch.float32
     torch.testing.assert_close(back.float(), x.float(), rtol=0, atol=0.05)
     torch.testing.assert_close((logdet + back_logdet).float(), torch.zeros(4), rtol=0, atol=0)
 

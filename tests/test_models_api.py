@@ -82,6 +82,13 @@ def test_autoregressive_log_prob_of_16_bit_models_sums_in_float32(dtype):
         torch.testing.assert_close(log_prob.double(), want, rtol=1e-6, atol=0)
 
 
+def test_flow_log_prob_of_a_16_bit_model_is_float32():
+    torch.manual_seed(0)
+    model = RealNVP((1, 4, 4), n_scales=1, hidden=4, n_blocks=1, levels=17).to(torch.bfloat16)
+    x = torch.rand(2, 1, 4, 4, dtype=torch.bfloat16) * 0.8 + 0.1
+    assert model.log_prob(x).dtype == torch.float32
+
+
 def test_bits_per_dim_rejects_pixels_scaled_to_the_unit_interval():
     # A common slip: log_prob's [0, 1] floats passed to bits_per_dim gave a plausible number.
     torch.manual_seed(0)

@@ -20,6 +20,7 @@ from pygen.layers.flows import (
     channel_mask,
     checkerboard_mask,
     coupling_mask,
+    logdet_dtype,
 )
 from pygen.layers.made import MADE, MaskedLinear
 from pygen.layers.masked_conv import GatedMaskedConv2d, MaskedConv2d, frozen_masked_weights
@@ -55,6 +56,7 @@ __all__ = [
     "checkerboard_mask",
     "coupling_mask",
     "frozen_masked_weights",
+    "logdet_dtype",
     "lstm_cell",
     "skew",
     "unskew",

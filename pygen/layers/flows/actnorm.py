@@ -8,6 +8,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from pygen.layers.flows.base import logdet_dtype
+
 
 def _sum_over_ranks(t: Tensor) -> Tensor:
     """``t`` summed over the processes of a distributed run (``t`` itself in one process)."""
@@ -67,7 +69,7 @@ class ActNorm(nn.Module):
 
     def _logdet(self, x: Tensor) -> Tensor:
         positions = math.prod(x.shape[2:])  # H * W for images, 1 for vectors
-        return (self.log_scale.sum() * positions).expand(x.shape[0])
+        return (self.log_scale.to(logdet_dtype(x.dtype)).sum() * positions).expand(x.shape[0])
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if self.training and not self._initialized:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from pygen import ops
+from pygen.layers.flows.base import logdet_dtype
 from pygen.layers.made import MADE
 
 SOLVERS = ("cached", "naive")
@@ -44,10 +45,10 @@ class Permutation(nn.Module):
         self.register_buffer("inverse_perm", torch.argsort(perm_t))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return x[:, self.perm], x.new_zeros(len(x))
+        return x[:, self.perm], x.new_zeros(len(x), dtype=logdet_dtype(x.dtype))
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return z[:, self.inverse_perm], z.new_zeros(len(z))
+        return z[:, self.inverse_perm], z.new_zeros(len(z), dtype=logdet_dtype(z.dtype))
 
 
 class _AutoregressiveAffine(nn.Module):
@@ -101,7 +102,7 @@ class _AutoregressiveAffine(nn.Module):
             reverse=reverse,
             mask_kind=ops.MaskKind.READ,
         )
-        return y, logdet.to(u.dtype)
+        return y, logdet
 
     def _one_pass(self, u: Tensor, condition: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
         """The affine map of u with its parameters from ``MADE(condition)``."""

@@ -2,26 +2,34 @@
 
 Every flow layer maps ``forward(x) -> (z, logdet)`` and ``inverse(z) -> (x, logdet)``, where
 ``logdet`` has shape ``(N,)`` and is ``log|det dz/dx|`` for forward and ``log|det dx/dz|`` for
-inverse, so that the two sum to zero on a round trip.
+inverse, so that the two sum to zero on a round trip. ``logdet`` is float32 for 16-bit inputs
+(``logdet_dtype``), as the fused ops return it: a sum over thousands of values, or a layer's
+hundreds of nats, rounded to 16 bits would lose whole nats.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
+
+
+def logdet_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of a flow layer's ``logdet`` for inputs of ``dtype``: at least float32."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 class FlowSequential(nn.Sequential):
     """Flow layers applied in order (forward) and in reverse order (inverse); log-dets add up."""
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        logdet = x.new_zeros(x.shape[0])
+        logdet = x.new_zeros(x.shape[0], dtype=logdet_dtype(x.dtype))
         for layer in self:
             x, step = layer(x)
             logdet = logdet + step
         return x, logdet
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        logdet = z.new_zeros(z.shape[0])
+        logdet = z.new_zeros(z.shape[0], dtype=logdet_dtype(z.dtype))
         for layer in reversed(self):
             z, step = layer.inverse(z)
             logdet = logdet + step

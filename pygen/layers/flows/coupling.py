@@ -166,7 +166,7 @@ class AffineCoupling(_Coupling):
             reverse=reverse,
             mask_kind=self._mask_kind(),
         )
-        return y, logdet.to(x.dtype)
+        return y, logdet
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}, mask_kind={self.mask_kind.name}, scale_fn={self.scale_fn!r}"
@@ -197,7 +197,7 @@ class AdditiveCoupling(_Coupling):
         y, logdet = self._ops().additive_coupling(
             x, shift, self.mask, reverse=reverse, mask_kind=self._mask_kind()
         )
-        return y, logdet.to(x.dtype)
+        return y, logdet
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}, mask_kind={self.mask_kind.name}"

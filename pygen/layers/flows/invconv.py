@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from pygen.layers.flows.base import logdet_dtype
+
 
 class Invertible1x1Conv(nn.Module):
     """``z = W x`` over the channels (dimension 1) of ``(N, C)`` or ``(N, C, H, W)`` inputs with
@@ -38,7 +40,7 @@ class Invertible1x1Conv(nn.Module):
 
     def _logdet(self, x: Tensor) -> Tensor:
         positions = math.prod(x.shape[2:])  # H * W for images, 1 for vectors
-        return (self.log_s.sum() * positions).expand(x.shape[0])
+        return (self.log_s.to(logdet_dtype(x.dtype)).sum() * positions).expand(x.shape[0])
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self._mix(x, self.weight()), self._logdet(x)

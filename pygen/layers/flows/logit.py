@@ -8,6 +8,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from pygen.layers.flows.base import logdet_dtype
+
 
 class LogitTransform(nn.Module):
     """``z = logit(alpha + (1 - 2 alpha) x)`` for x in [0, 1]: maps dequantized pixels to the real
@@ -30,6 +32,7 @@ class LogitTransform(nn.Module):
 
     def _logdet(self, z: Tensor) -> Tensor:
         # log|dz/dx| = log(1 - 2 alpha) - log y - log(1 - y), with y = sigmoid(z)
+        z = z.to(logdet_dtype(z.dtype))
         per_element = math.log1p(-2 * self.alpha) - F.logsigmoid(z) - F.logsigmoid(-z)
         return per_element.flatten(1).sum(1)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from pygen.layers.flows.base import logdet_dtype
+
 
 class Squeeze(nn.Module):
     """``(N, C, H, W) -> (N, 4C, H/2, W/2)``: each 2x2 spatial block becomes 4 channels
@@ -15,7 +17,7 @@ class Squeeze(nn.Module):
             raise ValueError(f"Squeeze needs (N, C, H, W) with H and W even, got {tuple(x.shape)}")
         n, c, h, w = x.shape
         z = x.reshape(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
-        return z.reshape(n, 4 * c, h // 2, w // 2), x.new_zeros(n)
+        return z.reshape(n, 4 * c, h // 2, w // 2), x.new_zeros(n, dtype=logdet_dtype(x.dtype))
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
         if z.dim() != 4 or z.shape[1] % 4:
@@ -24,7 +26,7 @@ class Squeeze(nn.Module):
             )
         n, c, h, w = z.shape
         x = z.reshape(n, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
-        return x.reshape(n, c // 4, 2 * h, 2 * w), z.new_zeros(n)
+        return x.reshape(n, c // 4, 2 * h, 2 * w), z.new_zeros(n, dtype=logdet_dtype(z.dtype))
 
 
 class MultiScaleSplit(nn.Module):
