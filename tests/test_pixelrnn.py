@@ -619,3 +619,14 @@ def test_training_on_digits_beats_independent_pixels_and_round_trips(kind):
     config = {"n_levels": DIGIT_LEVELS, "n_layers": 2, "hidden": 16, "kernel_size": 5, "kind": kind}
     held_out = fit_digits_and_round_trip(lambda: PixelRNN(**config, image_size=8), steps=200)
     assert held_out < TRAIN_BOUND < baseline
+
+
+@pytest.mark.parametrize("kind", ["row", "diagonal"])
+def test_nan_logits_draw_level_0_in_every_sampler(kind):
+    # NaN sums: the twin draws level 0, and so does the kernel (it drew the last level before).
+    model = tiny_model(kind)
+    with torch.no_grad():
+        model.head_out.bias[2] = math.nan
+    noise = torch.rand(2, 1, 5, 4, generator=torch.Generator().manual_seed(0))
+    for method in ("fused", "cached", "naive"):
+        assert not model.sample(2, method=method, noise=noise).any(), method

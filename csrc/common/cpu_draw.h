@@ -11,8 +11,9 @@
 namespace pygen {
 
 // The inverse-CDF draw of pygen/sampling/draw.py: first level whose running sum of
-// exp((logits - max logits) / temperature) exceeds u times the total (else the last level). The
-// maximum goes first so that a tiny temperature cannot overflow the quotient (inf - inf is NaN).
+// exp((logits - max logits) / temperature) exceeds u times the total (else the last level; level 0
+// for a NaN total, from NaN or +inf logits, as the twin). The maximum goes first so that a tiny
+// temperature cannot overflow the quotient.
 template <typename T>
 inline __attribute__((always_inline)) int64_t draw(const T* logits, int64_t levels, T temperature,
                                                    T u, T* scratch) {
@@ -28,7 +29,7 @@ inline __attribute__((always_inline)) int64_t draw(const T* logits, int64_t leve
     cdf += scratch[l];
     if (cdf > threshold) return l;
   }
-  return levels - 1;
+  return std::isnan(threshold) ? 0 : levels - 1;
 }
 
 // Where a CPU sampler's values come from: value g = ((b * C + c) * H + i) * W + j keeps its given

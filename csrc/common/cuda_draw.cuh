@@ -10,7 +10,8 @@ namespace pygen {
 
 // The inverse-CDF draw of pygen/sampling/draw.py by one warp: lane l owns a run of consecutive
 // levels; a warp scan of the runs' sums finds the lane whose run crosses u * total, which then
-// walks its run. Returns the level in every lane. (The maximum goes first, as in the CPU draw.)
+// walks its run. Returns the level in every lane. (The maximum goes first, and a NaN total draws
+// level 0, as in the CPU draw.)
 template <typename A>
 __device__ int warp_draw(const A* logits, int levels, A temperature, A u) {
   const int lane = threadIdx.x & 31, per = (levels + 31) / 32;
@@ -31,7 +32,7 @@ __device__ int warp_draw(const A* logits, int levels, A temperature, A u) {
   if (lane == 0) excl = 0;
   const A threshold = u * __shfl_sync(0xffffffffu, incl, 31);
   const unsigned crossing = __ballot_sync(0xffffffffu, lo < hi && incl > threshold);
-  if (crossing == 0) return levels - 1;
+  if (crossing == 0) return isnan(threshold) ? 0 : levels - 1;
   const int owner = __ffs(crossing) - 1;
   int level = hi - 1;
   if (lane == owner) {

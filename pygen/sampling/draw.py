@@ -12,7 +12,8 @@ def inverse_cdf_draw(logits: Tensor, u: Tensor, temperature: float = 1.0) -> Ten
 
     With ``e = exp((logits - max logits) / temperature)`` (the maximum first: a tiny temperature
     cannot overflow the quotient) and its running sums ``cdf``, the level is the first index whose
-    ``cdf`` exceeds ``u * cdf[-1]`` (the last level if rounding leaves none). ``u`` has the shape of
+    ``cdf`` exceeds ``u * cdf[-1]`` (the last level if rounding leaves none; level 0 where a NaN
+    or +inf logit makes the sums NaN, in every sampler). ``u`` has the shape of
     ``logits`` without its last dimension; returns int64 levels of that shape. 16-bit logits and
     uniforms are drawn from in float32, as the kernels do: a bfloat16 CDF would skew the levels'
     probabilities by its rounding.
