@@ -422,6 +422,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         ({"architecture": "conv", "data_shape": (1, 6, 6)}, "divisible by 4"),
         ({"encoder": nn.Identity()}, "both encoder and decoder"),
         ({"likelihood": "gaussian", "std": 0.0}, "std"),
+        ({"likelihood": "gaussian", "std": 1e-4}, "below min_std"),  # was run at 1e-3
     ],
 )
 def test_bad_constructor_arguments_raise(options, match):

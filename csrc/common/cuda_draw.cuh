@@ -32,7 +32,7 @@ __device__ int warp_draw(const A* logits, int levels, A temperature, A u) {
   if (lane == 0) excl = 0;
   const A threshold = u * __shfl_sync(0xffffffffu, incl, 31);
   const unsigned crossing = __ballot_sync(0xffffffffu, lo < hi && incl > threshold);
-  if (crossing == 0) return isnan(threshold) ? 0 : levels - 1;
+  if (crossing == 0) return std::isnan(threshold) ? 0 : levels - 1;
   const int owner = __ffs(crossing) - 1;
   int level = hi - 1;
   if (lane == owner) {

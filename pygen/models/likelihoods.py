@@ -125,7 +125,8 @@ class GaussianLikelihood(Likelihood):
     Args:
         std: fixed standard deviation, or None to learn one shared std (the "sigma-VAE" choice:
             a per-pixel learned variance collapses on pixels that never change).
-        min_std: floor of the learned std, which keeps the density bounded.
+        min_std: floor of the std, which keeps the density bounded (a fixed ``std`` must not lie
+            below it).
         clamp: the data range ``(low, high)`` that means and draws are clipped to (images live in
             [0, 1]) and that data must lie in; None for unbounded data.
     """
@@ -137,8 +138,13 @@ class GaussianLikelihood(Likelihood):
         clamp: tuple[float, float] | None = (0.0, 1.0),
     ) -> None:
         super().__init__()
-        if std is not None and std <= 0:
-            raise ValueError(f"std must be > 0, got {std}")
+        if min_std <= 0:
+            raise ValueError(f"min_std must be > 0, got {min_std}")
+        if std is not None and std < min_std:
+            raise ValueError(
+                f"std {std} lies below min_std {min_std}, the floor the likelihood applies: lower "
+                "min_std for a smaller fixed std"
+            )
         self.learned = std is None
         log_std = torch.tensor(0.0 if std is None else math.log(std))
         if self.learned:
