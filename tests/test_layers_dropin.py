@@ -98,6 +98,16 @@ def test_logdet_is_float32_for_16_bit_inputs(name, make, shape, dtype):
     assert z.dtype == dtype and logdet.dtype == want and layer.inverse(z)[1].dtype == want
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_continuous_flow_logdet_is_float32_for_16_bit_inputs(dtype):
+    torch.manual_seed(0)
+    layer = ContinuousFlow(3, hidden=8, euler_steps=2).to(dtype)
+    want = logdet_dtype(dtype)
+    for x in (torch.randn(2, 3, dtype=dtype), torch.zeros(0, 3, dtype=dtype)):
+        z, logdet = layer(x)
+        assert z.dtype == dtype and logdet.dtype == want and layer.inverse(z)[1].dtype == want
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(3,), (3, 2, 2)], ids=["vec", "img"])
 def test_invertible_1x1_conv_inverts_in_16_bit(dtype, shape):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -230,9 +231,18 @@ class RealNVP(FlowModel):
 
 class GlowStep(FlowSequential):
     """One step of flow of Glow (Kingma & Dhariwal 2018): ActNorm, invertible 1x1 convolution and
-    an affine channel coupling with the sigmoid scale."""
+    an affine channel coupling with the sigmoid scale.
 
-    def __init__(self, shape: Sequence[int], hidden: int = 64, n_blocks: int = 1, **coupling):
+    Args:
+        shape: per-sample shape ``(C, H, W)``.
+        hidden, n_blocks: the coupling's residual CNN conditioner.
+        coupling: further ``AffineCoupling`` arguments (``parity``, ``clamp``, ``reference``,
+            ``net``); the mask is ``"channel"`` and the scale function ``"sigmoid"``.
+    """
+
+    def __init__(
+        self, shape: Sequence[int], hidden: int = 64, n_blocks: int = 1, **coupling: Any
+    ) -> None:
         shape = tuple(shape)
         super().__init__(
             ActNorm(shape[0]),

@@ -1,5 +1,5 @@
 """Autoregressive image sampling: the PixelCNN front end, the naive and cached PyTorch samplers
-(PixelCNN, Row LSTM PixelRNN) and the shared draw."""
+(PixelCNN; PixelRNN, Row LSTM and Diagonal BiLSTM) and the shared draw."""
 
 from pygen.sampling.cached import sample_cached
 from pygen.sampling.draw import draw_or_keep, inverse_cdf_draw

@@ -1,4 +1,5 @@
-"""Checkpoints: safetensors weights, a JSON sidecar (model name and config, step, metrics), the
+"""Checkpoints: safetensors weights, a JSON sidecar (model name and config, step, the trainer's
+extra fields; metrics live in the run's metrics.jsonl), the
 training state (optimizers and whatever else the trainer keeps) and every RNG state, written
 atomically.
 

@@ -2,9 +2,10 @@
 atomic checkpoints with bit-for-bit resume; the likelihood models' step (Adam on a loss, with
 DistributedDataParallel under torchrun).
 
-Batch ``t`` is drawn from a generator seeded with ``(seed, t)``, so a resumed run (weights,
-training and RNG states restored from the checkpoint) continues exactly as the uninterrupted one
-would, and under ``torchrun`` each rank takes its slice of the same global batch.
+Batch ``t`` is drawn from a generator seeded with ``seed * 1000003 + t`` (``step_generator``), so a
+resumed run (weights, training and RNG states restored from the checkpoint) continues exactly as
+the uninterrupted one would, and under ``torchrun`` each rank takes its slice of the same global
+batch.
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from pygen.layers.flows.base import logdet_dtype
+
 
 class TimeMLP(nn.Module):
     """The vector field ``g(z, t)``: an MLP on ``[z, t]`` with smooth (tanh) activations, as the
@@ -153,7 +155,7 @@ class ContinuousFlow(nn.Module):
     def _solve(self, z: Tensor, t0: float, t1: float) -> tuple[Tensor, Tensor]:
         """``(z(t1), integral from t0 to t1 of tr(dg/dz))`` from ``z(t0) = z``."""
         if len(z) == 0:  # nothing to solve (torchdiffeq's step-size search fails on no values)
-            return z.clone(), z.new_zeros(0)
+            return z.clone(), z.new_zeros(0, dtype=logdet_dtype(z.dtype))
         if torch.is_inference_mode_enabled():
             # The trace takes autograd, which inference mode turns off: solve outside it, without
             # a graph (the results are ordinary tensors).
@@ -170,7 +172,8 @@ class ContinuousFlow(nn.Module):
             solution = solve(
                 self.dynamics, state, times, rtol=self.rtol, atol=self.atol, method=self.method
             )
-        return solution[0][-1], solution[1][-1]
+        # The solver integrates the trace in z's dtype (one state); returned as the layers' logdet.
+        return solution[0][-1], solution[1][-1].to(logdet_dtype(z.dtype))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self._solve(x, 0.0, 1.0)

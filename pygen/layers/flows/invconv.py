@@ -13,7 +13,8 @@ from pygen.layers.flows.base import logdet_dtype
 class Invertible1x1Conv(nn.Module):
     """``z = W x`` over the channels (dimension 1) of ``(N, C)`` or ``(N, C, H, W)`` inputs with
     ``W = P L (U + diag(sign * exp(log_s)))``: P a fixed permutation, L unit lower and U strictly
-    upper triangular. ``log|det W| = sum(log_s)`` per position. Starts at a random rotation."""
+    upper triangular. ``log|det W| = sum(log_s)`` per position. Starts at a random orthogonal
+    matrix (the Q of a Gaussian matrix: a rotation or a reflection)."""
 
     def __init__(self, num_features: int, generator: torch.Generator | None = None) -> None:
         super().__init__()
