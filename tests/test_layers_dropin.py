@@ -3,6 +3,8 @@ checkpoints and clear errors for misuse."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 import torch._dynamo
@@ -304,6 +306,32 @@ def test_made_builds_on_the_meta_device():
         model = MAF(5, n_layers=3, hidden=8)
     assert all(t.is_meta for t in [*model.parameters(), *model.buffers()])
     assert [type(m) for m in model.modules()] == [type(m) for m in MAF(5, 3, 8).modules()]
+
+
+def test_a_dual_level_in_another_thread_leaves_the_kernels_in_place():
+    # forward_ad's level counter is process-wide: only a tangent on the op's own arguments sends
+    # it to the twin (whose own noise is torch.randn, not the kernel's Philox stream).
+    mu, logvar = torch.zeros(2, 4), torch.zeros(2, 4)
+
+    def draw() -> torch.Tensor:
+        return ops.reparameterize_kl(mu, logvar, generator=torch.Generator().manual_seed(0))[0]
+
+    alone = draw()
+    opened, done = threading.Event(), threading.Event()
+
+    def hold_a_level() -> None:
+        with torch.autograd.forward_ad.dual_level():
+            opened.set()
+            done.wait(timeout=60)
+
+    holder = threading.Thread(target=hold_a_level)
+    holder.start()
+    try:
+        assert opened.wait(timeout=60)
+        assert torch.equal(draw(), alone)
+    finally:
+        done.set()
+        holder.join()
 
 
 def _made_solve(target):

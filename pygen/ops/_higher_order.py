@@ -17,12 +17,20 @@ import torch
 from torch import Tensor
 
 
-def runs_twins() -> bool:
-    """Whether the ops run their pure-PyTorch twins instead of the kernels: under a ``torch.func``
-    transform (grad, jacrev, vmap, ...) or forward-mode AD (``torch.autograd.forward_ad``), which
-    the ops' C++ autograd functions cannot serve."""
-    return (
-        torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0
+def runs_twins(*arguments) -> bool:
+    """Whether an op runs its pure-PyTorch twin instead of the kernels on these ``arguments``
+    (tensors, lists of them, anything else): under a ``torch.func`` transform (grad, jacrev, vmap,
+    ...), or where forward-mode AD (``torch.autograd.forward_ad``) gave one of them a tangent;
+    the ops' C++ autograd functions can serve neither. (The dual level is a process-wide counter:
+    one thread's level must not send every thread's calls to the twins.)"""
+    if torch._C._are_functorch_transforms_active():
+        return True
+    if torch.autograd.forward_ad._current_level < 0:  # no dual level open anywhere
+        return False
+    tensors = [t for a in arguments for t in (a if isinstance(a, (list, tuple)) else [a])]
+    return any(
+        isinstance(t, Tensor) and torch.autograd.forward_ad.unpack_dual(t).tangent is not None
+        for t in tensors
     )
 
 

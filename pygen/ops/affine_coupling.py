@@ -181,7 +181,7 @@ def affine_coupling(
     Under ``torch.func`` transforms (``grad``, ``jacrev``, ``vmap``...) and forward-mode AD it
     runs its twin, ``pygen.ops.reference.affine_coupling``.
     """
-    if runs_twins():
+    if runs_twins(x, log_scale, shift, mask):
         return reference.affine_coupling(
             x, log_scale, shift, mask, scale_fn=scale_fn, clamp=clamp, reverse=reverse
         )
@@ -200,7 +200,7 @@ def additive_coupling(
     """Additive (NICE) coupling ``y = x + (1-mask)*shift`` (``y = x - (1-mask)*shift`` for reverse)
     through the affine coupling kernel without a scale; logdet is zero. Arguments as for
     ``affine_coupling``."""
-    if runs_twins():
+    if runs_twins(x, shift, mask):
         return reference.additive_coupling(x, shift, mask, reverse=reverse)
     kind = _kind(mask, x, mask_kind)
     return _forward(x, None, shift, mask, kind, "exp", None, reverse)

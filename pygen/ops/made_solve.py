@@ -96,7 +96,7 @@ def made_affine_solve(
     Under ``torch.func`` transforms (``grad``, ``jacrev``, ``vmap``...) and forward-mode AD it
     runs its twin, ``pygen.ops.reference.made_affine_solve``.
     """
-    if runs_twins():
+    if runs_twins(target, weights, biases, units, mask):
         return reference.made_affine_solve(
             target,
             weights,

@@ -73,7 +73,7 @@ def reparameterize_kl(
     runs its twin, ``pygen.ops.reference.reparameterize_kl`` (noise from ``torch.randn`` with
     ``generator``).
     """
-    if runs_twins():
+    if runs_twins(mu, logvar, noise):
         return reference.reparameterize_kl(
             mu, logvar, noise, n_samples=n_samples, generator=generator
         )
