@@ -326,6 +326,28 @@ def test_a_save_removes_what_a_killed_save_left(tmp_path):
     ]
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="names fsync'd files by /proc")
+def test_a_checkpoint_reaches_the_disk_before_latest_names_it(tmp_path, monkeypatch):
+    # A power cut (not only a kill) must not leave `latest` naming a folder whose files are lost:
+    # every file, the folder and the root are flushed before and after the renames.
+    synced, real_fsync = [], os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(checkpoint_module.os, "fsync", fsync)
+    path = save_checkpoint(
+        tmp_path, TinyDensity(), model_name="tiny", config={}, step=1, training_state={}
+    )
+    names = [Path(p).name for p in synced]
+    for name in ("model.safetensors", "checkpoint.json", "training.pt", "rng.pt"):
+        assert name in names
+    assert any(n.startswith(".step-00000001.tmp-") for n in names)  # the folder, before its rename
+    assert names.count(tmp_path.name) >= 2  # the root after the folder's rename and latest's
+    assert any(n.startswith(".latest.tmp-") for n in names) and path.exists()
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
 def test_checkpoints_get_the_permissions_of_the_umask(tmp_path):
     umask = os.umask(0o022)

@@ -12,7 +12,9 @@ renames the old folder aside (never deleting it in place) and then renames the n
 readers find the old folder or the new one, never one half deleted. A kill between the last two
 renames leaves no ``step-<N>`` folder: loads then read the ``.new-`` copy (else the set-aside
 old one), and the next save renames it back into place. What else a killed save leaves (hidden
-``.step-*`` and ``.latest.*`` names) goes at the next save. Folders and files get the
+``.step-*`` and ``.latest.*`` names) goes at the next save. Every file and folder is flushed to
+the disk (fsync) before the rename that publishes it, so a power cut, not only a killed process,
+cannot leave ``latest`` naming a folder whose files are lost. Folders and files get the
 permissions the umask gives.
 """
 
@@ -87,6 +89,15 @@ def _hidden_name(path: Path, tag: str) -> Path:
     return path.with_name(f".{path.name}.{tag}-{uuid.uuid4().hex[:12]}")
 
 
+def _sync(path: Path) -> None:
+    """Flush ``path``, a file or a folder's entries, to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` in one rename: a crash leaves the old file or the new one."""
     tmp = _hidden_name(path, "tmp")
@@ -101,6 +112,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _sync(path.parent)  # the rename itself
 
 
 def _stranded_copy(final: Path) -> Path | None:
@@ -201,7 +213,10 @@ def save_checkpoint(
         if training_state is not None:
             torch.save(training_state, tmp / TRAINING)
         torch.save(rng_states if rng_states is not None else rng_state(), tmp / RNG)
+        for path in [*tmp.iterdir(), tmp]:
+            _sync(path)
         _put_in_place(tmp, final)
+        _sync(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
