@@ -63,10 +63,10 @@ class MinimaxLoss(GANLoss):
 
     name = "minimax"
 
-    def discriminator_loss(self, real_out, fake_out):
+    def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         return F.softplus(-real_out).mean() + F.softplus(fake_out).mean()
 
-    def generator_loss(self, fake_out, real_out=None):
+    def generator_loss(self, fake_out: Tensor, real_out: Tensor | None = None) -> Tensor:
         return -F.softplus(fake_out).mean()
 
 
@@ -75,7 +75,7 @@ class NonSaturatingLoss(MinimaxLoss):
 
     name = "non_saturating"
 
-    def generator_loss(self, fake_out, real_out=None):
+    def generator_loss(self, fake_out: Tensor, real_out: Tensor | None = None) -> Tensor:
         return F.softplus(-fake_out).mean()
 
 
@@ -84,10 +84,10 @@ class LeastSquaresLoss(GANLoss):
 
     name = "lsgan"
 
-    def discriminator_loss(self, real_out, fake_out):
+    def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         return 0.5 * ((real_out - 1).square().mean() + fake_out.square().mean())
 
-    def generator_loss(self, fake_out, real_out=None):
+    def generator_loss(self, fake_out: Tensor, real_out: Tensor | None = None) -> Tensor:
         return 0.5 * (fake_out - 1).square().mean()
 
 
@@ -96,10 +96,10 @@ class HingeLoss(GANLoss):
 
     name = "hinge"
 
-    def discriminator_loss(self, real_out, fake_out):
+    def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         return F.relu(1 - real_out).mean() + F.relu(1 + fake_out).mean()
 
-    def generator_loss(self, fake_out, real_out=None):
+    def generator_loss(self, fake_out: Tensor, real_out: Tensor | None = None) -> Tensor:
         return -fake_out.mean()
 
 
@@ -114,10 +114,10 @@ class WassersteinLoss(GANLoss):
             raise ValueError(f"clip_value must be positive or None, got {clip_value}")
         self.clip_value = clip_value
 
-    def discriminator_loss(self, real_out, fake_out):
+    def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         return fake_out.mean() - real_out.mean()
 
-    def generator_loss(self, fake_out, real_out=None):
+    def generator_loss(self, fake_out: Tensor, real_out: Tensor | None = None) -> Tensor:
         return -fake_out.mean()
 
     def __repr__(self) -> str:
@@ -164,7 +164,7 @@ class WassersteinGPLoss(WassersteinLoss):
             raise ValueError(f"gradient penalty weight must be positive, got {weight}")
         self.weight = weight
 
-    def penalty(self, critic, real, fake):
+    def penalty(self, critic: Critic, real: Tensor, fake: Tensor) -> Tensor | None:
         return gradient_penalty(critic, real, fake, self.weight)
 
     def __repr__(self) -> str:
@@ -271,10 +271,10 @@ class FGANLoss(GANLoss):
         d = self.divergence
         return d.activation(real_out).mean() - d.conjugate_of_activation(fake_out).mean()
 
-    def discriminator_loss(self, real_out, fake_out):
+    def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         return -self.divergence_estimate(real_out, fake_out)
 
-    def generator_loss(self, fake_out, real_out=None):
+    def generator_loss(self, fake_out: Tensor, real_out: Tensor | None = None) -> Tensor:
         if self.saturating:
             return -self.divergence.conjugate_of_activation(fake_out).mean()
         return -self.divergence.activation(fake_out).mean()
@@ -301,10 +301,10 @@ class MMDLoss(GANLoss):
         self.bandwidths = None if bandwidths is None else tuple(bandwidths)
         self.kernel = kernel
 
-    def discriminator_loss(self, real_out, fake_out):
+    def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         return -mmd2(real_out, fake_out, self.bandwidths, self.kernel)
 
-    def generator_loss(self, fake_out, real_out=None):
+    def generator_loss(self, fake_out: Tensor, real_out: Tensor | None = None) -> Tensor:
         if real_out is None:
             raise ValueError("the MMD generator loss needs the discriminator's real outputs")
         return mmd2(real_out.detach(), fake_out, self.bandwidths, self.kernel)

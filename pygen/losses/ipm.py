@@ -55,7 +55,16 @@ class SinkhornLoss(GANLoss):
     """Sinkhorn GAN (Genevay et al. 2018): G minimizes the Sinkhorn divergence between the
     critic's features of a real and a generated batch; the critic (a learned cost
     ``C(h(x), h(y))``) maximizes it with its weights clipped to ``[-clip_value, clip_value]``,
-    as in the paper's Algorithm 1. The critic's raw outputs are the features ``(N, k)``."""
+    as in the paper's Algorithm 1. The critic's raw outputs are the features ``(N, k)``.
+
+    Args:
+        epsilon: the entropic regularization of ``sinkhorn_divergence``, in the units of the
+            cost ``|h(x) - h(y)|^2 / 2`` of the features; must be > 0 (checked at each call).
+        scaling: the epsilon-scaling factor of the Sinkhorn iterations, in (0, 1) (checked at
+            each call): closer to 1, more iterations and a more exact divergence.
+        clip_value: the critic's weights are clamped to ``[-clip_value, clip_value]`` after each
+            of its steps (by the trainer); None for no clipping.
+    """
 
     name = "sinkhorn"
     generator_needs_real = True
@@ -66,12 +75,15 @@ class SinkhornLoss(GANLoss):
         self.epsilon, self.scaling, self.clip_value = epsilon, scaling, clip_value
 
     def divergence(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
+        """``sinkhorn_divergence`` (a 0-d tensor, differentiable in both arguments) between the
+        critic's features of a real batch ``(N, ...)`` and of a generated one ``(M, ...)``, each
+        flattened per sample, with this loss's ``epsilon`` and ``scaling``."""
         return sinkhorn_divergence(real_out, fake_out, self.epsilon, self.scaling)
 
-    def discriminator_loss(self, real_out, fake_out):
+    def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         return -self.divergence(real_out, fake_out)
 
-    def generator_loss(self, fake_out, real_out=None):
+    def generator_loss(self, fake_out: Tensor, real_out: Tensor | None = None) -> Tensor:
         if real_out is None:
             raise ValueError("the Sinkhorn generator loss needs the critic's real outputs")
         return self.divergence(real_out.detach(), fake_out)
@@ -144,11 +156,11 @@ class MMDGANLoss(MMDLoss):
         features exceed the real batch's (Li et al. 2017's one-sided penalty)."""
         return F.relu(fake_out.mean(0) - real_out.mean(0)).mean()
 
-    def discriminator_loss(self, real_out, fake_out):
+    def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         violation = self.one_sided_violation(real_out, fake_out)
         return super().discriminator_loss(real_out, fake_out) + self.rg_weight * violation
 
-    def generator_loss(self, fake_out, real_out=None):
+    def generator_loss(self, fake_out: Tensor, real_out: Tensor | None = None) -> Tensor:
         loss = super().generator_loss(fake_out, real_out)
         return loss - self.rg_weight * self.one_sided_violation(real_out.detach(), fake_out)
 
@@ -164,7 +176,7 @@ class MMDGANLoss(MMDLoss):
 
         return w
 
-    def penalty(self, critic, real, fake):
+    def penalty(self, critic: Critic, real: Tensor, fake: Tensor) -> Tensor | None:
         if self.gp_weight == 0:
             return None
         return gradient_penalty(self.witness(critic, real, fake), real, fake, self.gp_weight)

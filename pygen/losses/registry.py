@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from pygen.losses.gan import (
     F_DIVERGENCES,
@@ -37,7 +38,7 @@ _REGISTRY: dict[str, Callable[..., GANLoss]] = {
 GAN_LOSSES: tuple[str, ...] = tuple(_REGISTRY)
 
 
-def get_gan_loss(name: str, **kwargs) -> GANLoss:
+def get_gan_loss(name: str, **kwargs: Any) -> GANLoss:
     """The loss registered as ``name`` (see ``GAN_LOSSES``), built with ``kwargs``."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown GAN loss {name!r}; known: {', '.join(GAN_LOSSES)}")

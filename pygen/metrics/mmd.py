@@ -159,6 +159,22 @@ def mmd_permutation_test(
     relabelling whose statistic equals the observed one in exact arithmetic (a swap within a
     sample, or of the two samples when they are as large) counts as ``>=`` even when rounding
     puts it a few ulps below.
+
+    Args:
+        x, y: samples ``(N, ...)`` and ``(M, ...)`` of one per-sample shape, N and M >= 2
+            (flattened per sample; computed in float64).
+        n_permutations: random relabellings behind the null distribution (>= 1); the smallest
+            p-value is ``1 / (1 + n_permutations)``.
+        bandwidths: as in ``mmd2``: Gaussian bandwidths (standard deviations), None for one by
+            the median heuristic on the pooled samples; the shapes with
+            ``kernel="rational_quadratic"`` (None: ``RQ_ALPHAS``). One kernel matrix serves the
+            observed statistic and every relabelling.
+        generator: a CPU generator for the relabellings (they are drawn on the CPU whatever the
+            samples' device); None: torch's global CPU generator.
+        kernel: ``"gaussian"`` or ``"rational_quadratic"`` (``KERNELS``).
+
+    Returns:
+        ``MMDTest(mmd2, p_value)``: the observed unbiased MMD^2 and the permutation p-value.
     """
     if n_permutations < 1:
         raise ValueError(f"n_permutations must be >= 1, got {n_permutations}")

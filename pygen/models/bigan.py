@@ -102,7 +102,13 @@ class BiGAN(nn.Module):
 
 
 class BiGANTrainer(Resumable):
-    """Adam on a ``BiGAN``: ``step(real)`` updates D, then G and E together (D frozen)."""
+    """Adam on a ``BiGAN``: ``step(real)`` updates D, then G and E together (D frozen).
+
+    Args:
+        model: the ``BiGAN`` to train.
+        lr: Adam learning rate of D and of G and E (one optimizer for the two).
+        betas: Adam betas of both optimizers (DCGAN's (0.5, 0.999)).
+    """
 
     resumable = ("d_opt", "ge_opt")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from pygen.layers import ContinuousFlow, FlowSequential, LogitTransform
 from pygen.models.flows import FlowModel
@@ -38,7 +38,9 @@ class CNF(FlowModel):
         super().__init__(FlowSequential(*layers), (dim,), levels)
 
     @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None):
+    def sample(
+        self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None
+    ) -> Tensor:
         """As ``FlowModel.sample``, solved without the trace (sampling discards the
         log-determinant): the same generator seed gives the same samples, and torch's global
         random stream is left alone (the Hutchinson probe was drawn from it)."""

@@ -178,6 +178,10 @@ class ImagePool:
         self.rng = random.Random(seed)
 
     def query(self, images: Tensor) -> Tensor:
+        """The batch D sees in place of the generated ``images`` ``(N, ...)``, detached, image by
+        image: while the pool holds fewer than ``size`` images, the new one (also stored); then,
+        with probability 1/2, a stored one drawn at random (the new one takes its place), else the
+        new one. With ``size`` 0, ``images`` themselves (not detached)."""
         if self.size == 0:
             return images
         out = []
@@ -216,7 +220,24 @@ class CycleGAN(nn.Module):
     cycle-consistency term (``cycle_weight``, 10 in the paper) and an L1 identity term
     (``identity_weight`` times the cycle weight, 0.5 in the paper; 0 disables it: it assumes the
     mapping keeps an image of the target domain unchanged, false e.g. for an intensity
-    inversion). D trains on pools of the last ``pool_size`` generated images."""
+    inversion). D trains on pools of the last ``pool_size`` generated images.
+
+    Args:
+        channels: C of the images of both domains.
+        image_size: H = W of the images: divisible by ``2^n_down`` and at least 8; it sets the
+            PatchGANs' depth (``patch_layers``: the 70x70 PatchGAN from 32 up).
+        width: channels of the generators' first convolution, doubling at each downsampling
+            (the paper: 64).
+        n_blocks: residual blocks of each generator (the paper: 9 at 256x256, 6 at 128x128).
+        n_down: stride-2 downsamplings (and as many upsamplings) of each generator (the
+            paper: 2).
+        d_width: channels of the discriminators' first convolution, doubling per layer up to
+            8x (the paper: 64).
+        cycle_weight: weight of the L1 cycle-consistency term (the paper's lambda, 10).
+        identity_weight: weight of the L1 identity term relative to ``cycle_weight`` (the
+            paper: 0.5); 0 disables it.
+        pool_size: images in each discriminator's ``ImagePool`` (the paper: 50).
+    """
 
     def __init__(
         self,
@@ -291,7 +312,14 @@ class CycleGAN(nn.Module):
 
 class CycleGANTrainer(Resumable):
     """Adam on a ``CycleGAN``: ``step(a, b)`` updates both generators, then both
-    discriminators on the model's pools of generated images (part of the state)."""
+    discriminators on the model's pools of generated images (part of the state).
+
+    Args:
+        model: the ``CycleGAN`` to train (its pools are shared, not copied).
+        lr: Adam learning rate of the generators and of the discriminators (the paper's 2e-4;
+            constant here, without the paper's linear decay).
+        betas: Adam betas of both optimizers (DCGAN's (0.5, 0.999)).
+    """
 
     resumable = ("g_opt", "d_opt", "pool_a", "pool_b")
 
@@ -330,6 +358,19 @@ class Pix2Pix(nn.Module):
     paper) times the L1 distance to the paired target, D half its GAN loss. The generator's
     ``dropout`` is its noise: ``translate`` runs G in eval mode by default (deterministic, batch
     norm's running statistics) or, with ``stochastic=True``, as the paper does at test time.
+
+    Args:
+        in_channels: C of the input images (domain A).
+        out_channels: C of the output images (domain B).
+        image_size: H = W of the images, a power of two >= 8: the U-Net goes down to 1x1
+            (``log2(image_size)`` layers, 8 at 256x256 as in the paper) and it sets the
+            PatchGAN's depth (``patch_layers``: the 70x70 PatchGAN from 32 up).
+        width: channels of the U-Net's first layer, doubling per layer up to 8x (the paper: 64).
+        d_width: channels of the PatchGAN's first layer, doubling per layer up to 8x (the
+            paper: 64); it sees ``in_channels + out_channels`` (input and output concatenated).
+        l1_weight: weight of the L1 term (the paper's lambda, 100).
+        dropout: dropout probability of the U-Net's first three up layers, never the output
+            layer (the paper: 0.5); 0 for none.
     """
 
     def __init__(
@@ -392,7 +433,13 @@ class Pix2Pix(nn.Module):
 
 
 class Pix2PixTrainer(Resumable):
-    """Adam on a ``Pix2Pix``: ``step(a, b)`` updates D, then G (D frozen), on paired batches."""
+    """Adam on a ``Pix2Pix``: ``step(a, b)`` updates D, then G (D frozen), on paired batches.
+
+    Args:
+        model: the ``Pix2Pix`` to train.
+        lr: Adam learning rate of the generator and of the discriminator (the paper's 2e-4).
+        betas: Adam betas of both optimizers (the paper's (0.5, 0.999)).
+    """
 
     resumable = ("g_opt", "d_opt")
 

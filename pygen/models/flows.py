@@ -39,7 +39,9 @@ class FlowModel(nn.Module):
             for continuous data.
     """
 
-    def __init__(self, flow: FlowSequential, shape: Sequence[int], levels: int | None = None):
+    def __init__(
+        self, flow: FlowSequential, shape: Sequence[int], levels: int | None = None
+    ) -> None:
         super().__init__()
         self.flow = flow
         self.shape = tuple(shape)
@@ -74,9 +76,12 @@ class FlowModel(nn.Module):
         return log_prob
 
     @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None):
-        """``n`` samples; the prior's standard deviation is scaled by ``temperature``. Image models
-        return pixels in [0, 1]."""
+    def sample(
+        self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``n`` samples ``(n, *shape)``; the prior's standard deviation is scaled by
+        ``temperature``, and ``generator`` (None: torch's global CPU one) draws its noise. Models
+        with ``levels`` return values clamped to [0, 1] (image models: pixels)."""
         device = next(self.parameters()).device
         dtype = next(self.parameters()).dtype
         z = standard_normal((n, *self.shape), generator, device=device, dtype=dtype)
@@ -136,7 +141,17 @@ class NICE(FlowModel):
     """NICE (Dinh et al. 2015) for vectors ``(N, dim)``: additive couplings on alternating halves
     (odd/even features) and a final diagonal scaling (an ``ActNorm``). The prior is a standard
     normal (the paper also uses a logistic one). ``levels`` makes it a model of flattened
-    discrete images (``bits_per_dim`` of ``(N, C, H, W)`` levels with ``C*H*W == dim``)."""
+    discrete images (``bits_per_dim`` of ``(N, C, H, W)`` levels with ``C*H*W == dim``).
+
+    Args:
+        dim: D, the number of features.
+        n_couplings: additive couplings, alternating which half passes through (the paper: 4).
+        hidden, n_blocks: width and number of hidden ReLU layers of each coupling's MLP (the
+            paper's MNIST model: 5 hidden layers of 1000 units).
+        levels: pixel levels of flattened image data (enables ``bits_per_dim`` of the integer
+            levels; ``log_prob`` takes pixels scaled to [0, 1] and ``sample`` clamps to [0, 1]),
+            None for continuous data. No logit pre-processing: the density is on all of R^D.
+    """
 
     def __init__(
         self,
@@ -145,7 +160,7 @@ class NICE(FlowModel):
         hidden: int = 256,
         n_blocks: int = 4,
         levels: int | None = None,
-    ):
+    ) -> None:
         couplings = _alternating(
             n_couplings,
             lambda parity: AdditiveCoupling(
@@ -210,7 +225,7 @@ class RealNVP(FlowModel):
         levels: int = 256,
         scale_fn: str = "tanh",
         reference: bool = False,
-    ):
+    ) -> None:
         shape = tuple(shape)
         coupling = {"scale_fn": scale_fn, "reference": reference}
         if len(shape) == 1:
@@ -268,7 +283,17 @@ def _glow_scale(shape, n_scales: int, steps: int, hidden: int) -> FlowSequential
 class Glow(FlowModel):
     """A small multi-scale Glow for images ``(C, H, W)`` in [0, 1]: per scale a squeeze,
     ``steps`` ``GlowStep``s and a split; logit pre-processing first. H and W must be divisible by
-    ``2^n_scales`` (every scale squeezes)."""
+    ``2^n_scales`` (every scale squeezes).
+
+    Args:
+        shape: per-sample shape ``(C, H, W)``.
+        n_scales: scales (the paper's L; 3 for CIFAR-10). Every scale squeezes; every one but
+            the last factors out half of its channels.
+        steps: ``GlowStep``s per scale (the paper's K; 32 for CIFAR-10).
+        hidden: channels of each coupling's residual CNN conditioner (one residual block; the
+            paper's conditioner has 512).
+        levels: pixel levels of the image data (for ``bits_per_dim``), default 256.
+    """
 
     def __init__(
         self,
@@ -278,7 +303,7 @@ class Glow(FlowModel):
         steps: int = 4,
         hidden: int = 64,
         levels: int = 256,
-    ):
+    ) -> None:
         shape = tuple(shape)
         if len(shape) != 3:
             raise ValueError(f"Glow needs an image shape (C, H, W), got {shape}")

@@ -8,6 +8,7 @@ discriminators return one raw score per sample ``(N,)`` (a logit or a critic val
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -360,7 +361,7 @@ def interpolation_grid(
     generator: nn.Module,
     z0: Tensor,
     z1: Tensor,
-    path,
+    path: str | os.PathLike[str],
     steps: int = 8,
     method: str = "slerp",
     labels: Tensor | None = None,
@@ -378,7 +379,7 @@ def arithmetic_grid(
     a: Tensor,
     b: Tensor,
     c: Tensor,
-    path,
+    path: str | os.PathLike[str],
     noise_std: float = 0.25,
     generator_rng: torch.Generator | None = None,
     labels: Tensor | None = None,

@@ -45,7 +45,8 @@ def checkerboard_mask(
 ) -> Tensor:
     """Float 0/1 mask of the per-sample ``shape`` (``(D,)`` or ``(C, H, W)``...) that keeps the
     positions whose last two indices (the last one for vectors) sum to an even number (parity 0) or
-    an odd one (parity 1)."""
+    an odd one (parity 1). ``device``: where the mask is made; None: torch's default device (the
+    CPU unless set otherwise)."""
     _check_parity(parity)
     shape = tuple(shape)
     rows = torch.arange(shape[-2], device=device)[:, None] if len(shape) >= 2 else 0
@@ -58,7 +59,8 @@ def channel_mask(
     shape: Sequence[int], parity: int = 0, *, device: torch.device | str | None = None
 ) -> Tensor:
     """Float 0/1 mask of the per-sample ``shape`` that keeps the first ``shape[0] // 2`` channels
-    (features for vectors) with parity 0, the others with parity 1."""
+    (features for vectors) with parity 0, the others with parity 1. ``device``: where the mask is
+    made; None: torch's default device (the CPU unless set otherwise)."""
     _check_parity(parity)
     shape = tuple(shape)
     first = torch.arange(shape[0], device=device) < shape[0] // 2
@@ -198,8 +200,14 @@ def additive_coupling(
     mask_kind: MaskKind | int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Additive (NICE) coupling ``y = x + (1-mask)*shift`` (``y = x - (1-mask)*shift`` for reverse)
-    through the affine coupling kernel without a scale; logdet is zero. Arguments as for
-    ``affine_coupling``."""
+    through the affine coupling kernel without a scale; logdet is zero.
+
+    Args:
+        x, shift, mask, reverse: as for ``affine_coupling`` (``shift`` of x's shape).
+        mask_kind: the ``MaskKind`` of mask, detected from its values when None (which reads
+            the mask: pass it precomputed in a loop, or under torch.compile). A kind that does
+            not describe mask gives wrong results.
+    """
     if runs_twins(x, shift, mask):
         return reference.additive_coupling(x, shift, mask, reverse=reverse)
     kind = _kind(mask, x, mask_kind)

@@ -38,7 +38,26 @@ LossFn = Callable[[nn.Module, Tensor, Tensor | None], Tensor]
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of a run (stored in each checkpoint's sidecar)."""
+    """Hyper-parameters of a run (stored in each checkpoint's sidecar).
+
+    Attributes:
+        steps: the step the run ends at (a resumed run continues up to it); >= 0.
+        batch_size: examples of a step's global batch (under torchrun split evenly over the
+            ranks, so divisible by their number; a recipe with several critic steps per
+            generator step draws one such batch for each); >= 1.
+        lr: Adam's learning rate, of every optimizer of the run (the adversarial recipes give it
+            to both players); > 0.
+        seed: seeds step ``t``'s batch (``step_generator``: ``seed * 1000003 + t``) and torch's
+            global generators (``rank_seed``); a resumed run keeps the stored run's.
+        checkpoint_every: a checkpoint every this many steps besides the one at the end; 0:
+            only at the end.
+        keep_checkpoints: how many of the newest checkpoints to keep, deleting the older ones;
+            0: keep all.
+        log_every: a row of metrics in ``metrics.jsonl`` every this many steps (and at the last
+            step); >= 1.
+        grad_clip: clip the gradients' total norm to this before each update (> 0; ``LossSteps``,
+            the likelihood models); None: no clipping.
+    """
 
     steps: int = 1000
     batch_size: int = 64

@@ -32,7 +32,13 @@ class ActNorm(nn.Module):
 
     Whether it has run is the buffer ``initialized`` (saved with the state dict) and a Python flag
     that forward reads, kept equal to it (also by ``load_state_dict``): reading the buffer would
-    synchronize with a GPU and break a ``torch.compile`` graph at every step."""
+    synchronize with a GPU and break a ``torch.compile`` graph at every step.
+
+    Args:
+        num_features: C, the size of dimension 1 (features of vectors, channels of images).
+        eps: added to each channel's standard deviation in the data-dependent init,
+            ``log_scale = -log(std + eps)``, so that a constant channel gets a finite scale.
+    """
 
     def __init__(self, num_features: int, eps: float = 1e-6) -> None:
         super().__init__()

@@ -14,7 +14,13 @@ class Invertible1x1Conv(nn.Module):
     """``z = W x`` over the channels (dimension 1) of ``(N, C)`` or ``(N, C, H, W)`` inputs with
     ``W = P L (U + diag(sign * exp(log_s)))``: P a fixed permutation, L unit lower and U strictly
     upper triangular. ``log|det W| = sum(log_s)`` per position. Starts at a random orthogonal
-    matrix (the Q of a Gaussian matrix: a rotation or a reflection)."""
+    matrix (the Q of a Gaussian matrix: a rotation or a reflection).
+
+    Args:
+        num_features: C, the size of dimension 1 (features of vectors, channels of images).
+        generator: draws the Gaussian matrix of the initial W (on torch's default device, the
+            CPU unless set otherwise); None: torch's global generator.
+    """
 
     def __init__(self, num_features: int, generator: torch.Generator | None = None) -> None:
         super().__init__()
