@@ -93,6 +93,13 @@ def test_sinkhorn_divergence_is_zero_for_identical_clouds_and_grows_with_a_shift
     assert (y.grad.sum(0) > 0).all()
     with pytest.raises(ValueError, match="epsilon"):
         sinkhorn_divergence(x, y, 0.0)
+    # The losses check their settings when built, not at their first step.
+    for bad, match in [({"epsilon": 0.0}, "epsilon"), ({"scaling": 1.0}, "scaling")]:
+        with pytest.raises(ValueError, match=match):
+            SinkhornLoss(**bad)
+    for loss in (SinkhornLoss, MMDGANLoss):
+        with pytest.raises(ValueError, match="clip_value"):
+            loss(clip_value=0.0)
 
 
 # Gradients come from the dual potentials at the last (annealed) iteration, not from backprop
@@ -312,7 +319,11 @@ def test_translation_models_shapes_patchgan_sizes_and_image_pool():
     new = torch.arange(10.0, 110.0).view(100, 1)
     swapped = pool.query(new) != new  # an older image came back in place of the new one
     assert 30 < int(swapped.sum()) < 70  # probability 1/2 each
-    assert ImagePool(size=0).query(first) is first
+    assert torch.equal(ImagePool(size=0).query(first), first)
+    # Without a pool D trains on the step's own fakes, detached (it failed its backward before).
+    unpooled = CycleGAN(1, image_size=8, width=4, n_blocks=1, n_down=1, d_width=4, pool_size=0)
+    record = unpooled.fit(x, x, steps=1, batch_size=2)[-1]
+    assert math.isfinite(record["g_loss"] + record["d_loss"])
 
 
 def test_translation_losses_weigh_their_terms_as_the_papers():

@@ -103,6 +103,12 @@ class HingeLoss(GANLoss):
         return -fake_out.mean()
 
 
+def check_clip_value(clip_value: float | None) -> None:
+    """A clear error unless ``clip_value`` (a critic's weight clipping) is positive or None."""
+    if clip_value is not None and clip_value <= 0:
+        raise ValueError(f"clip_value must be positive or None, got {clip_value}")
+
+
 class WassersteinLoss(GANLoss):
     """WGAN (Arjovsky et al. 2017): the critic estimates W1, kept Lipschitz by clipping its
     weights to ``[-clip_value, clip_value]``."""
@@ -110,8 +116,7 @@ class WassersteinLoss(GANLoss):
     name = "wgan"
 
     def __init__(self, clip_value: float | None = 0.01) -> None:
-        if clip_value is not None and clip_value <= 0:
-            raise ValueError(f"clip_value must be positive or None, got {clip_value}")
+        check_clip_value(clip_value)
         self.clip_value = clip_value
 
     def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:

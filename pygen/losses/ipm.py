@@ -14,11 +14,18 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor
 
-from pygen.losses.gan import Critic, GANLoss, MMDLoss, gradient_penalty
+from pygen.losses.gan import Critic, GANLoss, MMDLoss, check_clip_value, gradient_penalty
 from pygen.metrics.mmd import kernel_matrix
 
 # Li et al. 2017's Gaussian bandwidths for features of unit-ish scale.
 LI_BANDWIDTHS = (1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+def _check_sinkhorn(epsilon: float, scaling: float) -> None:
+    if epsilon <= 0:
+        raise ValueError(f"epsilon must be positive, got {epsilon}")
+    if not 0 < scaling < 1:
+        raise ValueError(f"scaling must be in (0, 1), got {scaling}")
 
 
 def sinkhorn_divergence(
@@ -41,10 +48,7 @@ def sinkhorn_divergence(
     """
     from geomloss import SamplesLoss  # a hard dependency, imported where it is used
 
-    if epsilon <= 0:
-        raise ValueError(f"epsilon must be positive, got {epsilon}")
-    if not 0 < scaling < 1:
-        raise ValueError(f"scaling must be in (0, 1), got {scaling}")
+    _check_sinkhorn(epsilon, scaling)
     loss = SamplesLoss(
         "sinkhorn", p=2, blur=epsilon**0.5, scaling=scaling, debias=True, backend="tensorized"
     )
@@ -59,11 +63,11 @@ class SinkhornLoss(GANLoss):
 
     Args:
         epsilon: the entropic regularization of ``sinkhorn_divergence``, in the units of the
-            cost ``|h(x) - h(y)|^2 / 2`` of the features; must be > 0 (checked at each call).
-        scaling: the epsilon-scaling factor of the Sinkhorn iterations, in (0, 1) (checked at
-            each call): closer to 1, more iterations and a more exact divergence.
+            cost ``|h(x) - h(y)|^2 / 2`` of the features; must be > 0.
+        scaling: the epsilon-scaling factor of the Sinkhorn iterations, in (0, 1): closer to 1,
+            more iterations and a more exact divergence.
         clip_value: the critic's weights are clamped to ``[-clip_value, clip_value]`` after each
-            of its steps (by the trainer); None for no clipping.
+            of its steps (by the trainer), > 0; None for no clipping.
     """
 
     name = "sinkhorn"
@@ -72,6 +76,8 @@ class SinkhornLoss(GANLoss):
     def __init__(
         self, epsilon: float = 0.01, scaling: float = 0.9, clip_value: float | None = 0.01
     ) -> None:
+        _check_sinkhorn(epsilon, scaling)
+        check_clip_value(clip_value)
         self.epsilon, self.scaling, self.clip_value = epsilon, scaling, clip_value
 
     def divergence(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
@@ -139,6 +145,7 @@ class MMDGANLoss(MMDLoss):
         for label, weight in weights.items():
             if weight < 0:
                 raise ValueError(f"{label} must be >= 0, got {weight}")
+        check_clip_value(clip_value)
         self.gp_weight, self.clip_value = gp_weight, clip_value
         self.ae_weight, self.rg_weight = ae_weight, rg_weight
         self.penalizes_gradients = gp_weight > 0

@@ -181,9 +181,10 @@ class ImagePool:
         """The batch D sees in place of the generated ``images`` ``(N, ...)``, detached, image by
         image: while the pool holds fewer than ``size`` images, the new one (also stored); then,
         with probability 1/2, a stored one drawn at random (the new one takes its place), else the
-        new one. With ``size`` 0, ``images`` themselves (not detached)."""
+        new one. With ``size`` 0, ``images`` themselves, detached (D's loss must not reach G's
+        graph, which G's own step has freed)."""
         if self.size == 0:
-            return images
+            return images.detach()
         out = []
         for image in images.detach():
             if len(self.images) < self.size:
