@@ -356,18 +356,21 @@ def _square_size(images: Tensor, model: str) -> int:
 
 class _AdversarialSteps:
     """An adversarial trainer (``step(*batch)`` returns its losses; ``state_dict``) as the shared
-    loop's ``TrainingSteps``: ``draw(gen)`` is the step's batch, and the trainer's
-    ``generator_loss`` is reported as ``loss``."""
+    loop's ``TrainingSteps``: ``draw(gen)`` is the step's batch (``batches_per_step`` batches of
+    the run's batch size: a GAN's critic steps), and the trainer's ``generator_loss`` is reported
+    as ``loss``."""
 
     def __init__(
         self,
         trainer: Any,
         draw: Callable[[torch.Generator], tuple[Tensor, ...]],
         generator_loss: str,
+        batches_per_step: int = 1,
     ) -> None:
         if world()[1] > 1:
             raise ValueError("adversarial models train in one process: run them without torchrun")
         self.trainer, self.draw, self.generator_loss = trainer, draw, generator_loss
+        self.batches_per_step = batches_per_step
 
     def step(self, gen: torch.Generator) -> dict[str, float]:
         losses = self.trainer.step(*self.draw(gen))
@@ -446,7 +449,7 @@ def _dcgan_steps(
                 return (real[idx].to(trainer.device),)
             return real[idx].to(trainer.device), labels[idx].to(trainer.device)
 
-        return _AdversarialSteps(trainer, draw, "g_loss")
+        return _AdversarialSteps(trainer, draw, "g_loss", batches_per_step=d_steps)
 
     return steps
 

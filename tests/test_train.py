@@ -24,8 +24,10 @@ from pygen.train import (
     load_weights,
     save_checkpoint,
     train,
+    train_steps,
 )
 from pygen.train import checkpoint as checkpoint_module
+from pygen.train import loop as loop_module
 
 
 class TinyDensity(nn.Module):
@@ -468,3 +470,31 @@ def test_two_process_gloo_training_equals_one_process(tmp_path):
     for rank in ranks:
         for name, value in whole.state_dict().items():
             torch.testing.assert_close(rank["actnorm"][name], value, msg=name)
+
+
+class CountedSteps:
+    """A TrainingSteps that draws ``batches_per_step`` batches a step (a GAN's critic steps)."""
+
+    batches_per_step = 3
+
+    def step(self, gen: torch.Generator) -> dict[str, float]:
+        return {"loss": 0.0}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def set_lr(self, lr: float) -> None:
+        pass
+
+
+def test_examples_per_second_counts_every_batch_a_step_draws(tmp_path, monkeypatch):
+    clock = iter(range(1000))  # one second per reading
+    monkeypatch.setattr(loop_module.time, "perf_counter", lambda: float(next(clock)))
+    config = TrainConfig(steps=4, batch_size=8, log_every=2)
+    rows = train_steps(
+        CountedSteps(), TinyDensity(), config, tmp_path, model_name="tiny", model_config={}
+    )
+    assert [row["examples_per_s"] for row in rows] == [2 * 3 * 8 / 1.0] * 2

@@ -102,7 +102,8 @@ class TrainingSteps(Protocol):
     for the host). ``state_dict`` / ``load_state_dict`` cover what a resumed run needs besides
     the model's weights: optimizers, loss scalers, moving averages, image pools. ``set_lr(lr)``
     sets the learning rate of its optimizers; the loop calls it only when a resumed run is given
-    a learning rate other than the stored run's.
+    a learning rate other than the stored run's. An optional attribute ``batches_per_step`` (1 if
+    absent) counts the batches of ``batch_size`` a step draws, for the logged examples/s.
     """
 
     def step(self, gen: torch.Generator) -> dict[str, Tensor | float]: ...
@@ -359,10 +360,11 @@ def train_steps(
         dynamic_ncols=True,
     )
     tic, seen = time.perf_counter(), 0
+    examples_per_step = config.batch_size * getattr(steps, "batches_per_step", 1)
     model.train()
     for step in bar:
         values = steps.step(step_generator(config.seed, step))
-        seen += config.batch_size
+        seen += examples_per_step
         done = step + 1
         if rank == 0 and (done % config.log_every == 0 or done == config.steps):
             elapsed = time.perf_counter() - tic
