@@ -559,12 +559,13 @@ def test_a_tiny_temperature_draws_the_most_likely_level():
             assert not model.sample(1, method=method, noise=noise, temperature=temperature).any()
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=requires_cuda)])
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
-def test_nan_or_infinite_logits_draw_level_0_in_every_sampler(bad):
+def test_nan_or_infinite_logits_draw_level_0_in_every_sampler(bad, device):
     # The sums are NaN: the twin finds no level below u * total and draws level 0; the kernels
     # drew the last level before.
-    model = constant_logits_model([0.0, bad, 0.0])
-    noise = torch.full((2, 1, 2, 2), 0.5)
+    model = constant_logits_model([0.0, bad, 0.0]).to(device)
+    noise = torch.full((2, 1, 2, 2), 0.5, device=device)
     for method in ("fused", "cached", "naive"):
         assert not model.sample(2, method=method, noise=noise).any(), method
 
