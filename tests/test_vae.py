@@ -346,6 +346,22 @@ def test_reconstruction_term_under_autocast_sums_in_float32(dtype):
     torch.testing.assert_close(terms.reconstruction.double(), log_px, rtol=2e-5, atol=0)
 
 
+def test_a_learned_std_pushed_below_its_floor_comes_back():
+    # An optimizer step can carry log_std past the floor; a plain clamp then gave it a zero
+    # gradient for good. Where the data wants a larger std, descent raises it again.
+    likelihood = GaussianLikelihood(min_std=0.1)
+    with torch.no_grad():
+        likelihood.log_std.fill_(math.log(0.05))
+    x, mean = torch.full((8, 1), 0.9), torch.full((8, 1, 1), 0.1)  # residual 0.8 >> 0.1
+    likelihood.log_prob(mean, x).sum().neg().backward()
+    assert likelihood.log_std.grad.item() < 0  # descent raises it
+    torch.testing.assert_close(likelihood.std(), torch.tensor(0.1))  # still floored in value
+    likelihood.log_std.grad = None
+    x = mean[..., 0].clone()  # a perfect fit wants a smaller std: no gradient below the floor
+    likelihood.log_prob(mean, x).sum().neg().backward()
+    assert likelihood.log_std.grad.item() == 0
+
+
 def test_internal_noise_is_seeded():
     model = VAE(latent_dim=4, hidden=16)
     x = small_batch()

@@ -119,6 +119,28 @@ class CategoricalLikelihood(Likelihood):
         return f"n_levels={self.n_levels}"
 
 
+class _Floored(torch.autograd.Function):
+    """``max(x, floor)`` whose gradient also passes below the floor where descent raises ``x``
+    (a negative gradient): a learned parameter that one optimizer step carried past the floor
+    gets back, where a plain clamp would give it a zero gradient for good."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, floor: float) -> Tensor:
+        return x.clamp(min=floor)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[0])
+        ctx.floor = inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (x,) = ctx.saved_tensors
+        return torch.where((x >= ctx.floor) | (grad < 0), grad, 0.0), None
+
+
 class GaussianLikelihood(Likelihood):
     """N(mean, std^2) per element; the decoder emits the mean.
 
@@ -168,11 +190,14 @@ class GaussianLikelihood(Likelihood):
                 "GaussianLikelihood(clamp=None) for unbounded data"
             )
 
+    def _log_std(self) -> Tensor:
+        return _Floored.apply(self.log_std, self.min_log_std)
+
     def std(self) -> Tensor:
-        return self.log_std.clamp(min=self.min_log_std).exp()
+        return self._log_std().exp()
 
     def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
-        log_std = self.log_std.clamp(min=self.min_log_std)
+        log_std = self._log_std()
         residual = (x - params[..., 0]) * torch.exp(-log_std)
         return -0.5 * residual.square() - log_std - 0.5 * math.log(2 * math.pi)
 
