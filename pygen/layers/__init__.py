@@ -20,7 +20,6 @@ from pygen.layers.flows import (
     channel_mask,
     checkerboard_mask,
     coupling_mask,
-    logdet_dtype,
 )
 from pygen.layers.made import MADE, MaskedLinear
 from pygen.layers.masked_conv import GatedMaskedConv2d, MaskedConv2d, frozen_masked_weights

@@ -67,7 +67,7 @@ class FlowModel(nn.Module):
         whole. Models without the logit (NICE, vector models) have a density on all of R^D."""
         self._check_batch(x)
         z, logdet = self.flow(x)
-        z = z.to(logdet.dtype)  # a 16-bit model's sums in float32, as its layers' (logdet_dtype)
+        z = z.to(logdet.dtype)  # a 16-bit model sums in float32, as its layers (logdet_dtype)
         prior = -0.5 * (z.square() + math.log(2 * math.pi)).flatten(1).sum(1)
         log_prob = prior + logdet
         preprocessing = next(iter(self.flow), None)

@@ -11,6 +11,7 @@ from pygen.ops.affine_coupling import (
     channel_mask,
     checkerboard_mask,
     detect_mask_kind,
+    logdet_dtype,
 )
 from pygen.ops.made_solve import made_affine_solve
 from pygen.ops.pixelcnn import pixelcnn_sample
@@ -24,6 +25,7 @@ __all__ = [
     "channel_mask",
     "checkerboard_mask",
     "detect_mask_kind",
+    "logdet_dtype",
     "made_affine_solve",
     "pixelcnn_sample",
     "pixelrnn_sample",

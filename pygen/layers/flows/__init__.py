@@ -2,7 +2,7 @@
 
 from pygen.layers.flows.actnorm import ActNorm
 from pygen.layers.flows.autoregressive import IAFLayer, MAFLayer, Permutation
-from pygen.layers.flows.base import FlowSequential, Inverse, logdet_dtype
+from pygen.layers.flows.base import FlowSequential, Inverse
 from pygen.layers.flows.conditioners import MLP, ResidualCNN
 from pygen.layers.flows.continuous import ContinuousFlow, TimeMLP
 from pygen.layers.flows.coupling import AdditiveCoupling, AffineCoupling, coupling_mask
@@ -31,5 +31,4 @@ __all__ = [
     "channel_mask",
     "checkerboard_mask",
     "coupling_mask",
-    "logdet_dtype",
 ]

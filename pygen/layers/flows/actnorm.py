@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from pygen.layers.flows.base import logdet_dtype
+from pygen.ops import logdet_dtype
 
 
 def _sum_over_ranks(t: Tensor) -> Tensor:

@@ -22,8 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from pygen import ops
-from pygen.layers.flows.base import logdet_dtype
 from pygen.layers.made import MADE
+from pygen.ops import logdet_dtype
 
 SOLVERS = ("cached", "naive")
 

@@ -3,19 +3,14 @@
 Every flow layer maps ``forward(x) -> (z, logdet)`` and ``inverse(z) -> (x, logdet)``, where
 ``logdet`` has shape ``(N,)`` and is ``log|det dz/dx|`` for forward and ``log|det dx/dz|`` for
 inverse, so that the two sum to zero on a round trip. ``logdet`` is float32 for 16-bit inputs
-(``logdet_dtype``), as the fused ops return it: a sum over thousands of values, or a layer's
-hundreds of nats, rounded to 16 bits would lose whole nats.
+(``pygen.ops.logdet_dtype``), as the fused ops return it.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
-
-def logdet_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype of a flow layer's ``logdet`` for inputs of ``dtype``: at least float32."""
-    return torch.promote_types(dtype, torch.float32)
+from pygen.ops import logdet_dtype
 
 
 class FlowSequential(nn.Sequential):

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from pygen.layers.flows.base import logdet_dtype
+from pygen.ops import logdet_dtype
 
 
 class TimeMLP(nn.Module):

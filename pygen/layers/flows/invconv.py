@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from pygen.layers.flows.base import logdet_dtype
+from pygen.ops import logdet_dtype
 
 
 class Invertible1x1Conv(nn.Module):

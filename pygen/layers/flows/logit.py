@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from pygen.layers.flows.base import logdet_dtype
+from pygen.ops import logdet_dtype
 
 
 class LogitTransform(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pygen.layers.flows.base import logdet_dtype
+from pygen.ops import logdet_dtype
 
 
 class Squeeze(nn.Module):
