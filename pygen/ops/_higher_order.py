@@ -27,10 +27,9 @@ def runs_twins(*arguments) -> bool:
         return True
     if torch.autograd.forward_ad._current_level < 0:  # no dual level open anywhere
         return False
-    tensors = [t for a in arguments for t in (a if isinstance(a, (list, tuple)) else [a])]
     return any(
         isinstance(t, Tensor) and torch.autograd.forward_ad.unpack_dual(t).tangent is not None
-        for t in tensors
+        for t in _flat(arguments)
     )
 
 
