@@ -148,7 +148,11 @@ class MMDGANLoss(MMDLoss):
         check_clip_value(clip_value)
         self.gp_weight, self.clip_value = gp_weight, clip_value
         self.ae_weight, self.rg_weight = ae_weight, rg_weight
-        self.penalizes_gradients = gp_weight > 0
+
+    @property
+    def penalizes_gradients(self) -> bool:
+        """The witness gradient penalty is on (``gp_weight > 0``)."""
+        return self.gp_weight > 0
 
     @classmethod
     def li2017(cls, clip_value: float = 0.01) -> MMDGANLoss:
