@@ -8,7 +8,7 @@ from conftest import FLOAT_DTYPES, assert_close, nested_derivatives, requires_cu
 from scipy import stats
 
 from pygen.layers import GaussianReparameterize
-from pygen.ops import reference, reparameterize_kl
+from pygen.ops import logdet_dtype, reference, reparameterize_kl
 
 # Rows of 12: a multiple of 4 but not of the CUDA kernels' 8-element groups (the element path).
 SHAPES = [(1, 1), (3, 7), (1000, 33), (2, 3, 5, 8), (6, 12), (4, 256)]
@@ -37,10 +37,11 @@ def test_values_match_reference(device, shape, dtype, n_samples):
     z_ref, kl_ref = reference.reparameterize_kl(
         mu.double(), logvar.double(), noise.double(), n_samples=n_samples
     )
-    assert z.dtype == dtype and kl.dtype == dtype
+    # The KL, a sum over the latent dimensions, is float32 for 16-bit inputs (as a flow's logdet).
+    assert z.dtype == dtype and kl.dtype == logdet_dtype(dtype)
     assert z.shape == z_ref.shape and kl.shape == shape[:-1]
     assert_close(z, z_ref, dtype)
-    assert_close(kl, kl_ref, dtype, scale=max(1.0, shape[-1] ** 0.5))
+    assert_close(kl, kl_ref, kl.dtype, scale=max(1.0, shape[-1] ** 0.5))
 
 
 @pytest.mark.parametrize("used", ["both", "z", "kl"])
@@ -61,7 +62,7 @@ def test_gradients_match_reference(device, shape, dtype, n_samples, used):
         z, kl = op(m, lv, eps, n_samples=n_samples)
         outputs = {"both": (z, kl), "z": (z,), "kl": (kl,)}[used]
         seeds = {"both": (grad_z, grad_kl), "z": (grad_z,), "kl": (grad_kl,)}[used]
-        seeds = tuple(g.to(z.dtype) for g in seeds)
+        seeds = tuple(g.to(out.dtype) for g, out in zip(seeds, outputs, strict=True))
         return torch.autograd.grad(outputs, (m, lv, eps), seeds, allow_unused=True)
 
     got = grads(reparameterize_kl, mu, logvar, noise)
@@ -169,6 +170,22 @@ def test_opcheck(device):
     mu_t, logvar_t, noise_t = (t.t() for t in make_inputs((6, 4), torch.float32, device))
     grad_z, grad_kl = torch.randn(4, 6, device=device), torch.randn(4, device=device)
     torch.library.opcheck(backward, (grad_z, grad_kl, mu_t, logvar_t, noise_t, None, 1))
+    # 16-bit inputs: the KL and its gradient are float32.
+    mu, logvar, noise = make_inputs((4, 6), torch.bfloat16, device, 1)
+    torch.library.opcheck(fused, (mu.requires_grad_(), logvar, noise, None, 1))
+    grad_z, grad_kl = torch.randn_like(noise), torch.randn(4, device=device)
+    torch.library.opcheck(backward, (grad_z, grad_kl, mu, logvar, noise, None, 1))
+
+
+def test_bad_gradients_raise():
+    backward = torch.ops.pygen.reparameterize_kl_backward
+    mu = torch.zeros(3, 4, dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match="grad_kl must have dtype Float, got BFloat16"):
+        backward(None, torch.zeros(3, dtype=torch.bfloat16), mu, mu, mu, None, 1)
+    with pytest.raises(ValueError, match=r"grad_kl must have shape \[3\], got \[4\]"):
+        backward(None, torch.zeros(4), mu, mu, mu, None, 1)
+    with pytest.raises(TypeError, match="grad_z has dtype Float but mu has dtype BFloat16"):
+        backward(torch.zeros(3, 4), None, mu, mu, mu, None, 1)
 
 
 def test_torch_compile_matches_eager(device):

@@ -3,7 +3,6 @@
 // for the dispatcher's few microseconds of overhead per call; see reparam_kl.cpp).
 #include "affine_coupling/affine_coupling.h"
 
-#include <ATen/OpMathType.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
@@ -69,8 +68,6 @@ at::Tensor kernel_mask(const Problem& p, const at::Tensor& mask, const at::Tenso
   return mask.ne(0).to(at::kByte).expand(shape).contiguous();
 }
 
-at::ScalarType logdet_dtype(const at::Tensor& x) { return at::toOpMathType(x.scalar_type()); }
-
 }  // namespace
 
 ScaleFn parse_scale_fn(bool has_log_scale, c10::string_view name) {
@@ -100,7 +97,7 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const std::optio
   const at::Tensor log_scale_c = log_scale ? log_scale->contiguous() : at::Tensor();
   const at::Tensor mask_c = kernel_mask(p, mask, x);
   at::Tensor y = at::empty_like(x_c);
-  at::Tensor logdet = at::zeros({p.rows}, x.options().dtype(logdet_dtype(x)));
+  at::Tensor logdet = at::zeros({p.rows}, x.options().dtype(sum_dtype(x)));
   if (y.numel() == 0) return {y, logdet};
   if (on_cuda(x, "affine_coupling")) {
 #ifdef PYGEN_WITH_CUDA
@@ -118,21 +115,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     int64_t mask_kind, c10::string_view scale_fn, std::optional<double> clamp, bool reverse) {
   const Problem p = check_inputs(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse);
   if (grad_y) check_matches(*grad_y, "grad_y", x, "x", x.sizes());
-  if (grad_logdet) {
-    check_floating(*grad_logdet, "grad_logdet");
-    check_same_device(*grad_logdet, "grad_logdet", x, "x");
-    TORCH_CHECK_TYPE(grad_logdet->scalar_type() == logdet_dtype(x), "grad_logdet must have dtype ",
-                     logdet_dtype(x), ", got ", grad_logdet->scalar_type());
-    TORCH_CHECK_VALUE(grad_logdet->sizes() == at::IntArrayRef{p.rows}, "grad_logdet must have shape (",
-                      p.rows, "), got ", grad_logdet->sizes());
-  }
+  if (grad_logdet) check_sum_grad(*grad_logdet, "grad_logdet", x, "x", {p.rows});
   const at::Tensor x_c = x.contiguous(), shift_c = shift.contiguous();
   const at::Tensor log_scale_c = log_scale ? log_scale->contiguous() : at::Tensor();
   const at::Tensor mask_c = kernel_mask(p, mask, x);
   // An absent gradient is zero; the kernels always read both.
   const at::Tensor grad_y_c = grad_y ? grad_y->contiguous() : at::zeros_like(x_c);
   const at::Tensor grad_logdet_c =
-      grad_logdet ? grad_logdet->contiguous() : at::zeros({p.rows}, x.options().dtype(logdet_dtype(x)));
+      grad_logdet ? grad_logdet->contiguous() : at::zeros({p.rows}, x.options().dtype(sum_dtype(x)));
   at::Tensor grad_x = at::empty_like(x_c), grad_shift = at::empty_like(x_c);
   at::Tensor grad_log_scale = log_scale ? at::empty_like(x_c) : at::empty({0}, x.options());
   if (grad_x.numel() == 0) return {grad_x, grad_log_scale, grad_shift};

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 
 namespace pygen {
 
@@ -23,6 +24,20 @@ inline void check_same_device(const at::Tensor& t, const char* name, const at::T
                               const char* ref_name) {
   TORCH_CHECK(t.device() == ref.device(), name, " is on ", t.device(), " but ", ref_name, " is on ",
               ref.device());
+}
+
+// The dtype of a per-row sum over a tensor's elements (a flow's logdet, a KL): float32 for 16-bit
+// tensors (hundreds of nats rounded to 16 bits lose tenths of a nat), else the tensor's own.
+inline at::ScalarType sum_dtype(const at::Tensor& t) { return at::toOpMathType(t.scalar_type()); }
+
+// The gradient of such a sum over `ref`'s rows: on ref's device, of dtype sum_dtype(ref), shape
+// `shape`.
+inline void check_sum_grad(const at::Tensor& grad, const char* name, const at::Tensor& ref,
+                           const char* ref_name, at::IntArrayRef shape) {
+  check_same_device(grad, name, ref, ref_name);
+  TORCH_CHECK_TYPE(grad.scalar_type() == sum_dtype(ref), name, " must have dtype ", sum_dtype(ref),
+                   ", got ", grad.scalar_type());
+  TORCH_CHECK_VALUE(grad.sizes() == shape, name, " must have shape ", shape, ", got ", grad.sizes());
 }
 
 // A floating tensor with the dtype and device of `ref` and the given shape.

@@ -48,7 +48,7 @@ int64_t grain_rows(const Problem& p) { return std::max<int64_t>(1, 4096 / (p.dim
 // them (inside the OpenMP-outlined lambda it does not).
 template <typename scalar_t>
 PYGEN_CPU_CLONES void forward_rows(const Problem& p, const scalar_t* mu, const scalar_t* logvar, const scalar_t* noise,
-                  uint64_t seed, scalar_t* z, scalar_t* kl, int64_t row_begin, int64_t row_end) {
+                  uint64_t seed, scalar_t* z, at::opmath_type<scalar_t>* kl, int64_t row_begin, int64_t row_end) {
   using acc_t = at::opmath_type<scalar_t>;
   alignas(64) std::array<acc_t, kChunk> mean, stddev, eps;
   for (int64_t r = row_begin; r < row_end; ++r) {
@@ -73,20 +73,20 @@ PYGEN_CPU_CLONES void forward_rows(const Problem& p, const scalar_t* mu, const s
         for (int64_t i = 0; i < n; ++i) zs[i] = narrow<scalar_t>(mean[i] + stddev[i] * eps[i]);
       }
     }
-    kl[r] = narrow<scalar_t>(acc_t(0.5) * kl_sum);
+    kl[r] = acc_t(0.5) * kl_sum;
   }
 }
 
 // grad_mu     = grad_kl * mu + sum_s grad_z
 // grad_logvar = 0.5 * grad_kl * (exp(logvar) - 1) + 0.5 * std * sum_s grad_z * eps
 template <typename scalar_t>
-PYGEN_CPU_CLONES void backward_rows(const Problem& p, const scalar_t* grad_z, const scalar_t* grad_kl,
+PYGEN_CPU_CLONES void backward_rows(const Problem& p, const scalar_t* grad_z, const at::opmath_type<scalar_t>* grad_kl,
                  const scalar_t* mu, const scalar_t* logvar, const scalar_t* noise, uint64_t seed,
                  scalar_t* grad_mu, scalar_t* grad_logvar, int64_t row_begin, int64_t row_end) {
   using acc_t = at::opmath_type<scalar_t>;
   alignas(64) std::array<acc_t, kChunk> sum_g, sum_g_eps, eps;
   for (int64_t r = row_begin; r < row_end; ++r) {
-    const acc_t gkl = grad_kl ? widen<acc_t>(grad_kl[r]) : acc_t(0);
+    const acc_t gkl = grad_kl ? grad_kl[r] : acc_t(0);
     for (int64_t d0 = 0; d0 < p.dim; d0 += kChunk) {
       const int64_t n = std::min(kChunk, p.dim - d0);
       const int64_t offset = r * p.dim + d0;
@@ -130,7 +130,7 @@ void forward_cpu(const Problem& p, const at::Tensor& mu, const at::Tensor& logva
     const scalar_t* logvar_p = logvar.const_data_ptr<scalar_t>();
     const scalar_t* noise_p = ptr_or_null<scalar_t>(noise);
     scalar_t* z_p = z.mutable_data_ptr<scalar_t>();
-    scalar_t* kl_p = kl.mutable_data_ptr<scalar_t>();
+    auto* kl_p = kl.mutable_data_ptr<at::opmath_type<scalar_t>>();
     at::parallel_for(0, p.rows, grain_rows(p), [&](int64_t begin, int64_t end) {
       forward_rows<scalar_t>(p, mu_p, logvar_p, noise_p, seed_v, z_p, kl_p, begin, end);
     });
@@ -143,7 +143,7 @@ void backward_cpu(const Problem& p, const at::Tensor& grad_z, const at::Tensor& 
   const uint64_t seed_v = seed_value(noise, seed);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "reparam_kl_backward_cpu", [&] {
     const scalar_t* grad_z_p = ptr_or_null<scalar_t>(grad_z);
-    const scalar_t* grad_kl_p = ptr_or_null<scalar_t>(grad_kl);
+    const auto* grad_kl_p = ptr_or_null<at::opmath_type<scalar_t>>(grad_kl);
     const scalar_t* mu_p = mu.const_data_ptr<scalar_t>();
     const scalar_t* logvar_p = logvar.const_data_ptr<scalar_t>();
     const scalar_t* noise_p = ptr_or_null<scalar_t>(noise);

@@ -39,12 +39,13 @@ __device__ __forceinline__ void group_eps(const scalar_t* noise, uint64_t seed, 
   }
 }
 
-// Math in at::opmath_type: double for double inputs (gradcheck), float for every other dtype.
+// Math in at::opmath_type: double for double inputs (gradcheck), float for every other dtype;
+// kl and grad_kl are in that type too (sum_dtype).
 template <typename scalar_t, bool kAligned>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 forward_kernel(Problem p, const scalar_t* __restrict__ mu, const scalar_t* __restrict__ logvar,
                const scalar_t* __restrict__ noise, const int64_t* __restrict__ seed_ptr,
-               scalar_t* __restrict__ z, scalar_t* __restrict__ kl) {
+               scalar_t* __restrict__ z, at::opmath_type<scalar_t>* __restrict__ kl) {
   using acc_t = at::opmath_type<scalar_t>;
   constexpr int W = wide_group<scalar_t>();
   const int lane = threadIdx.x & 31;
@@ -95,12 +96,13 @@ forward_kernel(Problem p, const scalar_t* __restrict__ mu, const scalar_t* __res
   }
 #pragma unroll
   for (int offset = 16; offset > 0; offset >>= 1) kl_sum += __shfl_xor_sync(0xffffffffu, kl_sum, offset);
-  if (lane == 0) kl[row] = static_cast<scalar_t>(acc_t(0.5) * kl_sum);
+  if (lane == 0) kl[row] = acc_t(0.5) * kl_sum;
 }
 
 template <typename scalar_t, bool kAligned>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
-backward_kernel(Problem p, const scalar_t* __restrict__ grad_z, const scalar_t* __restrict__ grad_kl,
+backward_kernel(Problem p, const scalar_t* __restrict__ grad_z,
+                const at::opmath_type<scalar_t>* __restrict__ grad_kl,
                 const scalar_t* __restrict__ mu, const scalar_t* __restrict__ logvar,
                 const scalar_t* __restrict__ noise, const int64_t* __restrict__ seed_ptr,
                 scalar_t* __restrict__ grad_mu, scalar_t* __restrict__ grad_logvar) {
@@ -110,7 +112,7 @@ backward_kernel(Problem p, const scalar_t* __restrict__ grad_z, const scalar_t* 
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   if (row >= p.rows) return;
   const uint64_t seed = (noise || !grad_z) ? 0 : static_cast<uint64_t>(*seed_ptr);
-  const acc_t gkl = grad_kl ? static_cast<acc_t>(grad_kl[row]) : acc_t(0);
+  const acc_t gkl = grad_kl ? grad_kl[row] : acc_t(0);
   const int64_t base = row * p.dim;
   for (int64_t d = static_cast<int64_t>(lane) * W; d < p.dim; d += 32 * W) {
     const int n = static_cast<int>(min(static_cast<int64_t>(W), p.dim - d));
@@ -174,7 +176,7 @@ void forward_cuda(const Problem& p, const at::Tensor& mu, const at::Tensor& logv
     kernel<<<grid, kWarpsPerBlock * 32, 0, stream>>>(
         p, mu.const_data_ptr<scalar_t>(), logvar.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(noise),
         seed_d.defined() ? seed_d.const_data_ptr<int64_t>() : nullptr, z.mutable_data_ptr<scalar_t>(),
-        kl.mutable_data_ptr<scalar_t>());
+        kl.mutable_data_ptr<at::opmath_type<scalar_t>>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
@@ -190,7 +192,7 @@ void backward_cuda(const Problem& p, const at::Tensor& grad_z, const at::Tensor&
     const bool aligned = groups_aligned<scalar_t>(p, {&grad_z, &mu, &logvar, &noise, &grad_mu, &grad_logvar});
     auto kernel = aligned ? backward_kernel<scalar_t, true> : backward_kernel<scalar_t, false>;
     kernel<<<grid, kWarpsPerBlock * 32, 0, stream>>>(
-        p, ptr_or_null<scalar_t>(grad_z), ptr_or_null<scalar_t>(grad_kl), mu.const_data_ptr<scalar_t>(),
+        p, ptr_or_null<scalar_t>(grad_z), ptr_or_null<at::opmath_type<scalar_t>>(grad_kl), mu.const_data_ptr<scalar_t>(),
         logvar.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(noise),
         seed_d.defined() ? seed_d.const_data_ptr<int64_t>() : nullptr, grad_mu.mutable_data_ptr<scalar_t>(),
         grad_logvar.mutable_data_ptr<scalar_t>());

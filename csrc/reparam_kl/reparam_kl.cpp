@@ -55,7 +55,7 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& mu, const at::Tenso
   const at::Tensor mu_c = mu.contiguous(), logvar_c = logvar.contiguous();
   const at::Tensor noise_c = contiguous_or_undefined(noise), seed_c = contiguous_or_undefined(seed);
   at::Tensor z = at::empty(z_shape(mu, n_samples), mu.options());
-  at::Tensor kl = at::empty(kl_shape(mu), mu.options());
+  at::Tensor kl = at::empty(kl_shape(mu), mu.options().dtype(sum_dtype(mu)));
   if (p.rows == 0) return {z, kl};
   if (on_cuda(mu, "reparameterize_kl")) {
 #ifdef PYGEN_WITH_CUDA
@@ -74,7 +74,7 @@ std::tuple<at::Tensor, at::Tensor> backward(const std::optional<at::Tensor>& gra
                                             const std::optional<at::Tensor>& seed, int64_t n_samples) {
   const Problem p = check_inputs(mu, logvar, noise, seed, n_samples);
   if (grad_z) check_matches(*grad_z, "grad_z", mu, "mu", z_shape(mu, n_samples));
-  if (grad_kl) check_matches(*grad_kl, "grad_kl", mu, "mu", kl_shape(mu));
+  if (grad_kl) check_sum_grad(*grad_kl, "grad_kl", mu, "mu", kl_shape(mu));
   const at::Tensor mu_c = mu.contiguous(), logvar_c = logvar.contiguous();
   const at::Tensor noise_c = contiguous_or_undefined(noise), seed_c = contiguous_or_undefined(seed);
   const at::Tensor grad_z_c = contiguous_or_undefined(grad_z);

@@ -1,6 +1,7 @@
 // Fused reparameterization + Gaussian KL:
 //   z[s, r, :] = mu[r, :] + exp(0.5 * logvar[r, :]) * eps[s, r, :]
 //   kl[r]      = 0.5 * sum_d (mu^2 + exp(logvar) - 1 - logvar)
+// kl is float32 for 16-bit inputs (common/checks.h, sum_dtype), as its gradient grad_kl.
 // eps is either given (`noise`) or element g of the Philox stream `seed` (g = flat index in z).
 #pragma once
 

@@ -100,7 +100,8 @@ def detect_mask_kind(mask: Tensor, shape: Sequence[int]) -> MaskKind:
 def logdet_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype of a log-determinant of inputs of ``dtype``: float32 for 16-bit inputs (a sum of
     thousands of values, or hundreds of nats, rounded to 16 bits would lose whole nats), else
-    ``dtype``. The ops' logdet and every flow layer's (``pygen.layers``) have it."""
+    ``dtype``. The ops' logdet, every flow layer's (``pygen.layers``) and the KL of
+    ``pygen.ops.reparameterize_kl`` have it."""
     return torch.promote_types(dtype, torch.float32)
 
 

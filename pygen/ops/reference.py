@@ -20,12 +20,15 @@ def reparameterize_kl(
     n_samples: int = 1,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """z = mu + exp(logvar / 2) * noise and KL(N(mu, exp(logvar)) || N(0, I)) per row."""
+    """z = mu + exp(logvar / 2) * noise and KL(N(mu, exp(logvar)) || N(0, I)) per row (float32
+    for 16-bit inputs)."""
     z_shape = mu.shape if n_samples == 1 else (n_samples, *mu.shape)
     if noise is None:
         noise = torch.randn(z_shape, dtype=mu.dtype, device=mu.device, generator=generator)
     z = mu + torch.exp(0.5 * logvar) * noise
-    kl = 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1)
+    acc = torch.promote_types(mu.dtype, torch.float32)  # as the fused op: the KL, a sum, in float32
+    m, lv = mu.to(acc), logvar.to(acc)
+    kl = 0.5 * (m.square() + lv.exp() - 1.0 - lv).sum(-1)
     return z, kl
 
 

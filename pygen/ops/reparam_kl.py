@@ -16,6 +16,7 @@ from pygen.ops import reference
 from pygen.ops._fake import check_same_device
 from pygen.ops._higher_order import register_twin_backward, runs_twins, vjp
 from pygen.ops._random import draw_seed
+from pygen.ops.affine_coupling import logdet_dtype
 
 _forward = torch.ops.pygen.reparameterize_kl
 
@@ -24,7 +25,7 @@ _forward = torch.ops.pygen.reparameterize_kl
 def _(mu, logvar, noise, seed, n_samples):
     check_same_device("mu", mu, logvar=logvar, noise=noise)  # the seed may stay on the CPU
     z_shape = mu.shape if n_samples == 1 else (n_samples, *mu.shape)
-    return mu.new_empty(z_shape), mu.new_empty(mu.shape[:-1])
+    return mu.new_empty(z_shape), mu.new_empty(mu.shape[:-1], dtype=logdet_dtype(mu.dtype))
 
 
 @torch.library.register_fake("pygen::reparameterize_kl_backward")
@@ -67,7 +68,8 @@ def reparameterize_kl(
     Returns:
         ``(z, kl)``: ``z = mu + exp(logvar / 2) * eps`` of shape ``mu.shape`` (or
         ``(n_samples, *mu.shape)``) and ``kl = 0.5 * sum(mu^2 + exp(logvar) - 1 - logvar, -1)`` of
-        shape ``mu.shape[:-1]``.
+        shape ``mu.shape[:-1]``, in ``pygen.ops.logdet_dtype(mu.dtype)`` (float32 for 16-bit
+        inputs: a sum over the latent dimensions, as a flow's logdet).
 
     Under ``torch.func`` transforms (``grad``, ``jacrev``, ``vmap``...) and forward-mode AD it
     runs its twin, ``pygen.ops.reference.reparameterize_kl`` (noise from ``torch.randn`` with
