@@ -295,8 +295,9 @@ def adam_step(
     return step
 
 
-def compile_reference(fn: Callable) -> Callable:
-    """``torch.compile(fn)`` for a "compile" provider, whole or not at all. Every benchmark case
+def compile_reference(fn: Callable, **inductor_options: object) -> Callable:
+    """``torch.compile(fn, options=inductor_options)`` for a "compile" provider, whole or not at
+    all. Every benchmark case
     (shape, dtype, grad mode, flag) is a recompilation of the same function, and past dynamo's
     recompile limit (8) dynamo runs the function eagerly without an error: such rows would time
     eager code as "compile" (it did: the CPU affine_coupling fwd+bwd rows at 4096x1024, 0.93x
@@ -309,7 +310,7 @@ def compile_reference(fn: Callable) -> Callable:
             break
     if hasattr(config, "fail_on_recompile_limit_hit"):
         config.fail_on_recompile_limit_hit = True
-    return torch.compile(fn, dynamic=False, fullgraph=True)
+    return torch.compile(fn, dynamic=False, fullgraph=True, options=inductor_options or None)
 
 
 # Relative tolerance of a provider's result against the reference computed in float32 (16-bit:
