@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.common import device_under_test, measure, row
+from benchmarks.common import MATMUL_ROUNDS, device_under_test, matmul_of, measure, row
 from pygen.ops.ceilings import cluster_exchange
 
 DEVICE = device_under_test()
@@ -32,11 +32,10 @@ MATMUL_DTYPES = [torch.float32, torch.bfloat16] if DEVICE.type == "cuda" else [t
 def test_matmul(record, quick, dtype):
     """The device's matrix throughput on random square products (8192^3 on a GPU, 2048^3 on a
     CPU): the ceiling compute-bound kernels (the PixelCNN sampler) are measured against."""
-    n = 8192 if DEVICE.type == "cuda" else 2048
-    a, b = (torch.randn(n, n, device=DEVICE, dtype=dtype) for _ in range(2))
-    out = torch.empty(n, n, device=DEVICE, dtype=dtype)
-    timing = measure(lambda: torch.mm(a, b, out=out), DEVICE, quick, rounds=10)
-    r = row("matmul", "torch", "mm", (n, n, n), dtype, DEVICE, timing, 3 * n * n * a.element_size())
+    product, n = matmul_of(DEVICE, dtype)
+    timing = measure(product, DEVICE, quick, rounds=MATMUL_ROUNDS)
+    nbytes = 3 * n * n * dtype.itemsize
+    r = row("matmul", "torch", "mm", (n, n, n), dtype, DEVICE, timing, nbytes)
     record(r | {"tflops": 2 * n**3 / (timing["median_ms"] * 1e-3) / 1e12})
 
 

@@ -19,9 +19,11 @@ import pytest
 import torch
 
 from benchmarks.common import (
+    MATMUL_ROUNDS,
     adam_step,
     check_sampler,
     device_under_test,
+    matmul_of,
     measure,
     measure_side_by_side,
     row,
@@ -182,12 +184,18 @@ def test_pixelcnn_sample(record, quick, model_name, batch):
         rounds[provider] = SLOW_ROUNDS if ON_CUDA and slow and provider != "naive" else 0
         if ON_CUDA and provider == "cached_graph" and model_name == "mnist28":
             rounds[provider] = GRAPH_ROUNDS
+    # The floor's matrix throughput, timed beside the samplers (a VM's speed swings over minutes).
+    steps["matmul"], n = matmul_of(DEVICE, torch.float32)
+    rounds["matmul"] = MATMUL_ROUNDS
+    timings = measure_side_by_side(steps, DEVICE, quick, rounds)
+    beside = {"matmul_tflops_beside": 2 * n**3 / (timings.pop("matmul")["median_ms"] * 1e-3) / 1e12}
     image_steps = model.in_channels * model.image_size[0] * model.image_size[1]
-    for provider, timing in measure_side_by_side(steps, DEVICE, quick, rounds).items():
+    for provider, timing in timings.items():
         if "extrapolated_from_steps" in extra.get(provider, {}):
             scale = image_steps / NAIVE_STEPS
             timing = timing | {k: timing[k] * scale for k in ("median_ms", "p20", "p80")}
-        record_row(record, provider, "sample", model_name, batch, timing, extra.get(provider))
+        row_extra = extra.get(provider, {}) | beside
+        record_row(record, provider, "sample", model_name, batch, timing, row_extra)
 
 
 COMPLETE_CASES = [("mnist28", 16), ("mnist28", 256)] if ON_CUDA else [("mnist28", 16)]

@@ -280,6 +280,19 @@ def copy_of(nbytes: int, device: torch.device) -> Callable[[], object]:
     return lambda: dst.copy_(src)
 
 
+MATMUL_ROUNDS = 10  # ~0.2 s a product on a CPU
+
+
+def matmul_of(device: torch.device, dtype: torch.dtype) -> tuple[Callable[[], object], int]:
+    """A square product of random n x n matrices (8192 on a GPU, 2048 on a CPU) and n: the
+    device's matrix throughput, 2 n^3 flops a call, the ceiling of the compute-bound samplers;
+    timed alone (bench_copy.py) or beside a sampler case, its ceiling in its own minutes."""
+    n = 8192 if device.type == "cuda" else 2048
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    out = torch.empty(n, n, device=device, dtype=dtype)
+    return (lambda: torch.mm(a, b, out=out)), n
+
+
 def adam_step(
     model: torch.nn.Module, loss: Callable[[], torch.Tensor], lr: float = 1e-3
 ) -> Callable[[], None]:

@@ -136,8 +136,9 @@ def sampler_table(
     rows: list[dict], matmul: dict[str, float] | None = None, step: float | None = None
 ) -> str:
     """Markdown table of a sampler's rows (they carry images_per_s and the model): throughput,
-    arithmetic rate (and its share of the device's measured matrix throughput in that dtype,
-    ``matmul``), the row's floor and its distance from it, and each row's speed over the naive
+    arithmetic rate (and its share of the matrix throughput in that dtype: of the product timed
+    beside its case, ``matmul_tflops_beside``, where the row has one, else the device's measured
+    one, ``matmul``), the row's floor and its distance from it, and each row's speed over the naive
     sampler and the cached sampler in one CUDA graph of the same model and shape, measured in the
     same run (rows of another run are never divided). The floor is the larger of the arithmetic
     at that matrix throughput and the chain of dependent steps (``dependent_steps``) at the
@@ -157,7 +158,7 @@ def sampler_table(
     for r in sorted(rows, key=order):
         ref = base[case_key(r)]
         naive, graph = ref.get("naive"), ref.get("cached_graph")
-        ceiling = matmul.get(r["dtype"])
+        ceiling = r.get("matmul_tflops_beside") or matmul.get(r["dtype"])
         share = 100 * r["tflops"] / ceiling if ceiling and r.get("tflops") else None
         # On a GPU the chain is the floor at small batches: without its measure the arithmetic
         # alone is a lower bound of the floor, shown as one (">= floor", "<= x floor").
@@ -282,7 +283,8 @@ def build(rows: list[dict], plots_dir: Path | None = None) -> str:
         "same run; `% copy` is GB/s over that of a copy of the same bytes timed beside the case "
         "(provider `copy`), or where a case has none, over the copy bandwidth measured on the "
         "same device (bench_copy.py); `% mm` a sampler's "
-        "TFLOP/s over the matrix throughput measured there in the same dtype; a sampler's "
+        "TFLOP/s over the matrix throughput in the same dtype, of a product timed beside the "
+        "case where it has one, else measured on the same device; a sampler's "
         "`floor ms` is the larger of its arithmetic at that throughput and (GPU rows) its chain "
         "of dependent steps at the latency of one step across a thread-block cluster measured "
         "there (`cluster_step`), `x floor` its time over that floor. Ratios between rows "

@@ -77,6 +77,9 @@ def test_sampler_arithmetic_rate_over_the_matrix_throughput_of_its_dtype():
     }
     assert cells["fused"]["% mm"] == "25.0" and cells["naive"]["% mm"] == ""
     assert _cells(sampler_table(rows))[0]["% mm"] == ""  # no ceiling measured
+    # A product timed beside the case is its ceiling, before the device's.
+    beside = [rows[0] | {"matmul_tflops_beside": 1.0}, rows[1]]
+    assert _cells(sampler_table(beside, {"float32": 2.0}))[0]["% mm"] == "50.0"
 
 
 def test_sampler_floor_is_the_larger_of_arithmetic_and_chain_and_a_bound_without_the_chain():
