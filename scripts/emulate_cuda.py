@@ -95,8 +95,9 @@ QUICK_CONFIGS = [
     (4, 2, 0, 1, 1, 0),
 ]
 PIXELCNN_MODELS = {
-    # 5 levels: the level scale 2 / (L - 1) is exact in float, as the kernels take it.
-    "grey": {"in_channels": 1, "n_levels": 5, "n_layers": 3, "hidden": 6, "kernel_size": 3},
+    # 256 levels: the level scale 2 / 255 is inexact in float32 (a float64 model's kernels must
+    # take it in double).
+    "grey": {"in_channels": 1, "n_levels": 256, "n_layers": 3, "hidden": 6, "kernel_size": 3},
     # Hidden 16: gate and output products of K 32 (folded 48) and 16, on tensor cores when asked.
     "grey-16": {"in_channels": 1, "n_levels": 17, "n_layers": 3, "hidden": 16, "kernel_size": 3},
     # Hidden 30 and 17 levels over 4 or 16 blocks: slices partly past the end, and empty ones.

@@ -570,6 +570,20 @@ def test_nan_or_infinite_logits_draw_level_0_in_every_sampler(bad, device):
         assert not model.sample(2, method=method, noise=noise).any(), method
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=requires_cuda)])
+def test_a_nan_hidden_unit_makes_every_logit_nan(device):
+    # The head's ReLU keeps the NaN (the device's max is fmax, which dropped it on the GPU), and
+    # the zero weights after it carry it to every logit: every sampler's logits are NaN.
+    model = constant_logits_model([0.0, 1.0, 0.0])
+    with torch.no_grad():
+        model.head_hidden.bias[0] = math.nan
+    model = model.to(device)
+    noise = torch.full((2, 1, 2, 2), 0.5, device=device)
+    for method in ("fused", "cached", "naive"):
+        images, logits = model.sample(2, method=method, noise=noise, return_logits=True)
+        assert logits.isnan().all() and not images.any(), method
+
+
 # ---------------------------------------------------------------- completions (given levels)
 
 
@@ -777,12 +791,14 @@ def test_cuda_fused_completions_equal_the_cached_twin_float64(
 
 
 @requires_cuda
+@pytest.mark.parametrize("levels", [5, 256])  # 256: 2 / 255 and 0.6 are inexact in float32
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
 @pytest.mark.parametrize(("channels", "n_classes", "kernel_size"), [(1, None, 3), (3, 2, 5)])
 def test_cuda_fused_same_noise_same_images_float64(
-    row_kernels, channels, n_classes, kernel_size, temperature
+    row_kernels, channels, n_classes, kernel_size, temperature, levels
 ):
-    model = tiny_model(channels, n_classes, kernel_size, size=(5, 4)).double().cuda()
+    model = tiny_model(channels, n_classes, kernel_size, size=(5, 4), levels=levels)
+    model = model.double().cuda()
     y = torch.tensor([n_classes - 1, 0], device="cuda") if n_classes else None
     noise = torch.rand(2, channels, 5, 4, dtype=torch.float64, device="cuda")
     naive = model.sample(
@@ -868,9 +884,10 @@ def check_19_samples_against_the_block_kernel(monkeypatch, model: PixelCNN) -> N
 
 
 @requires_cuda
+@pytest.mark.parametrize("levels", [17, 256])
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
-def test_cuda_cluster_kernel_same_noise_same_images_float64(cluster_kernel, temperature):
-    model = sliced_model(levels=17, size=(5, 4)).double().cuda()
+def test_cuda_cluster_kernel_same_noise_same_images_float64(cluster_kernel, temperature, levels):
+    model = sliced_model(levels=levels, size=(5, 4)).double().cuda()
     y = torch.tensor([1, 0, 1], device="cuda")  # 3 samples: the last group is partial at 2
     noise = torch.rand(3, 3, 5, 4, dtype=torch.float64, device="cuda")
     kwargs = {"y": y, "noise": noise, "temperature": temperature, "return_logits": True}

@@ -630,3 +630,17 @@ def test_nan_logits_draw_level_0_in_every_sampler(kind):
     noise = torch.rand(2, 1, 5, 4, generator=torch.Generator().manual_seed(0))
     for method in ("fused", "cached", "naive"):
         assert not model.sample(2, method=method, noise=noise).any(), method
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=requires_cuda)])
+@pytest.mark.parametrize("kind", ["row", "diagonal"])
+def test_a_nan_hidden_unit_makes_every_logit_nan(kind, device):
+    # The head's ReLU keeps the NaN, as torch.relu (the device's max, fmax, dropped it on the GPU).
+    model = tiny_model(kind)
+    with torch.no_grad():
+        model.head_hidden.bias[0] = math.nan
+    model = model.to(device)
+    noise = torch.rand(2, 1, 5, 4, generator=torch.Generator().manual_seed(0)).to(device)
+    for method in ("fused", "cached", "naive"):
+        images, logits = model.sample(2, method=method, noise=noise, return_logits=True)
+        assert logits.isnan().all() and not images.any(), method

@@ -27,6 +27,13 @@
 
 namespace pygen {
 
+// max(x, 0) that keeps a NaN, as torch.relu and the host's std::max(x, 0) do: the device's max is
+// fmax, which turns a NaN into 0 (a NaN weight then hid in the GPU samplers' logits).
+template <typename T>
+PYGEN_HD T relu(T x) {
+  return x < T(0) ? T(0) : x;
+}
+
 // Round to nearest for |x| < 2^22 with plain adds (SSE2 has no vector round instruction).
 PYGEN_HD float round_small(float x) {
   constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23

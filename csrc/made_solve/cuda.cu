@@ -16,6 +16,7 @@
 
 #include <vector>
 
+#include "common/math.h"
 #include "made_solve/made_solve.h"
 
 namespace pygen::made_solve {
@@ -119,7 +120,7 @@ __global__ void __launch_bounds__(kThreads) solve_kernel(Args<scalar_t, acc_t> p
         for (int64_t j = bounds[m - 1] + warp; j < bounds[m]; j += kWarps) {
           const int64_t u = units[j];
           warp_dot_rows(w[i] + u * k + lo, tile.below(i) + lo, k, hi - lo, sums);
-          if (lane < kTile) tile.layer(i)[lane * hidden + u] = max(row_of_lane(sums) + b[i][u], acc_t(0));
+          if (lane < kTile) tile.layer(i)[lane * hidden + u] = relu(row_of_lane(sums) + b[i][u]);
         }
         __syncthreads();
       }

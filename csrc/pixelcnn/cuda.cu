@@ -65,7 +65,7 @@ __host__ __device__ inline int64_t ring_at(int64_t b, int w, int row, int c, int
 template <typename T>
 __global__ void image_row_kernel(const int64_t* __restrict__ images, T* __restrict__ v_in,
                                  int64_t batch, int channels, int height, int width, int pad,
-                                 int row, float scale) {
+                                 int row, double scale) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= batch * width * channels) return;
   const int c = static_cast<int>(idx % channels);
@@ -73,7 +73,9 @@ __global__ void image_row_kernel(const int64_t* __restrict__ images, T* __restri
   const int w = static_cast<int>(bw % width);
   const int64_t b = bw / width;
   const int64_t level = images[((b * channels + c) * height + row - 1) * width + w];
-  v_in[ring_at(b, w, row + pad, c, width, pad, channels)] = static_cast<T>(static_cast<float>(level) * scale - 1.0f);
+  using A = at::opmath_type<T>;  // double for a float64 model: the CPU kernel's and the twin's
+  v_in[ring_at(b, w, row + pad, c, width, pad, channels)] =
+      static_cast<T>(static_cast<A>(level) * static_cast<A>(scale) - A(1));
 }
 
 // Pixel r, unit o of the vertical stack: the pre-activations plus the sample's bias, (a, g), as
@@ -163,7 +165,7 @@ struct RowArgs {
   int64_t* images;  // (B, C, H, W)
   T* logits;        // (B, L, C, H, W) or null
   int batch, channels, height, width, levels, hidden, layers, row, ring_width;
-  float temperature, scale;
+  double temperature, scale;  // cast to the math type A in the kernels
 };
 
 // Weight loads a thread issues before their first use: enough bytes in flight per multiprocessor
@@ -356,7 +358,7 @@ __global__ void __launch_bounds__(kThreads, 1) row_kernel(RowArgs<T> p) {
           A v = pre[s * h + o] + static_cast<A>(lw[kOutB][o]);
           if (l > 0) v += ring_l[(s * kw + cur) * hm + o];
           if (last) {
-            top[s * h + o] = max(v, A(0));  // the head starts with a ReLU
+            top[s * h + o] = relu(v);  // the head starts with a ReLU
           } else {
             next[(s * kw + cur) * hm + o] = v;
           }
@@ -365,7 +367,7 @@ __global__ void __launch_bounds__(kThreads, 1) row_kernel(RowArgs<T> p) {
       }
       // Head: 1x1 -> ReLU -> 1x1, only the logits of channel c.
       matvec<S>(top, h, w1, h, h, h, partial, hid, h);
-      for (int e = t; e < S * h; e += kThreads) hid[e] = max(hid[e] + static_cast<A>(b1[e % h]), A(0));
+      for (int e = t; e < S * h; e += kThreads) hid[e] = relu(hid[e] + static_cast<A>(b1[e % h]));
       __syncthreads();
       matvec<S>(hid, h, w2 + c * levels, p.channels * levels, h, levels, partial, logit, levels);
       for (int e = t; e < S * levels; e += kThreads)
@@ -980,7 +982,7 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
               [&](int i, int s, const A(&sum)[1]) {
                 A v = sum[0] + out_b[lo * sh + i];
                 if (lo > 0) v += ring_o[(s * kw + cur) * hm + o0 + i];
-                return last ? max(v, A(0)) : v;  // the head starts with a ReLU
+                return last ? relu(v) : v;  // the head starts with a ReLU
               },
               [&](int i) { return next + o0 + i; }, last ? hld : kw * hm);
         }
@@ -1010,7 +1012,7 @@ __global__ void __launch_bounds__(kClusterThreads, 1)
       product<S, 1, T>(
           tensor_cores, tiles, cluster, nh, warp, top, hld, h,
           [&](int i, int) { return row(head_w1, o0 + i, lay.w1 + static_cast<int64_t>(i) * hld, h); },
-          [&](int i, int, const A(&sum)[1]) { return max(sum[0] + b1[i], A(0)); },
+          [&](int i, int, const A(&sum)[1]) { return relu(sum[0] + b1[i]); },
           [&](int i) { return hid + o0 + i; }, hld);
       if (!resident) prefetch_l1(head_w2 + (static_cast<int64_t>(c) * levels + v0) * h, static_cast<int64_t>(nl) * h);
       cluster.sync();
@@ -1102,7 +1104,7 @@ void run(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& w
   const auto opts = weights[0].options();
   const int64_t bsz = p.batch, width = p.width, h = p.hidden, h2 = 2 * h, pad = p.kernel / 2;
   const int64_t kh = pad + 1, wv = width + 2 * pad, n_pix = bsz * width;
-  const float scale = static_cast<float>(2.0 / static_cast<double>(p.levels - 1));
+  const double scale = 2.0 / static_cast<double>(p.levels - 1);
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 
   // One device table of pointers: the weights, then (cluster kernel) their output-major copies.
@@ -1168,7 +1170,7 @@ void run(const Problem& p, const RowPlan& plan, const std::vector<at::Tensor>& w
                   static_cast<int>(bsz), static_cast<int>(p.channels), static_cast<int>(p.height),
                   static_cast<int>(width), static_cast<int>(p.levels), static_cast<int>(h),
                   static_cast<int>(p.layers), 0, static_cast<int>(kh),
-                  static_cast<float>(p.temperature), scale};
+                  p.temperature, scale};
 
   for (int64_t i = 0; i < p.height; ++i) {
     if (i > 0) {

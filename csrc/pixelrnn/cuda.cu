@@ -141,10 +141,10 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(Args<T> p) {
   // The head on u (channel c's logits only), the draw of value (c, i, j), its scaled level
   // written into the image.
   auto head_and_draw = [&](int c, int i, int j) {
-    for (int o = t; o < h; o += kThreads) top[o] = max(u[o], T(0));
+    for (int o = t; o < h; o += kThreads) top[o] = relu(u[o]);
     fill(hid, 0, 1, h, head[kB1]);
     products(top, 0, head[kW1], h, h, h, hid, 0, 1);
-    for (int o = t; o < h; o += kThreads) hid[o] = max(hid[o], T(0));
+    for (int o = t; o < h; o += kThreads) hid[o] = relu(hid[o]);
     fill(logit, 0, 1, levels, head[kB2] + c * levels);
     products(hid, 0, head[kW2] + c * levels, cc * levels, h, levels, logit, 0, 1);
     if (t < 32) {
