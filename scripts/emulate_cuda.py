@@ -40,7 +40,7 @@ import torch.utils.cpp_extension as cpp_extension
 
 from pygen.layers import MADE
 from pygen.models import PixelCNN, PixelRNN
-from pygen.ops import channel_mask, checkerboard_mask
+from pygen.ops import channel_mask, checkerboard_mask, logdet_dtype
 from pygen.ops.ceilings import cluster_exchange_expected
 from pygen.sampling import export_pixelrnn_weights, export_weights
 
@@ -561,7 +561,7 @@ def run_reparam_case(
     arrays = [mu, logvar, noise if use_noise else torch.empty(0)]
     if backward:
         grad_z = torch.randn(z_shape, dtype=torch.float64).to(dtype)
-        grad_kl = torch.randn(rows, dtype=torch.float64).to(dtype)
+        grad_kl = torch.randn(rows, dtype=torch.float64).to(logdet_dtype(dtype))  # as the KL
         want = torch.ops.pygen.reparameterize_kl_backward(
             grad_z, grad_kl, mu, logvar, noise, seed, samples
         )

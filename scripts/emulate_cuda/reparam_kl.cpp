@@ -20,14 +20,16 @@ void run(const Header& hd, const std::vector<std::vector<double>>& arrays, std::
   const int blocks = static_cast<int>((hd.rows + rk::kWarpsPerBlock - 1) / rk::kWarpsPerBlock);
   const size_t n = hd.rows * hd.dim, nz = n * hd.samples;
   if (hd.backward == 0) {
-    emu::Array<T> z(nz), kl(hd.rows);
+    emu::Array<T> z(nz);
+    emu::Array<at::opmath_type<T>> kl(hd.rows);  // the KL in float32 for 16-bit inputs
     emu::launch(blocks, 1, rk::kWarpsPerBlock * 32, 0, rk::forward_kernel<T, kVector>, p, mu.data, logvar.data,
                 noise.data, seed, z.data, kl.data);
     emu::append(out, z, nz);
     emu::append(out, kl, hd.rows);
     return;
   }
-  const emu::Array<T> grad_z(arrays[3]), grad_kl(arrays[4]);
+  const emu::Array<T> grad_z(arrays[3]);
+  const emu::Array<at::opmath_type<T>> grad_kl(arrays[4]);
   emu::Array<T> grad_mu(n), grad_logvar(n);
   emu::launch(blocks, 1, rk::kWarpsPerBlock * 32, 0, rk::backward_kernel<T, kVector>, p, grad_z.data, grad_kl.data,
               mu.data, logvar.data, noise.data, seed, grad_mu.data, grad_logvar.data);
