@@ -23,7 +23,7 @@ from pygen.layers import (
     Squeeze,
     coupling_mask,
 )
-from pygen.models import NICE, FlowModel, Glow, GlowStep, RealNVP
+from pygen.models import CNF, IAF, MAF, NICE, FlowModel, Glow, GlowStep, RealNVP
 from pygen.ops import MaskKind, channel_mask, checkerboard_mask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -243,6 +243,9 @@ def small_models():
             (1, 8, 8),
         ),
         "glow": (lambda: Glow((1, 8, 8), n_scales=2, steps=2, hidden=8, levels=17), (1, 8, 8)),
+        "maf": (lambda: MAF(4, n_layers=2, hidden=16), (4,)),
+        "iaf": (lambda: IAF(4, n_layers=2, hidden=16), (4,)),
+        "cnf": (lambda: CNF(4, hidden=16, rtol=1e-7, atol=1e-7), (4,)),
     }
 
 
@@ -268,7 +271,12 @@ def test_model_inverse_checkpoint_and_sample(name):
     assert torch.equal(restored.log_prob(x), model.log_prob(x))
 
     samples = model.sample(5, temperature=0.7, generator=torch.Generator().manual_seed(0))
-    assert samples.shape == (5, *shape) and torch.isfinite(samples).all()
+    # The prior's draw of the same seed, scaled, through the inverse flow (image models clamp).
+    z = 0.7 * torch.randn((5, *shape), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model.flow.inverse(z)[0]
+    expected = expected.clamp(0.0, 1.0) if image else expected
+    torch.testing.assert_close(samples, expected, rtol=1e-5, atol=1e-5)
     if image:
         assert samples.min() >= 0 and samples.max() <= 1
         digits = (x * 17).long().clamp(0, 16)
@@ -380,19 +388,49 @@ def dequantized_gaussian_bpd(train: torch.Tensor, test: torch.Tensor) -> float:
     return (-log_likelihood / (dims * math.log(2))).mean().item()
 
 
-def test_realnvp_learns_digits_better_than_a_diagonal_gaussian():
-    """~8 s on one CPU core."""
+# (model, steps, margin below the per-pixel Gaussian's held-out bits/dim). Measured at these steps
+# (one thread): RealNVP ~2.25 after 150, Glow 2.58 after 300, the Gaussian 2.89; NICE, volume-
+# preserving but for its ActNorm and without a logit transform, 2.84 after 500 (from 3.42): no
+# margin asked of it, only its own progress.
+DIGIT_FLOWS = {
+    "realnvp": (
+        lambda: RealNVP((1, 8, 8), n_scales=2, hidden=32, n_blocks=1, levels=DIGIT_LEVELS),
+        150,
+        0.3,
+    ),
+    "glow": (
+        lambda: Glow((1, 8, 8), n_scales=2, steps=2, hidden=32, levels=DIGIT_LEVELS),
+        300,
+        0.2,
+    ),
+    "nice": (
+        lambda: NICE(64, n_couplings=4, hidden=128, n_blocks=2, levels=DIGIT_LEVELS),
+        500,
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(DIGIT_FLOWS))
+def test_flow_learns_digits_better_than_a_diagonal_gaussian(name):
+    """5-12 s each on one CPU core."""
+    make, steps, margin = DIGIT_FLOWS[name]
     torch.manual_seed(0)
     train_x, _ = load_digits("train")
     test_x, _ = load_digits("test")
-    model = RealNVP((1, 8, 8), n_scales=2, hidden=32, n_blocks=1, levels=DIGIT_LEVELS)
+    model = make()
+
+    def held_out_bpd() -> float:
+        with torch.no_grad():
+            return (
+                model.bits_per_dim(test_x, generator=torch.Generator().manual_seed(2)).mean().item()
+            )
+
     losses = train(
-        model, lambda m, x, g: m.bits_per_dim(x, generator=g).mean(), train_x, 150, 1e-3, 64
+        model, lambda m, x, g: m.bits_per_dim(x, generator=g).mean(), train_x, steps, 1e-3, 64
     )
-    assert sum(losses[-20:]) / 20 < sum(losses[:20]) / 20 - 1.0
-    with torch.no_grad():
-        gen = torch.Generator().manual_seed(2)
-        flow_bpd = model.bits_per_dim(test_x, generator=gen).mean().item()
-    gauss_bpd = dequantized_gaussian_bpd(train_x, test_x)
-    # Measured: flow ~2.25 bits/dim after 150 steps, per-pixel Gaussian ~2.89. Margin: 0.3.
-    assert flow_bpd < gauss_bpd - 0.3
+    assert sum(losses[-20:]) / 20 < sum(losses[:20]) / 20 - 0.5
+    flow_bpd = held_out_bpd()
+    assert flow_bpd < sum(losses[:20]) / 20 - 0.5  # held-out, against the first steps' training
+    if margin is not None:
+        assert flow_bpd < dequantized_gaussian_bpd(train_x, test_x) - margin
