@@ -300,6 +300,41 @@ def test_gan_sample_in_float64_and_bfloat16(make):
     assert half.dtype == torch.bfloat16 and torch.isfinite(half).all()
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: DCGAN(image_size=8, channels=1, latent_dim=4, width=4),
+        lambda: MLPGAN(hidden=8),
+        lambda: BiGAN(data_dim=3, hidden=8),
+    ],
+    ids=["dcgan", "mlpgan", "bigan"],
+)
+def test_gan_samples_are_the_generator_at_the_seeds_prior_draws(make):
+    torch.manual_seed(0)
+    model = make().eval()
+    samples = model.sample(6, generator=torch.Generator().manual_seed(3))
+    z = torch.randn(6, model.latent_dim, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(samples, model.generator(z))
+    assert not torch.equal(samples[0], samples[1])  # one draw per sample
+
+
+def test_vae_samples_decode_the_seeds_prior_draws():
+    torch.manual_seed(0)
+    model = VAE((1, 8, 8), 3, likelihood="bernoulli", hidden=16).eval()
+    with torch.no_grad():
+        means = model.sample(6, mean=True, generator=torch.Generator().manual_seed(3))
+        z = torch.randn(6, 3, generator=torch.Generator().manual_seed(3))
+        torch.testing.assert_close(means, model.decode(z))
+        assert not torch.equal(means[0], means[1])
+        # A draw from p(x|z) at the same z: Bernoulli pixels whose rate follows the means.
+        draws = model.sample(2000, generator=torch.Generator().manual_seed(4))
+        z = torch.randn(2000, 3, generator=torch.Generator().manual_seed(4))
+        rates = model.decode(z)
+    assert ((draws == 0) | (draws == 1)).all()
+    assert (draws.mean(0) - rates.mean(0)).abs().max() < 0.05  # ~5 standard errors
+
+
 def test_bigan_trains_in_float64_and_rejects_unflattened_images():
     torch.manual_seed(0)
     model = BiGAN(data_dim=4, hidden=8).double()
