@@ -23,7 +23,7 @@ void run(const Header& hd, double temperature, const std::vector<std::vector<dou
   const int64_t bsz = hd.batch, width = hd.width, h = hd.hidden, h2 = 2 * h, pad = hd.kernel / 2;
   const int64_t kh = pad + 1, wv = width + 2 * pad, n_pix = bsz * width;
   const int64_t cc = hd.channels, k = hd.kernel;
-  const float scale = static_cast<float>(2.0 / static_cast<double>(hd.levels - 1));
+  const double scale = 2.0 / static_cast<double>(hd.levels - 1);  // as run() passes it
   std::vector<std::vector<T>> w;
   for (const auto& v : weights_in) w.emplace_back(v.begin(), v.end());
   // Output-major copies, as run() makes them: (rows, cols) -> (cols, rows).
@@ -69,7 +69,7 @@ void run(const Header& hd, double temperature, const std::vector<std::vector<dou
                       static_cast<int>(bsz), static_cast<int>(cc), static_cast<int>(hd.height),
                       static_cast<int>(width), static_cast<int>(hd.levels), static_cast<int>(h),
                       static_cast<int>(hd.layers), 0, static_cast<int>(kh),
-                      static_cast<float>(temperature), scale};
+                      temperature, scale};
   for (int64_t i = 0; i < hd.height; ++i) {
     if (i > 0) {
       emu::launch_flat(n_pix * cc, pp::kThreads, pp::image_row_kernel<T>, images.data(),
