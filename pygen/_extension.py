@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
+
 import torch
 
-_REBUILD = "rebuild pygen: `pip install --no-build-isolation -e .` (or `make test`)"
+_REBUILD = (
+    f"rebuild pygen (imported from {Path(__file__).parent}): `pip install --no-build-isolation "
+    "-e .` in a checkout (or `make test`), `pip install --no-build-isolation pygen` otherwise"
+)
 
 
 def check_torch_version(built: str, installed: str) -> None:
@@ -18,8 +24,8 @@ def check_torch_version(built: str, installed: str) -> None:
 
 def load():
     """Import pygen._C, with a clear error when it is missing or was built for another torch."""
-    try:
-        from pygen import _C
+    try:  # by name: `from pygen import _C` reads as a circular import when the file is missing
+        _C = importlib.import_module("pygen._C")
     except ImportError as err:  # missing module or undefined symbols of another torch
         raise ImportError(
             f"pygen._C could not be loaded with torch {torch.__version__} ({err}); {_REBUILD}"

@@ -4,12 +4,15 @@ import os
 import platform
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import pygen
+from pygen import _extension
 from pygen._extension import check_torch_version
 
 
@@ -50,3 +53,37 @@ def test_torch_version_mismatch_asks_for_a_rebuild():
     check_torch_version("2.14.1+cu130", "2.14.1+cu130")
     with pytest.raises(ImportError, match="rebuild"):
         check_torch_version("2.11.0+cu130", "2.14.1+cu130")
+
+
+def test_a_missing_extension_names_itself_and_the_rebuild(monkeypatch):
+    # `from pygen import _C` reported a missing file as a circular import.
+    def missing(name):
+        raise ModuleNotFoundError(f"No module named {name!r}")
+
+    monkeypatch.setattr(_extension.importlib, "import_module", missing)
+    with pytest.raises(ImportError, match=r"No module named 'pygen._C'.*rebuild pygen"):
+        _extension.load()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+CMAKE = shutil.which("cmake", path=str(Path(sys.executable).parent)) or shutil.which("cmake")
+
+
+@pytest.mark.skipif(
+    CMAKE is None or shutil.which("nvcc", path="/usr/local/cuda/bin") is None,
+    reason="needs cmake and nvcc",
+)
+def test_cuda_arch_lists_below_sm_90_are_refused_and_lists_take_semicolons(tmp_path):
+    def configure(arch: str) -> subprocess.CompletedProcess:
+        env = os.environ | {"TORCH_CUDA_ARCH_LIST": arch, "PYGEN_CUDA": "1"}
+        env["PATH"] = f"{Path(sys.executable).parent}:/usr/local/cuda/bin:{env['PATH']}"
+        argv = [CMAKE, "-S", str(ROOT), "-B", str(tmp_path / arch.replace(";", "_")), "-G", "Ninja"]
+        argv.append(f"-DPython_EXECUTABLE={sys.executable}")
+        return subprocess.run(argv, env=env, capture_output=True, text=True)
+
+    refused = configure("8.0;9.0+PTX")
+    assert refused.returncode != 0 and "need sm_90 or newer" in refused.stdout + refused.stderr
+    accepted = configure("9.0;9.0a")  # the ";" once split the compile definition in two
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    ninja = (tmp_path / "9.0_9.0a" / "build.ninja").read_text()
+    assert "arch=compute_90,code=[sm_90]" in ninja and "arch=compute_90a,code=[sm_90a]" in ninja

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -106,7 +106,7 @@ class TrainingSteps(Protocol):
     absent) counts the batches of ``batch_size`` a step draws, for the logged examples/s.
     """
 
-    def step(self, gen: torch.Generator) -> dict[str, Tensor | float]: ...
+    def step(self, gen: torch.Generator) -> Mapping[str, Tensor | float]: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
