@@ -73,7 +73,7 @@ CMAKE = shutil.which("cmake", path=str(Path(sys.executable).parent)) or shutil.w
     CMAKE is None or shutil.which("nvcc", path="/usr/local/cuda/bin") is None,
     reason="needs cmake and nvcc",
 )
-def test_cuda_arch_lists_below_sm_90_are_refused_and_lists_take_semicolons(tmp_path):
+def test_cuda_arch_lists_below_sm_80_are_refused_and_lists_take_semicolons(tmp_path):
     def configure(arch: str) -> subprocess.CompletedProcess:
         env = os.environ | {"TORCH_CUDA_ARCH_LIST": arch, "PYGEN_CUDA": "1"}
         env["PATH"] = f"{Path(sys.executable).parent}:/usr/local/cuda/bin:{env['PATH']}"
@@ -81,9 +81,9 @@ def test_cuda_arch_lists_below_sm_90_are_refused_and_lists_take_semicolons(tmp_p
         argv.append(f"-DPython_EXECUTABLE={sys.executable}")
         return subprocess.run(argv, env=env, capture_output=True, text=True)
 
-    refused = configure("8.0;9.0+PTX")
-    assert refused.returncode != 0 and "need sm_90 or newer" in refused.stdout + refused.stderr
-    accepted = configure("9.0;9.0a")  # the ";" once split the compile definition in two
+    refused = configure("7.5;9.0+PTX")
+    assert refused.returncode != 0 and "need sm_80 or newer" in refused.stdout + refused.stderr
+    accepted = configure("8.0;9.0a")  # the ";" once split the compile definition in two
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
-    ninja = (tmp_path / "9.0_9.0a" / "build.ninja").read_text()
-    assert "arch=compute_90,code=[sm_90]" in ninja and "arch=compute_90a,code=[sm_90a]" in ninja
+    ninja = (tmp_path / "8.0_9.0a" / "build.ninja").read_text()
+    assert "arch=compute_80,code=[sm_80]" in ninja and "arch=compute_90a,code=[sm_90a]" in ninja

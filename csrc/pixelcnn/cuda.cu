@@ -592,9 +592,10 @@ __device__ __forceinline__ void for_warp_units(int n, int warp, Fn&& fn) {
 // (x[s]: the k values from x + s * ldx),
 // goes to dst_of(i)[s * ld] in every block of the cluster (dst_of gives this block's address; the
 // layouts are equal). Each lane computes the epilogues of the items reduce_items left it, and the
-// lanes sharing an item split its stores over the blocks.
-template <int S, int P, typename T, typename A, typename RowOf, typename Epilogue, typename DstOf>
-__device__ __forceinline__ void warp_products(cooperative_groups::cluster_group& cluster, int n, int warp,
+// lanes sharing an item split its stores over the blocks. (The cluster's type is a template
+// parameter here and below: a build for sm_80, which has no cluster_group, then still parses them.)
+template <int S, int P, typename T, typename A, typename RowOf, typename Epilogue, typename DstOf, typename Cluster>
+__device__ __forceinline__ void warp_products(Cluster& cluster, int n, int warp,
                                               const A* x, int ldx, int k, RowOf&& row_of,
                                               Epilogue&& epilogue, DstOf&& dst_of, int ld) {
   const int lane = threadIdx.x & 31, blocks = static_cast<int>(cluster.num_blocks());
@@ -762,8 +763,8 @@ __device__ __forceinline__ void tile_step(float (&d)[3][4], const float* x, int 
 // each thread adds one item's shares in order, computes its epilogue (once per block it goes to:
 // cheap beside the stores) and stores it into that block. Begins with a block barrier: the last
 // product's epilogue may still read `tiles`.
-template <int P, typename T, typename RowOf, typename Epilogue, typename DstOf>
-__device__ __forceinline__ void mma_products(cooperative_groups::cluster_group& cluster, int n, int warp,
+template <int P, typename T, typename RowOf, typename Epilogue, typename DstOf, typename Cluster>
+__device__ __forceinline__ void mma_products(Cluster& cluster, int n, int warp,
                                              const float* x, int ldx, int k, RowOf&& row_of,
                                              Epilogue&& epilogue, DstOf&& dst_of, int ld, float* tiles) {
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -804,8 +805,8 @@ __device__ __forceinline__ void mma_products(cooperative_groups::cluster_group& 
 
 // One product of the cluster kernel: on tensor cores where the plan asks for them (groups of 16
 // samples, float32 or 16-bit weights) and K is a multiple of kTileK<T>, else by warps.
-template <int S, int P, typename T, typename A, typename RowOf, typename Epilogue, typename DstOf>
-__device__ __forceinline__ void product(bool tensor_cores, A* tiles, cooperative_groups::cluster_group& cluster,
+template <int S, int P, typename T, typename A, typename RowOf, typename Epilogue, typename DstOf, typename Cluster>
+__device__ __forceinline__ void product(bool tensor_cores, A* tiles, Cluster& cluster,
                                         int n, int warp, const A* x, int ldx, int k, RowOf&& row_of,
                                         Epilogue&& epilogue, DstOf&& dst_of, int ld) {
   if constexpr (S == kTileSamples && std::is_same_v<A, float>) {
