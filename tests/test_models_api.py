@@ -277,7 +277,7 @@ def test_gaussian_vae_rejects_data_outside_its_clamp_range():
 # ----------------------------------------------------------------------------- GANs
 
 
-@pytest.mark.parametrize(
+SMALL_GANS = pytest.mark.parametrize(
     "make",
     [
         lambda: DCGAN(image_size=8, channels=1, latent_dim=4, width=4),
@@ -286,6 +286,9 @@ def test_gaussian_vae_rejects_data_outside_its_clamp_range():
     ],
     ids=["dcgan", "mlpgan", "bigan"],
 )
+
+
+@SMALL_GANS
 def test_gan_sample_in_float64_and_bfloat16(make):
     # The prior draw was float32 whatever the generator's dtype: a dtype error.
     torch.manual_seed(0)
@@ -300,15 +303,7 @@ def test_gan_sample_in_float64_and_bfloat16(make):
     assert half.dtype == torch.bfloat16 and torch.isfinite(half).all()
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda: DCGAN(image_size=8, channels=1, latent_dim=4, width=4),
-        lambda: MLPGAN(hidden=8),
-        lambda: BiGAN(data_dim=3, hidden=8),
-    ],
-    ids=["dcgan", "mlpgan", "bigan"],
-)
+@SMALL_GANS
 def test_gan_samples_are_the_generator_at_the_seeds_prior_draws(make):
     torch.manual_seed(0)
     model = make().eval()
