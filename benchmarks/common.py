@@ -310,12 +310,11 @@ def adam_step(
 
 def compile_reference(fn: Callable, **inductor_options: object) -> Callable:
     """``torch.compile(fn, options=inductor_options)`` for a "compile" provider, whole or not at
-    all. Every benchmark case
-    (shape, dtype, grad mode, flag) is a recompilation of the same function, and past dynamo's
-    recompile limit (8) dynamo runs the function eagerly without an error: such rows would time
-    eager code as "compile" (it did: the CPU affine_coupling fwd+bwd rows at 4096x1024, 0.93x
-    eager). The limit is raised for the suite's cases, hitting it is an error, and a graph break
-    too (fullgraph)."""
+    all. Every benchmark case (shape, dtype, grad mode, flag) is a recompilation of the same
+    function, and past dynamo's recompile limit (8) dynamo runs the function eagerly without an
+    error: such rows would time eager code as "compile" (it did: the CPU affine_coupling fwd+bwd
+    rows at 4096x1024, 0.93x eager). The limit is raised for the suite's cases, hitting it is an
+    error, and a graph break too (fullgraph)."""
     config = torch._dynamo.config
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(config, name):

@@ -162,14 +162,14 @@ def sampler_table(
         share = 100 * r["tflops"] / ceiling if ceiling and r.get("tflops") else None
         # On a GPU the chain is the floor at small batches: without its measure the arithmetic
         # alone is a lower bound of the floor, shown as one (">= floor", "<= x floor").
-        floor, bound = None, ""
+        floor, at_least, at_most = None, "", ""
         chain = step is not None and r.get("dependent_steps") is not None
         if ceiling and r.get("gflop_per_image"):
             floor = r["gflop_per_image"] * r["shape"][0] / ceiling
             if chain:
                 floor = max(floor, r["dependent_steps"] * step / 1e3)
             elif r.get("device_type") == "cuda":
-                bound = ">="
+                at_least, at_most = ">=", "<="
         provider = r["provider"]
         if r.get("extrapolated_from_steps"):  # the naive sampler's minutes, scaled from a few steps
             provider += f" (timed over {r['extrapolated_from_steps']} steps, scaled to the image)"
@@ -177,8 +177,8 @@ def sampler_table(
             f"| {r.get('model', '')} | {r['mode']} | {'x'.join(map(str, r['shape']))} "
             f"| {r['dtype']} | {provider} | {r['median_ms']:.2f} | {r['images_per_s']:.1f} "
             f"| {_fmt(r.get('tflops'), '.2f')} | {_fmt(share, '.1f')} "
-            f"| {bound}{_fmt(floor, '.2f')} "
-            f"| {bound and '<='}{_fmt(r['median_ms'] / floor if floor else None, '.1f')} "
+            f"| {at_least}{_fmt(floor, '.2f')} "
+            f"| {at_most}{_fmt(r['median_ms'] / floor if floor else None, '.1f')} "
             f"| {_fmt(naive / r['median_ms'] if naive else None, '.1f')} "
             f"| {_fmt(graph / r['median_ms'] if graph else None, '.2f')} |"
         )
@@ -239,13 +239,11 @@ def op_table(rows: list[dict], group: list[dict], device: str) -> tuple[str, lis
             for r in _ceiling(rows, device, "matmul")
             if r["dtype"] in dtypes
         ]
-        beside = sorted(r["matmul_tflops_beside"] for r in group if r.get("matmul_tflops_beside"))
+        beside = [r for r in group if r.get("matmul_tflops_beside")]
         if beside:
-            first = next(r for r in group if r.get("matmul_tflops_beside"))
-            label = (
-                f"matmul float32 timed beside each case, {beside[0]:.3g}-{beside[-1]:.3g} TFLOP/s"
-            )
-            ceilings.append((label, first))
+            rates = sorted(r["matmul_tflops_beside"] for r in beside)
+            label = f"matmul float32 timed beside each case, {rates[0]:.3g}-{rates[-1]:.3g} TFLOP/s"
+            ceilings.append((label, beside[0]))
         if step and any(r.get("dependent_steps") for r in group):
             ceilings.append((f"cluster step {step['us_per_step']:.3g} us", step))
         step_time = step["us_per_step"] if step else None

@@ -11,11 +11,11 @@ from pygen.ops.affine_coupling import (
     channel_mask,
     checkerboard_mask,
     detect_mask_kind,
-    logdet_dtype,
 )
 from pygen.ops.made_solve import made_affine_solve
 from pygen.ops.pixelcnn import pixelcnn_sample
 from pygen.ops.pixelrnn import pixelrnn_sample
+from pygen.ops.reference import logdet_dtype
 from pygen.ops.reparam_kl import reparameterize_kl
 
 __all__ = [

@@ -97,14 +97,6 @@ def detect_mask_kind(mask: Tensor, shape: Sequence[int]) -> MaskKind:
     return MaskKind.READ
 
 
-def logdet_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype of a log-determinant of inputs of ``dtype``: float32 for 16-bit inputs (a sum of
-    thousands of values, or hundreds of nats, rounded to 16 bits would lose whole nats), else
-    ``dtype``. The ops' logdet, every flow layer's (``pygen.layers``) and the KL of
-    ``pygen.ops.reparameterize_kl`` have it."""
-    return torch.promote_types(dtype, torch.float32)
-
-
 # pygen::affine_coupling and its backward (kernels and autograd) are registered in C++ when
 # pygen._C loads; these are their shape-only implementations for torch.compile, and the
 # backward's own derivative (from the twin).
@@ -114,7 +106,7 @@ _forward = torch.ops.pygen.affine_coupling
 @torch.library.register_fake("pygen::affine_coupling")
 def _(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse):
     check_same_device("x", x, log_scale=log_scale, shift=shift, mask=mask)
-    return x.new_empty(x.shape), x.new_empty(x.shape[:1], dtype=logdet_dtype(x.dtype))
+    return x.new_empty(x.shape), x.new_empty(x.shape[:1], dtype=reference.logdet_dtype(x.dtype))
 
 
 @torch.library.register_fake("pygen::affine_coupling_backward")

@@ -12,6 +12,15 @@ import torch
 from torch import Tensor
 
 
+def logdet_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of a log-determinant (or any per-row sum of log-densities) of inputs of
+    ``dtype``: float32 for 16-bit inputs (a sum of thousands of values, or hundreds of nats,
+    rounded to 16 bits would lose whole nats), else ``dtype``. The ops' logdet, every flow
+    layer's (``pygen.layers``) and the KL of ``reparameterize_kl`` have it (``pygen.ops``
+    exports it)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def reparameterize_kl(
     mu: Tensor,
     logvar: Tensor,
@@ -26,8 +35,7 @@ def reparameterize_kl(
     if noise is None:
         noise = torch.randn(z_shape, dtype=mu.dtype, device=mu.device, generator=generator)
     z = mu + torch.exp(0.5 * logvar) * noise
-    acc = torch.promote_types(mu.dtype, torch.float32)  # as the fused op: the KL, a sum, in float32
-    m, lv = mu.to(acc), logvar.to(acc)
+    m, lv = mu.to(logdet_dtype(mu.dtype)), logvar.to(logdet_dtype(mu.dtype))  # as the fused op
     kl = 0.5 * (m.square() + lv.exp() - 1.0 - lv).sum(-1)
     return z, kl
 
@@ -60,8 +68,7 @@ def _coupling_scale(log_scale: Tensor, scale_fn: str, clamp: float | None) -> Te
 
 def _row_sum(t: Tensor) -> Tensor:
     """Per-sample sum, accumulated (and returned) in float32 for 16-bit inputs."""
-    dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
-    return t.flatten(1).sum(1, dtype=dtype)
+    return t.flatten(1).sum(1, dtype=logdet_dtype(t.dtype))
 
 
 def affine_coupling(

@@ -16,7 +16,6 @@ from pygen.ops import reference
 from pygen.ops._fake import check_same_device
 from pygen.ops._higher_order import register_twin_backward, runs_twins, vjp
 from pygen.ops._random import draw_seed
-from pygen.ops.affine_coupling import logdet_dtype
 
 _forward = torch.ops.pygen.reparameterize_kl
 
@@ -25,7 +24,9 @@ _forward = torch.ops.pygen.reparameterize_kl
 def _(mu, logvar, noise, seed, n_samples):
     check_same_device("mu", mu, logvar=logvar, noise=noise)  # the seed may stay on the CPU
     z_shape = mu.shape if n_samples == 1 else (n_samples, *mu.shape)
-    return mu.new_empty(z_shape), mu.new_empty(mu.shape[:-1], dtype=logdet_dtype(mu.dtype))
+    return mu.new_empty(z_shape), mu.new_empty(
+        mu.shape[:-1], dtype=reference.logdet_dtype(mu.dtype)
+    )
 
 
 @torch.library.register_fake("pygen::reparameterize_kl_backward")
