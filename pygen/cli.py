@@ -36,6 +36,7 @@ from pygen.train import (
 )
 from pygen.train.checkpoint import LATEST, CheckpointError
 from pygen.train.loop import world
+from pygen.utils.random import derived_seed
 
 
 def _device(name: str) -> torch.device:
@@ -353,7 +354,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.temperature is not None and not args.temperature > 0:
         raise ValueError(f"--temperature must be > 0, got {args.temperature}")
     share = args.n // world_size + (1 if rank < args.n % world_size else 0)
-    gen = torch.Generator(device).manual_seed(args.seed * 7919 + rank)
+    gen = torch.Generator(device).manual_seed(derived_seed(args.seed, "sample", rank))
     inputs = labels = None
     if recipe.translation is not None:
         inputs = _load_data(recipe, args, "test", ckpt.extra.get("data", {})).a

@@ -198,6 +198,23 @@ def test_batches_are_seeded_per_step():
     assert batch_indices(5, 12, seed=0, step=0).shape == (12,)
 
 
+def test_a_runs_streams_have_distinct_seeds():
+    # The old arithmetic seeds (seed * 1000003 + step, seed + 1000003 * rank) collided here.
+    seeds = {
+        loop_module.step_generator(0, 1_000_003).initial_seed(),
+        loop_module.step_generator(1, 0).initial_seed(),
+        loop_module.rank_seed(0, 1),
+        loop_module.rank_seed(1_000_003, 0),
+        loop_module.step_generator(0, 0).initial_seed(),
+        loop_module.rank_seed(0, 0),
+    }
+    assert len(seeds) == 6
+    assert loop_module.rank_seed(5, 0) == 5  # a one-process run seeds torch as asked
+    # Resumed runs draw the stored run's batches: the seeds are fixed across processes and
+    # versions, not Python's salted hash.
+    assert loop_module.step_generator(0, 0).initial_seed() == 0x47FE2FDD79940A3B
+
+
 def test_a_crash_while_saving_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     model = TinyDensity()
     save_checkpoint(tmp_path, model, model_name="tiny", config={}, step=1)

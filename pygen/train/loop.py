@@ -2,7 +2,7 @@
 atomic checkpoints with bit-for-bit resume; the likelihood models' step (Adam on a loss, with
 DistributedDataParallel under torchrun).
 
-Batch ``t`` is drawn from a generator seeded with ``seed * 1000003 + t`` (``step_generator``), so a
+Batch ``t`` is drawn from a generator seeded by a hash of ``(seed, t)`` (``step_generator``), so a
 resumed run (weights, training and RNG states restored from the checkpoint) continues exactly as
 the uninterrupted one would, and under ``torchrun`` each rank takes its slice of the same global
 batch.
@@ -32,6 +32,7 @@ from pygen.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from pygen.utils.random import derived_seed
 
 LossFn = Callable[[nn.Module, Tensor, Tensor | None], Tensor]
 
@@ -47,7 +48,7 @@ class TrainConfig:
             generator step draws one such batch for each); >= 1.
         lr: Adam's learning rate, of every optimizer of the run (the adversarial recipes give it
             to both players); > 0.
-        seed: seeds step ``t``'s batch (``step_generator``: ``seed * 1000003 + t``) and torch's
+        seed: seeds step ``t``'s batch (``step_generator``: a hash of ``(seed, t)``) and torch's
             global generators (``rank_seed``); a resumed run keeps the stored run's.
         checkpoint_every: a checkpoint every this many steps besides the one at the end; 0:
             only at the end.
@@ -138,14 +139,14 @@ def world() -> tuple[int, int]:
 def step_generator(seed: int, step: int) -> torch.Generator:
     """The CPU generator of step ``step``'s batch: seeded by (seed, step), so a resumed run
     draws the batches the uninterrupted one would have drawn."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+    return torch.Generator().manual_seed(derived_seed(seed, "batch", step))
 
 
 def rank_seed(seed: int, rank: int) -> int:
     """The seed of torch's generators on rank ``rank`` of a run seeded with ``seed``: the run's
     own on rank 0 (a one-process run), another on each other rank, so that the ranks' noise
     (dequantization, reparameterization) is independent across the global batch."""
-    return seed + 1_000_003 * rank
+    return seed if rank == 0 else derived_seed(seed, "rank", rank)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -317,7 +318,7 @@ def train_steps(
             if rank < len(states):
                 set_rng_state(states[rank])
             else:  # more ranks than the stored run had: a stream of this rank's own
-                torch.manual_seed(rank_seed(config.seed, rank) + ckpt.step)
+                torch.manual_seed(derived_seed(config.seed, "rank", rank, "resumed", ckpt.step))
         # The batches of the remaining steps follow the stored run's seed, not a new one.
         config = replace(config, seed=ckpt.extra.get("train", {}).get("seed", config.seed))
         start = ckpt.step

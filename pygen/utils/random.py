@@ -1,6 +1,9 @@
-"""Latent draws that follow the caller's generator wherever it lives."""
+"""Latent draws that follow the caller's generator wherever it lives, and the seeds of a run's
+separate random streams."""
 
 from __future__ import annotations
+
+import hashlib
 
 import torch
 from torch import Tensor
@@ -18,3 +21,11 @@ def standard_normal(
     CUDA generator (what ``pygen sample`` passes on a GPU) works too."""
     source = generator.device if generator is not None else torch.device("cpu")
     return torch.randn(shape, generator=generator, device=source, dtype=dtype).to(device)
+
+
+def derived_seed(seed: int, *keys: int | str) -> int:
+    """A seed for the stream named by ``keys`` (e.g. ``"batch", step``) of a run seeded with
+    ``seed``: a hash of them all, so that no two streams share a seed (an arithmetic rule such as
+    ``seed * K + step`` gives seed 1's first batch to seed 0's step ``K``)."""
+    digest = hashlib.blake2b(repr((seed, *keys)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1  # below 2**63: any torch generator takes it
