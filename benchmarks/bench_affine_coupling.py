@@ -3,9 +3,11 @@ RealNVP training step with fused vs reference couplings.
 
 Inputs are images with a checkerboard mask (computed from indices by the kernel, read by the
 references) and the RealNVP scale function ``tanh``; also with a channel mask (modes "... (channel
-mask)"). On the CPU the channel mask runs as two spans (one kept, one transformed) and the
-checkerboard as element pairs, both computing the scale function for the transformed half only
-(NOTES.md: "checkerboard pairs as words"). The CUDA kernel tests each element's mask in one loop
+mask)"), and on inputs stored channels-last (modes "... (channels-last)": the kernels run on their
+NHWC views, reading the permuted mask, and y stays channels-last, as the references keep it).
+On the CPU the channel mask runs as two spans (one kept, one transformed) and the checkerboard
+as element pairs, both computing the scale function for the transformed half only (NOTES.md:
+"checkerboard pairs as words"). The CUDA kernel tests each element's mask in one loop
 for both, so there the channel mask's forward (pygen and compile only) is a diagnostic: the same
 loop without the checkerboard's two integer divisions per group, and without the kept half's
 log_scale and shift loads (NOTES.md: the bf16 kernel at ~50 % of copy).
@@ -93,26 +95,32 @@ def make_inputs(shape, dtype, gen: torch.Generator, mask_name: str = "checkerboa
 PROVIDERS = ("pygen", "eager", "compile")
 
 
-@pytest.mark.parametrize("mask_name", list(MASKS))
+@pytest.mark.parametrize("variant", ["checkerboard", "channel mask", "channels-last"])
 @pytest.mark.parametrize("mode", ["fwd", "reverse", "fwd+bwd"])
 @pytest.mark.parametrize(("shape", "dtype"), CASES, ids=lambda c: str(c))
-def test_affine_coupling(record, quick, shape, dtype, mode, mask_name):
-    if mask_name == "channel" and mode == "reverse":
-        pytest.skip("channel masks: forward and backward")
+def test_affine_coupling(record, quick, shape, dtype, mode, variant):
+    if variant != "checkerboard" and mode == "reverse":
+        pytest.skip("channel masks and channels-last: forward and backward")
+    if variant == "channels-last" and len(shape) != 4:
+        pytest.skip("channels-last: images")
     providers = PROVIDERS
-    if mask_name == "channel" and DEVICE.type == "cuda":
+    if variant == "channel mask" and DEVICE.type == "cuda":
         if mode != "fwd":
             pytest.skip("channel masks on a GPU: the forward's diagnostic rows only")
         providers = ("pygen", "compile")
+    mask_name = "channel" if variant == "channel mask" else "checkerboard"
+    layout = torch.channels_last if variant == "channels-last" else torch.contiguous_format
     gen = torch.Generator(DEVICE).manual_seed(0)
     x, log_scale, shift, mask, kind = make_inputs(shape, dtype, gen, mask_name)
+    x, log_scale, shift = (t.contiguous(memory_format=layout) for t in (x, log_scale, shift))
     grads = ()
     if mode == "fwd+bwd":
         x.requires_grad_()
         log_scale.requires_grad_()
         shift.requires_grad_()
+        grad_y = torch.randn(shape, device=DEVICE, generator=gen).to(dtype)
         grads = (
-            torch.randn(shape, device=DEVICE, generator=gen).to(dtype),
+            grad_y.contiguous(memory_format=layout),
             torch.randn(shape[0], device=DEVICE, generator=gen),
         )
 
@@ -134,7 +142,7 @@ def test_affine_coupling(record, quick, shape, dtype, mode, mask_name):
 
         return step
 
-    label = mode if mask_name == "checkerboard" else f"{mode} (channel mask)"
+    label = mode if variant == "checkerboard" else f"{mode} ({variant})"
     steps = {provider: step_of(provider_fn(provider)) for provider in providers}
     names = ("grad_x", "grad_log_scale", "grad_shift") if grads else ("y", "logdet")
     want = expected(x, log_scale, shift, mask, mode, *grads)

@@ -10,6 +10,7 @@ from math import prod
 
 ITEMSIZE = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2, "int64": 8}
 CHANNEL_MASK = " (channel mask)"
+CHANNELS_LAST = " (channels-last)"  # the same bytes as the contiguous case
 
 
 def reparam_kl_bytes(shape, dtype: str, mode: str) -> int:
@@ -52,7 +53,7 @@ def floor_bytes(row: dict) -> int | None:
         return reparam_kl_bytes(shape, dtype, mode)
     if op == "affine_coupling":
         mask = "channel" if mode.endswith(CHANNEL_MASK) else "checkerboard"
-        base = mode.removesuffix(CHANNEL_MASK)
+        base = mode.removesuffix(CHANNEL_MASK).removesuffix(CHANNELS_LAST)
         if base in ("fwd", "reverse", "fwd+bwd"):
             return affine_coupling_bytes(shape, dtype, base, mask)
     return None

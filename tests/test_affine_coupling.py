@@ -322,6 +322,41 @@ def test_non_contiguous_inputs(device):
     torch.testing.assert_close(logdet, logdet_ref)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("mask_name", [*MASKS, "plane"])
+@pytest.mark.parametrize("scale_fn", ["tanh", "additive"])
+def test_channels_last_inputs_keep_their_layout(device, scale_fn, mask_name, dtype):
+    # They run on their NHWC views with the permuted mask read: y, logdet and the gradients as
+    # the contiguous inputs give them, in the inputs' layout.
+    shape = (2, 3, 5, 6)
+    x, log_scale, shift = make_inputs(shape, dtype, device)
+    if mask_name == "plane":  # an (H, W) mask
+        mask = checkerboard_mask(shape[2:], 1, device=device)
+    else:
+        mask = make_mask(mask_name, shape, device)
+    grad_y = torch.randn(shape, generator=torch.Generator().manual_seed(1)).to(device, dtype)
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        inputs = [
+            t.contiguous(memory_format=layout).requires_grad_() for t in (x, log_scale, shift)
+        ]
+        y, logdet = run(Fused, scale_fn, *inputs, mask, False)
+        used = inputs[::2] if scale_fn == "additive" else inputs  # additive: no log_scale
+        outputs = (y,) if scale_fn == "additive" else (y, logdet)
+        grad_outputs = (grad_y.contiguous(memory_format=layout), torch.ones_like(logdet))
+        grads = torch.autograd.grad(outputs, used, grad_outputs[: len(outputs)])
+        results.append((y, logdet, grads))
+    (y, logdet, grads), (y_cl, logdet_cl, grads_cl) = results
+    assert y_cl.is_contiguous(memory_format=torch.channels_last)
+    assert all(g.is_contiguous(memory_format=torch.channels_last) for g in grads_cl)
+    assert_close(y_cl, y, dtype)
+    assert_close(
+        logdet_cl, logdet, logdet.dtype, scale=x[0].numel() ** 0.5
+    )  # summed in another order
+    for got, want in zip(grads_cl, grads, strict=True):
+        assert_close(got, want, dtype)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_inputs_at_an_odd_element_offset_give_the_same_bits(device, dtype):
     # the CPU kernel loads checkerboard pairs as words: here off their natural alignment

@@ -140,6 +140,45 @@ def _kind(mask: Tensor, x: Tensor, mask_kind: MaskKind | int | None) -> int:
     return int(detect_mask_kind(mask, x.shape) if mask_kind is None else mask_kind)
 
 
+def _channels_last(mask: Tensor, *tensors: Tensor) -> bool:
+    """Whether the inputs are 4-d and all stored channels-last (and not also contiguous, as when
+    C or H*W is 1): the kernels then run on their NHWC views, with no copy, and y keeps the
+    layout, as an elementwise op would."""
+    return mask.dim() <= 4 and all(
+        t.dim() == 4
+        and not t.is_contiguous()
+        and t.is_contiguous(memory_format=torch.channels_last)
+        for t in tensors
+    )
+
+
+def _coupling_nhwc(
+    x: Tensor,
+    log_scale: Tensor | None,
+    shift: Tensor,
+    mask: Tensor,
+    scale_fn: str,
+    clamp: float | None,
+    reverse: bool,
+) -> tuple[Tensor, Tensor]:
+    """The op on channels-last inputs' NHWC views (contiguous), y returned channels-last. The
+    mask patterns the kernels compute run over NCHW's last dimensions: the permuted mask is read.
+    The logdet sums the same values (in another order)."""
+    mask = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape)).permute(0, 2, 3, 1)
+    to_nhwc = (0, 2, 3, 1)
+    y, logdet = _forward(
+        x.permute(to_nhwc),
+        None if log_scale is None else log_scale.permute(to_nhwc),
+        shift.permute(to_nhwc),
+        mask,
+        int(MaskKind.READ),
+        scale_fn,
+        clamp,
+        reverse,
+    )
+    return y.permute(0, 3, 1, 2), logdet
+
+
 def affine_coupling(
     x: Tensor,
     log_scale: Tensor,
@@ -155,8 +194,9 @@ def affine_coupling(
 
     Args:
         x, log_scale, shift: ``(N, ...)`` tensors of one shape, dtype (float32/64, float16,
-            bfloat16; math in float32, float64 for float64) and device. Non-contiguous inputs are
-            copied.
+            bfloat16; math in float32, float64 for float64) and device. 4-d inputs all stored
+            channels-last run without copies and give y channels-last; other non-contiguous
+            inputs are copied.
         mask: 0/1 tensor (any real or bool dtype) broadcastable to x; 1 marks the positions that
             pass through unchanged (the kernels read any nonzero entry as 1; the twin blends
             ``mask*x + (1-mask)*...``, so only 0/1 masks give the same result). It receives no
@@ -173,8 +213,9 @@ def affine_coupling(
             not describe mask gives wrong results.
 
     Returns:
-        ``(y, logdet)``: y of x's shape (contiguous) and logdet ``(N,)`` = sum of s over the
-        transformed positions (negated for reverse), float32 for 16-bit inputs.
+        ``(y, logdet)``: y of x's shape (contiguous, or channels-last as above) and logdet
+        ``(N,)`` = sum of s over the transformed positions (negated for reverse), float32 for
+        16-bit inputs.
 
     Under ``torch.func`` transforms (``grad``, ``jacrev``, ``vmap``...) and forward-mode AD it
     runs its twin, ``pygen.ops.reference.affine_coupling``.
@@ -183,6 +224,8 @@ def affine_coupling(
         return reference.affine_coupling(
             x, log_scale, shift, mask, scale_fn=scale_fn, clamp=clamp, reverse=reverse
         )
+    if _channels_last(mask, x, log_scale, shift):
+        return _coupling_nhwc(x, log_scale, shift, mask, scale_fn, clamp, reverse)
     kind = _kind(mask, x, mask_kind)
     return _forward(x, log_scale, shift, mask, kind, scale_fn, clamp, reverse)
 
@@ -206,5 +249,7 @@ def additive_coupling(
     """
     if runs_twins(x, shift, mask):
         return reference.additive_coupling(x, shift, mask, reverse=reverse)
+    if _channels_last(mask, x, shift):
+        return _coupling_nhwc(x, None, shift, mask, "exp", None, reverse)
     kind = _kind(mask, x, mask_kind)
     return _forward(x, None, shift, mask, kind, "exp", None, reverse)
