@@ -586,8 +586,11 @@ AFFINE_CASES = [
 AFFINE_SCALE_FNS = {"none": 0, **SCALE_FNS}
 
 
-def affine_problem(shape, code: int, per_sample: bool, scale_fn: str, reverse: bool) -> list[int]:
-    """The kernels' Problem as affine_coupling.cpp's check_inputs makes it (less the clamp)."""
+def affine_problem(
+    shape, code: int, per_sample: bool, scale_fn: str, reverse: bool, stacked: bool
+) -> list[int]:
+    """The kernels' Problem as affine_coupling.cpp makes it (less the clamp); ``stacked``: log_scale
+    and shift rows at the strides of chunks of wider tensors (3 and 2 samples' lengths)."""
     row_len = math.prod(shape)
     kind, parity = (code + 1) // 2, 0 if code == 0 else (code + 1) % 2
     width, height = shape[-1], shape[-2] if len(shape) >= 2 else 1
@@ -603,7 +606,17 @@ def affine_problem(shape, code: int, per_sample: bool, scale_fn: str, reverse: b
         height,
         split,
         stride,
+        3 * row_len if stacked else row_len,
+        2 * row_len if stacked else row_len,
     ]
+
+
+def rows_at_stride(t: torch.Tensor, stride: int) -> torch.Tensor:
+    """t's samples as rows ``stride`` elements apart, NaN between them (read there, it shows)."""
+    rows = t.reshape(len(t), -1)
+    wide = torch.full((len(t), stride), float("nan"), dtype=t.dtype)
+    wide[:, : rows.shape[1]] = rows
+    return wide.flatten()
 
 
 def run_affine_case(
@@ -615,6 +628,7 @@ def run_affine_case(
     reverse: bool,
     vector: bool,
     backward: bool,
+    stacked: bool,
 ) -> str | None:
     """An affine coupling case: None when the emulated kernel gives the CPU kernel's y and logdet,
     or (backward) its gradients, within the dtype's rounding."""
@@ -630,10 +644,15 @@ def run_affine_case(
     log_scale = None if scale_fn == "none" else log_scale
     clamp = 1.5 if scale_fn in ("tanh", "atan") else None
     settings = (mask, code, scale_fn, clamp, reverse)
-    header = [rows, *affine_problem(shape, code, per_sample, scale_fn, reverse)]
-    header += [DTYPE_CODES[dtype], int(vector), int(backward)]
+    problem = affine_problem(shape, code, per_sample, scale_fn, reverse, stacked)
+    header = [rows, *problem, DTYPE_CODES[dtype], int(vector), int(backward)]
     kernel_mask = mask.expand(rows, *shape) if per_sample else mask.expand(1, *shape)
-    arrays = [x, torch.empty(0) if log_scale is None else log_scale, shift]
+    log_scale_stride, shift_stride = problem[-2:]
+    arrays = [
+        x,
+        torch.empty(0) if log_scale is None else rows_at_stride(log_scale, log_scale_stride),
+        rows_at_stride(shift, shift_stride),
+    ]
     arrays.append((kernel_mask != 0).double() if code == 0 else torch.empty(0))
     if backward:
         grad_y = torch.randn(rows, *shape, dtype=torch.float64).to(dtype)
@@ -705,12 +724,16 @@ def emulated_cases(kernel: str, quick: bool):
         for case, dtype, scale_fn, reverse, backward in itertools.product(
             AFFINE_CASES, DTYPE_CODES, AFFINE_SCALE_FNS, (False, True), (False, True)
         ):
-            for vector in affine_vector_paths(case):
+            # log_scale and shift rows apart (chunks of a stacked tensor): float32 cases
+            layouts = (False, True) if dtype == torch.float32 else (False,)
+            for vector, stacked in itertools.product(affine_vector_paths(case), layouts):
                 label = f"{case} {str(dtype)[6:]} {scale_fn} {'reverse' if reverse else 'forward'}"
                 label += (
                     f" {'vector' if vector else 'element'} {'gradients' if backward else 'values'}"
                 )
-                yield label, run_affine_case, (case, dtype, scale_fn, reverse, vector, backward)
+                label += " stacked" if stacked else ""
+                args = (case, dtype, scale_fn, reverse, vector, backward, stacked)
+                yield label, run_affine_case, args
     else:
         for case, dtype, use_noise, backward in itertools.product(
             REPARAM_CASES, DTYPE_CODES, (True, False), (False, True)

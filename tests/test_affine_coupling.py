@@ -322,6 +322,62 @@ def test_non_contiguous_inputs(device):
     torch.testing.assert_close(logdet, logdet_ref)
 
 
+def rows_apart(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """t's values with its samples laid out as ``layout`` says."""
+    if layout == "chunk":  # the second half of a stacked conditioner output, as chunk() gives it
+        return torch.cat([torch.full_like(t, float("nan")), t], dim=1).chunk(2, dim=1)[1]
+    if layout == "batch_slice":  # every other sample of a batch twice as long
+        return torch.stack([t, torch.full_like(t, float("nan"))], dim=1).flatten(0, 1)[::2]
+    if layout == "expanded":  # one sample read by every row (stride 0)
+        return t[:1].expand_as(t)
+    return t.transpose(-1, -2).contiguous().transpose(-1, -2)  # samples not contiguous: copied
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("scale_fn", ["tanh", "additive"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["chunk", "batch_slice", "expanded", "transposed"])
+def test_log_scale_and_shift_rows_apart(device, layout, dtype, scale_fn, reverse):
+    # The kernels read log_scale and shift rows where they lie: the contiguous inputs' results.
+    shape = (3, 4, 6, 8)
+    x, log_scale, shift = make_inputs(shape, dtype, device)
+    if layout == "expanded":
+        log_scale, shift = log_scale[:1].expand(shape), shift[:1].expand(shape)
+    mask = make_mask("checkerboard1", shape, device)
+    grad_y = torch.randn(shape, generator=torch.Generator().manual_seed(1)).to(device, dtype)
+    results = []
+    for apart in (False, True):
+        inputs = [x.clone(), log_scale.contiguous(), shift.contiguous()]
+        if apart:
+            inputs[1:] = [rows_apart(t, layout) for t in inputs[1:]]
+        inputs = [t.requires_grad_() for t in inputs]
+        y, logdet = run(Fused, scale_fn, *inputs, mask, reverse)
+        used = inputs[::2] if scale_fn == "additive" else inputs
+        outputs = (y,) if scale_fn == "additive" else (y, logdet)
+        grad_outputs = (grad_y, torch.ones_like(logdet))[: len(outputs)]
+        results.append((y, logdet, *torch.autograd.grad(outputs, used, grad_outputs)))
+    for got, want in zip(*results, strict=True):
+        assert_close(got, want, want.dtype)
+
+
+@pytest.mark.parametrize("scale_fn", ["tanh", "additive"])
+def test_chunks_of_a_stacked_conditioner_output_are_not_copied(scale_fn):
+    x, params = torch.randn(4, 3, 6, 8), torch.randn(4, 6, 6, 8, requires_grad=True)
+    log_scale, shift = params.chunk(2, dim=1)
+    mask, kind = checkerboard_mask((3, 6, 8)), MaskKind.CHECKERBOARD_EVEN
+    grad_y, grad_logdet = torch.randn_like(x), torch.randn(4)
+    with torch.profiler.profile() as prof:
+        if scale_fn == "additive":
+            y, _ = additive_coupling(x, shift, mask, mask_kind=kind)
+            torch.autograd.backward(y, grad_y)
+        else:
+            y, logdet = affine_coupling(x, log_scale, shift, mask, mask_kind=kind)
+            torch.autograd.backward((y, logdet), (grad_y, grad_logdet))
+    ops = {event.name for event in prof.events()}
+    assert "pygen::affine_coupling_backward" in ops
+    assert not ops & {"aten::contiguous", "aten::clone", "aten::copy_"}
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("mask_name", [*MASKS, "plane"])
 @pytest.mark.parametrize("scale_fn", ["tanh", "additive"])

@@ -7,6 +7,7 @@ runs every configuration under ThreadSanitizer."""
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import shutil
 from pathlib import Path
 
@@ -138,12 +139,22 @@ def test_emulated_reparam_kl_kernels_equal_the_cpu_kernels(
 def test_emulated_affine_coupling_kernels_equal_the_cpu_kernels(
     emulated, tmp_path, case, dtype, scale_fn, reverse, backward
 ):
-    # Every mask kind; the vector and element paths where the sample is whole groups.
-    for vector in emulate_cuda.affine_vector_paths(case):
+    # Every mask kind; the vector and element paths where the sample is whole groups; log_scale
+    # and shift contiguous or rows apart (chunks of stacked tensors).
+    paths = emulate_cuda.affine_vector_paths(case)
+    for vector, stacked in itertools.product(paths, (False, True)):
         error = emulate_cuda.run_affine_case(
-            emulated("affine_coupling"), tmp_path, case, dtype, scale_fn, reverse, vector, backward
+            emulated("affine_coupling"),
+            tmp_path,
+            case,
+            dtype,
+            scale_fn,
+            reverse,
+            vector,
+            backward,
+            stacked,
         )
-        assert error is None, f"vector={vector}: {error}"
+        assert error is None, f"vector={vector} stacked={stacked}: {error}"
 
 
 @pytest.mark.parametrize(("blocks", "steps"), emulate_cuda.CEILINGS_CASES, ids=str)

@@ -1,6 +1,7 @@
-// The op pygen::affine_coupling: argument checks, the mask geometry, contiguous copies, output
-// allocation, dispatch to the CPU or CUDA kernels, and its registration with autograd (in C++,
-// for the dispatcher's few microseconds of overhead per call; see reparam_kl.cpp).
+// The op pygen::affine_coupling: argument checks, the mask geometry, contiguous copies (none of
+// log_scale and shift samples that are contiguous already), output allocation, dispatch to the
+// CPU or CUDA kernels, and its registration with autograd (in C++, for the dispatcher's few
+// microseconds of overhead per call; see reparam_kl.cpp).
 #include "affine_coupling/affine_coupling.h"
 
 #include <torch/autograd.h>
@@ -60,6 +61,21 @@ Problem check_inputs(const at::Tensor& x, const std::optional<at::Tensor>& log_s
   return p;
 }
 
+// t when each of its samples is contiguous (a chunk along dim 1 of a stacked tensor, a slice of
+// a batch: the kernels read such rows where they lie), else a contiguous copy; *stride gets the
+// elements from one sample's row to the next.
+at::Tensor sample_rows(const at::Tensor& t, int64_t* stride) {
+  bool rows = t.size(0) > 0;
+  int64_t expected = 1;
+  for (int64_t d = t.dim() - 1; d >= 1 && rows; --d) {
+    rows = t.size(d) == 1 || t.stride(d) == expected;
+    expected *= t.size(d);
+  }
+  const at::Tensor r = rows ? t : t.contiguous();
+  *stride = r.size(0) > 1 ? r.stride(0) : expected;
+  return r;
+}
+
 // The mask as the kernels read it (kRead only): uint8, one row per sample or one shared row.
 at::Tensor kernel_mask(const Problem& p, const at::Tensor& mask, const at::Tensor& x) {
   if (p.mask_kind != MaskKind::kRead) return at::Tensor();
@@ -92,9 +108,9 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const std::optio
                                            const at::Tensor& shift, const at::Tensor& mask, int64_t mask_kind,
                                            c10::string_view scale_fn, std::optional<double> clamp,
                                            bool reverse) {
-  const Problem p = check_inputs(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse);
-  const at::Tensor x_c = x.contiguous(), shift_c = shift.contiguous();
-  const at::Tensor log_scale_c = log_scale ? log_scale->contiguous() : at::Tensor();
+  Problem p = check_inputs(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse);
+  const at::Tensor x_c = x.contiguous(), shift_c = sample_rows(shift, &p.shift_stride);
+  const at::Tensor log_scale_c = log_scale ? sample_rows(*log_scale, &p.log_scale_stride) : at::Tensor();
   const at::Tensor mask_c = kernel_mask(p, mask, x);
   at::Tensor y = at::empty_like(x_c);
   at::Tensor logdet = at::zeros({p.rows}, x.options().dtype(sum_dtype(x)));
@@ -113,11 +129,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logdet, const at::Tensor& x,
     const std::optional<at::Tensor>& log_scale, const at::Tensor& shift, const at::Tensor& mask,
     int64_t mask_kind, c10::string_view scale_fn, std::optional<double> clamp, bool reverse) {
-  const Problem p = check_inputs(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse);
+  Problem p = check_inputs(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse);
   if (grad_y) check_matches(*grad_y, "grad_y", x, "x", x.sizes());
   if (grad_logdet) check_sum_grad(*grad_logdet, "grad_logdet", x, "x", {p.rows});
-  const at::Tensor x_c = x.contiguous(), shift_c = shift.contiguous();
-  const at::Tensor log_scale_c = log_scale ? log_scale->contiguous() : at::Tensor();
+  const at::Tensor x_c = x.contiguous(), shift_c = sample_rows(shift, &p.shift_stride);
+  const at::Tensor log_scale_c = log_scale ? sample_rows(*log_scale, &p.log_scale_stride) : at::Tensor();
   const at::Tensor mask_c = kernel_mask(p, mask, x);
   // An absent gradient is zero; the kernels always read both.
   const at::Tensor grad_y_c = grad_y ? grad_y->contiguous() : at::zeros_like(x_c);

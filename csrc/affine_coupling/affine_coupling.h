@@ -19,7 +19,9 @@ namespace pygen::affine_coupling {
 // vectors), channel keeps the first C/2 channels of dimension 1 (parity 0) or the others.
 enum class MaskKind : int { kRead, kCheckerboard, kChannel };
 
-// Shapes and settings seen by the kernels. A sample (row) is row_len contiguous elements.
+// Shapes and settings seen by the kernels. A sample (row) is row_len contiguous elements: of x,
+// y and the gradients one row after the other; of log_scale and shift rows that may lie further
+// apart (chunks of a conditioner's stacked output, read where they lie).
 struct Problem {
   int64_t rows, row_len;
   ScaleFn scale_fn;
@@ -30,6 +32,7 @@ struct Problem {
   int64_t width, height;    // checkerboard: line length and lines per plane
   int64_t split;            // channel: the first `split` elements of a row are the first half
   int64_t mask_row_stride;  // read: 0 when every sample shares the mask, row_len otherwise
+  int64_t log_scale_stride, shift_stride;  // elements from a sample's row to the next one's
 };
 
 // The scale function called `name` (kNone, the additive coupling, without a log_scale) and the
@@ -51,8 +54,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     const std::optional<at::Tensor>& log_scale, const at::Tensor& shift, const at::Tensor& mask,
     int64_t mask_kind, c10::string_view scale_fn, std::optional<double> clamp, bool reverse);
 
-// Device kernels. Tensors are contiguous; log_scale is undefined for kNone, mask for kinds other
-// than kRead (then it is uint8); grad_y and grad_logdet are always given.
+// Device kernels. Tensors are contiguous but for log_scale's and shift's row strides; log_scale is
+// undefined for kNone, mask for kinds other than kRead (then it is uint8); grad_y and grad_logdet
+// are always given.
 void forward_cpu(const Problem& p, const at::Tensor& x, const at::Tensor& log_scale, const at::Tensor& shift,
                  const at::Tensor& mask, at::Tensor& y, at::Tensor& logdet);
 void backward_cpu(const Problem& p, const at::Tensor& grad_y, const at::Tensor& grad_logdet, const at::Tensor& x,

@@ -73,6 +73,14 @@ struct Ptrs {
     return {add(x), add(log_scale), add(shift), add(mask), add(out), add(grad_y), add(grad_log_scale),
             add(grad_shift)};
   }
+
+  // The pointers of sample r: each tensor's row at its own stride.
+  Ptrs row(const Problem& p, int64_t r) const {
+    auto at = [r](auto* q, int64_t stride) { return q ? q + r * stride : q; };
+    return {at(x, p.row_len),   at(log_scale, p.log_scale_stride), at(shift, p.shift_stride),
+            at(mask, p.mask_row_stride), at(out, p.row_len), at(grad_y, p.row_len),
+            at(grad_log_scale, p.row_len), at(grad_shift, p.row_len)};
+  }
 };
 
 // A pair of 16- or 32-bit elements as one word (Value: the same without the attributes). A pair
@@ -341,8 +349,7 @@ template <ScaleFn F, bool kReverse, typename scalar_t, typename acc_t = at::opma
 PYGEN_CPU_CLONES void forward_rows(const Problem& p, const Ptrs<scalar_t>& base, acc_t* logdet, int64_t begin, int64_t end) {
   const acc_t c = static_cast<acc_t>(p.clamp), ic = p.clamp > 0 ? acc_t(1) / c : acc_t(0);
   for (int64_t r = begin; r < end; ++r) {
-    Ptrs<scalar_t> row = base.offset(r * p.row_len);
-    row.mask = base.mask ? base.mask + r * p.mask_row_stride : nullptr;
+    const Ptrs<scalar_t> row = base.row(p, r);
     const acc_t sum = over_spans<scalar_t, acc_t>(
         p, row, [&](auto tag, const Ptrs<scalar_t>& ptrs, int32_t n) __attribute__((always_inline)) {
           return forward_span<F, kReverse, decltype(tag)::value>(ptrs, n, c, ic);
@@ -356,8 +363,7 @@ PYGEN_CPU_CLONES void backward_rows(const Problem& p, const Ptrs<scalar_t>& base
                    int64_t end) {
   const acc_t c = static_cast<acc_t>(p.clamp), ic = p.clamp > 0 ? acc_t(1) / c : acc_t(0);
   for (int64_t r = begin; r < end; ++r) {
-    Ptrs<scalar_t> row = base.offset(r * p.row_len);
-    row.mask = base.mask ? base.mask + r * p.mask_row_stride : nullptr;
+    const Ptrs<scalar_t> row = base.row(p, r);
     const acc_t gl = grad_logdet[r];
     over_spans<scalar_t, acc_t>(p, row, [&](auto tag, const Ptrs<scalar_t>& ptrs, int32_t n) __attribute__((always_inline)) {
       backward_span<F, kReverse, decltype(tag)::value>(ptrs, n, gl, c, ic);

@@ -77,7 +77,7 @@ forward_kernel(Problem p, Segments seg, bool aligned, const scalar_t* __restrict
   const int64_t row = warp / seg.per_row;
   const int64_t begin = (warp - row * seg.per_row) * seg.len;
   const int64_t end = min(begin + seg.len, p.row_len);
-  const int64_t base = row * p.row_len;
+  const int64_t base = row * p.row_len, a_base = row * p.log_scale_stride, t_base = row * p.shift_stride;
   const uint8_t* mask_row = mask ? mask + row * p.mask_row_stride : nullptr;
   const acc_t c = static_cast<acc_t>(p.clamp), ic = p.clamp > 0 ? acc_t(1) / c : acc_t(0);
   acc_t sum = 0;
@@ -88,8 +88,8 @@ forward_kernel(Problem p, Segments seg, bool aligned, const scalar_t* __restrict
     acc_t xv[kVec], a[kVec] = {}, t[kVec] = {}, out[kVec];
     load_group(x, base + j, n, aligned, xv);
     if (any) {
-      if constexpr (F != ScaleFn::kNone) load_group(log_scale, base + j, n, aligned, a);
-      load_group(shift, base + j, n, aligned, t);
+      if constexpr (F != ScaleFn::kNone) load_group(log_scale, a_base + j, n, aligned, a);
+      load_group(shift, t_base + j, n, aligned, t);
     }
 #pragma unroll
     for (int k = 0; k < kVec; ++k) {
@@ -119,7 +119,7 @@ backward_kernel(Problem p, Segments seg, bool aligned, const scalar_t* __restric
   const int64_t row = warp / seg.per_row;
   const int64_t begin = (warp - row * seg.per_row) * seg.len;
   const int64_t end = min(begin + seg.len, p.row_len);
-  const int64_t base = row * p.row_len;
+  const int64_t base = row * p.row_len, a_base = row * p.log_scale_stride, t_base = row * p.shift_stride;
   const uint8_t* mask_row = mask ? mask + row * p.mask_row_stride : nullptr;
   const acc_t c = static_cast<acc_t>(p.clamp), ic = p.clamp > 0 ? acc_t(1) / c : acc_t(0);
   const acc_t gl = grad_logdet[row];
@@ -131,8 +131,8 @@ backward_kernel(Problem p, Segments seg, bool aligned, const scalar_t* __restric
     load_group(grad_y, base + j, n, aligned, g);
     load_group(x, base + j, n, aligned, xv);
     if (any) {
-      if constexpr (F != ScaleFn::kNone) load_group(log_scale, base + j, n, aligned, a);
-      if (p.reverse) load_group(shift, base + j, n, aligned, t);
+      if constexpr (F != ScaleFn::kNone) load_group(log_scale, a_base + j, n, aligned, a);
+      if (p.reverse) load_group(shift, t_base + j, n, aligned, t);
     }
 #pragma unroll
     for (int k = 0; k < kVec; ++k) {
@@ -169,10 +169,11 @@ scalar_t* mutable_or_null(at::Tensor& t) {
   return t.numel() > 0 ? t.mutable_data_ptr<scalar_t>() : nullptr;
 }
 
-// The vector path needs samples of a multiple of kVec elements and every pointer aligned to a group.
+// The vector path needs samples (and rows of log_scale and shift) a multiple of kVec elements
+// apart and every pointer aligned to a group.
 template <typename scalar_t>
 bool groups_aligned(const Problem& p, std::initializer_list<const at::Tensor*> tensors) {
-  if (p.row_len % kVec != 0) return false;
+  if (p.row_len % kVec != 0 || p.log_scale_stride % kVec != 0 || p.shift_stride % kVec != 0) return false;
   for (const at::Tensor* t : tensors)
     if (t->defined() && t->numel() > 0 &&
         reinterpret_cast<uintptr_t>(t->const_data_ptr()) % sizeof(Vec<scalar_t>) != 0)
