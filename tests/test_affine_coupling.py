@@ -413,6 +413,20 @@ def test_channels_last_inputs_keep_their_layout(device, scale_fn, mask_name, dty
         assert_close(got, want, dtype)
 
 
+def test_a_channels_last_x_keeps_its_layout_beside_other_layouts(device):
+    shape = (2, 3, 5, 6)
+    x, log_scale, shift = make_inputs(shape, torch.float64, device)
+    mask = make_mask("checkerboard0", shape, device)
+    want = reference.affine_coupling(x, log_scale, shift, mask)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    stacked = torch.cat([log_scale, shift], dim=1)  # NCHW chunks
+    for others in ((log_scale, shift), stacked.chunk(2, dim=1)):
+        y, logdet = affine_coupling(x_cl, *others, mask)
+        assert y.is_contiguous(memory_format=torch.channels_last)
+        assert_close(y, want[0], torch.float64)
+        assert_close(logdet, want[1], torch.float64)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_inputs_at_an_odd_element_offset_give_the_same_bits(device, dtype):
     # the CPU kernel loads checkerboard pairs as words: here off their natural alignment

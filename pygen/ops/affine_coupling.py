@@ -140,15 +140,17 @@ def _kind(mask: Tensor, x: Tensor, mask_kind: MaskKind | int | None) -> int:
     return int(detect_mask_kind(mask, x.shape) if mask_kind is None else mask_kind)
 
 
-def _channels_last(mask: Tensor, *tensors: Tensor) -> bool:
-    """Whether the inputs are 4-d and all stored channels-last (and not also contiguous, as when
-    C or H*W is 1): the kernels then run on their NHWC views, with no copy, and y keeps the
-    layout, as an elementwise op would."""
-    return mask.dim() <= 4 and all(
-        t.dim() == 4
-        and not t.is_contiguous()
-        and t.is_contiguous(memory_format=torch.channels_last)
-        for t in tensors
+def _channels_last(x: Tensor, mask: Tensor, *others: Tensor) -> bool:
+    """Whether x is a 4-d tensor stored channels-last (and not also contiguous, as when C or H*W
+    is 1): the kernels then run on the NHWC views (x's read in place, as are log_scale's and
+    shift's where their samples are contiguous there) and y keeps x's layout, as an elementwise
+    op's would."""
+    return (
+        x.dim() == 4
+        and mask.dim() <= 4
+        and all(t.dim() == 4 for t in others)
+        and not x.is_contiguous()
+        and x.is_contiguous(memory_format=torch.channels_last)
     )
 
 
@@ -161,9 +163,9 @@ def _coupling_nhwc(
     clamp: float | None,
     reverse: bool,
 ) -> tuple[Tensor, Tensor]:
-    """The op on channels-last inputs' NHWC views (contiguous), y returned channels-last. The
-    mask patterns the kernels compute run over NCHW's last dimensions: the permuted mask is read.
-    The logdet sums the same values (in another order)."""
+    """The op on the NHWC views of a channels-last x and its log_scale and shift, y returned
+    channels-last. The mask patterns the kernels compute run over NCHW's last dimensions: the
+    permuted mask is read. The logdet sums the same values (in another order)."""
     mask = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape)).permute(0, 2, 3, 1)
     to_nhwc = (0, 2, 3, 1)
     y, logdet = _forward(
@@ -194,9 +196,11 @@ def affine_coupling(
 
     Args:
         x, log_scale, shift: ``(N, ...)`` tensors of one shape, dtype (float32/64, float16,
-            bfloat16; math in float32, float64 for float64) and device. 4-d inputs all stored
-            channels-last run without copies and give y channels-last; other non-contiguous
-            inputs are copied.
+            bfloat16; math in float32, float64 for float64) and device. log_scale and shift are
+            read in place where each sample is contiguous (e.g. chunks along dim 1 of a
+            conditioner's stacked output); an x stored channels-last (4-d) is read in place and
+            gives y channels-last, its log_scale and shift then read in place where they are
+            channels-last too; other non-contiguous inputs are copied.
         mask: 0/1 tensor (any real or bool dtype) broadcastable to x; 1 marks the positions that
             pass through unchanged (the kernels read any nonzero entry as 1; the twin blends
             ``mask*x + (1-mask)*...``, so only 0/1 masks give the same result). It receives no
@@ -224,7 +228,7 @@ def affine_coupling(
         return reference.affine_coupling(
             x, log_scale, shift, mask, scale_fn=scale_fn, clamp=clamp, reverse=reverse
         )
-    if _channels_last(mask, x, log_scale, shift):
+    if _channels_last(x, mask, log_scale, shift):
         return _coupling_nhwc(x, log_scale, shift, mask, scale_fn, clamp, reverse)
     kind = _kind(mask, x, mask_kind)
     return _forward(x, log_scale, shift, mask, kind, scale_fn, clamp, reverse)
@@ -249,7 +253,7 @@ def additive_coupling(
     """
     if runs_twins(x, shift, mask):
         return reference.additive_coupling(x, shift, mask, reverse=reverse)
-    if _channels_last(mask, x, shift):
+    if _channels_last(x, mask, shift):
         return _coupling_nhwc(x, None, shift, mask, "exp", None, reverse)
     kind = _kind(mask, x, mask_kind)
     return _forward(x, None, shift, mask, kind, "exp", None, reverse)
