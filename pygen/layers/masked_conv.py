@@ -58,6 +58,8 @@ class MaskedConv2d(nn.Conv2d):
     entries are zero); inside ``frozen_masked_weights`` (the samplers) the product is taken once.
     """
 
+    mask: Tensor
+
     def __init__(
         self,
         in_channels: int,
@@ -182,7 +184,8 @@ class GatedMaskedConv2d(nn.Module):
         self.h_conv = MaskedConv2d(in_channels, two_h, (1, kernel_size), mask_type, color_groups)
         self.link = nn.Conv2d(two_h, two_h, 1)
         self.h_out = MaskedConv2d(hidden, hidden, 1, "B", color_groups)
-        self.v_cond = self.h_cond = None
+        self.v_cond: nn.Embedding | None = None
+        self.h_cond: nn.Embedding | None = None
         if n_classes:
             # Class biases start at the scale of the convolution biases they add to (an N(0, 1)
             # embedding would saturate the gates of a fresh model).
