@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -111,8 +112,14 @@ class MaskedConv2d(nn.Conv2d):
         )
 
 
+class HasModules(Protocol):
+    """What ``frozen_masked_weights`` reads: an ``nn.Module``, or the samplers' view of one."""
+
+    def modules(self) -> Iterator[nn.Module]: ...
+
+
 @contextmanager
-def frozen_masked_weights(module: nn.Module) -> Iterator[None]:
+def frozen_masked_weights(module: HasModules) -> Iterator[None]:
     """Within the block, every ``MaskedConv2d`` of ``module`` uses ``weight * mask`` taken once on
     entry, detached, instead of once per forward: for the samplers, which run the network many
     times under no_grad with fixed weights. (A product cached across calls would miss weights
