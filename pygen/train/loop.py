@@ -334,7 +334,7 @@ def train_steps(
         atomic_write_text(metrics_path, "".join(json.dumps(m) + "\n" for m in metrics))
 
     def checkpoint(step: int) -> None:
-        states = None
+        states: list[Any] | None = None  # every rank's rng_state()
         if world_size > 1:  # every rank's generators: each draws its own noise on resume
             states = [None] * world_size
             dist.all_gather_object(states, rng_state())
