@@ -244,6 +244,9 @@ class DCGAN(GAN):
     whose decoder is a DCGAN generator from the ``d_features`` features (Li et al. 2017).
     """
 
+    generator: DCGANGenerator
+    discriminator: DCGANDiscriminator | AutoencoderCritic
+
     def __init__(
         self,
         image_size: int = 64,
@@ -268,6 +271,9 @@ class DCGAN(GAN):
 
 class MLPGAN(GAN):
     """MLP generator and discriminator for vectors of ``data_dim`` (2-D toy data)."""
+
+    generator: MLPGenerator
+    discriminator: MLPDiscriminator
 
     def __init__(
         self,
