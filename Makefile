@@ -34,6 +34,7 @@ bench: $(VENV)/.built
 lint: $(VENV)/.deps
 	$(PY) -m ruff check pygen tests benchmarks scripts setup.py
 	$(PY) -m ruff format --check pygen tests benchmarks scripts setup.py
+	$(PY) -m mypy
 
 # On an AVX-512 CPU with valgrind: the kernel tests on the AVX2 code, then on a build for the x86-64
 # baseline (scripts/cpu_clones_check.sh).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -37,7 +38,7 @@ def load():
 _C = load()
 
 
-def build_info() -> dict:
+def build_info() -> dict[str, Any]:
     """How pygen._C was built.
 
     Keys: ``cuda`` (CUDA kernels compiled in), ``cuda_arch_list`` (TORCH_CUDA_ARCH_LIST used, empty

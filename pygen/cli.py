@@ -199,8 +199,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         hooks.append((args.sample_every, grid))
     if recipe.steps is not None:
         steps = recipe.steps(model, data, config)
-    else:
+    elif recipe.loss is not None:
         steps = LossSteps(model, recipe.loss, data.images, data.labels, config)
+    else:
+        raise TypeError(f"the {args.model} recipe has neither a loss nor training steps")
     metrics = train_steps(
         steps,
         model,
@@ -365,15 +367,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     options = SampleOptions(
         args.method, temperature, args.label, gen, inputs, args.complete, labels
     )
-    images = None  # a rank with no share (--n below the rank count) draws nothing
+    images: torch.Tensor | None = None  # a rank with no share (--n below the rank count): none
     if share:
         with torch.no_grad():
             images = recipe.sample(model, share, options).float().cpu()
     if world_size > 1:
-        parts = [None] * world_size
+        parts: list[torch.Tensor | None] = [None] * world_size
         dist.all_gather_object(parts, images)
         images = torch.cat([part for part in parts if part is not None])
     if rank == 0:
+        images = typing.cast(torch.Tensor, images)  # rank 0 has a share: --count >= 1
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         nrow = args.nrow or (9 if args.complete is not None else 8)  # completions: 3 triplets

@@ -13,6 +13,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -74,7 +75,7 @@ def run_demo(out: Path, *, minutes: float = 2.0, device: torch.device | None = N
         f"training a Gated PixelCNN ({sum(p.numel() for p in model.parameters())} parameters) "
         f"on {len(train_x)} digits for {steps} steps (~{minutes:g} min)"
     )
-    best = {"bits": math.inf, "step": 0, "state": None}
+    best: dict[str, Any] = {"bits": math.inf, "step": 0, "state": None}
 
     def validate(step: int) -> None:
         model.eval()

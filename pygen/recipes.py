@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -79,11 +79,14 @@ class Domains:
 
 
 Data = ImageData | Domains
+ModelT = TypeVar("ModelT", bound=nn.Module)
+FlowT = TypeVar("FlowT", bound=FlowModel)
+DataT = TypeVar("DataT", ImageData, Domains)
 DEFAULT_DOMAIN_B = "invert"  # the translation task when no second domain is given
 
 
 @dataclass(frozen=True)
-class Recipe:
+class Recipe(Generic[ModelT, DataT]):
     """One model family as the pygen command sees it.
 
     ``config(data, options)`` returns the model's constructor arguments; ``loss(model, x, y)`` is
@@ -99,19 +102,20 @@ class Recipe:
     is the default). ``translation`` (``"paired"`` or ``"unpaired"``) marks a
     model of two domains: its data is ``Domains`` instead of ``ImageData``. ``kwargs_to``: where
     the model's constructor passes its ``**kwargs`` (CNF: its ``ContinuousFlow`` layer), for
-    ``option_names``.
+    ``option_names``. The type parameters: the model class the callables take and the data
+    (``ImageData`` or ``Domains``); ``RECIPES`` holds recipes of every kind.
     """
 
-    model: type[nn.Module]
-    config: Callable[[Data, dict[str, Any]], dict[str, Any]]
-    evaluate: Callable[[nn.Module, Data], dict[str, float]]
-    sample: Callable[[nn.Module, int, SampleOptions], Tensor]
-    loss: Callable[[nn.Module, Tensor, Tensor | None], Tensor] | None = None
-    steps: Callable[[nn.Module, Data, TrainConfig], TrainingSteps] | None = None
+    model: type[ModelT]
+    config: Callable[[DataT, dict[str, Any]], dict[str, Any]]
+    evaluate: Callable[[ModelT, DataT], dict[str, float]]
+    sample: Callable[[ModelT, int, SampleOptions], Tensor]
+    loss: Callable[[ModelT, Tensor, Tensor | None], Tensor] | None = None
+    steps: Callable[[ModelT, DataT, TrainConfig], TrainingSteps] | None = None
     description: str = ""
     translation: str | None = None
     kwargs_to: Callable[..., Any] | None = None
-    conditional: Callable[[nn.Module], bool] = lambda model: False
+    conditional: Callable[[ModelT], bool] = lambda model: False
     completes: bool = False
     tempered: bool = False
     methods: tuple[str, ...] = ()
@@ -123,14 +127,16 @@ class Recipe:
         for cls in self.model.__mro__:
             if "__init__" not in vars(cls):
                 continue
-            inits.append(cls.__init__)
+            inits.append(vars(cls)["__init__"])
             if issubclass(cls, nn.Module):  # the model class proper, after the mixins
                 break
         if _keywords(inits[-1])[1]:
             if self.kwargs_to is None:
                 raise TypeError(f"{cls.__name__} takes **kwargs: the recipe must name kwargs_to")
             target = self.kwargs_to
-            inits.append(target.__init__ if isinstance(target, type) else target)
+            inits.append(
+                inspect.getattr_static(target, "__init__") if isinstance(target, type) else target
+            )
         return inits
 
     def option_names(self) -> set[str]:
@@ -167,10 +173,10 @@ def _keywords(fn: Callable[..., Any]) -> tuple[set[str], bool]:
     return names, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
-RECIPES: dict[str, Recipe] = {}
+RECIPES: dict[str, Recipe[Any, Any]] = {}
 
 
-def get_recipe(name: str) -> Recipe:
+def get_recipe(name: str) -> Recipe[Any, Any]:
     if name not in RECIPES:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(RECIPES)) or 'none'}")
     return RECIPES[name]
@@ -200,7 +206,9 @@ def _image_config(data: ImageData) -> dict[str, Any]:
     }
 
 
-def _autoregressive_config(defaults: dict[str, Any]):
+def _autoregressive_config(
+    defaults: dict[str, Any],
+) -> Callable[[ImageData, dict[str, Any]], dict[str, Any]]:
     """The config of an autoregressive image model; its default ``hidden`` rounded up to a
     multiple of the data's channels (the channel masks split the hidden units by channel)."""
 
@@ -228,17 +236,16 @@ def _autoregressive_evaluate(
     model: AutoregressiveImageModel, data: ImageData, chunk: int = 256
 ) -> dict[str, float]:
     device = next(model.parameters()).device
+    labels = None if model.n_classes is None else data.labels  # unlabelled: the model's error
     bits = []
     for start in range(0, len(data.images), chunk):
         x = data.images[start : start + chunk].to(device)
-        y = None if model.n_classes is None else data.labels[start : start + chunk].to(device)
+        y = None if labels is None else labels[start : start + chunk].to(device)
         bits.append(model.bits_per_dim(x, y))
     return {"bits_per_dim": torch.cat(bits).mean().item()}
 
 
-def _autoregressive_sample(
-    model: AutoregressiveImageModel, n: int, options: SampleOptions
-) -> Tensor:
+def _autoregressive_sample(model: PixelCNN | PixelRNN, n: int, options: SampleOptions) -> Tensor:
     """``n`` images; or, with ``options.complete_rows``, ``3n``: for each of ``n`` random inputs
     its kept top rows (the rest black), its completion and the input itself."""
     device = next(model.parameters()).device
@@ -305,8 +312,15 @@ RECIPES["pixelrnn"] = Recipe(
 )
 
 
+def _built_config(model: VAE) -> dict[str, Any]:
+    """``model.config``: the recipe's VAEs are built from one (a VAE of custom modules has none)."""
+    if model.config is None:
+        raise ValueError("the vae recipe takes a VAE built from a config, not of custom modules")
+    return model.config
+
+
 def _vae_data(model: VAE, x: Tensor) -> Tensor:
-    return model.likelihood.from_levels(x, model.config["n_levels"])
+    return model.likelihood.from_levels(x, _built_config(model)["n_levels"])
 
 
 def _vae_config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]:
@@ -324,15 +338,16 @@ def _vae_evaluate(model: VAE, data: ImageData, k: int = 100) -> dict[str, float]
     # Bits/dim of the data's levels, comparable with the other models', needs a distribution over
     # the levels: the categorical likelihood. A Gaussian density of levels scaled to [0, 1] (it
     # can be negative) or a Bernoulli of binarized pixels scores other data.
-    if model.config["likelihood"] == "categorical":
+    if _built_config(model)["likelihood"] == "categorical":
         result[f"iwae{k}_bits_per_dim"] = nll / (math.prod(model.data_shape) * math.log(2.0))
     return result
 
 
 def _vae_sample(model: VAE, n: int, options: SampleOptions) -> Tensor:
+    config = _built_config(model)
     images = model.sample(n, generator=options.generator).float()
-    if model.config["likelihood"] == "categorical":
-        images = _to_unit(images, model.config["n_levels"])
+    if config["likelihood"] == "categorical":
+        images = _to_unit(images, config["n_levels"])
     return images
 
 
@@ -482,7 +497,7 @@ def _dcgan_sample(model: DCGAN, n: int, options: SampleOptions) -> Tensor:
 
 def _dcgan_recipe(
     loss: str | GANLoss, defaults: dict[str, Any], description: str, d_steps: int = 1
-) -> Recipe:
+) -> Recipe[DCGAN, ImageData]:
     """A DCGAN (``defaults``: its constructor options) trained adversarially with ``loss``;
     evaluated by the MMD^2 of its samples to the data."""
     return Recipe(
@@ -535,8 +550,10 @@ def _flow_evaluate(model: FlowModel, data: ImageData) -> dict[str, float]:
     return {"bits_per_dim": bits.mean().item()}
 
 
-def _flow_sample(shape: Callable[[FlowModel], tuple[int, ...]]):
-    def sample(model: FlowModel, n: int, options: SampleOptions) -> Tensor:
+def _flow_sample(
+    shape: Callable[[FlowT], tuple[int, ...]],
+) -> Callable[[FlowT, int, SampleOptions], Tensor]:
+    def sample(model: FlowT, n: int, options: SampleOptions) -> Tensor:
         images = model.sample(n, options.temperature, generator=options.generator)
         return images.reshape(n, *shape(model)).float().cpu()
 
@@ -548,7 +565,9 @@ def _realnvp_config(data: ImageData, options: dict[str, Any]) -> dict[str, Any]:
     return {**defaults, **options, "shape": list(data.images.shape[1:]), "levels": data.n_levels}
 
 
-def _flattened_config(defaults: dict[str, Any]):
+def _flattened_config(
+    defaults: dict[str, Any],
+) -> Callable[[ImageData, dict[str, Any]], dict[str, Any]]:
     """The config of a vector flow on flattened images: ``dim``, ``levels`` and the image shape
     are fixed by the data."""
 
@@ -603,12 +622,16 @@ RECIPES["realnvp"] = Recipe(
 )
 
 
+# The vector flows on flattened images, which keep their image shape.
+FlattenedFlow = TypeVar("FlattenedFlow", _ImageNICE, _ImageMAF, _ImageIAF, _ImageCNF)
+
+
 def _flattened_recipe(
-    model: type[FlowModel],
+    model: type[FlattenedFlow],
     defaults: dict[str, Any],
     description: str,
     kwargs_to: Callable[..., Any] | None = None,
-) -> Recipe:
+) -> Recipe[FlattenedFlow, ImageData]:
     """A vector flow trained on flattened images (dequantized levels, bits/dim)."""
     return Recipe(
         model=model,
@@ -704,25 +727,32 @@ def _translation_steps(
         idx_b = idx_a if paired else draw_indices(len(data.b), n, gen)
         return data.a[idx_a].to(device), data.b[idx_b].to(device)
 
-    trainer = (Pix2PixTrainer if paired else CycleGANTrainer)(model, config.lr)
+    trainer = (
+        Pix2PixTrainer(model, config.lr)
+        if isinstance(model, Pix2Pix)
+        else CycleGANTrainer(model, config.lr)
+    )
     return _AdversarialSteps(trainer, draw, "g_loss")
 
 
+Translator = TypeVar("Translator", CycleGAN, Pix2Pix)
+
+
 def _translation_recipe(
-    model: type[nn.Module],
+    model: type[Translator],
     config: Callable[[Domains, dict[str, Any]], dict[str, Any]],
-    translate: Callable[[nn.Module, Tensor], Tensor],
+    translate: Callable[[Translator, Tensor], Tensor],
     translation: str,
     description: str,
-) -> Recipe:
+) -> Recipe[Translator, Domains]:
     """A translation model A -> B (``translate(model, a)``): evaluated against B, sampled as
     pairs of inputs and their translations."""
 
-    def translate_all(model: nn.Module, a: Tensor) -> Tensor:
+    def translate_all(model: Translator, a: Tensor) -> Tensor:
         device = next(model.parameters()).device
         return torch.cat([translate(model, chunk.to(device)).cpu() for chunk in a.split(256)])
 
-    def evaluate(model: nn.Module, data: Domains) -> dict[str, float]:
+    def evaluate(model: Translator, data: Domains) -> dict[str, float]:
         """MMD^2 between the translations of A and B; when the pairs are known, the mean
         absolute error (in [-1, 1] units) of the translations and of the identity map."""
         fake_b = translate_all(model, data.a)
@@ -732,7 +762,7 @@ def _translation_recipe(
             result["identity_l1"] = (data.a - data.b).abs().mean().item()
         return result
 
-    def sample(model: nn.Module, n: int, options: SampleOptions) -> Tensor:
+    def sample(model: Translator, n: int, options: SampleOptions) -> Tensor:
         """``2n`` images: ``n`` random inputs (``options.inputs``), each followed by its
         translation (a grey one repeated to the other's channels)."""
         if options.inputs is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -195,7 +196,8 @@ def load_dataset(spec: str, split: str = "train", *, seed: int = 0) -> ImageData
             train, test = (load_torchvision(name, root, part) for part in ("train", "test"))
             images, labels = (
                 torch.cat([train.images, test.images]),
-                torch.cat([train.labels, test.labels]),
+                # load_torchvision's data is labelled
+                torch.cat([cast(Tensor, train.labels), cast(Tensor, test.labels)]),
             )
             return ImageData(images, labels, 256, name)
         return load_torchvision(name, root, split)
@@ -205,8 +207,8 @@ def load_dataset(spec: str, split: str = "train", *, seed: int = 0) -> ImageData
         chosen = split_indices(len(data.images), split, seed=seed)
     except ValueError as err:  # too few images: name the data
         raise ValueError(f"{spec}: {err}") from err
-    labels = data.labels[chosen] if data.labels is not None else None
-    return ImageData(data.images[chosen], labels, data.n_levels, data.name)
+    kept_labels = data.labels[chosen] if data.labels is not None else None
+    return ImageData(data.images[chosen], kept_labels, data.n_levels, data.name)
 
 
 def absolute_spec(spec: str) -> str:

@@ -55,7 +55,6 @@ __all__ = [
     "checkerboard_mask",
     "coupling_mask",
     "frozen_masked_weights",
-    "logdet_dtype",
     "lstm_cell",
     "skew",
     "unskew",

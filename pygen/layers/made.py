@@ -22,6 +22,8 @@ def _read_loaded_order(module: MADE, incompatible_keys) -> None:
 class MaskedLinear(nn.Linear):
     """``nn.Linear`` with a fixed 0/1 mask ``(out_features, in_features)`` on its weight."""
 
+    mask: Tensor
+
     def __init__(self, in_features: int, out_features: int, mask: Tensor) -> None:
         super().__init__(in_features, out_features)
         self.register_buffer("mask", mask.to(self.weight.dtype))
@@ -51,6 +53,10 @@ class MADE(nn.Module):
     The order is the buffer ``order`` (saved with the state dict) and, as Python ints,
     ``order_list``, kept equal to it (also by ``load_state_dict``).
     """
+
+    order: Tensor
+    degrees: Tensor
+    units: Tensor
 
     def __init__(
         self,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +59,8 @@ class MaskedConv2d(nn.Conv2d):
     entries are zero); inside ``frozen_masked_weights`` (the samplers) the product is taken once.
     """
 
+    mask: Tensor
+
     def __init__(
         self,
         in_channels: int,
@@ -109,8 +112,14 @@ class MaskedConv2d(nn.Conv2d):
         )
 
 
+class HasModules(Protocol):
+    """What ``frozen_masked_weights`` reads: an ``nn.Module``, or the samplers' view of one."""
+
+    def modules(self) -> Iterator[nn.Module]: ...
+
+
 @contextmanager
-def frozen_masked_weights(module: nn.Module) -> Iterator[None]:
+def frozen_masked_weights(module: HasModules) -> Iterator[None]:
     """Within the block, every ``MaskedConv2d`` of ``module`` uses ``weight * mask`` taken once on
     entry, detached, instead of once per forward: for the samplers, which run the network many
     times under no_grad with fixed weights. (A product cached across calls would miss weights
@@ -182,7 +191,8 @@ class GatedMaskedConv2d(nn.Module):
         self.h_conv = MaskedConv2d(in_channels, two_h, (1, kernel_size), mask_type, color_groups)
         self.link = nn.Conv2d(two_h, two_h, 1)
         self.h_out = MaskedConv2d(hidden, hidden, 1, "B", color_groups)
-        self.v_cond = self.h_cond = None
+        self.v_cond: nn.Embedding | None = None
+        self.h_cond: nn.Embedding | None = None
         if n_classes:
             # Class biases start at the scale of the convolution biases they add to (an N(0, 1)
             # embedding would saturate the gates of a fresh model).

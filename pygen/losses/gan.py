@@ -39,7 +39,10 @@ class GANLoss:
     clip_value: float | None = None
     generator_needs_real = False
     ae_weight = 0.0
-    penalizes_gradients = False
+
+    @property
+    def penalizes_gradients(self) -> bool:
+        return False
 
     def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         """Loss of D given its raw outputs on a real and a generated batch."""

@@ -172,6 +172,8 @@ class MMDGANLoss(MMDLoss):
         return super().discriminator_loss(real_out, fake_out) + self.rg_weight * violation
 
     def generator_loss(self, fake_out: Tensor, real_out: Tensor | None = None) -> Tensor:
+        if real_out is None:
+            raise ValueError("the MMD GAN generator loss needs the critic's real outputs")
         loss = super().generator_loss(fake_out, real_out)
         return loss - self.rg_weight * self.one_sided_violation(real_out.detach(), fake_out)
 

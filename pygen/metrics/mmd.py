@@ -45,7 +45,7 @@ def squared_distances(x: Tensor, y: Tensor) -> Tensor:
 def gaussian_kernel(x: Tensor, y: Tensor, bandwidths: Sequence[float]) -> Tensor:
     """``sum_s exp(-|x_i - y_j|^2 / (2 s^2))`` over the bandwidths ``s``: an ``(N, M)`` matrix."""
     sq = squared_distances(x, y)
-    return sum(torch.exp(-sq / (2.0 * s * s)) for s in bandwidths)
+    return sum((torch.exp(-sq / (2.0 * s * s)) for s in bandwidths), torch.zeros_like(sq))
 
 
 # Binkowski et al. 2018's rational-quadratic mixture (MMD GAN): heavy tails keep gradients alive
@@ -57,7 +57,7 @@ KERNELS = ("gaussian", "rational_quadratic")
 def rational_quadratic_kernel(x: Tensor, y: Tensor, alphas: Sequence[float] = RQ_ALPHAS) -> Tensor:
     """``sum_a (1 + |x_i - y_j|^2 / (2 a))^(-a)`` over the shapes ``a``: an ``(N, M)`` matrix."""
     sq = squared_distances(x, y)
-    return sum((1.0 + sq / (2.0 * a)).pow(-a) for a in alphas)
+    return sum(((1.0 + sq / (2.0 * a)).pow(-a) for a in alphas), torch.zeros_like(sq))
 
 
 def kernel_matrix(
@@ -132,8 +132,8 @@ def mmd2(
     ``bandwidths`` (None: ``RQ_ALPHAS``). Differentiable in ``x`` and ``y``. The unbiased
     estimate can be slightly negative.
     """
-    kernel, in_x = _pooled_kernel(x, y, bandwidths, kernel)
-    return _mmd2_from_kernel(kernel, in_x[None])[0]
+    matrix, in_x = _pooled_kernel(x, y, bandwidths, kernel)
+    return _mmd2_from_kernel(matrix, in_x[None])[0]
 
 
 class MMDTest(NamedTuple):
@@ -178,13 +178,13 @@ def mmd_permutation_test(
     """
     if n_permutations < 1:
         raise ValueError(f"n_permutations must be >= 1, got {n_permutations}")
-    kernel, in_x = _pooled_kernel(x.double(), y.double(), bandwidths, kernel)
-    observed = _mmd2_from_kernel(kernel, in_x[None])[0]
-    keys = torch.rand(n_permutations, len(in_x), generator=generator).to(kernel.device)
+    matrix, in_x = _pooled_kernel(x.double(), y.double(), bandwidths, kernel)
+    observed = _mmd2_from_kernel(matrix, in_x[None])[0]
+    keys = torch.rand(n_permutations, len(in_x), generator=generator).to(matrix.device)
     permuted = in_x[keys.argsort(dim=1)]  # each row: the membership vector shuffled
-    null = _mmd2_from_kernel(kernel, permuted)
+    null = _mmd2_from_kernel(matrix, permuted)
     # The statistics are averages of kernel values: their rounding errors stay far below 1e-10 of
     # the largest one. Distinct statistics closer than that count as ties (conservative).
-    tolerance = 1e-10 * kernel.abs().max()
+    tolerance = 1e-10 * matrix.abs().max()
     p_value = (1 + (null >= observed - tolerance).sum().item()) / (1 + n_permutations)
     return MMDTest(observed.item(), p_value)

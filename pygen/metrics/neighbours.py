@@ -99,15 +99,15 @@ def nearest_neighbours(queries: Tensor, reference: Tensor, chunk: int = 1024) ->
         raise ValueError(
             f"queries and reference differ in shape: {queries.shape[1:]} vs {reference.shape[1:]}"
         )
-    ref, queries = samples_with_ids(flat_float64(reference), flat_float64(queries))
+    ref, query = samples_with_ids(flat_float64(reference), flat_float64(queries))
     distances, indices = [], []
-    for rows, block in squared_distance_chunks(queries.x, ref.x, chunk):
+    for rows, block in squared_distance_chunks(query.x, ref.x, chunk):
         # Every reference within rounding of the product form's nearest is taken again exactly:
         # an exact copy then wins over a near-duplicate.
-        bound = rounding_bound(queries, rows, ref)
+        bound = rounding_bound(query, rows, ref)
         candidates = block <= block.min(dim=1, keepdim=True).values + 2 * bound
         block.masked_fill_(~candidates, torch.inf)
-        retake_exactly(block, candidates, queries, rows, ref)
+        retake_exactly(block, candidates, query, rows, ref)
         nearest, index = block.min(dim=1)
         distances.append(nearest.sqrt())
         indices.append(index)

@@ -3,7 +3,7 @@ standard normal prior, so that ``log p(x) = log N(z(1)) + integral of tr(dg/dz) 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -50,4 +50,4 @@ class CNF(FlowModel):
     @property
     def ode(self) -> ContinuousFlow:
         """The flow layer (its solver settings can be changed in place)."""
-        return self.flow[-1]
+        return cast(ContinuousFlow, self.flow[-1])  # the last layer __init__ builds

@@ -227,7 +227,7 @@ class RealNVP(FlowModel):
         reference: bool = False,
     ) -> None:
         shape = tuple(shape)
-        coupling = {"scale_fn": scale_fn, "reference": reference}
+        coupling: dict[str, Any] = {"scale_fn": scale_fn, "reference": reference}
         if len(shape) == 1:
             layers = _alternating(
                 n_couplings,

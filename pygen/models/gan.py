@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -220,7 +221,7 @@ class GAN(nn.Module):
 
     @property
     def latent_dim(self) -> int:
-        return self.generator.latent_dim
+        return cast(int, self.generator.latent_dim)  # every pygen generator has one
 
     @torch.no_grad()
     def sample(
@@ -242,6 +243,9 @@ class DCGAN(GAN):
     MMD and Sinkhorn GANs). ``d_autoencoder``: the discriminator is an ``AutoencoderCritic``
     whose decoder is a DCGAN generator from the ``d_features`` features (Li et al. 2017).
     """
+
+    generator: DCGANGenerator
+    discriminator: DCGANDiscriminator | AutoencoderCritic
 
     def __init__(
         self,
@@ -267,6 +271,9 @@ class DCGAN(GAN):
 
 class MLPGAN(GAN):
     """MLP generator and discriminator for vectors of ``data_dim`` (2-D toy data)."""
+
+    generator: MLPGenerator
+    discriminator: MLPDiscriminator
 
     def __init__(
         self,
@@ -294,9 +301,10 @@ _WEIGHT_LAYERS = (
 
 
 def _has_spectral_norm(layer: nn.Module) -> bool:
-    return parametrize.is_parametrized(layer, "weight") and any(
-        isinstance(p, _SpectralNorm) for p in layer.parametrizations.weight
-    )
+    if not parametrize.is_parametrized(layer, "weight"):
+        return False
+    parametrizations = cast(nn.ModuleDict, layer.parametrizations)  # what torch registers
+    return any(isinstance(p, _SpectralNorm) for p in parametrizations["weight"].children())
 
 
 def spectral_norm_(module: nn.Module) -> nn.Module:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -62,6 +64,48 @@ class PixelCNN(AutoregressiveImageModel):
         for layer in self.layers:
             v, h = layer(v, h, y)
         return self.head(h)
+
+    @overload
+    def sample(
+        self,
+        n: int,
+        *,
+        y: Tensor | None = ...,
+        method: str = ...,
+        noise: Tensor | None = ...,
+        temperature: float = ...,
+        generator: torch.Generator | None = ...,
+        given: Tensor | None = ...,
+        return_logits: Literal[False] = ...,
+    ) -> Tensor: ...
+
+    @overload
+    def sample(
+        self,
+        n: int,
+        *,
+        y: Tensor | None = ...,
+        method: str = ...,
+        noise: Tensor | None = ...,
+        temperature: float = ...,
+        generator: torch.Generator | None = ...,
+        given: Tensor | None = ...,
+        return_logits: Literal[True],
+    ) -> tuple[Tensor, Tensor]: ...
+
+    @overload
+    def sample(
+        self,
+        n: int,
+        *,
+        y: Tensor | None = ...,
+        method: str = ...,
+        noise: Tensor | None = ...,
+        temperature: float = ...,
+        generator: torch.Generator | None = ...,
+        given: Tensor | None = ...,
+        return_logits: bool,
+    ) -> Tensor | tuple[Tensor, Tensor]: ...
 
     @torch.no_grad()
     def sample(

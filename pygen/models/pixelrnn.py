@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, cast, overload
+
 import torch
 from torch import Tensor, nn
 
@@ -64,6 +66,45 @@ class PixelRNN(AutoregressiveImageModel):
             h = layer(h) if self.kind == "row" else layer(h, x)
         return self.head(h)
 
+    @overload
+    def sample(
+        self,
+        n: int,
+        *,
+        method: str = ...,
+        noise: Tensor | None = ...,
+        temperature: float = ...,
+        generator: torch.Generator | None = ...,
+        given: Tensor | None = ...,
+        return_logits: Literal[False] = ...,
+    ) -> Tensor: ...
+
+    @overload
+    def sample(
+        self,
+        n: int,
+        *,
+        method: str = ...,
+        noise: Tensor | None = ...,
+        temperature: float = ...,
+        generator: torch.Generator | None = ...,
+        given: Tensor | None = ...,
+        return_logits: Literal[True],
+    ) -> tuple[Tensor, Tensor]: ...
+
+    @overload
+    def sample(
+        self,
+        n: int,
+        *,
+        method: str = ...,
+        noise: Tensor | None = ...,
+        temperature: float = ...,
+        generator: torch.Generator | None = ...,
+        given: Tensor | None = ...,
+        return_logits: bool,
+    ) -> Tensor | tuple[Tensor, Tensor]: ...
+
     @torch.no_grad()
     def sample(
         self,
@@ -115,11 +156,12 @@ class PixelRNN(AutoregressiveImageModel):
                 return_logits=return_logits,
             )
         elif method == "naive":
+            # sampler_noise returns None for the fused kernel only: the PyTorch samplers' uniforms.
             images, logits = sampling.sample_naive(
-                self, noise, None, temperature, return_logits, given
+                self, cast(Tensor, noise), None, temperature, return_logits, given
             )
         else:
             images, logits = sampling.sample_pixelrnn_cached(
-                self, noise, temperature, return_logits, given
+                self, cast(Tensor, noise), temperature, return_logits, given
             )
-        return (images, logits) if return_logits else images
+        return images if logits is None else (images, logits)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -183,7 +183,7 @@ class VAE(nn.Module):
         self._kl_group_size = free_bits_group_size if free_bits > 0 else latent_dim
         self.iwae_k = iwae_k
         # What save() needs to rebuild the model; None when it holds custom modules.
-        self.config = None
+        self.config: dict[str, Any] | None = None
         if encoder is None and isinstance(likelihood, str):
             self.config = dict(
                 data_shape=self.data_shape,
@@ -203,7 +203,7 @@ class VAE(nn.Module):
         if isinstance(likelihood, str):
             likelihood = make_likelihood(likelihood, n_levels, std)
         self.likelihood = likelihood
-        if encoder is None:
+        if encoder is None or decoder is None:  # both (checked above)
             build, default_hidden = _ARCHITECTURES[architecture]
             encoder, decoder = build(
                 self.data_shape,

@@ -11,6 +11,7 @@ weights.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, overload
 
 import torch
 from torch import Tensor
@@ -25,6 +26,60 @@ _sample = torch.ops.pygen.pixelcnn_sample
 def _(weights, noise, seed, given, batch, channels, height, width, n_levels, *rest):
     shape = (batch, channels, height, width)
     return empty_samples(weights, noise, given, shape, n_levels, return_logits=rest[-1])
+
+
+@overload
+def pixelcnn_sample(
+    weights: Sequence[Tensor],
+    *,
+    batch: int,
+    channels: int,
+    height: int,
+    width: int,
+    n_levels: int,
+    kernel_size: int,
+    noise: Tensor | None = ...,
+    temperature: float = ...,
+    generator: torch.Generator | None = ...,
+    given: Tensor | None = ...,
+    return_logits: Literal[False] = ...,
+) -> tuple[Tensor, None]: ...
+
+
+@overload
+def pixelcnn_sample(
+    weights: Sequence[Tensor],
+    *,
+    batch: int,
+    channels: int,
+    height: int,
+    width: int,
+    n_levels: int,
+    kernel_size: int,
+    noise: Tensor | None = ...,
+    temperature: float = ...,
+    generator: torch.Generator | None = ...,
+    given: Tensor | None = ...,
+    return_logits: Literal[True],
+) -> tuple[Tensor, Tensor]: ...
+
+
+@overload
+def pixelcnn_sample(
+    weights: Sequence[Tensor],
+    *,
+    batch: int,
+    channels: int,
+    height: int,
+    width: int,
+    n_levels: int,
+    kernel_size: int,
+    noise: Tensor | None = ...,
+    temperature: float = ...,
+    generator: torch.Generator | None = ...,
+    given: Tensor | None = ...,
+    return_logits: bool,
+) -> tuple[Tensor, Tensor | None]: ...
 
 
 def pixelcnn_sample(

@@ -10,6 +10,7 @@ Its PyTorch twin is ``pygen.sampling.sample_pixelrnn_cached``; the flat weights 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, overload
 
 import torch
 from torch import Tensor
@@ -24,6 +25,63 @@ _sample = torch.ops.pygen.pixelrnn_sample
 def _(weights, noise, seed, given, kind, batch, channels, height, width, n_levels, *rest):
     shape = (batch, channels, height, width)
     return empty_samples(weights, noise, given, shape, n_levels, return_logits=rest[-1])
+
+
+@overload
+def pixelrnn_sample(
+    weights: Sequence[Tensor],
+    *,
+    kind: str,
+    batch: int,
+    channels: int,
+    height: int,
+    width: int,
+    n_levels: int,
+    kernel_size: int,
+    noise: Tensor | None = ...,
+    temperature: float = ...,
+    generator: torch.Generator | None = ...,
+    given: Tensor | None = ...,
+    return_logits: Literal[False] = ...,
+) -> tuple[Tensor, None]: ...
+
+
+@overload
+def pixelrnn_sample(
+    weights: Sequence[Tensor],
+    *,
+    kind: str,
+    batch: int,
+    channels: int,
+    height: int,
+    width: int,
+    n_levels: int,
+    kernel_size: int,
+    noise: Tensor | None = ...,
+    temperature: float = ...,
+    generator: torch.Generator | None = ...,
+    given: Tensor | None = ...,
+    return_logits: Literal[True],
+) -> tuple[Tensor, Tensor]: ...
+
+
+@overload
+def pixelrnn_sample(
+    weights: Sequence[Tensor],
+    *,
+    kind: str,
+    batch: int,
+    channels: int,
+    height: int,
+    width: int,
+    n_levels: int,
+    kernel_size: int,
+    noise: Tensor | None = ...,
+    temperature: float = ...,
+    generator: torch.Generator | None = ...,
+    given: Tensor | None = ...,
+    return_logits: bool,
+) -> tuple[Tensor, Tensor | None]: ...
 
 
 def pixelrnn_sample(

@@ -9,6 +9,7 @@ once per value, at that pixel only, from the current row's cached layer inputs.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, overload
 
 import torch
 from torch import Tensor
@@ -20,6 +21,45 @@ from pygen.sampling.weights import HEAD, PER_LAYER
 def _gate(pre: Tensor) -> Tensor:
     a, b = pre.chunk(2, -1)
     return torch.tanh(a) * torch.sigmoid(b)
+
+
+@overload
+def sample_cached(
+    weights: Sequence[Tensor],
+    noise: Tensor,
+    *,
+    n_levels: int,
+    kernel_size: int,
+    temperature: float = ...,
+    return_logits: Literal[False] = ...,
+    given: Tensor | None = ...,
+) -> tuple[Tensor, None]: ...
+
+
+@overload
+def sample_cached(
+    weights: Sequence[Tensor],
+    noise: Tensor,
+    *,
+    n_levels: int,
+    kernel_size: int,
+    temperature: float = ...,
+    return_logits: Literal[True],
+    given: Tensor | None = ...,
+) -> tuple[Tensor, Tensor]: ...
+
+
+@overload
+def sample_cached(
+    weights: Sequence[Tensor],
+    noise: Tensor,
+    *,
+    n_levels: int,
+    kernel_size: int,
+    temperature: float = ...,
+    return_logits: bool,
+    given: Tensor | None = ...,
+) -> tuple[Tensor, Tensor | None]: ...
 
 
 @torch.no_grad()
@@ -75,8 +115,8 @@ def sample_cached(
                     if n + 1 < n_layers:
                         h_in[n + 1][:, j + pad] = out
                 hid = torch.relu(torch.relu(out) @ w1 + b1)
-                cols = slice(c * levels, (c + 1) * levels)
-                logits = hid @ w2[:, cols] + b2[cols]
+                channel = slice(c * levels, (c + 1) * levels)
+                logits = hid @ w2[:, channel] + b2[channel]
                 kept = None if given is None else given[:, c, i, j]
                 level = draw_or_keep(logits, noise[:, c, i, j], temperature, kept)
                 images[:, c, i, j] = level

@@ -4,7 +4,7 @@ once per generated value."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Literal, Protocol, overload
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +22,40 @@ class ImageModel(Protocol):
     def __call__(self, x: Tensor, y: Tensor | None = None) -> Tensor: ...
 
     def modules(self) -> Iterator[nn.Module]: ...
+
+
+@overload
+def sample_naive(
+    model: ImageModel,
+    noise: Tensor,
+    y: Tensor | None = ...,
+    temperature: float = ...,
+    return_logits: Literal[False] = ...,
+    given: Tensor | None = ...,
+) -> tuple[Tensor, None]: ...
+
+
+@overload
+def sample_naive(
+    model: ImageModel,
+    noise: Tensor,
+    y: Tensor | None = ...,
+    temperature: float = ...,
+    *,
+    return_logits: Literal[True],
+    given: Tensor | None = ...,
+) -> tuple[Tensor, Tensor]: ...
+
+
+@overload
+def sample_naive(
+    model: ImageModel,
+    noise: Tensor,
+    y: Tensor | None = ...,
+    temperature: float = ...,
+    return_logits: bool = ...,
+    given: Tensor | None = ...,
+) -> tuple[Tensor, Tensor | None]: ...
 
 
 @torch.no_grad()

@@ -23,15 +23,23 @@ image, the state there is the recurrence run on zero inputs, the same for every 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from typing import Literal, Protocol, cast, overload
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from pygen.layers import DiagonalLSTM, MaskedConv2d, RowLSTM, frozen_masked_weights, lstm_cell
+from pygen.layers import (
+    DiagonalBiLSTM,
+    DiagonalLSTM,
+    MaskedConv2d,
+    RowLSTM,
+    frozen_masked_weights,
+    lstm_cell,
+)
 from pygen.sampling.draw import draw_or_keep
+from pygen.sampling.weights import conv_bias
 
 
 class PixelRNNModel(Protocol):
@@ -49,6 +57,8 @@ class PixelRNNModel(Protocol):
     head_out: MaskedConv2d
 
     def scale(self, x: Tensor) -> Tensor: ...
+
+    def modules(self) -> Iterator[nn.Module]: ...
 
 
 # draw(u, c, i, j): the head's logits of channel c from features u at pixel (i, j), the draw.
@@ -96,7 +106,7 @@ def _logits(model: PixelRNNModel, u: Tensor, c: int) -> Tensor:
 def _row_lstm(model: PixelRNNModel, noise: Tensor, images: Tensor, draw: Draw) -> None:
     """Every value of a Row LSTM PixelRNN, in order (see the module docstring)."""
     batch, channels, height, width = noise.shape
-    layers = list(model.layers)
+    layers = cast(list[RowLSTM], list(model.layers))  # model.kind == "row"
     zeros = [noise.new_zeros(batch, model.hidden, width) for _ in layers]
     h_above, c_above = zeros, zeros  # the states before row 0
     for i in range(height):
@@ -151,7 +161,7 @@ def _from_above(lstm: DiagonalLSTM, h_above: Tensor) -> Tensor:
 def _diagonal_bilstm(model: PixelRNNModel, noise: Tensor, images: Tensor, draw: Draw) -> None:
     """Every value of a Diagonal BiLSTM PixelRNN, in order (see the module docstring)."""
     batch, channels, height, width = noise.shape
-    layers = list(model.layers)
+    layers = cast(list[DiagonalBiLSTM], list(model.layers))  # model.kind == "diagonal"
 
     def row_of_zeros() -> Tensor:
         return noise.new_zeros(batch, model.hidden, width)
@@ -190,7 +200,7 @@ def _diagonal_bilstm(model: PixelRNNModel, noise: Tensor, images: Tensor, draw: 
             lstm = layer.right_to_left
             pre = (
                 _pointwise(lstm.input_to_state, inputs[n])
-                + _pointwise(lstm.extra_to_state, image_row)
+                + _pointwise(_image_to_state(lstm), image_row)
                 + _from_above(lstm, backward_above[n])
             )
             h_back, left = row_of_zeros(), backward_edge[n][i]
@@ -199,6 +209,16 @@ def _diagonal_bilstm(model: PixelRNNModel, noise: Tensor, images: Tensor, draw: 
                 h_back[:, :, j] = left[0]
             backward_above[n] = h_back
         forward_above = h_row
+
+
+def _image_to_state(lstm: DiagonalLSTM) -> nn.Conv2d:
+    """The image-to-state convolution of a right-to-left direction (a PixelRNN's reads the
+    image)."""
+    if lstm.extra_to_state is None:
+        raise ValueError(
+            "the samplers need Diagonal BiLSTMs that read the image (image_channels > 0)"
+        )
+    return lstm.extra_to_state
 
 
 def _matrix(weight: Tensor) -> Tensor:
@@ -212,9 +232,9 @@ def _direction(lstm: RowLSTM | DiagonalLSTM, taps: slice) -> list[Tensor]:
     conv = lstm.input_to_state
     return [
         _matrix(conv.masked_weight()[..., taps]),
-        conv.bias.contiguous(),
+        conv_bias(conv).contiguous(),
         _matrix(lstm.state_to_state.weight),
-        lstm.state_to_state.bias.contiguous(),
+        conv_bias(lstm.state_to_state).contiguous(),
     ]
 
 
@@ -238,20 +258,56 @@ def export_pixelrnn_weights(model: PixelRNNModel) -> list[Tensor]:
     """
     pad = model.kernel_size // 2
     conv = model.input_conv
-    flat = [_matrix(conv.masked_weight()[:, :, : pad + 1]), conv.bias.contiguous()]
+    flat = [_matrix(conv.masked_weight()[:, :, : pad + 1]), conv_bias(conv).contiguous()]
     for layer in model.layers:
         if model.kind == "row":
-            half = layer.input_to_state.kernel_size[1] // 2
-            flat += _direction(layer, slice(0, half + 1))
+            row = cast(RowLSTM, layer)
+            half = row.input_to_state.kernel_size[1] // 2
+            flat += _direction(row, slice(0, half + 1))
+            out = row.out
         else:
-            rtl = layer.right_to_left
-            flat += _direction(layer.left_to_right, slice(None))
+            bidirectional = cast(DiagonalBiLSTM, layer)
+            rtl = bidirectional.right_to_left
+            image = _image_to_state(rtl)
+            flat += _direction(bidirectional.left_to_right, slice(None))
             flat += _direction(rtl, slice(None))
-            flat += [_matrix(rtl.extra_to_state.weight), rtl.extra_to_state.bias.contiguous()]
-        flat += [_matrix(layer.out.masked_weight()), layer.out.bias.contiguous()]
+            flat += [_matrix(image.weight), conv_bias(image).contiguous()]
+            out = bidirectional.out
+        flat += [_matrix(out.masked_weight()), conv_bias(out).contiguous()]
     for head in (model.head_hidden, model.head_out):
-        flat += [_matrix(head.masked_weight()), head.bias.contiguous()]
+        flat += [_matrix(head.masked_weight()), conv_bias(head).contiguous()]
     return [t.detach() for t in flat]  # a contiguous parameter comes back as itself
+
+
+@overload
+def sample_pixelrnn_cached(
+    model: PixelRNNModel,
+    noise: Tensor,
+    temperature: float = ...,
+    return_logits: Literal[False] = ...,
+    given: Tensor | None = ...,
+) -> tuple[Tensor, None]: ...
+
+
+@overload
+def sample_pixelrnn_cached(
+    model: PixelRNNModel,
+    noise: Tensor,
+    temperature: float = ...,
+    *,
+    return_logits: Literal[True],
+    given: Tensor | None = ...,
+) -> tuple[Tensor, Tensor]: ...
+
+
+@overload
+def sample_pixelrnn_cached(
+    model: PixelRNNModel,
+    noise: Tensor,
+    temperature: float = ...,
+    return_logits: bool = ...,
+    given: Tensor | None = ...,
+) -> tuple[Tensor, Tensor | None]: ...
 
 
 @torch.no_grad()

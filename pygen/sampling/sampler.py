@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Literal, cast, overload
 
 import torch
 from torch import Tensor
@@ -91,8 +92,11 @@ def sampler_noise(
     the fused kernel, which draws its own from ``generator``. Checks ``given`` for the PyTorch
     samplers too (the fused operators check theirs in C++)."""
     # A numpy array or a list, say: one clear error for every method.
-    kinds = {"noise": (noise, Tensor), "given": (given, Tensor)}
-    kinds["generator"] = (generator, torch.Generator)
+    kinds: dict[str, tuple[object, type]] = {
+        "noise": (noise, Tensor),
+        "given": (given, Tensor),
+        "generator": (generator, torch.Generator),
+    }
     for name, (value, kind) in kinds.items():
         if value is not None and not isinstance(value, kind):
             raise TypeError(f"{name} must be a {kind.__name__} or None, got {type(value).__name__}")
@@ -101,6 +105,51 @@ def sampler_noise(
     if method != "fused":
         check_given(given, shape, n_levels, weight.device)
     return uniform_noise(noise, shape, weight.dtype, weight.device, generator)
+
+
+@overload
+def sample(
+    model: GatedPixelCNN,
+    n: int,
+    *,
+    y: Tensor | None = ...,
+    method: str = ...,
+    noise: Tensor | None = ...,
+    temperature: float = ...,
+    generator: torch.Generator | None = ...,
+    given: Tensor | None = ...,
+    return_logits: Literal[False] = ...,
+) -> Tensor: ...
+
+
+@overload
+def sample(
+    model: GatedPixelCNN,
+    n: int,
+    *,
+    y: Tensor | None = ...,
+    method: str = ...,
+    noise: Tensor | None = ...,
+    temperature: float = ...,
+    generator: torch.Generator | None = ...,
+    given: Tensor | None = ...,
+    return_logits: Literal[True],
+) -> tuple[Tensor, Tensor]: ...
+
+
+@overload
+def sample(
+    model: GatedPixelCNN,
+    n: int,
+    *,
+    y: Tensor | None = ...,
+    method: str = ...,
+    noise: Tensor | None = ...,
+    temperature: float = ...,
+    generator: torch.Generator | None = ...,
+    given: Tensor | None = ...,
+    return_logits: bool,
+) -> Tensor | tuple[Tensor, Tensor]: ...
 
 
 @torch.no_grad()
@@ -147,11 +196,14 @@ def sample(
     shape = (n, model.in_channels, height, width)
     noise = sampler_noise(method, noise, given, shape, model.n_levels, weight, generator)
     if method == "naive":
-        images, logits = sample_naive(model, noise, y, temperature, return_logits, given)
+        # sampler_noise returns None for the fused kernel only: the PyTorch samplers' uniforms.
+        images, logits = sample_naive(
+            model, cast(Tensor, noise), y, temperature, return_logits, given
+        )
     elif method == "cached":
         images, logits = sample_cached(
             export_weights(model, y, n),
-            noise,
+            cast(Tensor, noise),
             n_levels=model.n_levels,
             kernel_size=model.kernel_size,
             temperature=temperature,
@@ -173,4 +225,4 @@ def sample(
             given=given,
             return_logits=return_logits,
         )
-    return (images, logits) if return_logits else images
+    return images if logits is None else (images, logits)

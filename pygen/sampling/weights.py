@@ -16,12 +16,13 @@ Then the head: ``w1`` ``(h, h)``, ``b1`` ``(h,)``, ``w2`` ``(h, C * L)``, ``b2``
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Iterable, Iterator
+from typing import Protocol, cast
 
 import torch
 from torch import Tensor, nn
 
-from pygen.layers import MaskedConv2d
+from pygen.layers import GatedMaskedConv2d, MaskedConv2d
 from pygen.layers.masked_conv import gate_channel_order
 
 PER_LAYER = 7
@@ -41,6 +42,15 @@ class GatedPixelCNN(Protocol):
     head_out: MaskedConv2d
 
     def __call__(self, x: Tensor, y: Tensor | None = None) -> Tensor: ...
+
+    def modules(self) -> Iterator[nn.Module]: ...
+
+
+def conv_bias(conv: nn.Conv1d | nn.Conv2d) -> Tensor:
+    """The bias of a convolution the samplers read: every one of the models' has a bias."""
+    if conv.bias is None:
+        raise ValueError(f"the samplers read convolutions with a bias, got {conv}")
+    return conv.bias
 
 
 def _matrix(conv: MaskedConv2d) -> Tensor:
@@ -74,21 +84,23 @@ def export_weights(model: GatedPixelCNN, y: Tensor | None, batch: int) -> list[T
     if model.in_channels > 1:
         order = gate_channel_order(model.hidden, model.in_channels).to(model.head_out.weight.device)
     kw = model.kernel_size // 2 + 1
-    for layer in model.layers:
+    for layer in cast(Iterable[GatedMaskedConv2d], model.layers):  # a PixelCNN's gated layers
         link = _im2col(layer.link.weight, order)
         flat += [
             _im2col(layer.v_conv.weight, order),
-            _per_sample(layer.v_conv.bias, layer.v_cond, y, batch, order),
+            _per_sample(conv_bias(layer.v_conv), layer.v_cond, y, batch, order),
             _im2col(layer.h_conv.masked_weight()[:, :, :1, :kw], order),
-            _per_sample(layer.h_conv.bias + layer.link.bias, layer.h_cond, y, batch, order),
+            _per_sample(
+                conv_bias(layer.h_conv) + conv_bias(layer.link), layer.h_cond, y, batch, order
+            ),
             link if order is None else link.index_select(0, order),
             _matrix(layer.h_out),
-            layer.h_out.bias.contiguous(),
+            conv_bias(layer.h_out).contiguous(),
         ]
     flat += [
         _matrix(model.head_hidden),
-        model.head_hidden.bias.contiguous(),
+        conv_bias(model.head_hidden).contiguous(),
         _matrix(model.head_out),
-        model.head_out.bias.contiguous(),
+        conv_bias(model.head_out).contiguous(),
     ]
     return [t.detach() for t in flat]  # a contiguous parameter comes back as itself

@@ -8,6 +8,7 @@ import contextlib
 import math
 import warnings
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -116,8 +117,7 @@ class GANTrainer(Resumable):
         self._g_scaler = torch.amp.GradScaler("cuda", enabled=scale)
         self._d_scaler = torch.amp.GradScaler("cuda", enabled=scale)
 
-        is_autoencoder = isinstance(discriminator, AutoencoderCritic)
-        if self.loss.ae_weight > 0 and not is_autoencoder:
+        if self.loss.ae_weight > 0 and not isinstance(discriminator, AutoencoderCritic):
             raise ValueError(
                 f"the {self.loss.name} loss has an autoencoder term (ae_weight="
                 f"{self.loss.ae_weight}): the discriminator must be an AutoencoderCritic"
@@ -125,7 +125,11 @@ class GANTrainer(Resumable):
         self.generator = generator
         self.discriminator = spectral_norm_(discriminator) if spectral_norm else discriminator
         # Clipping constrains the feature map only: an autoencoder critic's decoder is free.
-        clipped = self.discriminator.encoder if is_autoencoder else self.discriminator
+        clipped = (
+            discriminator.encoder
+            if isinstance(discriminator, AutoencoderCritic)
+            else self.discriminator
+        )
         self._clipped = list(clipped.parameters())
         self.d_steps, self.r1_gamma = d_steps, r1_gamma
         self.g_opt = torch.optim.Adam(generator.parameters(), lr=g_lr, betas=betas)
@@ -140,9 +144,9 @@ class GANTrainer(Resumable):
             )
         self.z_dtype = next(generator.parameters()).dtype  # a .double() G takes float64 z
         gen = torch.Generator().manual_seed(seed)
-        fixed_z = torch.randn(n_fixed, generator.latent_dim, generator=gen)
+        fixed_z = torch.randn(n_fixed, cast(int, generator.latent_dim), generator=gen)
         self.fixed_z = fixed_z.to(self.device, self.z_dtype)
-        classes = generator.num_classes
+        classes = cast(int, generator.num_classes)
         self.fixed_labels = torch.arange(n_fixed, device=self.device) % classes if classes else None
         self.steps = 0
         self.history: list[dict[str, float]] = []
@@ -162,7 +166,8 @@ class GANTrainer(Resumable):
         return torch.autocast("cuda", dtype=self.amp_dtype)
 
     def _z(self, n: int) -> Tensor:
-        return torch.randn(n, self.generator.latent_dim, device=self.device, dtype=self.z_dtype)
+        latent_dim = cast(int, self.generator.latent_dim)
+        return torch.randn(n, latent_dim, device=self.device, dtype=self.z_dtype)
 
     def discriminator_step(self, real: Tensor, labels: Tensor | None = None) -> float:
         """One update of D on a real batch and as many fresh generated samples (a parameter-free
@@ -186,7 +191,8 @@ class GANTrainer(Resumable):
         if self.r1_gamma > 0:
             loss = loss + r1_penalty(critic, real, self.r1_gamma)
         if self.loss.ae_weight > 0:
-            error = self.discriminator.reconstruction_error
+            # A loss with an autoencoder term takes an AutoencoderCritic only (see __init__).
+            error = cast(AutoencoderCritic, self.discriminator).reconstruction_error
             errors = error(real, real_out.float(), labels) + error(fake, fake_out.float(), labels)
             loss = loss + self.loss.ae_weight * errors
         self.d_opt.zero_grad(set_to_none=True)
@@ -257,7 +263,7 @@ class GANTrainer(Resumable):
             idx = torch.randint(len(data), (self.d_steps * batch_size,))
             batch_labels = None if labels is None else labels[idx].to(self.device)
             self.step(data[idx].to(self.device), batch_labels)
-            if sample_every and self.steps % sample_every == 0:
+            if sample_dir is not None and sample_every and self.steps % sample_every == 0:
                 self.save_samples(Path(sample_dir) / f"samples_{self.steps:06d}.png")
         return self.history
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -34,7 +34,8 @@ from pygen.train.checkpoint import (
 )
 from pygen.utils.random import derived_seed
 
-LossFn = Callable[[nn.Module, Tensor, Tensor | None], Tensor]
+ModelT = TypeVar("ModelT", bound=nn.Module)
+LossFn = Callable[[ModelT, Tensor, Tensor | None], Tensor]  # loss_fn(model, x, y)
 
 
 @dataclass
@@ -116,11 +117,11 @@ class TrainingSteps(Protocol):
     def set_lr(self, lr: float) -> None: ...
 
 
-class _Objective(nn.Module):
+class _Objective(nn.Module, Generic[ModelT]):
     """The loss as a module's forward, so that DistributedDataParallel wraps any objective
     (one calling model methods such as ``loss`` or ``log_prob``, not only ``forward``)."""
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
+    def __init__(self, model: ModelT, loss_fn: LossFn[ModelT]) -> None:
         super().__init__()
         self.model = model
         self.loss_fn = loss_fn
@@ -169,7 +170,7 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> Tensor:
     return draw_indices(n, batch_size, step_generator(seed, step))
 
 
-class LossSteps:
+class LossSteps(Generic[ModelT]):
     """The likelihood models' step: Adam on ``loss_fn(model, x, y)`` (a mean over examples) over
     the step's batch of ``data`` and ``labels``, gradients clipped when the config says so.
     Under torchrun, each rank takes its slice of the same global batch and DistributedDataParallel
@@ -177,8 +178,8 @@ class LossSteps:
 
     def __init__(
         self,
-        model: nn.Module,
-        loss_fn: LossFn,
+        model: ModelT,
+        loss_fn: LossFn[ModelT],
         data: Tensor,
         labels: Tensor | None,
         config: TrainConfig,
@@ -257,8 +258,8 @@ def save_curves(metrics: list[dict], path: Path) -> Path | None:
 
 
 def train(
-    model: nn.Module,
-    loss_fn: LossFn,
+    model: ModelT,
+    loss_fn: LossFn[ModelT],
     data: Tensor,
     labels: Tensor | None,
     config: TrainConfig,
@@ -335,7 +336,7 @@ def train_steps(
         atomic_write_text(metrics_path, "".join(json.dumps(m) + "\n" for m in metrics))
 
     def checkpoint(step: int) -> None:
-        states = None
+        states: list[Any] | None = None  # every rank's rng_state()
         if world_size > 1:  # every rank's generators: each draws its own noise on resume
             states = [None] * world_size
             dist.all_gather_object(states, rng_state())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -15,7 +16,7 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
 
 
-def write_png(path: str | Path, pixels: Tensor) -> Path:
+def write_png(path: str | os.PathLike[str], pixels: Tensor) -> Path:
     """Write ``pixels`` (uint8, ``(H, W)`` grey or ``(H, W, 3)`` RGB) as an 8-bit PNG file."""
     if pixels.dtype != torch.uint8 or pixels.dim() not in (2, 3):
         raise ValueError(
@@ -41,13 +42,14 @@ def write_png(path: str | Path, pixels: Tensor) -> Path:
     return path
 
 
-def read_png(path: str | Path) -> Tensor:
+def read_png(path: str | os.PathLike[str]) -> Tensor:
     """Pixels ``(C, H, W)`` uint8 of an 8-bit grey or RGB PNG as ``write_png`` writes it
     (unfiltered scanlines); other PNGs raise ValueError."""
     data = Path(path).read_bytes()
     if data[:8] != b"\x89PNG\r\n\x1a\n":
         raise ValueError(f"{path}: not a PNG file")
-    pos, chunks = 8, {}
+    pos = 8
+    chunks: dict[bytes, bytes] = {}
     while b"IEND" not in chunks:
         if pos + 12 > len(data):
             raise ValueError(f"{path}: truncated (no IEND chunk)")
@@ -98,7 +100,7 @@ def image_grid(images: Tensor, nrow: int = 8, padding: int = 1, pad_value: float
 
 
 def save_image_grid(
-    images: Tensor, path: str | Path, nrow: int = 8, padding: int = 1, scale: int = 1
+    images: Tensor, path: str | os.PathLike[str], nrow: int = 8, padding: int = 1, scale: int = 1
 ) -> Path:
     """Write ``images`` ``(N, C, H, W)`` with values in [0, 1] (clamped) as a PNG grid.
 

@@ -40,6 +40,8 @@ class ActNorm(nn.Module):
             ``log_scale = -log(std + eps)``, so that a constant channel gets a finite scale.
     """
 
+    initialized: Tensor
+
     def __init__(self, num_features: int, eps: float = 1e-6) -> None:
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(num_features))

@@ -32,6 +32,9 @@ class Permutation(nn.Module):
     """``z = x[:, perm]`` on ``(N, D)`` vectors (logdet 0): reorders the features between
     autoregressive layers so that each layer's first inputs differ."""
 
+    perm: Tensor
+    inverse_perm: Tensor
+
     def __init__(self, perm: Sequence[int]) -> None:
         super().__init__()
         values = [
@@ -53,6 +56,8 @@ class Permutation(nn.Module):
 
 class _AutoregressiveAffine(nn.Module):
     """The MADE, the all-zero mask and the two ways to apply the affine map."""
+
+    mask: Tensor
 
     def __init__(
         self,

@@ -8,9 +8,20 @@ inverse, so that the two sum to zero on a round trip. ``logdet`` is float32 for 
 
 from __future__ import annotations
 
+from typing import Protocol, cast
+
 from torch import Tensor, nn
 
 from pygen.ops import logdet_dtype
+
+
+class FlowLayer(Protocol):
+    """A flow layer as the module docstring describes it (``nn.Module`` does not declare
+    ``inverse``)."""
+
+    def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]: ...
+
+    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]: ...
 
 
 class FlowSequential(nn.Sequential):
@@ -26,7 +37,7 @@ class FlowSequential(nn.Sequential):
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
         logdet = z.new_zeros(z.shape[0], dtype=logdet_dtype(z.dtype))
         for layer in reversed(self):
-            z, step = layer.inverse(z)
+            z, step = cast(FlowLayer, layer).inverse(z)
             logdet = logdet + step
         return z, logdet
 
@@ -39,7 +50,7 @@ class Inverse(nn.Module):
         self.layer = layer
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.layer.inverse(x)
+        return cast(FlowLayer, self.layer).inverse(x)
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
         return self.layer(z)

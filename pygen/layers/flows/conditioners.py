@@ -8,8 +8,8 @@ from torch import Tensor, nn
 
 
 def _zero_init(layer: nn.Module) -> nn.Module:
-    nn.init.zeros_(layer.weight)
-    nn.init.zeros_(layer.bias)
+    for parameter in layer.parameters():  # the weight and the bias
+        nn.init.zeros_(parameter)
     return layer
 
 

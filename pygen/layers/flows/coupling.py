@@ -40,6 +40,8 @@ class _Coupling(nn.Module):
     the masked input to ``n_outputs`` tensors of the input's shape: a given ``net`` (a user's own
     network), else an MLP (vectors) or a residual CNN (images) of ``hidden`` and ``n_blocks``."""
 
+    mask: Tensor
+
     def __init__(
         self,
         shape: Sequence[int],

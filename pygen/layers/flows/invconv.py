@@ -22,6 +22,10 @@ class Invertible1x1Conv(nn.Module):
             CPU unless set otherwise); None: torch's global generator.
     """
 
+    permutation: Tensor
+    sign: Tensor
+    lower_mask: Tensor
+
     def __init__(self, num_features: int, generator: torch.Generator | None = None) -> None:
         super().__init__()
         q, _ = torch.linalg.qr(torch.randn(num_features, num_features, generator=generator))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
+from pygen.layers.flows.base import FlowLayer
 from pygen.ops import logdet_dtype
 
 
@@ -45,5 +48,5 @@ class MultiScaleSplit(nn.Module):
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
         first, second = z.chunk(2, dim=1)
-        x, logdet = self.inner.inverse(first)
+        x, logdet = cast(FlowLayer, self.inner).inverse(first)
         return torch.cat([x, second], dim=1), logdet
