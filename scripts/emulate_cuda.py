@@ -546,19 +546,37 @@ def reparam_vector_paths(case, dtype) -> list[bool]:
     return [True, False] if case[1] % group == 0 else [False]
 
 
+def rows_at_stride(t: torch.Tensor, stride: int) -> torch.Tensor:
+    """t's samples as rows ``stride`` elements apart, NaN between them (read there, it shows)."""
+    rows = t.reshape(len(t), -1)
+    wide = torch.full((len(t), stride), float("nan"), dtype=t.dtype)
+    wide[:, : rows.shape[1]] = rows
+    return wide.flatten()
+
+
 def run_reparam_case(
-    binary: Path, workdir: Path, case, dtype, use_noise: bool, vector: bool, backward: bool
+    binary: Path,
+    workdir: Path,
+    case,
+    dtype,
+    use_noise: bool,
+    vector: bool,
+    backward: bool,
+    stacked: bool,
 ) -> str | None:
     """A reparameterize + KL case: None when the emulated kernel gives the CPU kernel's z and kl,
-    or (backward) its gradients of mu and logvar, within the dtype's rounding."""
+    or (backward) its gradients of mu and logvar, within the dtype's rounding. ``stacked``: mu and
+    logvar rows at the strides of the halves of wider tensors (2 and 3 rows' lengths)."""
     rows, dim, samples = case
     torch.manual_seed(0)
     mu, logvar = torch.randn(2, rows, dim, dtype=torch.float64).to(dtype)
     z_shape = (samples, rows, dim) if samples > 1 else (rows, dim)
     noise = torch.randn(z_shape, dtype=torch.float64).to(dtype) if use_noise else None
     seed = None if use_noise else torch.tensor([SEED])
-    header = [rows, dim, samples, SEED, DTYPE_CODES[dtype], int(vector), int(backward)]
-    arrays = [mu, logvar, noise if use_noise else torch.empty(0)]
+    strides = (2 * dim, 3 * dim) if stacked else (dim, dim)
+    header = [rows, dim, samples, *strides, SEED, DTYPE_CODES[dtype], int(vector), int(backward)]
+    arrays = [rows_at_stride(mu, strides[0]), rows_at_stride(logvar, strides[1])]
+    arrays.append(noise if use_noise else torch.empty(0))
     if backward:
         grad_z = torch.randn(z_shape, dtype=torch.float64).to(dtype)
         grad_kl = torch.randn(rows, dtype=torch.float64).to(logdet_dtype(dtype))  # as the KL
@@ -609,14 +627,6 @@ def affine_problem(
         3 * row_len if stacked else row_len,
         2 * row_len if stacked else row_len,
     ]
-
-
-def rows_at_stride(t: torch.Tensor, stride: int) -> torch.Tensor:
-    """t's samples as rows ``stride`` elements apart, NaN between them (read there, it shows)."""
-    rows = t.reshape(len(t), -1)
-    wide = torch.full((len(t), stride), float("nan"), dtype=t.dtype)
-    wide[:, : rows.shape[1]] = rows
-    return wide.flatten()
 
 
 def run_affine_case(
@@ -738,12 +748,18 @@ def emulated_cases(kernel: str, quick: bool):
         for case, dtype, use_noise, backward in itertools.product(
             REPARAM_CASES, DTYPE_CODES, (True, False), (False, True)
         ):
-            for vector in reparam_vector_paths(case, dtype):
+            # mu and logvar rows apart (an encoder output's halves): float32 and the 16-bit path
+            # that loads a group ahead
+            wide = dtype in (torch.float32, torch.bfloat16)
+            layouts = (False, True) if wide else (False,)
+            for vector, stacked in itertools.product(reparam_vector_paths(case, dtype), layouts):
                 label = f"{case} {str(dtype)[6:]} {sources[use_noise]}"
                 label += (
                     f" {'vector' if vector else 'element'} {'gradients' if backward else 'values'}"
                 )
-                yield label, run_reparam_case, (case, dtype, use_noise, vector, backward)
+                label += " stacked" if stacked else ""
+                args = (case, dtype, use_noise, vector, backward, stacked)
+                yield label, run_reparam_case, args
 
 
 def main() -> int:

@@ -123,12 +123,13 @@ def test_emulated_reparam_kl_kernels_equal_the_cpu_kernels(
     emulated, tmp_path, case, dtype, use_noise, backward
 ):
     # Both instantiations where the row is whole groups: the vector one (16-bit rows load the
-    # next group ahead) and the element one.
-    for vector in emulate_cuda.reparam_vector_paths(case, dtype):
+    # next group ahead) and the element one; mu and logvar contiguous or rows apart.
+    paths = emulate_cuda.reparam_vector_paths(case, dtype)
+    for vector, stacked in itertools.product(paths, (False, True)):
         error = emulate_cuda.run_reparam_case(
-            emulated("reparam_kl"), tmp_path, case, dtype, use_noise, vector, backward
+            emulated("reparam_kl"), tmp_path, case, dtype, use_noise, vector, backward, stacked
         )
-        assert error is None, f"vector={vector}: {error}"
+        assert error is None, f"vector={vector} stacked={stacked}: {error}"
 
 
 @pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])

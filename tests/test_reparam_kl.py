@@ -282,6 +282,53 @@ def test_non_contiguous_inputs(device):
     torch.testing.assert_close(z, reference.reparameterize_kl(sliced, sliced, sliced)[0])
 
 
+def rows_apart(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """t's values with its rows (over the last dimension) laid out as ``layout`` says."""
+    if layout == "half":  # the second half of an encoder's output, as chunk(2, dim=-1) gives it
+        return torch.cat([torch.full_like(t, float("nan")), t], dim=-1).chunk(2, dim=-1)[1]
+    if layout == "batch_slice":  # every other row of a batch twice as long
+        wide = torch.stack([t, torch.full_like(t, float("nan"))], dim=-2).flatten(-3, -2)
+        return wide[..., ::2, :]
+    if layout == "expanded":  # one row read by every row (stride 0)
+        return t[..., :1, :].expand_as(t)
+    return t.transpose(-1, -2).contiguous().transpose(-1, -2)  # rows not contiguous: copied
+
+
+@pytest.mark.parametrize("n_samples", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["half", "batch_slice", "expanded", "transposed"])
+@pytest.mark.parametrize("shape", [(6, 16), (2, 3, 16)])
+def test_mu_and_logvar_rows_apart(device, shape, layout, dtype, n_samples):
+    # The kernels read mu and logvar rows where they lie: the contiguous inputs' results.
+    mu, logvar, noise = make_inputs(shape, dtype, device, n_samples)
+    if layout == "expanded":
+        mu, logvar = (t[..., :1, :].expand(shape).contiguous() for t in (mu, logvar))
+    gen = torch.Generator().manual_seed(1)
+    grad_z = torch.randn(noise.shape, generator=gen).to(device, dtype)
+    grad_kl = torch.randn(shape[:-1], generator=gen).to(device, logdet_dtype(dtype))
+    results = []
+    for apart in (False, True):
+        inputs = [rows_apart(t, layout) if apart else t.clone() for t in (mu, logvar)]
+        inputs = [t.requires_grad_() for t in inputs]
+        z, kl = reparameterize_kl(*inputs, noise, n_samples=n_samples)
+        grads = torch.autograd.grad((z, kl), inputs, (grad_z, grad_kl))
+        results.append((z, kl, *grads))
+    for got, want in zip(*results, strict=True):
+        assert_close(got, want, want.dtype)
+
+
+def test_the_halves_of_an_encoder_output_are_not_copied():
+    hidden = torch.randn(8, 2 * 16, requires_grad=True)
+    mu, logvar = hidden.chunk(2, dim=-1)
+    grad_z, grad_kl = torch.randn(8, 16), torch.randn(8)
+    with torch.profiler.profile() as prof:
+        z, kl = reparameterize_kl(mu, logvar)
+        torch.autograd.backward((z, kl), (grad_z, grad_kl))
+    ops = {event.name for event in prof.events()}
+    assert "pygen::reparameterize_kl_backward" in ops
+    assert not ops & {"aten::contiguous", "aten::clone", "aten::copy_"}
+
+
 def test_overflowing_variance_leaves_the_unused_output_out_of_the_gradients(device):
     # exp(logvar) overflows: with the gradient of z alone or of the KL alone, the other output's
     # terms (zero gradient times an infinite factor) must vanish, as in the twin's gradients.

@@ -13,6 +13,7 @@
 #include "common/autocast.h"
 #include "common/backward_dispatch.h"
 #include "common/checks.h"
+#include "common/rows.h"
 
 namespace pygen::affine_coupling {
 namespace {
@@ -61,21 +62,6 @@ Problem check_inputs(const at::Tensor& x, const std::optional<at::Tensor>& log_s
   return p;
 }
 
-// t when each of its samples is contiguous (a chunk along dim 1 of a stacked tensor, a slice of
-// a batch: the kernels read such rows where they lie), else a contiguous copy; *stride gets the
-// elements from one sample's row to the next.
-at::Tensor sample_rows(const at::Tensor& t, int64_t* stride) {
-  bool rows = t.size(0) > 0;
-  int64_t expected = 1;
-  for (int64_t d = t.dim() - 1; d >= 1 && rows; --d) {
-    rows = t.size(d) == 1 || t.stride(d) == expected;
-    expected *= t.size(d);
-  }
-  const at::Tensor r = rows ? t : t.contiguous();
-  *stride = r.size(0) > 1 ? r.stride(0) : expected;
-  return r;
-}
-
 // The mask as the kernels read it (kRead only): uint8, one row per sample or one shared row.
 at::Tensor kernel_mask(const Problem& p, const at::Tensor& mask, const at::Tensor& x) {
   if (p.mask_kind != MaskKind::kRead) return at::Tensor();
@@ -109,8 +95,8 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const std::optio
                                            c10::string_view scale_fn, std::optional<double> clamp,
                                            bool reverse) {
   Problem p = check_inputs(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse);
-  const at::Tensor x_c = x.contiguous(), shift_c = sample_rows(shift, &p.shift_stride);
-  const at::Tensor log_scale_c = log_scale ? sample_rows(*log_scale, &p.log_scale_stride) : at::Tensor();
+  const at::Tensor x_c = x.contiguous(), shift_c = rows_in_place(shift, 1, &p.shift_stride);
+  const at::Tensor log_scale_c = log_scale ? rows_in_place(*log_scale, 1, &p.log_scale_stride) : at::Tensor();
   const at::Tensor mask_c = kernel_mask(p, mask, x);
   at::Tensor y = at::empty_like(x_c);
   at::Tensor logdet = at::zeros({p.rows}, x.options().dtype(sum_dtype(x)));
@@ -132,8 +118,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
   Problem p = check_inputs(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse);
   if (grad_y) check_matches(*grad_y, "grad_y", x, "x", x.sizes());
   if (grad_logdet) check_sum_grad(*grad_logdet, "grad_logdet", x, "x", {p.rows});
-  const at::Tensor x_c = x.contiguous(), shift_c = sample_rows(shift, &p.shift_stride);
-  const at::Tensor log_scale_c = log_scale ? sample_rows(*log_scale, &p.log_scale_stride) : at::Tensor();
+  const at::Tensor x_c = x.contiguous(), shift_c = rows_in_place(shift, 1, &p.shift_stride);
+  const at::Tensor log_scale_c = log_scale ? rows_in_place(*log_scale, 1, &p.log_scale_stride) : at::Tensor();
   const at::Tensor mask_c = kernel_mask(p, mask, x);
   // An absent gradient is zero; the kernels always read both.
   const at::Tensor grad_y_c = grad_y ? grad_y->contiguous() : at::zeros_like(x_c);

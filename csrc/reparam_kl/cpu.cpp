@@ -56,10 +56,12 @@ PYGEN_CPU_CLONES void forward_rows(const Problem& p, const scalar_t* mu, const s
     for (int64_t d0 = 0; d0 < p.dim; d0 += kChunk) {
       const int64_t n = std::min(kChunk, p.dim - d0);
       const int64_t offset = r * p.dim + d0;
+      const scalar_t* mu_d = mu + r * p.mu_stride + d0;
+      const scalar_t* logvar_d = logvar + r * p.logvar_stride + d0;
 #pragma omp simd reduction(+ : kl_sum)
       for (int64_t i = 0; i < n; ++i) {
-        const acc_t m = widen<acc_t>(mu[offset + i]);
-        const acc_t lv = widen<acc_t>(logvar[offset + i]);
+        const acc_t m = widen<acc_t>(mu_d[i]);
+        const acc_t lv = widen<acc_t>(logvar_d[i]);
         const acc_t sd = fast_exp(acc_t(0.5) * lv);
         mean[i] = m;
         stddev[i] = sd;
@@ -103,10 +105,12 @@ PYGEN_CPU_CLONES void backward_rows(const Problem& p, const scalar_t* grad_z, co
           sum_g_eps[i] += g * eps[i];
         }
       }
+      const scalar_t* mu_d = mu + r * p.mu_stride + d0;
+      const scalar_t* logvar_d = logvar + r * p.logvar_stride + d0;
 #pragma omp simd
       for (int64_t i = 0; i < n; ++i) {
-        const acc_t m = widen<acc_t>(mu[offset + i]);
-        const acc_t sd = fast_exp(acc_t(0.5) * widen<acc_t>(logvar[offset + i]));
+        const acc_t m = widen<acc_t>(mu_d[i]);
+        const acc_t sd = fast_exp(acc_t(0.5) * widen<acc_t>(logvar_d[i]));
         grad_mu[offset + i] = narrow<scalar_t>(gkl * m + sum_g[i]);
         grad_logvar[offset + i] =
             narrow<scalar_t>(acc_t(0.5) * (grad_times(gkl, sd * sd - acc_t(1)) + grad_times(sum_g_eps[i], sd)));

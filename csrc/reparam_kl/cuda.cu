@@ -53,6 +53,7 @@ forward_kernel(Problem p, const scalar_t* __restrict__ mu, const scalar_t* __res
   if (row >= p.rows) return;
   const uint64_t seed = noise ? 0 : static_cast<uint64_t>(*seed_ptr);
   const int64_t base = row * p.dim, first = static_cast<int64_t>(lane) * W;
+  const int64_t m_base = row * p.mu_stride, lv_base = row * p.logvar_stride;
   // 16-bit rows on the vector path: the next group's mu and logvar (16 raw bytes each) are loaded
   // before this group's arithmetic, so that a lane keeps loads in flight through its Philox blocks
   // (H200, 2026-11-26: bf16 took the same time per element as float32, 37 % of copy against 62 %).
@@ -60,8 +61,8 @@ forward_kernel(Problem p, const scalar_t* __restrict__ mu, const scalar_t* __res
   using Raw = Vec<scalar_t, W>;
   Raw m_raw{}, lv_raw{};
   if (kAhead && first < p.dim) {
-    m_raw = *reinterpret_cast<const Raw*>(mu + base + first);
-    lv_raw = *reinterpret_cast<const Raw*>(logvar + base + first);
+    m_raw = *reinterpret_cast<const Raw*>(mu + m_base + first);
+    lv_raw = *reinterpret_cast<const Raw*>(logvar + lv_base + first);
   }
   acc_t kl_sum = 0;
   for (int64_t d = first; d < p.dim; d += 32 * W) {
@@ -74,12 +75,12 @@ forward_kernel(Problem p, const scalar_t* __restrict__ mu, const scalar_t* __res
         lv[k] = static_cast<acc_t>(lv_raw.v[k]);
       }
       if (d + 32 * W < p.dim) {
-        m_raw = *reinterpret_cast<const Raw*>(mu + base + d + 32 * W);
-        lv_raw = *reinterpret_cast<const Raw*>(logvar + base + d + 32 * W);
+        m_raw = *reinterpret_cast<const Raw*>(mu + m_base + d + 32 * W);
+        lv_raw = *reinterpret_cast<const Raw*>(logvar + lv_base + d + 32 * W);
       }
     } else {
-      load_group<W>(mu, base + d, n, kAligned, m);
-      load_group<W>(logvar, base + d, n, kAligned, lv);
+      load_group<W>(mu, m_base + d, n, kAligned, m);
+      load_group<W>(logvar, lv_base + d, n, kAligned, lv);
     }
 #pragma unroll
     for (int k = 0; k < W; ++k) {
@@ -113,13 +114,13 @@ backward_kernel(Problem p, const scalar_t* __restrict__ grad_z,
   if (row >= p.rows) return;
   const uint64_t seed = (noise || !grad_z) ? 0 : static_cast<uint64_t>(*seed_ptr);
   const acc_t gkl = grad_kl ? grad_kl[row] : acc_t(0);
-  const int64_t base = row * p.dim;
+  const int64_t base = row * p.dim, m_base = row * p.mu_stride, lv_base = row * p.logvar_stride;
   for (int64_t d = static_cast<int64_t>(lane) * W; d < p.dim; d += 32 * W) {
     const int n = static_cast<int>(min(static_cast<int64_t>(W), p.dim - d));
     acc_t m[W], lv[W], eps[W], g[W], out_mu[W], out_lv[W];
     acc_t sum_g[W] = {}, sum_g_eps[W] = {};
-    load_group<W>(mu, base + d, n, kAligned, m);
-    load_group<W>(logvar, base + d, n, kAligned, lv);
+    load_group<W>(mu, m_base + d, n, kAligned, m);
+    load_group<W>(logvar, lv_base + d, n, kAligned, lv);
     for (int64_t s = 0; grad_z && s < p.samples; ++s) {
       const int64_t gi = s * p.rows * p.dim + base + d;
       group_eps<W, kAligned>(noise, seed, gi, n, eps);
@@ -153,11 +154,12 @@ at::Tensor device_seed(const at::Tensor& noise, const at::Tensor& seed, const at
 
 }  // namespace
 
-// The vector path needs rows of a multiple of W elements and every pointer aligned to a group.
+// The vector path needs rows (and rows of mu and logvar) a multiple of W elements apart and every
+// pointer aligned to a group.
 template <typename scalar_t>
 bool groups_aligned(const Problem& p, std::initializer_list<const at::Tensor*> tensors) {
   constexpr int W = wide_group<scalar_t>();
-  if (p.dim % W != 0) return false;
+  if (p.dim % W != 0 || p.mu_stride % W != 0 || p.logvar_stride % W != 0) return false;
   for (const at::Tensor* t : tensors)
     if (t->defined() && reinterpret_cast<uintptr_t>(t->const_data_ptr()) % sizeof(Vec<scalar_t, W>) != 0)
       return false;

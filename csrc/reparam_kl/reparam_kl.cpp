@@ -1,4 +1,5 @@
-// The op pygen::reparameterize_kl: argument checks, contiguous copies, output allocation,
+// The op pygen::reparameterize_kl: argument checks, contiguous copies (none of mu and logvar rows
+// that are contiguous already), output allocation,
 // dispatch to the CPU or CUDA kernels, and its registration with autograd. Registering in C++
 // keeps the per-call overhead at the dispatcher's few microseconds (a Python custom_op with a
 // Python autograd formula costs ~10x more, which dominates small batches).
@@ -10,6 +11,7 @@
 #include "common/autocast.h"
 #include "common/backward_dispatch.h"
 #include "common/checks.h"
+#include "common/rows.h"
 
 namespace pygen::reparam_kl {
 namespace {
@@ -39,7 +41,7 @@ Problem check_inputs(const at::Tensor& mu, const at::Tensor& logvar,
     check_seed(*seed, mu);
   }
   const int64_t dim = mu.size(-1);
-  return {mu.numel() / dim, dim, n_samples};
+  return {mu.numel() / dim, dim, n_samples, dim, dim};
 }
 
 at::Tensor contiguous_or_undefined(const std::optional<at::Tensor>& t) {
@@ -51,8 +53,9 @@ at::Tensor contiguous_or_undefined(const std::optional<at::Tensor>& t) {
 std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& mu, const at::Tensor& logvar,
                                            const std::optional<at::Tensor>& noise,
                                            const std::optional<at::Tensor>& seed, int64_t n_samples) {
-  const Problem p = check_inputs(mu, logvar, noise, seed, n_samples);
-  const at::Tensor mu_c = mu.contiguous(), logvar_c = logvar.contiguous();
+  Problem p = check_inputs(mu, logvar, noise, seed, n_samples);
+  const at::Tensor mu_c = rows_in_place(mu, mu.dim() - 1, &p.mu_stride);
+  const at::Tensor logvar_c = rows_in_place(logvar, logvar.dim() - 1, &p.logvar_stride);
   const at::Tensor noise_c = contiguous_or_undefined(noise), seed_c = contiguous_or_undefined(seed);
   at::Tensor z = at::empty(z_shape(mu, n_samples), mu.options());
   at::Tensor kl = at::empty(kl_shape(mu), mu.options().dtype(sum_dtype(mu)));
@@ -72,14 +75,15 @@ std::tuple<at::Tensor, at::Tensor> backward(const std::optional<at::Tensor>& gra
                                             const at::Tensor& mu, const at::Tensor& logvar,
                                             const std::optional<at::Tensor>& noise,
                                             const std::optional<at::Tensor>& seed, int64_t n_samples) {
-  const Problem p = check_inputs(mu, logvar, noise, seed, n_samples);
+  Problem p = check_inputs(mu, logvar, noise, seed, n_samples);
   if (grad_z) check_matches(*grad_z, "grad_z", mu, "mu", z_shape(mu, n_samples));
   if (grad_kl) check_sum_grad(*grad_kl, "grad_kl", mu, "mu", kl_shape(mu));
-  const at::Tensor mu_c = mu.contiguous(), logvar_c = logvar.contiguous();
+  const at::Tensor mu_c = rows_in_place(mu, mu.dim() - 1, &p.mu_stride);
+  const at::Tensor logvar_c = rows_in_place(logvar, logvar.dim() - 1, &p.logvar_stride);
   const at::Tensor noise_c = contiguous_or_undefined(noise), seed_c = contiguous_or_undefined(seed);
   const at::Tensor grad_z_c = contiguous_or_undefined(grad_z);
   const at::Tensor grad_kl_c = contiguous_or_undefined(grad_kl);
-  at::Tensor grad_mu = at::empty_like(mu_c), grad_logvar = at::empty_like(logvar_c);
+  at::Tensor grad_mu = at::empty(mu.sizes(), mu.options()), grad_logvar = at::empty(mu.sizes(), mu.options());
   if (p.rows == 0) return {grad_mu, grad_logvar};
   if (on_cuda(mu, "reparameterize_kl")) {
 #ifdef PYGEN_WITH_CUDA

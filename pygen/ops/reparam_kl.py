@@ -59,7 +59,9 @@ def reparameterize_kl(
 
     Args:
         mu, logvar: ``(..., D)`` means and log-variances (float32/64, float16, bfloat16; math in
-            float32, float64 for float64). Non-contiguous inputs are copied.
+            float32, float64 for float64). Rows (over D) read in place where each is contiguous
+            and they lie a constant stride apart (e.g. the halves of an encoder's output,
+            ``h.chunk(2, dim=-1)``); other non-contiguous inputs are copied.
         noise: standard normal ``eps`` of the shape of ``z``; drawn inside the kernel when None
             (Philox, seeded from ``generator`` or torch's default generator of mu's device, so
             ``torch.manual_seed`` makes it reproducible; backward regenerates it: nothing stored).

@@ -1,7 +1,7 @@
 // The CUDA reparameterize + KL kernels (csrc/reparam_kl/cuda.cu) on CPU threads (shim.h);
 // scripts/emulate_cuda.py compiles it after the kernels' code. Usage: reparam_kl INPUT OUTPUT.
 // INPUT: int64 header (see Header), one unused float64, then int64 count and float64 values of:
-// mu, logvar, noise (empty: the Philox stream of `seed`), grad_z and grad_kl (the backward's;
+// mu and logvar (rows at their strides), noise (empty: the Philox stream of `seed`), grad_z and grad_kl (the backward's;
 // empty: absent). OUTPUT (float64): z then kl; or (backward) grad_mu then grad_logvar.
 #include "driver_io.h"
 
@@ -9,12 +9,12 @@ namespace rk = pygen::reparam_kl;
 
 struct Header {
   // dtype: as emu::with_dtype; vector: the kernels' aligned (vector) instantiation.
-  int64_t rows, dim, samples, seed, dtype, vector, backward;
+  int64_t rows, dim, samples, mu_stride, logvar_stride, seed, dtype, vector, backward;
 };
 
 template <typename T, bool kVector>
 void run(const Header& hd, const std::vector<std::vector<double>>& arrays, std::vector<double>& out) {
-  const rk::Problem p{hd.rows, hd.dim, hd.samples};
+  const rk::Problem p{hd.rows, hd.dim, hd.samples, hd.mu_stride, hd.logvar_stride};
   const emu::Array<T> mu(arrays[0]), logvar(arrays[1]), noise(arrays[2]);
   const int64_t* seed = noise.data ? nullptr : &hd.seed;
   const int blocks = static_cast<int>((hd.rows + rk::kWarpsPerBlock - 1) / rk::kWarpsPerBlock);
