@@ -3,10 +3,12 @@
 All providers draw their own noise (the kernel with Philox, the references with torch's
 generator), as a training step does. Bytes (benchmarks/floors.py): forward reads mu, logvar and
 writes z, kl (3 tensor passes); forward+backward adds reading grad_z, mu, logvar and writing
-grad_mu, grad_logvar (8). Before timing, each provider other than eager is checked against the
-float32 reference (``check``); then a case's providers are timed side by side
-(``benchmarks.common.measure_side_by_side``), with a copy of the case's floor bytes (provider
-``copy``): its own ceiling.
+grad_mu, grad_logvar (8). Mode "fwd (encoder halves)": mu and logvar are the halves of one
+(rows, 2 * dim) tensor, as a VAE's encoder gives them (the kernel reads them in place; the
+references' elementwise ops read any layout). Before timing, each provider other than eager is
+checked against the float32 reference (``check``); then a case's providers are timed side by
+side (``benchmarks.common.measure_side_by_side``), with a copy of the case's floor bytes
+(provider ``copy``): its own ceiling.
 """
 
 from __future__ import annotations
@@ -90,18 +92,22 @@ def check(provider, fn, mu, logvar, grad_z, grad_kl) -> None:
         check_close("grad_logvar", grads[1], expected, dtype)
 
 
-def make_inputs(shape, dtype, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mu, logvar) of the benchmark case on DEVICE."""
+def make_inputs(
+    shape, dtype, gen: torch.Generator, halves: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, logvar) of the benchmark case on DEVICE; ``halves``: the two halves of one tensor."""
     mu = torch.randn(shape, device=DEVICE, generator=gen).to(dtype)
     logvar = (0.5 * torch.randn(shape, device=DEVICE, generator=gen)).to(dtype)
+    if halves:
+        mu, logvar = torch.cat([mu, logvar], dim=-1).chunk(2, dim=-1)
     return mu, logvar
 
 
-@pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("mode", ["fwd", "fwd+bwd", "fwd (encoder halves)"])
 @pytest.mark.parametrize(("shape", "dtype"), CASES, ids=lambda c: str(c))
 def test_reparam_kl(record, quick, shape, dtype, mode):
     gen = torch.Generator(DEVICE).manual_seed(0)
-    mu, logvar = make_inputs(shape, dtype, gen)
+    mu, logvar = make_inputs(shape, dtype, gen, halves=mode.endswith(floors.ENCODER_HALVES))
     grad_z = grad_kl = None
     if mode == "fwd+bwd":
         mu.requires_grad_()
@@ -110,7 +116,7 @@ def test_reparam_kl(record, quick, shape, dtype, mode):
         grad_kl = torch.randn(shape[:-1], device=DEVICE, generator=gen).to(dtype)
 
     def step_of(fn):
-        if mode == "fwd":
+        if mode != "fwd+bwd":
 
             def step():
                 with torch.no_grad():
