@@ -259,27 +259,38 @@ def test_opcheck(device):
     )
 
 
-def test_torch_compile_matches_eager(device):
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "chunks"])
+def test_torch_compile_matches_eager(device, layout):
+    # log_scale and shift from one stacked tensor: copied apart, or read in place as chunks;
+    # channels-last inputs run on NHWC views: the compiled graph keeps the eager layouts.
     shape = (8, 4, 6, 6)
     x, log_scale, shift = make_inputs(shape, torch.float32, device)
-    log_scale.requires_grad_()
+    form = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = x.contiguous(memory_format=form)
+    params = torch.cat([log_scale, shift], dim=1).contiguous(memory_format=form).requires_grad_()
     mask = checkerboard_mask(shape[1:], 0, device=device)
     kind = detect_mask_kind(mask, shape)
 
-    def loss(x, log_scale, shift):
+    def loss(x, params):
+        log_scale, shift = params.chunk(2, dim=1)
+        if layout != "chunks":
+            log_scale, shift = (t.contiguous(memory_format=form) for t in (log_scale, shift))
         y, logdet = affine_coupling(x, log_scale, shift, mask, scale_fn="tanh", mask_kind=kind)
         back, back_logdet = affine_coupling(
             y, log_scale, shift, mask, scale_fn="tanh", reverse=True, mask_kind=kind
         )
-        return y.square().mean() - logdet.mean() + (back - x).abs().sum() + back_logdet.mean()
+        value = y.square().mean() - logdet.mean() + (back - x).abs().sum() + back_logdet.mean()
+        return value, y
 
     compiled = torch.compile(loss, fullgraph=True)
-    eager_value = loss(x, log_scale, shift)
-    compiled_value = compiled(x, log_scale, shift)
+    eager_value, eager_y = loss(x, params)
+    compiled_value, compiled_y = compiled(x, params)
     torch.testing.assert_close(compiled_value, eager_value)
+    assert compiled_y.stride() == eager_y.stride()
+    assert eager_y.is_contiguous(memory_format=form)
     torch.testing.assert_close(
-        torch.autograd.grad(compiled_value, log_scale)[0],
-        torch.autograd.grad(eager_value, log_scale)[0],
+        torch.autograd.grad(compiled_value, params)[0],
+        torch.autograd.grad(eager_value, params)[0],
     )
 
 
