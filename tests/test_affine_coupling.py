@@ -257,6 +257,12 @@ def test_opcheck(device):
     torch.library.opcheck(
         backward, (None, grad_logdet, x, None, shift, mask, 0, "exp", None, False)
     )
+    # log_scale and shift read in place (chunks of one tensor): the gradients stay contiguous.
+    log_scale, shift = torch.randn(3, 16, device=device).chunk(2, dim=1)
+    torch.library.opcheck(fused, (x, log_scale, shift, mask, 4, "tanh", None, False))
+    torch.library.opcheck(
+        backward, (grad_y, grad_logdet, x, log_scale, shift, mask, 4, "tanh", None, False)
+    )
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "chunks"])

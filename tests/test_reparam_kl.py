@@ -170,6 +170,12 @@ def test_opcheck(device):
     mu_t, logvar_t, noise_t = (t.t() for t in make_inputs((6, 4), torch.float32, device))
     grad_z, grad_kl = torch.randn(4, 6, device=device), torch.randn(4, device=device)
     torch.library.opcheck(backward, (grad_z, grad_kl, mu_t, logvar_t, noise_t, None, 1))
+    # The halves of one tensor, read in place: the gradients stay contiguous.
+    mu_h, logvar_h = torch.randn(4, 12, device=device).chunk(2, dim=-1)
+    torch.library.opcheck(fused, (mu_h, logvar_h, None, seed_tensor(3, device), 1))
+    torch.library.opcheck(
+        backward, (grad_z, grad_kl, mu_h, logvar_h, None, seed_tensor(3, device), 1)
+    )
     # 16-bit inputs: the KL and its gradient are float32.
     mu, logvar, noise = make_inputs((4, 6), torch.bfloat16, device, 1)
     torch.library.opcheck(fused, (mu.requires_grad_(), logvar, noise, None, 1))
