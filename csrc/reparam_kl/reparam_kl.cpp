@@ -1,8 +1,8 @@
 // The op pygen::reparameterize_kl: argument checks, contiguous copies (none of mu and logvar rows
-// that are contiguous already), output allocation,
-// dispatch to the CPU or CUDA kernels, and its registration with autograd. Registering in C++
-// keeps the per-call overhead at the dispatcher's few microseconds (a Python custom_op with a
-// Python autograd formula costs ~10x more, which dominates small batches).
+// that are contiguous already), output allocation, dispatch to the CPU or CUDA kernels, and its
+// registration with autograd. Registering in C++ keeps the per-call overhead at the dispatcher's
+// few microseconds (a Python custom_op with a Python autograd formula costs ~10x more, which
+// dominates small batches).
 #include "reparam_kl/reparam_kl.h"
 
 #include <torch/autograd.h>
