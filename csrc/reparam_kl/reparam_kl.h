@@ -30,8 +30,8 @@ std::tuple<at::Tensor, at::Tensor> backward(const std::optional<at::Tensor>& gra
                                             const std::optional<at::Tensor>& noise,
                                             const std::optional<at::Tensor>& seed, int64_t n_samples);
 
-// Device kernels. Tensors are contiguous but for mu's and logvar's row strides; optional ones are undefined when absent; a seed is
-// read only when noise is undefined.
+// Device kernels. Tensors are contiguous but for mu's and logvar's row strides; optional ones are
+// undefined when absent; a seed is read only when noise is undefined.
 void forward_cpu(const Problem& p, const at::Tensor& mu, const at::Tensor& logvar,
                  const at::Tensor& noise, const at::Tensor& seed, at::Tensor& z, at::Tensor& kl);
 void backward_cpu(const Problem& p, const at::Tensor& grad_z, const at::Tensor& grad_kl,
