@@ -215,6 +215,13 @@ def test_checkpoint_round_trip(trained, tmp_path):
     torch.testing.assert_close(loaded.reconstruct(x_test[:10]), model.reconstruct(x_test[:10]))
 
 
+def test_a_data_shape_given_as_a_list_round_trips_as_a_tuple(tmp_path):
+    model = VAE([1, 8, 8], 4, hidden=16)
+    assert model.data_shape == (1, 8, 8) and model.config["data_shape"] == (1, 8, 8)
+    model.save(tmp_path / "vae.pt")
+    assert VAE.load(tmp_path / "vae.pt").data_shape == (1, 8, 8)
+
+
 def test_manifold_figure_of_a_2d_latent(tmp_path):
     levels, _ = load_digits("test")
     model = VAE(latent_dim=2, hidden=32)

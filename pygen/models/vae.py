@@ -9,6 +9,7 @@ free bits per group of latent dimensions, and the importance-weighted (IWAE) obj
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -120,7 +121,8 @@ class VAE(nn.Module):
     converts integer images such as the bundled digits.
 
     Args:
-        data_shape: shape of one example, e.g. ``(1, 8, 8)``.
+        data_shape: shape of one example, e.g. ``(1, 8, 8)`` (any sequence of ints; kept as a
+            tuple).
         latent_dim: size of z.
         likelihood: "bernoulli", "categorical", "gaussian" or a ``Likelihood`` module.
         architecture: "mlp" or "conv" (ignored when ``encoder`` and ``decoder`` are given).
@@ -139,7 +141,7 @@ class VAE(nn.Module):
 
     def __init__(
         self,
-        data_shape: tuple[int, ...] = (1, 8, 8),
+        data_shape: Sequence[int] = (1, 8, 8),
         latent_dim: int = 16,
         *,
         likelihood: str | Likelihood = "bernoulli",
