@@ -546,10 +546,11 @@ def reparam_vector_paths(case, dtype) -> list[bool]:
     return [True, False] if case[1] % group == 0 else [False]
 
 
-def rows_at_stride(t: torch.Tensor, stride: int) -> torch.Tensor:
-    """t's samples as rows ``stride`` elements apart, NaN between them (read there, it shows)."""
+def rows_at_stride(t: torch.Tensor, stride: int, gap: float = float("nan")) -> torch.Tensor:
+    """t's samples as rows ``stride`` elements apart, ``gap`` between them (NaN for inputs: read
+    there, it shows)."""
     rows = t.reshape(len(t), -1)
-    wide = torch.full((len(t), stride), float("nan"), dtype=t.dtype)
+    wide = torch.full((len(t), stride), gap, dtype=t.dtype)
     wide[:, : rows.shape[1]] = rows
     return wide.flatten()
 
@@ -602,13 +603,15 @@ AFFINE_CASES = [
     ((10,), 0, True),
 ]
 AFFINE_SCALE_FNS = {"none": 0, **SCALE_FNS}
+AFFINE_GRAD_GAP = -3.0  # kGap of emulate_cuda/affine_coupling.cpp: the value between gradient rows
 
 
 def affine_problem(
     shape, code: int, per_sample: bool, scale_fn: str, reverse: bool, stacked: bool
 ) -> list[int]:
     """The kernels' Problem as affine_coupling.cpp makes it (less the clamp); ``stacked``: log_scale
-    and shift rows at the strides of chunks of wider tensors (3 and 2 samples' lengths)."""
+    and shift rows at the strides of chunks of wider tensors (3 and 2 samples' lengths), their
+    gradients' as the halves of one (2)."""
     row_len = math.prod(shape)
     kind, parity = (code + 1) // 2, 0 if code == 0 else (code + 1) % 2
     width, height = shape[-1], shape[-2] if len(shape) >= 2 else 1
@@ -625,6 +628,7 @@ def affine_problem(
         split,
         stride,
         3 * row_len if stacked else row_len,
+        2 * row_len if stacked else row_len,
         2 * row_len if stacked else row_len,
     ]
 
@@ -657,7 +661,7 @@ def run_affine_case(
     problem = affine_problem(shape, code, per_sample, scale_fn, reverse, stacked)
     header = [rows, *problem, DTYPE_CODES[dtype], int(vector), int(backward)]
     kernel_mask = mask.expand(rows, *shape) if per_sample else mask.expand(1, *shape)
-    log_scale_stride, shift_stride = problem[-2:]
+    log_scale_stride, shift_stride, param_grad_stride = problem[-3:]
     arrays = [
         x,
         torch.empty(0) if log_scale is None else rows_at_stride(log_scale, log_scale_stride),
@@ -669,10 +673,12 @@ def run_affine_case(
         grad_logdet = torch.randn(rows, dtype=torch.float64).to(
             torch.promote_types(dtype, torch.float32)
         )
-        want = torch.ops.pygen.affine_coupling_backward(
+        grad_x, *grad_params = torch.ops.pygen.affine_coupling_backward(
             grad_y, grad_logdet, x, log_scale, shift, *settings
         )
-        want = [t for t in want if t.numel() > 0]
+        want = [grad_x] + [
+            rows_at_stride(g, param_grad_stride, AFFINE_GRAD_GAP) for g in grad_params if g.numel()
+        ]
         arrays += [grad_y, grad_logdet]
     else:
         want = torch.ops.pygen.affine_coupling(x, log_scale, shift, *settings)

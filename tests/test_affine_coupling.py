@@ -1,5 +1,5 @@
-"""pygen.ops.affine_coupling / additive_coupling against their reference twins: values, gradients,
-gradcheck, opcheck, torch.compile, mask detection and errors."""
+"""pygen.ops.affine_coupling / affine_coupling_stacked / additive_coupling against their reference
+twins: values, gradients, gradcheck, opcheck, torch.compile, mask detection and errors."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pygen.ops import (
     MaskKind,
     additive_coupling,
     affine_coupling,
+    affine_coupling_stacked,
     channel_mask,
     checkerboard_mask,
     detect_mask_kind,
@@ -265,7 +266,26 @@ def test_opcheck(device):
     )
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "chunks"])
+def test_opcheck_stacked(device):
+    stacked, stacked_backward = (
+        torch.ops.pygen.affine_coupling_stacked,
+        torch.ops.pygen.affine_coupling_stacked_backward,
+    )
+    for x, log_scale, shift, mask, kind, scale_fn, clamp, reverse in sample_inputs(device):
+        if log_scale is None:
+            continue
+        params = torch.cat([log_scale, shift], dim=1).detach().requires_grad_(x.requires_grad)
+        torch.library.opcheck(stacked, (x, params, mask, kind, scale_fn, clamp, reverse))
+    x = torch.randn(3, 8, device=device)
+    params = torch.randn(3, 24, device=device)[:, :16]  # rows apart: read in place
+    mask, grad_y, grad_logdet = channel_mask((8,), 1, device=device), torch.randn_like(x), None
+    torch.library.opcheck(stacked, (x, params, mask, 4, "atan", 3.0, True))
+    torch.library.opcheck(
+        stacked_backward, (grad_y, grad_logdet, x, params, mask, 4, "atan", 3.0, True)
+    )
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "chunks", "stacked"])
 def test_torch_compile_matches_eager(device, layout):
     # log_scale and shift from one stacked tensor: copied apart, or read in place as chunks;
     # channels-last inputs run on NHWC views: the compiled graph keeps the eager layouts.
@@ -277,14 +297,18 @@ def test_torch_compile_matches_eager(device, layout):
     mask = checkerboard_mask(shape[1:], 0, device=device)
     kind = detect_mask_kind(mask, shape)
 
-    def loss(x, params):
+    def coupling(x, params, reverse):
+        settings = {"scale_fn": "tanh", "reverse": reverse, "mask_kind": kind}
+        if layout == "stacked":
+            return affine_coupling_stacked(x, params, mask, **settings)
         log_scale, shift = params.chunk(2, dim=1)
         if layout != "chunks":
             log_scale, shift = (t.contiguous(memory_format=form) for t in (log_scale, shift))
-        y, logdet = affine_coupling(x, log_scale, shift, mask, scale_fn="tanh", mask_kind=kind)
-        back, back_logdet = affine_coupling(
-            y, log_scale, shift, mask, scale_fn="tanh", reverse=True, mask_kind=kind
-        )
+        return affine_coupling(x, log_scale, shift, mask, **settings)
+
+    def loss(x, params):
+        y, logdet = coupling(x, params, False)
+        back, back_logdet = coupling(y, params, True)
         value = y.square().mean() - logdet.mean() + (back - x).abs().sum() + back_logdet.mean()
         return value, y
 
@@ -395,6 +419,84 @@ def test_chunks_of_a_stacked_conditioner_output_are_not_copied(scale_fn):
     assert not ops & {"aten::contiguous", "aten::clone", "aten::copy_"}
 
 
+def stacked_layout(params: torch.Tensor, layout: str) -> torch.Tensor:
+    """params' values laid out as ``layout`` says (a slice of a wider tensor: rows apart)."""
+    if layout == "slice":  # params then NaN along dim 1, as a conditioner's first outputs
+        return torch.cat([params, torch.full_like(params, float("nan"))], dim=1)[
+            :, : params.shape[1]
+        ]
+    if layout == "transposed":  # samples not contiguous: copied
+        return params.transpose(-1, -2).contiguous().transpose(-1, -2)
+    return params
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "slice", "transposed"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("mask_name", ["checkerboard1", "channel0", "random", "per_sample"])
+@pytest.mark.parametrize("scale_fn", ["exp", "tanh", "sigmoid"])
+@pytest.mark.parametrize("shape", [(3, 8), (2, 3, 5, 7), (2, 3, 10, 18)])
+def test_stacked_params_give_the_chunks_results(
+    device, shape, scale_fn, mask_name, dtype, reverse, layout
+):
+    # The same kernels read the halves of params in place: the chunks' values and gradients,
+    # bit for bit (one gradient of params written as two halves), and the twin's within rounding.
+    x, log_scale, shift = make_inputs(shape, dtype, device)
+    params = stacked_layout(torch.cat([log_scale, shift], dim=1), layout).requires_grad_()
+    x.requires_grad_()
+    mask = make_mask(mask_name, shape, device)
+    settings = {"scale_fn": scale_fn, "reverse": reverse}
+    gen = torch.Generator().manual_seed(1)
+    grad_y = torch.randn(shape, generator=gen).to(device, dtype)
+    grad_logdet = torch.randn(shape[0], generator=gen).to(device, reference.logdet_dtype(dtype))
+
+    def results(fn, x, params):
+        y, logdet = fn(x, params)
+        return (y, logdet, *torch.autograd.grad((y, logdet), (x, params), (grad_y, grad_logdet)))
+
+    got = results(lambda x, p: affine_coupling_stacked(x, p, mask, **settings), x, params)
+    chunks = results(
+        lambda x, p: affine_coupling(x, *p.chunk(2, dim=1), mask, **settings), x, params
+    )
+    twin = results(
+        lambda x, p: reference.affine_coupling_stacked(x, p, mask, **settings),
+        x.detach().double().requires_grad_(),
+        params.detach().double().requires_grad_(),
+    )
+    assert got[3].is_contiguous()
+    for g, c, w in zip(got, chunks, twin, strict=True):
+        assert torch.equal(g, c)
+        assert_close(g, w, dtype, scale=8.0)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("scale_fn", ["exp", "atan"])
+def test_stacked_gradcheck_and_gradgradcheck_float64(device, scale_fn, reverse):
+    shape = (2, 2, 3, 3)
+    x, log_scale, shift = make_inputs(shape, torch.float64, device)
+    x, params = x.requires_grad_(), torch.cat([log_scale, shift], dim=1).requires_grad_()
+    mask = make_mask("per_sample", shape, device)
+
+    def fn(x, params):
+        return affine_coupling_stacked(x, params, mask, scale_fn=scale_fn, reverse=reverse)
+
+    assert torch.autograd.gradcheck(fn, (x, params))
+    assert torch.autograd.gradgradcheck(fn, (x, params))
+
+
+def test_stacked_params_gradient_is_written_once_without_copies():
+    # The gradient of params is one kernel output: no cat of two halves (as after chunk), no copy.
+    x, params = torch.randn(4, 3, 6, 8), torch.randn(4, 6, 6, 8, requires_grad=True)
+    mask, kind = checkerboard_mask((3, 6, 8)), MaskKind.CHECKERBOARD_EVEN
+    with torch.profiler.profile() as prof:
+        y, logdet = affine_coupling_stacked(x, params, mask, mask_kind=kind)
+        torch.autograd.backward((y, logdet), (torch.randn_like(x), torch.randn(4)))
+    ops = {event.name for event in prof.events()}
+    assert "pygen::affine_coupling_stacked_backward" in ops
+    assert not ops & {"aten::cat", "aten::contiguous", "aten::clone", "aten::copy_"}
+    assert params.grad is not None and params.grad.shape == params.shape
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("mask_name", [*MASKS, "plane"])
 @pytest.mark.parametrize("scale_fn", ["tanh", "additive"])
@@ -428,6 +530,23 @@ def test_channels_last_inputs_keep_their_layout(device, scale_fn, mask_name, dty
     )  # summed in another order
     for got, want in zip(grads_cl, grads, strict=True):
         assert_close(got, want, dtype)
+
+
+def test_stacked_params_of_a_channels_last_x(device):
+    # The NHWC path takes chunks (channels lie last there, not in halves of dim 1): y keeps x's
+    # layout, values and gradients are the contiguous inputs'.
+    shape = (2, 3, 5, 6)
+    x, log_scale, shift = make_inputs(shape, torch.float32, device)
+    params = torch.cat([log_scale, shift], dim=1)
+    mask = checkerboard_mask(shape[1:], 1, device=device)
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        inputs = [t.contiguous(memory_format=layout).requires_grad_() for t in (x, params)]
+        y, logdet = affine_coupling_stacked(*inputs, mask, scale_fn="tanh")
+        results.append((y, logdet, *torch.autograd.grad((y.square().sum(), logdet.sum()), inputs)))
+    assert results[1][0].is_contiguous(memory_format=torch.channels_last)
+    for got, want in zip(*results[::-1], strict=True):
+        assert_close(got, want, torch.float32, scale=4.0)
 
 
 def test_a_channels_last_x_keeps_its_layout_beside_other_layouts(device):
@@ -574,6 +693,33 @@ def test_bad_inputs_raise(call, error, match):
         call()
 
 
+@pytest.mark.parametrize("fn", [affine_coupling_stacked, reference.affine_coupling_stacked])
+@pytest.mark.parametrize(
+    ("x", "params", "error", "match"),
+    [
+        (torch.zeros(3, 4), torch.zeros(3, 4), ValueError, "params must have"),
+        (torch.zeros(3, 4), torch.zeros(3, 9), ValueError, "params must have"),
+        (torch.zeros(3, 2, 5), torch.zeros(3, 2, 10), ValueError, "params must have"),
+        (torch.zeros(4), torch.zeros(8), ValueError, "batch"),
+    ],
+)
+def test_stacked_bad_shapes_raise(fn, x, params, error, match):
+    with pytest.raises(error, match=match):
+        fn(x, params, torch.ones(x.shape[-1]))
+
+
+def test_stacked_bad_dtype_and_device_raise():
+    x, mask = torch.zeros(3, 4), checkerboard_mask((4,))
+    with pytest.raises(TypeError, match="params has dtype"):
+        affine_coupling_stacked(x, torch.zeros(3, 8, dtype=torch.float64), mask)
+    with pytest.raises(RuntimeError, match="params is on meta but x is on cpu"):
+        affine_coupling_stacked(x, torch.zeros(3, 8, device="meta"), mask)
+    y, logdet = affine_coupling_stacked(
+        x.to("meta"), torch.zeros(3, 8, device="meta"), mask.to("meta"), mask_kind=MaskKind.READ
+    )
+    assert y.is_meta and y.shape == (3, 4) and logdet.shape == (3,)
+
+
 def test_reference_rejects_what_the_op_rejects():
     x = torch.zeros(2, 4)
     mask = checkerboard_mask((4,))
@@ -623,6 +769,25 @@ def test_cuda_matches_cpu_on_large_inputs(shape):
         )
         for a, b in zip(cpu, gpu, strict=True):
             torch.testing.assert_close(b.cpu(), a, rtol=1e-5, atol=1e-4)
+    # stacked: the gradients of log_scale and shift written as the halves of one
+    params, grad_y = torch.cat([log_scale, shift], dim=1), torch.randn(shape)
+    mask = checkerboard_mask(shape[1:], 0)
+    grads = [
+        torch.ops.pygen.affine_coupling_stacked_backward(
+            grad_y.to(device),
+            None,
+            x.to(device),
+            params.to(device),
+            mask.to(device),
+            1,
+            "tanh",
+            None,
+            False,
+        )
+        for device in ("cpu", "cuda")
+    ]
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(b.cpu(), a, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

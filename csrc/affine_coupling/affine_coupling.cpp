@@ -1,7 +1,7 @@
-// The op pygen::affine_coupling: argument checks, the mask geometry, contiguous copies (none of
-// log_scale and shift samples that are contiguous already), output allocation, dispatch to the
-// CPU or CUDA kernels, and its registration with autograd (in C++, for the dispatcher's few
-// microseconds of overhead per call; see reparam_kl.cpp).
+// The ops pygen::affine_coupling and pygen::affine_coupling_stacked: argument checks, the mask
+// geometry, contiguous copies (none of log_scale and shift samples that are contiguous already),
+// output allocation, dispatch to the CPU or CUDA kernels, and their registration with autograd (in
+// C++, for the dispatcher's few microseconds of overhead per call; see reparam_kl.cpp).
 #include "affine_coupling/affine_coupling.h"
 
 #include <torch/autograd.h>
@@ -20,6 +20,11 @@ namespace {
 
 constexpr int64_t kMaskKindCodes = 5;  // read, checkerboard x 2 parities, channel x 2 parities
 
+void check_x(const at::Tensor& x) {
+  check_floating(x, "x");
+  TORCH_CHECK_VALUE(x.dim() >= 2, "x must have a batch dimension and at least one more, got shape ", x.sizes());
+}
+
 void check_mask(const at::Tensor& mask, const at::Tensor& x) {
   check_same_device(mask, "mask", x, "x");
   TORCH_CHECK_TYPE(!at::isComplexType(mask.scalar_type()), "mask must be a real or bool tensor, got ",
@@ -36,8 +41,7 @@ void check_mask(const at::Tensor& mask, const at::Tensor& x) {
 Problem check_inputs(const at::Tensor& x, const std::optional<at::Tensor>& log_scale, const at::Tensor& shift,
                      const at::Tensor& mask, int64_t mask_kind, c10::string_view scale_fn,
                      std::optional<double> clamp, bool reverse) {
-  check_floating(x, "x");
-  TORCH_CHECK_VALUE(x.dim() >= 2, "x must have a batch dimension and at least one more, got shape ", x.sizes());
+  check_x(x);
   if (log_scale) check_matches(*log_scale, "log_scale", x, "x", x.sizes());
   check_matches(shift, "shift", x, "x", x.sizes());
   check_mask(mask, x);
@@ -59,7 +63,17 @@ Problem check_inputs(const at::Tensor& x, const std::optional<at::Tensor>& log_s
   p.split = channels == 0 ? 0 : (channels / 2) * (p.row_len / channels);
   const bool per_sample = mask.dim() == x.dim() && mask.size(0) != 1;
   p.mask_row_stride = per_sample ? p.row_len : 0;
+  p.param_grad_stride = p.row_len;
   return p;
+}
+
+// log_scale and shift: the halves of dim 1 of params, x's shape with twice its channels.
+std::pair<at::Tensor, at::Tensor> halves(const at::Tensor& x, const at::Tensor& params) {
+  check_x(x);
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape[1] *= 2;
+  check_matches(params, "params", x, "x", shape);
+  return {params.narrow(1, 0, x.size(1)), params.narrow(1, x.size(1), x.size(1))};
 }
 
 // The mask as the kernels read it (kRead only): uint8, one row per sample or one shared row.
@@ -111,11 +125,14 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const std::optio
   return {y, logdet};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
-    const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logdet, const at::Tensor& x,
-    const std::optional<at::Tensor>& log_scale, const at::Tensor& shift, const at::Tensor& mask,
-    int64_t mask_kind, c10::string_view scale_fn, std::optional<double> clamp, bool reverse) {
-  Problem p = check_inputs(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse);
+namespace {
+
+// The backward kernels into grad_log_scale and grad_shift (rows p.param_grad_stride apart, given
+// by the caller); returns grad_x.
+at::Tensor backward_into(Problem p, const std::optional<at::Tensor>& grad_y,
+                         const std::optional<at::Tensor>& grad_logdet, const at::Tensor& x,
+                         const std::optional<at::Tensor>& log_scale, const at::Tensor& shift,
+                         const at::Tensor& mask, at::Tensor& grad_log_scale, at::Tensor& grad_shift) {
   if (grad_y) check_matches(*grad_y, "grad_y", x, "x", x.sizes());
   if (grad_logdet) check_sum_grad(*grad_logdet, "grad_logdet", x, "x", {p.rows});
   const at::Tensor x_c = x.contiguous(), shift_c = rows_in_place(shift, 1, &p.shift_stride);
@@ -125,9 +142,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
   const at::Tensor grad_y_c = grad_y ? grad_y->contiguous() : at::zeros_like(x_c);
   const at::Tensor grad_logdet_c =
       grad_logdet ? grad_logdet->contiguous() : at::zeros({p.rows}, x.options().dtype(sum_dtype(x)));
-  at::Tensor grad_x = at::empty_like(x_c), grad_shift = at::empty_like(x_c);
-  at::Tensor grad_log_scale = log_scale ? at::empty_like(x_c) : at::empty({0}, x.options());
-  if (grad_x.numel() == 0) return {grad_x, grad_log_scale, grad_shift};
+  at::Tensor grad_x = at::empty_like(x_c);
+  if (grad_x.numel() == 0) return grad_x;
   if (on_cuda(x, "affine_coupling")) {
 #ifdef PYGEN_WITH_CUDA
     backward_cuda(p, grad_y_c, grad_logdet_c, x_c, log_scale_c, shift_c, mask_c, grad_x, grad_log_scale,
@@ -137,7 +153,43 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     backward_cpu(p, grad_y_c, grad_logdet_c, x_c, log_scale_c, shift_c, mask_c, grad_x, grad_log_scale,
                  grad_shift);
   }
+  return grad_x;
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
+    const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logdet, const at::Tensor& x,
+    const std::optional<at::Tensor>& log_scale, const at::Tensor& shift, const at::Tensor& mask,
+    int64_t mask_kind, c10::string_view scale_fn, std::optional<double> clamp, bool reverse) {
+  const Problem p = check_inputs(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse);
+  at::Tensor grad_shift = at::empty(x.sizes(), x.options());
+  at::Tensor grad_log_scale = log_scale ? at::empty(x.sizes(), x.options()) : at::empty({0}, x.options());
+  at::Tensor grad_x = backward_into(p, grad_y, grad_logdet, x, log_scale, shift, mask, grad_log_scale, grad_shift);
   return {grad_x, grad_log_scale, grad_shift};
+}
+
+std::tuple<at::Tensor, at::Tensor> forward_stacked(const at::Tensor& x, const at::Tensor& params,
+                                                   const at::Tensor& mask, int64_t mask_kind,
+                                                   c10::string_view scale_fn, std::optional<double> clamp,
+                                                   bool reverse) {
+  const auto [log_scale, shift] = halves(x, params);
+  return forward(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse);
+}
+
+std::tuple<at::Tensor, at::Tensor> backward_stacked(const std::optional<at::Tensor>& grad_y,
+                                                    const std::optional<at::Tensor>& grad_logdet,
+                                                    const at::Tensor& x, const at::Tensor& params,
+                                                    const at::Tensor& mask, int64_t mask_kind,
+                                                    c10::string_view scale_fn, std::optional<double> clamp,
+                                                    bool reverse) {
+  const auto [log_scale, shift] = halves(x, params);
+  Problem p = check_inputs(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse);
+  at::Tensor grad_params = at::empty(params.sizes(), x.options());
+  at::Tensor grad_log_scale = grad_params.narrow(1, 0, x.size(1)), grad_shift = grad_params.narrow(1, x.size(1), x.size(1));
+  p.param_grad_stride = 2 * p.row_len;
+  at::Tensor grad_x = backward_into(p, grad_y, grad_logdet, x, log_scale, shift, mask, grad_log_scale, grad_shift);
+  return {grad_x, grad_params};
 }
 
 namespace {
@@ -149,12 +201,47 @@ std::optional<at::Tensor> optional_of(const at::Tensor& t) {
   return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
 }
 
-// pygen::affine_coupling through the dispatcher (to the keys below the caller's).
+// An op through the dispatcher (to the keys below the caller's).
+template <typename Fn>
+c10::TypedOperatorHandle<Fn> op_handle(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Fn>();
+}
+
 const c10::TypedOperatorHandle<decltype(forward)>& forward_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("pygen::affine_coupling", "")
-                             .typed<decltype(forward)>();
+  static const auto op = op_handle<decltype(forward)>("pygen::affine_coupling");
   return op;
+}
+
+const c10::TypedOperatorHandle<decltype(forward_stacked)>& forward_stacked_op() {
+  static const auto op = op_handle<decltype(forward_stacked)>("pygen::affine_coupling_stacked");
+  return op;
+}
+
+// The settings (the ops' arguments after the mask) as the autograd context keeps them.
+struct Settings {
+  int64_t mask_kind;
+  std::string scale_fn;
+  std::optional<double> clamp;
+  bool reverse;
+
+  void save(AutogradContext* ctx) const {
+    ctx->saved_data["mask_kind"] = mask_kind;
+    ctx->saved_data["scale_fn"] = scale_fn;
+    ctx->saved_data["clamp"] = clamp;
+    ctx->saved_data["reverse"] = reverse;
+  }
+
+  static Settings saved(AutogradContext* ctx) {
+    return {ctx->saved_data["mask_kind"].toInt(), ctx->saved_data["scale_fn"].toStringRef(),
+            ctx->saved_data["clamp"].toOptional<double>(), ctx->saved_data["reverse"].toBool()};
+  }
+};
+
+// Whether a backward has work: an output's gradient, and an input (of the first n) that wants one.
+bool backward_needed(AutogradContext* ctx, const variable_list& grads, int n_inputs) {
+  bool wanted = false;
+  for (int i = 0; i < n_inputs; ++i) wanted = wanted || ctx->needs_input_grad(i);
+  return wanted && (grads[0].defined() || grads[1].defined());
 }
 
 class AffineCouplingFunction : public torch::autograd::Function<AffineCouplingFunction> {
@@ -167,34 +254,53 @@ class AffineCouplingFunction : public torch::autograd::Function<AffineCouplingFu
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [y, logdet] = forward_op().call(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse);
     ctx->save_for_backward({x, log_scale.value_or(at::Tensor()), shift, mask});
-    ctx->saved_data["mask_kind"] = mask_kind;
-    ctx->saved_data["scale_fn"] = std::string(scale_fn);
-    ctx->saved_data["clamp"] = clamp;
-    ctx->saved_data["reverse"] = reverse;
+    Settings{mask_kind, std::string(scale_fn), clamp, reverse}.save(ctx);
     return {y, logdet};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("pygen::affine_coupling_backward", "")
-                               .typed<decltype(pygen::affine_coupling::backward)>();
+    static const auto op =
+        op_handle<decltype(pygen::affine_coupling::backward)>("pygen::affine_coupling_backward");
+    variable_list out(8);
+    if (!backward_needed(ctx, grads, 3)) return out;
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &log_scale = saved[1], &shift = saved[2], &mask = saved[3];
-    variable_list out(8);
-    if (!(grads[0].defined() || grads[1].defined()) ||
-        !(ctx->needs_input_grad(0) || ctx->needs_input_grad(1) || ctx->needs_input_grad(2))) {
-      return out;
-    }
-    const std::string scale_fn = ctx->saved_data["scale_fn"].toStringRef();
-    const auto clamp = ctx->saved_data["clamp"].toOptional<double>();
+    const Settings s = Settings::saved(ctx);
     const BackwardDispatch dispatch;
     auto [grad_x, grad_log_scale, grad_shift] =
         op.call(optional_of(grads[0]), optional_of(grads[1]), x, optional_of(log_scale), shift, mask,
-                ctx->saved_data["mask_kind"].toInt(), scale_fn, clamp,
-                ctx->saved_data["reverse"].toBool());
+                s.mask_kind, s.scale_fn, s.clamp, s.reverse);
     out[0] = grad_x;
     if (log_scale.defined()) out[1] = grad_log_scale;
     out[2] = grad_shift;
+    return out;
+  }
+};
+
+class AffineCouplingStackedFunction : public torch::autograd::Function<AffineCouplingStackedFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& params,
+                               const at::Tensor& mask, int64_t mask_kind, c10::string_view scale_fn,
+                               std::optional<double> clamp, bool reverse) {
+    ctx->set_materialize_grads(false);
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [y, logdet] = forward_stacked_op().call(x, params, mask, mask_kind, scale_fn, clamp, reverse);
+    ctx->save_for_backward({x, params, mask});
+    Settings{mask_kind, std::string(scale_fn), clamp, reverse}.save(ctx);
+    return {y, logdet};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static const auto op = op_handle<decltype(backward_stacked)>("pygen::affine_coupling_stacked_backward");
+    variable_list out(7);
+    if (!backward_needed(ctx, grads, 2)) return out;
+    const auto saved = ctx->get_saved_variables();
+    const Settings s = Settings::saved(ctx);
+    const BackwardDispatch dispatch;
+    auto [grad_x, grad_params] = op.call(optional_of(grads[0]), optional_of(grads[1]), saved[0], saved[1], saved[2],
+                                         s.mask_kind, s.scale_fn, s.clamp, s.reverse);
+    out[0] = grad_x;
+    out[1] = grad_params;
     return out;
   }
 };
@@ -209,7 +315,16 @@ std::tuple<at::Tensor, at::Tensor> forward_autograd(const at::Tensor& x,
   return {out[0], out[1]};
 }
 
-// In an autocast region: x, log_scale and shift in their widest dtype (common/autocast.h).
+std::tuple<at::Tensor, at::Tensor> forward_stacked_autograd(const at::Tensor& x, const at::Tensor& params,
+                                                            const at::Tensor& mask, int64_t mask_kind,
+                                                            c10::string_view scale_fn,
+                                                            std::optional<double> clamp, bool reverse) {
+  const auto out =
+      AffineCouplingStackedFunction::apply(x, params, mask, mask_kind, scale_fn, clamp, reverse);
+  return {out[0], out[1]};
+}
+
+// In an autocast region: x, log_scale and shift (params) in their widest dtype (common/autocast.h).
 std::tuple<at::Tensor, at::Tensor> forward_autocast(const at::Tensor& x,
                                                     const std::optional<at::Tensor>& log_scale,
                                                     const at::Tensor& shift, const at::Tensor& mask,
@@ -221,6 +336,16 @@ std::tuple<at::Tensor, at::Tensor> forward_autocast(const at::Tensor& x,
                            mask_kind, scale_fn, clamp, reverse);
 }
 
+std::tuple<at::Tensor, at::Tensor> forward_stacked_autocast(const at::Tensor& x, const at::Tensor& params,
+                                                            const at::Tensor& mask, int64_t mask_kind,
+                                                            c10::string_view scale_fn,
+                                                            std::optional<double> clamp, bool reverse) {
+  const AutocastOff autocast_off;
+  const auto dtype = widest_floating({&x, &params});
+  return forward_stacked_op().call(promoted(x, dtype), promoted(params, dtype), mask, mask_kind, scale_fn,
+                                   clamp, reverse);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(pygen, m) {
@@ -229,22 +354,39 @@ TORCH_LIBRARY_FRAGMENT(pygen, m) {
   m.def("affine_coupling_backward(Tensor? grad_y, Tensor? grad_logdet, Tensor x,"
         " Tensor? log_scale, Tensor shift, Tensor mask, int mask_kind, str scale_fn,"
         " float? clamp, bool reverse) -> (Tensor, Tensor, Tensor)");
+  m.def("affine_coupling_stacked(Tensor x, Tensor params, Tensor mask, int mask_kind, str scale_fn,"
+        " float? clamp, bool reverse) -> (Tensor, Tensor)");
+  m.def("affine_coupling_stacked_backward(Tensor? grad_y, Tensor? grad_logdet, Tensor x, Tensor params,"
+        " Tensor mask, int mask_kind, str scale_fn, float? clamp, bool reverse) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(pygen, CPU, m) {
   m.impl("affine_coupling", &forward);
   m.impl("affine_coupling_backward", &backward);
+  m.impl("affine_coupling_stacked", &forward_stacked);
+  m.impl("affine_coupling_stacked_backward", &backward_stacked);
 }
 
 TORCH_LIBRARY_IMPL(pygen, CUDA, m) {
   m.impl("affine_coupling", &forward);
   m.impl("affine_coupling_backward", &backward);
+  m.impl("affine_coupling_stacked", &forward_stacked);
+  m.impl("affine_coupling_stacked_backward", &backward_stacked);
 }
 
-TORCH_LIBRARY_IMPL(pygen, Autograd, m) { m.impl("affine_coupling", &forward_autograd); }
+TORCH_LIBRARY_IMPL(pygen, Autograd, m) {
+  m.impl("affine_coupling", &forward_autograd);
+  m.impl("affine_coupling_stacked", &forward_stacked_autograd);
+}
 
-TORCH_LIBRARY_IMPL(pygen, AutocastCPU, m) { m.impl("affine_coupling", &forward_autocast); }
+TORCH_LIBRARY_IMPL(pygen, AutocastCPU, m) {
+  m.impl("affine_coupling", &forward_autocast);
+  m.impl("affine_coupling_stacked", &forward_stacked_autocast);
+}
 
-TORCH_LIBRARY_IMPL(pygen, AutocastCUDA, m) { m.impl("affine_coupling", &forward_autocast); }
+TORCH_LIBRARY_IMPL(pygen, AutocastCUDA, m) {
+  m.impl("affine_coupling", &forward_autocast);
+  m.impl("affine_coupling_stacked", &forward_stacked_autocast);
+}
 
 }  // namespace pygen::affine_coupling

@@ -19,9 +19,10 @@ namespace pygen::affine_coupling {
 // vectors), channel keeps the first C/2 channels of dimension 1 (parity 0) or the others.
 enum class MaskKind : int { kRead, kCheckerboard, kChannel };
 
-// Shapes and settings seen by the kernels. A sample (row) is row_len contiguous elements: of x,
-// y and the gradients one row after the other; of log_scale and shift rows that may lie further
-// apart (chunks of a conditioner's stacked output, read where they lie).
+// Shapes and settings seen by the kernels. A sample (row) is row_len contiguous elements: of x, y
+// and grad_x one row after the other; of log_scale and shift rows that may lie further apart
+// (chunks of a conditioner's stacked output, read where they lie), as of their gradients (the
+// halves of one stacked gradient).
 struct Problem {
   int64_t rows, row_len;
   ScaleFn scale_fn;
@@ -33,6 +34,7 @@ struct Problem {
   int64_t split;            // channel: the first `split` elements of a row are the first half
   int64_t mask_row_stride;  // read: 0 when every sample shares the mask, row_len otherwise
   int64_t log_scale_stride, shift_stride;  // elements from a sample's row to the next one's
+  int64_t param_grad_stride;  // the same for grad_log_scale and grad_shift
 };
 
 // The scale function called `name` (kNone, the additive coupling, without a log_scale) and the
@@ -54,9 +56,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     const std::optional<at::Tensor>& log_scale, const at::Tensor& shift, const at::Tensor& mask,
     int64_t mask_kind, c10::string_view scale_fn, std::optional<double> clamp, bool reverse);
 
-// Device kernels. Tensors are contiguous but for log_scale's and shift's row strides; log_scale is
-// undefined for kNone, mask for kinds other than kRead (then it is uint8); grad_y and grad_logdet
-// are always given.
+// The same with log_scale and shift the halves of dim 1 of one tensor `params` (N, 2C, ...), a
+// conditioner's stacked output, for x (N, C, ...); backward returns grad_x and grad_params, written
+// by the kernels as one tensor (not two that autograd would concatenate).
+std::tuple<at::Tensor, at::Tensor> forward_stacked(const at::Tensor& x, const at::Tensor& params,
+                                                   const at::Tensor& mask, int64_t mask_kind,
+                                                   c10::string_view scale_fn, std::optional<double> clamp,
+                                                   bool reverse);
+std::tuple<at::Tensor, at::Tensor> backward_stacked(const std::optional<at::Tensor>& grad_y,
+                                                    const std::optional<at::Tensor>& grad_logdet,
+                                                    const at::Tensor& x, const at::Tensor& params,
+                                                    const at::Tensor& mask, int64_t mask_kind,
+                                                    c10::string_view scale_fn, std::optional<double> clamp,
+                                                    bool reverse);
+
+// Device kernels. Tensors are contiguous but for the row strides of log_scale, shift and their
+// gradients; log_scale is undefined for kNone, mask for kinds other than kRead (then it is uint8);
+// grad_y and grad_logdet are always given.
 void forward_cpu(const Problem& p, const at::Tensor& x, const at::Tensor& log_scale, const at::Tensor& shift,
                  const at::Tensor& mask, at::Tensor& y, at::Tensor& logdet);
 void backward_cpu(const Problem& p, const at::Tensor& grad_y, const at::Tensor& grad_logdet, const at::Tensor& x,

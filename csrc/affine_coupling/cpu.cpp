@@ -79,7 +79,7 @@ struct Ptrs {
     auto at = [r](auto* q, int64_t stride) { return q ? q + r * stride : q; };
     return {at(x, p.row_len),   at(log_scale, p.log_scale_stride), at(shift, p.shift_stride),
             at(mask, p.mask_row_stride), at(out, p.row_len), at(grad_y, p.row_len),
-            at(grad_log_scale, p.row_len), at(grad_shift, p.row_len)};
+            at(grad_log_scale, p.param_grad_stride), at(grad_shift, p.param_grad_stride)};
   }
 };
 

@@ -120,6 +120,7 @@ backward_kernel(Problem p, Segments seg, bool aligned, const scalar_t* __restric
   const int64_t begin = (warp - row * seg.per_row) * seg.len;
   const int64_t end = min(begin + seg.len, p.row_len);
   const int64_t base = row * p.row_len, a_base = row * p.log_scale_stride, t_base = row * p.shift_stride;
+  const int64_t g_base = row * p.param_grad_stride;
   const uint8_t* mask_row = mask ? mask + row * p.mask_row_stride : nullptr;
   const acc_t c = static_cast<acc_t>(p.clamp), ic = p.clamp > 0 ? acc_t(1) / c : acc_t(0);
   const acc_t gl = grad_logdet[row];
@@ -144,8 +145,8 @@ backward_kernel(Problem p, Segments seg, bool aligned, const scalar_t* __restric
       ds[k] = keep[k] ? acc_t(0) : (d.s + (p.reverse ? -gl : gl)) * scale_grad<F>(a[k], s, ic);
     }
     store_group(grad_x, base + j, n, aligned, dx);
-    store_group(grad_shift, base + j, n, aligned, dt);
-    if constexpr (F != ScaleFn::kNone) store_group(grad_log_scale, base + j, n, aligned, ds);
+    store_group(grad_shift, g_base + j, n, aligned, dt);
+    if constexpr (F != ScaleFn::kNone) store_group(grad_log_scale, g_base + j, n, aligned, ds);
   }
 }
 
@@ -169,11 +170,12 @@ scalar_t* mutable_or_null(at::Tensor& t) {
   return t.numel() > 0 ? t.mutable_data_ptr<scalar_t>() : nullptr;
 }
 
-// The vector path needs samples (and rows of log_scale and shift) a multiple of kVec elements
-// apart and every pointer aligned to a group.
+// The vector path needs samples (and rows of log_scale, shift and their gradients) a multiple of
+// kVec elements apart and every pointer aligned to a group.
 template <typename scalar_t>
 bool groups_aligned(const Problem& p, std::initializer_list<const at::Tensor*> tensors) {
-  if (p.row_len % kVec != 0 || p.log_scale_stride % kVec != 0 || p.shift_stride % kVec != 0) return false;
+  for (const int64_t stride : {p.row_len, p.log_scale_stride, p.shift_stride, p.param_grad_stride})
+    if (stride % kVec != 0) return false;
   for (const at::Tensor* t : tensors)
     if (t->defined() && t->numel() > 0 &&
         reinterpret_cast<uintptr_t>(t->const_data_ptr()) % sizeof(Vec<scalar_t>) != 0)

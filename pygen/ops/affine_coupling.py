@@ -118,6 +118,18 @@ def _(grad_y, grad_logdet, x, log_scale, shift, mask, mask_kind, scale_fn, clamp
     return x.new_empty(x.shape), grad_log_scale, x.new_empty(x.shape)
 
 
+@torch.library.register_fake("pygen::affine_coupling_stacked")
+def _(x, params, mask, mask_kind, scale_fn, clamp, reverse):
+    check_same_device("x", x, params=params, mask=mask)
+    return x.new_empty(x.shape), x.new_empty(x.shape[:1], dtype=reference.logdet_dtype(x.dtype))
+
+
+@torch.library.register_fake("pygen::affine_coupling_stacked_backward")
+def _(grad_y, grad_logdet, x, params, mask, mask_kind, scale_fn, clamp, reverse):
+    check_same_device("x", x, grad_y=grad_y, grad_logdet=grad_logdet, params=params, mask=mask)
+    return x.new_empty(x.shape), x.new_empty(params.shape)
+
+
 def _twin_backward(
     grad_y, grad_logdet, x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse
 ):
@@ -132,8 +144,21 @@ def _twin_backward(
     return vjp(outputs, (x, log_scale, shift), (grad_y, grad_logdet))
 
 
-# The mask (argument 5) gets no gradient, as in the first derivative.
+def _twin_stacked_backward(
+    grad_y, grad_logdet, x, params, mask, mask_kind, scale_fn, clamp, reverse
+):
+    """The stacked backward op's gradients by the twin."""
+    outputs = reference.affine_coupling_stacked(
+        x, params, mask, scale_fn=scale_fn, clamp=clamp, reverse=reverse
+    )
+    return vjp(outputs, (x, params), (grad_y, grad_logdet))
+
+
+# The mask (argument 5, 4 of the stacked op) gets no gradient, as in the first derivative.
 register_twin_backward("pygen::affine_coupling_backward", _twin_backward, constants=(5,))
+register_twin_backward(
+    "pygen::affine_coupling_stacked_backward", _twin_stacked_backward, constants=(4,)
+)
 
 
 def _kind(mask: Tensor, x: Tensor, mask_kind: MaskKind | int | None) -> int:
@@ -232,6 +257,44 @@ def affine_coupling(
         return _coupling_nhwc(x, log_scale, shift, mask, scale_fn, clamp, reverse)
     kind = _kind(mask, x, mask_kind)
     return _forward(x, log_scale, shift, mask, kind, scale_fn, clamp, reverse)
+
+
+def affine_coupling_stacked(
+    x: Tensor,
+    params: Tensor,
+    mask: Tensor,
+    *,
+    scale_fn: str = "exp",
+    clamp: float | None = None,
+    reverse: bool = False,
+    mask_kind: MaskKind | int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``affine_coupling`` with log_scale and shift the halves of dim 1 of one tensor: a
+    conditioner's output as it comes, ``params = net(x_a)``, instead of ``params.chunk(2, dim=1)``.
+
+    The forward is the same (chunks are read in place there too); the backward writes the
+    gradients of both halves into one gradient of ``params``, where after ``chunk`` autograd
+    concatenates two: a copy that costs about as much as the kernel.
+
+    Args:
+        x: ``(N, C, ...)``, as for ``affine_coupling``.
+        params: ``(N, 2C, ...)``, log_scale then shift along dim 1, of x's dtype and device; read
+            in place where each sample is contiguous, else copied.
+        mask, scale_fn, clamp, reverse, mask_kind: as for ``affine_coupling``.
+
+    Returns:
+        ``(y, logdet)`` as ``affine_coupling``. An x stored channels-last runs as
+        ``affine_coupling`` on the chunks (its NHWC path reads channels last, not halves of dim 1).
+    """
+    if runs_twins(x, params, mask):
+        return reference.affine_coupling_stacked(
+            x, params, mask, scale_fn=scale_fn, clamp=clamp, reverse=reverse
+        )
+    if _channels_last(x, mask, params):
+        log_scale, shift = params.chunk(2, dim=1)
+        return _coupling_nhwc(x, log_scale, shift, mask, scale_fn, clamp, reverse)
+    kind = _kind(mask, x, mask_kind)
+    return torch.ops.pygen.affine_coupling_stacked(x, params, mask, kind, scale_fn, clamp, reverse)
 
 
 def additive_coupling(

@@ -4,14 +4,17 @@
 // int64 count and float64 values of: x, log_scale (empty: the additive coupling; rows at its
 // stride), shift (rows at its stride), the uint8 mask (empty unless read), and for the backward
 // grad_y and grad_logdet.
-// OUTPUT (float64): y then logdet; or (backward) grad_x, grad_log_scale (if any) and grad_shift.
+// OUTPUT (float64): y then logdet; or (backward) grad_x, grad_log_scale (if any) and grad_shift,
+// these two with rows param_grad_stride apart and kGap between them (where nothing may write).
 #include "driver_io.h"
 
 namespace ac = pygen::affine_coupling;
 
+constexpr double kGap = -3.0;  // exact in every dtype; scripts/emulate_cuda.py expects it
+
 struct Header {
   int64_t rows, row_len, scale_fn, reverse, mask_kind, parity, width, height, split, mask_row_stride;
-  int64_t log_scale_stride, shift_stride;
+  int64_t log_scale_stride, shift_stride, param_grad_stride;
   int64_t dtype, vector, backward;  // dtype: as emu::with_dtype
 };
 
@@ -22,7 +25,7 @@ void run(const Header& hd, double clamp, const std::vector<std::vector<double>>&
                       clamp,     hd.reverse != 0,    ac::MaskKind(hd.mask_kind),
                       hd.parity, hd.width,           hd.height,
                       hd.split,  hd.mask_row_stride, hd.log_scale_stride,
-                      hd.shift_stride};
+                      hd.shift_stride, hd.param_grad_stride};
   const ac::Segments seg = ac::segments(p);
   const int blocks = static_cast<int>(ac::grid(p, seg).x), threads = ac::kWarpsPerBlock * 32;
   const bool vector = hd.vector != 0;
@@ -44,12 +47,17 @@ void run(const Header& hd, double clamp, const std::vector<std::vector<double>>&
   }
   const emu::Array<T> grad_y(arrays[4]);
   const emu::Array<acc_t> grad_logdet(arrays[5]);
-  emu::Array<T> grad_x(n), grad_log_scale(log_scale.data ? n : 0), grad_shift(n);
+  const size_t n_params = hd.rows * hd.param_grad_stride;
+  emu::Array<T> grad_x(n), grad_log_scale(log_scale.data ? n_params : 0), grad_shift(n_params);
+  for (size_t i = 0; i < n_params; ++i) {
+    grad_shift.data[i] = static_cast<T>(kGap);
+    if (log_scale.data) grad_log_scale.data[i] = static_cast<T>(kGap);
+  }
   emu::launch(blocks, 1, threads, 0, ac::backward_kernel<T, F>, p, seg, vector, grad_y.data, grad_logdet.data, x.data,
               log_scale.data, shift.data, mask.data, grad_x.data, grad_log_scale.data, grad_shift.data);
   emu::append(out, grad_x, n);
-  if (log_scale.data) emu::append(out, grad_log_scale, n);
-  emu::append(out, grad_shift, n);
+  if (log_scale.data) emu::append(out, grad_log_scale, n_params);
+  emu::append(out, grad_shift, n_params);
 }
 
 int main(int argc, char** argv) {

@@ -94,13 +94,11 @@ class _AutoregressiveAffine(nn.Module):
         self, u: Tensor, params: Tensor, reverse: bool, mask: Tensor
     ) -> tuple[Tensor, Tensor]:
         """``u * exp(s) + t`` (``(u - t) * exp(-s)`` for reverse) with ``s, t = params.unbind(1)``
-        (the MADE's two outputs)."""
-        log_scale, shift = params.unbind(1)
+        (the MADE's two outputs, stacked as the op takes them: one gradient, no cat)."""
         impl = ops.reference if self.reference else ops
-        y, logdet = impl.affine_coupling(
+        y, logdet = impl.affine_coupling_stacked(
             u,
-            log_scale,
-            shift,
+            params.flatten(1),
             mask,
             scale_fn=self.scale_fn,
             clamp=self.clamp,

@@ -70,8 +70,9 @@ class _Coupling(nn.Module):
         else:
             self.net = ResidualCNN(features, n_outputs * features, hidden, n_blocks)
 
-    def _conditioner(self, x: Tensor) -> tuple[Tensor, ...]:
-        # The pass-through half is the same before and after the coupling: inverse reads it too.
+    def _conditioner(self, x: Tensor) -> Tensor:
+        """The net's outputs stacked along dim 1 (the ops take them so: one gradient, no cat).
+        The pass-through half is the same before and after the coupling: inverse reads it too."""
         out = self.net(x * self.mask)
         want = (x.shape[0], self.n_outputs * self.shape[0], *self.shape[1:])
         if tuple(out.shape) != want:
@@ -79,7 +80,7 @@ class _Coupling(nn.Module):
                 f"the conditioner must map (N, *{self.shape}) to {self.n_outputs} tensors of "
                 f"that shape stacked along dim 1, shape {want}; it returned {tuple(out.shape)}"
             )
-        return out.chunk(self.n_outputs, dim=1)
+        return out
 
     def _mask_state(self) -> tuple[Tensor, int, int | None]:
         """The mask, its storage and its version: None for an inference tensor, which has no
@@ -124,7 +125,7 @@ class _Coupling(nn.Module):
 
 class AffineCoupling(_Coupling):
     """``y = mask*x + (1-mask)*(x*exp(s) + t)`` with ``(log_scale, t) = net(mask*x)`` and
-    ``s = scale_fn(log_scale)``, through the fused ``pygen.ops.affine_coupling``.
+    ``s = scale_fn(log_scale)``, through the fused ``pygen.ops.affine_coupling_stacked``.
 
     Args:
         shape: per-sample shape, ``(D,)`` (MLP conditioner) or ``(C, H, W)`` (residual CNN).
@@ -157,11 +158,9 @@ class AffineCoupling(_Coupling):
         self.clamp = clamp
 
     def _couple(self, x: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
-        log_scale, shift = self._conditioner(x)
-        y, logdet = self._ops().affine_coupling(
+        y, logdet = self._ops().affine_coupling_stacked(
             x,
-            log_scale,
-            shift,
+            self._conditioner(x),
             self.mask,
             scale_fn=self.scale_fn,
             clamp=self.clamp,
@@ -195,9 +194,8 @@ class AdditiveCoupling(_Coupling):
         super().__init__(shape, mask, parity, hidden, n_blocks, 1, reference, net)
 
     def _couple(self, x: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
-        (shift,) = self._conditioner(x)
         y, logdet = self._ops().additive_coupling(
-            x, shift, self.mask, reverse=reverse, mask_kind=self._mask_kind()
+            x, self._conditioner(x), self.mask, reverse=reverse, mask_kind=self._mask_kind()
         )
         return y, logdet
 
