@@ -4,7 +4,8 @@ RealNVP training step with fused vs reference couplings.
 Inputs are images with a checkerboard mask (computed from indices by the kernel, read by the
 references) and the RealNVP scale function ``tanh``; also with a channel mask (modes "... (channel
 mask)"), and on inputs stored channels-last (modes "... (channels-last)": the kernels run on their
-NHWC views, reading the permuted mask, and y stays channels-last, as the references keep it).
+NHWC views, reading the permuted mask, and y stays channels-last, as the references keep it), and
+with log_scale and shift the halves of one conditioner output (mode "fwd+bwd (stacked)").
 On the CPU the channel mask runs as two spans (one kept, one transformed) and the checkerboard
 as element pairs, both computing the scale function for the transformed half only (NOTES.md:
 "checkerboard pairs as words"). The CUDA kernel tests each element's mask in one loop
@@ -35,7 +36,14 @@ from benchmarks.common import (
     row,
 )
 from pygen.models import RealNVP
-from pygen.ops import affine_coupling, channel_mask, checkerboard_mask, detect_mask_kind, reference
+from pygen.ops import (
+    affine_coupling,
+    affine_coupling_stacked,
+    channel_mask,
+    checkerboard_mask,
+    detect_mask_kind,
+    reference,
+)
 
 OP = "affine_coupling"
 DEVICE = device_under_test()
@@ -151,6 +159,53 @@ def test_affine_coupling(record, quick, shape, dtype, mode, variant):
             for name, got, ref in zip(names, step(), want, strict=True):
                 check_close(f"{provider} {label} {name}", got, ref, dtype)
     nbytes = floor_bytes(shape, dtype, mode, mask_name)
+    steps["copy"] = copy_of(nbytes, DEVICE)
+    for provider, timing in measure_side_by_side(steps, DEVICE, quick).items():
+        record(row(OP, provider, label, shape, dtype, DEVICE, timing, nbytes))
+
+
+@pytest.mark.parametrize(("shape", "dtype"), CASES, ids=lambda c: str(c))
+def test_affine_coupling_stacked(record, quick, shape, dtype):
+    """Mode "fwd+bwd (stacked)": log_scale and shift as a conditioner gives them, the halves of
+    one tensor ``params`` along dim 1, and the gradient of params. ``pygen`` runs
+    ``affine_coupling_stacked`` (one gradient written by the kernels), ``pygen (chunks)``
+    ``affine_coupling`` on ``params.chunk(2, dim=1)`` (autograd concatenates the two halves'
+    gradients), eager and compile the reference on the chunks. Same floor as fwd+bwd."""
+    gen = torch.Generator(DEVICE).manual_seed(0)
+    x, log_scale, shift, mask, kind = make_inputs(shape, dtype, gen)
+    params = torch.cat([log_scale, shift], dim=1).requires_grad_()
+    x.requires_grad_()
+    grads = (
+        torch.randn(shape, device=DEVICE, generator=gen).to(dtype),
+        torch.randn(shape[0], device=DEVICE, generator=gen),
+    )
+    settings = {"scale_fn": SCALE_FN, "mask_kind": kind}
+
+    def step_of(coupling):
+        def step():
+            y, logdet = coupling(x, params)
+            return torch.autograd.grad((y, logdet), (x, params), grads)
+
+        return step
+
+    def on_chunks(fn):
+        return lambda x, params: fn(x, *params.chunk(2, dim=1), mask, **settings)
+
+    steps = {
+        "pygen": step_of(lambda x, params: affine_coupling_stacked(x, params, mask, **settings)),
+        "pygen (chunks)": step_of(on_chunks(affine_coupling)),
+        **{
+            provider: step_of(on_chunks(provider_fn(provider))) for provider in ("eager", "compile")
+        },
+    }
+    grad_x, grad_log_scale, grad_shift = expected(x, log_scale, shift, mask, "fwd+bwd", *grads)
+    want = (grad_x, torch.cat([grad_log_scale, grad_shift], dim=1))
+    label = "fwd+bwd (stacked)"
+    for provider, step in steps.items():
+        if provider != "eager":
+            for name, got, ref in zip(("grad_x", "grad_params"), step(), want, strict=True):
+                check_close(f"{provider} {label} {name}", got, ref, dtype)
+    nbytes = floor_bytes(shape, dtype, "fwd+bwd")
     steps["copy"] = copy_of(nbytes, DEVICE)
     for provider, timing in measure_side_by_side(steps, DEVICE, quick).items():
         record(row(OP, provider, label, shape, dtype, DEVICE, timing, nbytes))
