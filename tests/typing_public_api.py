@@ -91,6 +91,7 @@ def samplers(pixelcnn: models.PixelCNN, pixelrnn: models.PixelRNN, noise: Tensor
 
 def fused_ops(x: Tensor, mask: Tensor) -> None:
     assert_type(ops.affine_coupling(x, x, x, mask, scale_fn="tanh"), tuple[Tensor, Tensor])
+    assert_type(ops.affine_coupling_stacked(x, x, mask, clamp=1.5), tuple[Tensor, Tensor])
     assert_type(ops.additive_coupling(x, x, mask, reverse=True), tuple[Tensor, Tensor])
     assert_type(ops.reference.affine_coupling(x, x, x, mask), tuple[Tensor, Tensor])
     assert_type(ops.detect_mask_kind(mask, x.shape), ops.MaskKind)
