@@ -209,6 +209,24 @@ def test_torch_func_transforms_run_the_twin(device, scale_fn):
     torch.testing.assert_close(jacobian, torch.autograd.functional.jacobian(y_of, x))
 
 
+def test_torch_func_transforms_run_the_stacked_twin(device):
+    shape = (3, 2, 2, 3)
+    x, log_scale, shift = make_inputs(shape, torch.float64, device)
+    params = torch.cat([log_scale, shift], dim=1)
+    mask = make_mask("checkerboard1", shape, device)
+
+    def loss(x, params):  # of one sample
+        y, logdet = affine_coupling_stacked(x[None], params[None], mask, scale_fn="tanh")
+        return logdet.sum() + (y**2).sum()
+
+    per_sample = torch.func.vmap(torch.func.grad(loss, argnums=(0, 1)))(x, params)
+    leaves = [t.detach().requires_grad_() for t in (x, params)]
+    y, logdet = affine_coupling_stacked(*leaves, mask, scale_fn="tanh")
+    expected = torch.autograd.grad(logdet.sum() + (y**2).sum(), leaves)
+    for got, want in zip(per_sample, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
 def test_autocast_promotes_to_the_widest_dtype(device):
     """In an autocast region the bfloat16 conditioner outputs meet a float32 x: the op runs in
     float32 (as the twin's type promotion would), and all-bfloat16 arguments stay bfloat16."""
@@ -227,6 +245,12 @@ def test_autocast_promotes_to_the_widest_dtype(device):
     torch.testing.assert_close(z, additive_coupling(x, half[1].float(), mask)[0], rtol=0, atol=0)
     (y.sum() + logdet.sum()).backward()
     assert all(t.grad is not None and t.grad.dtype == torch.bfloat16 for t in half)
+    params = torch.cat(half, dim=1).detach().requires_grad_()
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+        y, logdet = affine_coupling_stacked(x, params, mask, scale_fn="tanh")
+    torch.testing.assert_close((y, logdet), expected, rtol=0, atol=0)
+    (y.sum() + logdet.sum()).backward()
+    assert params.grad is not None and params.grad.dtype == torch.bfloat16
 
 
 def sample_inputs(device):
@@ -590,10 +614,11 @@ def test_inputs_at_an_odd_element_offset_give_the_same_bits(device, dtype):
 def test_empty_batch(device):
     x = torch.zeros(0, 6, device=device, requires_grad=True)
     mask = checkerboard_mask((6,), device=device)
-    y, logdet = affine_coupling(x, x, x, mask)
-    assert y.shape == (0, 6) and logdet.shape == (0,)
-    (y.sum() + logdet.sum()).backward()
-    assert x.grad.shape == (0, 6)
+    params = torch.zeros(0, 12, device=device, requires_grad=True)
+    for y, logdet in (affine_coupling(x, x, x, mask), affine_coupling_stacked(x, params, mask)):
+        assert y.shape == (0, 6) and logdet.shape == (0,)
+        (y.sum() + logdet.sum()).backward()
+    assert x.grad.shape == (0, 6) and params.grad.shape == (0, 12)
 
 
 # exp(+-s) overflows: with the gradient of logdet alone, y's terms (zero gradient times an infinite
