@@ -19,6 +19,7 @@ from pygen.layers import (
     Inverse,
     Invertible1x1Conv,
     LogitTransform,
+    MAFLayer,
     MultiScaleSplit,
     Squeeze,
     coupling_mask,
@@ -134,6 +135,27 @@ def test_couplings_pass_their_mask_kind_to_the_kernel():
         coupling_mask((4,), "stripes")
     with pytest.raises(ValueError, match="shape must be"):
         AffineCoupling((2, 4))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: AffineCoupling((2, 4, 4), net=torch.nn.Conv2d(2, 4, 3, padding=1)),
+        lambda: MAFLayer(6, hidden=8),
+    ],
+    ids=["coupling", "maf"],
+)
+def test_conditioner_outputs_get_one_gradient_without_a_cat(make):
+    # The layers hand the conditioner's stacked output to affine_coupling_stacked: its gradient
+    # is one kernel output, not two halves autograd concatenates.
+    layer = perturb(make())
+    x = inputs((2, 4, 4)) if isinstance(layer, AffineCoupling) else torch.randn(5, 6)
+    with torch.profiler.profile() as prof:
+        z, logdet = layer(x)
+        (z.square().sum() + logdet.sum()).backward()
+    ops = {event.name for event in prof.events()}
+    assert "pygen::affine_coupling_stacked_backward" in ops
+    assert "aten::cat" not in ops
 
 
 def test_fused_and_reference_couplings_agree():
