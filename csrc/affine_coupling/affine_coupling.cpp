@@ -186,7 +186,7 @@ std::tuple<at::Tensor, at::Tensor> backward_stacked(const std::optional<at::Tens
   const auto [log_scale, shift] = halves(x, params);
   Problem p = check_inputs(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse);
   at::Tensor grad_params = at::empty(params.sizes(), x.options());
-  at::Tensor grad_log_scale = grad_params.narrow(1, 0, x.size(1)), grad_shift = grad_params.narrow(1, x.size(1), x.size(1));
+  auto [grad_log_scale, grad_shift] = halves(x, grad_params);
   p.param_grad_stride = 2 * p.row_len;
   at::Tensor grad_x = backward_into(p, grad_y, grad_logdet, x, log_scale, shift, mask, grad_log_scale, grad_shift);
   return {grad_x, grad_params};
