@@ -24,7 +24,8 @@ std::vector<int64_t> z_shape(const at::Tensor& mu, int64_t n_samples) {
 
 at::IntArrayRef kl_shape(const at::Tensor& mu) { return mu.sizes().slice(0, mu.dim() - 1); }
 
-// Checks shared by forward and backward; returns the kernel view of the problem.
+// Checks shared by forward and backward; returns the kernel view of the problem (gradient rows
+// contiguous).
 Problem check_inputs(const at::Tensor& mu, const at::Tensor& logvar,
                      const std::optional<at::Tensor>& noise, const std::optional<at::Tensor>& seed,
                      int64_t n_samples) {
@@ -41,7 +42,7 @@ Problem check_inputs(const at::Tensor& mu, const at::Tensor& logvar,
     check_seed(*seed, mu);
   }
   const int64_t dim = mu.size(-1);
-  return {mu.numel() / dim, dim, n_samples, dim, dim};
+  return {mu.numel() / dim, dim, n_samples, dim, dim, dim};
 }
 
 at::Tensor contiguous_or_undefined(const std::optional<at::Tensor>& t) {
