@@ -32,6 +32,19 @@ std::tuple<at::Tensor, at::Tensor> backward(const std::optional<at::Tensor>& gra
                                             const std::optional<at::Tensor>& noise,
                                             const std::optional<at::Tensor>& seed, int64_t n_samples);
 
+// The same on stats (..., 2D): mu its first half over the last dimension, logvar its second. The
+// backward returns the gradient of stats, contiguous, with grad_mu and grad_logvar written by the
+// kernels into its halves (no concatenation).
+std::tuple<at::Tensor, at::Tensor> forward_stacked(const at::Tensor& stats,
+                                                   const std::optional<at::Tensor>& noise,
+                                                   const std::optional<at::Tensor>& seed,
+                                                   int64_t n_samples);
+
+at::Tensor backward_stacked(const std::optional<at::Tensor>& grad_z,
+                            const std::optional<at::Tensor>& grad_kl, const at::Tensor& stats,
+                            const std::optional<at::Tensor>& noise,
+                            const std::optional<at::Tensor>& seed, int64_t n_samples);
+
 // Device kernels. Tensors are contiguous but for the row strides of mu, logvar and the gradients
 // (Problem); optional ones are undefined when absent; a seed is read only when noise is undefined.
 void forward_cpu(const Problem& p, const at::Tensor& mu, const at::Tensor& logvar,
