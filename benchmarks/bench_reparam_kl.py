@@ -3,9 +3,12 @@
 All providers draw their own noise (the kernel with Philox, the references with torch's
 generator), as a training step does. Bytes (benchmarks/floors.py): forward reads mu, logvar and
 writes z, kl (3 tensor passes); forward+backward adds reading grad_z, mu, logvar and writing
-grad_mu, grad_logvar (8). Mode "fwd (encoder halves)": mu and logvar are the halves of one
+grad_mu, grad_logvar (8). Modes "(encoder halves)": mu and logvar are the halves of one
 (rows, 2 * dim) tensor, as a VAE's encoder gives them (the kernel reads them in place; the
-references' elementwise ops read any layout). Before timing, each provider other than eager is
+references' elementwise ops read any layout), and with a backward the gradient is that tensor's
+(autograd concatenates the halves'). Mode "fwd+bwd (stacked)": that tensor whole to
+``reparameterize_kl_stacked`` (the references: to ``reference.reparameterize_kl_stacked``), whose
+backward writes the gradient's halves in place. Before timing, each provider other than eager is
 checked against the float32 reference (``check``); then a case's providers are timed side by
 side (``benchmarks.common.measure_side_by_side``), with a copy of the case's floor bytes
 (provider ``copy``): its own ceiling.
@@ -25,7 +28,7 @@ from benchmarks.common import (
     measure_side_by_side,
     row,
 )
-from pygen.ops import reference, reparameterize_kl
+from pygen.ops import reference, reparameterize_kl, reparameterize_kl_stacked
 
 OP = "reparam_kl"
 DEVICE = device_under_test()
@@ -41,15 +44,31 @@ PROVIDERS = ("pygen", "eager", "compile", "compile_eager_rng")
 _compiled = {}
 
 
-def provider_fn(provider: str):
+MODES = [
+    "fwd",
+    "fwd+bwd",
+    "fwd" + floors.ENCODER_HALVES,
+    "fwd+bwd" + floors.ENCODER_HALVES,
+    "fwd+bwd" + floors.STACKED,
+]
+
+
+def provider_fn(provider: str, stacked: bool = False):
+    """The provider's function of (mu, logvar), or (``stacked``) of stats: mu, then logvar."""
     if provider == "pygen":
-        return reparameterize_kl
+        return reparameterize_kl_stacked if stacked else reparameterize_kl
+    twin = reference.reparameterize_kl_stacked if stacked else reference.reparameterize_kl
     if provider == "eager":
-        return reference.reparameterize_kl
-    if provider not in _compiled:
+        return twin
+    if (provider, stacked) not in _compiled:
         options = {"fallback_random": True} if provider == "compile_eager_rng" else {}
-        _compiled[provider] = compile_reference(reference.reparameterize_kl, **options)
-    return _compiled[provider]
+        _compiled[provider, stacked] = compile_reference(twin, **options)
+    return _compiled[provider, stacked]
+
+
+def of_halves(stacked_fn):
+    """A function of stats as one of (mu, logvar), for ``check``."""
+    return lambda mu, logvar, *noise: stacked_fn(torch.cat([mu, logvar], dim=-1), *noise)
 
 
 def floor_bytes(shape, dtype, mode: str) -> int:
@@ -92,48 +111,55 @@ def check(provider, fn, mu, logvar, grad_z, grad_kl) -> None:
         check_close("grad_logvar", grads[1], expected, dtype)
 
 
-def make_inputs(
-    shape, dtype, gen: torch.Generator, halves: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mu, logvar) of the benchmark case on DEVICE; ``halves``: the two halves of one tensor."""
+def make_inputs(shape, dtype, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, logvar) of the benchmark case on DEVICE."""
     mu = torch.randn(shape, device=DEVICE, generator=gen).to(dtype)
     logvar = (0.5 * torch.randn(shape, device=DEVICE, generator=gen)).to(dtype)
-    if halves:
-        mu, logvar = torch.cat([mu, logvar], dim=-1).chunk(2, dim=-1)
     return mu, logvar
 
 
-@pytest.mark.parametrize("mode", ["fwd", "fwd+bwd", "fwd (encoder halves)"])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("shape", "dtype"), CASES, ids=lambda c: str(c))
 def test_reparam_kl(record, quick, shape, dtype, mode):
     gen = torch.Generator(DEVICE).manual_seed(0)
-    mu, logvar = make_inputs(shape, dtype, gen, halves=mode.endswith(floors.ENCODER_HALVES))
+    mu, logvar = make_inputs(shape, dtype, gen)
+    stacked, halves = mode.endswith(floors.STACKED), mode.endswith(floors.ENCODER_HALVES)
+    stats = torch.cat([mu, logvar], dim=-1)  # an encoder's output
+    if halves:
+        mu, logvar = stats.chunk(2, dim=-1)
+    # The timed call's inputs, and what its gradients are taken of.
+    leaves = (stats,) if stacked or halves else (mu, logvar)
     grad_z = grad_kl = None
-    if mode == "fwd+bwd":
-        mu.requires_grad_()
-        logvar.requires_grad_()
+    if mode.startswith("fwd+bwd"):
+        for t in leaves:
+            t.requires_grad_()
         grad_z = torch.randn(shape, device=DEVICE, generator=gen).to(dtype)
         grad_kl = torch.randn(shape[:-1], device=DEVICE, generator=gen).to(dtype)
 
+    def inputs():
+        if stacked:
+            return (stats,)
+        return stats.chunk(2, dim=-1) if halves else (mu, logvar)
+
     def step_of(fn):
-        if mode != "fwd+bwd":
+        if grad_z is None:
 
             def step():
                 with torch.no_grad():
-                    return fn(mu, logvar)
+                    return fn(*inputs())
 
             return step
 
         def step():
-            z, kl = fn(mu, logvar)
-            return torch.autograd.grad((z, kl), (mu, logvar), (grad_z, grad_kl))
+            z, kl = fn(*inputs())
+            return torch.autograd.grad((z, kl), leaves, (grad_z, grad_kl))
 
         return step
 
     steps = {}
     for provider in PROVIDERS:
-        fn = provider_fn(provider)
-        check(provider, fn, mu, logvar, grad_z, grad_kl)
+        fn = provider_fn(provider, stacked)
+        check(provider, of_halves(fn) if stacked else fn, mu, logvar, grad_z, grad_kl)
         steps[provider] = step_of(fn)
     nbytes = floor_bytes(shape, dtype, mode)
     steps["copy"] = copy_of(nbytes, DEVICE)

@@ -12,6 +12,7 @@ ITEMSIZE = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2, "int64": 8}
 CHANNEL_MASK = " (channel mask)"
 CHANNELS_LAST = " (channels-last)"  # the same bytes as the contiguous case
 ENCODER_HALVES = " (encoder halves)"  # mu and logvar the halves of one tensor: the same bytes
+STACKED = " (stacked)"  # that tensor whole, to the stacked op: the same bytes
 
 
 def reparam_kl_bytes(shape, dtype: str, mode: str) -> int:
@@ -50,8 +51,9 @@ def floor_bytes(row: dict) -> int | None:
     if op == "matmul":
         m, k, n = shape
         return (m * k + k * n + m * n) * ITEMSIZE[dtype]
-    if op == "reparam_kl" and mode.removesuffix(ENCODER_HALVES) in ("fwd", "fwd+bwd"):
-        return reparam_kl_bytes(shape, dtype, mode.removesuffix(ENCODER_HALVES))
+    base = mode.removesuffix(ENCODER_HALVES).removesuffix(STACKED)
+    if op == "reparam_kl" and base in ("fwd", "fwd+bwd"):
+        return reparam_kl_bytes(shape, dtype, base)
     if op == "affine_coupling":
         mask = "channel" if mode.endswith(CHANNEL_MASK) else "checkerboard"
         base = mode.removesuffix(CHANNEL_MASK).removesuffix(CHANNELS_LAST)

@@ -270,14 +270,18 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
 
 def compare_values(raw: bytes | str, want, tol: float) -> str | None:
     """None when the driver's float64 values are the tensors ``want``, flattened one after the
-    other, within ``tol`` relative to 1 + |value|; else what differs (or the failure's message)."""
+    other, within ``tol`` relative to 1 + |value|, and NaN exactly where ``want`` is (a gap the
+    kernel must leave untouched); else what differs (or the failure's message)."""
     if isinstance(raw, str):
         return raw
     got = torch.from_numpy(np.frombuffer(raw, dtype=np.float64).copy())
     want = torch.cat([t.double().flatten() for t in want])
     if got.shape != want.shape:
         return f"{got.numel()} values out, {want.numel()} expected"
-    err = relative_error(got, want)
+    gaps = want.isnan()
+    if not torch.equal(got.isnan(), gaps):
+        return f"{(got.isnan() != gaps).sum().item()} values written in a gap or left NaN"
+    err = relative_error(got[~gaps], want[~gaps])
     return None if err <= tol else f"values differ by {err:.2e} (relative)"
 
 
@@ -555,6 +559,17 @@ def rows_at_stride(t: torch.Tensor, stride: int, gap: float = float("nan")) -> t
     return wide.flatten()
 
 
+def grads_at_stride(grad_mu: torch.Tensor, grad_logvar: torch.Tensor, stride: int, offset: int):
+    """The backward driver's gradient buffer as the kernel must leave it: the rows of grad_mu
+    ``stride`` elements apart from its start, those of grad_logvar from ``offset``, NaN between."""
+    rows, dim = grad_mu.shape
+    index = torch.arange(rows)[:, None] * stride + torch.arange(dim)
+    buffer = torch.full((offset + (rows - 1) * stride + dim,), float("nan"), dtype=torch.float64)
+    buffer[index] = grad_mu.double()
+    buffer[offset + index] = grad_logvar.double()
+    return buffer
+
+
 def run_reparam_case(
     binary: Path,
     workdir: Path,
@@ -567,7 +582,9 @@ def run_reparam_case(
 ) -> str | None:
     """A reparameterize + KL case: None when the emulated kernel gives the CPU kernel's z and kl,
     or (backward) its gradients of mu and logvar, within the dtype's rounding. ``stacked``: mu and
-    logvar rows at the strides of the halves of wider tensors (2 and 3 rows' lengths)."""
+    logvar rows at the strides of the halves of wider tensors (2 and 3 rows' lengths), and the
+    gradients written as into the halves of one (the stacked op's), with a row's length of gap
+    after each row of grad_logvar that must stay untouched."""
     rows, dim, samples = case
     torch.manual_seed(0)
     mu, logvar = torch.randn(2, rows, dim, dtype=torch.float64).to(dtype)
@@ -575,7 +592,10 @@ def run_reparam_case(
     noise = torch.randn(z_shape, dtype=torch.float64).to(dtype) if use_noise else None
     seed = None if use_noise else torch.tensor([SEED])
     strides = (2 * dim, 3 * dim) if stacked else (dim, dim)
-    header = [rows, dim, samples, *strides, SEED, DTYPE_CODES[dtype], int(vector), int(backward)]
+    # The gradients' row stride, and where grad_logvar starts in their buffer.
+    grad_layout = (3 * dim, dim) if stacked else (dim, rows * dim)
+    header = [rows, dim, samples, *strides, *grad_layout, SEED, DTYPE_CODES[dtype]]
+    header += [int(vector), int(backward)]
     arrays = [rows_at_stride(mu, strides[0]), rows_at_stride(logvar, strides[1])]
     arrays.append(noise if use_noise else torch.empty(0))
     if backward:
@@ -584,6 +604,7 @@ def run_reparam_case(
         want = torch.ops.pygen.reparameterize_kl_backward(
             grad_z, grad_kl, mu, logvar, noise, seed, samples
         )
+        want = [grads_at_stride(*want, *grad_layout)]
         arrays += [grad_z, grad_kl]
     else:
         want = torch.ops.pygen.reparameterize_kl(mu, logvar, noise, seed, samples)

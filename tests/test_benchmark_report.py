@@ -129,6 +129,14 @@ def test_floor_bytes_counted_by_hand():
     # forward+backward also grad_z, mu, logvar read, grad_mu, grad_logvar written, grad_kl read.
     assert floors.reparam_kl_bytes((256, 64), "float32", "fwd") == (3 * 256 * 64 + 256) * 4
     assert floors.reparam_kl_bytes((256, 64), "float32", "fwd+bwd") == (8 * 256 * 64 + 2 * 256) * 4
+    for layout in (floors.ENCODER_HALVES, floors.STACKED):  # the same bytes from one tensor
+        row = {
+            "op": "reparam_kl",
+            "mode": "fwd+bwd" + layout,
+            "shape": [256, 64],
+            "dtype": "float32",
+        }
+        assert floors.floor_bytes(row) == (8 * 256 * 64 + 2 * 256) * 4
     n = 4 * 2 * 8 * 8
     # Checkerboard: x, log_scale, shift read, y written; backward grad_y, x, log_scale read and
     # three gradients written. Channel mask: the kept half reads no log_scale/shift (forward),

@@ -352,6 +352,10 @@ FORWARD_AD_CASES = {
         lambda mu, logvar: ops.reparameterize_kl(mu, logvar, torch.ones(3, 4, dtype=mu.dtype)),
         lambda: ((3, 4), (3, 4)),
     ),
+    "reparameterize_kl_stacked": (
+        lambda stats: ops.reparameterize_kl_stacked(stats, torch.ones(3, 4, dtype=stats.dtype)),
+        lambda: ((3, 8),),
+    ),
 }
 
 

@@ -1,4 +1,5 @@
-"""pygen.ops.reparameterize_kl against its reference twin, its gradients, its noise, its errors."""
+"""pygen.ops.reparameterize_kl (and its stacked variant, reparameterize_kl_stacked) against the
+reference twin, its gradients, its noise, its errors."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from conftest import FLOAT_DTYPES, assert_close, nested_derivatives, requires_cu
 from scipy import stats
 
 from pygen.layers import GaussianReparameterize
-from pygen.ops import logdet_dtype, reference, reparameterize_kl
+from pygen.ops import logdet_dtype, reference, reparameterize_kl, reparameterize_kl_stacked
 
 # Rows of 12: a multiple of 4 but not of the CUDA kernels' 8-element groups (the element path).
 SHAPES = [(1, 1), (3, 7), (1000, 33), (2, 3, 5, 8), (6, 12), (4, 256)]
@@ -444,3 +445,249 @@ def test_cpu_16_bit_outputs_round_like_torch(dtype):
     expected = (mu.float() + eps.float()).to(dtype)
     same = (z.view(torch.int16) == expected.view(torch.int16)) | (z.isnan() & expected.isnan())
     assert same.all()
+
+
+# The stacked variant: mu and logvar the halves of one tensor, stats (..., 2D).
+fused_stacked = torch.ops.pygen.reparameterize_kl_stacked  # (stats, noise, seed, n_samples)
+stacked_backward = torch.ops.pygen.reparameterize_kl_stacked_backward
+STACKED_SHAPES = [(7, 12), (2, 3, 16), (2, 3, 2, 5)]  # mu's: 1, 2 and 3 batch dimensions
+
+
+def stack(mu: torch.Tensor, logvar: torch.Tensor, layout: str = "contiguous") -> torch.Tensor:
+    """stats (..., 2D): mu then logvar over the last dimension, laid out as ``layout`` says."""
+    stats = torch.cat([mu, logvar], dim=-1)
+    if layout == "slice":  # the middle of a wider tensor: rows read in place, 2D + 6 apart
+        pad = torch.full(
+            (*stats.shape[:-1], 3), float("nan"), dtype=stats.dtype, device=stats.device
+        )
+        return torch.cat([pad, stats, pad], dim=-1)[..., 3:-3]
+    if layout == "transposed":  # rows not contiguous: the halves are copied
+        return stats.transpose(-1, -2).contiguous().transpose(-1, -2)
+    return stats
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "slice", "transposed"])
+@pytest.mark.parametrize("n_samples", [1, 3])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("shape", STACKED_SHAPES)
+def test_stacked_values_and_gradients_match_reference(device, shape, dtype, n_samples, layout):
+    mu, logvar, noise = make_inputs(shape, dtype, device, n_samples)
+    gen = torch.Generator().manual_seed(1)
+    grad_z = torch.randn(noise.shape, generator=gen, dtype=torch.float64).to(device)
+    grad_kl = torch.randn(shape[:-1], generator=gen, dtype=torch.float64).to(device)
+    stats = stack(mu, logvar, layout).requires_grad_()
+    z, kl = reparameterize_kl_stacked(stats, noise, n_samples=n_samples)
+    (grad_stats,) = torch.autograd.grad((z, kl), stats, (grad_z.to(dtype), grad_kl.to(kl.dtype)))
+    leaves = [t.double().requires_grad_() for t in (mu, logvar)]
+    z_ref, kl_ref = reference.reparameterize_kl(*leaves, noise.double(), n_samples=n_samples)
+    grads_ref = torch.autograd.grad((z_ref, kl_ref), leaves, (grad_z, grad_kl))
+    assert z.dtype == dtype and kl.dtype == logdet_dtype(dtype)
+    assert z.shape == z_ref.shape and kl.shape == shape[:-1]
+    assert grad_stats.shape == stats.shape and grad_stats.is_contiguous()
+    assert_close(z, z_ref, dtype)
+    assert_close(kl, kl_ref, kl.dtype, scale=max(1.0, shape[-1] ** 0.5))
+    assert_close(grad_stats, torch.cat(grads_ref, dim=-1), dtype, scale=n_samples)
+
+
+@pytest.mark.parametrize("noise_given", [True, False], ids=["noise", "drawn"])
+@pytest.mark.parametrize("layout", ["contiguous", "slice", "transposed"])
+@pytest.mark.parametrize("n_samples", [1, 2])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_stacked_equals_the_halves_bitwise(device, dtype, n_samples, layout, noise_given):
+    """The same kernels on the same rows: z (the same Philox stream for the same seed), kl and the
+    gradients are those of reparameterize_kl on stats.chunk(2, dim=-1), bit for bit."""
+    mu, logvar, noise = make_inputs((2, 5, 24), dtype, device, n_samples)
+    grad_z = torch.randn_like(noise)
+    noise = noise if noise_given else None
+    grad_kl = torch.randn(2, 5, device=device, dtype=logdet_dtype(dtype))
+    results = []
+    for op in ("stacked", "halves"):
+        stats = stack(mu, logvar, layout).requires_grad_()
+        torch.manual_seed(7)
+        if op == "stacked":
+            z, kl = reparameterize_kl_stacked(stats, noise, n_samples=n_samples)
+        else:
+            z, kl = reparameterize_kl(*stats.chunk(2, dim=-1), noise, n_samples=n_samples)
+        results.append((z, kl, *torch.autograd.grad((z, kl), stats, (grad_z, grad_kl))))
+    for got, want in zip(*results, strict=True):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize(
+    "check", [torch.autograd.gradcheck, torch.autograd.gradgradcheck], ids=lambda f: f.__name__
+)
+@pytest.mark.parametrize("n_samples", [1, 3])
+def test_stacked_gradcheck_float64(device, n_samples, check):
+    mu, logvar, noise = make_inputs((3, 5), torch.float64, device, n_samples)
+    stats = stack(mu, logvar).requires_grad_()
+    noise.requires_grad_()
+    seed = seed_tensor(7, device)
+    assert check(lambda s, e: fused_stacked(s, e, None, n_samples), (stats, noise))
+    assert check(lambda s: fused_stacked(s, None, seed, n_samples), (stats,))
+
+
+def test_stacked_under_torch_func_runs_the_twin(device):
+    mu, logvar, noise = make_inputs((4, 3), torch.float64, device, n_samples=2)
+    stats = stack(mu, logvar)
+
+    def loss(s, e):  # one row
+        z, kl = reparameterize_kl_stacked(s, e, n_samples=2)
+        return (z**2).sum() + kl
+
+    grads = torch.func.vmap(torch.func.grad(loss), in_dims=(0, 1))(stats, noise)
+    leaf = stats.detach().requires_grad_()
+    z, kl = reparameterize_kl_stacked(leaf, noise, n_samples=2)
+    (expected,) = torch.autograd.grad((z**2).sum() + kl.sum(), leaf)
+    torch.testing.assert_close(grads, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_stacked_autocast_promotes_to_the_widest_dtype(device):
+    mu, logvar, noise = make_inputs((4, 3), torch.float32, device)
+    stats = stack(mu, logvar).bfloat16().requires_grad_()
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+        z, kl = reparameterize_kl_stacked(stats, noise)
+        z16, _ = reparameterize_kl_stacked(stats, noise.bfloat16())
+    assert z.dtype == torch.float32 and z16.dtype == torch.bfloat16
+    torch.testing.assert_close((z, kl), reparameterize_kl_stacked(stats.float(), noise))
+    (z.sum() + kl.sum()).backward()
+    assert stats.grad is not None and stats.grad.dtype == torch.bfloat16
+
+
+def test_stacked_opcheck(device):
+    for n_samples in (1, 2):
+        for grad in (False, True):
+            mu, logvar, noise = make_inputs((4, 6), torch.float32, device, n_samples)
+            stats = stack(mu, logvar).requires_grad_(grad)
+            torch.library.opcheck(fused_stacked, (stats, noise, None, n_samples))
+            torch.library.opcheck(fused_stacked, (stats, None, seed_tensor(3, device), n_samples))
+    mu, logvar, noise = make_inputs((4, 6), torch.float32, device, 2)
+    grad_z, grad_kl = torch.randn_like(noise), torch.randn(4, device=device)
+    for stats in (stack(mu, logvar), stack(mu, logvar, "slice"), stack(mu, logvar, "transposed")):
+        # Strided stats: the kernels' gradient is contiguous, and so must the fake one be.
+        torch.library.opcheck(stacked_backward, (grad_z, grad_kl, stats, noise, None, 2))
+        torch.library.opcheck(
+            stacked_backward, (None, grad_kl, stats, None, seed_tensor(1, device), 2)
+        )
+    # 16-bit inputs: the KL and its gradient are float32.
+    mu, logvar, noise = make_inputs((4, 6), torch.bfloat16, device, 1)
+    stats = stack(mu, logvar)
+    torch.library.opcheck(fused_stacked, (stats.requires_grad_(), noise, None, 1))
+    grad_z, grad_kl = torch.randn_like(noise), torch.randn(4, device=device)
+    torch.library.opcheck(stacked_backward, (grad_z, grad_kl, stats, noise, None, 1))
+
+
+def test_stacked_backward_copies_nothing():
+    # The halves' gradients are written into one tensor: no torch.cat, as the chunks' backward
+    # runs (the baseline, which shows the profiler would see one), and no copy of stats.
+    grad_z, grad_kl = torch.randn(8, 16), torch.randn(8)
+
+    def ops_run(fn) -> set[str]:
+        stats = torch.randn(8, 2 * 16, requires_grad=True)
+        with torch.profiler.profile() as prof:
+            z, kl = fn(stats)
+            torch.autograd.backward((z, kl), (grad_z, grad_kl))
+        return {event.name for event in prof.events()}
+
+    assert "aten::cat" in ops_run(lambda s: reparameterize_kl(*s.chunk(2, dim=-1)))
+    ops = ops_run(reparameterize_kl_stacked)
+    assert "pygen::reparameterize_kl_stacked_backward" in ops
+    assert not ops & {"aten::cat", "aten::contiguous", "aten::clone", "aten::copy_"}
+
+
+def test_stacked_torch_compile_matches_eager(device):
+    mu, logvar, noise = make_inputs((64, 16), torch.float32, device, 2)
+    stats = stack(mu, logvar).requires_grad_()
+
+    def loss(s, eps):
+        z, kl = reparameterize_kl_stacked(s, eps, n_samples=2)
+        return z.square().mean() + kl.mean()
+
+    compiled = torch.compile(loss, fullgraph=True)
+    eager_value, compiled_value = loss(stats, noise), compiled(stats, noise)
+    torch.testing.assert_close(compiled_value, eager_value)
+    torch.testing.assert_close(
+        torch.autograd.grad(compiled_value, stats)[0], torch.autograd.grad(eager_value, stats)[0]
+    )
+    z, kl = torch.compile(lambda s: reparameterize_kl_stacked(s), fullgraph=True)(stats)
+    assert z.shape == mu.shape and torch.isfinite(z).all()
+    torch.testing.assert_close(kl, reference.reparameterize_kl(mu, logvar, noise[0])[1])
+
+
+def test_stacked_empty_batch(device):
+    stats = torch.zeros(0, 10, device=device, requires_grad=True)
+    z, kl = reparameterize_kl_stacked(stats)
+    assert z.shape == (0, 5) and kl.shape == (0,)
+    (z.sum() + kl.sum()).backward()
+    assert stats.grad.shape == (0, 10)
+
+
+@pytest.mark.parametrize(
+    ("shape", "match"),
+    [
+        ((3, 5), r"stats must have an even, non-empty last dimension \(mu, then logvar\)"),
+        ((3, 0), r"even, non-empty last dimension .* got shape \[3, 0\]"),
+        ((), r"even, non-empty last dimension .* got shape \[\]"),
+    ],
+)
+def test_stacked_bad_stats_shape_raises(shape, match):
+    stats = torch.zeros(shape)
+    # The op, its twin and its fake (torch.compile's tracing) alike.
+    for op, device in [
+        (reparameterize_kl_stacked, "cpu"),
+        (reference.reparameterize_kl_stacked, "cpu"),
+        (reparameterize_kl_stacked, "meta"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            op(stats.to(device))
+
+
+def test_stacked_bad_stats_dtype_raises():
+    with pytest.raises(TypeError, match="stats must be float32, float64, float16 or bfloat16"):
+        reparameterize_kl_stacked(torch.zeros(3, 4, dtype=torch.int64))
+
+
+def test_stacked_bad_noise_gradients_and_sample_count_raise():
+    stats = torch.zeros(3, 8)
+    with pytest.raises(ValueError, match="n_samples must be >= 1"):
+        reparameterize_kl_stacked(stats, n_samples=0)
+    with pytest.raises(ValueError, match=r"noise must have shape \[3, 4\], got \[3, 8\]"):
+        reparameterize_kl_stacked(stats, torch.zeros(3, 8))
+    with pytest.raises(ValueError, match=r"noise must have shape \[2, 3, 4\]"):
+        reparameterize_kl_stacked(stats, torch.zeros(3, 4), n_samples=2)
+    with pytest.raises(TypeError, match="noise has dtype Double but stats has dtype Float"):
+        reparameterize_kl_stacked(stats, torch.zeros(3, 4, dtype=torch.float64))
+    half = stats.bfloat16()
+    with pytest.raises(TypeError, match="grad_kl must have dtype Float, got BFloat16"):
+        stacked_backward(None, torch.zeros(3, dtype=torch.bfloat16), half, half[:, :4], None, 1)
+    with pytest.raises(ValueError, match=r"grad_kl must have shape \[3\], got \[4\]"):
+        stacked_backward(None, torch.zeros(4), half, half[:, :4], None, 1)
+    with pytest.raises(TypeError, match="grad_z has dtype Float but stats has dtype BFloat16"):
+        stacked_backward(torch.zeros(3, 4), None, half, half[:, :4], None, 1)
+
+
+def test_stacked_meta_mix_raises_and_all_meta_gives_the_shapes():
+    stats, meta = torch.zeros(3, 8), torch.zeros(3, 4, device="meta")
+    with pytest.raises(RuntimeError, match="noise is on meta but stats is on cpu"):
+        reparameterize_kl_stacked(stats, meta)
+    z, kl = reparameterize_kl_stacked(stats.to("meta"), meta, n_samples=1)
+    assert z.is_meta and z.shape == (3, 4) and kl.is_meta and kl.shape == (3,)
+
+
+@requires_cuda
+def test_stacked_cpu_cuda_mix_raises():
+    with pytest.raises(RuntimeError, match="noise is on"):
+        reparameterize_kl_stacked(torch.zeros(3, 8, device="cuda"), torch.zeros(3, 4))
+
+
+def test_layer_forward_stacked_matches_forward_and_reference():
+    mu, logvar, noise = make_inputs((6, 10), torch.float32, "cpu", 2)
+    stats = stack(mu, logvar)
+    fused_layer = GaussianReparameterize(n_samples=2)
+    reference_layer = GaussianReparameterize(n_samples=2, reference=True)
+    expected = fused_layer(mu, logvar, noise)
+    for layer in (fused_layer, reference_layer):
+        torch.testing.assert_close(layer.forward_stacked(stats, noise), expected)
+    gen_a, gen_b = (torch.Generator().manual_seed(3) for _ in range(2))
+    z, kl = fused_layer.forward_stacked(stats, generator=gen_a, n_samples=3)
+    assert z.shape == (3, 6, 10) and kl.shape == (6,)
+    assert torch.equal(z, fused_layer(mu, logvar, generator=gen_b, n_samples=3)[0])

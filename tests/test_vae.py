@@ -13,7 +13,7 @@ from torch import nn
 from pygen.data import DIGIT_LEVELS, load_digits
 from pygen.models import VAE, GaussianLikelihood
 from pygen.models.vae import _diagonal_normal_log_prob, _standard_normal_log_prob
-from pygen.ops import reference
+from pygen.ops import reference, reparameterize_kl
 from pygen.utils import read_png
 
 
@@ -268,6 +268,48 @@ def test_fused_and_reference_give_the_same_loss_and_gradients(objective, archite
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-5)
     for name, grad in grads.items():
         torch.testing.assert_close(grad, ref_grads[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("group_size", [4, 2], ids=["one-kl-group", "two-kl-groups"])
+def test_elbo_reparameterizes_the_encoder_output_as_its_halves(device, group_size):
+    # The model hands the encoder's output to the stacked op (a view of it with one KL group, a
+    # copy with several): the terms and gradients of the op on encode()'s halves, bit for bit,
+    # with the same seed (the same Philox stream).
+    torch.manual_seed(0)
+    free_bits = 0.5 if group_size < 4 else 0.0
+    options = {"free_bits": free_bits, "free_bits_group_size": group_size}
+    model = VAE(latent_dim=4, hidden=16, **options).to(device)
+    x = small_batch().to(device)
+
+    def halves():  # the op on encode()'s halves, grouped as the model groups the KL
+        mu, logvar = model.encode(x)
+        groups = (-1, group_size)
+        z, kl = reparameterize_kl(
+            mu.unflatten(-1, groups),
+            logvar.unflatten(-1, groups),
+            generator=torch.Generator(device).manual_seed(1),
+        )
+        return model._log_px(model._decoder_params(z.flatten(-2)), x), kl.sum(-1)
+
+    def terms_and_grads(elbo):
+        model.zero_grad()
+        reconstruction, kl = elbo()
+        (reconstruction - kl).sum().backward()
+        return [reconstruction, kl, *(p.grad for p in model.parameters())]
+
+    got = terms_and_grads(lambda: model.elbo(x, generator=torch.Generator(device).manual_seed(1)))
+    for g, w in zip(got, terms_and_grads(halves), strict=True):
+        assert torch.equal(g, w)
+
+
+def test_the_loss_backward_concatenates_no_gradient_halves():
+    torch.manual_seed(0)
+    model = VAE(latent_dim=4, hidden=16)
+    loss = model.loss(small_batch())
+    with torch.profiler.profile() as prof:
+        loss.backward()
+    ops = {event.name for event in prof.events()}
+    assert "pygen::reparameterize_kl_stacked_backward" in ops and "aten::cat" not in ops
 
 
 def manual_terms(model, x, noise):

@@ -107,12 +107,14 @@ PYGEN_CPU_CLONES void backward_rows(const Problem& p, const scalar_t* grad_z, co
       }
       const scalar_t* mu_d = mu + r * p.mu_stride + d0;
       const scalar_t* logvar_d = logvar + r * p.logvar_stride + d0;
+      scalar_t* grad_mu_d = grad_mu + r * p.grad_stride + d0;
+      scalar_t* grad_logvar_d = grad_logvar + r * p.grad_stride + d0;
 #pragma omp simd
       for (int64_t i = 0; i < n; ++i) {
         const acc_t m = widen<acc_t>(mu_d[i]);
         const acc_t sd = fast_exp(acc_t(0.5) * widen<acc_t>(logvar_d[i]));
-        grad_mu[offset + i] = narrow<scalar_t>(gkl * m + sum_g[i]);
-        grad_logvar[offset + i] =
+        grad_mu_d[i] = narrow<scalar_t>(gkl * m + sum_g[i]);
+        grad_logvar_d[i] =
             narrow<scalar_t>(acc_t(0.5) * (grad_times(gkl, sd * sd - acc_t(1)) + grad_times(sum_g_eps[i], sd)));
       }
     }

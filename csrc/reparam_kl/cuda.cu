@@ -115,6 +115,7 @@ backward_kernel(Problem p, const scalar_t* __restrict__ grad_z,
   const uint64_t seed = (noise || !grad_z) ? 0 : static_cast<uint64_t>(*seed_ptr);
   const acc_t gkl = grad_kl ? grad_kl[row] : acc_t(0);
   const int64_t base = row * p.dim, m_base = row * p.mu_stride, lv_base = row * p.logvar_stride;
+  const int64_t grad_base = row * p.grad_stride;
   for (int64_t d = static_cast<int64_t>(lane) * W; d < p.dim; d += 32 * W) {
     const int n = static_cast<int>(min(static_cast<int64_t>(W), p.dim - d));
     acc_t m[W], lv[W], eps[W], g[W], out_mu[W], out_lv[W];
@@ -137,8 +138,8 @@ backward_kernel(Problem p, const scalar_t* __restrict__ grad_z,
       out_mu[k] = gkl * m[k] + sum_g[k];
       out_lv[k] = acc_t(0.5) * (grad_times(gkl, sd * sd - acc_t(1)) + grad_times(sum_g_eps[k], sd));
     }
-    store_group<W>(grad_mu, base + d, n, kAligned, out_mu);
-    store_group<W>(grad_logvar, base + d, n, kAligned, out_lv);
+    store_group<W>(grad_mu, grad_base + d, n, kAligned, out_mu);
+    store_group<W>(grad_logvar, grad_base + d, n, kAligned, out_lv);
   }
 }
 
@@ -154,12 +155,13 @@ at::Tensor device_seed(const at::Tensor& noise, const at::Tensor& seed, const at
 
 }  // namespace
 
-// The vector path needs rows (and rows of mu and logvar) a multiple of W elements apart and every
-// pointer aligned to a group.
+// The vector path needs rows (and rows of mu, logvar and the gradients) a multiple of W elements
+// apart and every pointer aligned to a group.
 template <typename scalar_t>
 bool groups_aligned(const Problem& p, std::initializer_list<const at::Tensor*> tensors) {
   constexpr int W = wide_group<scalar_t>();
-  if (p.dim % W != 0 || p.mu_stride % W != 0 || p.logvar_stride % W != 0) return false;
+  if (p.dim % W != 0 || p.mu_stride % W != 0 || p.logvar_stride % W != 0 || p.grad_stride % W != 0)
+    return false;
   for (const at::Tensor* t : tensors)
     if (t->defined() && reinterpret_cast<uintptr_t>(t->const_data_ptr()) % sizeof(Vec<scalar_t, W>) != 0)
       return false;

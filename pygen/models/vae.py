@@ -241,10 +241,14 @@ class VAE(nn.Module):
             )
         self.likelihood.check(x)
 
+    def _encoder_stats(self, x: Tensor) -> Tensor:
+        """The encoder's output for a checked batch x: ``(N, 2 * latent_dim)``, mu then logvar."""
+        self._check(x)
+        return self.encoder(self.likelihood.to_unit(x).to(self._dtype()))
+
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and log-variance of q(z|x), each ``(N, latent_dim)``, for a checked batch x."""
-        self._check(x)
-        mu, logvar = self.encoder(self.likelihood.to_unit(x).to(self._dtype())).chunk(2, dim=-1)
+        mu, logvar = self._encoder_stats(x).chunk(2, dim=-1)
         return mu, logvar
 
     def _decoder_params(self, z: Tensor) -> Tensor:
@@ -268,22 +272,24 @@ class VAE(nn.Module):
 
     def _reparameterize(
         self,
-        mu: Tensor,
-        logvar: Tensor,
+        stats: Tensor,
         noise: Tensor | None,
         n_samples: int,
         generator: torch.Generator | None,
     ) -> tuple[Tensor, Tensor]:
         """z ``(N, L)`` (``(n_samples, N, L)`` when n_samples > 1) and the KL per latent group
-        ``(N, G)`` from the op, called on ``(N, G, group_size)`` views."""
-        z_shape = mu.shape if n_samples == 1 else (n_samples, *mu.shape)
+        ``(N, G)`` from the encoder's output ``stats`` ``(N, 2L)`` by the stacked op, called on
+        ``(N, G, 2 * group_size)``: each group's mu, then its logvar. With one group that is a
+        view of stats, whose gradient the op then writes whole (a chunk's would be concatenated)."""
+        mu_shape = (*stats.shape[:-1], stats.shape[-1] // 2)
+        z_shape = mu_shape if n_samples == 1 else (n_samples, *mu_shape)
         if noise is not None and noise.shape != z_shape:
             raise ValueError(f"noise must have shape {tuple(z_shape)}, got {tuple(noise.shape)}")
-        groups = (-1, self._kl_group_size)
-        z, kl = self.reparameterize(
-            mu.unflatten(-1, groups),
-            logvar.unflatten(-1, groups),
-            None if noise is None else noise.unflatten(-1, groups),
+        group = self._kl_group_size
+        grouped = stats.unflatten(-1, (2, -1, group)).transpose(-3, -2).flatten(-2)
+        z, kl = self.reparameterize.forward_stacked(
+            grouped,
+            None if noise is None else noise.unflatten(-1, (-1, group)),
             generator=generator,
             n_samples=n_samples,
         )
@@ -292,8 +298,7 @@ class VAE(nn.Module):
     def _elbo_parts(
         self, x: Tensor, noise: Tensor | None, generator: torch.Generator | None
     ) -> tuple[Tensor, Tensor]:
-        mu, logvar = self.encode(x)
-        z, kl_groups = self._reparameterize(mu, logvar, noise, 1, generator)
+        z, kl_groups = self._reparameterize(self._encoder_stats(x), noise, 1, generator)
         return self._log_px(self._decoder_params(z), x), kl_groups
 
     def elbo(
@@ -307,15 +312,16 @@ class VAE(nn.Module):
     def _log_weights(
         self,
         x: Tensor,
-        mu: Tensor,
-        logvar: Tensor,
+        stats: Tensor,
         k: int,
         noise: Tensor | None,
         generator: torch.Generator | None,
         kl_weight: float = 1.0,
     ) -> Tensor:
-        """log p(x|z) + kl_weight * (log p(z) - log q(z|x)) for k draws of z: ``(k, N)``."""
-        z, _ = self._reparameterize(mu, logvar, noise, k, generator)
+        """log p(x|z) + kl_weight * (log p(z) - log q(z|x)) for k draws of z: ``(k, N)``, from
+        the encoder's output ``stats``."""
+        z, _ = self._reparameterize(stats, noise, k, generator)
+        mu, logvar = stats.chunk(2, dim=-1)
         z = z.reshape(k, *mu.shape)
         log_ratio = _standard_normal_log_prob(z) - _diagonal_normal_log_prob(z, mu, logvar)
         return self._log_px(self._decoder_params(z), x) + kl_weight * log_ratio
@@ -339,8 +345,8 @@ class VAE(nn.Module):
         term then takes the KL weight). ``noise``: ``(N, L)``, or ``(iwae_k, N, L)`` for IWAE."""
         weight = self.kl_weight(step)
         if self.iwae_k > 1:
-            mu, logvar = self.encode(x)
-            log_w = self._log_weights(x, mu, logvar, self.iwae_k, noise, generator, weight)
+            stats = self._encoder_stats(x)
+            log_w = self._log_weights(x, stats, self.iwae_k, noise, generator, weight)
             return -(torch.logsumexp(log_w, 0) - math.log(self.iwae_k)).mean()
         reconstruction, kl_groups = self._elbo_parts(x, noise, generator)
         if self.free_bits > 0:
@@ -367,10 +373,10 @@ class VAE(nn.Module):
         chunk = k if chunk_size is None else chunk_size
         if chunk < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        mu, logvar = self.encode(x)
+        stats = self._encoder_stats(x)
         log_w = torch.cat(
             [
-                self._log_weights(x, mu, logvar, min(chunk, k - start), None, generator)
+                self._log_weights(x, stats, min(chunk, k - start), None, generator)
                 for start in range(0, k, chunk)
             ]
         )

@@ -17,7 +17,7 @@ from pygen.ops.made_solve import made_affine_solve
 from pygen.ops.pixelcnn import pixelcnn_sample
 from pygen.ops.pixelrnn import pixelrnn_sample
 from pygen.ops.reference import logdet_dtype
-from pygen.ops.reparam_kl import reparameterize_kl
+from pygen.ops.reparam_kl import reparameterize_kl, reparameterize_kl_stacked
 
 __all__ = [
     "MaskKind",
@@ -33,5 +33,6 @@ __all__ = [
     "pixelrnn_sample",
     "reference",
     "reparameterize_kl",
+    "reparameterize_kl_stacked",
     "runs_twins",
 ]

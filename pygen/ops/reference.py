@@ -40,6 +40,30 @@ def reparameterize_kl(
     return z, kl
 
 
+def stats_halves(stats: Tensor) -> tuple[Tensor, Tensor]:
+    """``(mu, logvar)``, the halves of ``stats`` ``(..., 2D)`` over its last dimension (views);
+    the fused op's ValueError for a last dimension that is odd or empty."""
+    if stats.dim() == 0 or stats.shape[-1] == 0 or stats.shape[-1] % 2:
+        raise ValueError(
+            "stats must have an even, non-empty last dimension (mu, then logvar), got shape "
+            f"{list(stats.shape)}"
+        )
+    mu, logvar = stats.chunk(2, dim=-1)
+    return mu, logvar
+
+
+def reparameterize_kl_stacked(
+    stats: Tensor,
+    noise: Tensor | None = None,
+    *,
+    n_samples: int = 1,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``reparameterize_kl`` of the halves of ``stats`` ``(..., 2D)``: mu, then logvar."""
+    mu, logvar = stats_halves(stats)
+    return reparameterize_kl(mu, logvar, noise, n_samples=n_samples, generator=generator)
+
+
 def check_scale_fn(scale_fn: str, clamp: float | None) -> None:
     """The errors of ``pygen.ops.affine_coupling`` (its kernels check the same) for a
     ``scale_fn`` and ``clamp`` it does not take; layers check them when they are built."""

@@ -1,9 +1,10 @@
-"""Fused reparameterization + Gaussian KL: ``pygen.ops.reparameterize_kl``.
+"""Fused reparameterization + Gaussian KL: ``pygen.ops.reparameterize_kl`` and
+``pygen.ops.reparameterize_kl_stacked`` (mu and logvar the halves of one tensor).
 
-The operators ``pygen::reparameterize_kl`` and ``pygen::reparameterize_kl_backward`` (kernels and
-autograd) are registered in C++ when pygen._C loads; this module adds their fake (shape-only)
-implementations for torch.compile, the backward's own derivative (from the twin) and the public
-function that draws the seed.
+The operators ``pygen::reparameterize_kl``, ``pygen::reparameterize_kl_stacked`` and their
+backward operators (kernels and autograd) are registered in C++ when pygen._C loads; this module
+adds their fake (shape-only) implementations for torch.compile, the backwards' own derivatives
+(from the twin) and the public functions that draw the seed.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from pygen.ops._higher_order import register_twin_backward, runs_twins, vjp
 from pygen.ops._random import draw_seed
 
 _forward = torch.ops.pygen.reparameterize_kl
+_forward_stacked = torch.ops.pygen.reparameterize_kl_stacked
 
 
 @torch.library.register_fake("pygen::reparameterize_kl")
-def _(mu, logvar, noise, seed, n_samples):
+def _fake_forward(mu, logvar, noise, seed, n_samples):
     check_same_device("mu", mu, logvar=logvar, noise=noise)  # the seed may stay on the CPU
     z_shape = mu.shape if n_samples == 1 else (n_samples, *mu.shape)
     return mu.new_empty(z_shape), mu.new_empty(
@@ -35,6 +37,19 @@ def _(grad_z, grad_kl, mu, logvar, noise, seed, n_samples):
     return mu.new_empty(mu.shape), logvar.new_empty(logvar.shape)  # contiguous, as the kernels'
 
 
+@torch.library.register_fake("pygen::reparameterize_kl_stacked")
+def _(stats, noise, seed, n_samples):
+    check_same_device("stats", stats, noise=noise)
+    return _fake_forward(*reference.stats_halves(stats), noise, seed, n_samples)
+
+
+@torch.library.register_fake("pygen::reparameterize_kl_stacked_backward")
+def _(grad_z, grad_kl, stats, noise, seed, n_samples):
+    check_same_device("stats", stats, grad_z=grad_z, grad_kl=grad_kl, noise=noise)
+    reference.stats_halves(stats)  # the kernels' error for an odd last dimension
+    return stats.new_empty(stats.shape)  # contiguous, as the kernels'
+
+
 def _twin_backward(grad_z, grad_kl, mu, logvar, noise, seed, n_samples):
     """The backward op's gradients by the twin; a seed's noise is the op's z at mu 0, sigma 1."""
     if noise is None:
@@ -45,6 +60,15 @@ def _twin_backward(grad_z, grad_kl, mu, logvar, noise, seed, n_samples):
 
 
 register_twin_backward("pygen::reparameterize_kl_backward", _twin_backward)
+
+
+def _twin_backward_stacked(grad_z, grad_kl, stats, noise, seed, n_samples):
+    """The stacked backward op's gradient by the twin: the halves' gradients side by side."""
+    mu, logvar = reference.stats_halves(stats)
+    return [torch.cat(_twin_backward(grad_z, grad_kl, mu, logvar, noise, seed, n_samples), -1)]
+
+
+register_twin_backward("pygen::reparameterize_kl_stacked_backward", _twin_backward_stacked)
 
 
 def reparameterize_kl(
@@ -77,6 +101,11 @@ def reparameterize_kl(
     Under ``torch.func`` transforms (``grad``, ``jacrev``, ``vmap``...) and forward-mode AD it
     runs its twin, ``pygen.ops.reference.reparameterize_kl`` (noise from ``torch.randn`` with
     ``generator``).
+
+    For mu and logvar that are the halves of one tensor (``h.chunk(2, dim=-1)``), prefer
+    ``reparameterize_kl_stacked(h)``: the same results, and its backward writes ``h``'s gradient
+    as one tensor instead of concatenating those of the halves (a copy that costs more than
+    the kernel).
     """
     if runs_twins(mu, logvar, noise):
         return reference.reparameterize_kl(
@@ -84,3 +113,36 @@ def reparameterize_kl(
         )
     seed = draw_seed(mu.device, generator) if noise is None else None
     return _forward(mu, logvar, noise, seed, n_samples)
+
+
+def reparameterize_kl_stacked(
+    stats: Tensor,
+    noise: Tensor | None = None,
+    *,
+    n_samples: int = 1,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``reparameterize_kl(mu, logvar, ...)`` with ``mu, logvar = stats.chunk(2, dim=-1)``: an
+    encoder's output as it comes, without the cost of the chunks' gradient.
+
+    Args:
+        stats: ``(..., 2 * D)``: mu in the first half of the last dimension, logvar in the second
+            (dtypes as ``reparameterize_kl``'s). Read in place where its rows over the last
+            dimension are contiguous and a constant stride apart; else copied.
+        noise, n_samples, generator: as in ``reparameterize_kl``, with ``(..., D)`` the shape of
+            mu. Drawn noise is the same: ``z`` equals ``reparameterize_kl``'s for the same seed.
+
+    Returns:
+        ``(z, kl)`` as ``reparameterize_kl(mu, logvar, ...)`` returns them. The gradient of
+        ``stats`` is one contiguous tensor into whose halves the backward kernel writes those of
+        mu and logvar (chunks' gradients would be concatenated, a copy of the whole gradient).
+
+    Under ``torch.func`` transforms and forward-mode AD it runs its twin,
+    ``pygen.ops.reference.reparameterize_kl_stacked``.
+    """
+    if runs_twins(stats, noise):
+        return reference.reparameterize_kl_stacked(
+            stats, noise, n_samples=n_samples, generator=generator
+        )
+    seed = draw_seed(stats.device, generator) if noise is None else None
+    return _forward_stacked(stats, noise, seed, n_samples)
