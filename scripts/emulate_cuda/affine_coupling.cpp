@@ -5,12 +5,10 @@
 // stride), shift (rows at its stride), the uint8 mask (empty unless read), and for the backward
 // grad_y and grad_logdet.
 // OUTPUT (float64): y then logdet; or (backward) grad_x, grad_log_scale (if any) and grad_shift,
-// these two with rows param_grad_stride apart and kGap between them (where nothing may write).
+// these two with rows param_grad_stride apart and NaN wherever the kernel wrote nothing.
 #include "driver_io.h"
 
 namespace ac = pygen::affine_coupling;
-
-constexpr double kGap = -3.0;  // exact in every dtype; scripts/emulate_cuda.py expects it
 
 struct Header {
   int64_t rows, row_len, scale_fn, reverse, mask_kind, parity, width, height, split, mask_row_stride;
@@ -48,11 +46,8 @@ void run(const Header& hd, double clamp, const std::vector<std::vector<double>>&
   const emu::Array<T> grad_y(arrays[4]);
   const emu::Array<acc_t> grad_logdet(arrays[5]);
   const size_t n_params = hd.rows * hd.param_grad_stride;
-  emu::Array<T> grad_x(n), grad_log_scale(log_scale.data ? n_params : 0), grad_shift(n_params);
-  for (size_t i = 0; i < n_params; ++i) {
-    grad_shift.data[i] = static_cast<T>(kGap);
-    if (log_scale.data) grad_log_scale.data[i] = static_cast<T>(kGap);
-  }
+  const std::vector<double> gaps(n_params, std::numeric_limits<double>::quiet_NaN());
+  emu::Array<T> grad_x(n), grad_log_scale(log_scale.data ? gaps : std::vector<double>()), grad_shift(gaps);
   emu::launch(blocks, 1, threads, 0, ac::backward_kernel<T, F>, p, seg, vector, grad_y.data, grad_logdet.data, x.data,
               log_scale.data, shift.data, mask.data, grad_x.data, grad_log_scale.data, grad_shift.data);
   emu::append(out, grad_x, n);
