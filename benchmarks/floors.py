@@ -20,6 +20,8 @@ def reparam_kl_bytes(shape, dtype: str, mode: str) -> int:
     and kl (one value per row); the noise is drawn inside the kernel (no pass). Forward+backward
     adds reading grad_z, mu and logvar and writing grad_mu and grad_logvar (5 passes) and reading
     grad_kl (one value per row): 8 passes and 2 values per row."""
+    if mode not in ("fwd", "fwd+bwd"):  # a mode's suffix left on would count another mode
+        raise ValueError(f"mode must be 'fwd' or 'fwd+bwd', got {mode!r}")
     rows, dim = shape
     passes, per_row = (3, 1) if mode == "fwd" else (8, 2)
     return (passes * rows * dim + per_row * rows) * ITEMSIZE[dtype]
@@ -34,6 +36,8 @@ def affine_coupling_bytes(shape, dtype: str, mode: str, mask: str = "checkerboar
     the kept half needs no log_scale or shift (forward), nor x or log_scale (backward: there
     grad_x = grad_y and the other two gradients are 0): forward 3 passes, backward 5, 8 in all.
     (The per-sample logdet and its gradient are a value per sample: not counted.)"""
+    if mode not in ("fwd", "reverse", "fwd+bwd"):
+        raise ValueError(f"mode must be 'fwd', 'reverse' or 'fwd+bwd', got {mode!r}")
     passes = 10.0 if mode == "fwd+bwd" else 4.0
     if mask == "channel":
         passes -= 2.0 if mode == "fwd+bwd" else 1.0

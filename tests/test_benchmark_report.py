@@ -129,6 +129,11 @@ def test_floor_bytes_counted_by_hand():
     # forward+backward also grad_z, mu, logvar read, grad_mu, grad_logvar written, grad_kl read.
     assert floors.reparam_kl_bytes((256, 64), "float32", "fwd") == (3 * 256 * 64 + 256) * 4
     assert floors.reparam_kl_bytes((256, 64), "float32", "fwd+bwd") == (8 * 256 * 64 + 2 * 256) * 4
+    # A mode's suffix names the inputs' layout, not other bytes; left on, it is an error.
+    row = {"op": "reparam_kl", "mode": "fwd (encoder halves)", "shape": [256, 64]}
+    assert floors.floor_bytes({**row, "dtype": "float32"}) == (3 * 256 * 64 + 256) * 4
+    with pytest.raises(ValueError, match="mode must be"):
+        floors.reparam_kl_bytes((256, 64), "float32", "fwd (encoder halves)")
     for layout in (floors.ENCODER_HALVES, floors.STACKED):  # the same bytes from one tensor
         row = {
             "op": "reparam_kl",
