@@ -739,10 +739,15 @@ def test_stacked_bad_dtype_and_device_raise():
         affine_coupling_stacked(x, torch.zeros(3, 8, dtype=torch.float64), mask)
     with pytest.raises(RuntimeError, match="params is on meta but x is on cpu"):
         affine_coupling_stacked(x, torch.zeros(3, 8, device="meta"), mask)
+    meta = {"device": "meta"}
     y, logdet = affine_coupling_stacked(
-        x.to("meta"), torch.zeros(3, 8, device="meta"), mask.to("meta"), mask_kind=MaskKind.READ
+        x.to("meta"), torch.zeros(3, 8, **meta), mask.to("meta"), mask_kind=MaskKind.READ
     )
     assert y.is_meta and y.shape == (3, 4) and logdet.shape == (3,)
+    with pytest.raises(ValueError, match="params must have"):  # the fake checks the shape too
+        affine_coupling_stacked(
+            x.to("meta"), torch.zeros(3, 6, **meta), mask.to("meta"), mask_kind=MaskKind.READ
+        )
 
 
 def test_reference_rejects_what_the_op_rejects():

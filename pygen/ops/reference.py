@@ -119,6 +119,23 @@ def affine_coupling(
     return y, sign * _row_sum((1 - mask) * s)
 
 
+def params_halves(x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+    """``(log_scale, shift)``, the halves of dim 1 of ``params`` (views); the fused op's
+    ValueError for a params of another shape than x's with twice its channels."""
+    if x.dim() < 2:
+        raise ValueError(
+            f"x must have a batch dimension and at least one more, got shape {tuple(x.shape)}"
+        )
+    want = (x.shape[0], 2 * x.shape[1], *x.shape[2:])
+    if params.shape != want:
+        raise ValueError(
+            f"params must have x's shape with twice its channels (dim 1), {want}, got shape "
+            f"{tuple(params.shape)}"
+        )
+    log_scale, shift = params.chunk(2, dim=1)
+    return log_scale, shift
+
+
 def affine_coupling_stacked(
     x: Tensor,
     params: Tensor,
@@ -131,17 +148,7 @@ def affine_coupling_stacked(
 ) -> tuple[Tensor, Tensor]:
     """``affine_coupling`` with log_scale and shift the halves of dim 1 of ``params``, x's shape
     with twice its channels."""
-    if x.dim() < 2:
-        raise ValueError(
-            f"x must have a batch dimension and at least one more, got shape {tuple(x.shape)}"
-        )
-    want = (x.shape[0], 2 * x.shape[1], *x.shape[2:])
-    if params.shape != want:
-        raise ValueError(
-            f"params must have x's shape with twice its channels (dim 1), {want}, got shape "
-            f"{tuple(params.shape)}"
-        )
-    log_scale, shift = params.chunk(2, dim=1)
+    log_scale, shift = params_halves(x, params)
     return affine_coupling(
         x, log_scale, shift, mask, scale_fn=scale_fn, clamp=clamp, reverse=reverse
     )
