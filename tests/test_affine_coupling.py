@@ -509,16 +509,24 @@ def test_stacked_gradcheck_and_gradgradcheck_float64(device, scale_fn, reverse):
 
 
 def test_stacked_params_gradient_is_written_once_without_copies():
-    # The gradient of params is one kernel output: no cat of two halves (as after chunk), no copy.
-    x, params = torch.randn(4, 3, 6, 8), torch.randn(4, 6, 6, 8, requires_grad=True)
+    # The gradient of params is one kernel output: no cat of two halves (as after chunk, the
+    # baseline, which shows the profiler would see one), no copy.
+    x, grad_y, grad_logdet = torch.randn(4, 3, 6, 8), torch.randn(4, 3, 6, 8), torch.randn(4)
     mask, kind = checkerboard_mask((3, 6, 8)), MaskKind.CHECKERBOARD_EVEN
-    with torch.profiler.profile() as prof:
-        y, logdet = affine_coupling_stacked(x, params, mask, mask_kind=kind)
-        torch.autograd.backward((y, logdet), (torch.randn_like(x), torch.randn(4)))
-    ops = {event.name for event in prof.events()}
+
+    def ops_run(coupling) -> set[str]:
+        params = torch.randn(4, 6, 6, 8, requires_grad=True)
+        with torch.profiler.profile() as prof:
+            y, logdet = coupling(params)
+            torch.autograd.backward((y, logdet), (grad_y, grad_logdet))
+        assert params.grad is not None and params.grad.shape == params.shape
+        return {event.name for event in prof.events()}
+
+    chunks = ops_run(lambda p: affine_coupling(x, *p.chunk(2, dim=1), mask, mask_kind=kind))
+    assert "aten::cat" in chunks
+    ops = ops_run(lambda p: affine_coupling_stacked(x, p, mask, mask_kind=kind))
     assert "pygen::affine_coupling_stacked_backward" in ops
     assert not ops & {"aten::cat", "aten::contiguous", "aten::clone", "aten::copy_"}
-    assert params.grad is not None and params.grad.shape == params.shape
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
