@@ -13,8 +13,6 @@ images it drew (``benchmarks.common.check_sampler``).
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 
@@ -23,6 +21,7 @@ from benchmarks.common import (
     adam_step,
     check_sampler,
     device_under_test,
+    in_cuda_graph,
     matmul_of,
     measure,
     measure_side_by_side,
@@ -115,20 +114,11 @@ def cached_in_graph(model: PixelCNN, batch: int):
     gaps (the strongest pure-PyTorch baseline). Returns the replay and the capture seconds."""
     weights = export_weights(model, None, batch)
     noise = torch.rand(shape_of(model, batch), device=DEVICE)
-
-    def run():
-        sample_cached(weights, noise, n_levels=model.n_levels, kernel_size=model.kernel_size)
-
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        run()  # warm-up on a side stream, as capture requires
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    start = time.perf_counter()
-    with torch.cuda.graph(graph):
-        run()
-    return graph.replay, time.perf_counter() - start
+    return in_cuda_graph(
+        lambda: sample_cached(
+            weights, noise, n_levels=model.n_levels, kernel_size=model.kernel_size
+        )
+    )
 
 
 def record_row(record, provider, mode, model_name, batch, timing, extra=None, dtype=torch.float32):

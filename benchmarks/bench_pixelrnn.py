@@ -1,6 +1,6 @@
 """PixelRNN sampling and training throughput: the fused sampler (C++ or CUDA) vs its PyTorch twin
-(cached) vs naive, the forward pass and the training step, for both kinds (Row LSTM, Diagonal
-BiLSTM).
+(cached; on a GPU also captured in one CUDA graph, ``cached_graph``) vs naive, the forward pass and
+the training step, for both kinds (Row LSTM, Diagonal BiLSTM).
 
 Models: ``digits8`` (8x8, 17 levels, 2 layers of 16) and ``mnist28`` (28x28, 256 levels, 7 layers
 of 16 as in van den Oord et al. 2016's MNIST model). Naive (the full network once per value: H
@@ -22,11 +22,13 @@ from benchmarks.common import (
     adam_step,
     check_sampler,
     device_under_test,
+    in_cuda_graph,
     measure,
     measure_side_by_side,
     row,
 )
 from pygen.models import PixelRNN
+from pygen.sampling import sample_pixelrnn_cached
 
 OP = "pixelrnn"
 DEVICE = device_under_test()
@@ -36,14 +38,17 @@ MODELS = {
     "mnist28": {"n_levels": 256, "n_layers": 7, "hidden": 16, "kernel_size": 7, "image_size": 28},
 }
 KINDS = ("row", "diagonal")
-# (model, batch, providers); on a GPU also a batch that fills it.
+# (model, batch, providers); on a GPU also a batch that fills it, and at 28x28 the cached sampler
+# captured in one CUDA graph (the strongest pure-PyTorch baseline, as for the PixelCNN).
+GRAPH = ("cached_graph",) if ON_CUDA else ()
 SAMPLE_CASES = [
     ("digits8", 16, ("fused", "cached", "naive")),
-    ("mnist28", 1, ("fused", "cached")),
-    ("mnist28", 16, ("fused", "cached")),
-    *([("mnist28", 256, ("fused", "cached"))] if ON_CUDA else []),
+    ("mnist28", 1, ("fused", "cached", *GRAPH)),
+    ("mnist28", 16, ("fused", "cached", *GRAPH)),
+    *([("mnist28", 256, ("fused", "cached", *GRAPH))] if ON_CUDA else []),
 ]
 SLOW_ROUNDS = 3  # the cached sampler at 28x28 takes seconds per call
+GRAPH_ROUNDS = 10  # its graph a fraction of that: rounds for a steady baseline
 _models: dict[tuple[str, str], PixelRNN] = {}
 
 
@@ -77,7 +82,7 @@ def gflop_per_image(model: PixelRNN) -> float:
     return 2 * height * width * (c * per_value + per_pixel) / 1e9
 
 
-def record_row(record, provider, mode, name, kind, batch, timing):
+def record_row(record, provider, mode, name, kind, batch, timing, extra=None):
     model = get_model(name, kind)
     r = row(OP, provider, mode, shape_of(model, batch), torch.float32, DEVICE, timing, 0)
     per_s = batch / (timing["median_ms"] * 1e-3)
@@ -85,7 +90,7 @@ def record_row(record, provider, mode, name, kind, batch, timing):
     if mode == "sample":
         work["gflop_per_image"] = gflop_per_image(model)
         work["tflops"] = per_s * work["gflop_per_image"] / 1e3
-    record(r | {"model": f"{kind}-{name}"} | work)
+    record(r | {"model": f"{kind}-{name}"} | work | (extra or {}))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -98,12 +103,20 @@ def test_pixelrnn_sample(record, quick, name, batch, providers, kind):
     gen = torch.Generator(DEVICE)
 
     def sample(method):
+        if method == "cached_graph":
+            noise = torch.rand(shape_of(model, batch), device=DEVICE)
+            replay, capture_s = in_cuda_graph(lambda: sample_pixelrnn_cached(model, noise))
+            extra[method] = {"capture_s": capture_s}
+            return replay
         return lambda: model.sample(batch, method=method, generator=gen.manual_seed(0))
 
+    extra: dict[str, dict] = {}
     steps = {provider: sample(provider) for provider in providers}
-    rounds = {p: SLOW_ROUNDS if name == "mnist28" and p != "fused" else 0 for p in providers}
+    rounds = {p: SLOW_ROUNDS if name == "mnist28" and p == "cached" else 0 for p in providers}
+    if "cached_graph" in providers:
+        rounds["cached_graph"] = GRAPH_ROUNDS
     for provider, timing in measure_side_by_side(steps, DEVICE, quick, rounds).items():
-        record_row(record, provider, "sample", name, kind, batch, timing)
+        record_row(record, provider, "sample", name, kind, batch, timing, extra.get(provider))
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -280,6 +280,22 @@ def copy_of(nbytes: int, device: torch.device) -> Callable[[], object]:
     return lambda: dst.copy_(src)
 
 
+def in_cuda_graph(run: Callable[[], object]) -> tuple[Callable[[], None], float]:
+    """``run`` captured whole in one CUDA graph (no Python, no launch gaps: the strongest form of
+    a pure-PyTorch sampler): its replay and the capture's seconds. ``run`` must read and write
+    only tensors that outlive the graph, and never synchronize with the host."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        run()  # warm-up on a side stream, as capture requires
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    start = time.perf_counter()
+    with torch.cuda.graph(graph):
+        run()
+    return graph.replay, time.perf_counter() - start
+
+
 MATMUL_ROUNDS = 10  # ~0.2 s a product on a CPU
 
 
