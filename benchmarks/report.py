@@ -115,7 +115,14 @@ def table(rows: list[dict], copy: float | None = None) -> str:
         "| mode | shape | dtype | provider | median ms | p20 | p80 | GB/s | % copy | vs eager |",
         "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    order = {"pygen": 0, "compile": 1, "compile_eager_rng": 1.5, "eager": 2, "copy": 3}
+    order = {
+        "pygen": 0,
+        "pygen (chunks)": 0.5,
+        "compile": 1,
+        "compile_eager_rng": 1.5,
+        "eager": 2,
+        "copy": 3,
+    }
     rows = sorted(
         rows, key=lambda r: (r["mode"], r["shape"], r["dtype"], order.get(r["provider"], 9))
     )
