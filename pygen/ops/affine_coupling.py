@@ -250,6 +250,10 @@ def affine_coupling(
 
     Under ``torch.func`` transforms (``grad``, ``jacrev``, ``vmap``...) and forward-mode AD it
     runs its twin, ``pygen.ops.reference.affine_coupling``.
+
+    For log_scale and shift that are the halves of one tensor (``params.chunk(2, dim=1)``),
+    prefer ``affine_coupling_stacked(x, params, mask)``: the same results, and its backward
+    writes ``params``' gradient as one tensor instead of autograd concatenating the halves'.
     """
     if runs_twins(x, log_scale, shift, mask):
         return reference.affine_coupling(
