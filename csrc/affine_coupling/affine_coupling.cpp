@@ -201,12 +201,6 @@ std::optional<at::Tensor> optional_of(const at::Tensor& t) {
   return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
 }
 
-// An op through the dispatcher (to the keys below the caller's).
-template <typename Fn>
-c10::TypedOperatorHandle<Fn> op_handle(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Fn>();
-}
-
 const c10::TypedOperatorHandle<decltype(forward)>& forward_op() {
   static const auto op = op_handle<decltype(forward)>("pygen::affine_coupling");
   return op;

@@ -97,9 +97,7 @@ std::tuple<at::Tensor, at::Tensor> solve_composite(const at::Tensor& target, at:
                                                    const at::Tensor& mask, c10::string_view scale_fn,
                                                    std::optional<double> clamp, bool reverse) {
   check_args(target, weights, biases, units, bounds, order, mask);
-  static const auto affine = c10::Dispatcher::singleton()
-                                 .findSchemaOrThrow("pygen::affine_coupling", "")
-                                 .typed<AffineFn>();
+  static const auto affine = op_handle<AffineFn>("pygen::affine_coupling");
   const int64_t n = target.size(0), dim = target.size(1);
   const auto layers = static_cast<int64_t>(weights.size());
   const auto acc = at::promote_types(target.scalar_type(), at::kFloat);
@@ -315,9 +313,7 @@ class FusedSolveFunction : public torch::autograd::Function<FusedSolveFunction> 
                                at::IntArrayRef order, const at::Tensor& mask, c10::string_view scale_fn,
                                std::optional<double> clamp, bool reverse) {
     ctx->set_materialize_grads(false);  // an unused output's gradient stays undefined
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("pygen::_made_affine_solve_fused", "")
-                               .typed<SolveFn>();
+    static const auto op = op_handle<SolveFn>("pygen::_made_affine_solve_fused");
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [x, params] = op.call(target, weights, biases, units, bounds, order, mask, scale_fn, clamp, reverse);
     variable_list saved{target, x, params, units, mask};
@@ -334,9 +330,7 @@ class FusedSolveFunction : public torch::autograd::Function<FusedSolveFunction> 
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("pygen::_made_affine_solve_fused_backward", "")
-                               .typed<decltype(fused_backward)>();
+    static const auto op = op_handle<decltype(fused_backward)>("pygen::_made_affine_solve_fused_backward");
     const auto saved = ctx->get_saved_variables();
     const int64_t layers = ctx->saved_data["layers"].toInt();
     // One gradient per argument: target, each weight, each bias, then 7 that have none.
@@ -396,7 +390,7 @@ std::tuple<at::Tensor, at::Tensor> made_affine_solve(const at::Tensor& target, a
                                                      std::optional<double> clamp, bool reverse) {
   const bool fused = target.is_cpu() || (target.is_cuda() && cuda_fused_enabled());
   const char* path = fused ? "pygen::_made_affine_solve_fused" : "pygen::_made_affine_solve_composite";
-  const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(path, "").typed<SolveFn>();
+  const auto op = op_handle<SolveFn>(path);
   return op.call(target, weights, biases, units, bounds, order, mask, scale_fn, clamp, reverse);
 }
 

@@ -166,9 +166,7 @@ std::tuple<at::Tensor, at::Tensor> call_forward(const at::Tensor& mu, const at::
                                                 const std::optional<at::Tensor>& noise,
                                                 const std::optional<at::Tensor>& seed,
                                                 int64_t n_samples) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("pygen::reparameterize_kl", "")
-                             .typed<decltype(forward)>();
+  static const auto op = op_handle<decltype(forward)>("pygen::reparameterize_kl");
   return op.call(mu, logvar, noise, seed, n_samples);
 }
 
@@ -178,9 +176,7 @@ std::tuple<at::Tensor, at::Tensor> call_backward(const std::optional<at::Tensor>
                                                  const std::optional<at::Tensor>& noise,
                                                  const std::optional<at::Tensor>& seed,
                                                  int64_t n_samples) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("pygen::reparameterize_kl_backward", "")
-                             .typed<decltype(backward)>();
+  static const auto op = op_handle<decltype(backward)>("pygen::reparameterize_kl_backward");
   return op.call(grad_z, grad_kl, mu, logvar, noise, seed, n_samples);
 }
 
@@ -188,9 +184,7 @@ std::tuple<at::Tensor, at::Tensor> call_forward_stacked(const at::Tensor& stats,
                                                         const std::optional<at::Tensor>& noise,
                                                         const std::optional<at::Tensor>& seed,
                                                         int64_t n_samples) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("pygen::reparameterize_kl_stacked", "")
-                             .typed<decltype(forward_stacked)>();
+  static const auto op = op_handle<decltype(forward_stacked)>("pygen::reparameterize_kl_stacked");
   return op.call(stats, noise, seed, n_samples);
 }
 
@@ -198,9 +192,7 @@ at::Tensor call_backward_stacked(const std::optional<at::Tensor>& grad_z,
                                  const std::optional<at::Tensor>& grad_kl, const at::Tensor& stats,
                                  const std::optional<at::Tensor>& noise,
                                  const std::optional<at::Tensor>& seed, int64_t n_samples) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("pygen::reparameterize_kl_stacked_backward", "")
-                             .typed<decltype(backward_stacked)>();
+  static const auto op = op_handle<decltype(backward_stacked)>("pygen::reparameterize_kl_stacked_backward");
   return op.call(grad_z, grad_kl, stats, noise, seed, n_samples);
 }
 
