@@ -550,13 +550,18 @@ def reparam_vector_paths(case, dtype) -> list[bool]:
     return [True, False] if case[1] % group == 0 else [False]
 
 
-def rows_at_stride(t: torch.Tensor, stride: int) -> torch.Tensor:
-    """t's samples as rows ``stride`` elements apart, NaN between them (an input read there, or an
-    output written there, shows)."""
+def rows_at_stride(t: torch.Tensor, stride: int, run: int = 0, run_stride: int = 0) -> torch.Tensor:
+    """t's samples as rows ``stride`` elements apart, each in runs of ``run`` elements
+    ``run_stride`` apart where run is given, NaN between them (an input read there, or an output
+    written there, shows)."""
     rows = t.reshape(len(t), -1)
-    wide = torch.full((len(t), stride), float("nan"), dtype=t.dtype)
-    wide[:, : rows.shape[1]] = rows
-    return wide.flatten()
+    row_len = rows.shape[1]
+    run, run_stride = (run, run_stride) if run else (row_len, row_len)
+    e = torch.arange(row_len)
+    index = torch.arange(len(t))[:, None] * stride + e // run * run_stride + e % run
+    wide = torch.full((len(t) * stride,), float("nan"), dtype=t.dtype)
+    wide[index] = rows
+    return wide
 
 
 def grads_at_stride(grad_mu: torch.Tensor, grad_logvar: torch.Tensor, stride: int, offset: int):
@@ -627,12 +632,16 @@ AFFINE_SCALE_FNS = {"none": 0, **SCALE_FNS}
 
 
 def affine_problem(
-    shape, code: int, per_sample: bool, scale_fn: str, reverse: bool, stacked: bool
+    shape, code: int, per_sample: bool, scale_fn: str, reverse: bool, layout: str
 ) -> list[int]:
-    """The kernels' Problem as affine_coupling.cpp makes it (less the clamp); ``stacked``: log_scale
-    and shift rows at the strides of chunks of wider tensors (3 and 2 samples' lengths), their
-    gradients' as the halves of one (2)."""
+    """The kernels' Problem as affine_coupling.cpp makes it (less the clamp). ``layout`` of
+    log_scale, shift and their gradients: "rows", contiguous; "stacked", rows at the strides of
+    chunks of wider tensors (3 and 2 samples' lengths), the gradients' as the halves of one (2);
+    "runs", the stacked params of a channels-last x: rows 2 samples' lengths apart in runs of
+    shape[0] elements (C) twice that apart."""
     row_len = math.prod(shape)
+    stacked = layout != "rows"
+    run, run_stride = (shape[0], 2 * shape[0]) if layout == "runs" else (row_len, row_len)
     kind, parity = (code + 1) // 2, 0 if code == 0 else (code + 1) % 2
     width, height = shape[-1], shape[-2] if len(shape) >= 2 else 1
     split = (shape[0] // 2) * (row_len // shape[0])
@@ -647,9 +656,11 @@ def affine_problem(
         height,
         split,
         stride,
-        3 * row_len if stacked else row_len,
+        (2 if layout == "runs" else 3) * row_len if stacked else row_len,
         2 * row_len if stacked else row_len,
         2 * row_len if stacked else row_len,
+        run,
+        run_stride,
     ]
 
 
@@ -662,7 +673,7 @@ def run_affine_case(
     reverse: bool,
     vector: bool,
     backward: bool,
-    stacked: bool,
+    layout: str,
 ) -> str | None:
     """An affine coupling case: None when the emulated kernel gives the CPU kernel's y and logdet,
     or (backward) its gradients, within the dtype's rounding."""
@@ -678,14 +689,14 @@ def run_affine_case(
     log_scale = None if scale_fn == "none" else log_scale
     clamp = 1.5 if scale_fn in ("tanh", "atan") else None
     settings = (mask, code, scale_fn, clamp, reverse)
-    problem = affine_problem(shape, code, per_sample, scale_fn, reverse, stacked)
+    problem = affine_problem(shape, code, per_sample, scale_fn, reverse, layout)
     header = [rows, *problem, DTYPE_CODES[dtype], int(vector), int(backward)]
     kernel_mask = mask.expand(rows, *shape) if per_sample else mask.expand(1, *shape)
-    log_scale_stride, shift_stride, param_grad_stride = problem[-3:]
+    log_scale_stride, shift_stride, param_grad_stride, *runs = problem[-5:]
     arrays = [
         x,
-        torch.empty(0) if log_scale is None else rows_at_stride(log_scale, log_scale_stride),
-        rows_at_stride(shift, shift_stride),
+        torch.empty(0) if log_scale is None else rows_at_stride(log_scale, log_scale_stride, *runs),
+        rows_at_stride(shift, shift_stride, *runs),
     ]
     arrays.append((kernel_mask != 0).double() if code == 0 else torch.empty(0))
     if backward:
@@ -696,7 +707,9 @@ def run_affine_case(
         grad_x, *grad_params = torch.ops.pygen.affine_coupling_backward(
             grad_y, grad_logdet, x, log_scale, shift, *settings
         )
-        want = [grad_x] + [rows_at_stride(g, param_grad_stride) for g in grad_params if g.numel()]
+        want = [grad_x] + [
+            rows_at_stride(g, param_grad_stride, *runs) for g in grad_params if g.numel()
+        ]
         arrays += [grad_y, grad_logdet]
     else:
         want = torch.ops.pygen.affine_coupling(x, log_scale, shift, *settings)
@@ -704,9 +717,24 @@ def run_affine_case(
     return compare_values(raw, want, TOLERANCES[dtype])
 
 
-def affine_vector_paths(case) -> list[bool]:
-    """The kernels' paths a case can take: vector loads only for samples of whole groups."""
-    return [True, False] if math.prod(case[0]) % 4 == 0 else [False]  # kVec
+def affine_vector_paths(case, layout: str) -> list[bool]:
+    """The kernels' paths a case can take: vector loads only for samples (and runs) of whole
+    groups."""
+    shape = case[0]
+    whole = math.prod(shape) % 4 == 0 and (layout != "runs" or shape[0] % 4 == 0)  # kVec
+    return [True, False] if whole else [False]
+
+
+def affine_layouts(case, dtype) -> list[str]:
+    """The layouts of log_scale and shift a case runs (affine_problem): rows apart (chunks of a
+    stacked tensor) for float32; runs (a channels-last x's params: images only) for float32 and
+    bfloat16."""
+    layouts = ["rows"]
+    if dtype == torch.float32:
+        layouts.append("stacked")
+    if dtype in (torch.float32, torch.bfloat16) and len(case[0]) == 3:
+        layouts.append("runs")
+    return layouts
 
 
 # Cluster exchange cases: (blocks, steps); 5 steps reuse each set of slots.
@@ -758,16 +786,17 @@ def emulated_cases(kernel: str, quick: bool):
         for case, dtype, scale_fn, reverse, backward in itertools.product(
             AFFINE_CASES, DTYPE_CODES, AFFINE_SCALE_FNS, (False, True), (False, True)
         ):
-            # log_scale and shift rows apart (chunks of a stacked tensor): float32 cases
-            layouts = (False, True) if dtype == torch.float32 else (False,)
-            for vector, stacked in itertools.product(affine_vector_paths(case), layouts):
-                label = f"{case} {str(dtype)[6:]} {scale_fn} {'reverse' if reverse else 'forward'}"
-                label += (
-                    f" {'vector' if vector else 'element'} {'gradients' if backward else 'values'}"
-                )
-                label += " stacked" if stacked else ""
-                args = (case, dtype, scale_fn, reverse, vector, backward, stacked)
-                yield label, run_affine_case, args
+            for layout in affine_layouts(case, dtype):
+                if layout == "runs" and scale_fn == "none":
+                    continue  # stacked params hold a log_scale
+                for vector in affine_vector_paths(case, layout):
+                    label = f"{case} {str(dtype)[6:]} {scale_fn}"
+                    label += f" {'reverse' if reverse else 'forward'}"
+                    label += f" {'vector' if vector else 'element'}"
+                    label += f" {'gradients' if backward else 'values'}"
+                    label += "" if layout == "rows" else f" {layout}"
+                    args = (case, dtype, scale_fn, reverse, vector, backward, layout)
+                    yield label, run_affine_case, args
     else:
         for case, dtype, use_noise, backward in itertools.product(
             REPARAM_CASES, DTYPE_CODES, (True, False), (False, True)

@@ -288,6 +288,17 @@ def test_opcheck(device):
     torch.library.opcheck(
         backward, (grad_y, grad_logdet, x, log_scale, shift, mask, 4, "tanh", None, False)
     )
+    # A channels-last x: y and the gradients channels-last, as the fakes say.
+    x, log_scale, shift = (
+        t.contiguous(memory_format=torch.channels_last)
+        for t in make_inputs((2, 3, 4, 5), torch.float32, device)
+    )
+    mask, grad_y = checkerboard_mask((3, 4, 5), device=device), torch.randn_like(x)
+    torch.library.opcheck(fused, (x, log_scale, shift, mask, 1, "exp", None, False))
+    torch.library.opcheck(
+        backward, (grad_y, grad_logdet[:2], x, log_scale, shift, mask, 0, "exp", None, True)
+    )
+    torch.library.opcheck(backward, (grad_y, None, x, None, shift, mask, 0, "exp", None, False))
 
 
 def test_opcheck_stacked(device):
@@ -306,6 +317,15 @@ def test_opcheck_stacked(device):
     torch.library.opcheck(stacked, (x, params, mask, 4, "atan", 3.0, True))
     torch.library.opcheck(
         stacked_backward, (grad_y, grad_logdet, x, params, mask, 4, "atan", 3.0, True)
+    )
+    # A channels-last x: y and the gradients channels-last, as the fakes say.
+    cl = torch.channels_last
+    x = torch.randn(2, 3, 4, 5, device=device).contiguous(memory_format=cl).requires_grad_()
+    params = torch.randn(2, 6, 4, 5, device=device).contiguous(memory_format=cl).requires_grad_()
+    mask, grad_logdet = checkerboard_mask((3, 4, 5), device=device), torch.randn(2, device=device)
+    torch.library.opcheck(stacked, (x, params, mask, 0, "exp", None, False))
+    torch.library.opcheck(
+        stacked_backward, (None, grad_logdet, x, params, mask, 1, "exp", None, False)
     )
 
 
@@ -508,25 +528,37 @@ def test_stacked_gradcheck_and_gradgradcheck_float64(device, scale_fn, reverse):
     assert torch.autograd.gradgradcheck(fn, (x, params))
 
 
-def test_stacked_params_gradient_is_written_once_without_copies():
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_stacked_params_gradient_is_written_once_without_copies(layout):
     # The gradient of params is one kernel output: no cat of two halves (as after chunk, the
-    # baseline, which shows the profiler would see one), no copy.
-    x, grad_y, grad_logdet = torch.randn(4, 3, 6, 8), torch.randn(4, 3, 6, 8), torch.randn(4)
+    # baseline, which shows the profiler would see one), no copy of a batch's tensor; channels-last
+    # tensors too (whose mask, one sample's, is read: made uint8 in NHWC order).
+    x, grad_y = (torch.randn(4, 3, 6, 8).contiguous(memory_format=layout) for _ in range(2))
+    grad_logdet = torch.randn(4)
     mask, kind = checkerboard_mask((3, 6, 8)), MaskKind.CHECKERBOARD_EVEN
 
-    def ops_run(coupling) -> set[str]:
-        params = torch.randn(4, 6, 6, 8, requires_grad=True)
-        with torch.profiler.profile() as prof:
+    def ops_run(coupling) -> dict[str, int]:
+        """The ops run, each with the most elements it copied."""
+        params = torch.randn(4, 6, 6, 8).contiguous(memory_format=layout).requires_grad_()
+        with torch.profiler.profile(record_shapes=True) as prof:
             y, logdet = coupling(params)
             torch.autograd.backward((y, logdet), (grad_y, grad_logdet))
         assert params.grad is not None and params.grad.shape == params.shape
-        return {event.name for event in prof.events()}
+        assert params.grad.is_contiguous(memory_format=layout)
+        ops: dict[str, int] = {}
+        for event in prof.events():
+            numel = math.prod(event.input_shapes[0]) if event.input_shapes else 0
+            ops[event.name] = max(ops.get(event.name, 0), numel)
+        return ops
 
     chunks = ops_run(lambda p: affine_coupling(x, *p.chunk(2, dim=1), mask, mask_kind=kind))
     assert "aten::cat" in chunks
     ops = ops_run(lambda p: affine_coupling_stacked(x, p, mask, mask_kind=kind))
     assert "pygen::affine_coupling_stacked_backward" in ops
-    assert not ops & {"aten::cat", "aten::contiguous", "aten::clone", "aten::copy_"}
+    assert "aten::cat" not in ops
+    copies = {"aten::contiguous", "aten::clone", "aten::copy_"}
+    largest = 0 if layout == torch.contiguous_format else x[0].numel()
+    assert all(ops[name] <= largest for name in copies & ops.keys())
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
@@ -564,21 +596,48 @@ def test_channels_last_inputs_keep_their_layout(device, scale_fn, mask_name, dty
         assert_close(got, want, dtype)
 
 
-def test_stacked_params_of_a_channels_last_x(device):
-    # The NHWC path takes chunks (channels lie last there, not in halves of dim 1): y keeps x's
-    # layout, values and gradients are the contiguous inputs'.
-    shape = (2, 3, 5, 6)
-    x, log_scale, shift = make_inputs(shape, torch.float32, device)
+@pytest.mark.parametrize("params_layout", ["channels_last", "contiguous"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("mask_name", ["checkerboard1", "channel0", "per_sample"])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 6), (2, 5, 12, 13), (3, 4, 6, 10)])
+def test_stacked_params_of_a_channels_last_x(
+    device, shape, mask_name, dtype, reverse, params_layout
+):
+    # The kernels read each pixel's C log_scales then C shifts in place as runs (of 5: across the
+    # CPU's chunks of 512 elements in the second shape; of 4: the CUDA vector path in the third),
+    # params of another layout made channels-last first. y and the gradients are the contiguous
+    # inputs' in x's layout (params' gradient too), and the twin's within rounding.
+    x, log_scale, shift = make_inputs(shape, dtype, device)
     params = torch.cat([log_scale, shift], dim=1)
-    mask = checkerboard_mask(shape[1:], 1, device=device)
-    results = []
-    for layout in (torch.contiguous_format, torch.channels_last):
-        inputs = [t.contiguous(memory_format=layout).requires_grad_() for t in (x, params)]
-        y, logdet = affine_coupling_stacked(*inputs, mask, scale_fn="tanh")
-        results.append((y, logdet, *torch.autograd.grad((y.square().sum(), logdet.sum()), inputs)))
-    assert results[1][0].is_contiguous(memory_format=torch.channels_last)
-    for got, want in zip(*results[::-1], strict=True):
-        assert_close(got, want, torch.float32, scale=4.0)
+    mask = make_mask(mask_name, shape, device)
+    settings = {"scale_fn": "tanh", "reverse": reverse}
+    gen = torch.Generator().manual_seed(1)
+    grad_y = torch.randn(shape, generator=gen).to(device, dtype)
+    grad_logdet = torch.randn(shape[0], generator=gen).to(device, reference.logdet_dtype(dtype))
+
+    def results(fn, x, params):
+        x, params = x.requires_grad_(), params.requires_grad_()
+        y, logdet = fn(x, params, mask, **settings)
+        grad_y_like_y = torch.empty_like(y).copy_(grad_y)  # in y's layout, as a next layer's
+        grads = torch.autograd.grad((y, logdet), (x, params), (grad_y_like_y, grad_logdet))
+        return y, logdet, *grads
+
+    cl = torch.channels_last
+    params_form = cl if params_layout == "channels_last" else torch.contiguous_format
+    got = results(
+        affine_coupling_stacked,
+        x.contiguous(memory_format=cl),
+        params.contiguous(memory_format=params_form),
+    )
+    want = results(affine_coupling_stacked, x.clone(), params.clone())
+    twin = results(reference.affine_coupling_stacked, x.double(), params.double())
+    y, _, grad_x, grad_params = got
+    assert all(t.is_contiguous(memory_format=cl) for t in (y, grad_x, grad_params))
+    for g, w, t in zip(got, want, twin, strict=True):
+        scale = 4.0 if g.dim() == 1 else 1.0  # logdet: summed in another order
+        assert_close(g, w.to(g.dtype), dtype, scale=scale)
+        assert_close(g, t, dtype, scale=8.0)
 
 
 def test_a_channels_last_x_keeps_its_layout_beside_other_layouts(device):

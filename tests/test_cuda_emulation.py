@@ -141,21 +141,25 @@ def test_emulated_affine_coupling_kernels_equal_the_cpu_kernels(
     emulated, tmp_path, case, dtype, scale_fn, reverse, backward
 ):
     # Every mask kind; the vector and element paths where the sample is whole groups; log_scale
-    # and shift contiguous or rows apart (chunks of stacked tensors).
-    paths = emulate_cuda.affine_vector_paths(case)
-    for vector, stacked in itertools.product(paths, (False, True)):
-        error = emulate_cuda.run_affine_case(
-            emulated("affine_coupling"),
-            tmp_path,
-            case,
-            dtype,
-            scale_fn,
-            reverse,
-            vector,
-            backward,
-            stacked,
-        )
-        assert error is None, f"vector={vector} stacked={stacked}: {error}"
+    # and shift contiguous, rows apart (chunks of stacked tensors) or, for images and a log_scale,
+    # in runs of each pixel's channels (a channels-last x's stacked params).
+    layouts = ["rows", "stacked"]
+    if len(case[0]) == 3 and scale_fn != "none":
+        layouts.append("runs")
+    for layout in layouts:
+        for vector in emulate_cuda.affine_vector_paths(case, layout):
+            error = emulate_cuda.run_affine_case(
+                emulated("affine_coupling"),
+                tmp_path,
+                case,
+                dtype,
+                scale_fn,
+                reverse,
+                vector,
+                backward,
+                layout,
+            )
+            assert error is None, f"vector={vector} layout={layout}: {error}"
 
 
 @pytest.mark.parametrize(("blocks", "steps"), emulate_cuda.CEILINGS_CASES, ids=str)

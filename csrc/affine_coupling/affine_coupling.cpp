@@ -1,5 +1,6 @@
 // The ops pygen::affine_coupling and pygen::affine_coupling_stacked: argument checks, the mask
-// geometry, contiguous copies (none of log_scale and shift samples that are contiguous already),
+// geometry, the layouts the kernels read (NHWC views of a channels-last x; log_scale and shift in
+// place where their samples, or a channels-last x's pixels, are contiguous), contiguous copies,
 // output allocation, dispatch to the CPU or CUDA kernels, and their registration with autograd (in
 // C++, for the dispatcher's few microseconds of overhead per call; see reparam_kl.cpp).
 #include "affine_coupling/affine_coupling.h"
@@ -64,16 +65,16 @@ Problem check_inputs(const at::Tensor& x, const std::optional<at::Tensor>& log_s
   const bool per_sample = mask.dim() == x.dim() && mask.size(0) != 1;
   p.mask_row_stride = per_sample ? p.row_len : 0;
   p.param_grad_stride = p.row_len;
+  p.param_run = p.param_run_stride = p.row_len;
   return p;
 }
 
-// log_scale and shift: the halves of dim 1 of params, x's shape with twice its channels.
-std::pair<at::Tensor, at::Tensor> halves(const at::Tensor& x, const at::Tensor& params) {
+// The shape of params for x: twice its channels.
+void check_params(const at::Tensor& x, const at::Tensor& params) {
   check_x(x);
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape[1] *= 2;
   check_matches(params, "params", x, "x", shape);
-  return {params.narrow(1, 0, x.size(1)), params.narrow(1, x.size(1), x.size(1))};
 }
 
 // The mask as the kernels read it (kRead only): uint8, one row per sample or one shared row.
@@ -82,6 +83,102 @@ at::Tensor kernel_mask(const Problem& p, const at::Tensor& mask, const at::Tenso
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   if (p.mask_row_stride == 0) shape[0] = 1;
   return mask.ne(0).to(at::kByte).expand(shape).contiguous();
+}
+
+// The operands as the kernels take them. A 4-d x stored channels-last (and not also contiguous,
+// as when C or H * W is 1) runs on its NHWC view, contiguous there, and what the op returns of
+// x's shape keeps that layout, as an elementwise op's would; the patterns the kernels compute
+// follow NCHW positions, so the permuted mask is read.
+struct Operands {
+  Problem p;
+  bool nhwc;
+  at::Tensor x, log_scale, shift, mask;
+
+  at::Tensor view(const at::Tensor& t) const { return nhwc ? t.permute({0, 2, 3, 1}) : t; }
+  at::Tensor returned(const at::Tensor& t) const { return nhwc ? t.permute({0, 3, 1, 2}) : t; }
+  int64_t channel_dim() const { return nhwc ? 3 : 1; }
+};
+
+// x and the mask; log_scale and shift follow from set_params or set_stacked_params.
+Operands x_operands(Problem p, const at::Tensor& x, const at::Tensor& mask) {
+  const bool nhwc = x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+  Operands o{p, nhwc};
+  at::Tensor mask_v = mask;
+  if (nhwc) {
+    o.p.mask_kind = MaskKind::kRead;
+    o.p.parity = 0;
+    std::vector<int64_t> shape(4 - mask.dim(), 1);  // broadcastable to x: as many dims or fewer
+    shape.insert(shape.end(), mask.sizes().begin(), mask.sizes().end());
+    mask_v = o.view(mask.reshape(shape));
+  }
+  o.x = o.view(x).contiguous();
+  o.mask = kernel_mask(o.p, mask_v, o.x);
+  return o;
+}
+
+// log_scale and shift read where their samples are contiguous, else copied.
+void set_params(Operands& o, const std::optional<at::Tensor>& log_scale, const at::Tensor& shift) {
+  o.shift = rows_in_place(o.view(shift), 1, &o.p.shift_stride);
+  if (log_scale) o.log_scale = rows_in_place(o.view(*log_scale), 1, &o.p.log_scale_stride);
+}
+
+// log_scale and shift the halves of params' channels: read in place as chunks (NCHW) or, for a
+// channels-last x, as runs of each pixel's channels (params made channels-last where it is not).
+void set_stacked_params(Operands& o, const at::Tensor& params) {
+  const int64_t c = params.size(1) / 2;
+  if (!o.nhwc) {
+    set_params(o, params.narrow(1, 0, c), params.narrow(1, c, c));
+    return;
+  }
+  const at::Tensor v = o.view(params).contiguous();
+  o.log_scale = v.narrow(3, 0, c);
+  o.shift = v.narrow(3, c, c);
+  o.p.log_scale_stride = o.p.shift_stride = 2 * o.p.row_len;
+  o.p.param_run = c;
+  o.p.param_run_stride = 2 * c;
+}
+
+std::tuple<at::Tensor, at::Tensor> forward_of(const Operands& o) {
+  at::Tensor y = at::empty_like(o.x);
+  at::Tensor logdet = at::zeros({o.p.rows}, o.x.options().dtype(sum_dtype(o.x)));
+  if (y.numel() == 0) return {o.returned(y), logdet};
+  if (on_cuda(o.x, "affine_coupling")) {
+#ifdef PYGEN_WITH_CUDA
+    forward_cuda(o.p, o.x, o.log_scale, o.shift, o.mask, y, logdet);
+#endif
+  } else {
+    forward_cpu(o.p, o.x, o.log_scale, o.shift, o.mask, y, logdet);
+  }
+  return {o.returned(y), logdet};
+}
+
+// The backward kernels into grad_log_scale and grad_shift (kernel views, rows o.p.param_grad_stride
+// apart, given by the caller); returns grad_x as the op returns it.
+at::Tensor backward_into(const Operands& o, const std::optional<at::Tensor>& grad_y,
+                         const std::optional<at::Tensor>& grad_logdet, at::Tensor& grad_log_scale,
+                         at::Tensor& grad_shift) {
+  // An absent gradient is zero; the kernels always read both.
+  const at::Tensor grad_y_c = grad_y ? o.view(*grad_y).contiguous() : at::zeros_like(o.x);
+  const at::Tensor grad_logdet_c =
+      grad_logdet ? grad_logdet->contiguous() : at::zeros({o.p.rows}, o.x.options().dtype(sum_dtype(o.x)));
+  at::Tensor grad_x = at::empty_like(o.x);
+  if (grad_x.numel() == 0) return o.returned(grad_x);
+  if (on_cuda(o.x, "affine_coupling")) {
+#ifdef PYGEN_WITH_CUDA
+    backward_cuda(o.p, grad_y_c, grad_logdet_c, o.x, o.log_scale, o.shift, o.mask, grad_x, grad_log_scale,
+                  grad_shift);
+#endif
+  } else {
+    backward_cpu(o.p, grad_y_c, grad_logdet_c, o.x, o.log_scale, o.shift, o.mask, grad_x, grad_log_scale,
+                 grad_shift);
+  }
+  return o.returned(grad_x);
+}
+
+void check_output_grads(const Problem& p, const std::optional<at::Tensor>& grad_y,
+                        const std::optional<at::Tensor>& grad_logdet, const at::Tensor& x) {
+  if (grad_y) check_matches(*grad_y, "grad_y", x, "x", x.sizes());
+  if (grad_logdet) check_sum_grad(*grad_logdet, "grad_logdet", x, "x", {p.rows});
 }
 
 }  // namespace
@@ -108,73 +205,35 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const std::optio
                                            const at::Tensor& shift, const at::Tensor& mask, int64_t mask_kind,
                                            c10::string_view scale_fn, std::optional<double> clamp,
                                            bool reverse) {
-  Problem p = check_inputs(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse);
-  const at::Tensor x_c = x.contiguous(), shift_c = rows_in_place(shift, 1, &p.shift_stride);
-  const at::Tensor log_scale_c = log_scale ? rows_in_place(*log_scale, 1, &p.log_scale_stride) : at::Tensor();
-  const at::Tensor mask_c = kernel_mask(p, mask, x);
-  at::Tensor y = at::empty_like(x_c);
-  at::Tensor logdet = at::zeros({p.rows}, x.options().dtype(sum_dtype(x)));
-  if (y.numel() == 0) return {y, logdet};
-  if (on_cuda(x, "affine_coupling")) {
-#ifdef PYGEN_WITH_CUDA
-    forward_cuda(p, x_c, log_scale_c, shift_c, mask_c, y, logdet);
-#endif
-  } else {
-    forward_cpu(p, x_c, log_scale_c, shift_c, mask_c, y, logdet);
-  }
-  return {y, logdet};
+  Operands o = x_operands(check_inputs(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse), x, mask);
+  set_params(o, log_scale, shift);
+  return forward_of(o);
 }
-
-namespace {
-
-// The backward kernels into grad_log_scale and grad_shift (rows p.param_grad_stride apart, given
-// by the caller); returns grad_x.
-at::Tensor backward_into(Problem p, const std::optional<at::Tensor>& grad_y,
-                         const std::optional<at::Tensor>& grad_logdet, const at::Tensor& x,
-                         const std::optional<at::Tensor>& log_scale, const at::Tensor& shift,
-                         const at::Tensor& mask, at::Tensor& grad_log_scale, at::Tensor& grad_shift) {
-  if (grad_y) check_matches(*grad_y, "grad_y", x, "x", x.sizes());
-  if (grad_logdet) check_sum_grad(*grad_logdet, "grad_logdet", x, "x", {p.rows});
-  const at::Tensor x_c = x.contiguous(), shift_c = rows_in_place(shift, 1, &p.shift_stride);
-  const at::Tensor log_scale_c = log_scale ? rows_in_place(*log_scale, 1, &p.log_scale_stride) : at::Tensor();
-  const at::Tensor mask_c = kernel_mask(p, mask, x);
-  // An absent gradient is zero; the kernels always read both.
-  const at::Tensor grad_y_c = grad_y ? grad_y->contiguous() : at::zeros_like(x_c);
-  const at::Tensor grad_logdet_c =
-      grad_logdet ? grad_logdet->contiguous() : at::zeros({p.rows}, x.options().dtype(sum_dtype(x)));
-  at::Tensor grad_x = at::empty_like(x_c);
-  if (grad_x.numel() == 0) return grad_x;
-  if (on_cuda(x, "affine_coupling")) {
-#ifdef PYGEN_WITH_CUDA
-    backward_cuda(p, grad_y_c, grad_logdet_c, x_c, log_scale_c, shift_c, mask_c, grad_x, grad_log_scale,
-                  grad_shift);
-#endif
-  } else {
-    backward_cpu(p, grad_y_c, grad_logdet_c, x_c, log_scale_c, shift_c, mask_c, grad_x, grad_log_scale,
-                 grad_shift);
-  }
-  return grad_x;
-}
-
-}  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logdet, const at::Tensor& x,
     const std::optional<at::Tensor>& log_scale, const at::Tensor& shift, const at::Tensor& mask,
     int64_t mask_kind, c10::string_view scale_fn, std::optional<double> clamp, bool reverse) {
-  const Problem p = check_inputs(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse);
-  at::Tensor grad_shift = at::empty(x.sizes(), x.options());
-  at::Tensor grad_log_scale = log_scale ? at::empty(x.sizes(), x.options()) : at::empty({0}, x.options());
-  at::Tensor grad_x = backward_into(p, grad_y, grad_logdet, x, log_scale, shift, mask, grad_log_scale, grad_shift);
-  return {grad_x, grad_log_scale, grad_shift};
+  Operands o = x_operands(check_inputs(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse), x, mask);
+  check_output_grads(o.p, grad_y, grad_logdet, x);
+  set_params(o, log_scale, shift);
+  at::Tensor grad_shift = at::empty_like(o.x);
+  at::Tensor grad_log_scale = log_scale ? at::empty_like(o.x) : at::empty({0}, x.options());
+  at::Tensor grad_x = backward_into(o, grad_y, grad_logdet, grad_log_scale, grad_shift);
+  return {grad_x, log_scale ? o.returned(grad_log_scale) : grad_log_scale, o.returned(grad_shift)};
 }
 
 std::tuple<at::Tensor, at::Tensor> forward_stacked(const at::Tensor& x, const at::Tensor& params,
                                                    const at::Tensor& mask, int64_t mask_kind,
                                                    c10::string_view scale_fn, std::optional<double> clamp,
                                                    bool reverse) {
-  const auto [log_scale, shift] = halves(x, params);
-  return forward(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse);
+  check_params(x, params);
+  const int64_t c = x.size(1);
+  const Problem p = check_inputs(x, params.narrow(1, 0, c), params.narrow(1, c, c), mask, mask_kind, scale_fn,
+                                 clamp, reverse);
+  Operands o = x_operands(p, x, mask);
+  set_stacked_params(o, params);
+  return forward_of(o);
 }
 
 std::tuple<at::Tensor, at::Tensor> backward_stacked(const std::optional<at::Tensor>& grad_y,
@@ -183,12 +242,20 @@ std::tuple<at::Tensor, at::Tensor> backward_stacked(const std::optional<at::Tens
                                                     const at::Tensor& mask, int64_t mask_kind,
                                                     c10::string_view scale_fn, std::optional<double> clamp,
                                                     bool reverse) {
-  const auto [log_scale, shift] = halves(x, params);
-  Problem p = check_inputs(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse);
-  at::Tensor grad_params = at::empty(params.sizes(), x.options());
-  auto [grad_log_scale, grad_shift] = halves(x, grad_params);
-  p.param_grad_stride = 2 * p.row_len;
-  at::Tensor grad_x = backward_into(p, grad_y, grad_logdet, x, log_scale, shift, mask, grad_log_scale, grad_shift);
+  check_params(x, params);
+  const int64_t c = x.size(1);
+  const Problem p = check_inputs(x, params.narrow(1, 0, c), params.narrow(1, c, c), mask, mask_kind, scale_fn,
+                                 clamp, reverse);
+  Operands o = x_operands(p, x, mask);
+  check_output_grads(o.p, grad_y, grad_logdet, x);
+  set_stacked_params(o, params);
+  // One gradient of params in x's layout, its halves written by the kernels as params' are read.
+  const auto format = o.nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  at::Tensor grad_params = at::empty(params.sizes(), x.options().memory_format(format));
+  const at::Tensor grad_v = o.view(grad_params);
+  at::Tensor grad_log_scale = grad_v.narrow(o.channel_dim(), 0, c), grad_shift = grad_v.narrow(o.channel_dim(), c, c);
+  o.p.param_grad_stride = 2 * o.p.row_len;
+  at::Tensor grad_x = backward_into(o, grad_y, grad_logdet, grad_log_scale, grad_shift);
   return {grad_x, grad_params};
 }
 

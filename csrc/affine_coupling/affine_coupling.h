@@ -19,10 +19,13 @@ namespace pygen::affine_coupling {
 // vectors), channel keeps the first C/2 channels of dimension 1 (parity 0) or the others.
 enum class MaskKind : int { kRead, kCheckerboard, kChannel };
 
-// Shapes and settings seen by the kernels. A sample (row) is row_len contiguous elements: of x, y
-// and grad_x one row after the other; of log_scale and shift rows that may lie further apart
-// (chunks of a conditioner's stacked output, read where they lie), as of their gradients (the
-// halves of one stacked gradient).
+// Shapes and settings seen by the kernels. A sample (row) is row_len contiguous elements (in NHWC
+// order for an x stored channels-last): of x, y and grad_x one row after the other; of log_scale
+// and shift rows that may lie further apart (chunks of a conditioner's stacked output, read where
+// they lie), as of their gradients (the halves of one stacked gradient). A row of these four is
+// runs of param_run contiguous elements param_run_stride apart: one run of row_len, but for the
+// stacked params of a channels-last x, whose pixels hold C log_scales then C shifts (runs of C, 2C
+// apart).
 struct Problem {
   int64_t rows, row_len;
   ScaleFn scale_fn;
@@ -35,6 +38,7 @@ struct Problem {
   int64_t mask_row_stride;  // read: 0 when every sample shares the mask, row_len otherwise
   int64_t log_scale_stride, shift_stride;  // elements from a sample's row to the next one's
   int64_t param_grad_stride;  // the same for grad_log_scale and grad_shift
+  int64_t param_run, param_run_stride;
 };
 
 // The scale function called `name` (kNone, the additive coupling, without a log_scale) and the
@@ -70,8 +74,8 @@ std::tuple<at::Tensor, at::Tensor> backward_stacked(const std::optional<at::Tens
                                                     c10::string_view scale_fn, std::optional<double> clamp,
                                                     bool reverse);
 
-// Device kernels. Tensors are contiguous but for the row strides of log_scale, shift and their
-// gradients; log_scale is undefined for kNone, mask for kinds other than kRead (then it is uint8);
+// Device kernels. Tensors are contiguous but for the row strides and runs of log_scale, shift and
+// their gradients; log_scale is undefined for kNone, mask for kinds other than kRead (then it is uint8);
 // grad_y and grad_logdet are always given.
 void forward_cpu(const Problem& p, const at::Tensor& x, const at::Tensor& log_scale, const at::Tensor& shift,
                  const at::Tensor& mask, at::Tensor& y, at::Tensor& logdet);

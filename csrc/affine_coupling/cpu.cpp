@@ -340,6 +340,69 @@ PYGEN_INLINE acc_t over_spans(const Problem& p, const Ptrs<scalar_t>& row, SpanF
   return acc_t(0);
 }
 
+// Rows whose log_scale and shift lie in runs (Problem::param_run: a channels-last x's stacked params)
+// go by chunks: the chunk's log_scale and shift gathered into buffers, run as a read span (such an
+// x's mask is read) and, backward, their gradients scattered from buffers. The buffers stay in L1:
+// memory sees the bytes it would without runs.
+constexpr int32_t kStage = 512;
+
+// Elements [begin, begin + n) of a row in runs, copied to flat (gather) or from it (scatter).
+template <typename scalar_t>
+PYGEN_INLINE void gather_runs(const Problem& p, const scalar_t* runs, int32_t begin, int32_t n, scalar_t* flat) {
+  for (int32_t i = 0; i < n;) {
+    const int64_t e = begin + i, in_run = e % p.param_run;
+    const auto len = static_cast<int32_t>(std::min<int64_t>(p.param_run - in_run, n - i));
+    std::copy_n(runs + (e / p.param_run) * p.param_run_stride + in_run, len, flat + i);
+    i += len;
+  }
+}
+
+template <typename scalar_t>
+PYGEN_INLINE void scatter_runs(const Problem& p, const scalar_t* flat, int32_t begin, int32_t n, scalar_t* runs) {
+  for (int32_t i = 0; i < n;) {
+    const int64_t e = begin + i, in_run = e % p.param_run;
+    const auto len = static_cast<int32_t>(std::min<int64_t>(p.param_run - in_run, n - i));
+    std::copy_n(flat + i, len, runs + (e / p.param_run) * p.param_run_stride + in_run);
+    i += len;
+  }
+}
+
+// The forward of a row in runs; returns the sum of s over its transformed elements.
+template <ScaleFn F, bool kReverse, typename scalar_t, typename acc_t>
+PYGEN_INLINE acc_t forward_runs(const Problem& p, const Ptrs<scalar_t>& row, acc_t c, acc_t ic) {
+  scalar_t log_scale[kStage], shift[kStage];
+  acc_t sum = 0;
+  for (int32_t begin = 0; begin < p.row_len; begin += kStage) {
+    const auto n = static_cast<int32_t>(std::min<int64_t>(kStage, p.row_len - begin));
+    Ptrs<scalar_t> chunk = row.offset(begin);
+    if constexpr (F != ScaleFn::kNone) gather_runs(p, row.log_scale, begin, n, log_scale);
+    gather_runs(p, row.shift, begin, n, shift);
+    chunk.log_scale = F == ScaleFn::kNone ? nullptr : log_scale;
+    chunk.shift = shift;
+    sum += forward_span<F, kReverse, Span::kRead>(chunk, n, c, ic);
+  }
+  return sum;
+}
+
+// The gradients of a row in runs; gl is the gradient of its logdet.
+template <ScaleFn F, bool kReverse, typename scalar_t, typename acc_t>
+PYGEN_INLINE void backward_runs(const Problem& p, const Ptrs<scalar_t>& row, acc_t gl, acc_t c, acc_t ic) {
+  scalar_t log_scale[kStage], shift[kStage], grad_log_scale[kStage], grad_shift[kStage];
+  for (int32_t begin = 0; begin < p.row_len; begin += kStage) {
+    const auto n = static_cast<int32_t>(std::min<int64_t>(kStage, p.row_len - begin));
+    Ptrs<scalar_t> chunk = row.offset(begin);
+    if constexpr (F != ScaleFn::kNone) gather_runs(p, row.log_scale, begin, n, log_scale);
+    gather_runs(p, row.shift, begin, n, shift);
+    chunk.log_scale = F == ScaleFn::kNone ? nullptr : log_scale;
+    chunk.shift = shift;
+    chunk.grad_log_scale = grad_log_scale;
+    chunk.grad_shift = grad_shift;
+    backward_span<F, kReverse, Span::kRead>(chunk, n, gl, c, ic);
+    if constexpr (F != ScaleFn::kNone) scatter_runs(p, grad_log_scale, begin, n, row.grad_log_scale);
+    scatter_runs(p, grad_shift, begin, n, row.grad_shift);
+  }
+}
+
 // ~32k elements per task.
 int64_t grain_rows(const Problem& p) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, p.row_len)); }
 
@@ -350,10 +413,13 @@ PYGEN_CPU_CLONES void forward_rows(const Problem& p, const Ptrs<scalar_t>& base,
   const acc_t c = static_cast<acc_t>(p.clamp), ic = p.clamp > 0 ? acc_t(1) / c : acc_t(0);
   for (int64_t r = begin; r < end; ++r) {
     const Ptrs<scalar_t> row = base.row(p, r);
-    const acc_t sum = over_spans<scalar_t, acc_t>(
-        p, row, [&](auto tag, const Ptrs<scalar_t>& ptrs, int32_t n) __attribute__((always_inline)) {
-          return forward_span<F, kReverse, decltype(tag)::value>(ptrs, n, c, ic);
-        });
+    const acc_t sum =
+        p.param_run != p.row_len
+            ? forward_runs<F, kReverse>(p, row, c, ic)
+            : over_spans<scalar_t, acc_t>(
+                  p, row, [&](auto tag, const Ptrs<scalar_t>& ptrs, int32_t n) __attribute__((always_inline)) {
+                    return forward_span<F, kReverse, decltype(tag)::value>(ptrs, n, c, ic);
+                  });
     logdet[r] = kReverse ? -sum : sum;
   }
 }
@@ -365,6 +431,10 @@ PYGEN_CPU_CLONES void backward_rows(const Problem& p, const Ptrs<scalar_t>& base
   for (int64_t r = begin; r < end; ++r) {
     const Ptrs<scalar_t> row = base.row(p, r);
     const acc_t gl = grad_logdet[r];
+    if (p.param_run != p.row_len) {
+      backward_runs<F, kReverse>(p, row, gl, c, ic);
+      continue;
+    }
     over_spans<scalar_t, acc_t>(p, row, [&](auto tag, const Ptrs<scalar_t>& ptrs, int32_t n) __attribute__((always_inline)) {
       backward_span<F, kReverse, decltype(tag)::value>(ptrs, n, gl, c, ic);
       return acc_t(0);

@@ -63,6 +63,39 @@ __device__ __forceinline__ bool group_keep(const Problem& p, const uint8_t* mask
   return any;
 }
 
+// Where element j of a row of log_scale, shift or their gradients lies from the row's start: j but
+// for rows in runs (Problem::param_run, a channels-last x's stacked params). Positions fit in 32 bits.
+__device__ __forceinline__ int64_t param_at(const Problem& p, int64_t j) {
+  if (p.param_run == p.row_len) return j;
+  const uint32_t e = static_cast<uint32_t>(j), run = static_cast<uint32_t>(p.param_run), q = e / run;
+  return static_cast<int64_t>(q) * p.param_run_stride + (e - q * run);
+}
+
+// The group at position j of the row at `row` of log_scale, shift or a gradient. Aligned groups lie
+// within a run (groups_aligned); others go element by element, across runs.
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ void load_params(const Problem& p, const scalar_t* row, int64_t j, int n, bool aligned,
+                                            acc_t* out) {
+  if (aligned || p.param_run == p.row_len) {
+    load_group(row, param_at(p, j), n, aligned, out);
+    return;
+  }
+#pragma unroll
+  for (int k = 0; k < kVec; ++k) out[k] = k < n ? static_cast<acc_t>(row[param_at(p, j + k)]) : acc_t(0);
+}
+
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ void store_params(const Problem& p, scalar_t* row, int64_t j, int n, bool aligned,
+                                             const acc_t* in) {
+  if (aligned || p.param_run == p.row_len) {
+    store_group(row, param_at(p, j), n, aligned, in);
+    return;
+  }
+#pragma unroll
+  for (int k = 0; k < kVec; ++k)
+    if (k < n) row[param_at(p, j + k)] = static_cast<scalar_t>(in[k]);
+}
+
 // Math in at::opmath_type: double for double inputs (gradcheck), float for every other dtype.
 template <typename scalar_t, ScaleFn F>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
@@ -88,8 +121,8 @@ forward_kernel(Problem p, Segments seg, bool aligned, const scalar_t* __restrict
     acc_t xv[kVec], a[kVec] = {}, t[kVec] = {}, out[kVec];
     load_group(x, base + j, n, aligned, xv);
     if (any) {
-      if constexpr (F != ScaleFn::kNone) load_group(log_scale, a_base + j, n, aligned, a);
-      load_group(shift, t_base + j, n, aligned, t);
+      if constexpr (F != ScaleFn::kNone) load_params(p, log_scale + a_base, j, n, aligned, a);
+      load_params(p, shift + t_base, j, n, aligned, t);
     }
 #pragma unroll
     for (int k = 0; k < kVec; ++k) {
@@ -132,8 +165,8 @@ backward_kernel(Problem p, Segments seg, bool aligned, const scalar_t* __restric
     load_group(grad_y, base + j, n, aligned, g);
     load_group(x, base + j, n, aligned, xv);
     if (any) {
-      if constexpr (F != ScaleFn::kNone) load_group(log_scale, a_base + j, n, aligned, a);
-      if (p.reverse) load_group(shift, t_base + j, n, aligned, t);
+      if constexpr (F != ScaleFn::kNone) load_params(p, log_scale + a_base, j, n, aligned, a);
+      if (p.reverse) load_params(p, shift + t_base, j, n, aligned, t);
     }
 #pragma unroll
     for (int k = 0; k < kVec; ++k) {
@@ -145,8 +178,8 @@ backward_kernel(Problem p, Segments seg, bool aligned, const scalar_t* __restric
       ds[k] = keep[k] ? acc_t(0) : (d.s + (p.reverse ? -gl : gl)) * scale_grad<F>(a[k], s, ic);
     }
     store_group(grad_x, base + j, n, aligned, dx);
-    store_group(grad_shift, g_base + j, n, aligned, dt);
-    if constexpr (F != ScaleFn::kNone) store_group(grad_log_scale, g_base + j, n, aligned, ds);
+    store_params(p, grad_shift + g_base, j, n, aligned, dt);
+    if constexpr (F != ScaleFn::kNone) store_params(p, grad_log_scale + g_base, j, n, aligned, ds);
   }
 }
 
@@ -170,11 +203,12 @@ scalar_t* mutable_or_null(at::Tensor& t) {
   return t.numel() > 0 ? t.mutable_data_ptr<scalar_t>() : nullptr;
 }
 
-// The vector path needs samples (and rows of log_scale, shift and their gradients) a multiple of
-// kVec elements apart and every pointer aligned to a group.
+// The vector path needs samples (and rows and runs of log_scale, shift and their gradients) a
+// multiple of kVec elements long and apart, and every pointer aligned to a group.
 template <typename scalar_t>
 bool groups_aligned(const Problem& p, std::initializer_list<const at::Tensor*> tensors) {
-  for (const int64_t stride : {p.row_len, p.log_scale_stride, p.shift_stride, p.param_grad_stride})
+  for (const int64_t stride :
+       {p.row_len, p.log_scale_stride, p.shift_stride, p.param_grad_stride, p.param_run, p.param_run_stride})
     if (stride % kVec != 0) return false;
   for (const at::Tensor* t : tensors)
     if (t->defined() && t->numel() > 0 &&

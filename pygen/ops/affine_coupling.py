@@ -97,6 +97,24 @@ def detect_mask_kind(mask: Tensor, shape: Sequence[int]) -> MaskKind:
     return MaskKind.READ
 
 
+def _channels_last(x: Tensor) -> bool:
+    """Whether x is a 4-d tensor stored channels-last (and not also contiguous, as when C or H*W
+    is 1): the kernels then run on its NHWC view, and y and the gradients keep its layout."""
+    return (
+        x.dim() == 4
+        and not x.is_contiguous()
+        and x.is_contiguous(memory_format=torch.channels_last)
+    )
+
+
+def _like_x(x: Tensor, shape: Sequence[int] | None = None) -> Tensor:
+    """An output of x's shape (or ``shape``) in the layout the kernels give it: x's for a
+    channels-last x, else contiguous."""
+    form = torch.channels_last if _channels_last(x) else torch.contiguous_format
+    shape = x.shape if shape is None else shape
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=form)
+
+
 # pygen::affine_coupling and its backward (kernels and autograd) are registered in C++ when
 # pygen._C loads; these are their shape-only implementations for torch.compile, and the
 # backward's own derivative (from the twin).
@@ -106,7 +124,7 @@ _forward = torch.ops.pygen.affine_coupling
 @torch.library.register_fake("pygen::affine_coupling")
 def _(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse):
     check_same_device("x", x, log_scale=log_scale, shift=shift, mask=mask)
-    return x.new_empty(x.shape), x.new_empty(x.shape[:1], dtype=reference.logdet_dtype(x.dtype))
+    return _like_x(x), x.new_empty(x.shape[:1], dtype=reference.logdet_dtype(x.dtype))
 
 
 @torch.library.register_fake("pygen::affine_coupling_backward")
@@ -114,22 +132,22 @@ def _(grad_y, grad_logdet, x, log_scale, shift, mask, mask_kind, scale_fn, clamp
     check_same_device(
         "x", x, grad_y=grad_y, grad_logdet=grad_logdet, log_scale=log_scale, shift=shift, mask=mask
     )
-    grad_log_scale = x.new_empty(x.shape if log_scale is not None else (0,))
-    return x.new_empty(x.shape), grad_log_scale, x.new_empty(x.shape)
+    grad_log_scale = _like_x(x) if log_scale is not None else x.new_empty(0)
+    return _like_x(x), grad_log_scale, _like_x(x)
 
 
 @torch.library.register_fake("pygen::affine_coupling_stacked")
 def _(x, params, mask, mask_kind, scale_fn, clamp, reverse):
     check_same_device("x", x, params=params, mask=mask)
     reference.params_halves(x, params)  # the kernels' error for another shape
-    return x.new_empty(x.shape), x.new_empty(x.shape[:1], dtype=reference.logdet_dtype(x.dtype))
+    return _like_x(x), x.new_empty(x.shape[:1], dtype=reference.logdet_dtype(x.dtype))
 
 
 @torch.library.register_fake("pygen::affine_coupling_stacked_backward")
 def _(grad_y, grad_logdet, x, params, mask, mask_kind, scale_fn, clamp, reverse):
     check_same_device("x", x, grad_y=grad_y, grad_logdet=grad_logdet, params=params, mask=mask)
     reference.params_halves(x, params)
-    return x.new_empty(x.shape), x.new_empty(params.shape)
+    return _like_x(x), _like_x(x, params.shape)
 
 
 def _twin_backward(
@@ -164,48 +182,11 @@ register_twin_backward(
 
 
 def _kind(mask: Tensor, x: Tensor, mask_kind: MaskKind | int | None) -> int:
-    return int(detect_mask_kind(mask, x.shape) if mask_kind is None else mask_kind)
-
-
-def _channels_last(x: Tensor, mask: Tensor, *others: Tensor) -> bool:
-    """Whether x is a 4-d tensor stored channels-last (and not also contiguous, as when C or H*W
-    is 1): the kernels then run on the NHWC views (x's read in place, as are log_scale's and
-    shift's where their samples are contiguous there) and y keeps x's layout, as an elementwise
-    op's would."""
-    return (
-        x.dim() == 4
-        and mask.dim() <= 4
-        and all(t.dim() == 4 for t in others)
-        and not x.is_contiguous()
-        and x.is_contiguous(memory_format=torch.channels_last)
-    )
-
-
-def _coupling_nhwc(
-    x: Tensor,
-    log_scale: Tensor | None,
-    shift: Tensor,
-    mask: Tensor,
-    scale_fn: str,
-    clamp: float | None,
-    reverse: bool,
-) -> tuple[Tensor, Tensor]:
-    """The op on the NHWC views of a channels-last x and its log_scale and shift, y returned
-    channels-last. The mask patterns the kernels compute run over NCHW's last dimensions: the
-    permuted mask is read. The logdet sums the same values (in another order)."""
-    mask = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape)).permute(0, 2, 3, 1)
-    to_nhwc = (0, 2, 3, 1)
-    y, logdet = _forward(
-        x.permute(to_nhwc),
-        None if log_scale is None else log_scale.permute(to_nhwc),
-        shift.permute(to_nhwc),
-        mask,
-        int(MaskKind.READ),
-        scale_fn,
-        clamp,
-        reverse,
-    )
-    return y.permute(0, 3, 1, 2), logdet
+    """The kind the kernels get: given, detected, or READ for a channels-last x (whose mask the
+    kernels read whatever its kind: no need to read it here)."""
+    if mask_kind is not None:
+        return int(mask_kind)
+    return int(MaskKind.READ if _channels_last(x) else detect_mask_kind(mask, x.shape))
 
 
 def affine_coupling(
@@ -259,8 +240,6 @@ def affine_coupling(
         return reference.affine_coupling(
             x, log_scale, shift, mask, scale_fn=scale_fn, clamp=clamp, reverse=reverse
         )
-    if _channels_last(x, mask, log_scale, shift):
-        return _coupling_nhwc(x, log_scale, shift, mask, scale_fn, clamp, reverse)
     kind = _kind(mask, x, mask_kind)
     return _forward(x, log_scale, shift, mask, kind, scale_fn, clamp, reverse)
 
@@ -285,20 +264,18 @@ def affine_coupling_stacked(
     Args:
         x: ``(N, C, ...)``, as for ``affine_coupling``.
         params: ``(N, 2C, ...)``, log_scale then shift along dim 1, of x's dtype and device; read
-            in place where each sample is contiguous, else copied.
+            in place where each sample is contiguous, else copied. For an x stored channels-last
+            it is read in place where it is channels-last too (each pixel's C log_scales, then
+            its C shifts), else copied into that layout, and its gradient comes channels-last.
         mask, scale_fn, clamp, reverse, mask_kind: as for ``affine_coupling``.
 
     Returns:
-        ``(y, logdet)`` as ``affine_coupling``. An x stored channels-last runs as
-        ``affine_coupling`` on the chunks (its NHWC path reads channels last, not halves of dim 1).
+        ``(y, logdet)`` as ``affine_coupling``.
     """
     if runs_twins(x, params, mask):
         return reference.affine_coupling_stacked(
             x, params, mask, scale_fn=scale_fn, clamp=clamp, reverse=reverse
         )
-    if _channels_last(x, mask, params):
-        log_scale, shift = params.chunk(2, dim=1)
-        return _coupling_nhwc(x, log_scale, shift, mask, scale_fn, clamp, reverse)
     kind = _kind(mask, x, mask_kind)
     return torch.ops.pygen.affine_coupling_stacked(x, params, mask, kind, scale_fn, clamp, reverse)
 
@@ -322,7 +299,5 @@ def additive_coupling(
     """
     if runs_twins(x, shift, mask):
         return reference.additive_coupling(x, shift, mask, reverse=reverse)
-    if _channels_last(x, mask, shift):
-        return _coupling_nhwc(x, None, shift, mask, "exp", None, reverse)
     kind = _kind(mask, x, mask_kind)
     return _forward(x, None, shift, mask, kind, "exp", None, reverse)

@@ -2,17 +2,17 @@
 // scripts/emulate_cuda.py compiles it after the kernels' code. Usage: affine_coupling INPUT OUTPUT.
 // INPUT: int64 header (see Header: the kernels' Problem as the op makes it), float64 clamp, then
 // int64 count and float64 values of: x, log_scale (empty: the additive coupling; rows at its
-// stride), shift (rows at its stride), the uint8 mask (empty unless read), and for the backward
+// stride, in runs), shift (likewise), the uint8 mask (empty unless read), and for the backward
 // grad_y and grad_logdet.
 // OUTPUT (float64): y then logdet; or (backward) grad_x, grad_log_scale (if any) and grad_shift,
-// these two with rows param_grad_stride apart and NaN wherever the kernel wrote nothing.
+// these two with rows param_grad_stride apart, in runs, and NaN wherever the kernel wrote nothing.
 #include "driver_io.h"
 
 namespace ac = pygen::affine_coupling;
 
 struct Header {
   int64_t rows, row_len, scale_fn, reverse, mask_kind, parity, width, height, split, mask_row_stride;
-  int64_t log_scale_stride, shift_stride, param_grad_stride;
+  int64_t log_scale_stride, shift_stride, param_grad_stride, param_run, param_run_stride;
   int64_t dtype, vector, backward;  // dtype: as emu::with_dtype
 };
 
@@ -23,7 +23,8 @@ void run(const Header& hd, double clamp, const std::vector<std::vector<double>>&
                       clamp,     hd.reverse != 0,    ac::MaskKind(hd.mask_kind),
                       hd.parity, hd.width,           hd.height,
                       hd.split,  hd.mask_row_stride, hd.log_scale_stride,
-                      hd.shift_stride, hd.param_grad_stride};
+                      hd.shift_stride, hd.param_grad_stride, hd.param_run,
+                      hd.param_run_stride};
   const ac::Segments seg = ac::segments(p);
   const int blocks = static_cast<int>(ac::grid(p, seg).x), threads = ac::kWarpsPerBlock * 32;
   const bool vector = hd.vector != 0;
