@@ -5,7 +5,9 @@ Inputs are images with a checkerboard mask (computed from indices by the kernel,
 references) and the RealNVP scale function ``tanh``; also with a channel mask (modes "... (channel
 mask)"), and on inputs stored channels-last (modes "... (channels-last)": the kernels run on their
 NHWC views, reading the permuted mask, and y stays channels-last, as the references keep it), and
-with log_scale and shift the halves of one conditioner output (mode "fwd+bwd (stacked)").
+with log_scale and shift the halves of one conditioner output (mode "fwd+bwd (stacked)", and
+"fwd+bwd (stacked, channels-last)" with every tensor stored channels-last: the kernels read each
+pixel's C log_scales then C shifts in place, as runs).
 On the CPU the channel mask runs as two spans (one kept, one transformed) and the checkerboard
 as element pairs, both computing the scale function for the transformed half only (NOTES.md:
 "checkerboard pairs as words"). The CUDA kernel tests each element's mask in one loop
@@ -164,19 +166,26 @@ def test_affine_coupling(record, quick, shape, dtype, mode, variant):
         record(row(OP, provider, label, shape, dtype, DEVICE, timing, nbytes))
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels-last"])
 @pytest.mark.parametrize(("shape", "dtype"), CASES, ids=lambda c: str(c))
-def test_affine_coupling_stacked(record, quick, shape, dtype):
+def test_affine_coupling_stacked(record, quick, shape, dtype, layout):
     """Mode "fwd+bwd (stacked)": log_scale and shift as a conditioner gives them, the halves of
     one tensor ``params`` along dim 1, and the gradient of params. ``pygen`` runs
     ``affine_coupling_stacked`` (one gradient written by the kernels), ``pygen (chunks)``
     ``affine_coupling`` on ``params.chunk(2, dim=1)`` (autograd concatenates the two halves'
-    gradients), eager and compile the reference on the chunks. Same floor as fwd+bwd."""
+    gradients), eager and compile the reference on the chunks. "fwd+bwd (stacked,
+    channels-last)": x, params and grad_y stored channels-last, as a channels-last model's
+    conditioner gives them (the chunks are then copied, not read in place). Same floor as
+    fwd+bwd."""
+    if layout == "channels-last" and len(shape) != 4:
+        pytest.skip("channels-last: images")
+    form = torch.channels_last if layout == "channels-last" else torch.contiguous_format
     gen = torch.Generator(DEVICE).manual_seed(0)
     x, log_scale, shift, mask, kind = make_inputs(shape, dtype, gen)
-    params = torch.cat([log_scale, shift], dim=1).requires_grad_()
-    x.requires_grad_()
+    params = torch.cat([log_scale, shift], dim=1).contiguous(memory_format=form).requires_grad_()
+    x = x.contiguous(memory_format=form).requires_grad_()
     grads = (
-        torch.randn(shape, device=DEVICE, generator=gen).to(dtype),
+        torch.randn(shape, device=DEVICE, generator=gen).to(dtype).contiguous(memory_format=form),
         torch.randn(shape[0], device=DEVICE, generator=gen),
     )
     settings = {"scale_fn": SCALE_FN, "mask_kind": kind}
@@ -200,7 +209,7 @@ def test_affine_coupling_stacked(record, quick, shape, dtype):
     }
     grad_x, grad_log_scale, grad_shift = expected(x, log_scale, shift, mask, "fwd+bwd", *grads)
     want = (grad_x, torch.cat([grad_log_scale, grad_shift], dim=1))
-    label = "fwd+bwd (stacked)"
+    label = "fwd+bwd" + (floors.STACKED if layout == "contiguous" else floors.STACKED_CHANNELS_LAST)
     for provider, step in steps.items():
         if provider != "eager":
             for name, got, ref in zip(("grad_x", "grad_params"), step(), want, strict=True):

@@ -13,6 +13,8 @@ CHANNEL_MASK = " (channel mask)"
 CHANNELS_LAST = " (channels-last)"  # the same bytes as the contiguous case
 ENCODER_HALVES = " (encoder halves)"  # mu and logvar the halves of one tensor: the same bytes
 STACKED = " (stacked)"  # that tensor whole, to the stacked op: the same bytes
+STACKED_CHANNELS_LAST = " (stacked, channels-last)"  # the same, all stored channels-last
+SAME_BYTES = (CHANNELS_LAST, ENCODER_HALVES, STACKED, STACKED_CHANNELS_LAST)
 
 
 def reparam_kl_bytes(shape, dtype: str, mode: str) -> int:
@@ -55,12 +57,12 @@ def floor_bytes(row: dict) -> int | None:
     if op == "matmul":
         m, k, n = shape
         return (m * k + k * n + m * n) * ITEMSIZE[dtype]
-    base = mode.removesuffix(ENCODER_HALVES).removesuffix(STACKED)
+    mask = "channel" if mode.endswith(CHANNEL_MASK) else "checkerboard"
+    base = mode.removesuffix(CHANNEL_MASK)
+    for suffix in SAME_BYTES:
+        base = base.removesuffix(suffix)
     if op == "reparam_kl" and base in ("fwd", "fwd+bwd"):
         return reparam_kl_bytes(shape, dtype, base)
-    if op == "affine_coupling":
-        mask = "channel" if mode.endswith(CHANNEL_MASK) else "checkerboard"
-        base = mode.removesuffix(CHANNEL_MASK).removesuffix(CHANNELS_LAST)
-        if base in ("fwd", "reverse", "fwd+bwd"):
-            return affine_coupling_bytes(shape, dtype, base, mask)
+    if op == "affine_coupling" and base in ("fwd", "reverse", "fwd+bwd"):
+        return affine_coupling_bytes(shape, dtype, base, mask)
     return None

@@ -152,6 +152,9 @@ def test_floor_bytes_counted_by_hand():
     channel = floors.affine_coupling_bytes((4, 2, 8, 8), "float32", "fwd+bwd", "channel")
     assert channel == (3 + 1 + 0.5 + 0.5 + 3) * n * 4
     assert floors.floor_bytes(_mem_row("pygen", 1.0)) == channel
+    for layout in (floors.CHANNELS_LAST, floors.STACKED, floors.STACKED_CHANNELS_LAST):
+        row = {"op": "affine_coupling", "mode": "fwd+bwd" + layout, "shape": [4, 2, 8, 8]}
+        assert floors.floor_bytes({**row, "dtype": "float32"}) == 10 * n * 4
 
 
 def test_report_recomputes_gb_per_s_from_the_floor_and_leaves_rows_without_one_empty():
