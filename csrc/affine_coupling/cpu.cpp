@@ -343,26 +343,23 @@ PYGEN_INLINE acc_t over_spans(const Problem& p, const Ptrs<scalar_t>& row, SpanF
 // Rows whose log_scale and shift lie in runs (Problem::param_run: a channels-last x's stacked params)
 // go by chunks: the chunk's log_scale and shift gathered into buffers, run as a read span (such an
 // x's mask is read) and, backward, their gradients scattered from buffers. The buffers stay in L1:
-// memory sees the bytes it would without runs.
+// memory sees the bytes it would without runs, but a run of a pixel's few channels per copy costs
+// (256x12x32x32 float32: forward 2.3 ms against 1.75 from two channels-last tensors).
 constexpr int32_t kStage = 512;
 
-// Elements [begin, begin + n) of a row in runs, copied to flat (gather) or from it (scatter).
-template <typename scalar_t>
-PYGEN_INLINE void gather_runs(const Problem& p, const scalar_t* runs, int32_t begin, int32_t n, scalar_t* flat) {
-  for (int32_t i = 0; i < n;) {
-    const int64_t e = begin + i, in_run = e % p.param_run;
+// Elements [begin, begin + n) of a row in runs, copied to flat (gather) or from it (scatter): one
+// division per call, not one per run (with one per run of 12 channels the forward took 3.2 ms).
+template <bool kGather, typename scalar_t, typename runs_t>
+PYGEN_INLINE void copy_runs(const Problem& p, runs_t* runs, int32_t begin, int32_t n, scalar_t* flat) {
+  int64_t in_run = begin % p.param_run;
+  runs_t* run = runs + (begin / p.param_run) * p.param_run_stride;
+  for (int32_t i = 0; i < n; run += p.param_run_stride, in_run = 0) {
     const auto len = static_cast<int32_t>(std::min<int64_t>(p.param_run - in_run, n - i));
-    std::copy_n(runs + (e / p.param_run) * p.param_run_stride + in_run, len, flat + i);
-    i += len;
-  }
-}
-
-template <typename scalar_t>
-PYGEN_INLINE void scatter_runs(const Problem& p, const scalar_t* flat, int32_t begin, int32_t n, scalar_t* runs) {
-  for (int32_t i = 0; i < n;) {
-    const int64_t e = begin + i, in_run = e % p.param_run;
-    const auto len = static_cast<int32_t>(std::min<int64_t>(p.param_run - in_run, n - i));
-    std::copy_n(flat + i, len, runs + (e / p.param_run) * p.param_run_stride + in_run);
+    if constexpr (kGather) {
+      std::copy_n(run + in_run, len, flat + i);
+    } else {
+      std::copy_n(flat + i, len, run + in_run);
+    }
     i += len;
   }
 }
@@ -375,8 +372,8 @@ PYGEN_INLINE acc_t forward_runs(const Problem& p, const Ptrs<scalar_t>& row, acc
   for (int32_t begin = 0; begin < p.row_len; begin += kStage) {
     const auto n = static_cast<int32_t>(std::min<int64_t>(kStage, p.row_len - begin));
     Ptrs<scalar_t> chunk = row.offset(begin);
-    if constexpr (F != ScaleFn::kNone) gather_runs(p, row.log_scale, begin, n, log_scale);
-    gather_runs(p, row.shift, begin, n, shift);
+    if constexpr (F != ScaleFn::kNone) copy_runs<true>(p, row.log_scale, begin, n, log_scale);
+    copy_runs<true>(p, row.shift, begin, n, shift);
     chunk.log_scale = F == ScaleFn::kNone ? nullptr : log_scale;
     chunk.shift = shift;
     sum += forward_span<F, kReverse, Span::kRead>(chunk, n, c, ic);
@@ -391,15 +388,15 @@ PYGEN_INLINE void backward_runs(const Problem& p, const Ptrs<scalar_t>& row, acc
   for (int32_t begin = 0; begin < p.row_len; begin += kStage) {
     const auto n = static_cast<int32_t>(std::min<int64_t>(kStage, p.row_len - begin));
     Ptrs<scalar_t> chunk = row.offset(begin);
-    if constexpr (F != ScaleFn::kNone) gather_runs(p, row.log_scale, begin, n, log_scale);
-    gather_runs(p, row.shift, begin, n, shift);
+    if constexpr (F != ScaleFn::kNone) copy_runs<true>(p, row.log_scale, begin, n, log_scale);
+    copy_runs<true>(p, row.shift, begin, n, shift);
     chunk.log_scale = F == ScaleFn::kNone ? nullptr : log_scale;
     chunk.shift = shift;
     chunk.grad_log_scale = grad_log_scale;
     chunk.grad_shift = grad_shift;
     backward_span<F, kReverse, Span::kRead>(chunk, n, gl, c, ic);
-    if constexpr (F != ScaleFn::kNone) scatter_runs(p, grad_log_scale, begin, n, row.grad_log_scale);
-    scatter_runs(p, grad_shift, begin, n, row.grad_shift);
+    if constexpr (F != ScaleFn::kNone) copy_runs<false>(p, row.grad_log_scale, begin, n, grad_log_scale);
+    copy_runs<false>(p, row.grad_shift, begin, n, grad_shift);
   }
 }
 
