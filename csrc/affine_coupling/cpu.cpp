@@ -364,6 +364,19 @@ PYGEN_INLINE void copy_runs(const Problem& p, runs_t* runs, int32_t begin, int32
   }
 }
 
+// The pointers of the n elements at `begin` of a row in runs, its log_scale and shift gathered into
+// the buffers.
+template <ScaleFn F, typename scalar_t>
+PYGEN_INLINE Ptrs<scalar_t> gathered(const Problem& p, const Ptrs<scalar_t>& row, int32_t begin, int32_t n,
+                                     scalar_t* log_scale, scalar_t* shift) {
+  Ptrs<scalar_t> chunk = row.offset(begin);
+  if constexpr (F != ScaleFn::kNone) copy_runs<true>(p, row.log_scale, begin, n, log_scale);
+  copy_runs<true>(p, row.shift, begin, n, shift);
+  chunk.log_scale = F == ScaleFn::kNone ? nullptr : log_scale;
+  chunk.shift = shift;
+  return chunk;
+}
+
 // The forward of a row in runs; returns the sum of s over its transformed elements.
 template <ScaleFn F, bool kReverse, typename scalar_t, typename acc_t>
 PYGEN_INLINE acc_t forward_runs(const Problem& p, const Ptrs<scalar_t>& row, acc_t c, acc_t ic) {
@@ -371,12 +384,7 @@ PYGEN_INLINE acc_t forward_runs(const Problem& p, const Ptrs<scalar_t>& row, acc
   acc_t sum = 0;
   for (int32_t begin = 0; begin < p.row_len; begin += kStage) {
     const auto n = static_cast<int32_t>(std::min<int64_t>(kStage, p.row_len - begin));
-    Ptrs<scalar_t> chunk = row.offset(begin);
-    if constexpr (F != ScaleFn::kNone) copy_runs<true>(p, row.log_scale, begin, n, log_scale);
-    copy_runs<true>(p, row.shift, begin, n, shift);
-    chunk.log_scale = F == ScaleFn::kNone ? nullptr : log_scale;
-    chunk.shift = shift;
-    sum += forward_span<F, kReverse, Span::kRead>(chunk, n, c, ic);
+    sum += forward_span<F, kReverse, Span::kRead>(gathered<F>(p, row, begin, n, log_scale, shift), n, c, ic);
   }
   return sum;
 }
@@ -387,11 +395,7 @@ PYGEN_INLINE void backward_runs(const Problem& p, const Ptrs<scalar_t>& row, acc
   scalar_t log_scale[kStage], shift[kStage], grad_log_scale[kStage], grad_shift[kStage];
   for (int32_t begin = 0; begin < p.row_len; begin += kStage) {
     const auto n = static_cast<int32_t>(std::min<int64_t>(kStage, p.row_len - begin));
-    Ptrs<scalar_t> chunk = row.offset(begin);
-    if constexpr (F != ScaleFn::kNone) copy_runs<true>(p, row.log_scale, begin, n, log_scale);
-    copy_runs<true>(p, row.shift, begin, n, shift);
-    chunk.log_scale = F == ScaleFn::kNone ? nullptr : log_scale;
-    chunk.shift = shift;
+    Ptrs<scalar_t> chunk = gathered<F>(p, row, begin, n, log_scale, shift);
     chunk.grad_log_scale = grad_log_scale;
     chunk.grad_shift = grad_shift;
     backward_span<F, kReverse, Span::kRead>(chunk, n, gl, c, ic);
