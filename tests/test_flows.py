@@ -158,6 +158,27 @@ def test_conditioner_outputs_get_one_gradient_without_a_cat(make):
     assert "aten::cat" not in ops
 
 
+def test_a_channels_last_coupling_keeps_its_layout_without_a_cat():
+    # A model under torch.channels_last: the conditioner's output is channels-last, read in place
+    # as runs of each pixel's channels; z and every gradient keep the layout and equal the
+    # contiguous model's.
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        torch.manual_seed(0)
+        layer = perturb(AffineCoupling((3, 5, 6), net=torch.nn.Conv2d(3, 6, 3, padding=1)))
+        layer = layer.to(memory_format=layout)
+        x = inputs((3, 5, 6)).contiguous(memory_format=layout).requires_grad_()
+        with torch.profiler.profile() as prof:
+            z, logdet = layer(x)
+            (z.square().sum() + logdet.sum()).backward()
+        ops = {event.name for event in prof.events()}
+        assert "pygen::affine_coupling_stacked_backward" in ops and "aten::cat" not in ops
+        assert z.is_contiguous(memory_format=layout) and x.grad.is_contiguous(memory_format=layout)
+        results.append((z, logdet, x.grad, *(p.grad for p in layer.parameters())))
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_fused_and_reference_couplings_agree():
     torch.manual_seed(0)
     fused = perturb(AffineCoupling((2, 4, 4), "channel", scale_fn="atan"))
