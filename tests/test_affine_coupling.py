@@ -900,3 +900,24 @@ def test_cpu_16_bit_values_widen_and_round_like_torch(dtype):
     expected = (x.float() * 1.0 + 0.0).to(dtype)
     same = (y.view(torch.int16) == expected.view(torch.int16)) | (y.isnan() & expected.isnan())
     assert same.all()
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_gradients_batched_over_cotangents(layout):
+    # autograd.grad(..., is_grads_batched=True) runs the backward op under the legacy vmap (its
+    # loop fallback): the results of a loop over the cotangents.
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 2, 4, 4, generator=gen).contiguous(memory_format=layout)
+    params = torch.randn(3, 4, 4, 4, generator=gen).contiguous(memory_format=layout)
+    x, params = x.requires_grad_(), params.requires_grad_()
+    y, logdet = affine_coupling_stacked(x, params, checkerboard_mask((2, 4, 4)), scale_fn="tanh")
+    grad_y, grad_logdet = torch.randn(4, *y.shape, generator=gen), torch.randn(4, 3, generator=gen)
+    batched = torch.autograd.grad(
+        (y, logdet), (x, params), (grad_y, grad_logdet), is_grads_batched=True, retain_graph=True
+    )
+    for i in range(4):
+        one = torch.autograd.grad(
+            (y, logdet), (x, params), (grad_y[i], grad_logdet[i]), retain_graph=True
+        )
+        for got, want in zip(batched, one, strict=True):
+            torch.testing.assert_close(got[i], want, rtol=0, atol=0)

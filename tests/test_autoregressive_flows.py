@@ -511,6 +511,45 @@ def test_fused_made_solve_gradcheck(outputs):
     assert torch.autograd.gradcheck(fn, leaves)
 
 
+def test_fused_made_solve_gradients_batched_over_cotangents():
+    # autograd.grad(..., is_grads_batched=True) (and jacobian(vectorize=True)) runs the backward
+    # under the legacy vmap: the fused backward once per cotangent, the results those of a loop.
+    made, target, mask = solve_case(hidden=10, dim=5)
+    weights, biases, units, bounds = made.solve_weights(target)
+    order = made.order.tolist()
+    leaves = [t.detach().requires_grad_() for t in (target[:3], *weights, *biases)]
+    layers = len(weights)
+    x, params = ops.made_affine_solve(
+        leaves[0], leaves[1 : 1 + layers], leaves[1 + layers :], units, bounds, order, mask
+    )
+    gen = torch.Generator().manual_seed(3)
+    cotangents = [torch.randn(4, *t.shape, generator=gen, dtype=t.dtype) for t in (x, params)]
+    for given in ([0, 1], [0], [1]):  # either output's gradient absent
+        outputs = [(x, params)[k] for k in given]
+        batched = torch.autograd.grad(
+            outputs,
+            leaves,
+            [cotangents[k] for k in given],
+            is_grads_batched=True,
+            retain_graph=True,
+        )
+        for i in range(4):
+            one = torch.autograd.grad(
+                outputs, leaves, [cotangents[k][i] for k in given], retain_graph=True
+            )
+            for got, want in zip(batched, one, strict=True):
+                torch.testing.assert_close(got[i], want, rtol=0, atol=0)
+
+    def solve(t):
+        return ops.made_affine_solve(t, weights, biases, units, bounds, order, mask)[0]
+
+    jacobian = torch.autograd.functional.jacobian(solve, target[:2], vectorize=True)
+    torch.testing.assert_close(
+        jacobian, torch.autograd.functional.jacobian(solve, target[:2]), rtol=0, atol=0
+    )
+    assert not jacobian[0, :, 1].any()  # samples are independent
+
+
 def test_fused_made_solve_gradgradcheck():
     # Second derivatives of the fused kernels come from the composite loop's arithmetic.
     made, target, mask = solve_case(hidden=6, dim=4)

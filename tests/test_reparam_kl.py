@@ -691,3 +691,23 @@ def test_layer_forward_stacked_matches_forward_and_reference():
     z, kl = fused_layer.forward_stacked(stats, generator=gen_a, n_samples=3)
     assert z.shape == (3, 6, 10) and kl.shape == (6,)
     assert torch.equal(z, fused_layer(mu, logvar, generator=gen_b, n_samples=3)[0])
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_gradients_batched_over_cotangents(stacked):
+    # autograd.grad(..., is_grads_batched=True) runs the backward op under the legacy vmap (its
+    # loop fallback): the results of a loop over the cotangents.
+    gen = torch.Generator().manual_seed(0)
+    stats = torch.randn(5, 6, generator=gen, requires_grad=True)
+    noise = torch.randn(5, 3, generator=gen)
+    if stacked:
+        z, kl = reparameterize_kl_stacked(stats, noise)
+    else:
+        z, kl = reparameterize_kl(*stats.chunk(2, dim=-1), noise)
+    grad_z, grad_kl = torch.randn(4, 5, 3, generator=gen), torch.randn(4, 5, generator=gen)
+    (batched,) = torch.autograd.grad(
+        (z, kl), stats, (grad_z, grad_kl), is_grads_batched=True, retain_graph=True
+    )
+    for i in range(4):
+        (one,) = torch.autograd.grad((z, kl), stats, (grad_z[i], grad_kl[i]), retain_graph=True)
+        torch.testing.assert_close(batched[i], one, rtol=0, atol=0)

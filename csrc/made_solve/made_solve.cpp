@@ -8,6 +8,7 @@
 //   torch.compile (CompositeImplicitAutograd); its dozen small ATen calls per step cost ~20x the
 //   step's arithmetic on the CPU.
 #include <ATen/ATen.h>
+#include <ATen/LegacyBatchedTensorImpl.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
@@ -303,6 +304,57 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> fused_b
   return {grad_target, grad_weights, grad_biases};
 }
 
+// The backward under the legacy vmap, which `torch.autograd.grad(..., is_grads_batched=True)` runs
+// backward ops in (its fallback refuses ops with tensor lists): the op once per entry of the
+// batched output gradients, its results stacked into batched tensors. Only those gradients may be
+// batched there.
+std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> fused_backward_batched(
+    const std::optional<at::Tensor>& grad_x, const std::optional<at::Tensor>& grad_params, const at::Tensor& target,
+    const at::Tensor& x, const at::Tensor& params, at::TensorList weights, at::TensorList biases,
+    const at::Tensor& units, at::IntArrayRef bounds, at::IntArrayRef order, const at::Tensor& mask,
+    c10::string_view scale_fn, std::optional<double> clamp, bool reverse) {
+  std::vector<const at::Tensor*> others{&target, &x, &params, &units, &mask};
+  for (const at::Tensor& t : weights) others.push_back(&t);
+  for (const at::Tensor& t : biases) others.push_back(&t);
+  for (const at::Tensor* t : others)
+    TORCH_CHECK_NOT_IMPLEMENTED(!at::isBatchedTensor(*t),
+                                "the fused MADE solve's backward runs batched over its output gradients only "
+                                "(torch.autograd.grad's is_grads_batched)");
+  std::optional<at::BatchDim> batch;  // the one batch dimension the output gradients share
+  int64_t size = 0;
+  for (const auto& g : {grad_x, grad_params}) {
+    const at::BatchedTensorImpl* b = g ? at::maybeGetBatchedImpl(*g) : nullptr;
+    if (b == nullptr) continue;
+    TORCH_CHECK_NOT_IMPLEMENTED(b->bdims().size() == 1 && (!batch || batch->level() == b->bdims()[0].level()),
+                                "the fused MADE solve's backward runs under one level of vmap only");
+    batch = b->bdims()[0];
+    size = b->value().size(batch->dim());
+  }
+  TORCH_INTERNAL_ASSERT(batch, "a batched kernel called without a batched argument");
+  // The entry i of a gradient: its physical tensor's slice where it is batched.
+  const auto entry = [&](const std::optional<at::Tensor>& g, int64_t i) -> std::optional<at::Tensor> {
+    const at::BatchedTensorImpl* b = g ? at::maybeGetBatchedImpl(*g) : nullptr;
+    return b ? std::optional<at::Tensor>(b->value().select(b->bdims()[0].dim(), i)) : g;
+  };
+  static const auto op = op_handle<decltype(fused_backward)>("pygen::_made_affine_solve_fused_backward");
+  std::vector<at::Tensor> grad_target;
+  std::vector<std::vector<at::Tensor>> grad_weights(weights.size()), grad_biases(biases.size());
+  for (int64_t i = 0; i < size; ++i) {
+    auto [gt, gw, gb] = op.call(entry(grad_x, i), entry(grad_params, i), target, x, params, weights, biases, units,
+                                bounds, order, mask, scale_fn, clamp, reverse);
+    grad_target.push_back(gt);
+    for (size_t k = 0; k < gw.size(); ++k) grad_weights[k].push_back(gw[k]);
+    for (size_t k = 0; k < gb.size(); ++k) grad_biases[k].push_back(gb[k]);
+  }
+  const auto batched = [&](at::TensorList entries) {
+    return at::makeBatched(at::stack(entries), {at::BatchDim(batch->level(), 0)});
+  };
+  std::vector<at::Tensor> out_weights, out_biases;
+  for (const auto& g : grad_weights) out_weights.push_back(batched(g));
+  for (const auto& g : grad_biases) out_biases.push_back(batched(g));
+  return {batched(grad_target), out_weights, out_biases};
+}
+
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
@@ -424,5 +476,7 @@ TORCH_LIBRARY_IMPL(pygen, CUDA, m) {
 }
 
 TORCH_LIBRARY_IMPL(pygen, Autograd, m) { m.impl("_made_affine_solve_fused", &fused_autograd); }
+
+TORCH_LIBRARY_IMPL(pygen, Batched, m) { m.impl("_made_affine_solve_fused_backward", &fused_backward_batched); }
 
 }  // namespace pygen::made_solve
