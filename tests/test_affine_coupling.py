@@ -329,13 +329,16 @@ def test_opcheck_stacked(device):
     )
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "chunks", "stacked"])
+@pytest.mark.parametrize(
+    "layout", ["contiguous", "channels_last", "chunks", "stacked", "stacked_channels_last"]
+)
 def test_torch_compile_matches_eager(device, layout):
     # log_scale and shift from one stacked tensor: copied apart, or read in place as chunks;
-    # channels-last inputs run on NHWC views: the compiled graph keeps the eager layouts.
+    # channels-last inputs run on NHWC views (a stacked params as runs): the compiled graph keeps
+    # the eager layouts.
     shape = (8, 4, 6, 6)
     x, log_scale, shift = make_inputs(shape, torch.float32, device)
-    form = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    form = torch.channels_last if layout.endswith("channels_last") else torch.contiguous_format
     x = x.contiguous(memory_format=form)
     params = torch.cat([log_scale, shift], dim=1).contiguous(memory_format=form).requires_grad_()
     mask = checkerboard_mask(shape[1:], 0, device=device)
@@ -343,7 +346,7 @@ def test_torch_compile_matches_eager(device, layout):
 
     def coupling(x, params, reverse):
         settings = {"scale_fn": "tanh", "reverse": reverse, "mask_kind": kind}
-        if layout == "stacked":
+        if layout.startswith("stacked"):
             return affine_coupling_stacked(x, params, mask, **settings)
         log_scale, shift = params.chunk(2, dim=1)
         if layout != "chunks":
