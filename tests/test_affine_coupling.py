@@ -869,25 +869,33 @@ def test_cuda_matches_cpu_on_large_inputs(shape):
         )
         for a, b in zip(cpu, gpu, strict=True):
             torch.testing.assert_close(b.cpu(), a, rtol=1e-5, atol=1e-4)
-    # stacked: the gradients of log_scale and shift written as the halves of one
+    # stacked: the gradients of log_scale and shift written as the halves of one; for images
+    # also channels-last, params read and its gradient written as runs of each pixel's channels
     params, grad_y = torch.cat([log_scale, shift], dim=1), torch.randn(shape)
     mask = checkerboard_mask(shape[1:], 0)
-    grads = [
-        torch.ops.pygen.affine_coupling_stacked_backward(
-            grad_y.to(device),
-            None,
-            x.to(device),
-            params.to(device),
-            mask.to(device),
-            1,
-            "tanh",
-            None,
-            False,
-        )
-        for device in ("cpu", "cuda")
-    ]
-    for a, b in zip(*grads, strict=True):
-        torch.testing.assert_close(b.cpu(), a, rtol=1e-5, atol=1e-4)
+    forms = [torch.contiguous_format] + [torch.channels_last] * (len(shape) == 4)
+    for form in forms:
+
+        def on(device: str, t: torch.Tensor, form=form) -> torch.Tensor:
+            return t.to(device).contiguous(memory_format=form)
+
+        grads = [
+            torch.ops.pygen.affine_coupling_stacked_backward(
+                on(device, grad_y),
+                None,
+                on(device, x),
+                on(device, params),
+                mask.to(device),
+                1,
+                "tanh",
+                None,
+                False,
+            )
+            for device in ("cpu", "cuda")
+        ]
+        for a, b in zip(*grads, strict=True):
+            assert b.is_contiguous(memory_format=form)
+            torch.testing.assert_close(b.cpu(), a, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
