@@ -24,6 +24,8 @@ with a copy of the case's floor bytes (provider ``copy``): its own ceiling.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -34,6 +36,7 @@ from benchmarks.common import (
     compile_reference,
     copy_of,
     device_under_test,
+    flow_nll,
     measure_side_by_side,
     row,
 )
@@ -62,7 +65,7 @@ CASES = (
 STEP_CASE = ((256, 3, 32, 32), 64) if DEVICE.type == "cuda" else ((64, 3, 16, 16), 16)
 SCALE_FN = "tanh"
 MASKS = {"checkerboard": checkerboard_mask, "channel": channel_mask}
-_compiled = {}
+_compiled: dict[str, Callable] = {}
 
 
 def provider_fn(provider: str):
@@ -84,9 +87,10 @@ def expected(x, log_scale, shift, mask, mode, grad_y=None, grad_logdet=None):
     """The reference's result of the timed step in float32: (y, logdet), or the gradients of
     (x, log_scale, shift)."""
     wide = [t.detach().float().requires_grad_(mode == "fwd+bwd") for t in (x, log_scale, shift)]
+    wide_x, wide_log_scale, wide_shift = wide
     with torch.set_grad_enabled(mode == "fwd+bwd"):
         y, logdet = reference.affine_coupling(
-            *wide, mask, scale_fn=SCALE_FN, reverse=mode == "reverse"
+            wide_x, wide_log_scale, wide_shift, mask, scale_fn=SCALE_FN, reverse=mode == "reverse"
         )
         if mode != "fwd+bwd":
             return y, logdet
@@ -113,7 +117,7 @@ def test_affine_coupling(record, quick, shape, dtype, mode, variant):
         pytest.skip("channel masks and channels-last: forward and backward")
     if variant == "channels-last" and len(shape) != 4:
         pytest.skip("channels-last: images")
-    providers = PROVIDERS
+    providers: tuple[str, ...] = PROVIDERS
     if variant == "channel mask" and DEVICE.type == "cuda":
         if mode != "fwd":
             pytest.skip("channel masks on a GPU: the forward's diagnostic rows only")
@@ -123,7 +127,7 @@ def test_affine_coupling(record, quick, shape, dtype, mode, variant):
     gen = torch.Generator(DEVICE).manual_seed(0)
     x, log_scale, shift, mask, kind = make_inputs(shape, dtype, gen, mask_name)
     x, log_scale, shift = (t.contiguous(memory_format=layout) for t in (x, log_scale, shift))
-    grads = ()
+    grads: tuple[torch.Tensor, ...] = ()
     if mode == "fwd+bwd":
         x.requires_grad_()
         log_scale.requires_grad_()
@@ -138,19 +142,15 @@ def test_affine_coupling(record, quick, shape, dtype, mode, variant):
         def call(reverse=False):
             return fn(x, log_scale, shift, mask, scale_fn=SCALE_FN, reverse=reverse, mask_kind=kind)
 
-        if mode != "fwd+bwd":
+        def forward():
+            with torch.no_grad():
+                return call(reverse=mode == "reverse")
 
-            def step():
-                with torch.no_grad():
-                    return call(reverse=mode == "reverse")
-
-            return step
-
-        def step():
+        def forward_backward():
             y, logdet = call()
             return torch.autograd.grad((y, logdet), (x, log_scale, shift), grads)
 
-        return step
+        return forward if mode != "fwd+bwd" else forward_backward
 
     label = mode if variant == "checkerboard" else f"{mode} ({variant})"
     steps = {provider: step_of(provider_fn(provider)) for provider in providers}
@@ -237,7 +237,7 @@ def test_realnvp_train_step(record, quick):
         want = models["eager"].log_prob(x)
         check_close("RealNVP log_prob", models["pygen"].log_prob(x), want, torch.float32)
     steps = {
-        provider: adam_step(model, lambda model=model: -model.log_prob(x).mean(), lr=1e-4)
+        provider: adam_step(model, flow_nll(model, x), lr=1e-4)
         for provider, model in models.items()
     }
     shape = (batch, *image)

@@ -35,16 +35,16 @@ def make_step(provider: str):
     if provider == "sinkhorn_gan":
         return ring_step(SinkhornLoss(epsilon=1e-3, scaling=0.8, clip_value=0.1))
     if provider == "bigan":
-        model = BiGAN(latent_dim=2).to(DEVICE)
+        bigan = BiGAN(latent_dim=2).to(DEVICE)
         data = torch.randn(RING_BATCH, 2, device=DEVICE)
-        return lambda: model.fit(data, 1, batch_size=RING_BATCH), (RING_BATCH, 2)
+        return lambda: bigan.fit(data, 1, batch_size=RING_BATCH), (RING_BATCH, 2)
     images = torch.rand(IMAGE_SHAPE, device=DEVICE) * 2 - 1
     if provider == "cyclegan":
-        model = CycleGAN(channels=1, image_size=8, width=8, n_blocks=2, n_down=1, d_width=16)
-        model.to(DEVICE)
-        return lambda: model.fit(images, -images, 1, batch_size=IMAGE_BATCH), IMAGE_SHAPE
-    model = Pix2Pix(1, 1, image_size=8, width=8, d_width=16).to(DEVICE)
-    return lambda: model.fit(images, images.flip(-1), 1, batch_size=IMAGE_BATCH), IMAGE_SHAPE
+        cyclegan = CycleGAN(channels=1, image_size=8, width=8, n_blocks=2, n_down=1, d_width=16)
+        cyclegan.to(DEVICE)
+        return lambda: cyclegan.fit(images, -images, 1, batch_size=IMAGE_BATCH), IMAGE_SHAPE
+    pix2pix = Pix2Pix(1, 1, image_size=8, width=8, d_width=16).to(DEVICE)
+    return lambda: pix2pix.fit(images, images.flip(-1), 1, batch_size=IMAGE_BATCH), IMAGE_SHAPE
 
 
 def test_ipm_gans(record, quick):

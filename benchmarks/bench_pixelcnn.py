@@ -197,7 +197,7 @@ def test_pixelcnn_complete(record, quick, model_name, batch):
     kernels skip the horizontal stack of rows given whole, the cached twin draws nothing there but
     still runs it. Compare with the same run's ``sample`` rows of the same model and batch."""
     model = get_model(model_name)
-    providers = ("fused", "cached")
+    providers: tuple[str, ...] = ("fused", "cached")
     if ON_CUDA and batch not in SLOW_REFERENCE_BATCHES:
         providers = ("fused",)  # slow reference: timed at the smallest and largest batch
     shape = shape_of(model, batch)

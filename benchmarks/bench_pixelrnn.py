@@ -15,6 +15,8 @@ timed, its logits are checked against the full forward pass at the images it dre
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 import torch
 
@@ -27,6 +29,7 @@ from benchmarks.common import (
     measure_side_by_side,
     row,
 )
+from pygen.layers import RowLSTM
 from pygen.models import PixelRNN
 from pygen.sampling import sample_pixelrnn_cached
 
@@ -73,7 +76,8 @@ def gflop_per_image(model: PixelRNN) -> float:
     height, width = model.image_size
     layers = len(model.layers)
     if model.kind == "row":
-        kw = model.layers[0].input_to_state.kernel_size[1] // 2 + 1
+        first = cast(RowLSTM, model.layers[0])  # the "row" kind's layers
+        kw = first.input_to_state.kernel_size[1] // 2 + 1
         per_value, per_pixel = layers * (kw * h * 4 * h + h * h), layers * 3 * h * 4 * h
     else:
         per_value = layers * (2 * h * 4 * h + h * h)

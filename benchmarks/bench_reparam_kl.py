@@ -16,6 +16,8 @@ side (``benchmarks.common.measure_side_by_side``), with a copy of the case's flo
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -41,7 +43,7 @@ CASES = (
 # noise in its kernel (fallback_random), which on the CPU is several times faster than its own
 # (an audit, 1024x1024: 24 against 76 ms, eager 45), so the best compiled reference is timed too.
 PROVIDERS = ("pygen", "eager", "compile", "compile_eager_rng")
-_compiled = {}
+_compiled: dict[tuple[str, bool], Callable] = {}
 
 
 MODES = [
@@ -147,19 +149,15 @@ def test_reparam_kl(record, quick, shape, dtype, mode):
         return stats.chunk(2, dim=-1) if halves else (mu, logvar)
 
     def step_of(fn):
-        if grad_z is None:
+        def forward():
+            with torch.no_grad():
+                return fn(*inputs())
 
-            def step():
-                with torch.no_grad():
-                    return fn(*inputs())
-
-            return step
-
-        def step():
+        def forward_backward():
             z, kl = fn(*inputs())
             return torch.autograd.grad((z, kl), leaves, (grad_z, grad_kl))
 
-        return step
+        return forward if grad_z is None else forward_backward
 
     steps = {}
     for provider in PROVIDERS:

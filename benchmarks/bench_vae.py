@@ -9,6 +9,9 @@ GB/s column does not apply to a whole model and is left empty.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -34,7 +37,7 @@ def test_vae(record, quick, case, mode):
     gen = torch.Generator().manual_seed(0)
     x = (torch.rand(batch, *data_shape, generator=gen) < 0.3).float().to(DEVICE)
     shape = [batch, *data_shape] if mode != "iwae" else [IWAE_K, batch, *data_shape]
-    steps = {}
+    steps: dict[str, Callable[[], object]] = {}
     for provider in ("pygen", "eager"):
         torch.manual_seed(0)
         model = VAE(
@@ -45,11 +48,11 @@ def test_vae(record, quick, case, mode):
             reference=provider == "eager",
         ).to(DEVICE)
         if mode == "train_step":
-            steps[provider] = adam_step(model, lambda model=model: model.loss(x))
+            steps[provider] = adam_step(model, functools.partial(model.loss, x))
         elif mode == "iwae":
-            steps[provider] = lambda model=model: model.log_likelihood(x, k=IWAE_K)
+            steps[provider] = functools.partial(model.log_likelihood, x, k=IWAE_K)
         else:
-            steps[provider] = lambda model=model: model.sample(batch)
+            steps[provider] = functools.partial(model.sample, batch)
     for provider, timing in measure_side_by_side(steps, DEVICE, quick).items():
         result = row(OP, provider, mode, shape, torch.float32, DEVICE, timing, nbytes=0)
         result["samples_per_s"] = batch / (timing["median_ms"] * 1e-3)

@@ -15,12 +15,14 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
 import pygen
+from pygen.models import FlowModel, PixelCNN, PixelRNN
 
 
 def results_dir() -> Path:
@@ -214,7 +216,7 @@ def summary(times: list[float], others: list[str]) -> dict:
 
 
 def measure_side_by_side(
-    steps: dict[str, Callable[[], object]],
+    steps: Mapping[str, Callable[[], object]],
     device: torch.device,
     quick: bool,
     rounds: int | dict[str, int] = 0,
@@ -324,7 +326,14 @@ def adam_step(
     return step
 
 
-def compile_reference(fn: Callable, **inductor_options: object) -> Callable:
+def flow_nll(model: FlowModel, x: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """A flow's training loss on ``x`` (its mean negative log-likelihood), for ``adam_step``."""
+    return lambda: -model.log_prob(x).mean()
+
+
+def compile_reference(
+    fn: Callable, **inductor_options: str | int | bool | Callable[..., Any]
+) -> Callable:
     """``torch.compile(fn, options=inductor_options)`` for a "compile" provider, whole or not at
     all. Every benchmark case (shape, dtype, grad mode, flag) is a recompilation of the same
     function, and past dynamo's recompile limit (8) dynamo runs the function eagerly without an
@@ -376,7 +385,7 @@ SAMPLER_TOLERANCE = {
 
 @torch.no_grad()
 def check_sampler(
-    model: torch.nn.Module, batch: int, method: str = "fused", given: torch.Tensor | None = None
+    model: PixelCNN | PixelRNN, batch: int, method: str = "fused", given: torch.Tensor | None = None
 ) -> None:
     """Before a sampler is timed: with fixed noise, the logits each value was drawn from equal
     the model's full forward pass at the images drawn (the design's oracle; float32 convolutions,
@@ -387,9 +396,8 @@ def check_sampler(
     shape = (batch, model.in_channels, *model.image_size)
     gen = torch.Generator(param.device).manual_seed(1)
     noise = torch.rand(shape, generator=gen, device=param.device)
-    completion = {} if given is None else {"given": given}
     images, logits = model.sample(
-        batch, method=method, noise=noise, return_logits=True, **completion
+        batch, method=method, noise=noise, given=given, return_logits=True
     )
     wide = param.dtype in (torch.float32, torch.float64)
     reference = model if wide else copy.deepcopy(model).float()

@@ -22,8 +22,8 @@ def memory_bound() -> None:
     """reparameterize+KL forward and forward+backward, affine coupling forward, reverse and
     forward+backward, at every benchmark case (float32 and bfloat16)."""
     gen = torch.Generator(bench_reparam_kl.DEVICE).manual_seed(0)
-    for shape, dtype in bench_reparam_kl.CASES:
-        mu, logvar = bench_reparam_kl.make_inputs(shape, dtype, gen)
+    for kl_shape, dtype in bench_reparam_kl.CASES:
+        mu, logvar = bench_reparam_kl.make_inputs(kl_shape, dtype, gen)
         with torch.no_grad():
             reparameterize_kl(mu, logvar)
         mu.requires_grad_()
@@ -36,9 +36,13 @@ def memory_bound() -> None:
         with torch.no_grad():
             affine_coupling(x, log_scale, shift, mask, **options)
             affine_coupling(x, log_scale, shift, mask, reverse=True, **options)
-        inputs = [t.requires_grad_() for t in (x, log_scale, shift)]
-        y, logdet = affine_coupling(*inputs, mask, **options)
-        torch.autograd.grad((y, logdet), inputs, (torch.ones_like(y), torch.ones_like(logdet)))
+        x.requires_grad_()
+        log_scale.requires_grad_()
+        shift.requires_grad_()
+        y, logdet = affine_coupling(x, log_scale, shift, mask, **options)
+        torch.autograd.grad(
+            (y, logdet), (x, log_scale, shift), (torch.ones_like(y), torch.ones_like(logdet))
+        )
 
 
 def pixelcnn(batch: int) -> None:

@@ -53,7 +53,7 @@ def _ceiling(rows: list[dict], device: str, op: str, keep=lambda r: True) -> lis
 def copy_row(rows: list[dict], device: str) -> dict | None:
     """The device's copy row (benchmarks/bench_copy.py) of the fastest copy, if one was run."""
     copies = [r for r in _ceiling(rows, device, "copy") if gbps(r)]
-    return max(copies, key=gbps) if copies else None
+    return max(copies, key=lambda r: gbps(r) or 0.0) if copies else None
 
 
 def copy_gbps(rows: list[dict], device: str) -> float | None:
@@ -105,7 +105,7 @@ def case_key(r: dict) -> tuple:
 
 def copies_beside(rows: list[dict]) -> dict[tuple, float]:
     """GB/s of each case's own copy (provider ``copy``, timed beside the case's providers)."""
-    return {case_key(r): gbps(r) for r in rows if r["provider"] == "copy" and gbps(r)}
+    return {case_key(r): g for r in rows if r["provider"] == "copy" and (g := gbps(r))}
 
 
 def table(rows: list[dict], copy: float | None = None) -> str:
@@ -158,7 +158,7 @@ def sampler_table(
         "| floor ms | x floor | vs naive | vs graph |",
         "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    base = defaultdict(dict)
+    base: defaultdict[tuple, dict[str, float]] = defaultdict(dict)
     for r in rows:
         base[case_key(r)][r["provider"]] = r["median_ms"]
     order = lambda r: (r.get("model") or "", r["mode"], r["shape"][1:], r["shape"][0], r["dtype"])  # noqa: E731
@@ -246,11 +246,11 @@ def op_table(rows: list[dict], group: list[dict], device: str) -> tuple[str, lis
             for r in _ceiling(rows, device, "matmul")
             if r["dtype"] in dtypes
         ]
-        beside = [r for r in group if r.get("matmul_tflops_beside")]
-        if beside:
-            rates = sorted(r["matmul_tflops_beside"] for r in beside)
+        matmul_beside = [r for r in group if r.get("matmul_tflops_beside")]
+        if matmul_beside:
+            rates = sorted(r["matmul_tflops_beside"] for r in matmul_beside)
             label = f"matmul float32 timed beside each case, {rates[0]:.3g}-{rates[-1]:.3g} TFLOP/s"
-            ceilings.append((label, beside[0]))
+            ceilings.append((label, matmul_beside[0]))
         if step and any(r.get("dependent_steps") for r in group):
             ceilings.append((f"cluster step {step['us_per_step']:.3g} us", step))
         step_time = step["us_per_step"] if step else None
