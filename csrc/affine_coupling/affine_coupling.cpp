@@ -138,6 +138,27 @@ void set_stacked_params(Operands& o, const at::Tensor& params) {
   o.p.param_run_stride = 2 * c;
 }
 
+// The checked operands of pygen::affine_coupling and its backward.
+Operands operands(const at::Tensor& x, const std::optional<at::Tensor>& log_scale, const at::Tensor& shift,
+                  const at::Tensor& mask, int64_t mask_kind, c10::string_view scale_fn, std::optional<double> clamp,
+                  bool reverse) {
+  Operands o = x_operands(check_inputs(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse), x, mask);
+  set_params(o, log_scale, shift);
+  return o;
+}
+
+// The same for pygen::affine_coupling_stacked and its backward.
+Operands stacked_operands(const at::Tensor& x, const at::Tensor& params, const at::Tensor& mask, int64_t mask_kind,
+                          c10::string_view scale_fn, std::optional<double> clamp, bool reverse) {
+  check_params(x, params);
+  const int64_t c = x.size(1);
+  const Problem p = check_inputs(x, params.narrow(1, 0, c), params.narrow(1, c, c), mask, mask_kind, scale_fn,
+                                 clamp, reverse);
+  Operands o = x_operands(p, x, mask);
+  set_stacked_params(o, params);
+  return o;
+}
+
 std::tuple<at::Tensor, at::Tensor> forward_of(const Operands& o) {
   at::Tensor y = at::empty_like(o.x);
   at::Tensor logdet = at::zeros({o.p.rows}, o.x.options().dtype(sum_dtype(o.x)));
@@ -205,18 +226,15 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const std::optio
                                            const at::Tensor& shift, const at::Tensor& mask, int64_t mask_kind,
                                            c10::string_view scale_fn, std::optional<double> clamp,
                                            bool reverse) {
-  Operands o = x_operands(check_inputs(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse), x, mask);
-  set_params(o, log_scale, shift);
-  return forward_of(o);
+  return forward_of(operands(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logdet, const at::Tensor& x,
     const std::optional<at::Tensor>& log_scale, const at::Tensor& shift, const at::Tensor& mask,
     int64_t mask_kind, c10::string_view scale_fn, std::optional<double> clamp, bool reverse) {
-  Operands o = x_operands(check_inputs(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse), x, mask);
+  const Operands o = operands(x, log_scale, shift, mask, mask_kind, scale_fn, clamp, reverse);
   check_output_grads(o.p, grad_y, grad_logdet, x);
-  set_params(o, log_scale, shift);
   at::Tensor grad_shift = at::empty_like(o.x);
   at::Tensor grad_log_scale = log_scale ? at::empty_like(o.x) : at::empty({0}, x.options());
   at::Tensor grad_x = backward_into(o, grad_y, grad_logdet, grad_log_scale, grad_shift);
@@ -227,13 +245,7 @@ std::tuple<at::Tensor, at::Tensor> forward_stacked(const at::Tensor& x, const at
                                                    const at::Tensor& mask, int64_t mask_kind,
                                                    c10::string_view scale_fn, std::optional<double> clamp,
                                                    bool reverse) {
-  check_params(x, params);
-  const int64_t c = x.size(1);
-  const Problem p = check_inputs(x, params.narrow(1, 0, c), params.narrow(1, c, c), mask, mask_kind, scale_fn,
-                                 clamp, reverse);
-  Operands o = x_operands(p, x, mask);
-  set_stacked_params(o, params);
-  return forward_of(o);
+  return forward_of(stacked_operands(x, params, mask, mask_kind, scale_fn, clamp, reverse));
 }
 
 std::tuple<at::Tensor, at::Tensor> backward_stacked(const std::optional<at::Tensor>& grad_y,
@@ -242,13 +254,9 @@ std::tuple<at::Tensor, at::Tensor> backward_stacked(const std::optional<at::Tens
                                                     const at::Tensor& mask, int64_t mask_kind,
                                                     c10::string_view scale_fn, std::optional<double> clamp,
                                                     bool reverse) {
-  check_params(x, params);
-  const int64_t c = x.size(1);
-  const Problem p = check_inputs(x, params.narrow(1, 0, c), params.narrow(1, c, c), mask, mask_kind, scale_fn,
-                                 clamp, reverse);
-  Operands o = x_operands(p, x, mask);
+  Operands o = stacked_operands(x, params, mask, mask_kind, scale_fn, clamp, reverse);
   check_output_grads(o.p, grad_y, grad_logdet, x);
-  set_stacked_params(o, params);
+  const int64_t c = x.size(1);
   // One gradient of params in x's layout, its halves written by the kernels as params' are read.
   const auto format = o.nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   at::Tensor grad_params = at::empty(params.sizes(), x.options().memory_format(format));
