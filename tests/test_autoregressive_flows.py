@@ -493,19 +493,29 @@ def test_fused_made_solve_equals_the_composite_in_float64(order, hidden):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12 * scale)
 
 
+def fused_solve_leaves(hidden: int, dim: int, n: int):
+    """A solve case as leaves (the target's first n samples, then the MADE's weights and biases),
+    the op as a function of them (settings as keywords), and its mask (to change in place)."""
+    made, target, mask = solve_case(hidden=hidden, dim=dim)
+    weights, biases, units, bounds = made.solve_weights(target)
+    order, layers = made.order.tolist(), len(weights)
+    leaves = [t.detach().requires_grad_() for t in (target[:n], *weights, *biases)]
+
+    def solve(target, *weights_and_biases, **settings):
+        w, b = weights_and_biases[:layers], weights_and_biases[layers:]
+        return ops.made_affine_solve(target, w, b, units, bounds, order, mask, **settings)
+
+    return leaves, solve, mask
+
+
 @pytest.mark.parametrize("outputs", ["x", "params", "both"])
 def test_fused_made_solve_gradcheck(outputs):
     """The fused backward against finite differences, with either output's gradient absent."""
-    made, target, mask = solve_case(hidden=10, dim=5)
+    leaves, solve, mask = fused_solve_leaves(hidden=10, dim=5, n=3)
     mask[1] = 1
-    weights, biases, units, bounds = made.solve_weights(target)
-    order = made.order.tolist()
-    leaves = [t.detach().requires_grad_() for t in (target[:3], *weights, *biases)]
-    layers = len(weights)
 
-    def fn(target, *weights_and_biases):
-        w, b = weights_and_biases[:layers], weights_and_biases[layers:]
-        x, params = ops.made_affine_solve(target, w, b, units, bounds, order, mask, scale_fn="atan")
+    def fn(*leaves):
+        x, params = solve(*leaves, scale_fn="atan")
         return {"x": x, "params": params, "both": (x, params)}[outputs]
 
     assert torch.autograd.gradcheck(fn, leaves)
@@ -514,14 +524,8 @@ def test_fused_made_solve_gradcheck(outputs):
 def test_fused_made_solve_gradients_batched_over_cotangents():
     # autograd.grad(..., is_grads_batched=True) (and jacobian(vectorize=True)) runs the backward
     # under the legacy vmap: the fused backward once per cotangent, the results those of a loop.
-    made, target, mask = solve_case(hidden=10, dim=5)
-    weights, biases, units, bounds = made.solve_weights(target)
-    order = made.order.tolist()
-    leaves = [t.detach().requires_grad_() for t in (target[:3], *weights, *biases)]
-    layers = len(weights)
-    x, params = ops.made_affine_solve(
-        leaves[0], leaves[1 : 1 + layers], leaves[1 + layers :], units, bounds, order, mask
-    )
+    leaves, solve, _ = fused_solve_leaves(hidden=10, dim=5, n=3)
+    x, params = solve(*leaves)
     gen = torch.Generator().manual_seed(3)
     cotangents = [torch.randn(4, *t.shape, generator=gen, dtype=t.dtype) for t in (x, params)]
     for given in ([0, 1], [0], [1]):  # either output's gradient absent
@@ -540,29 +544,21 @@ def test_fused_made_solve_gradients_batched_over_cotangents():
             for got, want in zip(batched, one, strict=True):
                 torch.testing.assert_close(got[i], want, rtol=0, atol=0)
 
-    def solve(t):
-        return ops.made_affine_solve(t, weights, biases, units, bounds, order, mask)[0]
+    def solve_x(t):
+        return solve(t, *leaves[1:])[0]
 
-    jacobian = torch.autograd.functional.jacobian(solve, target[:2], vectorize=True)
+    target = leaves[0][:2].detach()
+    jacobian = torch.autograd.functional.jacobian(solve_x, target, vectorize=True)
     torch.testing.assert_close(
-        jacobian, torch.autograd.functional.jacobian(solve, target[:2]), rtol=0, atol=0
+        jacobian, torch.autograd.functional.jacobian(solve_x, target), rtol=0, atol=0
     )
     assert not jacobian[0, :, 1].any()  # samples are independent
 
 
 def test_fused_made_solve_gradgradcheck():
     # Second derivatives of the fused kernels come from the composite loop's arithmetic.
-    made, target, mask = solve_case(hidden=6, dim=4)
-    weights, biases, units, bounds = made.solve_weights(target)
-    order = made.order.tolist()
-    leaves = [t.detach().requires_grad_() for t in (target[:2], *weights, *biases)]
-    layers = len(weights)
-
-    def fn(target, *weights_and_biases):
-        w, b = weights_and_biases[:layers], weights_and_biases[layers:]
-        return ops.made_affine_solve(target, w, b, units, bounds, order, mask, scale_fn="atan")
-
-    assert torch.autograd.gradgradcheck(fn, leaves)
+    leaves, solve, _ = fused_solve_leaves(hidden=6, dim=4, n=2)
+    assert torch.autograd.gradgradcheck(lambda *leaves: solve(*leaves, scale_fn="atan"), leaves)
 
 
 def test_fused_made_solve_derivatives_to_third_order_match_the_composite():
